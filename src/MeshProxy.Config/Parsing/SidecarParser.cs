@@ -1,0 +1,66 @@
+using MeshProxy.Config.Resources;
+
+namespace MeshProxy.Config.Parsing;
+
+internal static class SidecarParser
+{
+    public static Resource? Parse(ObjectMeta meta, SourceLocation source, YamlMap spec)
+    {
+        var workloadMap = spec.Map("workload");
+        var workload = new WorkloadSpec(
+            workloadMap?.String("name") ?? meta.Name,
+            meta.Namespace,
+            workloadMap?.String("serviceAccount") ?? "default",
+            workloadMap?.StringMap("labels") ?? meta.Labels);
+        workloadMap?.Finish();
+
+        var appMap = spec.Map("app", required: true);
+        var app = new AppSpec(
+            appMap?.Port("port", required: true) ?? 0,
+            AppProtocols.Parse(appMap?.Enum("protocol", AppProtocols.Names)));
+        appMap?.Finish();
+
+        var defaults = ListenerPorts.Default;
+        var listenersMap = spec.Map("listeners");
+        var listeners = listenersMap is null
+            ? defaults
+            : new ListenerPorts(
+                listenersMap.Port("outbound", allowZero: true) ?? defaults.Outbound,
+                listenersMap.Port("inbound", allowZero: true) ?? defaults.Inbound,
+                listenersMap.Port("admin", allowZero: true) ?? defaults.Admin,
+                listenersMap.Port("stats", allowZero: true) ?? defaults.Stats,
+                listenersMap.String("inboundAddress") ?? defaults.InboundAddress,
+                listenersMap.String("outboundAddress") ?? defaults.OutboundAddress);
+        listenersMap?.Finish();
+        if (listenersMap is not null)
+        {
+            var ports = new[] { listeners.Outbound, listeners.Inbound, listeners.Admin, listeners.Stats };
+            if (ports.Where(p => p != 0).GroupBy(p => p).Any(g => g.Count() > 1))
+            {
+                listenersMap.Sink.Error(listenersMap.Node, listenersMap.Path, "outbound, inbound, admin and stats must be different ports");
+            }
+
+            if (app.Port != 0 && ports.Contains(app.Port))
+            {
+                spec.Error("app", $"app.port {app.Port} collides with one of the sidecar's own listener ports");
+            }
+        }
+
+        var drain = spec.Duration("drainDuration", TimeSpan.Zero, TimeSpan.FromMinutes(10)) ?? TimeSpan.FromSeconds(5);
+
+        ControlPlaneSpec? controlPlane = null;
+        if (spec.Map("controlPlane") is { } cp)
+        {
+            var address = cp.String("address", required: true);
+            if (address is not null && !Uri.TryCreate(address, UriKind.Absolute, out _))
+            {
+                cp.Error("address", $"'{address}' is not an absolute URL such as http://127.0.0.1:15010");
+            }
+
+            controlPlane = address is null ? null : new ControlPlaneSpec(address, cp.String("tokenFile"));
+            cp.Finish();
+        }
+
+        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane));
+    }
+}

@@ -1,0 +1,37 @@
+namespace MeshProxy.Config.Resources;
+
+/// <summary>
+/// The workload a sidecar serves and how the sidecar itself listens. In standalone mode this sits in
+/// the bootstrap file beside the services and routes; with a control plane it names the workload.
+/// </summary>
+public sealed record SidecarResource(ObjectMeta Metadata, SourceLocation Source, SidecarSpec Spec) : Resource(Metadata, Source)
+{
+    public const string KindName = "Sidecar";
+
+    public override string Kind => KindName;
+}
+
+public sealed record SidecarSpec(
+    WorkloadSpec Workload,
+    AppSpec App,
+    ListenerPorts Listeners,
+    TimeSpan DrainDuration,
+    ControlPlaneSpec? ControlPlane);
+
+/// <summary>Who the workload is: the name, namespace and service account its identity is made of.</summary>
+public sealed record WorkloadSpec(string Name, string Namespace, string ServiceAccount, IReadOnlyDictionary<string, string> Labels);
+
+/// <summary>The local application the inbound listener forwards to (always on loopback).</summary>
+public sealed record AppSpec(int Port, AppProtocol Protocol);
+
+/// <summary>
+/// The sidecar's own ports. Defaults follow Istio's so operators recognise them; 0 asks the kernel for
+/// a free port (tests use this).
+/// </summary>
+public sealed record ListenerPorts(int Outbound, int Inbound, int Admin, int Stats, string InboundAddress, string OutboundAddress)
+{
+    public static readonly ListenerPorts Default = new(15001, 15006, 15000, 15020, "0.0.0.0", "127.0.0.1");
+}
+
+/// <summary>Where the control plane is and how the sidecar proves who it is to it.</summary>
+public sealed record ControlPlaneSpec(string Address, string? TokenFile);
