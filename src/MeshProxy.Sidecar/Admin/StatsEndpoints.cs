@@ -1,0 +1,29 @@
+using MeshProxy.Sidecar.Hosting;
+using Microsoft.AspNetCore.Http;
+
+namespace MeshProxy.Sidecar.Admin;
+
+/// <summary>
+/// Port 15020, reachable by the kubelet and Prometheus: readiness, liveness (and metrics). Nothing here
+/// changes the proxy's state.
+/// </summary>
+internal sealed class StatsEndpoints(SidecarLifecycle lifecycle)
+{
+    public Task HandleAsync(HttpContext context)
+    {
+        var response = context.Response;
+        response.ContentType = "text/plain; charset=utf-8";
+        switch (context.Request.Path.Value)
+        {
+            case "/ready" or "/healthz/ready":
+                var ready = lifecycle.IsReady;
+                response.StatusCode = ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
+                return response.WriteAsync(ready ? "ready\n" : lifecycle.IsDraining ? "draining\n" : "not ready\n");
+            case "/live" or "/healthz/live":
+                return response.WriteAsync("live\n");
+            default:
+                response.StatusCode = StatusCodes.Status404NotFound;
+                return response.WriteAsync("not found: try /ready, /live\n");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+using System.Security.Cryptography;
+using MeshProxy.Config.Parsing;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Configuration;
+
+/// <summary>
+/// Standalone mode: the configuration is one YAML file (a Sidecar resource plus the services and
+/// routes it may use). The file is watched; a change is parsed and built aside, and swapped in only if
+/// it is entirely valid. The snapshot's version is a hash of the file, so the same bytes always carry
+/// the same version, across restarts too.
+/// </summary>
+internal sealed class BootstrapFileSource : IDisposable
+{
+    private static readonly TimeSpan Debounce = TimeSpan.FromMilliseconds(150);
+    private readonly string _path;
+    private readonly SnapshotStore _store;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly Lock _reloadLock = new();
+    private FileSystemWatcher? _watcher;
+    private ITimer? _debounceTimer;
+
+    public BootstrapFileSource(string path, SnapshotStore store, ILogger<BootstrapFileSource> logger, TimeProvider time)
+    {
+        _path = Path.GetFullPath(path);
+        _store = store;
+        _logger = logger;
+        _time = time;
+    }
+
+    /// <summary>Loads the file for the first time; throws <see cref="ConfigException"/> if it is unusable.</summary>
+    public SidecarSnapshot LoadInitial()
+    {
+        var snapshot = Load(File.ReadAllBytes(_path));
+        _store.Apply(snapshot);
+        _logger.ConfigApplied(snapshot.Version, snapshot.Source);
+        return snapshot;
+    }
+
+    /// <summary>
+    /// Watches the file's directory rather than the file: editors and Kubernetes ConfigMaps replace
+    /// files by rename, which a watch on the file itself would miss.
+    /// </summary>
+    public void StartWatching()
+    {
+        _debounceTimer = _time.CreateTimer(_ => Reload(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _watcher = new FileSystemWatcher(Path.GetDirectoryName(_path)!)
+        {
+            NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+            IncludeSubdirectories = false,
+        };
+        _watcher.Changed += OnChanged;
+        _watcher.Created += OnChanged;
+        _watcher.Renamed += OnChanged;
+        _watcher.EnableRaisingEvents = true;
+    }
+
+    /// <summary>Reads the file again now; public so that tests and the admin port need not wait for the watcher.</summary>
+    public void Reload()
+    {
+        lock (_reloadLock)
+        {
+            byte[] bytes;
+            try
+            {
+                bytes = File.ReadAllBytes(_path);
+            }
+            catch (IOException ex)
+            {
+                _logger.ConfigReadFailed(_path, ex.Message);
+                return;
+            }
+
+            var version = VersionOf(bytes);
+            var current = _store.Current;
+            if (version == current.Version)
+            {
+                return;
+            }
+
+            try
+            {
+                var snapshot = Load(bytes);
+                if (snapshot.Sidecar.Spec.Listeners != current.Sidecar.Spec.Listeners)
+                {
+                    _logger.ListenerChangeIgnored($"{current.Sidecar.Spec.Listeners} -> {snapshot.Sidecar.Spec.Listeners}");
+                }
+
+                _store.Apply(snapshot);
+                _logger.ConfigApplied(snapshot.Version, snapshot.Source);
+            }
+            catch (ConfigException ex)
+            {
+                _store.Reject(new ConfigRejection(version, _time.GetUtcNow(), ex.Errors));
+                _logger.ConfigRejected(_path, current.Version, ex.Message);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _watcher?.Dispose();
+        _debounceTimer?.Dispose();
+    }
+
+    private void OnChanged(object sender, FileSystemEventArgs e) =>
+        _debounceTimer?.Change(Debounce, Timeout.InfiniteTimeSpan);
+
+    private SidecarSnapshot Load(byte[] bytes)
+    {
+        var text = System.Text.Encoding.UTF8.GetString(bytes);
+        var parsed = ResourceParser.ParseText(text, _path);
+        foreach (var warning in parsed.Warnings)
+        {
+            _logger.ConfigWarning(warning.ToString());
+        }
+
+        return SnapshotBuilder.Build(parsed, VersionOf(bytes), _path, _time.GetUtcNow());
+    }
+
+    private static string VersionOf(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes))[..12];
+}

@@ -1,0 +1,31 @@
+using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Routing;
+
+namespace MeshProxy.Sidecar.Configuration;
+
+/// <summary>
+/// Everything one request needs to be handled, built once from the resources and never changed. A
+/// request reads <see cref="SnapshotStore.Current"/> once, at its start, and finishes on that snapshot
+/// even if a newer one is swapped in while it is in flight.
+/// </summary>
+internal sealed class SidecarSnapshot
+{
+    public required string Version { get; init; }
+
+    /// <summary>Where the snapshot came from: the bootstrap file's path, or the control plane's address.</summary>
+    public required string Source { get; init; }
+
+    public required DateTimeOffset AppliedAt { get; init; }
+
+    public required SidecarResource Sidecar { get; init; }
+
+    public WorkloadSpec Workload => Sidecar.Spec.Workload;
+
+    /// <summary>The local application, as the inbound pipeline's only upstream.</summary>
+    public required Cluster InboundCluster { get; init; }
+
+    public required ServiceTable Services { get; init; }
+
+    /// <summary>The resources this snapshot was built from, for /config_dump.</summary>
+    public required IReadOnlyList<Resource> Resources { get; init; }
+}

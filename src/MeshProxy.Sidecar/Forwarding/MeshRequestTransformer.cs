@@ -1,0 +1,54 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Primitives;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace MeshProxy.Sidecar.Forwarding;
+
+/// <summary>
+/// Header changes on the way to the upstream. The base transformer copies headers and drops the
+/// hop-by-hop ones (Connection, Keep-Alive, TE except trailers, Transfer-Encoding, Upgrade handling);
+/// the original Host/:authority is kept, as Envoy keeps it, so the app sees the name it was called by.
+/// </summary>
+internal sealed class MeshRequestTransformer : HttpTransformer
+{
+    public const string ClientCertHeader = "x-forwarded-client-cert";
+
+    private MeshRequestTransformer(bool inbound)
+    {
+        IsInbound = inbound;
+    }
+
+    /// <summary>For requests from other workloads to the local app.</summary>
+    public static MeshRequestTransformer Inbound { get; } = new(inbound: true);
+
+    /// <summary>For requests from the local app to the mesh.</summary>
+    public static MeshRequestTransformer Outbound { get; } = new(inbound: false);
+
+    public bool IsInbound { get; }
+
+    public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+    {
+        await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+        if (!IsInbound)
+        {
+            return;
+        }
+
+        var headers = proxyRequest.Headers;
+
+        // The caller's identity is told to the app by the sidecar alone; whatever a caller sent under
+        // this name is a forgery attempt and is dropped.
+        headers.Remove(ClientCertHeader);
+
+        var remote = httpContext.Connection.RemoteIpAddress?.ToString();
+        if (remote is not null)
+        {
+            var existing = httpContext.Request.Headers["x-forwarded-for"];
+            headers.Remove("x-forwarded-for");
+            headers.TryAddWithoutValidation("x-forwarded-for", StringValues.IsNullOrEmpty(existing) ? remote : $"{existing}, {remote}");
+        }
+
+        headers.Remove("x-forwarded-proto");
+        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Request.Scheme);
+    }
+}

@@ -1,0 +1,68 @@
+using System.Net.Http;
+using System.Net.Sockets;
+using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace MeshProxy.Sidecar.Forwarding;
+
+/// <summary>What a forwarding error means for the caller: the status to answer with, the flag to record, a short reason.</summary>
+internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusCode, string Reason)
+{
+    public static UpstreamFailure Classify(ForwarderError error, Exception? exception) => error switch
+    {
+        ForwarderError.Request when IsConnectFailure(exception) =>
+            new(ResponseFlags.UpstreamConnectionFailure, 503, "upstream connect error: " + Describe(exception)),
+        ForwarderError.Request or ForwarderError.ResponseHeaders =>
+            new(ResponseFlags.UpstreamConnectionTermination, 503, "upstream reset before response headers: " + Describe(exception)),
+        ForwarderError.RequestTimedOut =>
+            new(ResponseFlags.UpstreamRequestTimeout, 504, "upstream request timeout"),
+        ForwarderError.RequestCreation =>
+            new(ResponseFlags.DownstreamProtocolError, 400, "request cannot be forwarded as sent: " + Describe(exception)),
+        ForwarderError.UpgradeActivityTimeout =>
+            new(ResponseFlags.StreamIdleTimeout, 0, "upgraded stream idle timeout"),
+        ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient or
+        ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient or ForwarderError.UpgradeRequestCanceled or
+        ForwarderError.UpgradeRequestClient or ForwarderError.UpgradeResponseCanceled or ForwarderError.UpgradeResponseClient =>
+            new(ResponseFlags.DownstreamConnectionTermination, 0, "downstream went away: " + Describe(exception)),
+        _ =>
+            new(ResponseFlags.UpstreamConnectionTermination, 502, "upstream connection ended early: " + Describe(exception)),
+    };
+
+    /// <summary>Logs the failure with its flag and, if nothing was sent yet, answers the caller clearly.</summary>
+    public static Task RespondAsync(HttpContext context, ForwarderError error, Cluster cluster, UpstreamEndpoint endpoint, string direction, ILogger logger)
+    {
+        var failure = Classify(error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+        logger.UpstreamFailed(failure.Flags.ToCode(), direction, context.Request.Method, cluster.Name, endpoint.ToString(), failure.Reason);
+        return failure.StatusCode == 0
+            ? Task.CompletedTask
+            : LocalReply.WriteAsync(context, failure.StatusCode, failure.Flags, failure.Reason);
+    }
+
+    private static bool IsConnectFailure(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } ||
+                e is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut })
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private static string Describe(Exception? exception)
+    {
+        var innermost = exception;
+        while (innermost?.InnerException is not null)
+        {
+            innermost = innermost.InnerException;
+        }
+
+        return innermost?.Message ?? "unknown";
+    }
+}

@@ -1,0 +1,68 @@
+using System.Net;
+using MeshProxy.Config.Resources;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace MeshProxy.Sidecar.Forwarding;
+
+/// <summary>
+/// The HTTP clients the forwarder sends with: one connection pool for the local app (inbound) and one
+/// for everything else (outbound). A SocketsHttpHandler pools per scheme/host/port by itself, so one
+/// handler per direction is enough and keeps connection reuse maximal.
+/// </summary>
+internal sealed class UpstreamTransport : IDisposable
+{
+    /// <summary>Envoy's stream idle timeout default: a request or stream that moves no byte for 5 minutes is ended.</summary>
+    public static readonly TimeSpan StreamIdleTimeout = TimeSpan.FromMinutes(5);
+
+    /// <summary>HTTP/1.1 upstream; the forwarder upgrades WebSockets over it.</summary>
+    public static readonly ForwarderRequestConfig Http11 = new()
+    {
+        Version = HttpVersion.Version11,
+        VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+        ActivityTimeout = StreamIdleTimeout,
+    };
+
+    /// <summary>HTTP/2 with prior knowledge (h2c): gRPC needs HTTP/2 end to end for its trailers.</summary>
+    public static readonly ForwarderRequestConfig Http2 = new()
+    {
+        Version = HttpVersion.Version20,
+        VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        ActivityTimeout = StreamIdleTimeout,
+    };
+
+    public UpstreamTransport()
+    {
+        Inbound = new HttpMessageInvoker(CreateHandler());
+        Outbound = new HttpMessageInvoker(CreateHandler());
+    }
+
+    public HttpMessageInvoker Inbound { get; }
+
+    public HttpMessageInvoker Outbound { get; }
+
+    public static ForwarderRequestConfig ConfigFor(AppProtocol protocol) => protocol.IsHttp2() ? Http2 : Http11;
+
+    public void Dispose()
+    {
+        Inbound.Dispose();
+        Outbound.Dispose();
+    }
+
+    private static SocketsHttpHandler CreateHandler() => new()
+    {
+        // A proxy passes requests through as they are: no proxy of its own, no redirects followed,
+        // no cookies kept, no bodies decompressed.
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        // Trace context is propagated by the sidecar's telemetry, not by HttpClient's diagnostics.
+        ActivityHeadersPropagator = null,
+        EnableMultipleHttp2Connections = true,
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+        PooledConnectionIdleTimeout = TimeSpan.FromSeconds(90),
+        KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+        KeepAlivePingTimeout = TimeSpan.FromSeconds(20),
+        KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+    };
+}

@@ -1,0 +1,160 @@
+using System.Diagnostics;
+using System.Net;
+using MeshProxy.Sidecar.Admin;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Listeners;
+using MeshProxy.Sidecar.Pipelines;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Hosting;
+
+/// <summary>
+/// Starts the four listeners and stops them in the order a pod's shutdown needs: readiness off and
+/// inbound closed first (callers move elsewhere; requests in flight finish), outbound kept open for
+/// the drain period (the app's last calls still work), then everything else.
+/// </summary>
+internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
+{
+    /// <summary>How long requests in flight get to finish once their listener stops accepting.</summary>
+    private static readonly TimeSpan InFlightGrace = TimeSpan.FromSeconds(10);
+
+    private readonly IServiceProvider _services;
+    private readonly SnapshotStore _store;
+    private readonly BootstrapFileSource _source;
+    private readonly OutboundPipeline _outbound;
+    private readonly InboundPipeline _inbound;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly IHostApplicationLifetime _application;
+    private readonly ILogger _logger;
+    private readonly Lock _drainLock = new();
+    private Task? _inboundDrain;
+    private ListenerServer? _inboundServer;
+    private ListenerServer? _outboundServer;
+    private ListenerServer? _adminServer;
+    private ListenerServer? _statsServer;
+    private volatile bool _ready;
+    private volatile bool _quitRequested;
+
+    public SidecarLifecycle(
+        IServiceProvider services,
+        SnapshotStore store,
+        BootstrapFileSource source,
+        OutboundPipeline outbound,
+        InboundPipeline inbound,
+        ILoggerFactory loggerFactory,
+        IHostApplicationLifetime application)
+    {
+        _services = services;
+        _store = store;
+        _source = source;
+        _outbound = outbound;
+        _inbound = inbound;
+        _loggerFactory = loggerFactory;
+        _application = application;
+        _logger = loggerFactory.CreateLogger<SidecarLifecycle>();
+    }
+
+    /// <summary>True once configuration is loaded and every listener is up; false from the first moment of shutdown.</summary>
+    public bool IsReady => _ready && _store.HasSnapshot;
+
+    public bool IsDraining => _inboundDrain is not null;
+
+    public ListenerEndpoints Endpoints => new(
+        _outboundServer?.BoundEndPoint, _inboundServer?.BoundEndPoint, _adminServer?.BoundEndPoint, _statsServer?.BoundEndPoint);
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var spec = _store.Current.Sidecar.Spec.Listeners;
+        var admin = new AdminEndpoints(_store, this, _loggerFactory.CreateLogger<AdminEndpoints>());
+        var stats = new StatsEndpoints(this);
+
+        // Admin is bound to loopback whatever the configuration says: it can drain and stop the proxy.
+        _adminServer = await StartAsync("admin", new IPEndPoint(IPAddress.Loopback, spec.Admin), admin.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);
+        _statsServer = await StartAsync("stats", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Stats), stats.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);
+        _inboundServer = await StartAsync("inbound", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Inbound), _inbound.HandleAsync, acceptHttp2: true, OriginalDestinationMiddleware.Install, cancellationToken);
+        _outboundServer = await StartAsync("outbound", new IPEndPoint(IPAddress.Parse(spec.OutboundAddress), spec.Outbound), _outbound.HandleAsync, acceptHttp2: true, OriginalDestinationMiddleware.Install, cancellationToken);
+        _source.StartWatching();
+        _ready = true;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        _ready = false;
+        var drainDuration = _quitRequested ? TimeSpan.Zero : _store.Current.Sidecar.Spec.DrainDuration;
+        _logger.Draining(drainDuration.TotalSeconds);
+
+        await DrainInboundAsync();
+
+        var remaining = drainDuration - Stopwatch.GetElapsedTime(started);
+        if (remaining > TimeSpan.Zero)
+        {
+            await Task.Delay(remaining, cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+        }
+
+        await StopListenerAsync(_outboundServer);
+        await StopListenerAsync(_statsServer);
+        await StopListenerAsync(_adminServer);
+        _logger.Stopped();
+    }
+
+    /// <summary>
+    /// Readiness off and the inbound listener closed; in-flight inbound requests get a grace period.
+    /// Idempotent: POST /drain and shutdown share one drain.
+    /// </summary>
+    public Task DrainInboundAsync()
+    {
+        lock (_drainLock)
+        {
+            _ready = false;
+            return _inboundDrain ??= StopListenerAsync(_inboundServer);
+        }
+    }
+
+    /// <summary>/quitquitquit: stop now, skipping the drain period (batch jobs must be able to finish).</summary>
+    public void RequestQuit()
+    {
+        _quitRequested = true;
+        _application.StopApplication();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var server in new[] { _outboundServer, _inboundServer, _statsServer, _adminServer })
+        {
+            if (server is not null)
+            {
+                await server.DisposeAsync();
+            }
+        }
+    }
+
+    private async Task<ListenerServer> StartAsync(
+        string name, IPEndPoint endPoint, Microsoft.AspNetCore.Http.RequestDelegate pipeline,
+        bool acceptHttp2, Action<Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions>? configure, CancellationToken cancellationToken)
+    {
+        var server = await ListenerServer.StartAsync(name, endPoint, pipeline, _services, _loggerFactory, configure, acceptHttp2, cancellationToken);
+        _logger.ListenerStarted(name, server.BoundEndPoint.ToString());
+        return server;
+    }
+
+    private async Task StopListenerAsync(ListenerServer? server)
+    {
+        if (server is null)
+        {
+            return;
+        }
+
+        using var grace = new CancellationTokenSource(InFlightGrace);
+        await server.StopAsync(grace.Token);
+        if (grace.IsCancellationRequested && server == _inboundServer)
+        {
+            _logger.InboundAborted();
+        }
+    }
+}
+
+/// <summary>The addresses the listeners actually bound (port 0 in the configuration becomes a real port).</summary>
+internal sealed record ListenerEndpoints(IPEndPoint? Outbound, IPEndPoint? Inbound, IPEndPoint? Admin, IPEndPoint? Stats);

@@ -1,0 +1,82 @@
+namespace MeshProxy.Sidecar.Telemetry;
+
+/// <summary>
+/// Envoy's response flags: why a request ended the way it did, so that an operator can tell a proxy
+/// decision from an upstream failure. The short codes are Envoy's, on purpose: dashboards, alerts and
+/// runbooks already speak them.
+/// </summary>
+[Flags]
+internal enum ResponseFlags
+{
+    None = 0,
+
+    /// <summary>UH: the cluster had no healthy endpoint.</summary>
+    NoHealthyUpstream = 1 << 0,
+
+    /// <summary>UF: the connection to the upstream could not be made.</summary>
+    UpstreamConnectionFailure = 1 << 1,
+
+    /// <summary>UO: a circuit breaker's limit was reached.</summary>
+    UpstreamOverflow = 1 << 2,
+
+    /// <summary>NR: no route (or no service) for the request.</summary>
+    NoRoute = 1 << 3,
+
+    /// <summary>URX: retries or the retry budget were exhausted.</summary>
+    UpstreamRetryLimitExceeded = 1 << 4,
+
+    /// <summary>UT: the upstream did not answer in time.</summary>
+    UpstreamRequestTimeout = 1 << 5,
+
+    /// <summary>UC: the upstream connection ended before the response did.</summary>
+    UpstreamConnectionTermination = 1 << 6,
+
+    /// <summary>DC: the downstream (the caller) went away.</summary>
+    DownstreamConnectionTermination = 1 << 7,
+
+    /// <summary>DPE: the downstream request could not be forwarded as sent.</summary>
+    DownstreamProtocolError = 1 << 8,
+
+    /// <summary>UPE: the upstream answered with something that is not valid HTTP.</summary>
+    UpstreamProtocolError = 1 << 9,
+
+    /// <summary>SI: a stream (an upgraded connection, say) sat idle past its timeout.</summary>
+    StreamIdleTimeout = 1 << 10,
+}
+
+internal static class ResponseFlagCodes
+{
+    private static readonly (ResponseFlags Flag, string Code)[] Codes =
+    [
+        (ResponseFlags.NoHealthyUpstream, "UH"),
+        (ResponseFlags.UpstreamConnectionFailure, "UF"),
+        (ResponseFlags.UpstreamOverflow, "UO"),
+        (ResponseFlags.NoRoute, "NR"),
+        (ResponseFlags.UpstreamRetryLimitExceeded, "URX"),
+        (ResponseFlags.UpstreamRequestTimeout, "UT"),
+        (ResponseFlags.UpstreamConnectionTermination, "UC"),
+        (ResponseFlags.DownstreamConnectionTermination, "DC"),
+        (ResponseFlags.DownstreamProtocolError, "DPE"),
+        (ResponseFlags.UpstreamProtocolError, "UPE"),
+        (ResponseFlags.StreamIdleTimeout, "SI"),
+    ];
+
+    /// <summary>"-" for none (Envoy's spelling), the code for one flag, codes joined by commas for several.</summary>
+    public static string ToCode(this ResponseFlags flags)
+    {
+        if (flags == ResponseFlags.None)
+        {
+            return "-";
+        }
+
+        foreach (var (flag, code) in Codes)
+        {
+            if (flags == flag)
+            {
+                return code; // the common case: one flag, a cached string
+            }
+        }
+
+        return string.Join(',', Codes.Where(c => flags.HasFlag(c.Flag)).Select(c => c.Code));
+    }
+}

@@ -1,0 +1,43 @@
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Telemetry;
+
+/// <summary>Every log line the sidecar writes, source-generated so that a disabled level costs nothing.</summary>
+internal static partial class SidecarLog
+{
+    [LoggerMessage(1, LogLevel.Information, "Configuration {Version} applied from {Source}")]
+    public static partial void ConfigApplied(this ILogger logger, string version, string source);
+
+    [LoggerMessage(2, LogLevel.Error, "Configuration from {Source} refused, the last good configuration ({Version}) keeps serving: {Errors}")]
+    public static partial void ConfigRejected(this ILogger logger, string source, string version, string errors);
+
+    [LoggerMessage(3, LogLevel.Warning, "Configuration warning: {Warning}")]
+    public static partial void ConfigWarning(this ILogger logger, string warning);
+
+    [LoggerMessage(4, LogLevel.Information, "{Listener} listener on {Address}")]
+    public static partial void ListenerStarted(this ILogger logger, string listener, string address);
+
+    [LoggerMessage(5, LogLevel.Information, "Draining: inbound stopped accepting; outbound serves for {DrainSeconds}s more")]
+    public static partial void Draining(this ILogger logger, double drainSeconds);
+
+    [LoggerMessage(6, LogLevel.Information, "Stopped")]
+    public static partial void Stopped(this ILogger logger);
+
+    [LoggerMessage(7, LogLevel.Information, "No route: {Direction} request for '{Authority}' matches no service (NR)")]
+    public static partial void NoRoute(this ILogger logger, string direction, string authority);
+
+    [LoggerMessage(8, LogLevel.Warning, "Upstream failure {Flags}: {Direction} {Method} to {Cluster} at {Endpoint}: {Error}")]
+    public static partial void UpstreamFailed(this ILogger logger, string flags, string direction, string method, string cluster, string endpoint, string error);
+
+    [LoggerMessage(9, LogLevel.Warning, "Listener port changes need a restart: {Detail}; the listeners stay where they are")]
+    public static partial void ListenerChangeIgnored(this ILogger logger, string detail);
+
+    [LoggerMessage(10, LogLevel.Information, "{Command} requested on the admin port")]
+    public static partial void AdminCommand(this ILogger logger, string command);
+
+    [LoggerMessage(11, LogLevel.Error, "Reading configuration file {Path} failed: {Error}")]
+    public static partial void ConfigReadFailed(this ILogger logger, string path, string error);
+
+    [LoggerMessage(12, LogLevel.Warning, "Inbound requests still in flight after the grace period were aborted")]
+    public static partial void InboundAborted(this ILogger logger);
+}
