@@ -157,8 +157,11 @@ public readonly struct IstioWorkloadLabels
 /// <summary>The labels of one HTTP or gRPC request, in <see cref="IstioLabelNames.Request"/> order.</summary>
 public readonly struct RequestLabels : ILabelSet
 {
+    // A field, not an auto-property, so that reading one label does not copy all twenty.
+    private readonly IstioWorkloadLabels _workload;
+
     /// <summary>Both workloads and the reporter.</summary>
-    public IstioWorkloadLabels Workload { get; init; }
+    public IstioWorkloadLabels Workload { get => _workload; init => _workload = value; }
 
     /// <summary><c>request_protocol</c>: "http" or "grpc" (null: "http").</summary>
     public string? RequestProtocol { get; init; }
@@ -179,7 +182,7 @@ public readonly struct RequestLabels : ILabelSet
 
     string ILabelSet.GetValue(int index) => index switch
     {
-        < IstioWorkloadLabels.Count => Workload.GetValue(index),
+        < IstioWorkloadLabels.Count => _workload.GetValue(index),
         IstioWorkloadLabels.Count => RequestProtocol ?? "http",
         IstioWorkloadLabels.Count + 1 => StatusCodes.ToLabel(ResponseCode),
         IstioWorkloadLabels.Count + 2 => GrpcResponseStatus ?? string.Empty,
@@ -192,8 +195,11 @@ public readonly struct RequestLabels : ILabelSet
 /// <summary>The labels of one TCP connection, in <see cref="IstioLabelNames.Tcp"/> order; request_protocol is always "tcp".</summary>
 public readonly struct TcpLabels : ILabelSet
 {
+    // A field, not an auto-property, so that reading one label does not copy all twenty.
+    private readonly IstioWorkloadLabels _workload;
+
     /// <summary>Both workloads and the reporter.</summary>
-    public IstioWorkloadLabels Workload { get; init; }
+    public IstioWorkloadLabels Workload { get => _workload; init => _workload = value; }
 
     /// <summary><c>response_flags</c>: Envoy's short flags, "-" when none (null: "-").</summary>
     public string? ResponseFlags { get; init; }
@@ -205,7 +211,7 @@ public readonly struct TcpLabels : ILabelSet
 
     string ILabelSet.GetValue(int index) => index switch
     {
-        < IstioWorkloadLabels.Count => Workload.GetValue(index),
+        < IstioWorkloadLabels.Count => _workload.GetValue(index),
         IstioWorkloadLabels.Count => "tcp",
         IstioWorkloadLabels.Count + 1 => ResponseFlags ?? "-",
         IstioWorkloadLabels.Count + 2 => ConnectionSecurityPolicy ?? IstioLabelNames.Unknown,
