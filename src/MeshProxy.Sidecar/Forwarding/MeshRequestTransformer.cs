@@ -51,4 +51,31 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         headers.Remove("x-forwarded-proto");
         headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Request.Scheme);
     }
+
+    public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+    {
+        var result = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        if (proxyResponse is not null && proxyResponse.Headers.TryGetValues("connection", out var nominated))
+        {
+            foreach (var value in nominated)
+            {
+                RemoveNominated(value, httpContext.Response.Headers);
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// RFC 9110 7.6.1: a header named in Connection is for the next hop only. The base transformer
+    /// drops the fixed hop-by-hop set; the upstream's nominated ones are dropped here. (On requests,
+    /// Kestrel keeps only the Connection tokens it understands, so nominated names are not visible.)
+    /// </summary>
+    private static void RemoveNominated(string value, IHeaderDictionary headers)
+    {
+        foreach (var token in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            headers.Remove(token);
+        }
+    }
 }

@@ -1,0 +1,60 @@
+using System.Text;
+
+namespace MeshProxy.Sidecar.Tests.Infrastructure;
+
+/// <summary>Writes bootstrap files for tests: a Sidecar resource plus services, all on loopback with ports chosen by the kernel.</summary>
+internal sealed class MeshYaml
+{
+    private readonly StringBuilder _docs = new();
+
+    public MeshYaml(string workload, int appPort, string appProtocol = "HTTP", string drain = "1s", int outboundPort = 0, int inboundPort = 0)
+    {
+        _docs.Append($"""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Sidecar
+            metadata: {"{"} name: {workload}, namespace: test {"}"}
+            spec:
+              workload: {"{"} serviceAccount: {workload} {"}"}
+              app: {"{"} port: {appPort}, protocol: {appProtocol} {"}"}
+              listeners: {"{"} outbound: {outboundPort}, inbound: {inboundPort}, admin: 0, stats: 0, inboundAddress: 127.0.0.1 {"}"}
+              drainDuration: {drain}
+
+            """);
+    }
+
+    public MeshYaml Service(string name, int port, string protocol = "HTTP", params int[] endpointPorts)
+    {
+        _docs.Append($"""
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Service
+            metadata: {"{"} name: {name}, namespace: test {"}"}
+            spec:
+              ports: [{"{"} port: {port}, protocol: {protocol} {"}"}]
+              endpoints:
+
+            """);
+        foreach (var p in endpointPorts)
+        {
+            _docs.Append($"    - {{ address: 127.0.0.1, port: {p} }}\n");
+        }
+
+        return this;
+    }
+
+    public MeshYaml Raw(string yaml)
+    {
+        _docs.Append("---\n").Append(yaml).Append('\n');
+        return this;
+    }
+
+    public override string ToString() => _docs.ToString();
+
+    public string WriteTo(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var path = Path.Combine(directory, "mesh.yaml");
+        File.WriteAllText(path, ToString());
+        return path;
+    }
+}
