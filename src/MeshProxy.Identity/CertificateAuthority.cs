@@ -136,7 +136,8 @@ public sealed class CertificateAuthority : IDisposable
             throw new CertificateAuthorityException($"{certChainPath}: '{signer.Subject}' is not a CA certificate that may sign certificates (needs CA:true and keyCertSign)");
         }
 
-        var intermediates = chain.Skip(1).Where(c => !Certificates.IsSelfIssued(c)).ToImmutableArray();
+        // What a leaf must be sent with: the signer itself unless it is the root, then anything between it and the root.
+        var intermediates = chain.Where(c => !Certificates.IsSelfIssued(c)).ToImmutableArray();
         using (var x509Chain = new X509Chain())
         {
             var policy = x509Chain.ChainPolicy;

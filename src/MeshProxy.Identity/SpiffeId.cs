@@ -48,6 +48,11 @@ public sealed class SpiffeId : IEquatable<SpiffeId>
         ArgumentNullException.ThrowIfNull(trustDomain);
         ArgumentNullException.ThrowIfNull(ns);
         ArgumentNullException.ThrowIfNull(serviceAccount);
+        if (!IsValidPathSegment(ns, out var error) || !IsValidPathSegment(serviceAccount, out error))
+        {
+            throw new FormatException($"'{ns}/{serviceAccount}' cannot form a workload SPIFFE ID: {error}");
+        }
+
         return Parse($"{Prefix}{trustDomain}/ns/{ns}/sa/{serviceAccount}");
     }
 
