@@ -1,0 +1,19 @@
+namespace MeshProxy.Identity.Bootstrap;
+
+/// <summary>The workload a bootstrap credential belongs to; the CA turns it into the SPIFFE ID it may sign for.</summary>
+public sealed record WorkloadIdentity(string Namespace, string ServiceAccount)
+{
+    public SpiffeId ToSpiffeId(string trustDomain) => SpiffeId.ForWorkload(trustDomain, Namespace, ServiceAccount);
+
+    public override string ToString() => $"{Namespace}/{ServiceAccount}";
+}
+
+/// <summary>
+/// Proves who is asking for a certificate before the CA signs anything. Locally a per-workload token
+/// (<see cref="LocalTokenStore"/>); in a cluster a Kubernetes ServiceAccount token checked by TokenReview.
+/// </summary>
+public interface IWorkloadAuthenticator
+{
+    /// <summary>The workload holding <paramref name="bearerToken"/>, or null when the token proves nothing.</summary>
+    ValueTask<WorkloadIdentity?> AuthenticateAsync(string bearerToken, CancellationToken cancellationToken);
+}
