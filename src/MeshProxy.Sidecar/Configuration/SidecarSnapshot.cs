@@ -26,6 +26,9 @@ internal sealed class SidecarSnapshot
 
     public required ServiceTable Services { get; init; }
 
+    /// <summary>Mesh-wide settings: the MeshConfig resource if there is one, else the defaults.</summary>
+    public required MeshConfigSpec Mesh { get; init; }
+
     /// <summary>The resources this snapshot was built from, for /config_dump.</summary>
     public required IReadOnlyList<Resource> Resources { get; init; }
 }

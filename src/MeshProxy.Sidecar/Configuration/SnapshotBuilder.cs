@@ -25,6 +25,12 @@ internal static class SnapshotBuilder
         }
 
         var sidecar = sidecars[0];
+        var meshConfigs = parsed.OfKind<MeshConfigResource>().ToList();
+        if (meshConfigs.Count > 1)
+        {
+            errors.Add(At(meshConfigs[1], "kind", $"more than one MeshConfig (first at {meshConfigs[0].Source})"));
+        }
+
         var services = parsed.OfKind<ServiceResource>().ToList();
         var clusters = BuildClusters(services);
         var routesByService = BuildRoutes(parsed.OfKind<HttpRouteResource>(), services, clusters, errors);
@@ -91,6 +97,7 @@ internal static class SnapshotBuilder
             Sidecar = sidecar,
             InboundCluster = inbound,
             Services = new ServiceTable(hosts, addresses),
+            Mesh = meshConfigs.FirstOrDefault()?.Spec ?? MeshConfigSpec.Default,
             Resources = parsed.Resources,
         };
     }

@@ -1,0 +1,66 @@
+namespace MeshProxy.Config.Resources;
+
+/// <summary>
+/// Mesh-wide settings (Istio's MeshConfig, trimmed to what MeshProxy does). At most one per mesh; in
+/// standalone mode it may sit in the bootstrap file, and every field has a safe default without it.
+/// </summary>
+public sealed record MeshConfigResource(ObjectMeta Metadata, SourceLocation Source, MeshConfigSpec Spec) : Resource(Metadata, Source)
+{
+    public const string KindName = "MeshConfig";
+
+    public override string Kind => KindName;
+}
+
+public sealed record MeshConfigSpec(
+    string TrustDomain,
+    string RootNamespace,
+    TimeSpan CertificateTtl,
+    TimeSpan MaxCertificateTtl,
+    MtlsMode Mtls,
+    OutboundTrafficMode OutboundTrafficPolicy,
+    AccessLogSpec AccessLog,
+    TracingSpec Tracing)
+{
+    public static MeshConfigSpec Default { get; } = new(
+        "cluster.local",
+        "meshproxy-system",
+        TimeSpan.FromHours(24),
+        TimeSpan.FromHours(48),
+        MtlsMode.Strict,
+        OutboundTrafficMode.RegistryOnly,
+        AccessLogSpec.Default,
+        TracingSpec.Default);
+}
+
+/// <summary>Inbound mutual TLS: STRICT requires a client certificate; PERMISSIVE also accepts plaintext (for migration).</summary>
+public enum MtlsMode
+{
+    Strict,
+    Permissive,
+}
+
+/// <summary>What happens to outbound traffic for a destination the mesh does not know (Istio's outboundTrafficPolicy.mode).</summary>
+public enum OutboundTrafficMode
+{
+    RegistryOnly,
+    AllowAny,
+}
+
+/// <summary>One JSON line per request. <see cref="Path"/> is "/dev/stdout" or a file.</summary>
+public sealed record AccessLogSpec(bool Enabled, string Path)
+{
+    public static AccessLogSpec Default { get; } = new(true, "/dev/stdout");
+}
+
+public enum TracePropagation
+{
+    W3C,
+    B3,
+    B3Multi,
+}
+
+/// <summary>OpenTelemetry tracing: the share of requests sampled, the header format, where spans go (OTLP).</summary>
+public sealed record TracingSpec(double SamplingPercent, TracePropagation Propagation, string? OtlpEndpoint)
+{
+    public static TracingSpec Default { get; } = new(1.0, TracePropagation.W3C, null);
+}
