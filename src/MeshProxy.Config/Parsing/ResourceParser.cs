@@ -33,6 +33,7 @@ public static partial class ResourceParser
         [SidecarResource.KindName] = SidecarParser.Parse,
         [ServiceResource.KindName] = ServiceParser.Parse,
         [HttpRouteResource.KindName] = HttpRouteParser.Parse,
+        [AuthorizationPolicyResource.KindName] = AuthorizationPolicyParser.Parse,
     };
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;
