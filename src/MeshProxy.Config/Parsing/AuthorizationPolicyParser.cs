@@ -191,7 +191,7 @@ internal static class AuthorizationPolicyParser
 
         var values = read(when, "values");
         var notValues = read(when, "notValues");
-        if (values.Count == 0 && notValues.Count == 0)
+        if (RawCount(when, "values") == 0 && RawCount(when, "notValues") == 0)
         {
             when.Sink.Error(when.Node, when.Path, "needs values or notValues");
         }
@@ -379,6 +379,8 @@ internal static class AuthorizationPolicyParser
             }
         }
     }
+
+    private static int RawCount(YamlMap map, string key) => map.Find(key) is YamlSequenceNode sequence ? sequence.Children.Count : 0;
 
     private static void ItemError(YamlMap map, string key, int index, string reason)
     {

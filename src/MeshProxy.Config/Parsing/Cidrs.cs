@@ -16,7 +16,11 @@ public static class Cidrs
         var span = text.AsSpan().Trim();
         var slash = span.IndexOf('/');
         var addressText = slash < 0 ? span : span[..slash];
-        if (!IPAddress.TryParse(addressText, out var address) || address.ScopeId != 0)
+        // A zone (fe80::1%eth0) names an interface, which means nothing to a peer's address.
+        // IPAddress.TryParse also takes inet_aton's shorthands ("10.0.0" is 10.0.0.0, "10" is 0.0.0.10),
+        // which nobody writing a policy means; IPv4 must be four dotted numbers.
+        if (addressText.Contains('%') || (!addressText.Contains(':') && addressText.Count('.') != 3) ||
+            !IPAddress.TryParse(addressText, out var address))
         {
             return false;
         }
