@@ -12,6 +12,10 @@ internal readonly struct AuthorizationRequest
 {
     private const string SpiffeScheme = "spiffe://";
 
+    private readonly (int Start, int Length) _principalName;
+    private readonly (int Start, int Length) _namespace;
+    private readonly int _hostNameLength;
+
     public AuthorizationRequest(
         string? principal,
         IPAddress? sourceIp,
@@ -30,6 +34,9 @@ internal readonly struct AuthorizationRequest
         Path = path;
         Headers = headers;
         Sni = sni;
+        _principalName = FindPrincipalName(principal);
+        _namespace = FindNamespace(principal, _principalName);
+        _hostNameLength = FindHostNameLength(host);
     }
 
     /// <summary>The peer's SPIFFE ID from its verified client certificate; null on plaintext.</summary>
@@ -53,54 +60,49 @@ internal readonly struct AuthorizationRequest
     public string? Sni { get; }
 
     /// <summary>The principal as Istio writes it in policies: the SPIFFE ID without "spiffe://". Empty on plaintext.</summary>
-    public ReadOnlySpan<char> PrincipalName =>
-        Principal is null ? default
-        : Principal.StartsWith(SpiffeScheme, StringComparison.Ordinal) ? Principal.AsSpan(SpiffeScheme.Length)
-        : Principal.AsSpan();
+    public ReadOnlySpan<char> PrincipalName => Principal.AsSpan(_principalName.Start, _principalName.Length);
 
     /// <summary>The namespace from a SPIFFE ID of the form spiffe://trust-domain/ns/NAMESPACE/sa/ACCOUNT; empty otherwise.</summary>
-    public ReadOnlySpan<char> SourceNamespace
-    {
-        get
-        {
-            var name = PrincipalName;
-            var slash = name.IndexOf('/');
-            if (slash <= 0)
-            {
-                return default;
-            }
-
-            var rest = name[(slash + 1)..];
-            if (!rest.StartsWith("ns/", StringComparison.Ordinal))
-            {
-                return default;
-            }
-
-            rest = rest[3..];
-            var end = rest.IndexOf('/');
-            return end > 0 && rest[end..].StartsWith("/sa/", StringComparison.Ordinal) ? rest[..end] : default;
-        }
-    }
+    public ReadOnlySpan<char> SourceNamespace => Principal.AsSpan(_namespace.Start, _namespace.Length);
 
     /// <summary>The host name without port or trailing dot, so "Billing.ns:8080" and "billing.ns." match "billing.ns".</summary>
-    public ReadOnlySpan<char> HostName
+    public ReadOnlySpan<char> HostName => Host.AsSpan(0, _hostNameLength);
+
+    // Every policy looks at these; finding them once here keeps each match a plain comparison.
+    private static (int Start, int Length) FindPrincipalName(string? principal) =>
+        principal is null ? (0, 0)
+        : principal.StartsWith(SpiffeScheme, StringComparison.Ordinal) ? (SpiffeScheme.Length, principal.Length - SpiffeScheme.Length)
+        : (0, principal.Length);
+
+    private static (int Start, int Length) FindNamespace(string? principal, (int Start, int Length) name)
     {
-        get
+        var span = principal.AsSpan(name.Start, name.Length);
+        var slash = span.IndexOf('/');
+        if (slash <= 0 || !span[(slash + 1)..].StartsWith("ns/", StringComparison.Ordinal))
         {
-            var host = Host.AsSpan();
-            if (host.StartsWith('['))
-            {
-                var close = host.IndexOf(']');
-                return close > 0 ? host[..(close + 1)] : host;
-            }
-
-            var colon = host.LastIndexOf(':');
-            if (colon >= 0 && host.IndexOf(':') == colon)
-            {
-                host = host[..colon];
-            }
-
-            return host.EndsWith('.') ? host[..^1] : host;
+            return (0, 0);
         }
+
+        var start = slash + 4;
+        var end = span[start..].IndexOf('/');
+        return end > 0 && span[(start + end)..].StartsWith("/sa/", StringComparison.Ordinal) ? (name.Start + start, end) : (0, 0);
+    }
+
+    private static int FindHostNameLength(string host)
+    {
+        var span = host.AsSpan();
+        if (span.StartsWith('['))
+        {
+            var close = span.IndexOf(']');
+            return close > 0 ? close + 1 : span.Length;
+        }
+
+        var colon = span.LastIndexOf(':');
+        if (colon >= 0 && span.IndexOf(':') == colon)
+        {
+            span = span[..colon];
+        }
+
+        return span.EndsWith('.') ? span.Length - 1 : span.Length;
     }
 }
