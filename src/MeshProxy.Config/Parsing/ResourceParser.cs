@@ -34,6 +34,7 @@ public static partial class ResourceParser
         [ServiceResource.KindName] = ServiceParser.Parse,
         [HttpRouteResource.KindName] = HttpRouteParser.Parse,
         [MeshConfigResource.KindName] = MeshConfigParser.Parse,
+        [AuthorizationPolicyResource.KindName] = AuthorizationPolicyParser.Parse,
     };
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;
