@@ -91,18 +91,22 @@ internal static class HttpRouteParser
         }
 
         var found = new List<StringMatch>();
+        var specified = 0;
         if (map.String("exact") is { } exact)
         {
+            specified++;
             found.Add(new StringMatch(StringMatchKind.Exact, exact));
         }
 
         if (map.String("prefix") is { } prefix)
         {
+            specified++;
             found.Add(new StringMatch(StringMatchKind.Prefix, prefix));
         }
 
         if (map.String("regex") is { } regex)
         {
+            specified++;
             try
             {
                 found.Add(new StringMatch(StringMatchKind.Regex, regex));
@@ -114,12 +118,12 @@ internal static class HttpRouteParser
         }
 
         map.Finish();
-        if (found.Count != 1)
+        if (specified != 1)
         {
             map.Sink.Error(map.Node, map.Path, "must have exactly one of exact, prefix or regex");
             return null;
         }
 
-        return found[0];
+        return found.Count == 1 ? found[0] : null;
     }
 }

@@ -68,7 +68,21 @@ internal sealed class YamlMap
         return null;
     }
 
-    public void Error(string key, string reason) => _sink.Error(Find(key) ?? _node, Child(key), reason);
+    /// <summary>An error about a field, reported at the line of the field's name (where an operator looks for it).</summary>
+    public void Error(string key, string reason) => _sink.Error(FindKey(key) ?? _node, Child(key), reason);
+
+    private YamlNode? FindKey(string key)
+    {
+        foreach (var (k, _) in _node.Children)
+        {
+            if (k is YamlScalarNode s && s.Value == key)
+            {
+                return k;
+            }
+        }
+
+        return null;
+    }
 
     public string? String(string key, bool required = false)
     {

@@ -1,0 +1,50 @@
+using System.Net;
+using System.Text.RegularExpressions;
+
+namespace MeshProxy.Sidecar.Tests.Infrastructure;
+
+/// <summary>The sidecar as its own OS process, for what only a process shows: signals, exit codes, stderr.</summary>
+internal sealed partial class SidecarProcess : IAsyncDisposable
+{
+    private readonly ExternalProcess _process;
+
+    private SidecarProcess(ExternalProcess process) => _process = process;
+
+    public ExternalProcess Process => _process;
+
+    public IPEndPoint Outbound { get; private set; } = null!;
+
+    public IPEndPoint Inbound { get; private set; } = null!;
+
+    public IPEndPoint Admin { get; private set; } = null!;
+
+    public IPEndPoint Stats { get; private set; } = null!;
+
+    public static ExternalProcess Launch(string configPath, params string[] extraArgs) =>
+        ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", configPath, .. extraArgs],
+            new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
+
+    /// <summary>Starts the process and waits until every listener has logged its bound address.</summary>
+    public static async Task<SidecarProcess> StartAsync(MeshYaml yaml)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
+        var process = new SidecarProcess(Launch(yaml.WriteTo(dir)));
+        var timeout = TimeSpan.FromSeconds(30);
+        process.Admin = await process.ListenerAsync("admin", timeout);
+        process.Stats = await process.ListenerAsync("stats", timeout);
+        process.Inbound = await process.ListenerAsync("inbound", timeout);
+        process.Outbound = await process.ListenerAsync("outbound", timeout);
+        return process;
+    }
+
+    public ValueTask DisposeAsync() => _process.DisposeAsync();
+
+    private async Task<IPEndPoint> ListenerAsync(string name, TimeSpan timeout)
+    {
+        var line = await _process.WaitForLineAsync($"{name} listener on ", timeout);
+        return IPEndPoint.Parse(ListenerAddress().Match(line).Groups[1].Value);
+    }
+
+    [GeneratedRegex(@"listener on (\S+)")]
+    private static partial Regex ListenerAddress();
+}
