@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, builds, runs every test project, and ends with
+# one line "N passed, N failed". Extra arguments go to `dotnet test` (for example --filter ...).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+
+results=$(mktemp -d)
+dotnet build MeshProxy.sln -c Debug -v q -nologo || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+dotnet test MeshProxy.sln --no-build -c Debug --logger "trx" --results-directory "$results" "$@"
+status=$?
+
+# Sum the TRX counters of every test assembly.
+read -r passed failed < <(python3 - "$results" <<'PY'
+import glob, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+passed = failed = 0
+for path in glob.glob(sys.argv[1] + "/*.trx"):
+    c = ET.parse(path).getroot().find(".//t:ResultSummary/t:Counters", ns)
+    passed += int(c.get("passed", 0))
+    failed += int(c.get("failed", 0)) + int(c.get("error", 0)) + int(c.get("timeout", 0)) + int(c.get("aborted", 0))
+print(passed, failed)
+PY
+)
+rm -rf "$results"
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a crashed test host counts as a failure
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
