@@ -131,6 +131,32 @@ public sealed class HttpProxyingTests(TwoSidecarMesh mesh) : IClassFixture<TwoSi
     }
 
     [Fact]
+    public async Task An_upstream_that_resets_before_answering_gets_503_UC_and_the_proxy_goes_on()
+    {
+        // A backend that reads the request and slams the connection shut (RST, no response).
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var resets = Task.Run(async () =>
+        {
+            using var socket = await listener.AcceptSocketAsync(Ct);
+            await socket.ReceiveAsync(new byte[4096], Ct);
+            socket.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+            socket.Close();
+        }, Ct);
+        await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("store", 1).Service("flaky", 80, "HTTP", ((IPEndPoint)listener.LocalEndpoint).Port));
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(sidecar.OutboundUri, "/x"));
+        request.Headers.Host = "flaky";
+        using var response = await mesh.Client.SendAsync(request, Ct);
+        await resets;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("UC", response.Headers.GetValues("x-meshproxy-response-flags").Single());
+
+        using var after = await mesh.Client.SendAsync(mesh.ToBilling(HttpMethod.Get, "/hello"), Ct);
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    [Fact]
     public async Task Inbound_app_down_gets_503_UF()
     {
         await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("lonely", FreePort.Get()));
