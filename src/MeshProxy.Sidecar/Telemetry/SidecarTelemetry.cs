@@ -73,7 +73,7 @@ internal sealed class SidecarTelemetry : IDisposable
 
         if (Tracing.Enabled)
         {
-            record.Span = StartSpan(context, snapshot, outbound);
+            record.Span = StartSpan(context, snapshot, outbound, Tracing);
         }
 
         return record;
@@ -179,17 +179,25 @@ internal sealed class SidecarTelemetry : IDisposable
     private static string? First(IHeaderDictionary headers, string name) =>
         headers.TryGetValue(name, out var values) && values.Count > 0 ? values[0] : null;
 
-    private static Activity? StartSpan(HttpContext context, SidecarSnapshot snapshot, bool outbound)
+    private static Activity? StartSpan(HttpContext context, SidecarSnapshot snapshot, bool outbound, Tracing tracing)
     {
         var request = context.Request;
         var format = snapshot.Mesh.Tracing.Propagation;
         var decision = TracePropagator.Extract(request.Headers, format, out var parent);
-        if (decision == TracePropagator.Decision.Deny)
+        // The sampling decision is made here, before any Activity exists: the SDK would create one
+        // even for a dropped request (to propagate its context), which is the cost we avoid.
+        var sampled = decision switch
         {
-            return null;
+            TracePropagator.Decision.Parent => (parent.TraceFlags & ActivityTraceFlags.Recorded) != 0,
+            TracePropagator.Decision.None => tracing.SampleRoot(),
+            _ => false,
+        };
+        if (!sampled)
+        {
+            return null; // the caller's headers, if any, pass on untouched
         }
 
-        var span = Tracing.Source.StartActivity(request.Method, outbound ? ActivityKind.Client : ActivityKind.Server, parent);
+        var span = Telemetry.Tracing.Source.StartActivity(request.Method, outbound ? ActivityKind.Client : ActivityKind.Server, parent);
         if (span is null)
         {
             return null;

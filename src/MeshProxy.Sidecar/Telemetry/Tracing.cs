@@ -11,7 +11,7 @@ namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// The sidecar's spans: one <see cref="ActivitySource"/>, and an OpenTelemetry tracer provider built
-/// from the mesh config (parent-based ratio sampling, OTLP/HTTP protobuf export) and rebuilt when the
+/// from the mesh config (parent-based, with a ratio for new traces; OTLP/HTTP protobuf export) and rebuilt when the
 /// tracing settings change. With sampling 0 or no OTLP endpoint there is no provider at all, and a
 /// request pays one volatile read.
 /// </summary>
@@ -27,6 +27,7 @@ internal sealed class Tracing : IDisposable
     private TracerProvider? _provider;
     private (TracingSpec Spec, string Service)? _built;
     private volatile bool _enabled;
+    private double _rootRatio;
 
     public Tracing(ILogger logger)
     {
@@ -35,6 +36,12 @@ internal sealed class Tracing : IDisposable
 
     /// <summary>True when this sidecar exports spans. Even then, an unsampled request creates no Activity.</summary>
     public bool Enabled => _enabled && Source.HasListeners();
+
+    /// <summary>
+    /// Whether a request that arrives without trace context starts a sampled trace (the configured
+    /// ratio). Requests with a context follow their parent's flag; see <see cref="SidecarTelemetry"/>.
+    /// </summary>
+    public bool SampleRoot() => Random.Shared.NextDouble() < Volatile.Read(ref _rootRatio);
 
     public void Apply(SidecarSnapshot snapshot, string serviceName)
     {
@@ -56,6 +63,7 @@ internal sealed class Tracing : IDisposable
                 return;
             }
 
+            Volatile.Write(ref _rootRatio, Math.Clamp(spec.SamplingPercent / 100.0, 0, 1));
             _provider = Build(spec, serviceName, snapshot.Workload);
             _enabled = true;
             _logger.TracingOn(spec.SamplingPercent, spec.Propagation.ToString(), spec.OtlpEndpoint);
@@ -86,7 +94,10 @@ internal sealed class Tracing : IDisposable
         var endpoint = spec.OtlpEndpoint!.TrimEnd('/');
         return Sdk.CreateTracerProviderBuilder()
             .AddSource(SourceName)
-            .SetSampler(new ParentBasedSampler(new TraceIdRatioBasedSampler(Math.Clamp(spec.SamplingPercent / 100.0, 0, 1))))
+            // The ratio is applied before an Activity is started (SampleRoot, and the parent's flag), so
+            // only requests to be recorded reach the SDK; it records them all, and stays parent-based
+            // as a guard should anything else start an Activity on this source.
+            .SetSampler(new ParentBasedSampler(new AlwaysOnSampler()))
             .SetResourceBuilder(ResourceBuilder.CreateEmpty()
                 .AddService(serviceName, serviceNamespace: workload.Namespace, autoGenerateServiceInstanceId: true)
                 .AddAttributes([
