@@ -1,13 +1,14 @@
+using MeshProxy.Metrics;
 using MeshProxy.Sidecar.Hosting;
 using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Sidecar.Admin;
 
 /// <summary>
-/// Port 15020, reachable by the kubelet and Prometheus: readiness, liveness (and metrics). Nothing here
+/// Port 15020, reachable by the kubelet and Prometheus: readiness, liveness and metrics. Nothing here
 /// changes the proxy's state.
 /// </summary>
-internal sealed class StatsEndpoints(SidecarLifecycle lifecycle)
+internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics)
 {
     public Task HandleAsync(HttpContext context)
     {
@@ -21,9 +22,14 @@ internal sealed class StatsEndpoints(SidecarLifecycle lifecycle)
                 return response.WriteAsync(ready ? "ready\n" : lifecycle.IsDraining ? "draining\n" : "not ready\n");
             case "/live" or "/healthz/live":
                 return response.WriteAsync("live\n");
+
+            // /stats/prometheus is the path Istio's sidecars serve; dashboards and scrape configs written for Istio keep working.
+            case "/metrics" or "/stats/prometheus" when HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method):
+                response.ContentType = MetricsRegistry.ContentType;
+                return metrics.WriteToAsync(response.Body, context.RequestAborted);
             default:
                 response.StatusCode = StatusCodes.Status404NotFound;
-                return response.WriteAsync("not found: try /ready, /live\n");
+                return response.WriteAsync("not found: try /ready, /live, /metrics\n");
         }
     }
 }

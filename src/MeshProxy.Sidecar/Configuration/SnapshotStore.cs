@@ -32,5 +32,12 @@ internal sealed class SnapshotStore
         Applied?.Invoke(snapshot);
     }
 
-    public void Reject(ConfigRejection rejection) => _lastRejection = rejection;
+    /// <summary>Raised after a configuration is refused (not on the request path).</summary>
+    public event Action<ConfigRejection>? Rejected;
+
+    public void Reject(ConfigRejection rejection)
+    {
+        _lastRejection = rejection;
+        Rejected?.Invoke(rejection);
+    }
 }

@@ -25,6 +25,8 @@ internal static class LocalReply
         response.StatusCode = statusCode;
         response.ContentType = "text/plain; charset=utf-8";
         response.Headers[FlagsHeader] = flags.ToCode();
-        return response.WriteAsync(message + "\n", context.RequestAborted);
+        var body = message + "\n";
+        response.ContentLength = System.Text.Encoding.UTF8.GetByteCount(body);
+        return response.WriteAsync(body, context.RequestAborted);
     }
 }

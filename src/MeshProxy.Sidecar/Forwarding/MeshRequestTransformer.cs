@@ -1,3 +1,4 @@
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
@@ -61,6 +62,14 @@ internal sealed class MeshRequestTransformer : HttpTransformer
             {
                 RemoveNominated(value, httpContext.Response.Headers);
             }
+        }
+
+        // Telemetry: a body of undeclared length (chunked, gRPC) is counted on its way to the caller;
+        // a declared one is read from Content-Length, which Kestrel holds the upstream's copy to.
+        if (proxyResponse is not null && proxyResponse.Content.Headers.ContentLength is null &&
+            proxyResponse.StatusCode != System.Net.HttpStatusCode.SwitchingProtocols)
+        {
+            httpContext.Response.Body = new CountingStream(httpContext.Response.Body);
         }
 
         return result;

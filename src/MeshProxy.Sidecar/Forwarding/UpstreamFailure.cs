@@ -31,14 +31,17 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
             new(ResponseFlags.UpstreamConnectionTermination, 502, "upstream connection ended early: " + Describe(exception)),
     };
 
+    /// <summary>What the forwarder's error on this request means.</summary>
+    public static UpstreamFailure Of(HttpContext context, ForwarderError error) =>
+        Classify(error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+
     /// <summary>Logs the failure with its flag and, if nothing was sent yet, answers the caller clearly.</summary>
-    public static Task RespondAsync(HttpContext context, ForwarderError error, Cluster cluster, UpstreamEndpoint endpoint, string direction, ILogger logger)
+    public Task RespondAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, string direction, ILogger logger)
     {
-        var failure = Classify(error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
-        logger.UpstreamFailed(failure.Flags.ToCode(), direction, context.Request.Method, cluster.Name, endpoint.ToString(), failure.Reason);
-        return failure.StatusCode == 0
+        logger.UpstreamFailed(Flags.ToCode(), direction, context.Request.Method, cluster.Name, endpoint.ToString(), Reason);
+        return StatusCode == 0
             ? Task.CompletedTask
-            : LocalReply.WriteAsync(context, failure.StatusCode, failure.Flags, failure.Reason);
+            : LocalReply.WriteAsync(context, StatusCode, Flags, Reason);
     }
 
     private static bool IsConnectFailure(Exception? exception)

@@ -1,6 +1,7 @@
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Pipelines;
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -35,6 +36,7 @@ internal static class SidecarHost
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<SnapshotStore>();
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BootstrapFileSource>(sp, configPath));
+        services.AddSingleton<SidecarTelemetry>();
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
         services.AddSingleton<OutboundPipeline>();

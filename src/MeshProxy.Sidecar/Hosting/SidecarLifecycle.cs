@@ -25,6 +25,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     private readonly BootstrapFileSource _source;
     private readonly OutboundPipeline _outbound;
     private readonly InboundPipeline _inbound;
+    private readonly SidecarTelemetry _telemetry;
     private readonly ILoggerFactory _loggerFactory;
     private readonly IHostApplicationLifetime _application;
     private readonly ILogger _logger;
@@ -43,6 +44,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         BootstrapFileSource source,
         OutboundPipeline outbound,
         InboundPipeline inbound,
+        SidecarTelemetry telemetry,
         ILoggerFactory loggerFactory,
         IHostApplicationLifetime application)
     {
@@ -51,6 +53,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         _source = source;
         _outbound = outbound;
         _inbound = inbound;
+        _telemetry = telemetry;
         _loggerFactory = loggerFactory;
         _application = application;
         _logger = loggerFactory.CreateLogger<SidecarLifecycle>();
@@ -68,7 +71,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     {
         var spec = _store.Current.Sidecar.Spec.Listeners;
         var admin = new AdminEndpoints(_store, this, _loggerFactory.CreateLogger<AdminEndpoints>());
-        var stats = new StatsEndpoints(this);
+        var stats = new StatsEndpoints(this, _telemetry.Registry);
 
         // Admin is bound to loopback whatever the configuration says: it can drain and stop the proxy.
         _adminServer = await StartAsync("admin", new IPEndPoint(IPAddress.Loopback, spec.Admin), admin.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);
@@ -135,7 +138,13 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         string name, IPEndPoint endPoint, Microsoft.AspNetCore.Http.RequestDelegate pipeline,
         bool acceptHttp2, Action<Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions>? configure, CancellationToken cancellationToken)
     {
-        var server = await ListenerServer.StartAsync(name, endPoint, pipeline, _services, _loggerFactory, configure, acceptHttp2, cancellationToken);
+        void Configure(Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions listen)
+        {
+            _telemetry.Proxy.TrackConnections(listen, name); // outermost: sees each connection whole
+            configure?.Invoke(listen);
+        }
+
+        var server = await ListenerServer.StartAsync(name, endPoint, pipeline, _services, _loggerFactory, Configure, acceptHttp2, cancellationToken);
         _logger.ListenerStarted(name, server.BoundEndPoint.ToString());
         return server;
     }

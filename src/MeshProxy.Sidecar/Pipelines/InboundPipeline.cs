@@ -10,10 +10,10 @@ namespace MeshProxy.Sidecar.Pipelines;
 
 /// <summary>
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
-/// snapshot -> request id -> forward to 127.0.0.1:appPort (x-forwarded-*, caller identity header
-/// reset) -> failures as response flags.
+/// snapshot -> request id -> telemetry start -> forward to 127.0.0.1:appPort (x-forwarded-*, caller
+/// identity header reset) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
-internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, ILogger<InboundPipeline> logger)
+internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<InboundPipeline> logger)
 {
     private const string Direction = "inbound";
 
@@ -23,18 +23,32 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
         var snapshot = store.Current;
         RequestIds.Ensure(context.Request);
 
-        // 2. The local app is the only upstream.
-        var cluster = snapshot.InboundCluster;
-        var endpoint = cluster.Endpoints[0];
-
-        // 3. Forward, streaming both bodies.
-        var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,
-            UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Inbound);
-
-        // 4. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
-        if (error != ForwarderError.None)
+        // T1. Telemetry: the clock starts; a sampled request gets a server span, continuing the caller's trace.
+        var record = telemetry.Start(context, snapshot, outbound: false);
+        try
         {
-            await UpstreamFailure.RespondAsync(context, error, cluster, endpoint, Direction, logger);
+            // 2. The local app is the only upstream.
+            var cluster = snapshot.InboundCluster;
+            var endpoint = cluster.Endpoints[0];
+            record.Cluster = cluster;
+            record.Endpoint = endpoint;
+
+            // 3. Forward, streaming both bodies.
+            var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,
+                UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Inbound);
+
+            // 4. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
+            if (error != ForwarderError.None)
+            {
+                var failure = UpstreamFailure.Of(context, error);
+                record.Flags |= failure.Flags;
+                await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
+            }
+        }
+        finally
+        {
+            // T2. Telemetry (reporter=destination): metrics, access log line, span end.
+            telemetry.Finish(context, snapshot, ref record, outbound: false);
         }
     }
 }

@@ -13,10 +13,10 @@ namespace MeshProxy.Sidecar.Pipelines;
 
 /// <summary>
 /// The local app's requests to the mesh (listener 15001), top to bottom:
-/// snapshot -> request id -> destination (captured address, else Host/:authority) -> route match
-/// -> load balancing -> forward -> failures as response flags.
+/// snapshot -> request id -> telemetry start -> destination (captured address, else Host/:authority)
+/// -> route match -> load balancing -> forward -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
-internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, ILogger<OutboundPipeline> logger)
+internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
@@ -26,52 +26,76 @@ internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwa
         var snapshot = store.Current;
         RequestIds.Ensure(context.Request);
 
-        // 2. Destination: where the app really dialled (transparent capture), else the name it used.
-        var virtualHost = ResolveDestination(context, snapshot);
-        if (virtualHost is null)
+        // T1. Telemetry: the clock starts; a sampled request gets a client span, continuing the app's trace.
+        var record = telemetry.Start(context, snapshot, outbound: true);
+        try
         {
-            var authority = context.Request.Headers.Host.ToString();
-            logger.NoRoute(Direction, authority);
-            await LocalReply.WriteAsync(context, StatusCodes.Status404NotFound, ResponseFlags.NoRoute,
-                $"no route: '{authority}' is not a service this workload may call");
-            return;
-        }
-
-        // 3. Route: the first matching rule of the service's HttpRoute, else the service itself.
-        Cluster? cluster;
-        if (virtualHost.Rules.Count == 0)
-        {
-            cluster = virtualHost.DefaultCluster;
-        }
-        else
-        {
-            cluster = virtualHost.Match(context.Request)?.PickCluster();
-            if (cluster is null)
+            // 2. Destination: where the app really dialled (transparent capture), else the name it used.
+            var virtualHost = ResolveDestination(context, snapshot);
+            if (virtualHost is null)
             {
-                logger.NoRoute(Direction, virtualHost.ServiceFqdn + context.Request.Path);
+                var authority = context.Request.Headers.Host.ToString();
+                logger.NoRoute(Direction, authority);
+                record.Flags = ResponseFlags.NoRoute;
                 await LocalReply.WriteAsync(context, StatusCodes.Status404NotFound, ResponseFlags.NoRoute,
-                    $"no route: no rule of service {virtualHost.ServiceName} matches {context.Request.Method} {context.Request.Path}");
+                    $"no route: '{authority}' is not a service this workload may call");
                 return;
             }
+
+            record.Destination = virtualHost;
+
+            // 3. Route: the first matching rule of the service's HttpRoute, else the service itself.
+            Cluster? cluster;
+            if (virtualHost.Rules.Count == 0)
+            {
+                cluster = virtualHost.DefaultCluster;
+            }
+            else
+            {
+                var rule = virtualHost.Match(context.Request);
+                cluster = rule?.PickCluster();
+                if (cluster is null)
+                {
+                    logger.NoRoute(Direction, virtualHost.ServiceFqdn + context.Request.Path);
+                    record.Flags = ResponseFlags.NoRoute;
+                    await LocalReply.WriteAsync(context, StatusCodes.Status404NotFound, ResponseFlags.NoRoute,
+                        $"no route: no rule of service {virtualHost.ServiceName} matches {context.Request.Method} {context.Request.Path}");
+                    return;
+                }
+
+                record.RouteName = rule!.Name;
+            }
+
+            record.Cluster = cluster;
+
+            // 4. Load balancing.
+            var endpoint = cluster.Picker.Pick();
+            if (endpoint is null)
+            {
+                record.Flags = ResponseFlags.NoHealthyUpstream;
+                await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.NoHealthyUpstream,
+                    $"no healthy upstream for {cluster.Name}");
+                return;
+            }
+
+            record.Endpoint = endpoint;
+
+            // 5. Forward, streaming both bodies.
+            var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound,
+                UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Outbound);
+
+            // 6. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
+            if (error != ForwarderError.None)
+            {
+                var failure = UpstreamFailure.Of(context, error);
+                record.Flags |= failure.Flags;
+                await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
+            }
         }
-
-        // 4. Load balancing.
-        var endpoint = cluster.Picker.Pick();
-        if (endpoint is null)
+        finally
         {
-            await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.NoHealthyUpstream,
-                $"no healthy upstream for {cluster.Name}");
-            return;
-        }
-
-        // 5. Forward, streaming both bodies.
-        var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound,
-            UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Outbound);
-
-        // 6. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
-        if (error != ForwarderError.None)
-        {
-            await UpstreamFailure.RespondAsync(context, error, cluster, endpoint, Direction, logger);
+            // T2. Telemetry (reporter=source): metrics, access log line, span end.
+            telemetry.Finish(context, snapshot, ref record, outbound: true);
         }
     }
 

@@ -77,6 +77,10 @@ internal static class ResponseFlagCodes
             }
         }
 
-        return string.Join(',', Codes.Where(c => flags.HasFlag(c.Flag)).Select(c => c.Code));
+        return Join(flags);
     }
+
+    // Apart from ToCode: a lambda capturing the parameter there would allocate its closure on every
+    // call, the common single-flag path included.
+    private static string Join(ResponseFlags flags) => string.Join(',', Codes.Where(c => flags.HasFlag(c.Flag)).Select(c => c.Code));
 }

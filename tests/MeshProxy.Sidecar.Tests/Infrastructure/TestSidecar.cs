@@ -37,11 +37,11 @@ internal sealed class TestSidecar : IAsyncDisposable
 
     public Uri InboundUri => new($"http://{Inbound}");
 
-    public static async Task<TestSidecar> StartAsync(MeshYaml yaml)
+    public static async Task<TestSidecar> StartAsync(MeshYaml yaml, Action<IServiceCollection>? configureServices = null)
     {
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
         var path = yaml.WriteTo(dir);
-        var host = SidecarHost.Build(path);
+        var host = SidecarHost.Build(path, configureServices);
         await host.StartAsync();
         return new TestSidecar(host, path);
     }

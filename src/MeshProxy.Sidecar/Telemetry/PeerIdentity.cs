@@ -1,0 +1,30 @@
+using Microsoft.AspNetCore.Http;
+
+namespace MeshProxy.Sidecar.Telemetry;
+
+/// <summary>
+/// Who is at the other end of the connection, as established by mutual TLS. The mTLS listener sets it
+/// on the connection's features after the handshake (once per connection, so the principal string is
+/// one instance per connection); telemetry reads it through <see cref="PeerIdentity"/> and nowhere else.
+/// </summary>
+internal interface IPeerIdentityFeature
+{
+    /// <summary>The peer's SPIFFE ID: spiffe://&lt;trust-domain&gt;/ns/&lt;ns&gt;/sa/&lt;sa&gt;.</summary>
+    string Principal { get; }
+
+    /// <summary>The namespace segment of <see cref="Principal"/>, parsed once per connection.</summary>
+    string Namespace { get; }
+}
+
+/// <summary>The single place telemetry learns the peer's principal and the connection's security policy.</summary>
+internal static class PeerIdentity
+{
+    public const string MutualTls = "mutual_tls";
+    public const string None = "none";
+
+    /// <summary>The authenticated peer on an mTLS connection; null (exported "unknown") on plaintext.</summary>
+    public static IPeerIdentityFeature? Of(HttpContext context) => context.Features.Get<IPeerIdentityFeature>();
+
+    /// <summary>Istio's connection_security_policy: "mutual_tls" when the peer was authenticated, else "none".</summary>
+    public static string SecurityPolicy(IPeerIdentityFeature? peer) => peer is null ? None : MutualTls;
+}

@@ -1,0 +1,34 @@
+using System.Diagnostics;
+using MeshProxy.Sidecar.Routing;
+
+namespace MeshProxy.Sidecar.Telemetry;
+
+/// <summary>
+/// What telemetry learns about one request while a pipeline handles it: when it started, its span (if
+/// sampled), and what the pipeline decided. A mutable struct local to the pipeline: no allocation.
+/// </summary>
+internal struct RequestRecord
+{
+    /// <summary><see cref="Stopwatch"/> timestamp at the start, for the duration.</summary>
+    public long Started;
+
+    /// <summary>Wall clock at the start, read only when the access log is on.</summary>
+    public DateTime StartTime;
+
+    /// <summary>The span, when this request is sampled; null otherwise (and no Activity exists).</summary>
+    public Activity? Span;
+
+    /// <summary>Why the request ended as it did (none, or the flags the pipeline set).</summary>
+    public ResponseFlags Flags;
+
+    /// <summary>Outbound: the service the app called, once resolved.</summary>
+    public VirtualHost? Destination;
+
+    /// <summary>The upstream cluster chosen (outbound: after route match; inbound: the local app).</summary>
+    public Cluster? Cluster;
+
+    public UpstreamEndpoint? Endpoint;
+
+    /// <summary>The name of the route rule that matched, if it had one.</summary>
+    public string? RouteName;
+}

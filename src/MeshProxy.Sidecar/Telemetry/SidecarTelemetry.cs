@@ -1,0 +1,257 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using MeshProxy.Metrics;
+using MeshProxy.Metrics.Istio;
+using MeshProxy.Metrics.Runtime;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Routing;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Telemetry;
+
+/// <summary>
+/// Telemetry on the request path: the pipelines call <see cref="Start"/> first and <see cref="Finish"/>
+/// last; in between they fill in a <see cref="RequestRecord"/>. Finish records Istio's request metrics
+/// (always), queues an access log line (when on) and ends the span (when sampled). Nothing here
+/// allocates for an unsampled request with a declared body length, except the access log's queue slot.
+/// </summary>
+internal sealed class SidecarTelemetry : IDisposable
+{
+    private const string Inbound = "inbound";
+    private const string Outbound = "outbound";
+
+    private readonly ConditionalWeakTable<SidecarSnapshot, SnapshotLabels> _labels = new();
+    private SnapshotLabels? _lastLabels;
+
+    public SidecarTelemetry(SnapshotStore store, ILoggerFactory loggers, int accessLogCapacity = AccessLog.DefaultCapacity)
+    {
+        var logger = loggers.CreateLogger<SidecarTelemetry>();
+        Registry = new MetricsRegistry();
+        Istio = new IstioMetrics(Registry);
+        Proxy = new ProxyMetrics(Registry);
+        ProcessMetrics.Register(Registry);
+        RuntimeMetrics.Register(Registry);
+        Tracing = new Tracing(logger);
+        AccessLog = new AccessLog(
+            () => store.HasSnapshot && store.Current.Mesh.AccessLog is { Enabled: true } log ? log.Path : null,
+            Proxy, logger, accessLogCapacity);
+
+        store.Applied += OnApplied;
+        store.Rejected += _ => Proxy.ConfigRejections.Increment();
+        if (store.HasSnapshot)
+        {
+            OnApplied(store.Current);
+        }
+    }
+
+    public MetricsRegistry Registry { get; }
+
+    public IstioMetrics Istio { get; }
+
+    public ProxyMetrics Proxy { get; }
+
+    public Tracing Tracing { get; }
+
+    public AccessLog AccessLog { get; }
+
+    /// <summary>Starts the clock; counts an undeclared request body; if sampled, starts the span and puts its context in the headers the next hop gets.</summary>
+    public RequestRecord Start(HttpContext context, SidecarSnapshot snapshot, bool outbound)
+    {
+        var record = new RequestRecord { Started = Stopwatch.GetTimestamp() };
+        if (snapshot.Mesh.AccessLog.Enabled)
+        {
+            record.StartTime = DateTime.UtcNow;
+        }
+
+        var request = context.Request;
+        if (request.ContentLength is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: true })
+        {
+            request.Body = new CountingStream(request.Body);
+        }
+
+        if (Tracing.Enabled)
+        {
+            record.Span = StartSpan(context, snapshot, outbound, Tracing);
+        }
+
+        return record;
+    }
+
+    /// <summary>Records the finished request: metrics, access log line, span. Called once the response is complete (or abandoned).</summary>
+    public void Finish(HttpContext context, SidecarSnapshot snapshot, ref RequestRecord record, bool outbound)
+    {
+        var durationMs = Stopwatch.GetElapsedTime(record.Started).TotalMilliseconds;
+        var request = context.Request;
+        var response = context.Response;
+
+        // Envoy's convention: a request whose caller left before any response has code 0.
+        var code = !response.HasStarted && (record.Flags & ResponseFlags.DownstreamConnectionTermination) != 0 ? 0 : response.StatusCode;
+        var requestBytes = request.ContentLength ?? (request.Body as CountingStream)?.Count ?? 0;
+        var responseBytes = response.ContentLength ?? (response.Body as CountingStream)?.Count ?? 0;
+        var grpc = GrpcStatusLabels.IsGrpc(request);
+        var flags = record.Flags.ToCode();
+        var labels = LabelsFor(snapshot);
+
+        // Outbound, the peer is the upstream: its identity will come from the upstream TLS connection
+        // once mTLS lands; until then it is unknown and the connection is plaintext.
+        var peer = outbound ? null : PeerIdentity.Of(context);
+        var workload = outbound
+            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster) : labels.OutboundBlackHole
+            : labels.Inbound(CalledAs(snapshot, request), peer);
+        var security = PeerIdentity.SecurityPolicy(peer);
+
+        Istio.RecordRequest(
+            new RequestLabels
+            {
+                Workload = workload,
+                RequestProtocol = grpc ? "grpc" : "http",
+                ResponseCode = code,
+                GrpcResponseStatus = grpc ? GrpcStatusLabels.Of(context) : null,
+                ResponseFlags = flags,
+                ConnectionSecurityPolicy = security,
+            },
+            durationMs, requestBytes, responseBytes);
+
+        if (code == StatusCodes.Status101SwitchingProtocols)
+        {
+            // The upgraded stream (a WebSocket) has ended when the forwarder returns. Its bytes pass
+            // through Kestrel's upgrade stream, not the response body, and are not counted.
+            var tcp = new TcpLabels { Workload = workload, ResponseFlags = flags, ConnectionSecurityPolicy = security };
+            Istio.RecordTcpConnectionOpened(tcp);
+            Istio.RecordTcpConnectionClosed(tcp);
+        }
+
+        if ((record.Flags & ResponseFlags.UpstreamConnectionFailure) != 0 && record.Cluster is not null)
+        {
+            Proxy.UpstreamConnectFailure(record.Cluster.Name);
+        }
+
+        if (snapshot.Mesh.AccessLog.Enabled)
+        {
+            var headers = request.Headers;
+            var connection = context.Connection;
+            AccessLog.Enqueue(new AccessLogEntry(
+                record.StartTime, outbound ? Outbound : Inbound, request.Method, request.Path.Value ?? string.Empty,
+                request.QueryString.Value ?? string.Empty, request.Protocol, code, record.Flags, requestBytes, responseBytes, durationMs,
+                record.Endpoint, record.Cluster?.Name, record.RouteName,
+                First(headers, Forwarding.RequestIds.HeaderName), First(headers, "host"), First(headers, "user-agent"), First(headers, "x-forwarded-for"),
+                connection.RemoteIpAddress, connection.RemotePort, peer?.Principal));
+        }
+
+        if (record.Span is { } span)
+        {
+            EndSpan(span, code, flags, record.Cluster, peer, grpc ? GrpcStatusLabels.Of(context) : null, outbound);
+        }
+    }
+
+    public void Dispose()
+    {
+        AccessLog.Dispose();
+        Tracing.Dispose();
+    }
+
+    /// <summary>The snapshot's label strings, built on its first request (or when it is applied) and reused by reference.</summary>
+    internal SnapshotLabels LabelsFor(SidecarSnapshot snapshot)
+    {
+        var last = Volatile.Read(ref _lastLabels);
+        if (last?.Snapshot == snapshot)
+        {
+            return last;
+        }
+
+        var labels = _labels.GetValue(snapshot, static s => new SnapshotLabels(s));
+        Volatile.Write(ref _lastLabels, labels);
+        return labels;
+    }
+
+    private void OnApplied(SidecarSnapshot snapshot)
+    {
+        Proxy.ConfigApplied(snapshot);
+        var labels = LabelsFor(snapshot);
+        Tracing.Apply(snapshot, labels.LocalCanonicalService);
+    }
+
+    private static VirtualHost? CalledAs(SidecarSnapshot snapshot, HttpRequest request) =>
+        snapshot.Services.TryResolve(request.Headers.Host.ToString(), 80, out var virtualHost) ? virtualHost : null;
+
+    private static string? First(IHeaderDictionary headers, string name) =>
+        headers.TryGetValue(name, out var values) && values.Count > 0 ? values[0] : null;
+
+    private static Activity? StartSpan(HttpContext context, SidecarSnapshot snapshot, bool outbound, Tracing tracing)
+    {
+        var request = context.Request;
+        var format = snapshot.Mesh.Tracing.Propagation;
+        var decision = TracePropagator.Extract(request.Headers, format, out var parent);
+        // The sampling decision is made here, before any Activity exists: the SDK would create one
+        // even for a dropped request (to propagate its context), which is the cost we avoid.
+        var sampled = decision switch
+        {
+            TracePropagator.Decision.Parent => (parent.TraceFlags & ActivityTraceFlags.Recorded) != 0,
+            TracePropagator.Decision.None => tracing.SampleRoot(),
+            _ => false,
+        };
+        if (!sampled)
+        {
+            return null; // the caller's headers, if any, pass on untouched
+        }
+
+        var span = Telemetry.Tracing.Source.StartActivity(request.Method, outbound ? ActivityKind.Client : ActivityKind.Server, parent);
+        if (span is null)
+        {
+            return null;
+        }
+
+        TracePropagator.Inject(request.Headers, format, span);
+        if (span.IsAllDataRequested)
+        {
+            // OpenTelemetry HTTP semantic conventions (stable set).
+            span.SetTag("http.request.method", request.Method);
+            span.SetTag("url.path", request.Path.Value);
+            span.SetTag("url.scheme", request.Scheme);
+            span.SetTag("server.address", request.Host.Host);
+            if (request.Host.Port is { } port)
+            {
+                span.SetTag("server.port", port);
+            }
+
+            span.SetTag("network.protocol.version", request.Protocol switch
+            {
+                "HTTP/2" => "2",
+                "HTTP/1.1" => "1.1",
+                "HTTP/1.0" => "1.0",
+                var other => other,
+            });
+            span.SetTag("user_agent.original", request.Headers.UserAgent.ToString());
+            span.SetTag("client.address", context.Connection.RemoteIpAddress?.ToString());
+            span.SetTag("meshproxy.request_id", First(request.Headers, Forwarding.RequestIds.HeaderName));
+        }
+
+        return span;
+    }
+
+    private static void EndSpan(Activity span, int code, string flags, Cluster? cluster, IPeerIdentityFeature? peer, string? grpcStatus, bool outbound)
+    {
+        if (span.IsAllDataRequested)
+        {
+            span.SetTag("http.response.status_code", code);
+            span.SetTag("meshproxy.response_flags", flags);
+            span.SetTag("meshproxy.upstream_cluster", cluster?.Name);
+            span.SetTag("meshproxy.peer.principal", peer?.Principal ?? Metrics.Istio.IstioLabelNames.Unknown);
+            if (grpcStatus is not null)
+            {
+                span.SetTag("rpc.grpc.status_code", grpcStatus);
+            }
+
+            // Semantic conventions: a client span fails on 4xx and 5xx, a server span on 5xx only; no response at all is an error either way.
+            if (code == 0 || code >= 500 || (outbound && code >= 400) || flags != "-")
+            {
+                span.SetTag("error.type", code == 0 || flags != "-" ? flags : code.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                span.SetStatus(ActivityStatusCode.Error);
+            }
+        }
+
+        span.Dispose();
+    }
+}

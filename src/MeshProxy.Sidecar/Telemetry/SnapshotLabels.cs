@@ -1,0 +1,133 @@
+using System.Collections.Frozen;
+using MeshProxy.Config.Resources;
+using MeshProxy.Metrics.Istio;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Routing;
+
+namespace MeshProxy.Sidecar.Telemetry;
+
+/// <summary>
+/// The metric label values of one snapshot, built once when the snapshot is first used: this
+/// workload's side of every series, and the destination side of every outbound cluster. Requests copy
+/// these string instances into their labels, so the metrics registry finds a series by reference and
+/// recording allocates nothing.
+/// </summary>
+internal sealed class SnapshotLabels
+{
+    public const string Source = "source";
+    public const string Destination = "destination";
+
+    /// <summary>Istio's name for the destination of traffic that matched no service (NR).</summary>
+    public const string BlackHoleCluster = "BlackHoleCluster";
+
+    private readonly FrozenDictionary<Cluster, IstioWorkloadLabels> _outbound;
+    private readonly IstioWorkloadLabels _inbound;
+    private readonly FrozenDictionary<VirtualHost, string> _inboundServices;
+    private readonly WorkloadSpec _workload;
+
+    public SnapshotLabels(SidecarSnapshot snapshot)
+    {
+        Snapshot = snapshot;
+        _workload = snapshot.Workload;
+        var labels = _workload.Labels;
+        LocalPrincipal = SpiffeId(snapshot.Mesh.TrustDomain, _workload.Namespace, _workload.ServiceAccount);
+        LocalApp = Label(labels, "app") ?? Label(labels, "app.kubernetes.io/name") ?? _workload.Name;
+        LocalVersion = Label(labels, "version") ?? Label(labels, "app.kubernetes.io/version");
+        LocalCanonicalService = Label(labels, "service.istio.io/canonical-name") ?? LocalApp;
+        LocalCanonicalRevision = Label(labels, "service.istio.io/canonical-revision") ?? LocalVersion;
+        LocalServiceFqdn = $"{LocalApp}.{_workload.Namespace}.svc.cluster.local";
+
+        _inbound = new IstioWorkloadLabels
+        {
+            Reporter = Destination,
+
+            // The caller's workload needs Istio's peer metadata exchange, which MeshProxy does not do;
+            // its principal (and so its namespace) comes from the mTLS connection, request by request.
+            DestinationWorkload = _workload.Name,
+            DestinationWorkloadNamespace = _workload.Namespace,
+            DestinationPrincipal = LocalPrincipal,
+            DestinationApp = LocalApp,
+            DestinationVersion = LocalVersion,
+            DestinationService = LocalServiceFqdn,
+            DestinationCanonicalService = LocalCanonicalService,
+            DestinationCanonicalRevision = LocalCanonicalRevision,
+            DestinationServiceName = LocalApp,
+            DestinationServiceNamespace = _workload.Namespace,
+        };
+
+        var virtualHosts = snapshot.Services.VirtualHosts.ToList();
+        var clusters = virtualHosts
+            .SelectMany(v => v.Rules.SelectMany(r => r.Destinations.Select(d => d.Cluster)).Append(v.DefaultCluster))
+            .Distinct();
+        _outbound = clusters.ToFrozenDictionary(c => c, OutboundFor);
+        _inboundServices = virtualHosts.ToFrozenDictionary(v => v, v => v.ServiceFqdn);
+        OutboundBlackHole = OutboundBase() with { DestinationServiceName = BlackHoleCluster };
+    }
+
+    public SidecarSnapshot Snapshot { get; }
+
+    public string LocalPrincipal { get; }
+
+    public string LocalApp { get; }
+
+    public string? LocalVersion { get; }
+
+    public string LocalCanonicalService { get; }
+
+    public string? LocalCanonicalRevision { get; }
+
+    /// <summary>The service this workload is reached as when the caller's Host names no known service.</summary>
+    public string LocalServiceFqdn { get; }
+
+    /// <summary>Outbound traffic that matched no service: reported as Istio does, to BlackHoleCluster.</summary>
+    public IstioWorkloadLabels OutboundBlackHole { get; }
+
+    public static string SpiffeId(string trustDomain, string ns, string serviceAccount) =>
+        $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
+
+    /// <summary>reporter=source labels for a request to <paramref name="cluster"/>; the peer (destination) principal is filled in by the caller.</summary>
+    public IstioWorkloadLabels Outbound(Cluster cluster) =>
+        _outbound.TryGetValue(cluster, out var labels) ? labels : OutboundFor(cluster);
+
+    /// <summary>
+    /// reporter=destination labels. The destination service is the known service the caller named in
+    /// its Host (resolved without allocating), else this workload's own service name: never the raw
+    /// Host, which would let any caller mint series.
+    /// </summary>
+    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, IPeerIdentityFeature? peer)
+    {
+        var labels = _inbound;
+        if (calledAs is not null && _inboundServices.TryGetValue(calledAs, out var fqdn))
+        {
+            labels = labels with { DestinationService = fqdn };
+        }
+
+        return peer is null ? labels : labels with { SourcePrincipal = peer.Principal, SourceWorkloadNamespace = peer.Namespace };
+    }
+
+    private IstioWorkloadLabels OutboundBase() => new()
+    {
+        Reporter = Source,
+        SourceWorkload = _workload.Name,
+        SourceWorkloadNamespace = _workload.Namespace,
+        SourcePrincipal = LocalPrincipal,
+        SourceApp = LocalApp,
+        SourceVersion = LocalVersion,
+        SourceCanonicalService = LocalCanonicalService,
+        SourceCanonicalRevision = LocalCanonicalRevision,
+    };
+
+    private IstioWorkloadLabels OutboundFor(Cluster cluster) => OutboundBase() with
+    {
+        DestinationService = $"{cluster.ServiceName}.{cluster.ServiceNamespace}.svc.cluster.local",
+        DestinationServiceName = cluster.ServiceName,
+        DestinationServiceNamespace = cluster.ServiceNamespace,
+        DestinationCanonicalService = cluster.ServiceName,
+
+        // A service's endpoints live in its namespace; which workload answers is known only to the peer.
+        DestinationWorkloadNamespace = cluster.ServiceNamespace,
+    };
+
+    private static string? Label(IReadOnlyDictionary<string, string> labels, string name) =>
+        labels.TryGetValue(name, out var value) && !string.IsNullOrEmpty(value) ? value : null;
+}
