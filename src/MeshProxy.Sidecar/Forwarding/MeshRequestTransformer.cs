@@ -69,7 +69,8 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         if (proxyResponse is not null && proxyResponse.Content.Headers.ContentLength is null &&
             proxyResponse.StatusCode != System.Net.HttpStatusCode.SwitchingProtocols)
         {
-            httpContext.Response.Body = new CountingStream(httpContext.Response.Body);
+            var body = httpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>()!;
+            httpContext.Features.Set<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>(new CountingResponseBodyFeature(body));
         }
 
         return result;

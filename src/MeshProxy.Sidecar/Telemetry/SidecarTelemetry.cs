@@ -89,7 +89,7 @@ internal sealed class SidecarTelemetry : IDisposable
         // Envoy's convention: a request whose caller left before any response has code 0.
         var code = !response.HasStarted && (record.Flags & ResponseFlags.DownstreamConnectionTermination) != 0 ? 0 : response.StatusCode;
         var requestBytes = request.ContentLength ?? (request.Body as CountingStream)?.Count ?? 0;
-        var responseBytes = response.ContentLength ?? (response.Body as CountingStream)?.Count ?? 0;
+        var responseBytes = response.ContentLength ?? (context.Features.Get<IHttpResponseBodyFeature>() as CountingResponseBodyFeature)?.Count ?? 0;
         var grpc = GrpcStatusLabels.IsGrpc(request);
         var flags = record.Flags.ToCode();
         var labels = LabelsFor(snapshot);
