@@ -153,6 +153,7 @@ def val(kind, proto, key):
 
 
 measure_line("wrk req/s (higher is better)", val("wrk", "http/1.1", "rps"), 0)
+measure_line("req/s per core of proxy CPU at saturation (= 100000 / CPU per 1000 req/s)", lambda l: 100000.0 / val("wrk", "http/1.1", "per1000")(l), 0)
 measure_line("wrk p99 ms", val("wrk", "http/1.1", "p99"))
 measure_line("1000 req/s HTTP/1.1: added p99 ms", lambda l: added_p99(l, "http/1.1"))
 measure_line("1000 req/s h2c: added p99 ms", lambda l: added_p99(l, "h2c"))
@@ -194,9 +195,25 @@ def verdict(ok):
     return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
 
+def sat_cores(label):
+    r = row("wrk", label, "http/1.1")
+    return float("nan") if r is None or nan(r["cpu"]) else cores(r)
+
+
+# A proxy that did not use its whole core at saturation was not what limited the run (a busy machine,
+# the load generator): its req/s says nothing about the goal, its CPU per request still does.
+mc, nc = sat_cores(MESH), sat_cores("nginx")
+capacity = lambda l: 100000.0 / val("wrk", "http/1.1", "per1000")(l)
+if nan(mc) or nan(nc) or min(mc, nc) < 0.8:
+    req_verdict = (f"inconclusive: the proxies were not CPU-bound (MeshProxy {f(mc)} cores, nginx {f(nc)} cores); "
+                   f"by CPU per request MeshProxy reaches {ratio(capacity(MESH), capacity('nginx'))} of nginx "
+                   f"({f(capacity(MESH), 0)} vs {f(capacity('nginx'), 0)} req/s per core): "
+                   + verdict(None if nan(capacity(MESH)) or nan(capacity("nginx")) else capacity(MESH) >= capacity("nginx")))
+else:
+    req_verdict = verdict(mw >= nw)
 w("| Goal | Reached | Verdict |")
 w("|---|---|---|")
-w(f"| req/s at least 1.0x nginx's | {ratio(mw, nw)} ({f(mw, 0)} vs {f(nw, 0)}) | {verdict(None if nan(mw) or nan(nw) else mw >= nw)} |")
+w(f"| req/s at least 1.0x nginx's | {ratio(mw, nw)} ({f(mw, 0)} vs {f(nw, 0)}) | {req_verdict} |")
 w(f"| added p99 at 1000 req/s no more than haproxy's (HTTP/1.1) | {f(ma)} ms vs {f(ha)} ms | {verdict(None if nan(ma) or nan(ha) else ma <= ha)} |")
 w(f"| RSS under 40 MB at 1000 req/s | {f(mrss, 1)} MB (peak under wrk {f(peak_mb(MESH), 1)} MB) | {verdict(None if nan(mrss) else mrss < 40)} |")
 w("")

@@ -140,13 +140,18 @@ cpu_ticks() { # utime+stime over the process tree (all threads are counted in ea
     echo "$total"
 }
 
-ctx_switches() { # voluntary + involuntary context switches of every thread in the process tree
-    local total=0 pid v
+ctx_snapshot() { # "<tid> <voluntary+involuntary context switches>" for every thread in the process tree
+    local pid t
     for pid in $(tree_pids "$1"); do
-        v=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }')
-        total=$((total + v))
+        for t in /proc/"$pid"/task/*; do
+            awk -v tid="${t##*/}" '/ctxt_switches/ { n += $2 } END { if (NR) print tid, n }' "$t/status" 2>/dev/null || true
+        done
     done
-    echo "$total"
+}
+
+ctx_delta() { # ctx_delta <before file> <after file>: switches made in between by threads alive at the end
+    # (a thread that exits in between takes its last switches with it: a small undercount)
+    awk 'NR == FNR { before[$1] = $2; next } { d += $2 - ($1 in before ? before[$1] : 0) } END { print d + 0 }' "$1" "$2"
 }
 
 mem_kb() { # mem_kb <pid> <VmRSS|VmHWM>: summed over the process tree
@@ -307,14 +312,14 @@ wrk_run() {
     taskset -c $LOAD_CORE wrk -t1 -c$CONNS -d${WARM}s -H "Host: $host" "$url" >"$WORK/$label.wrk-warm.txt" 2>&1
     sleep 0.2 # let the probe catch up with the warm-up
     local p0 p1; p0=$(probe)
-    local x0 x1; x0=$( ((pid)) && ctx_switches "$pid" || echo 0)
+    ((pid)) && ctx_snapshot "$pid" >"$WORK/ctx.before"
     c0=$( ((pid)) && cpu_ticks "$pid" || echo 0); t0=$(now)
     out="$WORK/$label.wrk.txt"
     taskset -c $LOAD_CORE wrk -t1 -c$CONNS -d${DUR}s --latency -H "Host: $host" "$url" >"$out" 2>&1
     t1=$(now); c1=$( ((pid)) && cpu_ticks "$pid" || echo 0)
-    x1=$( ((pid)) && ctx_switches "$pid" || echo 0)
+    local ctx=nan; ((pid)) && ctx_snapshot "$pid" >"$WORK/ctx.after" && ctx=$(ctx_delta "$WORK/ctx.before" "$WORK/ctx.after")
     sleep 0.2; p1=$(probe)
-    python3 - "$out" "$label" "$t0" "$t1" "$c0" "$c1" "$CLK_TCK" "$pid" "$p0" "$p1" "$((x1 - x0))" >>"$ROWS" <<'EOF'
+    python3 - "$out" "$label" "$t0" "$t1" "$c0" "$c1" "$CLK_TCK" "$pid" "$p0" "$p1" "$ctx" >>"$ROWS" <<'EOF'
 import re, sys
 path, label, t0, t1, c0, c1, hz, pid, p0, p1, ctx = sys.argv[1:]
 text = open(path).read()
@@ -329,7 +334,7 @@ errors += int(m.group(1)) if m else 0
 wall = float(t1) - float(t0)
 cpu = (int(c1) - int(c0)) / int(hz) if pid != "0" else float("nan")
 requests = int(re.search(r"(\d+) requests in", text).group(1))
-print("\t".join(map(str, ["wrk", label, "http/1.1", rps, lat(50), lat(99), errors, cpu, wall, "nan", "nan", requests, p0, p1, ctx if pid != "0" else "nan"])))
+print("\t".join(map(str, ["wrk", label, "http/1.1", rps, lat(50), lat(99), errors, cpu, wall, "nan", "nan", requests, p0, p1, ctx])))
 EOF
 }
 
@@ -343,14 +348,14 @@ h2load_run() {
     out="$WORK/$label.$proto.h2load.txt" logf="$WORK/$label.$proto.h2load.log"
     sleep 0.2
     local p0 p1; p0=$(probe)
-    local x0 x1; x0=$( ((pid)) && ctx_switches "$pid" || echo 0)
+    ((pid)) && ctx_snapshot "$pid" >"$WORK/ctx.before"
     c0=$( ((pid)) && cpu_ticks "$pid" || echo 0); t0=$(now)
     taskset -c $LOAD_CORE h2load "${flags[@]}" -c$RATE_CONNS --rps "$per" -D $RATE_DUR -H ":authority: $host" --log-file "$logf" "$url" >"$out" 2>&1
     t1=$(now); c1=$( ((pid)) && cpu_ticks "$pid" || echo 0)
-    x1=$( ((pid)) && ctx_switches "$pid" || echo 0)
+    local ctx=nan; ((pid)) && ctx_snapshot "$pid" >"$WORK/ctx.after" && ctx=$(ctx_delta "$WORK/ctx.before" "$WORK/ctx.after")
     if ((pid)); then rss=$(mem_kb "$pid" VmRSS); hwm=$(mem_kb "$pid" VmHWM); else rss=nan hwm=nan; fi
     sleep 0.2; p1=$(probe)
-    python3 - "$logf" "$label" "$proto" "$t0" "$t1" "$c0" "$c1" "$CLK_TCK" "$pid" "$rss" "$hwm" "$p0" "$p1" "$((x1 - x0))" >>"$ROWS" <<'EOF'
+    python3 - "$logf" "$label" "$proto" "$t0" "$t1" "$c0" "$c1" "$CLK_TCK" "$pid" "$rss" "$hwm" "$p0" "$p1" "$ctx" >>"$ROWS" <<'EOF'
 import math, sys
 logf, label, proto, t0, t1, c0, c1, hz, pid, rss, hwm, p0, p1, ctx = sys.argv[1:]
 ok, lat, errors, first, last = 0, [], 0, None, None
@@ -368,7 +373,7 @@ pct = lambda p: lat[max(0, math.ceil(p / 100.0 * len(lat)) - 1)] if lat else flo
 wall = float(t1) - float(t0)
 rps = len(lat) / ((last - first) / 1e6) if lat and last > first else 0.0
 cpu = (int(c1) - int(c0)) / int(hz) if pid != "0" else float("nan")
-print("\t".join(map(str, ["h2load", label, "h2c" if proto == "h2c" else "http/1.1", rps, pct(50), pct(99), errors, cpu, wall, rss, hwm, len(lat) + errors, p0, p1, ctx if pid != "0" else "nan"])))
+print("\t".join(map(str, ["h2load", label, "h2c" if proto == "h2c" else "http/1.1", rps, pct(50), pct(99), errors, cpu, wall, rss, hwm, len(lat) + errors, p0, p1, ctx])))
 EOF
 }
 
@@ -457,8 +462,7 @@ profile() {
 if ((PROFILE)); then
     command -v perf >/dev/null || die "--profile needs perf"
     # Without W^X the JIT's code is anonymous memory, which perf resolves through /tmp/perf-<pid>.map.
-    MESH_ENV+=(DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0)
-    start_mesh meshproxy-profile
+    start_mesh meshproxy-profile DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0
     wait_http "http://127.0.0.1:$MESH_OUT/1k" "$SERVICE"
     taskset -c $LOAD_CORE wrk -t1 -c$CONNS -d${WARM}s -H "Host: $SERVICE" "http://127.0.0.1:$MESH_OUT/1k" >/dev/null 2>&1
     log "profile: wrk at saturation"
