@@ -211,6 +211,10 @@ if nan(mc) or nan(nc) or min(mc, nc) < 0.8:
                    + verdict(None if nan(capacity(MESH)) or nan(capacity("nginx")) else capacity(MESH) >= capacity("nginx")))
 else:
     req_verdict = verdict(mw >= nw)
+if busy:
+    w("Measured on a busy machine: every verdict below is provisional, the latency one most of all "
+      "(p99 there measures the scheduler as much as the proxy).")
+    w("")
 w("| Goal | Reached | Verdict |")
 w("|---|---|---|")
 w(f"| req/s at least 1.0x nginx's | {ratio(mw, nw)} ({f(mw, 0)} vs {f(nw, 0)}) | {req_verdict} |")
