@@ -34,6 +34,8 @@ public static partial class ResourceParser
         [ServiceResource.KindName] = ServiceParser.Parse,
         [HttpRouteResource.KindName] = HttpRouteParser.Parse,
         [MeshConfigResource.KindName] = MeshConfigParser.Parse,
+        [DestinationPolicyResource.KindName] = DestinationPolicyParser.Parse,
+        [EgressPolicyResource.KindName] = EgressPolicyParser.Parse,
     };
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;
