@@ -189,7 +189,9 @@ internal sealed class ResourceDirectory : IDisposable
 
     /// <summary>
     /// The text of each document, keyed by the line its root mapping starts on (which is the line the
-    /// parser records as the resource's source). Sent as written, comments and all.
+    /// parser records as the resource's source). Sent as written, comments and all: the document is the
+    /// run of lines between two "---" markers that holds that line. (YamlDotNet's nodes carry no end
+    /// position for mappings, so the markers are the reliable boundary.)
     /// </summary>
     private static Dictionary<int, string> SliceDocuments(string text, out int documentCount)
     {
@@ -205,6 +207,17 @@ internal sealed class ResourceDirectory : IDisposable
             return result;
         }
 
+        var lines = text.Split('\n');
+        var markers = new List<int> { 0 }; // 1-based line numbers of "---" lines; 0 = before the first line
+        for (var i = 0; i < lines.Length; i++)
+        {
+            if (lines[i].StartsWith("---", StringComparison.Ordinal) || lines[i].StartsWith("...", StringComparison.Ordinal))
+            {
+                markers.Add(i + 1);
+            }
+        }
+
+        markers.Add(lines.Length + 1);
         documentCount = 0;
         foreach (var document in stream.Documents)
         {
@@ -219,10 +232,11 @@ internal sealed class ResourceDirectory : IDisposable
                 continue;
             }
 
-            // From the start of the root's first line, so an indented first key keeps its indentation.
-            var start = (int)(root.Start.Index - (root.Start.Column - 1));
-            var end = (int)Math.Min(root.End.Index, text.Length);
-            result[(int)root.Start.Line] = text[start..end].TrimEnd() + "\n";
+            var line = (int)root.Start.Line;
+            var after = markers.FindLastIndex(m => m < line);
+            var from = markers[after]; // the marker line itself is excluded
+            var to = markers[after + 1];
+            result[line] = string.Join('\n', lines[from..(to - 1)]).Trim('\n', '\r') + "\n";
         }
 
         return result;
