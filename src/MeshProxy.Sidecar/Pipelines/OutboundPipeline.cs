@@ -1,6 +1,7 @@
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Listeners;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections.Features;
@@ -14,9 +15,9 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// <summary>
 /// The local app's requests to the mesh (listener 15001), top to bottom:
 /// snapshot -> request id -> destination (captured address, else Host/:authority) -> route match
-/// -> load balancing -> forward -> failures as response flags.
+/// -> load balancing, retries, timeouts, circuit breaking -> forward -> failures as response flags.
 /// </summary>
-internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, ILogger<OutboundPipeline> logger)
+internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder resilience, ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
@@ -39,13 +40,15 @@ internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwa
 
         // 3. Route: the first matching rule of the service's HttpRoute, else the service itself.
         Cluster? cluster;
+        RouteRule? rule = null;
         if (virtualHost.Rules.Count == 0)
         {
             cluster = virtualHost.DefaultCluster;
         }
         else
         {
-            cluster = virtualHost.Match(context.Request)?.PickCluster();
+            rule = virtualHost.Match(context.Request);
+            cluster = rule?.PickCluster();
             if (cluster is null)
             {
                 logger.NoRoute(Direction, virtualHost.ServiceFqdn + context.Request.Path);
@@ -55,24 +58,9 @@ internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwa
             }
         }
 
-        // 4. Load balancing.
-        var endpoint = cluster.Picker.Pick();
-        if (endpoint is null)
-        {
-            await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.NoHealthyUpstream,
-                $"no healthy upstream for {cluster.Name}");
-            return;
-        }
-
-        // 5. Forward, streaming both bodies.
-        var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound,
-            UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Outbound);
-
-        // 6. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
-        if (error != ForwarderError.None)
-        {
-            await UpstreamFailure.RespondAsync(context, error, cluster, endpoint, Direction, logger);
-        }
+        // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
+        //    timeouts, retries within the budget; failures answered with their response flag.
+        await resilience.ForwardAsync(context, cluster, rule);
     }
 
     private static VirtualHost? ResolveDestination(HttpContext context, SidecarSnapshot snapshot)

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Resilience;
@@ -27,16 +28,23 @@ internal sealed class ClusterState
 
     public int OpenConnections => Volatile.Read(ref _openConnections);
 
+    /// <summary>Every cluster a snapshot can send to: each service port's, each route destination's, and the inbound one.</summary>
+    public static IEnumerable<Cluster> ClustersOf(SidecarSnapshot snapshot) =>
+        snapshot.Services.VirtualHosts
+            .SelectMany(v => v.Rules.SelectMany(r => r.Destinations.Select(d => d.Cluster)).Prepend(v.DefaultCluster))
+            .Prepend(snapshot.InboundCluster)
+            .Distinct();
+
     /// <summary>Gives every cluster of <paramref name="next"/> the state of its namesake in <paramref name="previous"/>.</summary>
-    public static void CarryOver(IEnumerable<Cluster> previous, IEnumerable<Cluster> next)
+    public static void CarryOver(SidecarSnapshot previous, SidecarSnapshot next)
     {
         var old = new Dictionary<string, ClusterState>(StringComparer.Ordinal);
-        foreach (var c in previous)
+        foreach (var c in ClustersOf(previous))
         {
             old.TryAdd(c.Name, c.State);
         }
 
-        foreach (var c in next)
+        foreach (var c in ClustersOf(next))
         {
             if (old.TryGetValue(c.Name, out var state))
             {
