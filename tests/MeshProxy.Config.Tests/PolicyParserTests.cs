@@ -52,7 +52,7 @@ public sealed class PolicyParserTests
         Assert.Equal(LoadBalancerKind.LeastRequest, spec.LoadBalancer);
         Assert.Equal(ConnectionPoolSpec.Default, spec.ConnectionPool);
         Assert.Equal(new OutlierDetectionSpec(5, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10), spec.OutlierDetection);
-        Assert.Equal(new RetryBudgetSpec(20, 10, null), spec.RetryBudget);
+        Assert.Equal(new RetryBudgetSpec(20, null, 10), spec.RetryBudget);
     }
 
     [Fact]
@@ -126,7 +126,7 @@ public sealed class PolicyParserTests
         Assert.Contains("5 spec.hosts[0]", errors);
         Assert.Contains("5 spec.hosts[1]", errors);
         Assert.Contains("7 spec.ports[0].protocol", errors);
-        Assert.Contains("7 spec.ports", errors);
+        Assert.Contains("6 spec.ports", errors); // a whole-list error points at the list's name
     }
 
     [Fact]

@@ -60,8 +60,10 @@ public sealed record OutlierDetectionSpec(
 /// Retries may add at most <see cref="Percent"/> % to the requests in flight, but a floor is always
 /// allowed so that a quiet service can still retry: either Istio's <see cref="MinRetryConcurrency"/>
 /// (retries in flight at once) or linkerd's <see cref="MinRetriesPerSecond"/>. Exactly one is set.
+/// The default is linkerd's (20 %, 10 per second): a rate floor bounds the retries of a total outage,
+/// where a concurrency floor would let every sequential caller retry fully.
 /// </summary>
 public sealed record RetryBudgetSpec(double Percent, int? MinRetryConcurrency, int? MinRetriesPerSecond)
 {
-    public static RetryBudgetSpec Default { get; } = new(20, 10, null);
+    public static RetryBudgetSpec Default { get; } = new(20, null, 10);
 }

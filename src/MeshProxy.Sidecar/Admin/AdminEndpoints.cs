@@ -70,6 +70,7 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
                 cluster = v.DefaultCluster.Name,
                 protocol = v.DefaultCluster.Protocol,
                 endpoints = v.DefaultCluster.Endpoints.Select(e => new { address = e.Address, port = e.Port, weight = e.Weight, identity = e.Identity }),
+                health = Resilience.ResilienceDump.Of(v.DefaultCluster),
                 rules = v.Rules.Select(r => new { name = r.Name, destinations = r.Destinations.Select(d => new { cluster = d.Cluster.Name, weight = d.Weight }) }),
             }),
             resources = snapshot.Resources.Select(r => new { kind = r.Kind, @namespace = r.Metadata.Namespace, name = r.Metadata.Name, source = r.Source.ToString() }),

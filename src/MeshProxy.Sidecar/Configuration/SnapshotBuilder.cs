@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Configuration;
@@ -32,7 +33,7 @@ internal static class SnapshotBuilder
         }
 
         var services = parsed.OfKind<ServiceResource>().ToList();
-        var clusters = BuildClusters(services);
+        var clusters = BuildClusters(services, parsed.OfKind<DestinationPolicyResource>().ToList(), errors);
         var routesByService = BuildRoutes(parsed.OfKind<HttpRouteResource>(), services, clusters, errors);
 
         var hosts = new Dictionary<string, HostEntry>(StringComparer.OrdinalIgnoreCase);
@@ -102,19 +103,37 @@ internal static class SnapshotBuilder
         };
     }
 
-    private static Dictionary<(ServiceResource, int), Cluster> BuildClusters(List<ServiceResource> services)
+    private static Dictionary<(ServiceResource, int), Cluster> BuildClusters(
+        List<ServiceResource> services, List<DestinationPolicyResource> policies, List<ConfigDiagnostic> errors)
     {
+        // A DestinationPolicy names its service by any of the service's hosts; one policy per service.
+        var policyOf = new Dictionary<ServiceResource, DestinationPolicyResource>();
+        foreach (var policy in policies)
+        {
+            var service = services.FirstOrDefault(s => s.Spec.Hosts.Contains(policy.Spec.Host, StringComparer.OrdinalIgnoreCase));
+            if (service is null)
+            {
+                errors.Add(At(policy, "spec.host", $"no Service answers to host '{policy.Spec.Host}'"));
+            }
+            else if (!policyOf.TryAdd(service, policy))
+            {
+                var other = policyOf[service];
+                errors.Add(At(policy, "spec.host", $"Service {service.Metadata.Name} already has DestinationPolicy {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})"));
+            }
+        }
+
         var clusters = new Dictionary<(ServiceResource, int), Cluster>();
         foreach (var service in services)
         {
             var fqdn = $"{service.Metadata.Name}.{service.Metadata.Namespace}.svc.cluster.local";
+            var clusterPolicy = ClusterPolicy.From(policyOf.GetValueOrDefault(service)?.Spec);
             foreach (var port in service.Spec.Ports)
             {
                 var endpoints = service.Spec.Endpoints
                     .Select(e => new UpstreamEndpoint(e.Address, e.Port ?? port.TargetPort, e.Weight, e.ServiceAccount))
                     .ToList();
                 clusters[(service, port.Port)] = new Cluster(
-                    $"outbound|{port.Port}||{fqdn}", service.Metadata.Name, service.Metadata.Namespace, port.Protocol, endpoints);
+                    $"outbound|{port.Port}||{fqdn}", service.Metadata.Name, service.Metadata.Namespace, port.Protocol, endpoints, clusterPolicy);
             }
         }
 

@@ -29,6 +29,12 @@ internal sealed class SnapshotStore
 
     public void Apply(SidecarSnapshot snapshot)
     {
+        // Outlier ejections, latencies, budgets and breaker counters belong to clusters, not snapshots.
+        if (_current is { } previous)
+        {
+            Resilience.ClusterState.CarryOver(previous, snapshot);
+        }
+
         _current = snapshot;
         Applied?.Invoke(snapshot);
     }

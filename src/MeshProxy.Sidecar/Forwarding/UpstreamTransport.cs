@@ -33,7 +33,12 @@ internal sealed class UpstreamTransport : IDisposable
     public UpstreamTransport()
     {
         Inbound = new HttpMessageInvoker(CreateHandler());
-        Outbound = new HttpMessageInvoker(CreateHandler());
+        var outbound = CreateHandler();
+        // Connect timeout and connection limit are per destination (DestinationPolicy), which one
+        // handler's settings cannot be: the connector applies them, so the handler's own timeout is off.
+        outbound.ConnectCallback = Resilience.UpstreamConnector.ConnectAsync;
+        outbound.ConnectTimeout = Timeout.InfiniteTimeSpan;
+        Outbound = new HttpMessageInvoker(outbound);
     }
 
     public HttpMessageInvoker Inbound { get; }

@@ -59,6 +59,7 @@ internal static class SidecarHost
 
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
+        services.AddSingleton<Resilience.ResilientForwarder>();
         services.AddSingleton<OutboundPipeline>();
         services.AddSingleton<InboundPipeline>();
         services.AddSingleton<SidecarLifecycle>();

@@ -2,29 +2,13 @@ using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.LoadBalancing;
 
-/// <summary>Chooses the endpoint for one attempt.</summary>
-internal interface IEndpointPicker
+/// <summary>Weighted round robin: one interlocked increment and an index; ejected endpoints are stepped over.</summary>
+internal sealed class RoundRobinPicker(IReadOnlyList<UpstreamEndpoint> endpoints) : IEndpointPicker
 {
-    /// <summary>Null when the cluster has no endpoint at all.</summary>
-    UpstreamEndpoint? Pick();
-}
-
-/// <summary>
-/// Weighted round robin: each endpoint appears in the rotation as often as its weight (after dividing
-/// all weights by their greatest common divisor), so picking is one interlocked increment and an index.
-/// </summary>
-internal sealed class RoundRobinPicker : IEndpointPicker
-{
-    private const int MaxRotationLength = 4096;
-    private readonly UpstreamEndpoint[] _rotation;
+    private readonly UpstreamEndpoint[] _rotation = WeightedRotation.Build(endpoints);
     private int _next = -1;
 
-    public RoundRobinPicker(IReadOnlyList<UpstreamEndpoint> endpoints)
-    {
-        _rotation = BuildRotation(endpoints);
-    }
-
-    public UpstreamEndpoint? Pick()
+    public UpstreamEndpoint? Pick(UpstreamEndpoint? avoid = null)
     {
         var rotation = _rotation;
         if (rotation.Length == 0)
@@ -32,42 +16,32 @@ internal sealed class RoundRobinPicker : IEndpointPicker
             return null;
         }
 
-        var n = (uint)Interlocked.Increment(ref _next);
-        return rotation[n % (uint)rotation.Length];
+        var n = (int)((uint)Interlocked.Increment(ref _next) % (uint)rotation.Length);
+        var candidate = rotation[n];
+        var now = Environment.TickCount64;
+        return WeightedRotation.Usable(candidate, avoid, now) || rotation.Length == 1
+            ? candidate
+            : WeightedRotation.Scan(rotation, n, avoid, now);
     }
+}
 
-    private static UpstreamEndpoint[] BuildRotation(IReadOnlyList<UpstreamEndpoint> endpoints)
+/// <summary>A weighted random draw.</summary>
+internal sealed class RandomPicker(IReadOnlyList<UpstreamEndpoint> endpoints) : IEndpointPicker
+{
+    private readonly UpstreamEndpoint[] _rotation = WeightedRotation.Build(endpoints);
+
+    public UpstreamEndpoint? Pick(UpstreamEndpoint? avoid = null)
     {
-        if (endpoints.Count == 0)
+        var rotation = _rotation;
+        if (rotation.Length == 0)
         {
-            return [];
+            return null;
         }
 
-        var gcd = endpoints.Select(e => e.Weight).Aggregate(Gcd);
-        var total = endpoints.Sum(e => (long)(e.Weight / gcd));
-        if (total > MaxRotationLength)
-        {
-            // Weights too fine-grained to expand: fall back to plain rotation rather than use megabytes.
-            return [.. endpoints];
-        }
-
-        // Interleave rather than repeat (a,a,a,b): spreads a heavy endpoint's turns across the cycle.
-        var remaining = endpoints.Select(e => e.Weight / gcd).ToArray();
-        var rotation = new List<UpstreamEndpoint>((int)total);
-        while (rotation.Count < total)
-        {
-            for (var i = 0; i < endpoints.Count; i++)
-            {
-                if (remaining[i] > 0)
-                {
-                    rotation.Add(endpoints[i]);
-                    remaining[i]--;
-                }
-            }
-        }
-
-        return [.. rotation];
+        var n = Random.Shared.Next(rotation.Length);
+        var now = Environment.TickCount64;
+        return WeightedRotation.Usable(rotation[n], avoid, now) || rotation.Length == 1
+            ? rotation[n]
+            : WeightedRotation.Scan(rotation, n, avoid, now);
     }
-
-    private static int Gcd(int a, int b) => b == 0 ? a : Gcd(b, a % b);
 }

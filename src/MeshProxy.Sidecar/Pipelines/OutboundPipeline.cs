@@ -1,6 +1,7 @@
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Listeners;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections.Features;
@@ -14,9 +15,10 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// <summary>
 /// The local app's requests to the mesh (listener 15001), top to bottom:
 /// snapshot -> request id -> telemetry start -> destination (captured address, else Host/:authority)
-/// -> route match -> load balancing -> forward -> failures as response flags -> telemetry (reporter=source).
+/// -> route match -> load balancing, retries, timeouts, circuit breaking, forwarding
+/// -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
-internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
+internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder resilience, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
@@ -46,13 +48,14 @@ internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwa
 
             // 3. Route: the first matching rule of the service's HttpRoute, else the service itself.
             Cluster? cluster;
+            RouteRule? rule = null;
             if (virtualHost.Rules.Count == 0)
             {
                 cluster = virtualHost.DefaultCluster;
             }
             else
             {
-                var rule = virtualHost.Match(context.Request);
+                rule = virtualHost.Match(context.Request);
                 cluster = rule?.PickCluster();
                 if (cluster is null)
                 {
@@ -68,29 +71,11 @@ internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwa
 
             record.Cluster = cluster;
 
-            // 4. Load balancing.
-            var endpoint = cluster.Picker.Pick();
-            if (endpoint is null)
-            {
-                record.Flags = ResponseFlags.NoHealthyUpstream;
-                await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.NoHealthyUpstream,
-                    $"no healthy upstream for {cluster.Name}");
-                return;
-            }
-
-            record.Endpoint = endpoint;
-
-            // 5. Forward, streaming both bodies.
-            var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound,
-                UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Outbound);
-
-            // 6. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
-            if (error != ForwarderError.None)
-            {
-                var failure = UpstreamFailure.Of(context, error);
-                record.Flags |= failure.Flags;
-                await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
-            }
+            // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
+            //    timeouts, retries within the budget; failures answered with their response flag.
+            var result = await resilience.ForwardAsync(context, cluster, rule);
+            record.Endpoint = result.Endpoint;
+            record.Flags |= result.Flags;
         }
         finally
         {

@@ -1,5 +1,6 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.LoadBalancing;
+using MeshProxy.Sidecar.Resilience;
 
 namespace MeshProxy.Sidecar.Routing;
 
@@ -18,7 +19,17 @@ internal sealed class UpstreamEndpoint(string address, int port, int weight, str
     /// <summary>"http://address:port", built once so forwarding does not format a string per request.</summary>
     public string DestinationPrefix { get; } = $"http://{FormatHost(address)}:{port}";
 
-    public override string ToString() => $"{FormatHost(Address)}:{Port}";
+    /// <summary>"address:port": the endpoint's identity within its cluster, across snapshots.</summary>
+    public string Key { get; } = $"{FormatHost(address)}:{port}";
+
+    /// <summary>
+    /// Live load and outlier state. Set when the cluster is built and, before the snapshot is
+    /// published, replaced by the record of the same endpoint in the previous snapshot; never changed
+    /// once requests can see it.
+    /// </summary>
+    public EndpointHealth Health { get; internal set; } = new();
+
+    public override string ToString() => Key;
 
     private static string FormatHost(string address) => address.Contains(':') ? $"[{address}]" : address;
 }
@@ -29,14 +40,16 @@ internal sealed class UpstreamEndpoint(string address, int port, int weight, str
 /// </summary>
 internal sealed class Cluster
 {
-    public Cluster(string name, string serviceName, string serviceNamespace, AppProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints)
+    public Cluster(string name, string serviceName, string serviceNamespace, AppProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints, ClusterPolicy? policy = null)
     {
         Name = name;
         ServiceName = serviceName;
         ServiceNamespace = serviceNamespace;
         Protocol = protocol;
         Endpoints = endpoints;
-        Picker = new RoundRobinPicker(endpoints);
+        Policy = policy ?? ClusterPolicy.Default;
+        Picker = EndpointPickers.Create(Policy.LoadBalancer, endpoints);
+        AdoptState(new ClusterState());
     }
 
     /// <summary>outbound|port||host, the Envoy/Istio convention; inbound|port|| for the local app.</summary>
@@ -51,4 +64,22 @@ internal sealed class Cluster
     public IReadOnlyList<UpstreamEndpoint> Endpoints { get; }
 
     public IEndpointPicker Picker { get; }
+
+    /// <summary>Load balancing, circuit breaking, outlier detection and retry budget settings (DestinationPolicy).</summary>
+    public ClusterPolicy Policy { get; }
+
+    /// <summary>Counters that outlive the snapshot: see <see cref="ClusterState.CarryOver"/>.</summary>
+    public ClusterState State { get; private set; } = null!;
+
+    /// <summary>Takes over live state; only while the snapshot is being built, before any request sees it.</summary>
+    internal void AdoptState(ClusterState state)
+    {
+        State = state;
+        foreach (var endpoint in Endpoints)
+        {
+            endpoint.Health = state.HealthOf(endpoint.Key);
+        }
+
+        state.Forget(Endpoints);
+    }
 }

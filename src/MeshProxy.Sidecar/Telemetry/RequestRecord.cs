@@ -31,4 +31,10 @@ internal struct RequestRecord
 
     /// <summary>The name of the route rule that matched, if it had one.</summary>
     public string? RouteName;
+
+    /// <summary>
+    /// The counter on a request body of undeclared length. Kept here rather than found again on
+    /// Request.Body, which later steps (the retry buffer) wrap in turn.
+    /// </summary>
+    public CountingStream? RequestBody;
 }

@@ -68,7 +68,7 @@ internal sealed class SidecarTelemetry : IDisposable
         var request = context.Request;
         if (request.ContentLength is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: true })
         {
-            request.Body = new CountingStream(request.Body);
+            request.Body = record.RequestBody = new CountingStream(request.Body);
         }
 
         if (Tracing.Enabled)
@@ -88,7 +88,7 @@ internal sealed class SidecarTelemetry : IDisposable
 
         // Envoy's convention: a request whose caller left before any response has code 0.
         var code = !response.HasStarted && (record.Flags & ResponseFlags.DownstreamConnectionTermination) != 0 ? 0 : response.StatusCode;
-        var requestBytes = request.ContentLength ?? (request.Body as CountingStream)?.Count ?? 0;
+        var requestBytes = request.ContentLength ?? record.RequestBody?.Count ?? 0;
         var responseBytes = response.ContentLength ?? (context.Features.Get<IHttpResponseBodyFeature>() as CountingResponseBodyFeature)?.Count ?? 0;
         var grpc = GrpcStatusLabels.IsGrpc(request);
         var flags = record.Flags.ToCode();

@@ -82,6 +82,13 @@ public sealed class SnapshotRoutingTests
               endpoints:
                 - { address: 127.0.0.1, port: 9001, weight: 3 }
                 - { address: 127.0.0.1, port: 9002, weight: 1 }
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: billing, namespace: test }
+            spec:
+              host: billing
+              loadBalancer: { simple: ROUND_ROBIN }
             """));
         Assert.True(snapshot.Services.TryResolve("billing.test.svc.cluster.local", 80, out var vhost));
         var ports = Enumerable.Range(0, 400).Select(_ => vhost!.DefaultCluster.Picker.Pick()!.Port).ToList();

@@ -58,7 +58,7 @@ public sealed class PrometheusMetricsTests(TelemetryMesh mesh) : IClassFixture<T
     }
 
     [Fact]
-    public async Task An_unknown_host_is_NR_and_a_refused_upstream_is_UF()
+    public async Task An_unknown_host_is_NR_and_a_refused_upstream_is_UF_after_its_retries()
     {
         var before = await Exposition.ScrapeAsync(mesh.Client, mesh.Store.Stats);
         using (var response = await mesh.Client.SendAsync(mesh.ToService("nowhere.example", HttpMethod.Get, "/"), Ct))
@@ -73,7 +73,7 @@ public sealed class PrometheusMetricsTests(TelemetryMesh mesh) : IClassFixture<T
 
         var after = await Exposition.ScrapeAsync(mesh.Client, mesh.Store.Stats);
         (string, string)[] nr = [("reporter", "source"), ("response_code", "404"), ("response_flags", "NR"), ("destination_service_name", "BlackHoleCluster")];
-        (string, string)[] uf = [("reporter", "source"), ("response_code", "503"), ("response_flags", "UF"), ("destination_service", "refusing.test.svc.cluster.local")];
+        (string, string)[] uf = [("reporter", "source"), ("response_code", "503"), ("response_flags", "UF,URX"), ("destination_service", "refusing.test.svc.cluster.local")];
         Assert.Equal(1, after.Sum("istio_requests_total", nr) - before.Sum("istio_requests_total", nr));
         Assert.Equal(1, after.Sum("istio_requests_total", uf) - before.Sum("istio_requests_total", uf));
 

@@ -80,7 +80,7 @@ public sealed partial class TracingTests
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
 
         var span = Assert.Single(await mesh.Receiver.WaitForTraceAsync(trace, 1, TimeSpan.FromSeconds(20))).Span;
-        Assert.Equal("UF", OtlpReceiver.Attribute(span, "meshproxy.response_flags"));
+        Assert.Equal("UF,URX", OtlpReceiver.Attribute(span, "meshproxy.response_flags"));
         Assert.Equal("503", OtlpReceiver.Attribute(span, "http.response.status_code"));
         Assert.Equal(Status.Types.StatusCode.Error, span.Status.Code);
     }

@@ -1,0 +1,43 @@
+using MeshProxy.Sidecar.Forwarding;
+using Microsoft.AspNetCore.Http;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace MeshProxy.Sidecar.Resilience;
+
+/// <summary>
+/// The outbound header rules (<see cref="MeshRequestTransformer"/>), plus what attempts need: the
+/// grpc-timeout rewritten with the time left, the cluster handed to the connector, and — the one
+/// moment a retry is still possible once a response exists — the decision, taken on the response's
+/// status and headers before anything is copied to the caller. Returning false there makes the
+/// forwarder drop the upstream response without writing it (it returns <see cref="ForwarderError.None"/>),
+/// so the next attempt starts on a clean response.
+/// </summary>
+internal sealed class AttemptTransformer : HttpTransformer
+{
+    public static AttemptTransformer Instance { get; } = new();
+
+    private static HttpTransformer Inner => MeshRequestTransformer.Outbound;
+
+    public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+    {
+        await Inner.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+        if (httpContext.Features.Get<RequestAttempts>() is { } attempts)
+        {
+            attempts.PrepareRequest(proxyRequest);
+        }
+    }
+
+    public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+    {
+        var copy = await Inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        if (proxyResponse is null || httpContext.Features.Get<RequestAttempts>() is not { } attempts)
+        {
+            return copy;
+        }
+
+        return attempts.OnResponse(httpContext, proxyResponse) && copy;
+    }
+
+    public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>
+        Inner.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);
+}

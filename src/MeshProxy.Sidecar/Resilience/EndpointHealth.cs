@@ -1,0 +1,151 @@
+namespace MeshProxy.Sidecar.Resilience;
+
+/// <summary>What one attempt at an endpoint came to, as outlier detection counts it.</summary>
+internal enum AttemptResult
+{
+    /// <summary>A response below 500.</summary>
+    Success,
+
+    /// <summary>A 500, 501 or 505 and the like: the upstream answered, with an error.</summary>
+    ServerError,
+
+    /// <summary>502, 503 or 504 from the upstream.</summary>
+    GatewayError,
+
+    /// <summary>No response: connect failure, reset, timeout (Envoy's local-origin failures).</summary>
+    LocalOriginFailure,
+
+    /// <summary>The attempt was cut short by the caller or by this proxy's choice; says nothing about the endpoint.</summary>
+    Neutral,
+}
+
+/// <summary>
+/// The live figures of one endpoint: requests in flight (least-request), latency (peak EWMA), and
+/// outlier detection's counters and ejection. Kept across snapshot swaps for an endpoint with the same
+/// address in the same cluster (see <see cref="ClusterState"/>).
+/// </summary>
+/// <remarks>
+/// The EWMA is a heuristic: concurrent updates may lose one sample, which costs nothing worth a lock.
+/// Time is <see cref="Environment.TickCount64"/> milliseconds, read once per decision.
+/// </remarks>
+internal sealed class EndpointHealth
+{
+    /// <summary>Finagle's and linkerd's decay window for peak EWMA.</summary>
+    public const double DecayMilliseconds = 10_000;
+
+    /// <summary>What an endpoint never measured is assumed to cost, so that new endpoints are tried but not flooded.</summary>
+    public const double DefaultRttMilliseconds = 30;
+
+    private int _active;
+    private double _ewmaMs = DefaultRttMilliseconds;
+    private long _ewmaStampMs = Environment.TickCount64;
+    private int _consecutive5xx;
+    private int _consecutiveGateway;
+    private int _consecutiveLocal;
+    private long _ejectedUntilMs;
+    private long _lastEjectionEndMs;
+    private int _ejectionMultiplier;
+    private long _ejections;
+
+    public int Active => Volatile.Read(ref _active);
+
+    public double EwmaMilliseconds => Volatile.Read(ref _ewmaMs);
+
+    public long EjectedUntilMs => Volatile.Read(ref _ejectedUntilMs);
+
+    public int EjectionMultiplier => Volatile.Read(ref _ejectionMultiplier);
+
+    /// <summary>How many times this endpoint was ejected, ever.</summary>
+    public long Ejections => Volatile.Read(ref _ejections);
+
+    public bool IsEjected(long nowMs) => nowMs < Volatile.Read(ref _ejectedUntilMs);
+
+    /// <summary>Peak-EWMA cost: expected latency times the queue one more request would join.</summary>
+    public double Cost(long nowMs)
+    {
+        var ewma = Volatile.Read(ref _ewmaMs);
+        var elapsed = nowMs - Volatile.Read(ref _ewmaStampMs);
+        if (elapsed > 0 && Volatile.Read(ref _active) == 0)
+        {
+            // An idle endpoint's old peak fades, so one slow response does not banish it forever.
+            ewma *= Math.Exp(-elapsed / DecayMilliseconds);
+        }
+
+        return ewma * (Volatile.Read(ref _active) + 1);
+    }
+
+    public void Begin() => Interlocked.Increment(ref _active);
+
+    public void End() => Interlocked.Decrement(ref _active);
+
+    public void ObserveLatency(double rttMs, long nowMs)
+    {
+        var previous = Volatile.Read(ref _ewmaMs);
+        var elapsed = Math.Max(0, nowMs - Volatile.Read(ref _ewmaStampMs));
+        var next = rttMs > previous
+            ? rttMs // peak: a slower response is believed at once
+            : previous * Math.Exp(-elapsed / DecayMilliseconds) + rttMs * (1 - Math.Exp(-elapsed / DecayMilliseconds));
+        Volatile.Write(ref _ewmaMs, next);
+        Volatile.Write(ref _ewmaStampMs, nowMs);
+    }
+
+    /// <summary>
+    /// Counts the result; true when a threshold was reached and the endpoint should be ejected (the
+    /// caller checks the cluster's ejection cap and then calls <see cref="Eject"/>).
+    /// </summary>
+    public bool Record(AttemptResult result, OutlierPolicy policy)
+    {
+        switch (result)
+        {
+            case AttemptResult.Success:
+                Volatile.Write(ref _consecutive5xx, 0);
+                Volatile.Write(ref _consecutiveGateway, 0);
+                Volatile.Write(ref _consecutiveLocal, 0);
+                return false;
+            case AttemptResult.ServerError:
+                Volatile.Write(ref _consecutiveGateway, 0);
+                Volatile.Write(ref _consecutiveLocal, 0);
+                return Reached(ref _consecutive5xx, policy.Consecutive5xx);
+            case AttemptResult.GatewayError:
+                Volatile.Write(ref _consecutiveLocal, 0);
+                return Reached(ref _consecutive5xx, policy.Consecutive5xx) | Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors);
+            case AttemptResult.LocalOriginFailure:
+                // As Envoy does when local-origin errors are not split out: they also count as 503s.
+                return Reached(ref _consecutive5xx, policy.Consecutive5xx) |
+                       Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors) |
+                       Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures);
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>
+    /// Ejects for baseEjectionTime x the multiplier, which grows with each ejection and shrinks by one
+    /// for every interval the endpoint has spent back in service since its last ejection.
+    /// </summary>
+    public bool Eject(OutlierPolicy policy, long nowMs)
+    {
+        lock (this)
+        {
+            if (IsEjected(nowMs))
+            {
+                return false;
+            }
+
+            var healthySince = _lastEjectionEndMs;
+            var intervals = policy.Interval.TotalMilliseconds > 0 ? (int)Math.Min(int.MaxValue, (nowMs - healthySince) / policy.Interval.TotalMilliseconds) : 0;
+            _ejectionMultiplier = Math.Max(0, _ejectionMultiplier - intervals) + 1;
+            var duration = Math.Min(policy.BaseEjectionTime.TotalMilliseconds * _ejectionMultiplier, policy.MaxEjectionTime.TotalMilliseconds);
+            _lastEjectionEndMs = nowMs + (long)duration;
+            Volatile.Write(ref _ejectedUntilMs, _lastEjectionEndMs);
+            Volatile.Write(ref _consecutive5xx, 0);
+            Volatile.Write(ref _consecutiveGateway, 0);
+            Volatile.Write(ref _consecutiveLocal, 0);
+            Interlocked.Increment(ref _ejections);
+            return true;
+        }
+    }
+
+    private static bool Reached(ref int counter, int? threshold) =>
+        Interlocked.Increment(ref counter) is var n && threshold is { } t && n >= t;
+}

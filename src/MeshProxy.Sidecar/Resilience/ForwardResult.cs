@@ -1,0 +1,7 @@
+using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Telemetry;
+
+namespace MeshProxy.Sidecar.Resilience;
+
+/// <summary>How a forwarded request ended: its flags (None on success), the endpoint of the last attempt, how many attempts were made.</summary>
+internal readonly record struct ForwardResult(ResponseFlags Flags, UpstreamEndpoint? Endpoint, int Attempts);

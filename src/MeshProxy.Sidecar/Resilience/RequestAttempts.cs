@@ -1,0 +1,228 @@
+using System.Diagnostics;
+using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.AspNetCore.Http;
+
+namespace MeshProxy.Sidecar.Resilience;
+
+/// <summary>
+/// One request's attempts: what may still be retried, until when, and on which body. Stored as a
+/// feature of the request so that <see cref="AttemptTransformer"/> (a singleton) can find it.
+/// </summary>
+internal sealed class RequestAttempts
+{
+    public static readonly HttpRequestOptionsKey<Cluster> ClusterOption = new("meshproxy.cluster");
+
+    private readonly HttpContext _context;
+    private readonly long _deadline; // Stopwatch timestamp; long.MaxValue: none
+    private readonly bool _idempotent;
+    private readonly bool _grpc;
+    private readonly bool _hasGrpcDeadline;
+    private bool _slotForNext;
+
+    public RequestAttempts(HttpContext context, Cluster cluster, RetryPolicy policy, TimeSpan? routeTimeout, ReplayableRequestBody? body, bool bodyTooLarge)
+    {
+        _context = context;
+        Cluster = cluster;
+        Policy = policy;
+        Body = body;
+        BodyReplayable = !bodyTooLarge;
+        var request = context.Request;
+        _idempotent = IsIdempotent(request);
+        _grpc = request.ContentType is { } ct && ct.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+
+        var timeout = routeTimeout;
+        if (_grpc && GrpcTimeout.TryParse(request.Headers[GrpcTimeout.HeaderName].ToString(), out var grpcTimeout))
+        {
+            _hasGrpcDeadline = true;
+            timeout = timeout is { } t && t < grpcTimeout ? t : grpcTimeout;
+        }
+
+        _deadline = timeout is { } d ? Stopwatch.GetTimestamp() + (long)(d.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
+    }
+
+    public Cluster Cluster { get; }
+
+    public RetryPolicy Policy { get; }
+
+    public ReplayableRequestBody? Body { get; }
+
+    /// <summary>False when the body was known too large to keep (Content-Length over 64 KiB).</summary>
+    public bool BodyReplayable { get; }
+
+    /// <summary>0 for the first try.</summary>
+    public int Attempt { get; private set; }
+
+    public UpstreamEndpoint? Endpoint { get; private set; }
+
+    /// <summary>Cancels this attempt at the per-try timeout or the request's deadline, whichever is first; null when neither is set.</summary>
+    public CancellationTokenSource? Timer { get; private set; }
+
+    /// <summary>The response of this attempt was dropped because a retry follows.</summary>
+    public bool Suppressed { get; private set; }
+
+    /// <summary>The attempt in progress is a retry and holds one of the cluster's concurrent-retry slots.</summary>
+    public bool HoldsRetrySlot { get; private set; }
+
+    public int LastStatus { get; private set; }
+
+    /// <summary>Flags this request earned on the way (URX when a retry was refused).</summary>
+    public ResponseFlags Flags { get; set; }
+
+    public bool HasDeadline => _deadline != long.MaxValue;
+
+    public TimeSpan Remaining => _deadline == long.MaxValue
+        ? Timeout.InfiniteTimeSpan
+        : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _deadline);
+
+    public bool DeadlinePassed => _deadline != long.MaxValue && Stopwatch.GetTimestamp() >= _deadline;
+
+    public static bool IsIdempotent(HttpRequest request)
+    {
+        var m = request.Method;
+        return HttpMethods.IsGet(m) || HttpMethods.IsHead(m) || HttpMethods.IsOptions(m) || HttpMethods.IsTrace(m) ||
+               HttpMethods.IsPut(m) || HttpMethods.IsDelete(m) ||
+               request.Headers.ContainsKey("idempotency-key"); // the IETF draft header: the caller vouches for replay
+    }
+
+    /// <summary>Starts an attempt at <paramref name="endpoint"/>; false when the deadline has already passed.</summary>
+    public bool Begin(UpstreamEndpoint endpoint)
+    {
+        Endpoint = endpoint;
+        Suppressed = false;
+        HoldsRetrySlot = _slotForNext;
+        _slotForNext = false;
+        var perTry = Policy.PerTryTimeout;
+        if (perTry is null && !HasDeadline)
+        {
+            return true;
+        }
+
+        var remaining = Remaining;
+        if (HasDeadline && remaining <= TimeSpan.Zero)
+        {
+            return false;
+        }
+
+        var limit = perTry is { } p && (!HasDeadline || p < remaining) ? p : remaining;
+        Timer?.Dispose();
+        Timer = new CancellationTokenSource(limit);
+        return true;
+    }
+
+    /// <summary>The attempt is over: the retry slot it held, if any, is given back.</summary>
+    public void End()
+    {
+        if (HoldsRetrySlot)
+        {
+            HoldsRetrySlot = false;
+            Cluster.State.EndRetry();
+        }
+    }
+
+    /// <summary>The request is over: any slot still reserved for a retry that will not happen is given back.</summary>
+    public void Finish()
+    {
+        End();
+        if (_slotForNext)
+        {
+            _slotForNext = false;
+            Cluster.State.EndRetry();
+        }
+
+        DisposeTimer();
+    }
+
+    public void Next() => Attempt++;
+
+    public void DisposeTimer()
+    {
+        Timer?.Dispose();
+        Timer = null;
+    }
+
+    public void PrepareRequest(HttpRequestMessage request)
+    {
+        request.Options.Set(ClusterOption, Cluster);
+        if (_hasGrpcDeadline)
+        {
+            // The upstream must see the time that is really left, not what the caller granted at the start.
+            request.Headers.Remove(GrpcTimeout.HeaderName);
+            request.Headers.TryAddWithoutValidation(GrpcTimeout.HeaderName, GrpcTimeout.Format(Remaining));
+        }
+    }
+
+    /// <summary>Response headers are in: false to drop them and retry, true to send this response to the caller.</summary>
+    public bool OnResponse(HttpContext context, HttpResponseMessage response)
+    {
+        var status = (int)response.StatusCode;
+        LastStatus = status;
+        var grpcStatus = -1;
+        if (_grpc && response.Headers.TryGetValues("grpc-status", out var values))
+        {
+            foreach (var v in values)
+            {
+                _ = int.TryParse(v, out grpcStatus);
+            }
+        }
+
+        if (Policy.MatchesResponse(status, grpcStatus) && !context.Response.HasStarted)
+        {
+            // A response means the request arrived: only what may be replayed is retried.
+            if (MayRetry(delivered: true))
+            {
+                if (TryReserveRetry())
+                {
+                    Suppressed = true;
+                    return false;
+                }
+            }
+            else if (Attempt > 0)
+            {
+                Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
+            }
+
+            if ((Flags & ResponseFlags.UpstreamRetryLimitExceeded) != 0)
+            {
+                context.Response.Headers[Forwarding.LocalReply.FlagsHeader] = ResponseFlags.UpstreamRetryLimitExceeded.ToCode();
+            }
+        }
+
+        // Committed: the per-try timeout no longer applies; the request's deadline still does.
+        Timer?.CancelAfter(HasDeadline ? Remaining : Timeout.InfiniteTimeSpan);
+        return true;
+    }
+
+    /// <summary>Retries left, a replayable body, time left, and (unless it provably never arrived) a replayable request.</summary>
+    public bool MayRetry(bool delivered) =>
+        Attempt < Policy.MaxRetries &&
+        (_idempotent || !delivered) &&
+        BodyReplayable && (Body is null || Body.CanReplay) &&
+        !DeadlinePassed &&
+        !_context.RequestAborted.IsCancellationRequested;
+
+    /// <summary>The concurrent-retries limit, then the budget; a refusal is flagged URX and counted.</summary>
+    public bool TryReserveRetry()
+    {
+        var state = Cluster.State;
+        var policy = Cluster.Policy;
+        if (!state.TryBeginRetry(policy.Limits.MaxRetries))
+        {
+            state.Stats.RetryOverflowed();
+            Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
+            return false;
+        }
+
+        if (!state.Budget.TryWithdraw(policy.Budget, state.ActiveRetries, Environment.TickCount64))
+        {
+            state.EndRetry();
+            state.Stats.RetryExhausted();
+            Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
+            return false;
+        }
+
+        _slotForNext = true;
+        state.Stats.Retry();
+        return true;
+    }
+}

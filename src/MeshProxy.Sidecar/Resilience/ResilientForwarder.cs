@@ -1,0 +1,290 @@
+using System.Diagnostics;
+using System.Net.Http;
+using System.Net.Sockets;
+using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace MeshProxy.Sidecar.Resilience;
+
+/// <summary>
+/// Forwards one outbound request attempt by attempt: circuit breaker admission, then per attempt an
+/// endpoint (another one on a retry), the per-try timeout, YARP's single send, and the decision to
+/// retry — taken before anything reaches the caller — with backoff, budget and the safe-retry rules.
+/// See Resilience/README.md.
+/// </summary>
+internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTransport transport, ILogger<ResilientForwarder> logger)
+{
+    private const string Direction = "outbound";
+
+    public async Task<ForwardResult> ForwardAsync(HttpContext context, Cluster cluster, RouteRule? rule)
+    {
+        var state = cluster.State;
+        var policy = cluster.Policy;
+
+        // Circuit breaker: too many requests in flight (or waiting for a connection) is refused at once.
+        if (!state.TryAdmit(policy.Limits.MaxAdmitted(cluster.Protocol.IsHttp2())))
+        {
+            state.Stats.Overflowed();
+            logger.Overflow(context.Request.Method, cluster.Name, "max requests");
+            await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamOverflow,
+                $"upstream overflow: {cluster.Name} is at its limit of concurrent requests");
+            return new ForwardResult(ResponseFlags.UpstreamOverflow, null, 0);
+        }
+
+        state.Budget.Deposit(policy.Budget);
+        var attempts = CreateAttempts(context, cluster, rule);
+        // Restored as a feature, not by assigning Response.Body: that would wrap the body in a stream
+        // feature that flushes headers early and breaks gRPC trailers-only responses.
+        var originalResponseBody = context.Features.Get<IHttpResponseBodyFeature>()!;
+        context.Features.Set(attempts);
+        try
+        {
+            return await RunAsync(context, cluster, attempts, originalResponseBody);
+        }
+        finally
+        {
+            context.Features.Set<RequestAttempts>(null);
+            attempts.Finish();
+            attempts.Body?.Dispose();
+            state.Release();
+        }
+    }
+
+    private async Task<ForwardResult> RunAsync(HttpContext context, Cluster cluster, RequestAttempts attempts, IHttpResponseBodyFeature originalResponseBody)
+    {
+        var config = UpstreamTransport.ConfigFor(cluster.Protocol);
+        UpstreamEndpoint? previous = null;
+        while (true)
+        {
+            var endpoint = cluster.Picker.Pick(previous);
+            if (endpoint is null)
+            {
+                await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.NoHealthyUpstream,
+                    $"no healthy upstream for {cluster.Name}");
+                return new ForwardResult(ResponseFlags.NoHealthyUpstream, null, attempts.Attempt);
+            }
+
+            if (!attempts.Begin(endpoint))
+            {
+                return await TimedOutAsync(context, cluster, endpoint, attempts);
+            }
+
+            var health = endpoint.Health;
+            var started = Stopwatch.GetTimestamp();
+            health.Begin();
+            ForwarderError error;
+            try
+            {
+                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound, config,
+                    AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
+            }
+            finally
+            {
+                health.End();
+                attempts.End();
+            }
+
+            var now = Environment.TickCount64;
+            health.ObserveLatency(Stopwatch.GetElapsedTime(started).TotalMilliseconds, now);
+
+            // A response (passed on, or dropped for a retry): the upstream answered.
+            if (error == ForwarderError.None)
+            {
+                var status = attempts.Suppressed ? attempts.LastStatus : context.Response.StatusCode;
+                Outlier.Record(cluster, endpoint, ResultOf(status), now, logger);
+                if (!attempts.Suppressed)
+                {
+                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1);
+                }
+
+                logger.Retrying(context.Request.Method, cluster.Name, attempts.Attempt + 1, endpoint.Key, $"status {status}");
+            }
+            else
+            {
+                var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+                var timedOut = attempts.Timer?.IsCancellationRequested == true && !context.RequestAborted.IsCancellationRequested;
+                var kind = timedOut ? FailureKind.PerTryTimeout : Classify(error, exception);
+                Outlier.Record(cluster, endpoint, kind switch
+                {
+                    FailureKind.ConnectFailure or FailureKind.RefusedStream or FailureKind.Reset or FailureKind.PerTryTimeout => AttemptResult.LocalOriginFailure,
+                    _ => AttemptResult.Neutral,
+                }, now, logger);
+
+                var retry = !context.Response.HasStarted && attempts.Policy.MatchesFailure(kind);
+                if (retry && !attempts.MayRetry(delivered: kind is not (FailureKind.ConnectFailure or FailureKind.RefusedStream)))
+                {
+                    retry = false;
+                    if (attempts.Attempt > 0)
+                    {
+                        attempts.Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
+                    }
+                }
+
+                if (!retry || !attempts.TryReserveRetry())
+                {
+                    return await FailedAsync(context, cluster, endpoint, attempts, error, kind, timedOut);
+                }
+
+                logger.Retrying(context.Request.Method, cluster.Name, attempts.Attempt + 1, endpoint.Key, kind.ToString());
+            }
+
+            // Retry: a clean response, the body from its start, another endpoint, after a jittered pause.
+            context.Response.Clear();
+            context.Features.Set(originalResponseBody);
+            context.Features.Set<IForwarderErrorFeature>(null);
+            attempts.Body?.Rewind();
+            previous = endpoint;
+            attempts.Next();
+            var pause = RetryPolicy.Backoff(attempts.Attempt - 1);
+            if (attempts.HasDeadline && attempts.Remaining < pause)
+            {
+                pause = attempts.Remaining > TimeSpan.Zero ? attempts.Remaining : TimeSpan.Zero;
+            }
+
+            try
+            {
+                await Task.Delay(pause, context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+                return new ForwardResult(ResponseFlags.DownstreamConnectionTermination, endpoint, attempts.Attempt);
+            }
+        }
+    }
+
+    private static RequestAttempts CreateAttempts(HttpContext context, Cluster cluster, RouteRule? rule)
+    {
+        var policy = rule?.RetryPolicy ?? RetryPolicy.Default;
+        var request = context.Request;
+        ReplayableRequestBody? body = null;
+        var tooLarge = false;
+        if (policy.MaxRetries > 0 && MayHaveBody(context))
+        {
+            if (request.ContentLength > ReplayableRequestBody.Limit)
+            {
+                tooLarge = true;
+            }
+            else
+            {
+                body = new ReplayableRequestBody(request.Body);
+                request.Body = body;
+            }
+        }
+
+        return new RequestAttempts(context, cluster, policy, rule?.Timeout, body, tooLarge);
+    }
+
+    private static bool MayHaveBody(HttpContext context) =>
+        context.Request.ContentLength is { } length
+            ? length > 0
+            : context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
+
+    private static AttemptResult ResultOf(int status) => status switch
+    {
+        502 or 503 or 504 => AttemptResult.GatewayError,
+        >= 500 => AttemptResult.ServerError,
+        _ => AttemptResult.Success,
+    };
+
+    internal static FailureKind Classify(ForwarderError error, Exception? exception)
+    {
+        if (error is not (ForwarderError.Request or ForwarderError.ResponseHeaders or ForwarderError.RequestBodyDestination))
+        {
+            return FailureKind.Other;
+        }
+
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case UpstreamOverflowException:
+                    return FailureKind.Overflow;
+                case HttpProtocolException { ErrorCode: 0x7 }: // HTTP/2 REFUSED_STREAM
+                    return FailureKind.RefusedStream;
+                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } when error == ForwarderError.Request:
+                case SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut } when error == ForwarderError.Request:
+                    return FailureKind.ConnectFailure;
+            }
+        }
+
+        return FailureKind.Reset;
+    }
+
+    private async Task<ForwardResult> FailedAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts,
+        ForwarderError error, FailureKind kind, bool timedOut)
+    {
+        if (timedOut)
+        {
+            return await TimedOutAsync(context, cluster, endpoint, attempts);
+        }
+
+        if (kind == FailureKind.Overflow)
+        {
+            cluster.State.Stats.Overflowed();
+            logger.Overflow(context.Request.Method, cluster.Name, "max connections");
+            await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamOverflow | attempts.Flags,
+                $"upstream overflow: {cluster.Name} is at its limit of connections");
+            return new ForwardResult(ResponseFlags.UpstreamOverflow | attempts.Flags, endpoint, attempts.Attempt + 1);
+        }
+
+        var failure = UpstreamFailure.Classify(error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+        var flags = failure.Flags | attempts.Flags;
+        logger.UpstreamFailed(flags.ToCode(), Direction, context.Request.Method, cluster.Name, endpoint.Key, failure.Reason);
+        if (failure.StatusCode != 0)
+        {
+            await LocalReply.WriteAsync(context, failure.StatusCode, flags, failure.Reason);
+        }
+
+        return new ForwardResult(flags, endpoint, attempts.Attempt + 1);
+    }
+
+    private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts)
+    {
+        cluster.State.Stats.TimedOut();
+        var flags = ResponseFlags.UpstreamRequestTimeout | attempts.Flags;
+        logger.UpstreamFailed(flags.ToCode(), Direction, context.Request.Method, cluster.Name, endpoint.Key, "upstream request timeout");
+        await LocalReply.WriteAsync(context, StatusCodes.Status504GatewayTimeout, flags, "upstream request timeout");
+        return new ForwardResult(flags, endpoint, attempts.Attempt + 1);
+    }
+}
+
+/// <summary>Outlier detection's bookkeeping after each attempt.</summary>
+internal static class Outlier
+{
+    public static void Record(Cluster cluster, UpstreamEndpoint endpoint, AttemptResult result, long nowMs, ILogger logger)
+    {
+        if (cluster.Policy.Outlier is not { } policy || result == AttemptResult.Neutral)
+        {
+            return;
+        }
+
+        if (!endpoint.Health.Record(result, policy))
+        {
+            return;
+        }
+
+        var endpoints = cluster.Endpoints;
+        var ejected = 0;
+        for (var i = 0; i < endpoints.Count; i++)
+        {
+            if (endpoints[i].Health.IsEjected(nowMs))
+            {
+                ejected++;
+            }
+        }
+
+        if (ejected >= policy.MaxEjected(endpoints.Count) || !endpoint.Health.Eject(policy, nowMs))
+        {
+            return;
+        }
+
+        cluster.State.Stats.Ejected();
+        logger.Ejected(endpoint.Key, cluster.Name, (endpoint.Health.EjectedUntilMs - nowMs) / 1000.0, endpoint.Health.EjectionMultiplier, result);
+    }
+}

@@ -1,0 +1,78 @@
+using System.Net;
+using MeshProxy.Sidecar.Tests.Infrastructure;
+
+namespace MeshProxy.Sidecar.Tests.Resilience;
+
+/// <summary>A sidecar in front of chaos backends, and a client that calls service "svc" through it.</summary>
+internal sealed class Chaos : IAsyncDisposable
+{
+    private readonly HttpClient _client;
+
+    private Chaos(TestSidecar sidecar)
+    {
+        Sidecar = sidecar;
+        _client = new HttpClient(new SocketsHttpHandler { UseProxy = false, MaxConnectionsPerServer = 64 }) { Timeout = TimeSpan.FromSeconds(10) };
+    }
+
+    public TestSidecar Sidecar { get; }
+
+    /// <summary>Service "svc" on port 80 with <paramref name="endpointPorts"/>, plus any routes and policies as raw YAML.</summary>
+    public static async Task<Chaos> StartAsync(int[] endpointPorts, string? extraYaml = null)
+    {
+        var yaml = new MeshYaml("client", FreePort.Get()).Service("svc", 80, "HTTP", endpointPorts);
+        if (extraYaml is not null)
+        {
+            yaml.Raw(extraYaml);
+        }
+
+        return new Chaos(await TestSidecar.StartAsync(yaml));
+    }
+
+    public static string Route(string retries, string? timeout = null) => $$"""
+        apiVersion: meshproxy.io/v1alpha1
+        kind: HttpRoute
+        metadata: { name: svc, namespace: test }
+        spec:
+          hosts: [svc]
+          http:
+          - route: [{ destination: { host: svc } }]
+            retries: {{retries}}
+        {{(timeout is null ? "" : "    timeout: " + timeout)}}
+        """;
+
+    public async Task<HttpResponseMessage> SendAsync(HttpMethod method, string path, HttpContent? content = null, Action<HttpRequestMessage>? configure = null)
+    {
+        var request = new HttpRequestMessage(method, new Uri(Sidecar.OutboundUri, path)) { Content = content };
+        request.Headers.Host = "svc";
+        configure?.Invoke(request);
+        return await _client.SendAsync(request);
+    }
+
+    public async Task<string> ConfigDumpAsync() =>
+        await _client.GetStringAsync($"http://{Sidecar.Admin}/config_dump");
+
+    public async Task<double> SuccessRateAsync(int requests, int concurrency, HttpMethod method)
+    {
+        var ok = 0;
+        var next = -1;
+        var workers = Enumerable.Range(0, concurrency).Select(async _ =>
+        {
+            while (Interlocked.Increment(ref next) < requests)
+            {
+                using var response = await SendAsync(method, "/work");
+                if (response.StatusCode == HttpStatusCode.OK)
+                {
+                    Interlocked.Increment(ref ok);
+                }
+            }
+        });
+        await Task.WhenAll(workers);
+        return (double)ok / requests;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _client.Dispose();
+        await Sidecar.DisposeAsync();
+    }
+}
