@@ -35,6 +35,8 @@ public static partial class ResourceParser
         [HttpRouteResource.KindName] = HttpRouteParser.Parse,
         [MeshConfigResource.KindName] = MeshConfigParser.Parse,
         [AuthorizationPolicyResource.KindName] = AuthorizationPolicyParser.Parse,
+        [DestinationPolicyResource.KindName] = DestinationPolicyParser.Parse,
+        [EgressPolicyResource.KindName] = EgressPolicyParser.Parse,
     };
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;

@@ -57,10 +57,45 @@ internal static class SidecarParser
                 cp.Error("address", $"'{address}' is not an absolute URL such as http://127.0.0.1:15010");
             }
 
-            controlPlane = address is null ? null : new ControlPlaneSpec(address, cp.String("tokenFile"));
+            controlPlane = address is null ? null : new ControlPlaneSpec(address, cp.String("tokenFile"), cp.String("snapshotPath"));
             cp.Finish();
         }
 
-        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane));
+        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane, ParseEgress(spec)));
+    }
+
+    /// <summary>Istio's Sidecar egress: without it a workload may reach every service of the mesh.</summary>
+    private static List<EgressHost>? ParseEgress(YamlMap spec)
+    {
+        if (!spec.Has("egress"))
+        {
+            return null;
+        }
+
+        var result = new List<EgressHost>();
+        foreach (var entry in spec.Maps("egress"))
+        {
+            var hosts = entry.Strings("hosts", required: true);
+            for (var i = 0; i < hosts.Count; i++)
+            {
+                var slash = hosts[i].IndexOf('/');
+                var ns = slash < 0 ? string.Empty : hosts[i][..slash];
+                var host = slash < 0 ? string.Empty : hosts[i][(slash + 1)..];
+                var nsOk = ns is "*" or "." || ResourceParser.IsDnsLabel(ns, 63);
+                var hostOk = host == "*" || ResourceParser.IsHostName(host);
+                if (!nsOk || !hostOk)
+                {
+                    entry.Sink.Error(entry.Find("hosts"), $"{entry.Child("hosts")}[{i}]",
+                        $"'{hosts[i]}' must be namespace/host, for example ./*, shop/*, */api.example.com");
+                    continue;
+                }
+
+                result.Add(new EgressHost(ns, host));
+            }
+
+            entry.Finish();
+        }
+
+        return result;
     }
 }

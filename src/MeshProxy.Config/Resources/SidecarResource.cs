@@ -16,7 +16,8 @@ public sealed record SidecarSpec(
     AppSpec App,
     ListenerPorts Listeners,
     TimeSpan DrainDuration,
-    ControlPlaneSpec? ControlPlane);
+    ControlPlaneSpec? ControlPlane,
+    IReadOnlyList<EgressHost>? Egress = null);
 
 /// <summary>Who the workload is: the name, namespace and service account its identity is made of.</summary>
 public sealed record WorkloadSpec(string Name, string Namespace, string ServiceAccount, IReadOnlyDictionary<string, string> Labels);
@@ -33,5 +34,21 @@ public sealed record ListenerPorts(int Outbound, int Inbound, int Admin, int Sta
     public static readonly ListenerPorts Default = new(15001, 15006, 15000, 15020, "0.0.0.0", "127.0.0.1");
 }
 
-/// <summary>Where the control plane is and how the sidecar proves who it is to it.</summary>
-public sealed record ControlPlaneSpec(string Address, string? TokenFile);
+/// <summary>
+/// Where the control plane is and how the sidecar proves who it is to it. <see cref="SnapshotPath"/>
+/// is where the last applied snapshot is saved, so that a restart during an outage comes up serving.
+/// </summary>
+public sealed record ControlPlaneSpec(string Address, string? TokenFile, string? SnapshotPath = null);
+
+/// <summary>
+/// One entry of Istio's Sidecar egress hosts, "namespace/host": the namespace is a name, "." (the
+/// workload's own) or "*" (any); the host is a name, a "*.domain" wildcard or "*" (every host).
+/// </summary>
+public sealed record EgressHost(string Namespace, string Host)
+{
+    public bool Matches(string workloadNamespace, string serviceNamespace, string serviceHost) =>
+        (Namespace == "*" || (Namespace == "." ? serviceNamespace == workloadNamespace : serviceNamespace == Namespace)) &&
+        HostPattern.Matches(Host, serviceHost);
+
+    public override string ToString() => $"{Namespace}/{Host}";
+}

@@ -45,7 +45,8 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
             version = snapshot.Version,
             source = snapshot.Source,
             appliedAt = snapshot.AppliedAt,
-            stale = false,
+            stale = snapshot.Stale,
+            provisional = snapshot.Provisional,
             lastError = rejection is null ? null : new
             {
                 version = rejection.Version,

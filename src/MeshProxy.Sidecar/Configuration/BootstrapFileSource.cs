@@ -11,7 +11,7 @@ namespace MeshProxy.Sidecar.Configuration;
 /// it is entirely valid. The snapshot's version is a hash of the file, so the same bytes always carry
 /// the same version, across restarts too.
 /// </summary>
-internal sealed class BootstrapFileSource : IDisposable
+internal sealed class BootstrapFileSource : IConfigSource, IDisposable
 {
     private static readonly TimeSpan Debounce = TimeSpan.FromMilliseconds(150);
     private readonly string _path;

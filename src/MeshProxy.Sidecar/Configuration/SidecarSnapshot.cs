@@ -29,6 +29,18 @@ internal sealed class SidecarSnapshot
     /// <summary>Mesh-wide settings: the MeshConfig resource if there is one, else the defaults.</summary>
     public required MeshConfigSpec Mesh { get; init; }
 
+    /// <summary>
+    /// Control-plane mode: restored from the saved copy because the control plane could not be reached;
+    /// true until the control plane pushes a snapshot again.
+    /// </summary>
+    public bool Stale { get; init; }
+
+    /// <summary>
+    /// Control-plane mode before any snapshot arrived: just the bootstrap's Sidecar, so the listeners can
+    /// open; the sidecar is not ready while this is in force.
+    /// </summary>
+    public bool Provisional { get; init; }
+
     /// <summary>The resources this snapshot was built from, for /config_dump.</summary>
     public required IReadOnlyList<Resource> Resources { get; init; }
 }

@@ -19,7 +19,8 @@ internal sealed class SnapshotStore
 
     public SidecarSnapshot Current => _current ?? throw new InvalidOperationException("No configuration has been loaded yet.");
 
-    public bool HasSnapshot => _current is not null;
+    /// <summary>True once a real configuration is in force (not the provisional one of control-plane mode).</summary>
+    public bool HasSnapshot => _current is { Provisional: false };
 
     public ConfigRejection? LastRejection => _lastRejection;
 

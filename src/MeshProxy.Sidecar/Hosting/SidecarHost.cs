@@ -1,4 +1,7 @@
+using MeshProxy.Config.Parsing;
+using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.ControlPlaneClient;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Pipelines;
 using Microsoft.Extensions.DependencyInjection;
@@ -34,17 +37,46 @@ internal static class SidecarHost
         var services = builder.Services;
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<SnapshotStore>();
-        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BootstrapFileSource>(sp, configPath));
+        // A Sidecar resource naming a control plane switches to pushed configuration; otherwise the
+        // bootstrap file is the whole configuration (standalone mode).
+        var controlPlaneSidecar = ResourceParser.ParseFile(configPath).OfKind<SidecarResource>().FirstOrDefault(s => s.Spec.ControlPlane is not null);
+        if (controlPlaneSidecar is null)
+        {
+            services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BootstrapFileSource>(sp, configPath));
+            services.AddSingleton<IConfigSource>(sp => sp.GetRequiredService<BootstrapFileSource>());
+        }
+        else
+        {
+            ResourceParser.ParseFile(configPath).ThrowIfInvalid();
+            services.AddSingleton(new ControlPlaneClientOptions());
+            services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ControlPlaneSource>(sp, controlPlaneSidecar, configPath));
+            services.AddSingleton<IConfigSource>(sp => sp.GetRequiredService<ControlPlaneSource>());
+        }
+
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
         services.AddSingleton<OutboundPipeline>();
         services.AddSingleton<InboundPipeline>();
         services.AddSingleton<SidecarLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<SidecarLifecycle>());
+        if (controlPlaneSidecar is not null)
+        {
+            // Registered after the lifecycle so that it stops first: no snapshot lands mid-drain.
+            services.AddHostedService(sp => sp.GetRequiredService<ControlPlaneSource>());
+        }
+
         configureServices?.Invoke(services);
 
         var host = builder.Build();
-        host.Services.GetRequiredService<BootstrapFileSource>().LoadInitial();
+        if (controlPlaneSidecar is null)
+        {
+            host.Services.GetRequiredService<BootstrapFileSource>().LoadInitial();
+        }
+        else
+        {
+            host.Services.GetRequiredService<ControlPlaneSource>().LoadInitial();
+        }
+
         return host;
     }
 }

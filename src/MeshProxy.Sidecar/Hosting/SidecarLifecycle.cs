@@ -22,7 +22,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
 
     private readonly IServiceProvider _services;
     private readonly SnapshotStore _store;
-    private readonly BootstrapFileSource _source;
+    private readonly IConfigSource _source;
     private readonly OutboundPipeline _outbound;
     private readonly InboundPipeline _inbound;
     private readonly ILoggerFactory _loggerFactory;
@@ -40,7 +40,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     public SidecarLifecycle(
         IServiceProvider services,
         SnapshotStore store,
-        BootstrapFileSource source,
+        IConfigSource source,
         OutboundPipeline outbound,
         InboundPipeline inbound,
         ILoggerFactory loggerFactory,

@@ -1,0 +1,67 @@
+namespace MeshProxy.Config.Resources;
+
+/// <summary>
+/// How callers treat one destination service (Istio's DestinationRule trafficPolicy): load balancing,
+/// connection limits (circuit breaking), outlier detection, and the retry budget. Applies to every
+/// caller of <see cref="DestinationPolicySpec.Host"/>.
+/// </summary>
+public sealed record DestinationPolicyResource(ObjectMeta Metadata, SourceLocation Source, DestinationPolicySpec Spec) : Resource(Metadata, Source)
+{
+    public const string KindName = "DestinationPolicy";
+
+    public override string Kind => KindName;
+}
+
+public sealed record DestinationPolicySpec(
+    string Host,
+    LoadBalancerKind LoadBalancer,
+    ConnectionPoolSpec ConnectionPool,
+    OutlierDetectionSpec? OutlierDetection,
+    RetryBudgetSpec RetryBudget);
+
+/// <summary>Istio's loadBalancer.simple, plus PEAK_EWMA (latency-aware, as linkerd2-proxy balances).</summary>
+public enum LoadBalancerKind
+{
+    LeastRequest,
+    RoundRobin,
+    PeakEwma,
+    Random,
+}
+
+/// <summary>
+/// Circuit breaking. Unset limits are unlimited, as in Istio (2^32-1 there); the defaults of the TCP
+/// connect timeout and HTTP idle timeout follow Istio's (10 s, 1 h).
+/// </summary>
+public sealed record ConnectionPoolSpec(
+    int? MaxConnections,
+    TimeSpan ConnectTimeout,
+    int? Http1MaxPendingRequests,
+    int? Http2MaxRequests,
+    int? MaxRequestsPerConnection,
+    int? MaxRetries,
+    TimeSpan IdleTimeout)
+{
+    public static ConnectionPoolSpec Default { get; } = new(null, TimeSpan.FromSeconds(10), null, null, null, null, TimeSpan.FromHours(1));
+}
+
+/// <summary>
+/// Passive health checking: an endpoint that fails this many times in a row is ejected for
+/// baseEjectionTime x (times ejected), never more than maxEjectionPercent of the endpoints at once.
+/// </summary>
+public sealed record OutlierDetectionSpec(
+    int? Consecutive5xxErrors,
+    int? ConsecutiveGatewayErrors,
+    int? ConsecutiveLocalOriginFailures,
+    TimeSpan Interval,
+    TimeSpan BaseEjectionTime,
+    int MaxEjectionPercent);
+
+/// <summary>
+/// Retries may add at most <see cref="Percent"/> % to the requests in flight, but a floor is always
+/// allowed so that a quiet service can still retry: either Istio's <see cref="MinRetryConcurrency"/>
+/// (retries in flight at once) or linkerd's <see cref="MinRetriesPerSecond"/>. Exactly one is set.
+/// </summary>
+public sealed record RetryBudgetSpec(double Percent, int? MinRetryConcurrency, int? MinRetriesPerSecond)
+{
+    public static RetryBudgetSpec Default { get; } = new(20, 10, null);
+}

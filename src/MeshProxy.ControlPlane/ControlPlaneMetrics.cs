@@ -1,0 +1,34 @@
+using MeshProxy.ControlPlane.Discovery;
+using MeshProxy.ControlPlane.Resources;
+using MeshProxy.Metrics;
+using MeshProxy.Metrics.Runtime;
+
+namespace MeshProxy.ControlPlane;
+
+/// <summary>The control plane's own figures, on the monitoring port's /metrics.</summary>
+internal sealed class ControlPlaneMetrics
+{
+    private static readonly double[] LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    public ControlPlaneMetrics(ConnectionRegistry connections, ResourceDirectory directory)
+    {
+        Registry = new MetricsRegistry();
+        Registry.CreateCallbackGauge("meshproxy_controlplane_connected_sidecars", "Sidecars with an open StreamSnapshots stream.", () => connections.Count);
+        Registry.CreateCallbackGauge("meshproxy_controlplane_invalid_resources", "Resources in the configuration directory that are refused (their last good version, if any, keeps serving).", () => directory.Current.InvalidResources);
+        Registry.CreateCallbackGauge("meshproxy_controlplane_resources", "Resources being served.", () => directory.Current.Resources.Count);
+        Registry.CreateCallbackGauge("meshproxy_controlplane_config_generation", "Configuration generation; increases at every change of the directory.", () => directory.Current.Generation);
+        Pushes = Registry.CreateCounter("meshproxy_controlplane_pushes_total", "Snapshots sent to sidecars.");
+        Nacks = Registry.CreateCounter("meshproxy_controlplane_nacks_total", "Snapshots refused by a sidecar.");
+        PushLatency = Registry.CreateHistogram("meshproxy_controlplane_push_latency_seconds", "Time from sending a snapshot to its ACK or NACK.", LatencyBuckets);
+        ProcessMetrics.Register(Registry);
+        RuntimeMetrics.Register(Registry);
+    }
+
+    public MetricsRegistry Registry { get; }
+
+    public Counter Pushes { get; }
+
+    public Counter Nacks { get; }
+
+    public Histogram PushLatency { get; }
+}

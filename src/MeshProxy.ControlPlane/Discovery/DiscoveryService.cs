@@ -1,0 +1,167 @@
+using System.Diagnostics;
+using MeshProxy.Api.V1;
+using MeshProxy.ControlPlane.Resources;
+using MeshProxy.ControlPlane.Snapshots;
+using MeshProxy.Grpc;
+using MeshProxy.Grpc.Server;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Discovery;
+
+/// <summary>
+/// StreamSnapshots, the xDS-style state machine of discovery.proto. Per stream, two loops: the reader
+/// records ACKs and NACKs; the pusher wakes on every configuration change, recomputes this workload's
+/// snapshot (shared, cached) and sends it only when its version differs from the last one sent.
+/// </summary>
+internal sealed class DiscoveryService
+{
+    private readonly ResourceDirectory _directory;
+    private readonly SnapshotCache _cache;
+    private readonly ConnectionRegistry _registry;
+    private readonly ControlPlaneMetrics _metrics;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _writeTimeout;
+    private readonly ILogger _logger;
+    private long _nonce;
+
+    public DiscoveryService(
+        ResourceDirectory directory, SnapshotCache cache, ConnectionRegistry registry, ControlPlaneMetrics metrics,
+        TimeProvider time, TimeSpan writeTimeout, ILogger<DiscoveryService> logger)
+    {
+        _directory = directory;
+        _cache = cache;
+        _registry = registry;
+        _metrics = metrics;
+        _time = time;
+        _writeTimeout = writeTimeout;
+        _logger = logger;
+        directory.Changed += _ => registry.WakeAll();
+    }
+
+    public GrpcServerBuilder Register(GrpcServerBuilder builder) =>
+        builder.AddDuplexStreaming<SnapshotRequest, Snapshot>(ApiMethods.StreamSnapshots, SnapshotRequest.Parser, StreamAsync);
+
+    private async Task StreamAsync(IAsyncEnumerable<SnapshotRequest> requests, IGrpcStreamWriter<Snapshot> writer, GrpcCallContext context)
+    {
+        await using var reader = requests.GetAsyncEnumerator(context.CancellationToken);
+        if (!await reader.MoveNextAsync())
+        {
+            return;
+        }
+
+        var node = reader.Current.Node;
+        if (node is null || string.IsNullOrEmpty(node.Workload))
+        {
+            throw new GrpcStatusException(StatusCode.InvalidArgument, "the first SnapshotRequest must carry node.workload (and node.namespace)");
+        }
+
+        var http = context.HttpContext.Connection;
+        var connection = new SidecarConnection(node, $"{http.RemoteIpAddress}:{http.RemotePort}", _time.GetUtcNow());
+        _registry.Add(connection);
+        _logger.SidecarConnected(connection.InstanceId, connection.Workload.Name, connection.Workload.Namespace, connection.Address);
+        using var pushStop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        var pusher = PushLoopAsync(connection, writer, context, pushStop.Token);
+        var reason = "stream closed by the sidecar";
+        try
+        {
+            connection.Wake();
+            while (await reader.MoveNextAsync())
+            {
+                Handle(connection, reader.Current);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            reason = "connection lost";
+            throw;
+        }
+        catch (GrpcStatusException ex)
+        {
+            reason = ex.Message;
+            throw;
+        }
+        finally
+        {
+            _registry.Remove(connection);
+            await pushStop.CancelAsync();
+            await pusher;
+            _logger.SidecarDisconnected(connection.InstanceId, reason);
+        }
+    }
+
+    private void Handle(SidecarConnection connection, SnapshotRequest request)
+    {
+        var now = _time.GetUtcNow();
+        var state = connection.State;
+        if (request.ResponseNonce.Length == 0)
+        {
+            connection.RecordSeen(now);
+            return;
+        }
+
+        if (request.ResponseNonce != state.SentNonce)
+        {
+            // Answers a snapshot that a newer one has replaced; the newer one's answer is what counts.
+            _logger.StaleNonce(connection.InstanceId, request.ResponseNonce);
+            connection.RecordSeen(now);
+            return;
+        }
+
+        _metrics.PushLatency.Observe(Stopwatch.GetElapsedTime(state.SentTimestamp).TotalSeconds);
+        if (request.ErrorDetail is { } error)
+        {
+            _metrics.Nacks.Increment();
+            var message = string.IsNullOrEmpty(error.Message) ? $"NACK with code {error.Code} and no message" : error.Message;
+            connection.RecordNack(new NackRecord(state.SentVersion, request.ResponseNonce, message, now));
+            _logger.Nacked(connection.InstanceId, request.ResponseNonce, request.VersionInfo, message);
+        }
+        else
+        {
+            connection.RecordAck(request.VersionInfo, now);
+        }
+    }
+
+    private async Task PushLoopAsync(SidecarConnection connection, IGrpcStreamWriter<Snapshot> writer, GrpcCallContext context, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (await connection.Wakeups.WaitToReadAsync(cancellationToken))
+            {
+                connection.Wakeups.TryRead(out _);
+                var snapshot = _cache.Get(_directory.Current, connection.Workload);
+                if (snapshot.Version == connection.State.SentVersion)
+                {
+                    continue; // this change does not concern this workload
+                }
+
+                var nonce = Interlocked.Increment(ref _nonce).ToString("x");
+                var message = new Snapshot { VersionInfo = snapshot.Version, Nonce = nonce };
+                message.Resources.AddRange(snapshot.Resources);
+                connection.RecordSent(snapshot, nonce, _time.GetUtcNow(), Stopwatch.GetTimestamp());
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                timeout.CancelAfter(_writeTimeout);
+                try
+                {
+                    await writer.WriteAsync(message, timeout.Token);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // A sidecar that stops reading would hold its snapshot (and our buffers) forever.
+                    _logger.PushTimedOut(connection.InstanceId, _writeTimeout.TotalSeconds);
+                    context.HttpContext.Abort();
+                    return;
+                }
+
+                _metrics.Pushes.Increment();
+                _logger.Pushed(snapshot.Version, nonce, snapshot.Resources.Count, connection.InstanceId);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException)
+        {
+            // The stream is gone (reset, or the call already completed); the reader side ends it.
+        }
+    }
+}

@@ -1,0 +1,120 @@
+using System.Net;
+using MeshProxy.ControlPlane.Discovery;
+using MeshProxy.ControlPlane.Monitoring;
+using MeshProxy.ControlPlane.Resources;
+using MeshProxy.ControlPlane.Snapshots;
+using MeshProxy.Grpc.Server;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Hosting;
+
+/// <summary>
+/// The control plane: the watched directory, the discovery service on the gRPC port, the monitoring
+/// port. The same code runs the process and the in-process tests.
+/// </summary>
+internal sealed class ControlPlaneHost : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly ResourceDirectory _directory;
+    private volatile bool _ready;
+
+    private ControlPlaneHost(WebApplication app, ResourceDirectory directory, ConnectionRegistry registry, ControlPlaneMetrics metrics)
+    {
+        _app = app;
+        _directory = directory;
+        Registry = registry;
+        Metrics = metrics;
+    }
+
+    public ResourceDirectory Directory => _directory;
+
+    public ConnectionRegistry Registry { get; }
+
+    public ControlPlaneMetrics Metrics { get; }
+
+    public IPEndPoint GrpcEndPoint { get; private set; } = null!;
+
+    public IPEndPoint MonitoringEndPoint { get; private set; } = null!;
+
+    public bool IsReady => _ready;
+
+    /// <summary>Reads the directory, then opens both ports. Throws when the directory does not exist or a port is taken.</summary>
+    public static async Task<ControlPlaneHost> StartAsync(ControlPlaneOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            o.UseUtcTimestamp = true;
+        });
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        configureLogging?.Invoke(builder.Logging);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Listen(options.GrpcEndPoint, listen => listen.Protocols = HttpProtocols.Http2);
+            kestrel.Listen(options.MonitoringEndPoint, listen => listen.Protocols = HttpProtocols.Http1);
+            kestrel.ConfigureGrpcKeepAlive(options.KeepAlivePingDelay, options.KeepAlivePingTimeout);
+            // Thousands of long-lived streams are the normal state, not an attack.
+            kestrel.Limits.MaxConcurrentConnections = null;
+            kestrel.Limits.MinRequestBodyDataRate = null;
+        });
+        var app = builder.Build();
+        var loggers = app.Services.GetRequiredService<ILoggerFactory>();
+
+        var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>());
+        var registry = new ConnectionRegistry();
+        var metrics = new ControlPlaneMetrics(registry, directory);
+        var discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, TimeProvider.System, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
+        var grpc = discovery.Register(new GrpcServerBuilder()).Build(new GrpcServerOptions { MaxReceiveMessageSize = options.MaxReceiveMessageSize }, loggers);
+        var host = new ControlPlaneHost(app, directory, registry, metrics);
+        var monitoring = new MonitoringEndpoints(registry, directory, metrics, () => host._ready);
+
+        directory.Start();
+        var grpcPort = -1;
+        app.Run(context => context.Connection.LocalPort == grpcPort ? grpc.HandleAsync(context) : monitoring.HandleAsync(context));
+        await app.StartAsync(cancellationToken);
+
+        // Kestrel reports the bound addresses in the order the endpoints were configured.
+        var addresses = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.ToList();
+        host.GrpcEndPoint = ToEndPoint(addresses[0]);
+        host.MonitoringEndPoint = ToEndPoint(addresses[1]);
+        grpcPort = host.GrpcEndPoint.Port;
+        host._ready = true;
+        loggers.CreateLogger<ControlPlaneHost>().Listening(host.GrpcEndPoint.ToString(), host.MonitoringEndPoint.ToString(), directory.Directory);
+        return host;
+    }
+
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        _ready = false;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            await _app.StopAsync(timeout.Token);
+        }
+        finally
+        {
+            _directory.Dispose();
+            await _app.DisposeAsync();
+        }
+    }
+
+    private static IPEndPoint ToEndPoint(string address)
+    {
+        var uri = new Uri(address.Replace("[::]", "0.0.0.0", StringComparison.Ordinal).Replace("+", "0.0.0.0", StringComparison.Ordinal));
+        return new IPEndPoint(IPAddress.Parse(uri.Host.Trim('[', ']')), uri.Port);
+    }
+}

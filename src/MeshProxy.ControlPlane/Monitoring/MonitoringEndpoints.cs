@@ -1,0 +1,104 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MeshProxy.ControlPlane.Discovery;
+using MeshProxy.ControlPlane.Resources;
+using MeshProxy.Metrics;
+using Microsoft.AspNetCore.Http;
+
+namespace MeshProxy.ControlPlane.Monitoring;
+
+/// <summary>
+/// Port 15014: readiness, Prometheus metrics, and the debug views an operator (or `meshproxy
+/// proxy-status`) reads. Nothing here changes state, so every path is GET-only.
+/// </summary>
+internal sealed class MonitoringEndpoints(ConnectionRegistry registry, ResourceDirectory directory, ControlPlaneMetrics metrics, Func<bool> ready)
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseUpper) },
+    };
+
+    public Task HandleAsync(HttpContext context)
+    {
+        if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
+        {
+            return TextAsync(context, 405, "only GET is served here\n");
+        }
+
+        return context.Request.Path.Value switch
+        {
+            "/ready" => ready() ? TextAsync(context, 200, "ready\n") : TextAsync(context, 503, "not ready\n"),
+            "/metrics" => MetricsAsync(context),
+            "/debug/syncz" => JsonAsync(context, Syncz()),
+            "/debug/configz" => JsonAsync(context, Configz()),
+            _ => TextAsync(context, 404, "not found: try /ready, /metrics, /debug/syncz, /debug/configz\n"),
+        };
+    }
+
+    private List<SyncEntry> Syncz() => registry.All
+        .OrderBy(c => c.Workload.Namespace, StringComparer.Ordinal)
+        .ThenBy(c => c.InstanceId, StringComparer.Ordinal)
+        .Select(c =>
+        {
+            var s = c.State;
+            return new SyncEntry(
+                c.InstanceId, c.Workload.Name, c.Workload.Namespace, c.Workload.ServiceAccount, c.Address, c.ProxyVersion,
+                c.ConnectedAt, s.AckedVersion, s.SentVersion, s.SentNonce, s.SentAt, c.Status, s.LastNack, s.LastSeen);
+        })
+        .ToList();
+
+    private object Configz()
+    {
+        var state = directory.Current;
+        return new
+        {
+            directory = directory.Directory,
+            generation = state.Generation,
+            resources = state.Resources.Select(r => new { key = r.Key, version = r.Version, source = r.Resource.Source.ToString() }),
+            keptLastGood = state.KeptLastGood,
+            invalidResources = state.InvalidResources,
+            errors = state.Errors.Select(Diagnostic),
+            warnings = state.Warnings.Select(Diagnostic),
+        };
+    }
+
+    private static object Diagnostic(MeshProxy.Config.Parsing.ConfigDiagnostic d) =>
+        new { file = d.File, line = d.Line, field = d.FieldPath, reason = d.Reason, text = d.ToString() };
+
+    private async Task MetricsAsync(HttpContext context)
+    {
+        context.Response.ContentType = MetricsRegistry.ContentType;
+        await metrics.Registry.WriteToAsync(context.Response.Body, context.RequestAborted);
+    }
+
+    private static Task JsonAsync(HttpContext context, object value)
+    {
+        context.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(context.Response.Body, value, Json, context.RequestAborted);
+    }
+
+    private static Task TextAsync(HttpContext context, int status, string text)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync(text);
+    }
+}
+
+/// <summary>One row of /debug/syncz (camelCase JSON; `meshproxy proxy-status` reads it).</summary>
+internal sealed record SyncEntry(
+    string InstanceId,
+    string Workload,
+    string Namespace,
+    string ServiceAccount,
+    string Address,
+    string ProxyVersion,
+    DateTimeOffset ConnectedSince,
+    string AckedVersion,
+    string SentVersion,
+    string SentNonce,
+    DateTimeOffset? SentAt,
+    SyncStatus Status,
+    NackRecord? LastNack,
+    DateTimeOffset LastSeen);

@@ -1,0 +1,66 @@
+using System.Net;
+using MeshProxy.ControlPlane.Hosting;
+
+const string Usage = """
+    usage: meshproxy-controlplane --config-dir <dir> [--grpc <addr:port>] [--monitoring <addr:port>]
+
+      --config-dir <dir>        directory of resource YAML files, watched; also MESHPROXY_CONFIG_DIR
+      --grpc <addr:port>        gRPC (h2c) listener, default 0.0.0.0:15010
+      --monitoring <addr:port>  /ready, /metrics, /debug/syncz, /debug/configz; default 0.0.0.0:15014
+    """;
+
+var configDir = Environment.GetEnvironmentVariable("MESHPROXY_CONFIG_DIR");
+var options = new ControlPlaneOptions { ConfigDirectory = string.Empty };
+for (var i = 0; i < args.Length; i++)
+{
+    switch (args[i])
+    {
+        case "--config-dir" when i + 1 < args.Length:
+            configDir = args[++i];
+            break;
+        case "--grpc" when i + 1 < args.Length && IPEndPoint.TryParse(args[i + 1], out var grpc):
+            options = options with { GrpcEndPoint = grpc };
+            i++;
+            break;
+        case "--monitoring" when i + 1 < args.Length && IPEndPoint.TryParse(args[i + 1], out var monitoring):
+            options = options with { MonitoringEndPoint = monitoring };
+            i++;
+            break;
+        case "--help" or "-h":
+            Console.WriteLine(Usage);
+            return 0;
+        default:
+            Console.Error.WriteLine($"meshproxy-controlplane: bad argument '{args[i]}'");
+            Console.Error.WriteLine(Usage);
+            return 2;
+    }
+}
+
+if (configDir is null)
+{
+    Console.Error.WriteLine("meshproxy-controlplane: no configuration: pass --config-dir <dir> or set MESHPROXY_CONFIG_DIR");
+    return 2;
+}
+
+ControlPlaneHost host;
+try
+{
+    host = await ControlPlaneHost.StartAsync(options with { ConfigDirectory = configDir });
+}
+catch (DirectoryNotFoundException ex)
+{
+    Console.Error.WriteLine($"meshproxy-controlplane: {ex.Message}");
+    return 1;
+}
+catch (IOException ex)
+{
+    Console.Error.WriteLine($"meshproxy-controlplane: cannot start listening: {ex.Message}");
+    return 1;
+}
+
+await using (host)
+{
+    await host.WaitForShutdownAsync();
+}
+
+return 0;

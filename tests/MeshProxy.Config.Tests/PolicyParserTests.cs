@@ -1,0 +1,184 @@
+using MeshProxy.Config.Parsing;
+using MeshProxy.Config.Resources;
+
+namespace MeshProxy.Config.Tests;
+
+public sealed class PolicyParserTests
+{
+    private const string Head = "apiVersion: meshproxy.io/v1alpha1\n";
+
+    [Fact]
+    public void DestinationPolicy_every_field()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews, namespace: shop }
+            spec:
+              host: reviews.shop.svc.cluster.local
+              loadBalancer: { simple: PEAK_EWMA }
+              connectionPool:
+                tcp: { maxConnections: 100, connectTimeout: 250ms }
+                http: { http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 5, maxRetries: 3, idleTimeout: 30s }
+              outlierDetection:
+                consecutive5xxErrors: 7
+                consecutiveGatewayErrors: 3
+                consecutiveLocalOriginFailures: 2
+                interval: 5s
+                baseEjectionTime: 1m
+                maxEjectionPercent: 50
+              retryBudget: { percent: 25.5, minRetriesPerSecond: 4 }
+            """, "dp.yaml");
+
+        Assert.Empty(result.Errors);
+        Assert.Empty(result.Warnings);
+        var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
+        Assert.Equal("reviews.shop.svc.cluster.local", spec.Host);
+        Assert.Equal(LoadBalancerKind.PeakEwma, spec.LoadBalancer);
+        Assert.Equal(new ConnectionPoolSpec(100, TimeSpan.FromMilliseconds(250), 10, 1000, 5, 3, TimeSpan.FromSeconds(30)), spec.ConnectionPool);
+        Assert.Equal(new OutlierDetectionSpec(7, 3, 2, TimeSpan.FromSeconds(5), TimeSpan.FromMinutes(1), 50), spec.OutlierDetection);
+        Assert.Equal(new RetryBudgetSpec(25.5, null, 4), spec.RetryBudget);
+    }
+
+    [Fact]
+    public void DestinationPolicy_defaults()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec: { host: reviews, outlierDetection: {} }
+            """, "dp.yaml");
+
+        var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
+        Assert.Equal(LoadBalancerKind.LeastRequest, spec.LoadBalancer);
+        Assert.Equal(ConnectionPoolSpec.Default, spec.ConnectionPool);
+        Assert.Equal(new OutlierDetectionSpec(5, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10), spec.OutlierDetection);
+        Assert.Equal(new RetryBudgetSpec(20, 10, null), spec.RetryBudget);
+    }
+
+    [Fact]
+    public void DestinationPolicy_errors_name_line_and_field()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec:
+              host: "*.shop"
+              loadBalancer: { simple: FASTEST }
+              connectionPool:
+                tcp: { maxConnections: 0, connectTimeout: 5 }
+              outlierDetection: { consecutive5xxErrors: 0, maxEjectionPercent: 101 }
+              retryBudget: { percent: 20, minRetryConcurrency: 1, minRetriesPerSecond: 1 }
+            """, "dp.yaml");
+
+        Assert.Empty(result.Resources);
+        var errors = result.Errors.Select(e => $"{e.Line} {e.FieldPath}").ToList();
+        Assert.Contains("5 spec.host", errors);
+        Assert.Contains("6 spec.loadBalancer.simple", errors);
+        Assert.Contains("8 spec.connectionPool.tcp.maxConnections", errors);
+        Assert.Contains("8 spec.connectionPool.tcp.connectTimeout", errors);
+        Assert.Contains("9 spec.outlierDetection.maxEjectionPercent", errors);
+        Assert.Contains("9 spec.outlierDetection", errors); // ejects nothing
+        Assert.Contains("10 spec.retryBudget.minRetriesPerSecond", errors);
+        Assert.All(result.Errors, e => Assert.Equal("dp.yaml", e.File));
+    }
+
+    [Fact]
+    public void EgressPolicy_parses_hosts_ports_and_selector()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: EgressPolicy
+            metadata: { name: payments-out, namespace: shop }
+            spec:
+              selector: { matchLabels: { app: payments } }
+              hosts: [api.stripe.com, "*.googleapis.com"]
+              ports:
+                - { number: 443, protocol: TLS }
+                - { number: 80, protocol: HTTP, name: plain }
+            """, "eg.yaml");
+
+        Assert.Empty(result.Errors);
+        var spec = Assert.IsType<EgressPolicyResource>(Assert.Single(result.Resources)).Spec;
+        Assert.Equal(["api.stripe.com", "*.googleapis.com"], spec.Hosts);
+        Assert.Equal([new EgressPort(443, EgressProtocol.Tls), new EgressPort(80, EgressProtocol.Http)], spec.Ports);
+        Assert.True(spec.Selects(new Dictionary<string, string> { ["app"] = "payments", ["v"] = "1" }));
+        Assert.False(spec.Selects(new Dictionary<string, string> { ["app"] = "cart" }));
+        Assert.True(spec.AllowsHost("API.stripe.com"));
+        Assert.True(spec.AllowsHost("storage.googleapis.com"));
+        Assert.True(spec.AllowsHost("a.b.googleapis.com"));
+        Assert.False(spec.AllowsHost("googleapis.com"));
+        Assert.False(spec.AllowsHost("evil-googleapis.com"));
+    }
+
+    [Fact]
+    public void EgressPolicy_errors()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: EgressPolicy
+            metadata: { name: bad }
+            spec:
+              hosts: ["*", "bad host"]
+              ports:
+                - { number: 443, protocol: QUIC }
+                - { number: 443, protocol: TLS }
+            """, "eg.yaml");
+
+        var errors = result.Errors.Select(e => $"{e.Line} {e.FieldPath}").ToList();
+        Assert.Contains("5 spec.hosts[0]", errors);
+        Assert.Contains("5 spec.hosts[1]", errors);
+        Assert.Contains("7 spec.ports[0].protocol", errors);
+        Assert.Contains("7 spec.ports", errors);
+    }
+
+    [Fact]
+    public void Sidecar_egress_hosts()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: Sidecar
+            metadata: { name: web, namespace: shop }
+            spec:
+              app: { port: 8080 }
+              controlPlane: { address: "http://127.0.0.1:15010", snapshotPath: /var/run/web.snapshot }
+              egress:
+                - hosts: ["./*", "infra/redis.infra", "*/*.example.com", "nope"]
+            """, "sc.yaml");
+
+        Assert.Equal("8 spec.egress[0].hosts[3]", $"{Assert.Single(result.Errors).Line} {result.Errors[0].FieldPath}");
+        var ok = ResourceParser.ParseText(Head + """
+            kind: Sidecar
+            metadata: { name: web, namespace: shop }
+            spec:
+              app: { port: 8080 }
+              controlPlane: { address: "http://127.0.0.1:15010", snapshotPath: /var/run/web.snapshot }
+              egress:
+                - hosts: ["./*", "infra/redis.infra", "*/*.example.com"]
+            """, "sc.yaml");
+        var spec = Assert.IsType<SidecarResource>(Assert.Single(ok.Resources)).Spec;
+        Assert.Equal("/var/run/web.snapshot", spec.ControlPlane!.SnapshotPath);
+        var egress = spec.Egress!;
+        Assert.True(egress[0].Matches("shop", "shop", "cart"));
+        Assert.False(egress[0].Matches("shop", "infra", "cart"));
+        Assert.True(egress[1].Matches("shop", "infra", "redis.infra"));
+        Assert.True(egress[2].Matches("shop", "any", "api.example.com"));
+    }
+
+    [Fact]
+    public void Bad_input_is_reported_not_thrown()
+    {
+        var notYaml = ResourceParser.ParseText("kind: [unclosed\n  : :", "x.yaml");
+        Assert.Contains("not valid YAML", Assert.Single(notYaml.Errors).Reason);
+
+        var unknownKind = ResourceParser.ParseText(Head + "kind: Gateway\nmetadata: { name: g }\nspec: {}\n", "k.yaml");
+        Assert.Contains("unknown kind 'Gateway'", Assert.Single(unknownKind.Errors).Reason);
+
+        var unknownField = ResourceParser.ParseText(Head + "kind: EgressPolicy\nmetadata: { name: e }\nspec: { hosts: [a.com], ports: [{ number: 80, protocol: HTTP }], future: 1 }\n", "f.yaml");
+        Assert.Single(unknownField.Resources);
+        Assert.Equal("spec.future", Assert.Single(unknownField.Warnings).FieldPath);
+
+        var duplicate = ResourceParser.ParseText(Head + "kind: EgressPolicy\nmetadata: { name: e }\nspec: { hosts: [a.com], ports: [{ number: 80, protocol: HTTP }] }\n---\n" +
+            Head + "kind: EgressPolicy\nmetadata: { name: e }\nspec: { hosts: [b.com], ports: [{ number: 80, protocol: HTTP }] }\n", "d.yaml");
+        Assert.Single(duplicate.Resources);
+        var dup = Assert.Single(duplicate.Errors);
+        Assert.Equal(6, dup.Line);
+        Assert.Contains("duplicate EgressPolicy 'default/e'", dup.Reason);
+    }
+}
