@@ -121,7 +121,7 @@ internal sealed class MeshCertificateAuthority : IDisposable
             }
         }
 
-        return new Loaded(authority, mesh, bundle, [.. bundle.Roots.Select(r => r.ExportCertificatePem())]);
+        return new Loaded(authority, mesh, bundle, [.. bundle.Roots.Select(r => r.ExportCertificatePem() + "\n")]);
     }
 
     /// <param name="BundlePem">The bundle, one PEM certificate per root, as the API sends it.</param>
