@@ -29,6 +29,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private readonly Node _node;
     private readonly CancellationTokenSource _stop = new();
     private Task? _loop;
+    private int _disposed;
 
     public ControlPlaneSource(
         SidecarResource bootstrap, string bootstrapPath, SnapshotStore store, ControlPlaneClientOptions options,
@@ -93,6 +94,11 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return;
+        }
+
         await _stop.CancelAsync();
         if (_loop is not null)
         {
@@ -100,10 +106,14 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         }
     }
 
+    /// <summary>Idempotent: the container may hold this instance under several service types.</summary>
     public async ValueTask DisposeAsync()
     {
         await StopAsync(CancellationToken.None);
-        _stop.Dispose();
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _stop.Dispose();
+        }
     }
 
     private async Task RunAsync(CancellationToken cancellationToken)
