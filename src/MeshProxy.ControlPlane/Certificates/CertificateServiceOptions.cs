@@ -36,6 +36,9 @@ public sealed record CertificateServiceOptions
     /// <summary>The control plane's own service account, in MeshConfig's root namespace.</summary>
     public string ServiceAccount { get; init; } = "meshproxy-controlplane";
 
+    /// <summary>How far not-before is backdated, for peers whose clocks lag (tests with lifetimes of seconds set 0).</summary>
+    public TimeSpan ClockSkewAllowance { get; init; } = TimeSpan.FromMinutes(1);
+
     public bool UsesOperatorCa => CaCertChainFile is not null || CaKeyFile is not null || CaRootFile is not null;
 
     /// <summary>Null when the options hold together, otherwise what is wrong.</summary>

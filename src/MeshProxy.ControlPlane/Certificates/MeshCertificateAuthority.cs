@@ -81,6 +81,7 @@ internal sealed class MeshCertificateAuthority : IDisposable
             TrustDomain = mesh.TrustDomain,
             DefaultTtl = mesh.CertificateTtl,
             MaxTtl = mesh.MaxCertificateTtl,
+            ClockSkewAllowance = options.ClockSkewAllowance,
         };
 
         CertificateAuthority authority;

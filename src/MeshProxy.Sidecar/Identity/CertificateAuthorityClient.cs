@@ -1,6 +1,7 @@
 using System.Net.Security;
 using MeshProxy.Api.V1;
 using MeshProxy.Config.Resources;
+using MeshProxy.Grpc;
 using MeshProxy.Grpc.Client;
 using MeshProxy.Identity;
 using Microsoft.Extensions.Hosting;
@@ -97,16 +98,26 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
     private async Task<IssuedCertificate> IssueAsync(string csrPem, CancellationToken cancellationToken)
     {
         var token = (await File.ReadAllTextAsync(_tokenFile, cancellationToken)).Trim();
-        var response = await _client.UnaryAsync(
-            ApiMethods.CreateCertificate,
-            new CreateCertificateRequest { CsrPem = csrPem, ValiditySeconds = (long)(_options.RequestedTtl?.TotalSeconds ?? 0) },
-            CreateCertificateResponse.Parser,
-            new GrpcCallOptions
-            {
-                Deadline = _time.GetUtcNow() + _options.CallTimeout,
-                Metadata = [new("authorization", "Bearer " + token)],
-                CancellationToken = cancellationToken,
-            });
+        CreateCertificateResponse response;
+        try
+        {
+            response = await _client.UnaryAsync(
+                ApiMethods.CreateCertificate,
+                new CreateCertificateRequest { CsrPem = csrPem, ValiditySeconds = (long)(_options.RequestedTtl?.TotalSeconds ?? 0) },
+                CreateCertificateResponse.Parser,
+                new GrpcCallOptions
+                {
+                    Deadline = _time.GetUtcNow() + _options.CallTimeout,
+                    Metadata = [new("authorization", "Bearer " + token)],
+                    CancellationToken = cancellationToken,
+                });
+        }
+        catch (GrpcStatusException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopping, not failing: the rotator ends quietly on cancellation, and retries anything else.
+            throw new OperationCanceledException(cancellationToken);
+        }
+
         // SvidRotator checks the answer (key, SPIFFE ID, chain to the bundle, both roles) before installing it.
         return new IssuedCertificate(string.Join('\n', response.CertChainPem), string.Join('\n', response.TrustBundlePem));
     }
