@@ -199,3 +199,29 @@ public sealed class CertificateServiceWithGrpcJsTests
         Assert.Contains("Verify return code: 0 (ok)", shown);
     }
 }
+
+/// <summary><c>meshproxy token create</c>, the real binary, feeding the real CA.</summary>
+public sealed class TokenCommandTests
+{
+    [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public async Task Token_create_prints_the_token_once_and_the_ca_accepts_it()
+    {
+        await using var kit = await CaTestKit.StartAsync();
+        var cli = Path.Combine(AppContext.BaseDirectory, "meshproxy");
+
+        var output = await CaTestKit.RunAsync(cli, "token", "create", "--namespace", "shop", "--service-account", "web", "--store", kit.TokenStore);
+
+        var token = output.Split('\n')[0].Trim();
+        Assert.Matches("^[A-Za-z0-9_-]{43}$", token);
+        Assert.DoesNotContain(token, await File.ReadAllTextAsync(kit.TokenStore, TestContext.Current.CancellationToken));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(kit.TokenStore));
+        var answer = await kit.RequestAsync(await kit.OpensslCsrAsync("URI:" + CaTestKit.SpiffeId("shop", "web")), token);
+        Assert.True(answer.Ok, answer.Details);
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => CaTestKit.RunAsync(cli, "token", "create", "--namespace", "bad/ns", "--service-account", "web", "--store", kit.TokenStore));
+        await CaTestKit.RunAsync(cli, "token", "revoke", "--namespace", "shop", "--service-account", "web", "--store", kit.TokenStore);
+        var revoked = await kit.RequestAsync(await kit.OpensslCsrAsync("URI:" + CaTestKit.SpiffeId("shop", "web")), token);
+        Assert.Equal(16, revoked.Code);
+    }
+}
