@@ -1,5 +1,7 @@
 using System.Net;
+using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Hosting;
+using MeshProxy.Identity;
 
 const string Usage = """
     usage: meshproxy-controlplane --config-dir <dir> [--grpc <addr:port>] [--monitoring <addr:port>]
@@ -7,10 +9,11 @@ const string Usage = """
       --config-dir <dir>        directory of resource YAML files, watched; also MESHPROXY_CONFIG_DIR
       --grpc <addr:port>        gRPC (h2c) listener, default 0.0.0.0:15010
       --monitoring <addr:port>  /ready, /metrics, /debug/syncz, /debug/configz; default 0.0.0.0:15014
-    """;
+    """ + CertificateServiceOptions.Usage;
 
 var configDir = Environment.GetEnvironmentVariable("MESHPROXY_CONFIG_DIR");
 var options = new ControlPlaneOptions { ConfigDirectory = string.Empty };
+CertificateServiceOptions? certificates = null;
 for (var i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -25,6 +28,8 @@ for (var i = 0; i < args.Length; i++)
         case "--monitoring" when i + 1 < args.Length && IPEndPoint.TryParse(args[i + 1], out var monitoring):
             options = options with { MonitoringEndPoint = monitoring };
             i++;
+            break;
+        case var _ when CertificateServiceOptions.TryReadArgument(args, ref i, ref certificates):
             break;
         case "--help" or "-h":
             Console.WriteLine(Usage);
@@ -45,7 +50,7 @@ if (configDir is null)
 ControlPlaneHost host;
 try
 {
-    host = await ControlPlaneHost.StartAsync(options with { ConfigDirectory = configDir });
+    host = await ControlPlaneHost.StartAsync(options with { ConfigDirectory = configDir, Certificates = certificates });
 }
 catch (DirectoryNotFoundException ex)
 {
@@ -55,6 +60,11 @@ catch (DirectoryNotFoundException ex)
 catch (IOException ex)
 {
     Console.Error.WriteLine($"meshproxy-controlplane: cannot start listening: {ex.Message}");
+    return 1;
+}
+catch (CertificateAuthorityException ex)
+{
+    Console.Error.WriteLine($"meshproxy-controlplane: certificate authority: {ex.Message}");
     return 1;
 }
 

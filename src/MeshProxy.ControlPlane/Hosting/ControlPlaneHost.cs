@@ -1,4 +1,5 @@
 using System.Net;
+using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Discovery;
 using MeshProxy.ControlPlane.Monitoring;
 using MeshProxy.ControlPlane.Resources;
@@ -24,11 +25,14 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly ResourceDirectory _directory;
+    private readonly ControlPlaneTlsIdentity? _tls;
     private volatile bool _ready;
 
-    private ControlPlaneHost(WebApplication app, ResourceDirectory directory, ConnectionRegistry registry, ControlPlaneMetrics metrics)
+    private ControlPlaneHost(WebApplication app, ResourceDirectory directory, ConnectionRegistry registry, ControlPlaneMetrics metrics, CertificateService? certificates, ControlPlaneTlsIdentity? tls)
     {
         _app = app;
+        Certificates = certificates;
+        _tls = tls;
         _directory = directory;
         Registry = registry;
         Metrics = metrics;
@@ -40,6 +44,12 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
     public ControlPlaneMetrics Metrics { get; }
 
+    /// <summary>The certificate authority, when one is configured.</summary>
+    public CertificateService? Certificates { get; }
+
+    /// <summary>gRPC over TLS (15012), when configured.</summary>
+    public IPEndPoint? GrpcTlsEndPoint { get; private set; }
+
     public IPEndPoint GrpcEndPoint { get; private set; } = null!;
 
     public IPEndPoint MonitoringEndPoint { get; private set; } = null!;
@@ -49,6 +59,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
     /// <summary>Reads the directory, then opens both ports. Throws when the directory does not exist or a port is taken.</summary>
     public static async Task<ControlPlaneHost> StartAsync(ControlPlaneOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default)
     {
+        var tls = options.Certificates?.TlsEndPoint is null ? null : new ControlPlaneTlsIdentity();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
@@ -64,6 +75,10 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             kestrel.AddServerHeader = false;
             kestrel.Listen(options.GrpcEndPoint, listen => listen.Protocols = HttpProtocols.Http2);
             kestrel.Listen(options.MonitoringEndPoint, listen => listen.Protocols = HttpProtocols.Http1);
+            if (tls is not null)
+            {
+                kestrel.Listen(options.Certificates!.TlsEndPoint!, tls.Configure);
+            }
             kestrel.ConfigureGrpcKeepAlive(options.KeepAlivePingDelay, options.KeepAlivePingTimeout);
             // Thousands of long-lived streams are the normal state, not an attack.
             kestrel.Limits.MaxConcurrentConnections = null;
@@ -73,16 +88,37 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
 
         var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>());
+        // Read before the CA loads: its trust domain and TTLs come from MeshConfig.
+        directory.Start();
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, directory);
         var discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, TimeProvider.System, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
-        var grpc = discovery.Register(new GrpcServerBuilder()).Build(new GrpcServerOptions { MaxReceiveMessageSize = options.MaxReceiveMessageSize }, loggers);
-        var host = new ControlPlaneHost(app, directory, registry, metrics);
+        CertificateService? certificates;
+        try
+        {
+            certificates = options.Certificates is { } ca ? CertificateService.Create(ca, directory, metrics.Registry, loggers) : null;
+        }
+        catch
+        {
+            directory.Dispose();
+            await app.DisposeAsync();
+            throw;
+        }
+
+        var grpcMethods = discovery.Register(new GrpcServerBuilder());
+        certificates?.Map(grpcMethods);
+        var grpc = grpcMethods.Build(new GrpcServerOptions { MaxReceiveMessageSize = options.MaxReceiveMessageSize }, loggers);
+        var host = new ControlPlaneHost(app, directory, registry, metrics, certificates, tls);
         var monitoring = new MonitoringEndpoints(registry, directory, metrics, () => host._ready);
 
-        directory.Start();
+        if (tls is not null)
+        {
+            await tls.StartAsync(certificates!.Authority, options.Certificates!.ServiceAccount, loggers, cancellationToken);
+        }
+
         var grpcPort = -1;
-        app.Run(context => context.Connection.LocalPort == grpcPort ? grpc.HandleAsync(context) : monitoring.HandleAsync(context));
+        var grpcTlsPort = -1;
+        app.Run(context => context.Connection.LocalPort == grpcPort || context.Connection.LocalPort == grpcTlsPort ? grpc.HandleAsync(context) : monitoring.HandleAsync(context));
         await app.StartAsync(cancellationToken);
 
         // Kestrel reports the bound addresses in the order the endpoints were configured.
@@ -90,6 +126,13 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         host.GrpcEndPoint = ToEndPoint(addresses[0]);
         host.MonitoringEndPoint = ToEndPoint(addresses[1]);
         grpcPort = host.GrpcEndPoint.Port;
+        if (tls is not null)
+        {
+            host.GrpcTlsEndPoint = ToEndPoint(addresses[2]);
+            grpcTlsPort = host.GrpcTlsEndPoint.Port;
+            loggers.CreateLogger<ControlPlaneTlsIdentity>().TlsReady(tls.SpiffeId!.Value, host.GrpcTlsEndPoint.ToString());
+        }
+
         host._ready = true;
         loggers.CreateLogger<ControlPlaneHost>().Listening(host.GrpcEndPoint.ToString(), host.MonitoringEndPoint.ToString(), directory.Directory);
         return host;
@@ -107,6 +150,12 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         }
         finally
         {
+            if (_tls is not null)
+            {
+                await _tls.DisposeAsync();
+            }
+
+            Certificates?.Dispose();
             _directory.Dispose();
             await _app.DisposeAsync();
         }

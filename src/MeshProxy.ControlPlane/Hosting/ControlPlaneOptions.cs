@@ -24,4 +24,7 @@ public sealed record ControlPlaneOptions
     public TimeSpan PushWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     public int MaxReceiveMessageSize { get; init; } = 4 << 20;
+
+    /// <summary>The certificate authority and its CreateCertificate service; null: the control plane issues no certificates.</summary>
+    public Certificates.CertificateServiceOptions? Certificates { get; init; }
 }

@@ -1,0 +1,51 @@
+using System.Collections.Frozen;
+using MeshProxy.Identity;
+using MeshProxy.Metrics;
+
+namespace MeshProxy.ControlPlane.Certificates;
+
+/// <summary>The CA's figures on the control plane's /metrics.</summary>
+internal sealed class CertificateMetrics
+{
+    public const string MissingToken = "missing_token";
+    public const string InvalidToken = "invalid_token";
+    public const string InvalidRequest = "invalid_request";
+
+    // One interned string per reason, so that counting a refusal never allocates a label.
+    private static readonly FrozenDictionary<SigningRefusal, string> Reasons = Enum.GetValues<SigningRefusal>().ToFrozenDictionary(r => r, SnakeCase);
+
+    private readonly CounterFamily<LabelSet1> _refusals;
+
+    public CertificateMetrics(MetricsRegistry registry, MeshCertificateAuthority authority)
+    {
+        Issued = registry.CreateCounter("meshproxy_controlplane_certificates_issued_total", "Workload certificates the CA signed.");
+        _refusals = registry.CreateCounterFamily<LabelSet1>("meshproxy_controlplane_certificate_refusals_total", "Certificate requests refused, by reason.", ["reason"]);
+        registry.CreateCallbackGauge("meshproxy_controlplane_ca_expiry_timestamp_seconds", "When the CA's signing certificate expires (Unix time).",
+            () => authority.Current.Authority.SigningCertificate.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
+        registry.CreateCallbackGauge("meshproxy_controlplane_trust_bundle_roots", "Roots in the published trust bundle (2 during a root rotation).",
+            () => authority.Current.Bundle.Roots.Length);
+    }
+
+    public Counter Issued { get; }
+
+    public static string ReasonOf(SigningRefusal reason) => Reasons[reason];
+
+    public void Refused(string reason) => _refusals.WithLabels(new LabelSet1(reason)).Increment();
+
+    private static string SnakeCase(SigningRefusal reason)
+    {
+        var name = reason.ToString();
+        var builder = new System.Text.StringBuilder(name.Length + 4);
+        foreach (var c in name)
+        {
+            if (char.IsUpper(c) && builder.Length > 0)
+            {
+                builder.Append('_');
+            }
+
+            builder.Append(char.ToLowerInvariant(c));
+        }
+
+        return builder.ToString();
+    }
+}

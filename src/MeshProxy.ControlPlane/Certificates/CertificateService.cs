@@ -1,0 +1,177 @@
+using MeshProxy.Api.V1;
+using MeshProxy.ControlPlane.Resources;
+using MeshProxy.Grpc;
+using MeshProxy.Grpc.Server;
+using MeshProxy.Identity;
+using MeshProxy.Identity.Bootstrap;
+using MeshProxy.Metrics;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Certificates;
+
+/// <summary>
+/// meshproxy.v1.Certificates/CreateCertificate: authenticates the caller by its bearer token, then has the
+/// CA sign its CSR for exactly the SPIFFE ID that token entitles. Every refusal is a gRPC status with a
+/// message that says what to fix, a log line and a count by reason.
+/// </summary>
+internal sealed class CertificateService : IDisposable
+{
+    private const string BearerPrefix = "Bearer ";
+
+    private readonly MeshCertificateAuthority _authority;
+    private readonly IWorkloadAuthenticator _authenticator;
+    private readonly CertificateMetrics _metrics;
+    private readonly ILogger<CertificateService> _logger;
+
+    public CertificateService(MeshCertificateAuthority authority, IWorkloadAuthenticator authenticator, CertificateMetrics metrics, ILogger<CertificateService> logger)
+    {
+        _authority = authority;
+        _authenticator = authenticator;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    public MeshCertificateAuthority Authority => _authority;
+
+    /// <summary>
+    /// Loads the CA and the token store, follows MeshConfig changes of <paramref name="directory"/>, and
+    /// registers the CA's figures in <paramref name="registry"/>.
+    /// </summary>
+    /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
+    public static CertificateService Create(CertificateServiceOptions options, ResourceDirectory directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Validate() is { } problem)
+        {
+            throw new CertificateAuthorityException(problem);
+        }
+
+        time ??= TimeProvider.System;
+        TokenStoreAuthenticator tokens;
+        try
+        {
+            tokens = TokenStoreAuthenticator.Open(options.TokenStoreFile, loggers);
+        }
+        catch (Exception ex) when (ex is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            throw new CertificateAuthorityException(ex.Message, ex);
+        }
+
+        var authority = MeshCertificateAuthority.Load(options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+        directory.Changed += authority.OnConfigChanged;
+        var metrics = new CertificateMetrics(registry, authority);
+        return new CertificateService(authority, tokens, metrics, loggers.CreateLogger<CertificateService>());
+    }
+
+    /// <summary>Adds CreateCertificate to the control plane's gRPC method table.</summary>
+    public GrpcServerBuilder Map(GrpcServerBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        return builder.AddUnary<CreateCertificateRequest, CreateCertificateResponse>(ApiMethods.CreateCertificate, CreateCertificateRequest.Parser, CreateCertificateAsync);
+    }
+
+    private async Task<CreateCertificateResponse> CreateCertificateAsync(CreateCertificateRequest request, GrpcCallContext context)
+    {
+        var peer = context.HttpContext.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        var token = BearerToken(context.GetMetadata("authorization"));
+        if (token is null)
+        {
+            throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.MissingToken, peer, null,
+                "no bearer token: send the workload's bootstrap token as 'authorization: Bearer <token>'");
+        }
+
+        var workload = await _authenticator.AuthenticateAsync(token, context.CancellationToken);
+        if (workload is null)
+        {
+            throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.InvalidToken, peer, null,
+                "the bearer token is not valid: it matches no workload (create one with 'meshproxy token create')");
+        }
+
+        if (string.IsNullOrWhiteSpace(request.CsrPem))
+        {
+            throw Refuse(StatusCode.InvalidArgument, CertificateMetrics.InvalidRequest, peer, workload, "csr_pem is empty: send a PEM PKCS#10 certificate signing request");
+        }
+
+        if (request.ValiditySeconds < 0)
+        {
+            throw Refuse(StatusCode.InvalidArgument, CertificateMetrics.InvalidRequest, peer, workload, $"validity_seconds is {request.ValiditySeconds}; it must be positive, or 0 for the mesh default");
+        }
+
+        var ca = _authority.Current;
+        SpiffeId entitled;
+        try
+        {
+            entitled = workload.ToSpiffeId(ca.Mesh.TrustDomain);
+        }
+        catch (FormatException ex)
+        {
+            throw Refuse(StatusCode.PermissionDenied, CertificateMetrics.ReasonOf(SigningRefusal.IdentityMismatch), peer, workload, ex.Message);
+        }
+
+        // TimeSpan.FromSeconds overflows past ~29 000 years; anything that long is clamped anyway.
+        TimeSpan? ttl = request.ValiditySeconds == 0 ? null : TimeSpan.FromSeconds(Math.Min(request.ValiditySeconds, (long)TimeSpan.FromDays(36500).TotalSeconds));
+        IssuedCertificate issued;
+        try
+        {
+            issued = ca.Authority.Sign(request.CsrPem, entitled, ttl);
+        }
+        catch (SigningRefusedException ex)
+        {
+            // The CA has logged the refusal with its reason already; count it and answer.
+            _metrics.Refused(CertificateMetrics.ReasonOf(ex.Reason));
+            throw new GrpcStatusException(StatusOf(ex.Reason), $"{CertificateMetrics.ReasonOf(ex.Reason)}: {ex.Message}");
+        }
+
+        _metrics.Issued.Increment();
+        var response = new CreateCertificateResponse();
+        response.CertChainPem.AddRange(SplitPem(issued.CertificateChainPem));
+        // The published bundle, not only the CA's own root: during a rotation it holds both roots.
+        response.TrustBundlePem.AddRange(ca.BundlePem);
+        return response;
+    }
+
+    public void Dispose() => _authority.Dispose();
+
+    private GrpcStatusException Refuse(StatusCode status, string reason, string peer, WorkloadIdentity? workload, string message)
+    {
+        _metrics.Refused(reason);
+        _logger.CertificateRefused(reason, workload?.ToString() ?? "unauthenticated", peer, message);
+        return new GrpcStatusException(status, message);
+    }
+
+    private static string? BearerToken(string? authorization)
+    {
+        // The scheme is case-insensitive (RFC 9110 11.1); the token itself is not.
+        if (authorization is null || !authorization.StartsWith(BearerPrefix, StringComparison.OrdinalIgnoreCase))
+        {
+            return null;
+        }
+
+        var token = authorization[BearerPrefix.Length..].Trim();
+        return token.Length == 0 ? null : token;
+    }
+
+    /// <summary>
+    /// Asking for an identity beyond the one entitled is a permission problem; a request that cannot be
+    /// signed as sent is an argument problem; a CA outside its own validity is the control plane's problem.
+    /// </summary>
+    private static StatusCode StatusOf(SigningRefusal reason) => reason switch
+    {
+        SigningRefusal.IdentityMismatch or SigningRefusal.MultipleUriSans or SigningRefusal.OtherSubjectAltNames or SigningRefusal.ForeignTrustDomain => StatusCode.PermissionDenied,
+        SigningRefusal.CaNotValid => StatusCode.Unavailable,
+        _ => StatusCode.InvalidArgument,
+    };
+
+    internal static List<string> SplitPem(string pem)
+    {
+        var blocks = new List<string>();
+        var rest = pem.AsSpan();
+        while (System.Security.Cryptography.PemEncoding.TryFind(rest, out var fields))
+        {
+            blocks.Add(rest[fields.Location].ToString() + "\n");
+            rest = rest[fields.Location.End..];
+        }
+
+        return blocks;
+    }
+}

@@ -1,0 +1,109 @@
+using System.Net;
+
+namespace MeshProxy.ControlPlane.Certificates;
+
+/// <summary>
+/// Where the certificate authority's key material and the bootstrap tokens live. Either
+/// <see cref="CaDirectory"/> (a root the control plane generates once and then keeps) or the three
+/// operator files (<see cref="CaCertChainFile"/>, <see cref="CaKeyFile"/>, <see cref="CaRootFile"/>).
+/// </summary>
+public sealed record CertificateServiceOptions
+{
+    /// <summary>Self-managed root: root-cert.pem and root-key.pem (0600), generated here on first start.</summary>
+    public string? CaDirectory { get; init; }
+
+    /// <summary>Operator CA: the signing certificate first, then the intermediates above it.</summary>
+    public string? CaCertChainFile { get; init; }
+
+    /// <summary>Operator CA: the signing certificate's private key (PEM).</summary>
+    public string? CaKeyFile { get; init; }
+
+    /// <summary>Operator CA: the root(s) the signing certificate chains to.</summary>
+    public string? CaRootFile { get; init; }
+
+    /// <summary>
+    /// Roots published in the trust bundle beside the CA's own, for a root rotation: the next root before
+    /// the switch, the previous one after it.
+    /// </summary>
+    public string? AdditionalRootsFile { get; init; }
+
+    /// <summary>The local bootstrap token store (<c>meshproxy token create</c> writes it).</summary>
+    public required string TokenStoreFile { get; init; }
+
+    /// <summary>gRPC over TLS with a certificate this CA issues to the control plane itself (Istio's 15012); null: none.</summary>
+    public IPEndPoint? TlsEndPoint { get; init; }
+
+    /// <summary>The control plane's own service account, in MeshConfig's root namespace.</summary>
+    public string ServiceAccount { get; init; } = "meshproxy-controlplane";
+
+    /// <summary>How far not-before is backdated, for peers whose clocks lag (tests with lifetimes of seconds set 0).</summary>
+    public TimeSpan ClockSkewAllowance { get; init; } = TimeSpan.FromMinutes(1);
+
+    public bool UsesOperatorCa => CaCertChainFile is not null || CaKeyFile is not null || CaRootFile is not null;
+
+    /// <summary>Null when the options hold together, otherwise what is wrong.</summary>
+    public string? Validate()
+    {
+        if (UsesOperatorCa && CaDirectory is not null)
+        {
+            return "--ca-dir and --ca-cert-chain/--ca-key/--ca-root are alternatives; give one CA";
+        }
+
+        if (UsesOperatorCa && (CaCertChainFile is null || CaKeyFile is null || CaRootFile is null))
+        {
+            return "an operator CA needs all three of --ca-cert-chain, --ca-key and --ca-root";
+        }
+
+        if (!UsesOperatorCa && CaDirectory is null)
+        {
+            return "the certificate authority needs --ca-dir (self-managed root) or --ca-cert-chain, --ca-key and --ca-root";
+        }
+
+        return string.IsNullOrWhiteSpace(TokenStoreFile) ? "the certificate authority needs --token-store" : null;
+    }
+
+    /// <summary>
+    /// Reads one certificate option at <paramref name="index"/> (advancing past its value) into
+    /// <paramref name="options"/>; false when <paramref name="args"/>[index] is not one of them.
+    /// </summary>
+    public static bool TryReadArgument(string[] args, ref int index, ref CertificateServiceOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        if (index + 1 >= args.Length)
+        {
+            return false;
+        }
+
+        var value = args[index + 1];
+        var current = options ?? new CertificateServiceOptions { TokenStoreFile = string.Empty };
+        CertificateServiceOptions? next = args[index] switch
+        {
+            "--ca-dir" => current with { CaDirectory = value },
+            "--ca-cert-chain" => current with { CaCertChainFile = value },
+            "--ca-key" => current with { CaKeyFile = value },
+            "--ca-root" => current with { CaRootFile = value },
+            "--ca-additional-roots" => current with { AdditionalRootsFile = value },
+            "--token-store" => current with { TokenStoreFile = value },
+            "--grpc-tls" when IPEndPoint.TryParse(value, out var tls) => current with { TlsEndPoint = tls },
+            _ => null,
+        };
+        if (next is null)
+        {
+            return false;
+        }
+
+        options = next;
+        index++;
+        return true;
+    }
+
+    public const string Usage = """
+          --ca-dir <dir>            certificate authority with a self-managed root kept in <dir> (generated on first start)
+          --ca-cert-chain <file>    certificate authority from operator files: signing certificate + intermediates,
+          --ca-key <file>             its private key,
+          --ca-root <file>            and the root(s) it chains to
+          --ca-additional-roots <f> extra roots for the trust bundle (root rotation)
+          --token-store <file>      bootstrap tokens (meshproxy token create); required with a CA
+          --grpc-tls <addr:port>    gRPC over TLS with a certificate from the CA, e.g. 0.0.0.0:15012
+        """;
+}

@@ -1,0 +1,74 @@
+using System.Net.Security;
+using System.Security.Authentication;
+using MeshProxy.Identity;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Certificates;
+
+/// <summary>
+/// The control plane's own certificate for gRPC over TLS: an SVID for
+/// <c>spiffe://&lt;td&gt;/ns/&lt;rootNamespace&gt;/sa/meshproxy-controlplane</c> that its CA issues to it in
+/// process, renewed at half-life by the same <see cref="SvidRotator"/> the sidecars run. Sidecars verify it
+/// like any mesh peer (chain to the bundle, that SPIFFE ID), so no DNS name has to be predicted.
+/// Each handshake reads the current certificate, so renewal never touches open connections.
+/// </summary>
+internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
+{
+    private readonly SvidStore _store = new();
+    private readonly CancellationTokenSource _stop = new();
+    private Task _rotation = Task.CompletedTask;
+
+    /// <summary>The SPIFFE ID it presents; null until <see cref="StartAsync"/>.</summary>
+    public SpiffeId? SpiffeId { get; private set; }
+
+    public SvidStore Store => _store;
+
+    /// <summary>
+    /// Issues the first certificate (in process, so at once) and starts renewing it. Call before the
+    /// listener accepts connections: until then a handshake has no certificate to present and fails.
+    /// </summary>
+    public async Task StartAsync(MeshCertificateAuthority authority, string serviceAccount, ILoggerFactory loggers, CancellationToken cancellationToken)
+    {
+        var mesh = authority.Current.Mesh;
+        var id = SpiffeId.ForWorkload(mesh.TrustDomain, mesh.RootNamespace, serviceAccount);
+        SpiffeId = id;
+        var first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _store.Changed += (_, _) => first.TrySetResult();
+        var rotator = new SvidRotator(_store, id, (csr, _) => Task.FromResult(Issue(authority, csr, id)), logger: loggers.CreateLogger<SvidRotator>());
+        _rotation = rotator.RunAsync(_stop.Token);
+        await first.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
+    }
+
+    /// <summary>HTTP/2 over TLS 1.2/1.3 with ALPN h2, presenting the current certificate.</summary>
+    public void Configure(ListenOptions listen)
+    {
+        listen.Protocols = HttpProtocols.Http2;
+        listen.UseHttps(new TlsHandshakeCallbackOptions
+        {
+            OnConnection = _ => ValueTask.FromResult(new SslServerAuthenticationOptions
+            {
+                ServerCertificateContext = _store.CertificateContext,
+                EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                ApplicationProtocols = [SslApplicationProtocol.Http2],
+                // Callers authenticate with their bootstrap token; they have no certificate before their first CSR.
+                ClientCertificateRequired = false,
+            }),
+        });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await _rotation;
+        _stop.Dispose();
+    }
+
+    private static IssuedCertificate Issue(MeshCertificateAuthority authority, string csr, SpiffeId id)
+    {
+        var current = authority.Current;
+        var issued = current.Authority.Sign(csr, id);
+        return issued with { TrustBundlePem = string.Concat(current.BundlePem) };
+    }
+}

@@ -1,0 +1,144 @@
+using System.Net.Security;
+using MeshProxy.Api.V1;
+using MeshProxy.Config.Resources;
+using MeshProxy.Grpc;
+using MeshProxy.Grpc.Client;
+using MeshProxy.Identity;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Identity;
+
+/// <summary>Timing of the CA client (tests shorten them).</summary>
+internal sealed record CertificateAuthorityClientOptions
+{
+    /// <summary>Lifetime asked for; null sends 0, which means the mesh default (MeshConfig certificateTtl).</summary>
+    public TimeSpan? RequestedTtl { get; init; }
+
+    /// <summary>Deadline of one CreateCertificate call.</summary>
+    public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    public SvidRotatorOptions Rotation { get; init; } = new();
+
+    /// <summary>
+    /// Roots to check the control plane's certificate against for an https:// address before the first SVID
+    /// (and its bundle) arrives; afterwards the current trust bundle is used.
+    /// </summary>
+    public string? BootstrapRootsFile { get; init; }
+
+    /// <summary>The control plane's own service account (its SPIFFE ID is checked on TLS).</summary>
+    public string ControlPlaneServiceAccount { get; init; } = "meshproxy-controlplane";
+}
+
+/// <summary>
+/// Control-plane mode's identity source. The key is made here and never leaves the process: each renewal
+/// makes a fresh key and sends only its CSR to Certificates/CreateCertificate, with the workload's bootstrap
+/// token (read from <c>controlPlane.tokenFile</c> at every call, so a rotated projected token is picked up).
+/// <see cref="SvidRotator"/> renews at half-life ±10 % and retries with jittered backoff while the CA is
+/// away; the current SVID keeps serving meanwhile. Fills the one <see cref="SvidStore"/> the listeners use.
+/// </summary>
+internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposable
+{
+    private readonly SvidStore _store;
+    private readonly SpiffeId _id;
+    private readonly string _tokenFile;
+    private readonly CertificateAuthorityClientOptions _options;
+    private readonly TimeProvider _time;
+    private readonly GrpcClient _client;
+    private readonly SvidRotator _rotator;
+    private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _stop = new();
+    private Task _run = Task.CompletedTask;
+
+    public CertificateAuthorityClient(
+        ControlPlaneSpec controlPlane, string bootstrapPath, SpiffeId id, SvidStore store,
+        CertificateAuthorityClientOptions options, TimeProvider time, ILoggerFactory loggers)
+    {
+        ArgumentNullException.ThrowIfNull(controlPlane);
+        _store = store;
+        _id = id;
+        _options = options;
+        _time = time;
+        var tokenFile = controlPlane.TokenFile ?? throw new ArgumentException("controlPlane.tokenFile is required to obtain a certificate from the control plane's CA", nameof(controlPlane));
+        _tokenFile = Path.GetFullPath(tokenFile, Path.GetDirectoryName(Path.GetFullPath(bootstrapPath))!);
+        var address = new Uri(controlPlane.Address);
+        _client = new GrpcClient(address, address.Scheme == Uri.UriSchemeHttps ? TlsHandler(id, store, options, time) : null, new GrpcClientOptions());
+        _rotator = new SvidRotator(store, id, IssueAsync, options.Rotation, time, loggers.CreateLogger<SvidRotator>());
+        store.Changed += (_, _) => _first.TrySetResult();
+    }
+
+    public SpiffeId SpiffeId => _id;
+
+    /// <summary>Completes when the first SVID is in the store (readiness waits for it).</summary>
+    public Task FirstCertificate => _first.Task;
+
+    /// <summary>Seconds until the current SVID expires (negative once it has), or null before the first one.</summary>
+    public double? SecondsToExpiry => _store.NotAfter is { } notAfter ? (notAfter - _time.GetUtcNow()).TotalSeconds : null;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _run = _rotator.RunAsync(_stop.Token);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stop.CancelAsync();
+        await _run.WaitAsync(cancellationToken);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await _run;
+        _stop.Dispose();
+        _client.Dispose();
+    }
+
+    private async Task<IssuedCertificate> IssueAsync(string csrPem, CancellationToken cancellationToken)
+    {
+        var token = (await File.ReadAllTextAsync(_tokenFile, cancellationToken)).Trim();
+        CreateCertificateResponse response;
+        try
+        {
+            response = await _client.UnaryAsync(
+                ApiMethods.CreateCertificate,
+                new CreateCertificateRequest { CsrPem = csrPem, ValiditySeconds = (long)(_options.RequestedTtl?.TotalSeconds ?? 0) },
+                CreateCertificateResponse.Parser,
+                new GrpcCallOptions
+                {
+                    Deadline = _time.GetUtcNow() + _options.CallTimeout,
+                    Metadata = [new("authorization", "Bearer " + token)],
+                    CancellationToken = cancellationToken,
+                });
+        }
+        catch (GrpcStatusException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopping, not failing: the rotator ends quietly on cancellation, and retries anything else.
+            throw new OperationCanceledException(cancellationToken);
+        }
+
+        // SvidRotator checks the answer (key, SPIFFE ID, chain to the bundle, both roles) before installing it.
+        return new IssuedCertificate(string.Join('\n', response.CertChainPem), string.Join('\n', response.TrustBundlePem));
+    }
+
+    /// <summary>
+    /// TLS to the control plane: its certificate must chain to the current trust bundle (or, before the
+    /// first SVID, to the bootstrap roots) and name the control plane's SPIFFE ID in this trust domain.
+    /// </summary>
+    private static SocketsHttpHandler TlsHandler(SpiffeId id, SvidStore store, CertificateAuthorityClientOptions options, TimeProvider time)
+    {
+        var bootstrap = options.BootstrapRootsFile is { } file ? TrustBundle.FromPem(File.ReadAllText(file)) : null;
+        var controlPlane = SpiffeId.ForWorkload(id.TrustDomain, "meshproxy-system", options.ControlPlaneServiceAccount);
+        var verifier = new PeerCertificateVerifier(time);
+        var callback = verifier.CreateCallback(
+            () => store.TrustBundle ?? bootstrap ?? throw new InvalidOperationException("no trust bundle yet to check the control plane's certificate: set the bootstrap roots file"),
+            id.TrustDomain,
+            PeerRole.Server,
+            new HashSet<SpiffeId> { controlPlane });
+        return new SocketsHttpHandler
+        {
+            SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = callback },
+        };
+    }
+}
