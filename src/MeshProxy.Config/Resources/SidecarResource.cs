@@ -16,7 +16,8 @@ public sealed record SidecarSpec(
     AppSpec App,
     ListenerPorts Listeners,
     TimeSpan DrainDuration,
-    ControlPlaneSpec? ControlPlane);
+    ControlPlaneSpec? ControlPlane,
+    SidecarTlsSpec? Tls = null);
 
 /// <summary>Who the workload is: the name, namespace and service account its identity is made of.</summary>
 public sealed record WorkloadSpec(string Name, string Namespace, string ServiceAccount, IReadOnlyDictionary<string, string> Labels);
@@ -35,3 +36,11 @@ public sealed record ListenerPorts(int Outbound, int Inbound, int Admin, int Sta
 
 /// <summary>Where the control plane is and how the sidecar proves who it is to it.</summary>
 public sealed record ControlPlaneSpec(string Address, string? TokenFile);
+
+/// <summary>
+/// The workload's identity from files (standalone mode): an X.509 SVID chain (leaf first), its private key
+/// and the trust bundle, all PEM. The sidecar re-reads them whenever they change, so an external issuer
+/// (cert-manager, SPIRE's helper) can rotate them in place. Paths are absolute, or relative to the file
+/// the resource was read from.
+/// </summary>
+public sealed record SidecarTlsSpec(string CertificateChainFile, string PrivateKeyFile, string TrustBundleFile);

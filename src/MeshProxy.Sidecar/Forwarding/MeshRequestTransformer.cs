@@ -1,3 +1,4 @@
+using MeshProxy.Sidecar.Identity;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
@@ -39,6 +40,10 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         // The caller's identity is told to the app by the sidecar alone; whatever a caller sent under
         // this name is a forgery attempt and is dropped.
         headers.Remove(ClientCertHeader);
+        if (PeerIdentity.Of(httpContext) is { } peer)
+        {
+            headers.TryAddWithoutValidation(ClientCertHeader, peer.ForwardedClientCert);
+        }
 
         var remote = httpContext.Connection.RemoteIpAddress?.ToString();
         if (remote is not null)

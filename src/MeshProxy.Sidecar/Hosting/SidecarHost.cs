@@ -1,5 +1,7 @@
 using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Identity;
 using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Pipelines;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -35,6 +37,12 @@ internal static class SidecarHost
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<SnapshotStore>();
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BootstrapFileSource>(sp, configPath));
+        // Identity: one SvidStore, filled by spec.tls's files here (or by the control plane's CA).
+        services.AddSingleton<SidecarIdentity>();
+        services.AddSingleton(sp => new PeerCertificateVerifier(sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<TlsFileSource>();
+        services.AddSingleton<UpstreamIdentities>();
+        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<UpstreamTls>(sp, sp.GetRequiredService<ILoggerFactory>().CreateLogger<UpstreamTls>()));
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
         services.AddSingleton<OutboundPipeline>();
@@ -45,6 +53,7 @@ internal static class SidecarHost
 
         var host = builder.Build();
         host.Services.GetRequiredService<BootstrapFileSource>().LoadInitial();
+        host.Services.GetRequiredService<TlsFileSource>().LoadInitial();
         return host;
     }
 }

@@ -10,7 +10,8 @@ namespace MeshProxy.Sidecar.Pipelines;
 
 /// <summary>
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
-/// snapshot -> request id -> forward to 127.0.0.1:appPort (x-forwarded-*, caller identity header
+/// snapshot -> request id -> (the caller's SPIFFE ID, verified once per connection by Listeners/InboundTls.cs,
+/// readable as PeerIdentity.Of(context); null on PERMISSIVE plaintext) -> forward to 127.0.0.1:appPort (x-forwarded-*, caller identity header
 /// reset) -> failures as response flags.
 /// </summary>
 internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, ILogger<InboundPipeline> logger)

@@ -64,8 +64,8 @@ internal sealed class OutboundPipeline(SnapshotStore store, IHttpForwarder forwa
             return;
         }
 
-        // 5. Forward, streaming both bodies.
-        var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound,
+        // 5. Forward, streaming both bodies; mTLS when the endpoint is a mesh sidecar (identity step, Forwarding/UpstreamTls.cs).
+        var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.OutboundFor(endpoint),
             UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Outbound);
 
         // 6. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
