@@ -1,5 +1,6 @@
 using MeshProxy.Sidecar.Identity;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -54,7 +55,7 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         }
 
         headers.Remove("x-forwarded-proto");
-        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Request.Scheme);
+        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Features.Get<ITlsConnectionFeature>() is null ? "http" : "https");
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)

@@ -31,7 +31,14 @@ internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapsho
     private const byte TlsHandshakeRecord = 0x16;
 
     /// <summary>Installs the middleware; it must run before the cleartext HTTP/2 detection.</summary>
-    public void Install(ListenOptions listen) => listen.Use(next => connection => HandleAsync(connection, next));
+    public void Install(ListenOptions listen)
+    {
+        // A sidecar originating mTLS speaks HTTP/2 over a stream it secured itself (Forwarding/UpstreamTls.cs),
+        // so its requests say :scheme http on a TLS connection, which Kestrel would reset. Whether the hop is
+        // TLS is known from the connection, not from what the client claims.
+        listen.KestrelServerOptions.AllowAlternateSchemes = true;
+        listen.Use(next => connection => HandleAsync(connection, next));
+    }
 
     private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
     {

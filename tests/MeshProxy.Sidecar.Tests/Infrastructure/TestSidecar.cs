@@ -1,6 +1,7 @@
 using System.Net;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Hosting;
+using MeshProxy.Sidecar.Identity;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -25,6 +26,8 @@ internal sealed class TestSidecar : IAsyncDisposable
 
     public BootstrapFileSource Source => _host.Services.GetRequiredService<BootstrapFileSource>();
 
+    public SidecarIdentity Identity => _host.Services.GetRequiredService<SidecarIdentity>();
+
     public IPEndPoint Outbound => Lifecycle.Endpoints.Outbound!;
 
     public IPEndPoint Inbound => Lifecycle.Endpoints.Inbound!;
@@ -37,11 +40,11 @@ internal sealed class TestSidecar : IAsyncDisposable
 
     public Uri InboundUri => new($"http://{Inbound}");
 
-    public static async Task<TestSidecar> StartAsync(MeshYaml yaml)
+    public static async Task<TestSidecar> StartAsync(MeshYaml yaml, Action<IServiceCollection>? configureServices = null)
     {
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
         var path = yaml.WriteTo(dir);
-        var host = SidecarHost.Build(path);
+        var host = SidecarHost.Build(path, configureServices);
         await host.StartAsync();
         return new TestSidecar(host, path);
     }
