@@ -63,8 +63,9 @@ public sealed class X509Svid
             // CreateFromPem checks that the key is the leaf's own.
             withKey = X509Certificate2.CreateFromPem(leaf.ExportCertificatePem(), privateKeyPem);
         }
-        catch (CryptographicException ex)
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException)
         {
+            // A key for another certificate is an ArgumentException from CopyWithPrivateKey: still bad input, not a bug.
             throw new CryptographicException($"the private key cannot be used with the certificate for {id}: {ex.Message}", ex);
         }
 

@@ -101,7 +101,20 @@ internal sealed class TlsFileSource : IDisposable
                 return;
             }
 
-            if (TryLoad(_files, _snapshots.Current.Mesh.TrustDomain, out var error) == false && error != _lastError)
+            bool? loaded;
+            string? error;
+            try
+            {
+                loaded = TryLoad(_files, _snapshots.Current.Mesh.TrustDomain, out error);
+            }
+            catch (Exception ex)
+            {
+                // A timer callback must never throw: that would end the process over a bad file.
+                loaded = false;
+                error = $"{_files.CertificateChainFile}: {ex.Message}";
+            }
+
+            if (loaded == false && error != _lastError)
             {
                 // Logged once per distinct problem: a writer replacing the files one by one shows a mismatch
                 // for a moment, and a broken file must not flood the log every second.
