@@ -200,11 +200,11 @@ EOF
 # Fixed-rate run against $1 ($2: proxy pids to account CPU for). Prints "p99_ms requests non200 cpu_percent".
 fixed_rate() {
     local url=$1; shift
-    taskset -c $LOAD_CORE h2load --h1 -c $CLIENTS --rps $RPS_PER_CLIENT -D $WARM -H 'host: backend' "$url" >/dev/null 2>&1 || true
+    timeout $((DUR + WARM + 30)) taskset -c $LOAD_CORE h2load --h1 -c $CLIENTS --rps $RPS_PER_CLIENT -D $WARM -H ':authority: backend' "$url" >/dev/null 2>&1 || true
     local before=0 after=0 pid
     for pid in "$@"; do before=$((before + $(cpu_ticks "$pid"))); done
     local t0; t0=$(date +%s.%N)
-    taskset -c $LOAD_CORE h2load --h1 -c $CLIENTS --rps $RPS_PER_CLIENT -D $DUR -H 'host: backend' --log-file="$WORK/h2load.log" "$url" >"$WORK/h2load.out" 2>&1 || true
+    timeout $((DUR + WARM + 30)) taskset -c $LOAD_CORE h2load --h1 -c $CLIENTS --rps $RPS_PER_CLIENT -D $DUR -H ':authority: backend' --log-file="$WORK/h2load.log" "$url" >"$WORK/h2load.out" 2>&1 || true
     local t1; t1=$(date +%s.%N)
     for pid in "$@"; do after=$((after + $(cpu_ticks "$pid"))); done
     local stats; stats=$(p99_of "$WORK/h2load.log")
