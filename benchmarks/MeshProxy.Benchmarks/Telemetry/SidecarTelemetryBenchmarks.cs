@@ -86,7 +86,7 @@ public class SidecarTelemetryBenchmarks
                 RequestProtocol = "http",
                 ResponseCode = 200,
                 ResponseFlags = "-",
-                ConnectionSecurityPolicy = PeerIdentity.None,
+                ConnectionSecurityPolicy = PeerTelemetry.None,
             },
             3.5, 0, 512);
 }

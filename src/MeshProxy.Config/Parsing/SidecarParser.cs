@@ -61,7 +61,22 @@ internal static class SidecarParser
             cp.Finish();
         }
 
-        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane, ParseEgress(spec)));
+        SidecarTlsSpec? tls = null;
+        if (spec.Map("tls") is { } tlsMap)
+        {
+            var chain = tlsMap.String("certificateChainFile", required: true);
+            var key = tlsMap.String("privateKeyFile", required: true);
+            var bundle = tlsMap.String("trustBundleFile", required: true);
+            tlsMap.Finish();
+            if (chain is not null && key is not null && bundle is not null)
+            {
+                var baseDirectory = Path.GetDirectoryName(Path.GetFullPath(source.File)) ?? Directory.GetCurrentDirectory();
+                tls = new SidecarTlsSpec(
+                    Path.GetFullPath(chain, baseDirectory), Path.GetFullPath(key, baseDirectory), Path.GetFullPath(bundle, baseDirectory));
+            }
+        }
+
+        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane, ParseEgress(spec), tls));
     }
 
     /// <summary>Istio's Sidecar egress: without it a workload may reach every service of the mesh.</summary>

@@ -17,7 +17,8 @@ public sealed record SidecarSpec(
     ListenerPorts Listeners,
     TimeSpan DrainDuration,
     ControlPlaneSpec? ControlPlane,
-    IReadOnlyList<EgressHost>? Egress = null);
+    IReadOnlyList<EgressHost>? Egress = null,
+    SidecarTlsSpec? Tls = null);
 
 /// <summary>Who the workload is: the name, namespace and service account its identity is made of.</summary>
 public sealed record WorkloadSpec(string Name, string Namespace, string ServiceAccount, IReadOnlyDictionary<string, string> Labels);
@@ -52,3 +53,11 @@ public sealed record EgressHost(string Namespace, string Host)
 
     public override string ToString() => $"{Namespace}/{Host}";
 }
+
+/// <summary>
+/// The workload's identity from files (standalone mode): an X.509 SVID chain (leaf first), its private key
+/// and the trust bundle, all PEM. The sidecar re-reads them whenever they change, so an external issuer
+/// (cert-manager, SPIRE's helper) can rotate them in place. Paths are absolute, or relative to the file
+/// the resource was read from.
+/// </summary>
+public sealed record SidecarTlsSpec(string CertificateChainFile, string PrivateKeyFile, string TrustBundleFile);

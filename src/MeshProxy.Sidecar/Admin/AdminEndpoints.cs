@@ -1,7 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using MeshProxy.Sidecar.Configuration;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using MeshProxy.Sidecar.Hosting;
+using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
@@ -13,7 +16,7 @@ namespace MeshProxy.Sidecar.Admin;
 /// Commands are POST-only so that a stray GET (a browser, a crawler, a health check misconfigured onto
 /// this port) can never drain or stop the proxy.
 /// </summary>
-internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifecycle, ILogger<AdminEndpoints> logger)
+internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifecycle, SidecarIdentity identity, ILogger<AdminEndpoints> logger)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -27,10 +30,11 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
         return context.Request.Path.Value switch
         {
             "/config_dump" when HttpMethods.IsGet(method) => ConfigDumpAsync(context),
+            "/certs" when HttpMethods.IsGet(method) => CertsAsync(context),
             "/drain" when HttpMethods.IsPost(method) => DrainAsync(context),
             "/quitquitquit" when HttpMethods.IsPost(method) => QuitAsync(context),
-            "/" when HttpMethods.IsGet(method) => TextAsync(context, 200, "GET /config_dump\nPOST /drain\nPOST /quitquitquit\n"),
-            "/config_dump" or "/drain" or "/quitquitquit" => TextAsync(context, 405, $"{method} not allowed here\n"),
+            "/" when HttpMethods.IsGet(method) => TextAsync(context, 200, "GET /config_dump\nGET /certs\nPOST /drain\nPOST /quitquitquit\n"),
+            "/config_dump" or "/certs" or "/drain" or "/quitquitquit" => TextAsync(context, 405, $"{method} not allowed here\n"),
             _ => TextAsync(context, 404, "not found: GET / lists the admin endpoints\n"),
         };
     }
@@ -78,6 +82,50 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
         context.Response.ContentType = "application/json";
         return JsonSerializer.SerializeAsync(context.Response.Body, dump, Json, context.RequestAborted);
     }
+
+    /// <summary>The workload's SVID (chain, SPIFFE ID, validity, seconds to expiry) and trust bundle, as Envoy's /certs shows them.</summary>
+    private Task CertsAsync(HttpContext context)
+    {
+        var svid = identity.Store.Current;
+        var bundle = identity.Store.TrustBundle;
+        var now = DateTimeOffset.UtcNow;
+        var counters = identity.Counters;
+        var certs = new
+        {
+            enabled = identity.Enabled,
+            mtlsMode = store.Current.Mesh.Mtls,
+            trustDomain = store.Current.Mesh.TrustDomain,
+            spiffeId = svid?.SpiffeId.Value,
+            notBefore = svid?.NotBefore,
+            notAfter = svid?.NotAfter,
+            secondsToExpiry = svid is null ? (long?)null : (long)Math.Floor((svid.NotAfter - now).TotalSeconds),
+            chain = svid is null ? null : new[] { svid.Certificate }.Concat(svid.Intermediates).Select(Describe),
+            trustBundle = bundle?.Roots.Select(Describe),
+            handshakes = new
+            {
+                inbound = counters.InboundHandshakes,
+                inboundPeerRefused = counters.InboundPeerRefused,
+                inboundHandshakeFailures = counters.InboundHandshakeFailures,
+                plaintextAccepted = counters.PlaintextAccepted,
+                plaintextRefused = counters.PlaintextRefused,
+                outbound = counters.OutboundHandshakes,
+                outboundPeerRefused = counters.OutboundPeerRefused,
+                outboundHandshakeFailures = counters.OutboundHandshakeFailures,
+            },
+        };
+        context.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(context.Response.Body, certs, Json, context.RequestAborted);
+    }
+
+    private static object Describe(X509Certificate2 certificate) => new
+    {
+        subject = certificate.Subject,
+        issuer = certificate.Issuer,
+        serialNumber = certificate.SerialNumber,
+        notBefore = new DateTimeOffset(certificate.NotBefore.ToUniversalTime(), TimeSpan.Zero),
+        notAfter = new DateTimeOffset(certificate.NotAfter.ToUniversalTime(), TimeSpan.Zero),
+        sha256 = certificate.GetCertHashString(HashAlgorithmName.SHA256).ToLowerInvariant(),
+    };
 
     private Task DrainAsync(HttpContext context)
     {

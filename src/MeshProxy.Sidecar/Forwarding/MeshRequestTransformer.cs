@@ -1,5 +1,7 @@
+using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -40,6 +42,10 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         // The caller's identity is told to the app by the sidecar alone; whatever a caller sent under
         // this name is a forgery attempt and is dropped.
         headers.Remove(ClientCertHeader);
+        if (PeerIdentity.Of(httpContext) is { } peer)
+        {
+            headers.TryAddWithoutValidation(ClientCertHeader, peer.ForwardedClientCert);
+        }
 
         var remote = httpContext.Connection.RemoteIpAddress?.ToString();
         if (remote is not null)
@@ -50,7 +56,7 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         }
 
         headers.Remove("x-forwarded-proto");
-        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Request.Scheme);
+        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Features.Get<ITlsConnectionFeature>() is null ? "http" : "https");
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)

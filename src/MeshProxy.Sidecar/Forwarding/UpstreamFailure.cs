@@ -13,6 +13,8 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
 {
     public static UpstreamFailure Classify(ForwarderError error, Exception? exception) => error switch
     {
+        ForwarderError.Request when Find<UpstreamPeerRefusedException>(exception) is { } refused =>
+            new(ResponseFlags.UpstreamPeerIdentity, 503, "upstream identity refused: " + refused.Message),
         ForwarderError.Request when IsConnectFailure(exception) =>
             new(ResponseFlags.UpstreamConnectionFailure, 503, "upstream connect error: " + Describe(exception)),
         ForwarderError.Request or ForwarderError.ResponseHeaders =>
@@ -42,6 +44,20 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
         return StatusCode == 0
             ? Task.CompletedTask
             : LocalReply.WriteAsync(context, StatusCode, Flags, Reason);
+    }
+
+    private static T? Find<T>(Exception? exception)
+        where T : Exception
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is T found)
+            {
+                return found;
+            }
+        }
+
+        return null;
     }
 
     private static bool IsConnectFailure(Exception? exception)

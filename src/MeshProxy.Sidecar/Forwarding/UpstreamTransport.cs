@@ -1,5 +1,7 @@
 using System.Net;
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.Routing;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace MeshProxy.Sidecar.Forwarding;
@@ -7,7 +9,9 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// <summary>
 /// The HTTP clients the forwarder sends with: one connection pool for the local app (inbound) and one
 /// for everything else (outbound). A SocketsHttpHandler pools per scheme/host/port by itself, so one
-/// handler per direction is enough and keeps connection reuse maximal.
+/// handler per direction is enough and keeps connection reuse maximal. Mesh endpoints get a third handler
+/// whose connections are all mutual TLS (<see cref="UpstreamTls"/>): an address:port is either a sidecar
+/// or not, so the two outbound handlers never hold a connection to the same endpoint.
 /// </summary>
 internal sealed class UpstreamTransport : IDisposable
 {
@@ -30,8 +34,11 @@ internal sealed class UpstreamTransport : IDisposable
         ActivityTimeout = StreamIdleTimeout,
     };
 
-    public UpstreamTransport()
+    private readonly SidecarIdentity _identity;
+
+    public UpstreamTransport(SidecarIdentity identity, UpstreamTls upstreamTls)
     {
+        _identity = identity;
         Inbound = new HttpMessageInvoker(CreateHandler());
         var outbound = CreateHandler();
         // Connect timeout and connection limit are per destination (DestinationPolicy), which one
@@ -39,11 +46,26 @@ internal sealed class UpstreamTransport : IDisposable
         outbound.ConnectCallback = Resilience.UpstreamConnector.ConnectAsync;
         outbound.ConnectTimeout = Timeout.InfiniteTimeSpan;
         Outbound = new HttpMessageInvoker(outbound);
+        var mtls = CreateHandler();
+        mtls.ConnectCallback = upstreamTls.ConnectAsync;
+        mtls.ConnectTimeout = Timeout.InfiniteTimeSpan;
+        OutboundMtls = new HttpMessageInvoker(mtls);
     }
 
     public HttpMessageInvoker Inbound { get; }
 
     public HttpMessageInvoker Outbound { get; }
+
+    /// <summary>Connections that are mutual TLS, made by <see cref="UpstreamTls"/>.</summary>
+    public HttpMessageInvoker OutboundMtls { get; }
+
+    /// <summary>
+    /// The rule for originating mTLS: the sidecar has an identity, and the endpoint names the service account
+    /// it runs as (which is what makes it a mesh sidecar; endpoints without one are outside the mesh and
+    /// stay plaintext).
+    /// </summary>
+    public HttpMessageInvoker OutboundFor(UpstreamEndpoint endpoint) =>
+        endpoint.Identity is not null && _identity.Enabled ? OutboundMtls : Outbound;
 
     public static ForwarderRequestConfig ConfigFor(AppProtocol protocol) => protocol.IsHttp2() ? Http2 : Http11;
 
@@ -51,6 +73,7 @@ internal sealed class UpstreamTransport : IDisposable
     {
         Inbound.Dispose();
         Outbound.Dispose();
+        OutboundMtls.Dispose();
     }
 
     private static SocketsHttpHandler CreateHandler() => new()

@@ -2,7 +2,9 @@ using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.ControlPlaneClient;
+using MeshProxy.Identity;
 using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Pipelines;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
@@ -57,6 +59,12 @@ internal static class SidecarHost
             services.AddSingleton<IConfigSource>(sp => sp.GetRequiredService<ControlPlaneSource>());
         }
 
+        // Identity: one SvidStore, filled by spec.tls's files here (or by the control plane's CA).
+        services.AddSingleton<SidecarIdentity>();
+        services.AddSingleton(sp => new PeerCertificateVerifier(sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<TlsFileSource>();
+        services.AddSingleton<UpstreamIdentities>();
+        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<UpstreamTls>(sp, sp.GetRequiredService<ILoggerFactory>().CreateLogger<UpstreamTls>()));
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
         services.AddSingleton<Resilience.ResilientForwarder>();
@@ -82,6 +90,7 @@ internal static class SidecarHost
             host.Services.GetRequiredService<ControlPlaneSource>().LoadInitial();
         }
 
+        host.Services.GetRequiredService<TlsFileSource>().LoadInitial();
         return host;
     }
 }

@@ -1,10 +1,13 @@
 using System.Diagnostics;
 using System.Net;
+using MeshProxy.Identity;
 using MeshProxy.Sidecar.Admin;
+using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Pipelines;
 using MeshProxy.Sidecar.Telemetry;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -70,13 +73,22 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var spec = _store.Current.Sidecar.Spec.Listeners;
-        var admin = new AdminEndpoints(_store, this, _loggerFactory.CreateLogger<AdminEndpoints>());
+        var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), _loggerFactory.CreateLogger<AdminEndpoints>());
         var stats = new StatsEndpoints(this, _telemetry.Registry);
 
         // Admin is bound to loopback whatever the configuration says: it can drain and stop the proxy.
         _adminServer = await StartAsync("admin", new IPEndPoint(IPAddress.Loopback, spec.Admin), admin.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);
         _statsServer = await StartAsync("stats", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Stats), stats.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);
-        _inboundServer = await StartAsync("inbound", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Inbound), _inbound.HandleAsync, acceptHttp2: true, OriginalDestinationMiddleware.Install, cancellationToken);
+        // Inbound is mTLS once the workload has an identity (Listeners/InboundTls.cs); plaintext otherwise (local development only).
+        var identity = _services.GetRequiredService<SidecarIdentity>();
+        var inboundTls = identity.Enabled
+            ? new InboundTls(identity, _store, _services.GetRequiredService<PeerCertificateVerifier>(), _loggerFactory.CreateLogger<InboundTls>())
+            : null;
+        _inboundServer = await StartAsync("inbound", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Inbound), _inbound.HandleAsync, acceptHttp2: true, listen =>
+        {
+            OriginalDestinationMiddleware.Install(listen);
+            inboundTls?.Install(listen);
+        }, cancellationToken);
         _outboundServer = await StartAsync("outbound", new IPEndPoint(IPAddress.Parse(spec.OutboundAddress), spec.Outbound), _outbound.HandleAsync, acceptHttp2: true, OriginalDestinationMiddleware.Install, cancellationToken);
         _source.StartWatching();
         _ready = true;

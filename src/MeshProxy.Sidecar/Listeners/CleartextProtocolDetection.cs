@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 
 namespace MeshProxy.Sidecar.Listeners;
 
@@ -39,6 +40,13 @@ internal sealed class CleartextProtocolDetection
         listen.Protocols = HttpProtocols.Http1;
         listen.Use(next => async connection =>
         {
+            // mTLS (InboundTls ran first): ALPN already said which protocol the client speaks.
+            if (connection.Features.Get<ITlsApplicationProtocolFeature>() is { } alpn)
+            {
+                await (alpn.ApplicationProtocol.Span.SequenceEqual("h2"u8) && _http2Handler is { } tlsH2 ? tlsH2(connection) : next(connection));
+                return;
+            }
+
             var http2 = await StartsWithPrefaceAsync(connection);
             if (http2 is null)
             {

@@ -10,8 +10,9 @@ namespace MeshProxy.Sidecar.Pipelines;
 
 /// <summary>
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
-/// snapshot -> request id -> telemetry start -> forward to 127.0.0.1:appPort (x-forwarded-*, caller
-/// identity header reset) -> failures as response flags -> telemetry (reporter=destination).
+/// snapshot -> request id -> telemetry start -> the caller's SPIFFE ID (verified once per connection by
+/// Listeners/InboundTls.cs; null on PERMISSIVE plaintext) -> forward to 127.0.0.1:appPort (x-forwarded-*,
+/// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
 internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<InboundPipeline> logger)
 {

@@ -81,7 +81,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             ForwarderError error;
             try
             {
-                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Outbound, config,
+                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.OutboundFor(endpoint), config,
                     AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
             }
             finally

@@ -4,8 +4,8 @@ namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// Who is at the other end of the connection, as established by mutual TLS. The mTLS listener sets it
-/// on the connection's features after the handshake (once per connection, so the principal string is
-/// one instance per connection); telemetry reads it through <see cref="PeerIdentity"/> and nowhere else.
+/// on the connection after the handshake (once per connection, so the principal string is one instance
+/// per connection); telemetry reads it through <see cref="PeerTelemetry"/> and nowhere else.
 /// </summary>
 internal interface IPeerIdentityFeature
 {
@@ -17,13 +17,13 @@ internal interface IPeerIdentityFeature
 }
 
 /// <summary>The single place telemetry learns the peer's principal and the connection's security policy.</summary>
-internal static class PeerIdentity
+internal static class PeerTelemetry
 {
     public const string MutualTls = "mutual_tls";
     public const string None = "none";
 
-    /// <summary>The authenticated peer on an mTLS connection; null (exported "unknown") on plaintext.</summary>
-    public static IPeerIdentityFeature? Of(HttpContext context) => context.Features.Get<IPeerIdentityFeature>();
+    /// <summary>The peer authenticated by mutual TLS on this connection (Identity/PeerIdentity); null (exported "unknown") on plaintext.</summary>
+    public static IPeerIdentityFeature? Of(HttpContext context) => Identity.PeerIdentity.Of(context);
 
     /// <summary>Istio's connection_security_policy: "mutual_tls" when the peer was authenticated, else "none".</summary>
     public static string SecurityPolicy(IPeerIdentityFeature? peer) => peer is null ? None : MutualTls;

@@ -42,6 +42,13 @@ internal enum ResponseFlags
 
     /// <summary>SI: a stream (an upgraded connection, say) sat idle past its timeout.</summary>
     StreamIdleTimeout = 1 << 10,
+
+    /// <summary>
+    /// UPI (MeshProxy's own, not Envoy's): the upstream's mTLS certificate was refused — a SPIFFE ID the
+    /// destination may not have, another trust domain, an untrusted issuer. Envoy folds this into UF; a
+    /// mesh keeps it apart because a wrong peer is a security event, not an outage.
+    /// </summary>
+    UpstreamPeerIdentity = 1 << 11,
 }
 
 internal static class ResponseFlagCodes
@@ -59,6 +66,7 @@ internal static class ResponseFlagCodes
         (ResponseFlags.DownstreamProtocolError, "DPE"),
         (ResponseFlags.UpstreamProtocolError, "UPE"),
         (ResponseFlags.StreamIdleTimeout, "SI"),
+        (ResponseFlags.UpstreamPeerIdentity, "UPI"),
     ];
 
     /// <summary>"-" for none (Envoy's spelling), the code for one flag, codes joined by commas for several.</summary>

@@ -96,11 +96,11 @@ internal sealed class SidecarTelemetry : IDisposable
 
         // Outbound, the peer is the upstream: its identity will come from the upstream TLS connection
         // once mTLS lands; until then it is unknown and the connection is plaintext.
-        var peer = outbound ? null : PeerIdentity.Of(context);
+        var peer = outbound ? null : PeerTelemetry.Of(context);
         var workload = outbound
             ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster) : labels.OutboundBlackHole
             : labels.Inbound(CalledAs(snapshot, request), peer);
-        var security = PeerIdentity.SecurityPolicy(peer);
+        var security = PeerTelemetry.SecurityPolicy(peer);
 
         Istio.RecordRequest(
             new RequestLabels

@@ -7,8 +7,11 @@ internal sealed class MeshYaml
 {
     private readonly StringBuilder _docs = new();
 
-    public MeshYaml(string workload, int appPort, string appProtocol = "HTTP", string drain = "1s", int outboundPort = 0, int inboundPort = 0)
+    public MeshYaml(string workload, int appPort, string appProtocol = "HTTP", string drain = "1s", int outboundPort = 0, int inboundPort = 0, Identity.TlsFiles? tls = null)
     {
+        var tlsSection = tls is null
+            ? string.Empty
+            : $"  tls: {{ certificateChainFile: {tls.Chain}, privateKeyFile: {tls.Key}, trustBundleFile: {tls.Bundle} }}\n";
         _docs.Append($"""
             apiVersion: meshproxy.io/v1alpha1
             kind: Sidecar
@@ -18,7 +21,7 @@ internal sealed class MeshYaml
               app: {"{"} port: {appPort}, protocol: {appProtocol} {"}"}
               listeners: {"{"} outbound: {outboundPort}, inbound: {inboundPort}, admin: 0, stats: 0, inboundAddress: 127.0.0.1 {"}"}
               drainDuration: {drain}
-
+            {tlsSection}
             """);
     }
 
@@ -41,6 +44,37 @@ internal sealed class MeshYaml
 
         return this;
     }
+
+    /// <summary>A mesh service: its endpoints run sidecars as <paramref name="serviceAccount"/>, so they are called over mTLS.</summary>
+    public MeshYaml MeshService(string name, int port, string protocol, string serviceAccount, IReadOnlyList<string>? subjectAltNames, params int[] endpointPorts)
+    {
+        _docs.Append($"""
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Service
+            metadata: {"{"} name: {name}, namespace: test {"}"}
+            spec:
+              ports: [{"{"} port: {port}, protocol: {protocol} {"}"}]
+              subjectAltNames: [{string.Join(", ", subjectAltNames ?? [])}]
+              endpoints:
+
+            """);
+        foreach (var p in endpointPorts)
+        {
+            _docs.Append($"    - {{ address: 127.0.0.1, port: {p}, serviceAccount: {serviceAccount} }}\n");
+        }
+
+        return this;
+    }
+
+    /// <summary>A MeshConfig with the given inbound mTLS mode (STRICT or PERMISSIVE).</summary>
+    public MeshYaml Mtls(string mode) => Raw($"""
+        apiVersion: meshproxy.io/v1alpha1
+        kind: MeshConfig
+        metadata: {"{"} name: mesh, namespace: meshproxy-system {"}"}
+        spec:
+          mtls: {"{"} mode: {mode} {"}"}
+        """);
 
     public MeshYaml Raw(string yaml)
     {

@@ -1,6 +1,7 @@
 using System.Net;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Hosting;
+using MeshProxy.Sidecar.Identity;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -24,6 +25,8 @@ internal sealed class TestSidecar : IAsyncDisposable
     public SnapshotStore Store => _host.Services.GetRequiredService<SnapshotStore>();
 
     public BootstrapFileSource Source => _host.Services.GetRequiredService<BootstrapFileSource>();
+
+    public SidecarIdentity Identity => _host.Services.GetRequiredService<SidecarIdentity>();
 
     public IPEndPoint Outbound => Lifecycle.Endpoints.Outbound!;
 

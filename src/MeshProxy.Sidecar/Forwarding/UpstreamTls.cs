@@ -1,0 +1,100 @@
+using System.Net;
+using System.Net.Http;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using MeshProxy.Identity;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Identity;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Forwarding;
+
+/// <summary>The server of an outbound mTLS connection is not one the destination may be; the request fails with flag UPI.</summary>
+internal sealed class UpstreamPeerRefusedException(string endpoint, PeerVerificationResult verdict)
+    : AuthenticationException($"server {endpoint} refused: {verdict}")
+{
+    public PeerVerificationResult Verdict { get; } = verdict;
+}
+
+/// <summary>
+/// Originates mutual TLS to mesh endpoints, as the ConnectCallback of the outbound mTLS handler: TCP, then
+/// an SslStream handshake presenting the SVID current at that moment (so pooled connections keep the
+/// certificate they were made with and new ones take a rotated one), then the server's certificate checked
+/// against the trust bundle and the identities its endpoint may have. The handler above sees an already
+/// secured stream and speaks HTTP/1.1 or HTTP/2 (prior knowledge) over it, as the request's version asks;
+/// ALPN offers exactly that protocol, so the inbound sidecar picks the same one.
+/// </summary>
+internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapshots, UpstreamIdentities expected, PeerCertificateVerifier verifier, ILogger logger)
+{
+    public async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var endPoint = context.DnsEndPoint;
+
+        // The TCP connection comes from the resilience layer's connector, so mTLS destinations get
+        // the same per-destination connect timeout and connection limit as plaintext ones.
+        var transport = await Resilience.UpstreamConnector.ConnectAsync(context, cancellationToken);
+        var ssl = new SslStream(transport, leaveInnerStreamOpen: false);
+        try
+        {
+            await AuthenticateAsync(ssl, endPoint, context.InitialRequestMessage.Version, cancellationToken);
+            identity.Counters.CountOutboundHandshake();
+            return ssl;
+        }
+        catch (UpstreamPeerRefusedException ex)
+        {
+            identity.Counters.CountOutboundRefused(ex.Verdict.Failure);
+            logger.OutboundPeerRefused($"{endPoint.Host}:{endPoint.Port}", ex.Verdict.Failure.ToString(), ex.Verdict.Message);
+            await ssl.DisposeAsync();
+            throw;
+        }
+        catch
+        {
+            identity.Counters.CountOutboundHandshakeFailure();
+            await ssl.DisposeAsync();
+            throw;
+        }
+    }
+
+    private async Task AuthenticateAsync(SslStream ssl, DnsEndPoint endPoint, Version version, CancellationToken cancellationToken)
+    {
+        var name = $"{endPoint.Host}:{endPoint.Port}";
+        if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
+        {
+            throw new AuthenticationException($"no SVID yet: cannot originate mTLS to {name}");
+        }
+
+        var snapshot = snapshots.Current;
+        var allowed = expected.For(snapshot, endPoint.Host, endPoint.Port);
+        var trustDomain = snapshot.Mesh.TrustDomain;
+        PeerVerificationResult? verdict = null;
+        var options = new SslClientAuthenticationOptions
+        {
+            // An IP literal sends no SNI; the server's identity is its SPIFFE ID, not a host name.
+            TargetHost = endPoint.Host,
+            ClientCertificateContext = svid.CertificateContext,
+            EnabledSslProtocols = MeshTls.Protocols,
+            CipherSuitesPolicy = MeshTls.CipherSuitesPolicy,
+            ApplicationProtocols = version.Major >= 2 ? MeshTls.OutboundAlpnHttp2 : MeshTls.OutboundAlpnHttp11,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            AllowRenegotiation = false,
+            RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
+            {
+                verdict = verifier.Verify(certificate as X509Certificate2, chain?.ChainPolicy.ExtraStore, bundle, trustDomain, PeerRole.Server, allowed);
+                return verdict.IsValid;
+            },
+        };
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(MeshTls.HandshakeTimeout);
+        try
+        {
+            await ssl.AuthenticateAsClientAsync(options, timeout.Token);
+        }
+        catch (AuthenticationException) when (verdict is { IsValid: false } refused)
+        {
+            throw new UpstreamPeerRefusedException(name, refused);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using MeshProxy.Identity;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
+
+namespace MeshProxy.Sidecar.Identity;
+
+/// <summary>
+/// Who is on the other end of an inbound connection, verified once in its handshake and kept in the
+/// connection's items for every request on it. Authorization reads <see cref="SpiffeId"/>; telemetry reads
+/// it as source_principal; the inbound forwarder passes <see cref="ForwardedClientCert"/> to the app.
+/// A plaintext connection (PERMISSIVE mode) has none.
+/// </summary>
+internal sealed class PeerIdentity : Telemetry.IPeerIdentityFeature
+{
+    private PeerIdentity(SpiffeId spiffeId, string certificateHash, string forwardedClientCert)
+    {
+        SpiffeId = spiffeId;
+        CertificateHash = certificateHash;
+        ForwardedClientCert = forwardedClientCert;
+    }
+
+    public SpiffeId SpiffeId { get; }
+
+    /// <summary>The SPIFFE ID as text, for logs, metrics and authorization (one string per connection).</summary>
+    public string Principal => SpiffeId.Value;
+
+    /// <summary>The namespace segment of the SPIFFE ID ("" when the ID has no /ns/ segment).</summary>
+    public string Namespace => SpiffeId.Namespace ?? string.Empty;
+
+    /// <summary>Lowercase hex SHA-256 of the peer certificate's DER encoding.</summary>
+    public string CertificateHash { get; }
+
+    /// <summary>The x-forwarded-client-cert value, in Envoy's format: By=&lt;our ID&gt;;Hash=&lt;hex&gt;;URI=&lt;peer ID&gt;.</summary>
+    public string ForwardedClientCert { get; }
+
+    public static PeerIdentity Create(SpiffeId peer, X509Certificate2 certificate, SpiffeId? self)
+    {
+        var hash = Convert.ToHexStringLower(SHA256.HashData(certificate.RawDataMemory.Span));
+        var xfcc = self is null ? $"Hash={hash};URI={peer.Value}" : $"By={self.Value};Hash={hash};URI={peer.Value}";
+        return new PeerIdentity(peer, hash, xfcc);
+    }
+
+    /// <summary>The verified peer of the request's connection, or null on plaintext.</summary>
+    public static PeerIdentity? Of(HttpContext context) =>
+        context.Features.Get<IConnectionItemsFeature>()?.Items is { } items && items.TryGetValue(typeof(PeerIdentity), out var value)
+            ? value as PeerIdentity
+            : null;
+}

@@ -1,0 +1,203 @@
+using System.IO.Pipelines;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using MeshProxy.Config.Resources;
+using MeshProxy.Identity;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Identity;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Listeners;
+
+/// <summary>
+/// Mutual TLS on the inbound listener, as a Kestrel connection middleware running SslStream itself.
+/// Kestrel's own UseHttps needs its HTTPS configuration service, which only the WebApplication/WebHost
+/// builders register; doing the handshake here instead keeps the listener a plain KestrelServer and gives
+/// us what UseHttps would not: the first-byte split of PERMISSIVE mode, the SVID picked per handshake from
+/// the store, the mesh verifier's reason for every refusal, and the peer's SPIFFE ID set once per connection.
+/// Kestrel then sees an ordinary TLS connection: ITlsConnectionFeature (scheme https, client certificate)
+/// and ITlsApplicationProtocolFeature (ALPN h2 or http/1.1, which picks the HTTP/2 or HTTP/1.1 handler).
+/// </summary>
+internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, ILogger logger)
+{
+    /// <summary>The first byte of a TLS record carrying a handshake message (RFC 8446 5.1, content type 22).</summary>
+    private const byte TlsHandshakeRecord = 0x16;
+
+    /// <summary>Installs the middleware; it must run before the cleartext HTTP/2 detection.</summary>
+    public void Install(ListenOptions listen)
+    {
+        // A sidecar originating mTLS speaks HTTP/2 over a stream it secured itself (Forwarding/UpstreamTls.cs),
+        // so its requests say :scheme http on a TLS connection, which Kestrel would reset. Whether the hop is
+        // TLS is known from the connection, not from what the client claims.
+        listen.KestrelServerOptions.AllowAlternateSchemes = true;
+        listen.Use(next => connection => HandleAsync(connection, next));
+    }
+
+    private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
+    {
+        var remote = connection.RemoteEndPoint?.ToString() ?? "unknown";
+        var first = await PeekFirstByteAsync(connection);
+        if (first is null)
+        {
+            connection.Abort();
+            return;
+        }
+
+        if (first != TlsHandshakeRecord)
+        {
+            if (snapshots.Current.Mesh.Mtls == MtlsMode.Permissive)
+            {
+                identity.Counters.CountPlaintextAccepted();
+                await next(connection);
+                return;
+            }
+
+            identity.Counters.CountPlaintextRefused();
+            logger.PlaintextRefused(remote);
+            connection.Abort();
+            return;
+        }
+
+        if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
+        {
+            identity.Counters.CountInboundHandshakeFailure();
+            logger.NoSvidYet(remote);
+            connection.Abort();
+            return;
+        }
+
+        await HandshakeAndServeAsync(connection, next, svid, bundle, remote);
+    }
+
+    private async Task HandshakeAndServeAsync(ConnectionContext connection, ConnectionDelegate next, X509Svid svid, TrustBundle bundle, string remote)
+    {
+        var original = connection.Transport;
+        var ssl = new SslStream(new DuplexPipeStream(original), leaveInnerStreamOpen: true);
+        var trustDomain = snapshots.Current.Mesh.TrustDomain;
+        PeerVerificationResult? verdict = null;
+        X509Certificate2? peerCertificate = null;
+        var options = new SslServerAuthenticationOptions
+        {
+            // The SVID current at this handshake: a rotation applies to the next handshake, open connections keep theirs.
+            ServerCertificateContext = svid.CertificateContext,
+            ClientCertificateRequired = true,
+            EnabledSslProtocols = MeshTls.Protocols,
+            CipherSuitesPolicy = MeshTls.CipherSuitesPolicy,
+            ApplicationProtocols = MeshTls.InboundAlpn,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            AllowRenegotiation = false,
+            RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
+            {
+                peerCertificate = certificate as X509Certificate2;
+                verdict = verifier.Verify(peerCertificate, chain?.ChainPolicy.ExtraStore, bundle, trustDomain, PeerRole.Client);
+                return verdict.IsValid;
+            },
+        };
+
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+            timeout.CancelAfter(MeshTls.HandshakeTimeout);
+            await ssl.AuthenticateAsServerAsync(options, timeout.Token);
+        }
+        catch (Exception ex) when (ex is AuthenticationException or IOException or OperationCanceledException or SocketException or ConnectionResetException or InvalidOperationException)
+        {
+            if (verdict is { IsValid: false })
+            {
+                identity.Counters.CountInboundRefused(verdict.Failure);
+                logger.InboundPeerRefused(remote, verdict.Failure.ToString(), verdict.Message);
+            }
+            else
+            {
+                identity.Counters.CountInboundHandshakeFailure();
+                logger.InboundHandshakeFailed(remote, Describe(ex));
+            }
+
+            await ssl.DisposeAsync();
+            connection.Abort();
+            return;
+        }
+
+        identity.Counters.CountInboundHandshake();
+        // A completed handshake ran the callback with a valid verdict: the client certificate is required.
+        var clientCertificate = ssl.RemoteCertificate as X509Certificate2 ?? peerCertificate!;
+        connection.Items[typeof(PeerIdentity)] = PeerIdentity.Create(verdict!.SpiffeId!, clientCertificate, svid.SpiffeId);
+        var tls = new TlsFeature(clientCertificate, ssl.NegotiatedApplicationProtocol.Protocol);
+        connection.Features.Set<ITlsConnectionFeature>(tls);
+        connection.Features.Set<ITlsApplicationProtocolFeature>(tls);
+
+        var input = PipeReader.Create(ssl, new StreamPipeReaderOptions(leaveOpen: true));
+        var output = PipeWriter.Create(ssl, new StreamPipeWriterOptions(leaveOpen: true));
+        connection.Transport = new DuplexPipe(input, output);
+        try
+        {
+            await next(connection);
+        }
+        finally
+        {
+            await input.CompleteAsync();
+            await output.CompleteAsync();
+            await ssl.DisposeAsync();
+            connection.Transport = original;
+        }
+    }
+
+    /// <summary>The first byte the client sent, left unread for whoever handles the connection; null if it sent nothing in time.</summary>
+    private static async Task<byte?> PeekFirstByteAsync(ConnectionContext connection)
+    {
+        var input = connection.Transport.Input;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+        timeout.CancelAfter(KestrelLimits.FirstBytesTimeout);
+        try
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            byte? first = buffer.IsEmpty ? null : buffer.FirstSpan[0];
+            input.AdvanceTo(buffer.Start);
+            return first;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ConnectionResetException or SocketException or IOException or InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    private static string Describe(Exception ex)
+    {
+        if (ex is OperationCanceledException)
+        {
+            return $"no complete handshake within {MeshTls.HandshakeTimeout.TotalSeconds:0}s";
+        }
+
+        var innermost = ex;
+        while (innermost.InnerException is not null)
+        {
+            innermost = innermost.InnerException;
+        }
+
+        return innermost == ex ? ex.Message : $"{ex.Message} ({innermost.Message})";
+    }
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+
+    private sealed class TlsFeature(X509Certificate2 clientCertificate, ReadOnlyMemory<byte> alpn) : ITlsConnectionFeature, ITlsApplicationProtocolFeature
+    {
+        public X509Certificate2? ClientCertificate { get; set; } = clientCertificate;
+
+        public ReadOnlyMemory<byte> ApplicationProtocol { get; } = alpn;
+
+        public Task<X509Certificate2?> GetClientCertificateAsync(CancellationToken cancellationToken) => Task.FromResult(ClientCertificate);
+    }
+}
