@@ -278,7 +278,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         return container;
     }
 
-    private JsonArray Volumes() =>
+    private JsonObject[] Volumes() =>
     [
         new JsonObject
         {
@@ -363,10 +363,14 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             var first = containers.OfType<JsonObject>()
                 .SelectMany(c => c["ports"] as JsonArray ?? [])
                 .OfType<JsonObject>()
-                .FirstOrDefault(p => (p["protocol"]?.GetValue<string>() ?? "TCP") == "TCP" && p["containerPort"] is JsonValue);
+                .FirstOrDefault(p => (p["protocol"]?.GetValue<string>() ?? "TCP") == "TCP" && p["containerPort"] is not null);
             if (first is not null)
             {
-                port = first["containerPort"]!.GetValue<int>();
+                // A number however it was built (parsed JSON, or YAML read as a long).
+                port = first["containerPort"] is JsonValue v && v.GetValueKind() == JsonValueKind.Number &&
+                       int.TryParse(v.ToJsonString(), NumberStyles.None, CultureInfo.InvariantCulture, out var p) && p is > 0 and <= 65535
+                    ? p
+                    : throw new InjectionException($"containerPort {first["containerPort"]!.ToJsonString()} is not a port (1-65535)");
                 portName = first["name"]?.GetValue<string>();
             }
         }
