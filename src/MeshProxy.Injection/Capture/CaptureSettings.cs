@@ -131,7 +131,7 @@ public sealed record CaptureSettings
             }
             else
             {
-                throw new CaptureSettingsException($"{source}: '{part}' is not a CIDR such as 10.0.0.0/8 (a prefix with no host bits set)");
+                throw new CaptureSettingsException($"{source}: '{part}' is not a CIDR such as 10.0.0.0/8");
             }
 
             // The rules are installed with iptables (IPv4); an IPv6 range would silently do nothing.
