@@ -1,0 +1,5 @@
+using MeshProxy.Init;
+
+return args is ["wait", .. var rest]
+    ? await ReadinessWait.RunAsync(rest)
+    : await CaptureInstaller.RunAsync(args);

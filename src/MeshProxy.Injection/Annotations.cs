@@ -1,0 +1,34 @@
+namespace MeshProxy.Injection;
+
+/// <summary>The pod labels and annotations the injector reads and writes (Istio's names under our domains).</summary>
+public static class Annotations
+{
+    /// <summary>Label or annotation, "true" or "false": overrides the namespace's choice.</summary>
+    public const string Inject = "sidecar.meshproxy.io/inject";
+
+    /// <summary>Written on injection; its presence makes injection a no-op.</summary>
+    public const string Status = "sidecar.meshproxy.io/status";
+
+    /// <summary>Written on injection: the sidecar's bootstrap resource, projected into a file by the downward API.</summary>
+    public const string Bootstrap = "sidecar.meshproxy.io/bootstrap";
+
+    public const string ProxyCpu = "sidecar.meshproxy.io/proxyCPU";
+    public const string ProxyCpuLimit = "sidecar.meshproxy.io/proxyCPULimit";
+    public const string ProxyMemory = "sidecar.meshproxy.io/proxyMemory";
+    public const string ProxyMemoryLimit = "sidecar.meshproxy.io/proxyMemoryLimit";
+    public const string GcHeapHardLimitPercent = "sidecar.meshproxy.io/gcHeapHardLimitPercent";
+    public const string AppPort = "sidecar.meshproxy.io/appPort";
+    public const string AppProtocol = "sidecar.meshproxy.io/appProtocol";
+    public const string DrainDuration = "sidecar.meshproxy.io/drainDuration";
+    public const string NativeSidecar = "sidecar.meshproxy.io/nativeSidecar";
+    public const string HoldApplicationUntilProxyStarts = "sidecar.meshproxy.io/holdApplicationUntilProxyStarts";
+
+    public const string IncludeInboundPorts = "traffic.meshproxy.io/includeInboundPorts";
+    public const string ExcludeInboundPorts = "traffic.meshproxy.io/excludeInboundPorts";
+    public const string ExcludeOutboundPorts = "traffic.meshproxy.io/excludeOutboundPorts";
+    public const string ExcludeOutboundIPRanges = "traffic.meshproxy.io/excludeOutboundIPRanges";
+    public const string IncludeOutboundIPRanges = "traffic.meshproxy.io/includeOutboundIPRanges";
+
+    /// <summary>The namespace label the MutatingWebhookConfiguration selects on.</summary>
+    public const string NamespaceLabel = "meshproxy-injection";
+}

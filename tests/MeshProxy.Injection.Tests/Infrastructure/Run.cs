@@ -1,0 +1,43 @@
+using System.Diagnostics;
+
+namespace MeshProxy.Injection.Tests.Infrastructure;
+
+internal sealed record RunResult(int Exit, string Stdout, string Stderr);
+
+/// <summary>Runs a process to completion within a bound.</summary>
+internal static class Run
+{
+    public static async Task<RunResult> ProcessAsync(string file, IEnumerable<string> args, string? stdin = null, int timeoutSeconds = 60)
+    {
+        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+        {
+            await process.StandardInput.WriteAsync(stdin);
+        }
+
+        process.StandardInput.Close();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
+        try
+        {
+            await process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish in {timeoutSeconds}s");
+        }
+
+        return new RunResult(process.ExitCode, await stdout, await stderr);
+    }
+
+    public static Task<RunResult> DotnetAsync(string assembly, params string[] args) =>
+        ProcessAsync("dotnet", [TestPaths.Bin(assembly), .. args]);
+}

@@ -1,0 +1,86 @@
+using System.Text.Json.Nodes;
+using MeshProxy.Injection.Manifests;
+using MeshProxy.Injection.Tests.Infrastructure;
+
+namespace MeshProxy.Injection.Tests;
+
+/// <summary>kube-inject as a process over a multi-document file: Service untouched, Deployment, Job and CronJob templates injected.</summary>
+public sealed class KubeInjectTests
+{
+    [Fact]
+    public async Task Kube_inject_injects_every_pod_template_of_a_multi_document_file()
+    {
+        var dir = Directory.CreateTempSubdirectory("meshproxy-kube-inject-").FullName;
+        try
+        {
+            var output = Path.Combine(dir, "out.yaml");
+            var result = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", Path.Combine(TestPaths.TestData, "workloads.yaml"), "-o", output,
+                "--sidecar-image", "registry.example/meshproxy/sidecar:0.1.0", "--init-image", "registry.example/meshproxy/init:0.1.0");
+            Assert.True(result.Exit == 0, result.Stderr);
+            Assert.Contains("Deployment/ratings: injected (native sidecar)", result.Stderr, StringComparison.Ordinal);
+            Assert.Contains("CronJob/nightly-report: injected", result.Stderr, StringComparison.Ordinal);
+
+            var text = await File.ReadAllTextAsync(output, TestContext.Current.CancellationToken);
+            var golden = Path.Combine(TestPaths.TestData, "workloads.golden.yaml");
+            if (Environment.GetEnvironmentVariable("MESHPROXY_UPDATE_GOLDEN") == "1")
+            {
+                File.WriteAllText(golden, text);
+            }
+
+            var docs = YamlJson.ReadDocuments(text);
+            var expected = YamlJson.ReadDocuments(await File.ReadAllTextAsync(golden, TestContext.Current.CancellationToken));
+            Assert.Equal(4, docs.Count);
+            Assert.True(JsonNode.DeepEquals(new JsonArray([.. expected]), new JsonArray([.. docs.Select(d => d?.DeepClone())])), "output differs from workloads.golden.yaml:\n" + text);
+
+            // The Service passes through as it was; strings that look like other types stay strings.
+            Assert.True(JsonNode.DeepEquals(YamlJson.ReadDocuments(File.ReadAllText(Path.Combine(TestPaths.TestData, "workloads.yaml")))[0], docs[0]));
+            Assert.Equal("1.0", docs[1]!["spec"]!["template"]!["metadata"]!["labels"]!["version"]!.GetValue<string>());
+            Assert.Equal("yes", docs[1]!["spec"]!["template"]!["spec"]!["containers"]![0]!["env"]![0]!["value"]!.GetValue<string>());
+            Assert.Equal("0 3 * * *", docs[3]!["spec"]!["schedule"]!.GetValue<string>());
+
+            var job = docs[2]!["spec"]!["template"]!["spec"]!;
+            Assert.Equal("meshproxy-init", job["initContainers"]![0]!["name"]!.GetValue<string>());
+            Assert.Equal("Always", job["initContainers"]![1]!["restartPolicy"]!.GetValue<string>());
+            var cron = docs[3]!["spec"]!["jobTemplate"]!["spec"]!["template"]!;
+            Assert.Contains("10.0.0.5/32", cron["spec"]!["initContainers"]![0]!["args"]!.ToJsonString(), StringComparison.Ordinal);
+            Assert.Contains("name: \"nightly-report\"", cron["metadata"]!["annotations"]!["sidecar.meshproxy.io/bootstrap"]!.GetValue<string>(), StringComparison.Ordinal);
+
+            // Injecting the output again changes nothing.
+            var again = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", output);
+            Assert.Equal(0, again.Exit);
+            Assert.True(JsonNode.DeepEquals(new JsonArray([.. docs.Select(d => d?.DeepClone())]), new JsonArray([.. YamlJson.ReadDocuments(again.Stdout)])));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Kube_inject_reports_bad_yaml_and_bad_annotations_and_exits_1()
+    {
+        var dir = Directory.CreateTempSubdirectory("meshproxy-kube-inject-").FullName;
+        try
+        {
+            var broken = Path.Combine(dir, "broken.yaml");
+            File.WriteAllText(broken, "apiVersion: v1\nkind: Pod\nmetadata: { name: [\n");
+            var bad = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", broken);
+            Assert.Equal(1, bad.Exit);
+            Assert.Contains("line ", bad.Stderr, StringComparison.Ordinal);
+
+            var annotated = Path.Combine(dir, "annotated.yaml");
+            File.WriteAllText(annotated, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: { traffic.meshproxy.io/excludeOutboundPorts: \"99999\" }\nspec:\n  containers: [{ name: a, image: a }]\n");
+            var refused = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", annotated);
+            Assert.Equal(1, refused.Exit);
+            Assert.Contains("document 1 (Pod p): traffic.meshproxy.io/excludeOutboundPorts: '99999' is not a port", refused.Stderr, StringComparison.Ordinal);
+            Assert.Empty(refused.Stdout);
+
+            var missing = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", Path.Combine(dir, "nope.yaml"));
+            Assert.Equal(1, missing.Exit);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
