@@ -2,7 +2,8 @@
 FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
 WORKDIR /src
 COPY . .
-RUN dotnet publish src/MeshProxy.Sidecar -c Release -o /out/sidecar \
+# ReadyToRun: precompiled, so a new pod serves at full speed without waiting for the JIT.
+RUN dotnet publish src/MeshProxy.Sidecar -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o /out/sidecar \
  && dotnet publish src/MeshProxy.Init -c Release -o /out/init
 
 # Chiseled: no shell, no package manager, nothing to write to; the ASP.NET Core runtime only.
