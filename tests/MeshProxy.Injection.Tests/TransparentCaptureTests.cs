@@ -1,3 +1,6 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using MeshProxy.Identity;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MeshProxy.Injection.Tests.Infrastructure;
@@ -30,6 +33,11 @@ public sealed class TransparentCaptureTests
         Assert.Matches("^[0-9a-f-]{36}$", hello["headers"]!["x-request-id"]!.GetValue<string>());
         Assert.Equal(AddressA, hello["headers"]!["x-forwarded-for"]!.GetValue<string>());
 
+        // Between the sidecars the hop was mutual TLS: B's sidecar verified A's SVID and told its app who called.
+        Assert.Equal("https", hello["headers"]!["x-forwarded-proto"]!.GetValue<string>());
+        Assert.Contains("URI=spiffe://cluster.local/ns/e2e/sa/a", hello["headers"]!["x-forwarded-client-cert"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.StartsWith("By=spiffe://cluster.local/ns/e2e/sa/b;", hello["headers"]!["x-forwarded-client-cert"]!.GetValue<string>(), StringComparison.Ordinal);
+
         // The hops, as the kernel sees them: in A, the connection to B:8080 is A's sidecar's own (uid
         // 1337, kept in its pool); in B, that same connection arrived on B's sidecar port 15006.
         Assert.Contains(await pods.A.SocketsAsync(), s => PeerIs(s, AddressB, 8080) && s.Contains("uid:1337", StringComparison.Ordinal));
@@ -47,12 +55,13 @@ public sealed class TransparentCaptureTests
         Assert.Contains("x-meshproxy-response-flags: NR", direct, StringComparison.OrdinalIgnoreCase);
 
         // 3. Inbound capture: a client in A that escapes outbound capture (running as the proxy's uid)
-        // and dials B's app port still reaches B's app only through B's sidecar.
-        var escaped = JsonNode.Parse(await pods.A.ExecAsync("setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
-            "curl", "-s", "--max-time", "10", $"http://{AddressB}:8080/escaped"))!;
-        Assert.Equal("127.0.0.1", escaped["peer"]!.GetValue<string>());
-        Assert.Equal(AddressA, escaped["headers"]!["x-forwarded-for"]!.GetValue<string>());
-        Assert.Matches("^[0-9a-f-]{36}$", escaped["headers"]!["x-request-id"]!.GetValue<string>());
+        // and dials B's app port lands in B's sidecar, which is STRICT: plaintext without a client
+        // certificate never reaches B's app.
+        var escaped = await pods.A.ExecAsync("setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+            "sh", "-c", $"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{AddressB}:8080/escaped; echo \" exit=$?\"");
+        Assert.DoesNotContain("200", escaped, StringComparison.Ordinal);
+        Assert.Contains("exit=", escaped, StringComparison.Ordinal);
+        Assert.DoesNotContain("exit=0", escaped, StringComparison.Ordinal);
 
         // 4. The app's own loopback traffic is left alone: A's app is reached directly on 127.0.0.1.
         var local = JsonNode.Parse(await pods.A.ExecAsync("curl", "-s", "--max-time", "10", "http://127.0.0.1:8080/local"))!;
@@ -83,8 +92,10 @@ public sealed class TransparentCaptureTests
             var dir = Path.Combine("/tmp", "meshproxy-e2e-" + id);
             Directory.CreateDirectory(dir);
             File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101); // the sidecars (uid 1337) read their config here
-            var a = new Pod($"mp-e2e-a-{id}", "a", AddressA, dir);
-            var b = new Pod($"mp-e2e-b-{id}", "b", AddressB, dir);
+            // One mesh CA issues both pods' SVIDs, as the control plane would.
+            var ca = CertificateAuthority.LoadOrCreate(Path.Combine(dir, "ca"), new CertificateAuthorityOptions { TrustDomain = "cluster.local" });
+            var a = new Pod($"mp-e2e-a-{id}", "a", AddressA, dir, ca);
+            var b = new Pod($"mp-e2e-b-{id}", "b", AddressB, dir, ca);
             var pair = new PodPair(dir, a, b);
             try
             {
@@ -112,7 +123,7 @@ public sealed class TransparentCaptureTests
         }
     }
 
-    private sealed class Pod(string ns, string name, string address, string dir) : IAsyncDisposable
+    private sealed class Pod(string ns, string name, string address, string dir, CertificateAuthority ca) : IAsyncDisposable
     {
         private readonly List<ServerProcess> _processes = [];
 
@@ -130,6 +141,23 @@ public sealed class TransparentCaptureTests
             var args = injected.Pod["spec"]!["initContainers"]![0]!["args"]!.AsArray().Select(a => a!.GetValue<string>()).ToArray();
             await ExecAsync(["dotnet", TestPaths.Bin("meshproxy-init"), .. args]);
 
+            // The pod's identity: its own key, an SVID for spiffe://cluster.local/ns/e2e/sa/<name> from
+            // the mesh CA, and the trust bundle, readable by the sidecar's uid only.
+            using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            var csr = new CertificateRequest(new X500DistinguishedName(string.Empty), key, HashAlgorithmName.SHA256);
+            var san = new SubjectAlternativeNameBuilder();
+            san.AddUri(new Uri($"spiffe://cluster.local/ns/e2e/sa/{name}"));
+            csr.CertificateExtensions.Add(san.Build(critical: true));
+            var issued = ca.Sign(csr.CreateSigningRequestPem(), SpiffeId.ForWorkload("cluster.local", "e2e", name));
+            var chainFile = Path.Combine(dir, name + "-chain.pem");
+            var keyFile = Path.Combine(dir, name + "-key.pem");
+            var bundleFile = Path.Combine(dir, name + "-bundle.pem");
+            File.WriteAllText(chainFile, issued.CertificateChainPem);
+            File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
+            File.WriteAllText(bundleFile, issued.TrustBundlePem);
+            File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            await Sh("chown", "1337:1337", chainFile, keyFile, bundleFile);
+
             var config = Path.Combine(dir, name + ".yaml");
             File.WriteAllText(config, $$"""
                 apiVersion: meshproxy.io/v1alpha1
@@ -139,6 +167,7 @@ public sealed class TransparentCaptureTests
                   workload: { serviceAccount: {{name}} }
                   app: { port: 8080, protocol: HTTP }
                   drainDuration: 1s
+                  tls: { certificateChainFile: {{chainFile}}, privateKeyFile: {{keyFile}}, trustBundleFile: {{bundleFile}} }
                 ---
                 apiVersion: meshproxy.io/v1alpha1
                 kind: Service
@@ -146,7 +175,7 @@ public sealed class TransparentCaptureTests
                 spec:
                   addresses: [{{peer.Address}}]
                   ports: [{ port: 8080, targetPort: 8080 }]
-                  endpoints: [{ address: {{peer.Address}} }]
+                  endpoints: [{ address: {{peer.Address}}, serviceAccount: {{peer.Name}} }]
                 """);
             File.SetUnixFileMode(config, (UnixFileMode)0b110_100_100);
 
