@@ -2,28 +2,34 @@ using MeshProxy.Metrics.Internal;
 
 namespace MeshProxy.Metrics;
 
-/// <summary>Counters that share a name and label names; one <see cref="Counter"/> per label set.</summary>
-public sealed class CounterFamily<TLabels> : IMetricFamily
+/// <summary>
+/// A family of single-value series (counters, gauges) that share a name and label names. The
+/// derived families differ only in their series type and how one value is written.
+/// </summary>
+public abstract class ScalarFamily<TLabels, TSeries> : IMetricFamily
     where TLabels : struct, ILabelSet
+    where TSeries : class
 {
-    private readonly SeriesMap<TLabels, Counter> _series;
+    private readonly SeriesMap<TLabels, TSeries> _series;
     private readonly byte[] _header;
     private readonly byte[] _name;
 
-    internal CounterFamily(string name, string help, string[] labelNames, int maxSeries)
+    private protected ScalarFamily(string name, string help, string type, string[] labelNames, int maxSeries, Func<TSeries> create)
     {
         Name = name;
-        _header = ExpositionWriter.EncodeHeader(name, help, "counter");
+        _header = ExpositionWriter.EncodeHeader(name, help, type);
         _name = ExpositionWriter.Ascii(name);
-        _series = new SeriesMap<TLabels, Counter>(name, labelNames, maxSeries, static () => new Counter(), new Counter());
+        _series = new SeriesMap<TLabels, TSeries>(name, labelNames, maxSeries, create, create());
     }
 
     public string Name { get; }
 
-    internal SeriesMap<TLabels, Counter> Series => _series;
+    internal SeriesMap<TLabels, TSeries> Series => _series;
 
     /// <summary>The series for <paramref name="labels"/>; past the family's series limit, a sink that is never exported.</summary>
-    public Counter WithLabels(in TLabels labels) => _series.GetOrAdd(labels);
+    public TSeries WithLabels(in TLabels labels) => _series.GetOrAdd(labels);
+
+    private protected abstract void WriteValue(ExpositionWriter writer, TSeries series);
 
     void IMetricFamily.Write(ExpositionWriter writer)
     {
@@ -38,52 +44,34 @@ public sealed class CounterFamily<TLabels> : IMetricFamily
         {
             writer.Write(_name);
             HistogramWriter.WriteLabels(writer, entry.LabelBlock);
-            writer.WriteLong(entry.Series.Value);
+            WriteValue(writer, entry.Series);
             writer.Write((byte)'\n');
         }
     }
 }
 
-/// <summary>Gauges that share a name and label names; one <see cref="Gauge"/> per label set.</summary>
-public sealed class GaugeFamily<TLabels> : IMetricFamily
+/// <summary>Counters that share a name and label names; one <see cref="Counter"/> per label set.</summary>
+public sealed class CounterFamily<TLabels> : ScalarFamily<TLabels, Counter>
     where TLabels : struct, ILabelSet
 {
-    private readonly SeriesMap<TLabels, Gauge> _series;
-    private readonly byte[] _header;
-    private readonly byte[] _name;
+    internal CounterFamily(string name, string help, string[] labelNames, int maxSeries)
+        : base(name, help, "counter", labelNames, maxSeries, static () => new Counter())
+    {
+    }
 
+    private protected override void WriteValue(ExpositionWriter writer, Counter series) => writer.WriteLong(series.Value);
+}
+
+/// <summary>Gauges that share a name and label names; one <see cref="Gauge"/> per label set.</summary>
+public sealed class GaugeFamily<TLabels> : ScalarFamily<TLabels, Gauge>
+    where TLabels : struct, ILabelSet
+{
     internal GaugeFamily(string name, string help, string[] labelNames, int maxSeries)
+        : base(name, help, "gauge", labelNames, maxSeries, static () => new Gauge())
     {
-        Name = name;
-        _header = ExpositionWriter.EncodeHeader(name, help, "gauge");
-        _name = ExpositionWriter.Ascii(name);
-        _series = new SeriesMap<TLabels, Gauge>(name, labelNames, maxSeries, static () => new Gauge(), new Gauge());
     }
 
-    public string Name { get; }
-
-    internal SeriesMap<TLabels, Gauge> Series => _series;
-
-    /// <summary>The series for <paramref name="labels"/>; past the family's series limit, a sink that is never exported.</summary>
-    public Gauge WithLabels(in TLabels labels) => _series.GetOrAdd(labels);
-
-    void IMetricFamily.Write(ExpositionWriter writer)
-    {
-        var entries = _series.Snapshot();
-        if (entries.IsEmpty)
-        {
-            return;
-        }
-
-        writer.Write(_header);
-        foreach (var entry in entries)
-        {
-            writer.Write(_name);
-            HistogramWriter.WriteLabels(writer, entry.LabelBlock);
-            writer.WriteDouble(entry.Series.Value);
-            writer.Write((byte)'\n');
-        }
-    }
+    private protected override void WriteValue(ExpositionWriter writer, Gauge series) => writer.WriteDouble(series.Value);
 }
 
 /// <summary>Histograms that share a name, label names and bucket bounds; one <see cref="Histogram"/> per label set.</summary>
