@@ -18,7 +18,8 @@
 #                  top shared objects and symbols (kept in the scratch directory with --keep)
 #   --targets=a,b  measure only these of: direct,meshproxy-outbound,meshproxy-inbound,meshproxy-tuned,
 #                  nginx,haproxy (meshproxy-tuned: the outbound listener with MESH_TUNED_ENV added)
-# Environment: MESHPROXY_BENCH_ENV adds/overrides variables for the MeshProxy process
+# Environment: MESHPROXY_BENCH_EXTRA_CONFIG=<file> appends resources to the sidecar's bootstrap file;
+#   MESHPROXY_BENCH_ENV adds/overrides variables for the MeshProxy process
 #   (e.g. MESHPROXY_BENCH_ENV="DOTNET_GCgen0size=0x400000"), for experiments.
 set -euo pipefail
 
@@ -276,6 +277,11 @@ spec:
     - { address: 127.0.0.1, port: $BACKEND }
 EOF
 
+# Extra resources for A/B runs (benchmarks/run-cost.sh): appended to the sidecar's bootstrap file.
+if [[ -n ${MESHPROXY_BENCH_EXTRA_CONFIG:-} ]]; then
+    { printf -- '---\n'; cat "$MESHPROXY_BENCH_EXTRA_CONFIG"; } >>"$WORK/mesh.yaml"
+fi
+
 # One core's worth of runtime: the thread pool, GC and Kestrel size themselves from the processor count.
 # A 4 MiB gen0 budget instead of the one derived from this CPU's large L3: ~15 MB less committed heap
 # for a few more (sub-millisecond) gen0 collections.
@@ -481,3 +487,5 @@ export CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 export NPROC=$(nproc) KERNEL=$(uname -r)
 export VERSIONS="$(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -1 | awk '{ print "HAProxy " $3 }'); $(wrk -v 2>&1 | head -1 | awk '{ print "wrk " $2 }'); $(h2load --version | head -1); .NET SDK $(dotnet --version); MeshProxy $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src || echo '+local changes')"
 python3 "$ROOT/benchmarks/report.py"
+# benchmarks/run-cost.sh reads the raw rows of its A/B runs.
+if [[ -n ${MESHPROXY_BENCH_ROWS_OUT:-} ]]; then cp "$ROWS" "$MESHPROXY_BENCH_ROWS_OUT"; fi
