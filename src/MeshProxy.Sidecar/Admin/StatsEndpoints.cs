@@ -17,9 +17,9 @@ internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry
         switch (context.Request.Path.Value)
         {
             case "/ready" or "/healthz/ready":
-                var ready = lifecycle.IsReady;
-                response.StatusCode = ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
-                return response.WriteAsync(ready ? "ready\n" : lifecycle.IsDraining ? "draining\n" : "not ready\n");
+                var notReady = lifecycle.NotReadyReason;
+                response.StatusCode = notReady is null ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
+                return response.WriteAsync((notReady ?? "ready") + "\n");
             case "/live" or "/healthz/live":
                 return response.WriteAsync("live\n");
 
