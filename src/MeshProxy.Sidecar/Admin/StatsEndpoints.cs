@@ -8,7 +8,8 @@ namespace MeshProxy.Sidecar.Admin;
 /// Port 15020, reachable by the kubelet and Prometheus: readiness, liveness and metrics. Nothing here
 /// changes the proxy's state.
 /// </summary>
-internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics)
+/// <remarks><paramref name="beforeScrape"/> brings metrics that cannot be callbacks (per-cluster ones) up to date.</remarks>
+internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics, Action beforeScrape)
 {
     public Task HandleAsync(HttpContext context)
     {
@@ -26,6 +27,7 @@ internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry
             // /stats/prometheus is the path Istio's sidecars serve; dashboards and scrape configs written for Istio keep working.
             case "/metrics" or "/stats/prometheus" when HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method):
                 response.ContentType = MetricsRegistry.ContentType;
+                beforeScrape();
                 return metrics.WriteToAsync(response.Body, context.RequestAborted);
             default:
                 response.StatusCode = StatusCodes.Status404NotFound;

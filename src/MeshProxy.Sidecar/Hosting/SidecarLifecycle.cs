@@ -87,7 +87,9 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     {
         var spec = _store.Current.Sidecar.Spec.Listeners;
         var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), _loggerFactory.CreateLogger<AdminEndpoints>());
-        var stats = new StatsEndpoints(this, _telemetry.Registry);
+        var meshState = new MeshStateMetrics(
+            _telemetry.Registry, _services.GetRequiredService<SidecarIdentity>(), _store, _source is ControlPlaneClient.ControlPlaneSource);
+        var stats = new StatsEndpoints(this, _telemetry.Registry, meshState.Refresh);
 
         // Admin is bound to loopback whatever the configuration says: it can drain and stop the proxy.
         _adminServer = await StartAsync("admin", new IPEndPoint(IPAddress.Loopback, spec.Admin), admin.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);
