@@ -30,6 +30,7 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private CertificateAuthorityClient? _client;
     private Task _run = Task.CompletedTask;
+    private int _disposed;
 
     public ControlPlaneIdentity(
         SidecarResource sidecar, string bootstrapPath, SidecarIdentity identity, SnapshotStore snapshots,
@@ -63,6 +64,11 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return;
+        }
+
         await _stop.CancelAsync();
         await _run.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         if (_client is not null)
@@ -71,8 +77,14 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
         }
     }
 
+    /// <summary>Idempotent: the container holds this instance as itself and as a hosted service.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         _identity.Store.Changed -= OnStoreChanged;
         _snapshots.Applied -= OnApplied;
         await _stop.CancelAsync();
