@@ -43,6 +43,7 @@ public sealed class ResourceParserTests
     [InlineData("kind: Service\nmetadata: { name: b }\nspec: {}\n", 4, "spec.ports", "is required")]
     [InlineData("kind: Gateway\nmetadata: { name: b }\nspec: {}\n", 2, "kind", "unknown kind 'Gateway'")]
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  drainDuration: 5\n", 6, "spec.drainDuration", "not a duration")]
+    [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  controlPlane: { address: 'https://cp:15012', tokenFile: t }\n", 6, "spec.controlPlane.caFile", "needs caFile")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - route:\n        - destination: { host: a }\n          weight: 60\n        - destination: { host: c }\n          weight: 30\n", 7, "spec.http[0].route", "add up to 90")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { prefix: /a, exact: /b } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri", "exactly one of")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { regex: '(' } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri.regex", "not a valid regular expression")]
@@ -97,5 +98,27 @@ public sealed class ResourceParserTests
     {
         var result = ResourceParser.ParseText("apiVersion: networking.istio.io/v1\nkind: Service\nmetadata: { name: b }\nspec:\n  ports: [{ port: 80 }]\n", "v.yaml");
         Assert.Equal("apiVersion", Assert.Single(result.Errors).FieldPath);
+    }
+
+    [Fact]
+    public void Control_plane_ca_file_is_read_and_plaintext_needs_none()
+    {
+        var tls = ResourceParser.ParseText(Header + """
+            kind: Sidecar
+            metadata: { name: s }
+            spec:
+              app: { port: 8080 }
+              controlPlane: { address: 'https://cp:15012', tokenFile: t, caFile: root.pem }
+            """, "s.yaml").ThrowIfInvalid();
+        Assert.Equal(new ControlPlaneSpec("https://cp:15012", "t", null, "root.pem"), Assert.Single(tls.OfKind<SidecarResource>()).Spec.ControlPlane);
+
+        var plain = ResourceParser.ParseText(Header + """
+            kind: Sidecar
+            metadata: { name: s }
+            spec:
+              app: { port: 8080 }
+              controlPlane: { address: 'http://127.0.0.1:15010', tokenFile: t }
+            """, "s.yaml").ThrowIfInvalid();
+        Assert.Null(Assert.Single(plain.OfKind<SidecarResource>()).Spec.ControlPlane!.CaFile);
     }
 }
