@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using MeshProxy.Cli;
+using MeshProxy.ControlPlane.Tests.Infrastructure;
+
+namespace MeshProxy.ControlPlane.Tests;
+
+/// <summary>meshproxy explain against a config directory: the decision, the policy and rule that made it, the exit code.</summary>
+public sealed class ExplainCommandTests
+{
+    private const string Policies = """
+        apiVersion: meshproxy.io/v1alpha1
+        kind: Sidecar
+        metadata: { name: billing, namespace: shop }
+        spec:
+          workload: { serviceAccount: billing, labels: { app: billing } }
+          app: { port: 8080 }
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: store-charges, namespace: shop }
+        spec:
+          selector: { matchLabels: { app: billing } }
+          action: ALLOW
+          rules:
+            - from: [{ source: { principals: ["cluster.local/ns/shop/sa/store"] } }]
+              to: [{ operation: { methods: ["POST"], paths: ["/charges"] } }]
+            - to: [{ operation: { methods: ["GET"] } }]
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: no-admin, namespace: meshproxy-system }
+        spec:
+          action: DENY
+          rules:
+            - to: [{ operation: { paths: ["/admin", "/admin/*"] } }]
+
+        """;
+
+    private static (int Code, string Output) Explain(string dir, string? source, string method, string path, string? labels = null)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var code = ExplainCommand.Run(new ExplainCommand.Query(dir, "shop/billing", labels, source, "127.0.0.1", method, "billing", 80, path, []), output, error);
+        return (code, output + error.ToString());
+    }
+
+    [Fact]
+    public void Prints_the_decision_and_the_policy_and_rule_that_made_it()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies);
+        const string Store = "spiffe://cluster.local/ns/shop/sa/store";
+        const string Other = "spiffe://cluster.local/ns/shop/sa/other";
+
+        var (code, text) = Explain(dir, Store, "POST", "/charges");
+        Assert.Equal(0, code);
+        Assert.StartsWith("ALLOW\n", text, StringComparison.Ordinal);
+        Assert.Contains("allowed by ALLOW policy shop/store-charges rule 0", text, StringComparison.Ordinal);
+        Assert.Contains("workload:  shop/billing (app=billing)", text, StringComparison.Ordinal);
+
+        (code, text) = Explain(dir, Other, "POST", "/charges");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (403)\n", text, StringComparison.Ordinal);
+        Assert.Contains("denied: no ALLOW policy matched (1 apply)", text, StringComparison.Ordinal);
+
+        (code, text) = Explain(dir, Other, "GET", "/charges");
+        Assert.Equal(0, code);
+        Assert.Contains("allowed by ALLOW policy shop/store-charges rule 1", text, StringComparison.Ordinal);
+
+        // The path is normalized as the sidecar does, and a root-namespace DENY wins over the ALLOW.
+        (code, text) = Explain(dir, Store, "GET", "/x/..//%61dmin/users");
+        Assert.Equal(1, code);
+        Assert.Contains("denied by DENY policy meshproxy-system/no-admin rule 0", text, StringComparison.Ordinal);
+        Assert.Contains("/admin/users (normalized from /x/..//%61dmin/users)", text, StringComparison.Ordinal);
+
+        (code, text) = Explain(dir, Store, "post", "/charges");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (400)", text, StringComparison.Ordinal);
+
+        // Labels given on the command line replace the Sidecar's: the selector no longer picks the workload.
+        (code, text) = Explain(dir, Other, "POST", "/charges", labels: "app=store");
+        Assert.Equal(0, code);
+        Assert.Contains("allowed: no ALLOW policy applies", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Bad_input_is_exit_2_with_a_reason()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "bad.yaml", Policies.Replace("action: DENY", "action: MAYBE", StringComparison.Ordinal));
+        var (code, text) = Explain(dir, null, "GET", "/");
+        Assert.Equal(2, code);
+        Assert.Contains("a sidecar would refuse this configuration", text, StringComparison.Ordinal);
+
+        (code, text) = Explain(Path.Combine(dir, "missing"), null, "GET", "/");
+        Assert.Equal(2, code);
+        Assert.Contains("is not a directory", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task The_meshproxy_binary_exits_0_on_allow_and_1_on_deny()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies);
+        var cli = Path.Combine(AppContext.BaseDirectory, "meshproxy.dll");
+        foreach (var (source, expected) in new[] { ("spiffe://cluster.local/ns/shop/sa/store", 0), ("spiffe://cluster.local/ns/shop/sa/other", 1) })
+        {
+            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var arg in new[] { cli, "explain", "--config-dir", dir, "--workload", "shop/billing", "--source", source, "--method", "POST", "--host", "billing", "--port", "80", "--path", "/charges" })
+            {
+                info.ArgumentList.Add(arg);
+            }
+
+            using var process = Process.Start(info)!;
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            var stdout = process.StandardOutput.ReadToEndAsync(timeout.Token);
+            try
+            {
+                await process.WaitForExitAsync(timeout.Token);
+            }
+            finally
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill(entireProcessTree: true);
+                }
+            }
+
+            Assert.Equal(expected, process.ExitCode);
+            Assert.StartsWith(expected == 0 ? "ALLOW" : "DENY (403)", await stdout, StringComparison.Ordinal);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+using System.Net;
+using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Tests.Identity;
+
+namespace MeshProxy.Sidecar.Tests.Authorization;
+
+/// <summary>
+/// "Only the store may create charges in billing", over mTLS between real sidecars: the policy is in
+/// billing's bootstrap, the callers' identities are their SVIDs, and the app counts what reaches it.
+/// </summary>
+public sealed class IntegrationTests
+{
+    private const string OnlyStoreCharges = """
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: store-charges, namespace: test }
+        spec:
+          action: ALLOW
+          rules:
+            - from: [{ source: { principals: ["cluster.local/ns/test/sa/store"] } }]
+              to: [{ operation: { methods: ["POST"], paths: ["/charges"] } }]
+            - to: [{ operation: { methods: ["GET"] } }]
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: no-debug, namespace: test }
+        spec:
+          action: DENY
+          rules:
+            - when: [{ key: "request.headers[x-debug]", values: ["1"] }]
+        """;
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Only_the_store_may_post_charges_and_both_may_get()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(OnlyStoreCharges);
+
+        using (var allowed = await mesh.SendAsync(mesh.Store, HttpMethod.Post, "/charges", Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+        }
+
+        Assert.Equal(1, mesh.App.Count);
+
+        using (var denied = await mesh.SendAsync(mesh.Other, HttpMethod.Post, "/charges", Ct))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
+            Assert.Equal("RBAC: access denied\n", await denied.Content.ReadAsStringAsync(Ct));
+            Assert.Equal("-", Assert.Single(denied.Headers.GetValues(LocalReply.FlagsHeader)));
+        }
+
+        Assert.Equal(1, mesh.App.Count);
+        var line = Assert.Single(mesh.BillingLog.WithEvent(4001));
+        Assert.Contains("POST /charges", line, StringComparison.Ordinal);
+        Assert.Contains("spiffe://cluster.local/ns/test/sa/other", line, StringComparison.Ordinal);
+        Assert.Contains("denied: no ALLOW policy matched (1 apply)", line, StringComparison.Ordinal);
+
+        foreach (var caller in new[] { mesh.Store, mesh.Other })
+        {
+            using var get = await mesh.SendAsync(caller, HttpMethod.Get, "/charges", Ct);
+            Assert.Equal(HttpStatusCode.OK, get.StatusCode);
+        }
+
+        Assert.Equal(3, mesh.App.Count);
+        Assert.Equal(1, await mesh.DecisionsAsync("deny", "none", Ct));
+        Assert.Equal(3, await mesh.DecisionsAsync("allow", "test/store-charges", Ct));
+    }
+
+    [Fact]
+    public async Task Bypass_spellings_on_the_wire_are_denied_or_refused_and_never_reach_the_app()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(OnlyStoreCharges);
+        const string Host = "Host: billing\r\nContent-Length: 0\r\nConnection: close\r\n";
+
+        // Each spelling is /charges to a server that normalizes; the policy must see it as /charges too.
+        string[] spellings = ["//charges", "/./charges", "/%63harges", "/charges/../charges", "/x/..//charges", "/%2e/charges"];
+        foreach (var path in spellings)
+        {
+            var (status, response) = await mesh.SendRawAsync(mesh.OtherSvid, $"POST {path} HTTP/1.1\r\n{Host}\r\n", Ct);
+            Assert.True(status == 403, $"POST {path}: {response}");
+        }
+
+        // Refused by the sidecar before evaluation (400, flag DPE): a lowercase standard method, an encoded slash or backslash.
+        foreach (var head in new[] { "post /charges", "POST /%2Fcharges", "POST /%5Ccharges" })
+        {
+            var (status, response) = await mesh.SendRawAsync(mesh.OtherSvid, $"{head} HTTP/1.1\r\n{Host}\r\n", Ct);
+            Assert.True(status == 400 && response.Contains($"{LocalReply.FlagsHeader}: DPE", StringComparison.OrdinalIgnoreCase), $"{head}: {response}");
+        }
+
+        // An encoded NUL: Kestrel refuses it itself, before the pipeline; either way it is a 400.
+        var (nul, nulResponse) = await mesh.SendRawAsync(mesh.OtherSvid, $"POST /charges%00 HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(nul == 400, nulResponse);
+
+        // A duplicated header cannot dodge a DENY: any copy matching denies, in either order.
+        foreach (var headers in new[] { "x-debug: 0\r\nx-debug: 1\r\n", "x-debug: 1\r\nx-debug: 0\r\n", "x-debug: 0, 1\r\nx-debug: 1\r\n" })
+        {
+            var (status, response) = await mesh.SendRawAsync("store", $"POST /charges HTTP/1.1\r\n{Host}{headers}\r\n", Ct);
+            Assert.True(status == 403, $"{headers}: {response}");
+        }
+
+        Assert.Equal(0, mesh.App.Count);
+        Assert.Equal(3, await mesh.DecisionsAsync("reject", "none", Ct));
+        Assert.Equal(3, await mesh.DecisionsAsync("deny", "test/no-debug", Ct));
+
+        // The store, spelling its path oddly, is allowed, and the app receives the path that was matched.
+        var (ok, body) = await mesh.SendRawAsync("store", $"POST //ch%61rges/./?q=%2F HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(ok == 403, body); // "/charges/" is not "/charges": paths match exactly
+        (ok, body) = await mesh.SendRawAsync("store", $"POST /x/..//ch%61rges?q=%2F HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(ok == 200, body);
+        Assert.Equal(["POST /charges?q=%2F"], mesh.App.Received);
+    }
+
+    [Fact]
+    public async Task The_app_receives_the_exact_normalized_spelling()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(string.Empty);
+        const string Host = "Host: billing\r\nConnection: close\r\n";
+        var (status, body) = await mesh.SendRawAsync("store", $"GET /a/%3bb/%7e/%e2%82%ac/../c%21?x=%26 HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(status == 200, body);
+
+        // %3B and %21 stay encoded (a decoded ';' is a path parameter to servlet containers), %7e is '~',
+        // hex is uppercased, and the query is passed on as sent.
+        Assert.Equal(["GET /a/%3Bb/~/c%21?x=%26"], mesh.App.Received);
+    }
+
+    [Fact]
+    public async Task A_dry_run_deny_counts_would_deny_without_denying()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync("""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata:
+              name: trial-deny
+              namespace: test
+              annotations: { istio.io/dry-run: "true" }
+            spec:
+              action: DENY
+              rules:
+                - to: [{ operation: { methods: ["POST"] } }]
+            """);
+
+        using (var response = await mesh.SendAsync(mesh.Other, HttpMethod.Post, "/charges", Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        using (var response = await mesh.SendAsync(mesh.Other, HttpMethod.Get, "/charges", Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.Equal(2, mesh.App.Count);
+        Assert.Equal(1, await mesh.DecisionsAsync("would_deny", "test/trial-deny", Ct));
+        Assert.Equal(2, await mesh.DecisionsAsync("allow", "none", Ct));
+        var line = Assert.Single(mesh.BillingLog.WithEvent(4002));
+        Assert.Contains("POST /charges", line, StringComparison.Ordinal);
+        Assert.Contains("test/trial-deny", line, StringComparison.Ordinal);
+        Assert.Empty(mesh.BillingLog.WithEvent(4001));
+    }
+
+    [Fact]
+    public async Task Without_a_policy_every_caller_is_allowed()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(string.Empty);
+        using var response = await mesh.SendAsync(mesh.Other, HttpMethod.Post, "/charges", Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(1, mesh.App.Count);
+        Assert.Equal(1, await mesh.DecisionsAsync("allow", "none", Ct));
+    }
+
+    [Fact]
+    public async Task A_plaintext_caller_has_no_principal_and_a_principal_based_allow_denies_it()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(OnlyStoreCharges, mode: "PERMISSIVE");
+        using var plain = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(15) };
+
+        using (var post = await plain.PostAsync(new Uri(mesh.Billing.InboundUri, "/charges"), new StringContent("{}"), Ct))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, post.StatusCode);
+        }
+
+        Assert.Contains("(plaintext)", Assert.Single(mesh.BillingLog.WithEvent(4001)), StringComparison.Ordinal);
+
+        // The GET rule names no principal, so it holds for plaintext too.
+        using (var get = await plain.GetAsync(new Uri(mesh.Billing.InboundUri, "/charges"), Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, get.StatusCode);
+        }
+
+        Assert.Equal(["GET /charges"], mesh.App.Received);
+        Assert.Equal(1, mesh.Billing.Identity.Counters.PlaintextAccepted);
+    }
+}
