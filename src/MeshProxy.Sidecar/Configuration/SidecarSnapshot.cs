@@ -1,4 +1,5 @@
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Configuration;
@@ -28,6 +29,9 @@ internal sealed class SidecarSnapshot
 
     /// <summary>Mesh-wide settings: the MeshConfig resource if there is one, else the defaults.</summary>
     public required MeshConfigSpec Mesh { get; init; }
+
+    /// <summary>The EgressPolicies that apply to this workload, compiled, with the mesh's outboundTrafficPolicy.</summary>
+    public EgressRules Egress { get; init; } = EgressRules.Empty(OutboundTrafficMode.RegistryOnly);
 
     /// <summary>
     /// Control-plane mode: restored from the saved copy because the control plane could not be reached;

@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 
@@ -90,6 +91,7 @@ internal static class SnapshotBuilder
             app.Protocol,
             [new UpstreamEndpoint("127.0.0.1", app.Port, 1, null)]);
 
+        var mesh = meshConfigs.FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
         return new SidecarSnapshot
         {
             Version = version,
@@ -98,7 +100,8 @@ internal static class SnapshotBuilder
             Sidecar = sidecar,
             InboundCluster = inbound,
             Services = new ServiceTable(hosts, addresses),
-            Mesh = meshConfigs.FirstOrDefault()?.Spec ?? MeshConfigSpec.Default,
+            Mesh = mesh,
+            Egress = EgressRules.Compile(parsed.OfKind<EgressPolicyResource>(), sidecar, mesh),
             Resources = parsed.Resources,
         };
     }
