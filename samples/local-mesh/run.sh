@@ -9,7 +9,7 @@
 #   billing reaches payments.example.test: allowed    store tries: denied
 # then stays up (Ctrl-C stops everything). --once: exit after the calls; the status is 0 when every
 # outcome is the expected one, 3 when the only misses are features not enforced yet (the line says
-# which branch they wait for), 1 otherwise. Logs and state go to .mesh/ at the repository root.
+# which branch they wait for), 4 when a port it needs is taken, 1 otherwise. Logs and state go to .mesh/ at the repository root.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -37,7 +37,10 @@ busy=()
 for p in "${ports[@]}"; do
   if [ -n "$(ss -Htln "sport = :$p")" ]; then busy+=("$p"); fi
 done
-[ ${#busy[@]} -eq 0 ] || die "ports in use: ${busy[*]} (another local mesh still running? 'ss -tlnp' shows who holds them)"
+if [ ${#busy[@]} -ne 0 ]; then
+  echo "local mesh: ports in use: ${busy[*]} (another local mesh still running? 'ss -tlnp' shows who holds them)" >&2
+  exit 4
+fi
 
 mkdir -p "$bin" "$logs" "$mesh/tokens" "$mesh/state" "$mesh/payments"
 rm -f "$logs"/*.log "$mesh/state"/*.snapshot
