@@ -13,5 +13,5 @@ var path = new Argument<string>("path") { Description = "A resource file, or a d
 var validate = new Command("validate", "Check resources; print every error as file:line: field: reason (exit 1 if any)") { path };
 validate.SetAction(parse => ValidateCommand.Run(parse.GetValue(path)!, Console.Out, Console.Error));
 
-var root = new RootCommand("meshproxy: operate a MeshProxy mesh") { proxyStatus, validate, TokenCommand.Create(), MeshProxy.Injection.Cli.KubeInjectCommand.Create() };
+var root = new RootCommand("meshproxy: operate a MeshProxy mesh") { proxyStatus, validate, TokenCommand.Create(), ExplainCommand.Create(), MeshProxy.Injection.Cli.KubeInjectCommand.Create() };
 return await root.Parse(args).InvokeAsync();

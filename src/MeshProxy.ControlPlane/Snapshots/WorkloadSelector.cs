@@ -24,6 +24,8 @@ internal static class WorkloadSelector
         [MeshConfigResource.KindName] = (_, _, _) => true,
         [EgressPolicyResource.KindName] = (r, w, mesh) =>
             InScope(r, w, mesh) && ((EgressPolicyResource)r).Spec.Selects(w.Labels),
+        [AuthorizationPolicyResource.KindName] = (r, w, mesh) =>
+            InScope(r, w, mesh) && ((AuthorizationPolicyResource)r).Spec.MatchLabels.All(l => w.Labels.TryGetValue(l.Key, out var v) && v == l.Value),
     };
 
     public static List<StoredResource> Select(ConfigState state, Workload workload)

@@ -1,4 +1,5 @@
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Configuration;
@@ -28,6 +29,12 @@ internal sealed class SidecarSnapshot
 
     /// <summary>Mesh-wide settings: the MeshConfig resource if there is one, else the defaults.</summary>
     public required MeshConfigSpec Mesh { get; init; }
+
+    /// <summary>
+    /// The AuthorizationPolicies that apply to this workload, compiled with the snapshot so that a new
+    /// policy set takes effect in the same reference swap as the rest of the configuration.
+    /// </summary>
+    public required AuthorizationEngine Authorization { get; init; }
 
     /// <summary>
     /// Control-plane mode: restored from the saved copy because the control plane could not be reached;

@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 
@@ -90,6 +91,11 @@ internal static class SnapshotBuilder
             app.Protocol,
             [new UpstreamEndpoint("127.0.0.1", app.Port, 1, null)]);
 
+        var mesh = meshConfigs.FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
+        var workload = sidecar.Spec.Workload;
+        var authorization = AuthorizationEngine.Build(
+            parsed.OfKind<AuthorizationPolicyResource>(), workload.Namespace, workload.Labels, mesh.RootNamespace);
+
         return new SidecarSnapshot
         {
             Version = version,
@@ -98,7 +104,8 @@ internal static class SnapshotBuilder
             Sidecar = sidecar,
             InboundCluster = inbound,
             Services = new ServiceTable(hosts, addresses),
-            Mesh = meshConfigs.FirstOrDefault()?.Spec ?? MeshConfigSpec.Default,
+            Mesh = mesh,
+            Authorization = authorization,
             Resources = parsed.Resources,
         };
     }

@@ -235,6 +235,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         InboundCluster = s.InboundCluster,
         Services = s.Services,
         Mesh = s.Mesh,
+        Authorization = s.Authorization,
         Resources = s.Resources,
         Stale = stale,
         Provisional = provisional,

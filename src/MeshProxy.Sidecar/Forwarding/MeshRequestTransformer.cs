@@ -37,6 +37,14 @@ internal sealed class MeshRequestTransformer : HttpTransformer
             return;
         }
 
+        // Authorization normalized the path: send its exact spelling, not YARP's re-encoding of the decoded one.
+        if (httpContext.Features.Get<Authorization.AuthorizedPathFeature>() is { } authorized)
+        {
+            proxyRequest.RequestUri = new Uri(
+                string.Concat(destinationPrefix.AsSpan().TrimEnd('/'), authorized.Path, httpContext.Request.QueryString.Value),
+                UriKind.Absolute);
+        }
+
         var headers = proxyRequest.Headers;
 
         // The caller's identity is told to the app by the sidecar alone; whatever a caller sent under

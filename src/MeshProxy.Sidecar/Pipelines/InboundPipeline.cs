@@ -1,3 +1,4 @@
+using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Routing;
@@ -11,7 +12,8 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// <summary>
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
 /// snapshot -> request id -> telemetry start -> the caller's SPIFFE ID (verified once per connection by
-/// Listeners/InboundTls.cs; null on PERMISSIVE plaintext) -> forward to 127.0.0.1:appPort (x-forwarded-*,
+/// Listeners/InboundTls.cs; null on PERMISSIVE plaintext) -> authorization (method guard, path normalization,
+/// policy: 400 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
 /// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
 internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<InboundPipeline> logger)
@@ -28,6 +30,41 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
         var record = telemetry.Start(context, snapshot, outbound: false);
         try
         {
+            // A. Authorization: nothing reaches the app that the snapshot's policies did not allow, and the
+            //    app receives the very path they were matched against (Authorization/README.md, "In the pipeline").
+            // A1. Method guard: a standard method in another case ("post") is refused, because apps compare
+            //     methods case-insensitively while policies match them exactly.
+            if (!MethodGuard.IsAcceptable(context.Request.Method))
+            {
+                InboundAuthorization.ReportRejected(telemetry.Proxy, logger, context, "standard method not in uppercase");
+                record.Flags |= ResponseFlags.DownstreamProtocolError;
+                await LocalReply.WriteAsync(context, StatusCodes.Status400BadRequest, record.Flags, "bad request: method must be uppercase");
+                return;
+            }
+
+            // A2. Path: normalized from the raw request target; spellings that cannot be authorized safely
+            //     (encoded slashes, backslashes, broken escapes) are refused.
+            if (!InboundAuthorization.TryNormalizePath(context, out var path, out var rejection))
+            {
+                InboundAuthorization.ReportRejected(telemetry.Proxy, logger, context, rejection.ToString());
+                record.Flags |= ResponseFlags.DownstreamProtocolError;
+                await LocalReply.WriteAsync(context, StatusCodes.Status400BadRequest, record.Flags, $"bad request: path refused ({rejection})");
+                return;
+            }
+
+            InboundAuthorization.UseNormalizedPath(context, path);
+
+            // A3. Policy: the peer's verified SPIFFE ID (none on plaintext), source address, host, port,
+            //     method, normalized path, headers. Denials and dry-run "would deny" are logged and counted.
+            var authorization = InboundAuthorization.RequestOf(context, snapshot, path);
+            var decision = snapshot.Authorization.Evaluate(authorization);
+            InboundAuthorization.Report(telemetry.Proxy, logger, authorization, decision);
+            if (!decision.Allowed)
+            {
+                await LocalReply.WriteAsync(context, StatusCodes.Status403Forbidden, ResponseFlags.None, InboundAuthorization.DeniedBody);
+                return;
+            }
+
             // 2. The local app is the only upstream.
             var cluster = snapshot.InboundCluster;
             var endpoint = cluster.Endpoints[0];

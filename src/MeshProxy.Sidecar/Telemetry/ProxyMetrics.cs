@@ -22,9 +22,30 @@ internal sealed class ProxyMetrics
     private readonly Lock _configLock = new();
     private string? _currentVersion;
 
+    // ---- Authorization (the inbound pipeline's authorization step) -------------------------------
+    // Kept apart from the rest of the file: one family, created first, recorded by AuthorizationDecision.
+
+    /// <summary>The policy label when no policy decided (no ALLOW policy applies, or none matched).</summary>
+    public const string NoPolicy = "none";
+
+    private readonly CounterFamily<LabelSet2> _authorizationDecisions;
+
+    /// <summary>
+    /// One decision: action "allow", "deny" or "would_deny" (a dry-run policy would have denied an allowed
+    /// request), policy the namespace/name that decided or <see cref="NoPolicy"/>. Policy names come
+    /// from configuration, so the label set is bounded by it; the strings are the snapshot's own
+    /// instances, so recording allocates nothing.
+    /// </summary>
+    public void AuthorizationDecision(string action, string policy) =>
+        _authorizationDecisions.WithLabels(new LabelSet2(action, policy)).Increment();
+
+    // ---- end of authorization ----------------------------------------------------------------------
+
     public ProxyMetrics(MetricsRegistry registry)
     {
         Registry = registry;
+        _authorizationDecisions = registry.CreateCounterFamily<LabelSet2>(
+            "meshproxy_authorization_decisions_total", "Inbound authorization decisions, per action (allow, deny, would_deny) and deciding policy.", ["action", "policy"]);
         _configInfo = registry.CreateGaugeFamily<LabelSet1>(
             "meshproxy_config_info", "The configuration version in force (1); versions replaced since start are 0.", ["version"], MaxConfigVersions);
         _configApplied = registry.CreateGauge(
