@@ -1,5 +1,6 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Configuration;
@@ -29,6 +30,9 @@ internal sealed class SidecarSnapshot
 
     /// <summary>Mesh-wide settings: the MeshConfig resource if there is one, else the defaults.</summary>
     public required MeshConfigSpec Mesh { get; init; }
+
+    /// <summary>The EgressPolicies that apply to this workload, compiled, with the mesh's outboundTrafficPolicy.</summary>
+    public EgressRules Egress { get; init; } = EgressRules.Empty(OutboundTrafficMode.RegistryOnly);
 
     /// <summary>
     /// The AuthorizationPolicies that apply to this workload, compiled with the snapshot so that a new

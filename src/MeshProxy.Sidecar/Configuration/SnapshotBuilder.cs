@@ -3,6 +3,7 @@ using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 
@@ -106,6 +107,7 @@ internal static class SnapshotBuilder
             Services = new ServiceTable(hosts, addresses),
             Mesh = mesh,
             Authorization = authorization,
+            Egress = EgressRules.Compile(parsed.OfKind<EgressPolicyResource>(), sidecar, mesh),
             Resources = parsed.Resources,
         };
     }

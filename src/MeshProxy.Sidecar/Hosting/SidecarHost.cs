@@ -3,6 +3,7 @@ using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.ControlPlaneClient;
 using MeshProxy.Identity;
+using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Pipelines;
@@ -68,6 +69,10 @@ internal static class SidecarHost
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
         services.AddSingleton<Resilience.ResilientForwarder>();
+        services.AddSingleton<EgressResolver>();
+        services.AddSingleton<EgressGate>();
+        services.AddSingleton<EgressForwarder>();
+        services.AddSingleton<Listeners.EgressConnections>();
         services.AddSingleton<OutboundPipeline>();
         services.AddSingleton<InboundPipeline>();
         services.AddSingleton<SidecarLifecycle>();

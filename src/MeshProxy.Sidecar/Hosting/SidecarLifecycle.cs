@@ -89,7 +89,11 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
             OriginalDestinationMiddleware.Install(listen);
             inboundTls?.Install(listen);
         }, cancellationToken);
-        _outboundServer = await StartAsync("outbound", new IPEndPoint(IPAddress.Parse(spec.OutboundAddress), spec.Outbound), _outbound.HandleAsync, acceptHttp2: true, OriginalDestinationMiddleware.Install, cancellationToken);
+        _outboundServer = await StartAsync("outbound", new IPEndPoint(IPAddress.Parse(spec.OutboundAddress), spec.Outbound), _outbound.HandleAsync, acceptHttp2: true, listen =>
+        {
+            OriginalDestinationMiddleware.Install(listen);
+            _services.GetRequiredService<EgressConnections>().Install(listen); // TLS passthrough and CONNECT (Egress/README.md)
+        }, cancellationToken);
         _source.StartWatching();
         _ready = true;
     }

@@ -1,4 +1,5 @@
 using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Resilience;
@@ -15,10 +16,11 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// <summary>
 /// The local app's requests to the mesh (listener 15001), top to bottom:
 /// snapshot -> request id -> telemetry start -> destination (captured address, else Host/:authority)
+/// -> [not a mesh service: egress, decided by EgressPolicy]
 /// -> route match -> load balancing, retries, timeouts, circuit breaking, forwarding
 /// -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
-internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder resilience, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
+internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder resilience, EgressForwarder egress, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
@@ -36,11 +38,10 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
             var virtualHost = ResolveDestination(context, snapshot);
             if (virtualHost is null)
             {
-                var authority = context.Request.Headers.Host.ToString();
-                logger.NoRoute(Direction, authority);
-                record.Flags = ResponseFlags.NoRoute;
-                await LocalReply.WriteAsync(context, StatusCodes.Status404NotFound, ResponseFlags.NoRoute,
-                    $"no route: '{authority}' is not a service this workload may call");
+                // 2e. Egress (Egress/README.md): not a mesh service, so outside the mesh. EgressPolicy
+                //     decides on Host and port; allowed goes to the addresses the sidecar resolved for
+                //     that name, denied is 403 NR.
+                record.Flags |= await egress.ForwardAsync(context, snapshot);
                 return;
             }
 

@@ -112,4 +112,27 @@ internal sealed class ProxyMetrics
     }
 
     public void UpstreamConnectFailure(string cluster) => _connectFailures.WithLabels(new LabelSet1(cluster)).Increment();
+
+    // ---- Egress (src/MeshProxy.Sidecar/Egress): refusals of traffic leaving the mesh. ----
+    // Created on first use so that this block stays self-contained; both labels take a handful of fixed values.
+    private readonly Lock _egressLock = new();
+    private CounterFamily<LabelSet2>? _egressDenied;
+
+    /// <summary>meshproxy_egress_denied_total{protocol=http|tls|connect, reason=not_allowed|spoofed|unresolvable|no_sni}.</summary>
+    public void EgressDenied(string protocol, string reason)
+    {
+        var family = _egressDenied;
+        if (family is null)
+        {
+            lock (_egressLock)
+            {
+                family = _egressDenied ??= Registry.CreateCounterFamily<LabelSet2>(
+                    "meshproxy_egress_denied_total", "Outbound requests and connections to outside the mesh that were refused, by protocol and reason.", ["protocol", "reason"]);
+            }
+        }
+
+        family.WithLabels(new LabelSet2(protocol, reason)).Increment();
+    }
+
+    // ---- end of egress block ----
 }

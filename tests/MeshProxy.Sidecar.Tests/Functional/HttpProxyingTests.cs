@@ -106,12 +106,12 @@ public sealed class HttpProxyingTests(TwoSidecarMesh mesh) : IClassFixture<TwoSi
     }
 
     [Fact]
-    public async Task An_unknown_destination_gets_404_with_the_NR_flag_at_once()
+    public async Task An_unknown_destination_gets_403_with_the_NR_flag_at_once()
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(mesh.Store.OutboundUri, "/x"));
         request.Headers.Host = "no-such-service.example";
         using var response = await mesh.Client.SendAsync(request, Ct);
-        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode); // REGISTRY_ONLY egress denial (Egress/README.md)
         Assert.Equal("NR", response.Headers.GetValues("x-meshproxy-response-flags").Single());
         Assert.Contains("no-such-service.example", await response.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);
     }

@@ -60,12 +60,12 @@ public sealed class AccessLogTests(TelemetryMesh mesh) : IClassFixture<Telemetry
         {
             request.Headers.Add("x-request-id", id);
             using var response = await mesh.Client.SendAsync(request, Ct);
-            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode); // REGISTRY_ONLY egress denial
         }
 
         var line = await WaitForLineAsync(mesh.StoreAccessLog, id);
         Assert.Equal("NR", line.GetProperty("response_flags").GetString());
-        Assert.Equal(404, line.GetProperty("response_code").GetInt32());
+        Assert.Equal(403, line.GetProperty("response_code").GetInt32());
         Assert.Equal(JsonValueKind.Null, line.GetProperty("upstream_cluster").ValueKind);
         Assert.True(line.GetProperty("bytes_sent").GetInt64() > 0);
     }

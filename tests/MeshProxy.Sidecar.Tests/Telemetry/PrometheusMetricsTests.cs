@@ -63,7 +63,7 @@ public sealed class PrometheusMetricsTests(TelemetryMesh mesh) : IClassFixture<T
         var before = await Exposition.ScrapeAsync(mesh.Client, mesh.Store.Stats);
         using (var response = await mesh.Client.SendAsync(mesh.ToService("nowhere.example", HttpMethod.Get, "/"), Ct))
         {
-            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode); // REGISTRY_ONLY egress denial
         }
 
         using (var response = await mesh.Client.SendAsync(mesh.ToService("refusing", HttpMethod.Get, "/"), Ct))
@@ -72,7 +72,7 @@ public sealed class PrometheusMetricsTests(TelemetryMesh mesh) : IClassFixture<T
         }
 
         var after = await Exposition.ScrapeAsync(mesh.Client, mesh.Store.Stats);
-        (string, string)[] nr = [("reporter", "source"), ("response_code", "404"), ("response_flags", "NR"), ("destination_service_name", "BlackHoleCluster")];
+        (string, string)[] nr = [("reporter", "source"), ("response_code", "403"), ("response_flags", "NR"), ("destination_service_name", "BlackHoleCluster")];
         (string, string)[] uf = [("reporter", "source"), ("response_code", "503"), ("response_flags", "UF,URX"), ("destination_service", "refusing.test.svc.cluster.local")];
         Assert.Equal(1, after.Sum("istio_requests_total", nr) - before.Sum("istio_requests_total", nr));
         Assert.Equal(1, after.Sum("istio_requests_total", uf) - before.Sum("istio_requests_total", uf));
@@ -147,7 +147,7 @@ public sealed class PrometheusMetricsTests(TelemetryMesh mesh) : IClassFixture<T
 
         using (var response = await mesh.Client.SendAsync(mesh.ToService("nowhere", HttpMethod.Get, "/"), Ct))
         {
-            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode); // REGISTRY_ONLY egress denial
         }
 
         foreach (var stats in new[] { mesh.Store.Stats, mesh.Billing.Stats })

@@ -1,0 +1,111 @@
+using System.Net;
+using System.Net.Sockets;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Listeners;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace MeshProxy.Sidecar.Egress;
+
+/// <summary>
+/// Plain HTTP to a host outside the mesh: decided on the request's Host (and port), forwarded on the
+/// sidecar's own connections to addresses the sidecar resolved itself. A denial is 403 with the NR
+/// flag (the mesh has no route for this workload to that destination); the body says why.
+/// </summary>
+internal sealed class EgressForwarder : IDisposable
+{
+    private static readonly HttpRequestOptionsKey<IPAddress[]> AddressesKey = new("meshproxy.egress.addresses");
+
+    private readonly EgressGate _gate;
+    private readonly IHttpForwarder _forwarder;
+    private readonly EgressResolver _resolver;
+    private readonly HttpMessageInvoker _invoker;
+
+    public EgressForwarder(EgressGate gate, IHttpForwarder forwarder, EgressResolver resolver)
+    {
+        _gate = gate;
+        _forwarder = forwarder;
+        _resolver = resolver;
+        _invoker = new HttpMessageInvoker(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            ActivityHeadersPropagator = null,
+            ConnectTimeout = TimeSpan.FromSeconds(10),
+            PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
+            ConnectCallback = ConnectAsync,
+        });
+    }
+
+    /// <summary>Decides and, if allowed, forwards; returns the flags for the request's telemetry.</summary>
+    public async Task<ResponseFlags> ForwardAsync(HttpContext context, SidecarSnapshot snapshot)
+    {
+        var original = context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
+                       items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
+            ? ((OriginalDestinationFeature)o!).EndPoint
+            : null;
+        var hostString = context.Request.Host;
+        var host = hostString.Host.Trim('[', ']').TrimEnd('.');
+        var port = hostString.Port ?? original?.Port ?? 80;
+
+        var check = await _gate.CheckAsync(snapshot, host, port, EgressTraffic.Http, original, context.RequestAborted);
+        if (!check.Allowed)
+        {
+            await LocalReply.WriteAsync(context, StatusCodes.Status403Forbidden, ResponseFlags.NoRoute, DenialMessage(host, port, check.DenyReason!, original));
+            return ResponseFlags.NoRoute;
+        }
+
+        // A passthrough (ALLOW_ANY, captured) is pooled by its address, not by a name nobody checked.
+        var prefix = check.Decision.Verdict == EgressVerdict.AllowedAny && original is not null
+            ? $"http://{original}/"
+            : new UriBuilder(Uri.UriSchemeHttp, host, port).Uri.ToString();
+        var error = await _forwarder.SendAsync(context, prefix, _invoker, UpstreamTransport.Http11, new Transformer(check.Addresses), context.RequestAborted);
+        if (error == ForwarderError.None)
+        {
+            return ResponseFlags.None;
+        }
+
+        await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamConnectionFailure,
+            $"egress to {host}:{port} failed: {error}");
+        return ResponseFlags.UpstreamConnectionFailure;
+    }
+
+    public void Dispose() => _invoker.Dispose();
+
+    public static string DenialMessage(string host, int port, string reason, IPEndPoint? original) => reason switch
+    {
+        EgressDenyReason.Spoofed => $"egress denied: {host}:{port} is allowed, but {original?.Address} is not an address of {host}",
+        EgressDenyReason.Unresolvable => $"egress denied: {host} is allowed but does not resolve",
+        _ => $"egress denied: no EgressPolicy allows {(host.Length == 0 ? "(no host)" : host)}:{port} for this workload (outboundTrafficPolicy REGISTRY_ONLY)",
+    };
+
+    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext connect, CancellationToken cancellationToken)
+    {
+        var addresses = connect.InitialRequestMessage.Options.TryGetValue(AddressesKey, out var checkedAddresses)
+            ? checkedAddresses
+            : await _resolver.ResolveAsync(connect.DnsEndPoint.Host, cancellationToken);
+        var socket = await EgressResolver.ConnectAsync(addresses, connect.DnsEndPoint.Port, cancellationToken);
+        return new NetworkStream(socket, ownsSocket: true);
+    }
+
+    /// <summary>The outbound header rules, plus the checked addresses handed to the connect callback.</summary>
+    private sealed class Transformer(IPAddress[] addresses) : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await MeshRequestTransformer.Outbound.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            proxyRequest.Options.Set(AddressesKey, addresses);
+        }
+
+        public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken) =>
+            MeshRequestTransformer.Outbound.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+
+        public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>
+            MeshRequestTransformer.Outbound.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);
+    }
+}
