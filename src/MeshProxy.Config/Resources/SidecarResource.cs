@@ -39,7 +39,7 @@ public sealed record ListenerPorts(int Outbound, int Inbound, int Admin, int Sta
 /// Where the control plane is and how the sidecar proves who it is to it. <see cref="SnapshotPath"/>
 /// is where the last applied snapshot is saved, so that a restart during an outage comes up serving.
 /// </summary>
-public sealed record ControlPlaneSpec(string Address, string? TokenFile, string? SnapshotPath = null);
+public sealed record ControlPlaneSpec(string Address, string? TokenFile, string? SnapshotPath = null, string? CaFile = null);
 
 /// <summary>
 /// One entry of Istio's Sidecar egress hosts, "namespace/host": the namespace is a name, "." (the

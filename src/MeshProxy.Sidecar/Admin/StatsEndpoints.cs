@@ -8,7 +8,8 @@ namespace MeshProxy.Sidecar.Admin;
 /// Port 15020, reachable by the kubelet and Prometheus: readiness, liveness and metrics. Nothing here
 /// changes the proxy's state.
 /// </summary>
-internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics)
+/// <remarks><paramref name="beforeScrape"/> brings metrics that cannot be callbacks (per-cluster ones) up to date.</remarks>
+internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics, Action beforeScrape)
 {
     public Task HandleAsync(HttpContext context)
     {
@@ -17,15 +18,16 @@ internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry
         switch (context.Request.Path.Value)
         {
             case "/ready" or "/healthz/ready":
-                var ready = lifecycle.IsReady;
-                response.StatusCode = ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
-                return response.WriteAsync(ready ? "ready\n" : lifecycle.IsDraining ? "draining\n" : "not ready\n");
+                var notReady = lifecycle.NotReadyReason;
+                response.StatusCode = notReady is null ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
+                return response.WriteAsync((notReady ?? "ready") + "\n");
             case "/live" or "/healthz/live":
                 return response.WriteAsync("live\n");
 
             // /stats/prometheus is the path Istio's sidecars serve; dashboards and scrape configs written for Istio keep working.
             case "/metrics" or "/stats/prometheus" when HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method):
                 response.ContentType = MetricsRegistry.ContentType;
+                beforeScrape();
                 return metrics.WriteToAsync(response.Body, context.RequestAborted);
             default:
                 response.StatusCode = StatusCodes.Status404NotFound;

@@ -60,7 +60,7 @@ internal static class SidecarHost
             services.AddSingleton<IConfigSource>(sp => sp.GetRequiredService<ControlPlaneSource>());
         }
 
-        // Identity: one SvidStore, filled by spec.tls's files here (or by the control plane's CA).
+        // Identity: one SvidStore, filled by spec.tls's files or, with controlPlane.tokenFile, by the control plane's CA.
         services.AddSingleton<SidecarIdentity>();
         services.AddSingleton(sp => new PeerCertificateVerifier(sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<TlsFileSource>();
@@ -75,6 +75,15 @@ internal static class SidecarHost
         services.AddSingleton<Listeners.EgressConnections>();
         services.AddSingleton<OutboundPipeline>();
         services.AddSingleton<InboundPipeline>();
+        var caMode = controlPlaneSidecar?.Spec.ControlPlane?.TokenFile is not null;
+        if (caMode)
+        {
+            // Before the lifecycle, so the CA request is under way while the listeners start.
+            services.AddSingleton(new CertificateAuthorityClientOptions());
+            services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ControlPlaneIdentity>(sp, controlPlaneSidecar!, configPath));
+            services.AddHostedService(sp => sp.GetRequiredService<ControlPlaneIdentity>());
+        }
+
         services.AddSingleton<SidecarLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<SidecarLifecycle>());
         if (controlPlaneSidecar is not null)
@@ -96,6 +105,13 @@ internal static class SidecarHost
         }
 
         host.Services.GetRequiredService<TlsFileSource>().LoadInitial();
+        if (caMode)
+        {
+            // Decided before anything resolves the transports or starts a listener: mTLS from the first
+            // connection, refusing mesh traffic until the CA's certificate arrives.
+            host.Services.GetRequiredService<SidecarIdentity>().Enable();
+        }
+
         return host;
     }
 }

@@ -32,6 +32,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     private readonly ILoggerFactory _loggerFactory;
     private readonly IHostApplicationLifetime _application;
     private readonly ILogger _logger;
+    private readonly ControlPlaneIdentity? _caIdentity;
     private readonly Lock _drainLock = new();
     private Task? _inboundDrain;
     private ListenerServer? _inboundServer;
@@ -60,10 +61,22 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         _loggerFactory = loggerFactory;
         _application = application;
         _logger = loggerFactory.CreateLogger<SidecarLifecycle>();
+        _caIdentity = services.GetService<ControlPlaneIdentity>();
     }
 
-    /// <summary>True once configuration is loaded and every listener is up; false from the first moment of shutdown.</summary>
-    public bool IsReady => _ready && _store.HasSnapshot;
+    /// <summary>
+    /// True once configuration is loaded, every listener is up and (control-plane CA mode) the first certificate is
+    /// in; false from the first moment of shutdown.
+    /// </summary>
+    public bool IsReady => NotReadyReason is null;
+
+    /// <summary>Why the sidecar is not ready (for /ready's body), or null when it is.</summary>
+    public string? NotReadyReason =>
+        IsDraining ? "draining"
+        : !_ready ? "not ready: listeners starting or stopping"
+        : !_store.HasSnapshot ? "not ready: waiting for the first configuration"
+        : _caIdentity is { FirstCertificate.IsCompletedSuccessfully: false } ? "not ready: waiting for the first certificate from the control plane's CA"
+        : null;
 
     public bool IsDraining => _inboundDrain is not null;
 
@@ -74,7 +87,9 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     {
         var spec = _store.Current.Sidecar.Spec.Listeners;
         var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), _loggerFactory.CreateLogger<AdminEndpoints>());
-        var stats = new StatsEndpoints(this, _telemetry.Registry);
+        var meshState = new MeshStateMetrics(
+            _telemetry.Registry, _services.GetRequiredService<SidecarIdentity>(), _store, _source is ControlPlaneClient.ControlPlaneSource);
+        var stats = new StatsEndpoints(this, _telemetry.Registry, meshState.Refresh);
 
         // Admin is bound to loopback whatever the configuration says: it can drain and stop the proxy.
         _adminServer = await StartAsync("admin", new IPEndPoint(IPAddress.Loopback, spec.Admin), admin.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);

@@ -28,4 +28,7 @@ internal static partial class IdentityLog
 
     [LoggerMessage(408, LogLevel.Debug, "Outbound mTLS to {Endpoint}: server certificate {Reason}: {Detail}")]
     public static partial void OutboundPeerRefused(this ILogger logger, string endpoint, string reason, string detail);
+
+    [LoggerMessage(409, LogLevel.Information, "Requesting a certificate for {SpiffeId} from the control plane's CA at {Address}")]
+    public static partial void RequestingCertificate(this ILogger logger, string spiffeId, string address);
 }

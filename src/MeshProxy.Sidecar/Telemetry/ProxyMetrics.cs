@@ -1,3 +1,4 @@
+using MeshProxy.Identity;
 using MeshProxy.Metrics;
 using MeshProxy.Sidecar.Configuration;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -135,4 +136,155 @@ internal sealed class ProxyMetrics
     }
 
     // ---- end of egress block ----
+}
+
+// ---- Identity, resilience and control-plane state (issues 4, 6, 7) -------------------------------------------
+// Kept apart from ProxyMetrics: everything here is read at scrape time from counters the data path already keeps
+// (TlsCounters, the SvidStore, each cluster's ResilienceStats), so exporting it adds nothing to a request.
+
+/// <summary>
+/// Certificate expiry, TLS handshakes and refusals, per-cluster retries/overflow/ejections, config staleness and
+/// NACKs. Fixed label sets are callback metrics. Per-cluster figures cannot be: a callback family's samples are
+/// fixed when it is registered, while clusters come and go with the configuration. They are ordinary families
+/// brought up to date by <see cref="Refresh"/>, which the stats endpoint calls just before each scrape; a
+/// cluster's counters advance by the growth of its stats since the last scrape (a cluster that disappeared and
+/// came back starts from zero, and counts from there), so exported counters never go down.
+/// </summary>
+internal sealed class MeshStateMetrics
+{
+    /// <summary>Clusters come from configuration; the bound keeps a pathological config from growing the exposition without end.</summary>
+    private const int MaxClusters = 2048;
+
+    private static readonly (string Name, string Help, Func<Resilience.ResilienceStats, long> Read)[] ClusterCounters =
+    [
+        ("meshproxy_upstream_retries_total", "Retry attempts (attempts after the first), per cluster.", s => s.Retries),
+        ("meshproxy_upstream_retry_budget_exhausted_total", "Failures returned because the retry budget was spent (flag URX), per cluster.", s => s.RetriesExhausted),
+        ("meshproxy_upstream_retry_overflow_total", "Retries refused by the concurrent-retries limit, per cluster.", s => s.RetryOverflow),
+        ("meshproxy_upstream_overflow_total", "Requests refused by a circuit breaker (flag UO), per cluster.", s => s.Overflow),
+        ("meshproxy_upstream_timeouts_total", "Requests answered 504 UT (per-try or route timeout), per cluster.", s => s.Timeouts),
+        ("meshproxy_outlier_ejections_total", "Endpoints ejected by outlier detection, per cluster.", s => s.Ejections),
+    ];
+
+    private readonly SnapshotStore _snapshots;
+    private readonly CounterFamily<LabelSet1>[] _clusterCounters;
+    private readonly GaugeFamily<LabelSet1> _ejectedEndpoints;
+    private readonly Dictionary<string, long[]> _lastSeen = new(StringComparer.Ordinal);
+    private readonly Lock _refreshLock = new();
+
+    public MeshStateMetrics(MetricsRegistry registry, Identity.SidecarIdentity identity, SnapshotStore snapshots, bool controlPlaneMode)
+    {
+        _snapshots = snapshots;
+        var store = identity.Store;
+        var tls = identity.Counters;
+
+        // Absent (the callback throws) until there is a certificate: 0 would read as "expired now".
+        registry.CreateCallbackGauge(
+            "meshproxy_certificate_expiry_seconds", "Seconds until the workload certificate (SVID) expires; negative once it has.",
+            () => store.NotAfter is { } notAfter ? (notAfter - DateTimeOffset.UtcNow).TotalSeconds : throw new InvalidOperationException("no SVID yet"));
+        registry.CreateCallbackCounter(
+            "meshproxy_tls_handshakes_total", "Mutual TLS handshakes completed with a verified peer, per direction.", ["direction"],
+            [new(["inbound"], () => tls.InboundHandshakes), new(["outbound"], () => tls.OutboundHandshakes)]);
+        registry.CreateCallbackCounter(
+            "meshproxy_tls_handshake_failures_total", "TLS handshakes that failed for a reason other than the peer's certificate (protocol, cipher, garbage, timeout), per direction.", ["direction"],
+            [new(["inbound"], () => tls.InboundHandshakeFailures), new(["outbound"], () => tls.OutboundHandshakeFailures)]);
+        var reasons = Enum.GetValues<PeerVerificationFailure>().Where(r => r != PeerVerificationFailure.None).ToArray();
+        registry.CreateCallbackCounter(
+            "meshproxy_tls_peer_refusals_total",
+            "Connections refused because the peer's certificate was refused, per direction and verifier reason (outbound ones fail their request with flag UPI).",
+            ["direction", "reason"],
+            [
+                .. reasons.Select(r => new CallbackSample(["inbound", ReasonLabel(r)], () => tls.InboundRefusedFor(r))),
+                .. reasons.Select(r => new CallbackSample(["outbound", ReasonLabel(r)], () => tls.OutboundRefusedFor(r))),
+            ]);
+        registry.CreateCallbackCounter(
+            "meshproxy_tls_plaintext_connections_total", "Plaintext inbound connections on an mTLS sidecar: accepted (PERMISSIVE) or refused (STRICT).", ["outcome"],
+            [new(["accepted"], () => tls.PlaintextAccepted), new(["refused"], () => tls.PlaintextRefused)]);
+
+        _clusterCounters = [.. ClusterCounters.Select(c => registry.CreateCounterFamily<LabelSet1>(c.Name, c.Help, ["cluster"], MaxClusters))];
+        _ejectedEndpoints = registry.CreateGaugeFamily<LabelSet1>(
+            "meshproxy_outlier_ejected_endpoints", "Endpoints ejected now by outlier detection, per cluster.", ["cluster"], MaxClusters);
+
+        registry.CreateCallbackGauge(
+            "meshproxy_config_stale", "1 while the configuration in force is a saved snapshot the control plane has not confirmed since start; 0 otherwise (always 0 in standalone mode).",
+            () => snapshots.Current.Stale ? 1 : 0);
+        if (controlPlaneMode)
+        {
+            // In control-plane mode every refused snapshot is answered with a NACK (ControlPlaneSource.Apply).
+            var nacks = registry.CreateCounter("meshproxy_config_nacks_total", "Snapshots pushed by the control plane and refused with a NACK (the last good one kept serving).");
+            snapshots.Rejected += _ => nacks.Increment();
+        }
+    }
+
+    /// <summary>Brings the per-cluster families up to date with the clusters of the snapshot in force. Called per scrape.</summary>
+    public void Refresh()
+    {
+        var snapshot = _snapshots.Current;
+        var now = Environment.TickCount64;
+        lock (_refreshLock)
+        {
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var cluster in Resilience.ClusterState.ClustersOf(snapshot))
+            {
+                if (!seen.Add(cluster.Name))
+                {
+                    continue;
+                }
+
+                var labels = new LabelSet1(cluster.Name);
+                var stats = cluster.State.Stats;
+                if (!_lastSeen.TryGetValue(cluster.Name, out var last))
+                {
+                    last = new long[ClusterCounters.Length];
+                    _lastSeen[cluster.Name] = last;
+                }
+
+                for (var i = 0; i < ClusterCounters.Length; i++)
+                {
+                    var value = ClusterCounters[i].Read(stats);
+                    var growth = value >= last[i] ? value - last[i] : value; // fresh state: counts from zero again
+                    last[i] = value;
+                    var counter = _clusterCounters[i].WithLabels(labels);
+                    if (growth > 0)
+                    {
+                        counter.Add(growth);
+                    }
+                }
+
+                var ejected = 0;
+                foreach (var endpoint in cluster.Endpoints)
+                {
+                    if (endpoint.Health.IsEjected(now))
+                    {
+                        ejected++;
+                    }
+                }
+
+                _ejectedEndpoints.WithLabels(labels).Set(ejected);
+            }
+
+            foreach (var gone in _lastSeen.Keys.Where(k => !seen.Contains(k)).ToList())
+            {
+                _lastSeen.Remove(gone);
+                _ejectedEndpoints.WithLabels(new LabelSet1(gone)).Set(0);
+            }
+        }
+    }
+
+    /// <summary>UntrustedIssuer becomes untrusted_issuer, the spelling of Prometheus label values elsewhere.</summary>
+    private static string ReasonLabel(PeerVerificationFailure reason)
+    {
+        var name = reason.ToString();
+        var builder = new System.Text.StringBuilder(name.Length + 4);
+        for (var i = 0; i < name.Length; i++)
+        {
+            if (char.IsUpper(name[i]) && i > 0)
+            {
+                builder.Append('_');
+            }
+
+            builder.Append(char.ToLowerInvariant(name[i]));
+        }
+
+        return builder.ToString();
+    }
 }

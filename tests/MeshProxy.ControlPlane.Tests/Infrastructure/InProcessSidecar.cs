@@ -33,6 +33,8 @@ internal sealed class InProcessSidecar : IAsyncDisposable
 
     public Uri StatsUri => new($"http://{Endpoints.Stats}");
 
+    public IPEndPoint InboundEndPoint => Endpoints.Inbound!;
+
     /// <summary>Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>.</summary>
     public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080)
     {
@@ -53,13 +55,17 @@ internal sealed class InProcessSidecar : IAsyncDisposable
         return path;
     }
 
-    public static async Task<InProcessSidecar> StartAsync(string bootstrapPath)
+    public static async Task<InProcessSidecar> StartAsync(string bootstrapPath, Action<IServiceCollection>? configure = null)
     {
-        var host = SidecarHost.Build(bootstrapPath, services => services.AddSingleton(new ControlPlaneClientOptions
+        var host = SidecarHost.Build(bootstrapPath, services =>
         {
-            InitialBackoff = TimeSpan.FromMilliseconds(100),
-            MaxBackoff = TimeSpan.FromSeconds(1),
-        }));
+            services.AddSingleton(new ControlPlaneClientOptions
+            {
+                InitialBackoff = TimeSpan.FromMilliseconds(100),
+                MaxBackoff = TimeSpan.FromSeconds(1),
+            });
+            configure?.Invoke(services);
+        });
         await host.StartAsync();
         return new InProcessSidecar(host, bootstrapPath);
     }

@@ -1,0 +1,129 @@
+using MeshProxy.Config.Resources;
+using MeshProxy.Identity;
+using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.Identity;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Hosting;
+
+/// <summary>
+/// Control-plane mode's identity: the CA client, started once the trust domain is known. The SPIFFE ID
+/// the CA will sign is <c>spiffe://&lt;trustDomain&gt;/ns/&lt;ns&gt;/sa/&lt;sa&gt;</c> and the trust domain is
+/// the mesh's (MeshConfig, pushed with the first snapshot, or the saved one), so the request waits for
+/// a real snapshot instead of guessing a domain the CA would refuse. <see cref="SidecarIdentity.Enable"/>
+/// is called at build time (see <see cref="SidecarHost"/>), so until the first SVID mesh traffic is refused,
+/// never served in plaintext.
+/// </summary>
+internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
+{
+    private readonly SidecarResource _sidecar;
+    private readonly string _bootstrapPath;
+    private readonly SidecarIdentity _identity;
+    private readonly SnapshotStore _snapshots;
+    private readonly CertificateAuthorityClientOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILoggerFactory _loggers;
+    private readonly ILogger _logger;
+    private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<SidecarSnapshot> _firstSnapshot = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _stop = new();
+    private CertificateAuthorityClient? _client;
+    private Task _run = Task.CompletedTask;
+    private int _disposed;
+
+    public ControlPlaneIdentity(
+        SidecarResource sidecar, string bootstrapPath, SidecarIdentity identity, SnapshotStore snapshots,
+        CertificateAuthorityClientOptions options, TimeProvider time, ILoggerFactory loggers)
+    {
+        _sidecar = sidecar;
+        _bootstrapPath = bootstrapPath;
+        _identity = identity;
+        _snapshots = snapshots;
+        _options = options;
+        _time = time;
+        _loggers = loggers;
+        _logger = loggers.CreateLogger<ControlPlaneIdentity>();
+        identity.Store.Changed += OnStoreChanged;
+        snapshots.Applied += OnApplied;
+    }
+
+    /// <summary>Completes when the first SVID from the CA is in the store; readiness waits for it.</summary>
+    public Task FirstCertificate => _first.Task;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_snapshots.HasSnapshot)
+        {
+            _firstSnapshot.TrySetResult(_snapshots.Current);
+        }
+
+        _run = RunAsync(_stop.Token);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return;
+        }
+
+        await _stop.CancelAsync();
+        await _run.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (_client is not null)
+        {
+            await _client.StopAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Idempotent: the container holds this instance as itself and as a hosted service.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _identity.Store.Changed -= OnStoreChanged;
+        _snapshots.Applied -= OnApplied;
+        await _stop.CancelAsync();
+        await _run.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (_client is not null)
+        {
+            await _client.DisposeAsync();
+        }
+
+        _stop.Dispose();
+    }
+
+    private async Task RunAsync(CancellationToken cancellationToken)
+    {
+        var snapshot = await _firstSnapshot.Task.WaitAsync(cancellationToken);
+        var workload = _sidecar.Spec.Workload;
+        var id = SpiffeId.ForWorkload(snapshot.Mesh.TrustDomain, workload.Namespace, workload.ServiceAccount);
+        var controlPlane = _sidecar.Spec.ControlPlane!;
+        _logger.RequestingCertificate(id.Value, controlPlane.Address);
+        var options = controlPlane.CaFile is { } caFile
+            ? _options with { BootstrapRootsFile = Path.GetFullPath(caFile, Path.GetDirectoryName(Path.GetFullPath(_bootstrapPath))!) }
+            : _options;
+        _client = new CertificateAuthorityClient(controlPlane, _bootstrapPath, id, _identity.Store, options, _time, _loggers);
+        await _client.StartAsync(cancellationToken);
+    }
+
+    private void OnApplied(SidecarSnapshot snapshot)
+    {
+        if (!snapshot.Provisional)
+        {
+            _firstSnapshot.TrySetResult(snapshot);
+        }
+    }
+
+    private void OnStoreChanged(object? sender, EventArgs e)
+    {
+        if (_identity.Store.Current is { } svid && _first.TrySetResult())
+        {
+            _logger.SvidLoaded(svid.SpiffeId.Value, "the control plane's CA", svid.Certificate.SerialNumber, svid.NotAfter, _identity.Store.TrustBundle?.Roots.Length ?? 0);
+        }
+    }
+}
