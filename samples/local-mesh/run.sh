@@ -26,8 +26,8 @@ payments_host=payments.example.test
 hosts_marker="# meshproxy local mesh (samples/local-mesh/run.sh)"
 
 die() { echo "local mesh: $*" >&2; exit 1; }
-for tool in curl openssl ss getent; do
-  command -v "$tool" >/dev/null || die "needs '$tool' (apt-get install curl openssl iproute2)"
+for tool in curl openssl ss getent python3; do
+  command -v "$tool" >/dev/null || die "needs '$tool' (apt-get install curl openssl iproute2 python3)"
 done
 
 # Every port, checked free before anything starts: a leftover process would answer in our place.
@@ -149,7 +149,11 @@ for port in 18001 18002 18003; do wait_for "http://127.0.0.1:$port/" 30 app-$por
 
 # Identities: each sidecar should hold an SVID from the control plane's CA. Wait for it a little
 # (the first issue is one gRPC call), then say what each has.
-identity_of() { curl -s --max-time 2 "http://127.0.0.1:$1/certs" | grep -o '"spiffeId":"[^"]*"' | cut -d'"' -f4 || true; }
+# json URL EXPRESSION: evaluates a Python expression over the JSON document d at URL ("" on any failure)
+json() { curl -s --max-time 2 "$1" | python3 -c "import json,sys
+try: d = json.load(sys.stdin); print($2)
+except Exception: print('')" 2>/dev/null || true; }
+identity_of() { json "http://127.0.0.1:$1/certs" 'd.get("spiffeId") or ""'; }
 for _ in $(seq 1 100); do
   [ -n "$(identity_of 15000)" ] && [ -n "$(identity_of 16000)" ] && [ -n "$(identity_of 17000)" ] && break
   sleep 0.1
@@ -166,7 +170,8 @@ done
 
 # Whether billing's sidecar received the authorization policy in its pushed snapshot.
 policy_pushed=false
-curl -s --max-time 2 http://127.0.0.1:16000/config_dump | grep -q '"kind":"AuthorizationPolicy","namespace":"shop","name":"billing-charges"' && policy_pushed=true
+[ "$(json http://127.0.0.1:16000/config_dump 'any(r["kind"] == "AuthorizationPolicy" and r["namespace"] == "shop" and r["name"] == "billing-charges" for r in d["resources"])')" = True ] \
+  && policy_pushed=true
 
 ok=0; pending=0; unexpected=0; waits=()
 $identities || waits+=(wiring)
