@@ -33,9 +33,11 @@ public static class SampleApp
 
         builder.Services.AddHttpClient("mesh").ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
         {
-            // The sidecar is an explicit HTTP proxy for the app: absolute-form requests, Host kept.
+            // The sidecar is an explicit HTTP proxy for the app: absolute-form requests, Host kept; for
+            // https:// the app asks the sidecar for a CONNECT tunnel and speaks TLS itself through it.
             UseProxy = outboundProxy is not null,
             Proxy = outboundProxy is null ? null : new System.Net.WebProxy(outboundProxy),
+            SslOptions = ExternalTls.ClientOptions(),
         });
 
         var app = builder.Build();
@@ -48,6 +50,12 @@ public static class SampleApp
         {
             await Task.Delay(ms, ct);
             return $"{name} slept {ms}ms\n";
+        });
+        var charges = 0;
+        app.MapPost("/charges", () =>
+        {
+            var id = Interlocked.Increment(ref charges);
+            return Results.Text($"{name} created charge ch_{id}\n", statusCode: StatusCodes.Status201Created);
         });
         app.MapGet("/status/{code:int}", (int code) => Results.Text($"{name} answered {code}\n", statusCode: code));
         app.Map("/ws", WebSocketEchoAsync);
@@ -62,6 +70,22 @@ public static class SampleApp
             using var response = await clients.CreateClient("mesh").SendAsync(outbound);
             var body = await response.Content.ReadAsStringAsync();
             return Results.Text(body, response.Content.Headers.ContentType?.ToString(), statusCode: (int)response.StatusCode);
+        });
+        app.MapGet("/external/{host}/{**path}", async (string host, string? path, IHttpClientFactory clients) =>
+        {
+            // An API outside the mesh, over HTTPS the app speaks itself (the sidecar sees only the SNI).
+            try
+            {
+                using var response = await clients.CreateClient("mesh").GetAsync(new Uri($"https://{host}/{path}"));
+                var body = await response.Content.ReadAsStringAsync();
+                return Results.Text(body, response.Content.Headers.ContentType?.ToString(), statusCode: (int)response.StatusCode);
+            }
+            catch (HttpRequestException ex)
+            {
+                // The caller wants to see why the tunnel or the handshake failed, not a bare 500.
+                return Results.Text($"{name} could not reach {host}: {ex.Message}{(ex.InnerException is { } inner ? " (" + inner.Message + ")" : "")}\n",
+                    statusCode: StatusCodes.Status502BadGateway);
+            }
         });
         return app;
     }
