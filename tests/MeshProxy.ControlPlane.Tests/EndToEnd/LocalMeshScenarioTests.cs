@@ -55,16 +55,10 @@ public sealed partial class LocalMeshScenarioTests
             }
         }
 
-        Assert.Equal(pending.Count == 0 ? 0 : 3, exitCode);
-        if (pending.Count == 0)
-        {
-            Assert.Contains("4 of 4 outcomes as expected", output, StringComparison.Ordinal);
-        }
-        else
-        {
-            // Honest about what is missing rather than green: the enforcing work is on other branches.
-            Assert.Skip("the mesh runs and every call is made, but some outcomes are not enforced yet:\n" + string.Join('\n', pending));
-        }
+        // Every policy is enforced now: an outcome the script reports as not enforced is a failure.
+        Assert.True(pending.Count == 0, "outcomes not enforced:\n" + string.Join('\n', pending));
+        Assert.Equal(0, exitCode);
+        Assert.Contains("4 of 4 outcomes as expected", output, StringComparison.Ordinal);
     }
 
     private static async Task<(int ExitCode, string Output)> RunScriptAsync()
