@@ -49,9 +49,9 @@ public sealed class TransparentCaptureTests
         Assert.Equal(AddressB, back["headers"]!["x-forwarded-for"]!.GetValue<string>());
 
         // 2. Outbound capture: the app in A dialling B's sidecar port directly, to skip its own sidecar,
-        // still lands in its own sidecar, which knows no such service and says so.
+        // still lands in its own sidecar, which knows no such service and, under REGISTRY_ONLY, refuses it.
         var direct = await pods.A.ExecAsync("curl", "-s", "-i", "--max-time", "10", $"http://{AddressB}:15006/hello");
-        Assert.Contains("HTTP/1.1 404", direct, StringComparison.Ordinal);
+        Assert.Contains("HTTP/1.1 403", direct, StringComparison.Ordinal);
         Assert.Contains("x-meshproxy-response-flags: NR", direct, StringComparison.OrdinalIgnoreCase);
 
         // 3. Inbound capture: a client in A that escapes outbound capture (running as the proxy's uid)
