@@ -42,7 +42,8 @@ internal static class MeshConfigParser
         var accessLog = d.AccessLog;
         if (spec.Map("accessLog") is { } log)
         {
-            accessLog = new AccessLogSpec(log.Bool("enabled") ?? d.AccessLog.Enabled, log.String("path") ?? d.AccessLog.Path);
+            // Writing an accessLog block turns it on, unless it says enabled: false.
+            accessLog = new AccessLogSpec(log.Bool("enabled") ?? true, log.String("path") ?? d.AccessLog.Path);
             log.Finish();
         }
 
