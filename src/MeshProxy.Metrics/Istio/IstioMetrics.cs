@@ -32,14 +32,15 @@ public sealed class IstioMetrics
         registry.TrackCapacity(_requests);
         registry.TrackCapacity(_tcp);
 
-        registry.Register(new RequestCounterFamily(_requests));
+        registry.Register(new StripedCounterFamily<RequestLabels, RequestSeries>(
+            _requests, RequestsTotal, "Requests handled by this proxy.", static r => r.Data, RequestSeries.Stride, RequestSeries.CountOffset));
         registry.Register(new RequestHistogramFamily(_requests, RequestDuration, "Duration of requests, in milliseconds.", RequestSeries.DurationOffset));
         registry.Register(new RequestHistogramFamily(_requests, RequestBytes, "Size of HTTP request bodies and headers on the wire, in bytes.", RequestSeries.RequestBytesOffset));
         registry.Register(new RequestHistogramFamily(_requests, ResponseBytes, "Size of HTTP response bodies and headers on the wire, in bytes.", RequestSeries.ResponseBytesOffset));
-        registry.Register(new TcpCounterFamily(_tcp, TcpSentBytes, "Bytes sent to the downstream during TCP connections.", TcpSeries.Sent));
-        registry.Register(new TcpCounterFamily(_tcp, TcpReceivedBytes, "Bytes received from the downstream during TCP connections.", TcpSeries.Received));
-        registry.Register(new TcpCounterFamily(_tcp, TcpConnectionsOpened, "TCP connections opened.", TcpSeries.Opened));
-        registry.Register(new TcpCounterFamily(_tcp, TcpConnectionsClosed, "TCP connections closed.", TcpSeries.Closed));
+        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpSentBytes, "Bytes sent to the downstream during TCP connections.", static t => t.Data, TcpSeries.Stride, TcpSeries.Sent));
+        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpReceivedBytes, "Bytes received from the downstream during TCP connections.", static t => t.Data, TcpSeries.Stride, TcpSeries.Received));
+        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpConnectionsOpened, "TCP connections opened.", static t => t.Data, TcpSeries.Stride, TcpSeries.Opened));
+        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpConnectionsClosed, "TCP connections closed.", static t => t.Data, TcpSeries.Stride, TcpSeries.Closed));
     }
 
     /// <summary>
@@ -106,32 +107,6 @@ public sealed class IstioMetrics
         public void Add(int cell, long amount) => Interlocked.Add(ref Data[Stripes.CurrentBase(Stride) + cell], amount);
     }
 
-    private sealed class RequestCounterFamily(SeriesMap<RequestLabels, RequestSeries> series) : IMetricFamily
-    {
-        private static readonly byte[] Header = ExpositionWriter.EncodeHeader(RequestsTotal, "Requests handled by this proxy.", "counter");
-        private static readonly byte[] NameBytes = ExpositionWriter.Ascii(RequestsTotal);
-
-        public string Name => RequestsTotal;
-
-        public void Write(ExpositionWriter writer)
-        {
-            var entries = series.Snapshot();
-            if (entries.IsEmpty)
-            {
-                return;
-            }
-
-            writer.Write(Header);
-            foreach (var entry in entries)
-            {
-                writer.Write(NameBytes);
-                HistogramWriter.WriteLabels(writer, entry.LabelBlock);
-                writer.WriteLong(Stripes.Sum(entry.Series.Data, RequestSeries.Stride, RequestSeries.CountOffset));
-                writer.Write((byte)'\n');
-            }
-        }
-    }
-
     private sealed class RequestHistogramFamily(SeriesMap<RequestLabels, RequestSeries> series, string name, string help, int offset) : IMetricFamily
     {
         private readonly byte[] _header = ExpositionWriter.EncodeHeader(name, help, "histogram");
@@ -155,7 +130,11 @@ public sealed class IstioMetrics
         }
     }
 
-    private sealed class TcpCounterFamily(SeriesMap<TcpLabels, TcpSeries> series, string name, string help, int cell) : IMetricFamily
+    /// <summary>A counter read from one cell of each series' striped data: the requests counter and the TCP counters.</summary>
+    private sealed class StripedCounterFamily<TLabels, TSeries>(
+        SeriesMap<TLabels, TSeries> series, string name, string help, Func<TSeries, long[]> data, int stride, int cell) : IMetricFamily
+        where TLabels : struct, ILabelSet
+        where TSeries : class
     {
         private readonly byte[] _header = ExpositionWriter.EncodeHeader(name, help, "counter");
         private readonly byte[] _name = ExpositionWriter.Ascii(name);
@@ -175,7 +154,7 @@ public sealed class IstioMetrics
             {
                 writer.Write(_name);
                 HistogramWriter.WriteLabels(writer, entry.LabelBlock);
-                writer.WriteLong(Stripes.Sum(entry.Series.Data, TcpSeries.Stride, cell));
+                writer.WriteLong(Stripes.Sum(data(entry.Series), stride, cell));
                 writer.Write((byte)'\n');
             }
         }
