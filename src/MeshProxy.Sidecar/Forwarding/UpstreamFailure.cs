@@ -64,8 +64,7 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
     {
         for (var e = exception; e is not null; e = e.InnerException)
         {
-            if (e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } ||
-                e is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut })
+            if (IsConnectError(e))
             {
                 return true;
             }
@@ -73,6 +72,11 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
 
         return false;
     }
+
+    /// <summary>One exception of a chain that says the connection to the upstream was never made.</summary>
+    internal static bool IsConnectError(Exception e) =>
+        e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } ||
+        e is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut };
 
     private static string Describe(Exception? exception)
     {

@@ -207,8 +207,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                     return FailureKind.Overflow;
                 case HttpProtocolException { ErrorCode: 0x7 }: // HTTP/2 REFUSED_STREAM
                     return FailureKind.RefusedStream;
-                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } when error == ForwarderError.Request:
-                case SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut } when error == ForwarderError.Request:
+                case var connect when error == ForwarderError.Request && UpstreamFailure.IsConnectError(connect):
                     return FailureKind.ConnectFailure;
             }
         }
@@ -233,15 +232,10 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             return new ForwardResult(ResponseFlags.UpstreamOverflow | attempts.Flags, endpoint, attempts.Attempt + 1);
         }
 
-        var failure = UpstreamFailure.Classify(error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
-        var flags = failure.Flags | attempts.Flags;
-        logger.UpstreamFailed(flags.ToCode(), Direction, context.Request.Method, cluster.Name, endpoint.Key, failure.Reason);
-        if (failure.StatusCode != 0)
-        {
-            await LocalReply.WriteAsync(context, failure.StatusCode, flags, failure.Reason);
-        }
-
-        return new ForwardResult(flags, endpoint, attempts.Attempt + 1);
+        var failure = UpstreamFailure.Of(context, error);
+        failure = failure with { Flags = failure.Flags | attempts.Flags };
+        await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
+        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1);
     }
 
     private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts)
