@@ -111,6 +111,14 @@ public sealed class EndToEndTests
         var dump = await DumpAsync(sidecar);
         Assert.True(dump.GetProperty("provisional").GetBoolean());
 
+        // The placeholder snapshot has no authorization policies: inbound refuses instead of judging by none.
+        using (var inbound = await Http.GetAsync(new Uri($"http://{sidecar.InboundEndPoint}/charges"), TestContext.Current.CancellationToken))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, inbound.StatusCode);
+            Assert.Equal("NR", Assert.Single(inbound.Headers.GetValues("x-meshproxy-response-flags")));
+            Assert.Contains("waiting for the control plane", await inbound.Content.ReadAsStringAsync(TestContext.Current.CancellationToken), StringComparison.Ordinal);
+        }
+
         var dir = RepoPaths.NewTempDirectory();
         Yaml.Write(dir, "s.yaml", Yaml.Service("a", "test", 80, 9001));
         await using var back = await TestControlPlane.StartAsync(dir, port);

@@ -74,14 +74,16 @@ internal static class InboundAuthorization
             ? ((OriginalDestinationFeature)original!).EndPoint.Port
             : snapshot.Sidecar.Spec.App.Port;
         var request = context.Request;
+        var peer = Identity.PeerIdentity.Of(context);
         return new AuthorizationRequest(
-            Identity.PeerIdentity.Of(context)?.Principal,
+            peer?.Principal,
             connection.RemoteIpAddress,
             request.Host.Value ?? string.Empty,
             port,
             request.Method,
             path,
-            request.Headers);
+            request.Headers,
+            peer?.ServerName);
     }
 
     /// <summary>The log line (denials and dry-run "would deny" only) and the counters.</summary>

@@ -14,11 +14,12 @@ namespace MeshProxy.Sidecar.Identity;
 /// </summary>
 internal sealed class PeerIdentity : Telemetry.IPeerIdentityFeature
 {
-    private PeerIdentity(SpiffeId spiffeId, string certificateHash, string forwardedClientCert)
+    private PeerIdentity(SpiffeId spiffeId, string certificateHash, string forwardedClientCert, string? serverName)
     {
         SpiffeId = spiffeId;
         CertificateHash = certificateHash;
         ForwardedClientCert = forwardedClientCert;
+        ServerName = serverName;
     }
 
     public SpiffeId SpiffeId { get; }
@@ -35,11 +36,14 @@ internal sealed class PeerIdentity : Telemetry.IPeerIdentityFeature
     /// <summary>The x-forwarded-client-cert value, in Envoy's format: By=&lt;our ID&gt;;Hash=&lt;hex&gt;;URI=&lt;peer ID&gt;.</summary>
     public string ForwardedClientCert { get; }
 
-    public static PeerIdentity Create(SpiffeId peer, X509Certificate2 certificate, SpiffeId? self)
+    /// <summary>The server name (SNI) the peer asked for in its ClientHello, for `connection.sni` conditions; null when it sent none.</summary>
+    public string? ServerName { get; }
+
+    public static PeerIdentity Create(SpiffeId peer, X509Certificate2 certificate, SpiffeId? self, string? serverName)
     {
         var hash = Convert.ToHexStringLower(SHA256.HashData(certificate.RawDataMemory.Span));
         var xfcc = self is null ? $"Hash={hash};URI={peer.Value}" : $"By={self.Value};Hash={hash};URI={peer.Value}";
-        return new PeerIdentity(peer, hash, xfcc);
+        return new PeerIdentity(peer, hash, xfcc, string.IsNullOrEmpty(serverName) ? null : serverName);
     }
 
     /// <summary>The verified peer of the request's connection, or null on plaintext.</summary>

@@ -128,7 +128,7 @@ internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapsho
         identity.Counters.CountInboundHandshake();
         // A completed handshake ran the callback with a valid verdict: the client certificate is required.
         var clientCertificate = ssl.RemoteCertificate as X509Certificate2 ?? peerCertificate!;
-        connection.Items[typeof(PeerIdentity)] = PeerIdentity.Create(verdict!.SpiffeId!, clientCertificate, svid.SpiffeId);
+        connection.Items[typeof(PeerIdentity)] = PeerIdentity.Create(verdict!.SpiffeId!, clientCertificate, svid.SpiffeId, ssl.TargetHostName);
         var tls = new TlsFeature(clientCertificate, ssl.NegotiatedApplicationProtocol.Protocol);
         connection.Features.Set<ITlsConnectionFeature>(tls);
         connection.Features.Set<ITlsApplicationProtocolFeature>(tls);

@@ -11,7 +11,7 @@ namespace MeshProxy.Sidecar.Pipelines;
 
 /// <summary>
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
-/// snapshot -> request id -> telemetry start -> the caller's SPIFFE ID (verified once per connection by
+/// snapshot (503 until the control plane's first push) -> request id -> telemetry start -> the caller's SPIFFE ID (verified once per connection by
 /// Listeners/InboundTls.cs; null on PERMISSIVE plaintext) -> authorization (method guard, path normalization,
 /// policy: 400 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
 /// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
@@ -30,6 +30,15 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
         var record = telemetry.Start(context, snapshot, outbound: false);
         try
         {
+            // 0. Control-plane mode before the first push: the placeholder snapshot has no policies, so
+            //    nothing is let through to be judged by an empty policy set.
+            if (snapshot.Provisional)
+            {
+                record.Flags |= ResponseFlags.NoRoute;
+                await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, record.Flags, "no configuration yet: waiting for the control plane");
+                return;
+            }
+
             // A. Authorization: nothing reaches the app that the snapshot's policies did not allow, and the
             //    app receives the very path they were matched against (Authorization/README.md, "In the pipeline").
             // A1. Method guard: a standard method in another case ("post") is refused, because apps compare

@@ -192,4 +192,38 @@ public sealed class IntegrationTests
         Assert.Equal(["GET /charges"], mesh.App.Received);
         Assert.Equal(1, mesh.Billing.Identity.Counters.PlaintextAccepted);
     }
+
+    [Fact]
+    public async Task A_connection_sni_condition_matches_the_server_name_of_the_callers_handshake()
+    {
+        const string OnlyBillingSni = """
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata: { name: sni, namespace: test }
+            spec:
+              action: ALLOW
+              rules:
+                - when: [{ key: connection.sni, values: ["billing.test"] }]
+            """;
+        await using var mesh = await IntegrationMesh.StartAsync(OnlyBillingSni);
+        var pki = MeshPki.Shared;
+        var port = mesh.Billing.Inbound.Port;
+
+        // curl as a mesh peer: the store's SVID as client certificate, the server name chosen by --resolve.
+        async Task<string> StatusWithSniAsync(string serverName)
+        {
+            await using var curl = Infrastructure.ExternalProcess.Start("curl",
+            [
+                "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                "--cert", pki.Cert("store"), "--key", pki.Key("store"),
+                "--resolve", $"{serverName}:{port}:127.0.0.1", $"https://{serverName}:{port}/charges",
+            ]);
+            Assert.Equal(0, await curl.WaitForExitAsync(TimeSpan.FromSeconds(20)));
+            return curl.Output.Trim();
+        }
+
+        Assert.Equal("200", await StatusWithSniAsync("billing.test"));
+        Assert.Equal("403", await StatusWithSniAsync("other.test"));
+        Assert.Equal(["GET /charges"], mesh.App.Received);
+    }
 }
