@@ -37,6 +37,7 @@ internal sealed class EndpointHealth
     public const double DefaultRttMilliseconds = 30;
 
     private int _active;
+    private int _connections;
     private double _ewmaMs = DefaultRttMilliseconds;
     private long _ewmaStampMs = Environment.TickCount64;
     private int _consecutive5xx;
@@ -73,6 +74,16 @@ internal sealed class EndpointHealth
 
         return ewma * (Volatile.Read(ref _active) + 1);
     }
+
+    /// <summary>Open upstream connections to this endpoint (counted by the connector).</summary>
+    public int Connections => Volatile.Read(ref _connections);
+
+    /// <summary>Counts the endpoint's first connection; false when it already has one.</summary>
+    public bool TryOpenFirstConnection() => Interlocked.CompareExchange(ref _connections, 1, 0) == 0;
+
+    public void OpenConnection() => Interlocked.Increment(ref _connections);
+
+    public void CloseConnection() => Interlocked.Decrement(ref _connections);
 
     public void Begin() => Interlocked.Increment(ref _active);
 

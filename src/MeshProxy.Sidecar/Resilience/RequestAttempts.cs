@@ -13,6 +13,8 @@ internal sealed class RequestAttempts
 {
     public static readonly HttpRequestOptionsKey<Cluster> ClusterOption = new("meshproxy.cluster");
 
+    public static readonly HttpRequestOptionsKey<UpstreamEndpoint> EndpointOption = new("meshproxy.endpoint");
+
     private readonly HttpContext _context;
     private readonly long _deadline; // Stopwatch timestamp; long.MaxValue: none
     private readonly bool _idempotent;
@@ -144,6 +146,10 @@ internal sealed class RequestAttempts
     public void PrepareRequest(HttpRequestMessage request)
     {
         request.Options.Set(ClusterOption, Cluster);
+        if (Endpoint is { } endpoint)
+        {
+            request.Options.Set(EndpointOption, endpoint);
+        }
         if (_hasGrpcDeadline)
         {
             // The upstream must see the time that is really left, not what the caller granted at the start.
