@@ -109,9 +109,11 @@ internal sealed class EndpointHealth
         switch (result)
         {
             case AttemptResult.Success:
-                Volatile.Write(ref _consecutive5xx, 0);
-                Volatile.Write(ref _consecutiveGateway, 0);
-                Volatile.Write(ref _consecutiveLocal, 0);
+                // Read before writing: on the success path the counters are already 0, and a write would
+                // take the endpoint's cache line away from every other core on each response.
+                Reset(ref _consecutive5xx);
+                Reset(ref _consecutiveGateway);
+                Reset(ref _consecutiveLocal);
                 return false;
             case AttemptResult.ServerError:
                 Volatile.Write(ref _consecutiveGateway, 0);
@@ -127,6 +129,14 @@ internal sealed class EndpointHealth
                        Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures);
             default:
                 return false;
+        }
+    }
+
+    private static void Reset(ref int counter)
+    {
+        if (Volatile.Read(ref counter) != 0)
+        {
+            Volatile.Write(ref counter, 0);
         }
     }
 
