@@ -29,8 +29,10 @@ public enum LoadBalancerKind
 }
 
 /// <summary>
-/// Circuit breaking. Unset limits are unlimited, as in Istio (2^32-1 there); the defaults of the TCP
-/// connect timeout and HTTP idle timeout follow Istio's (10 s, 1 h).
+/// Circuit breaking. Unset limits are unlimited, as in Istio (2^32-1 there); the TCP connect timeout
+/// defaults to Istio's 10 s. The HTTP idle timeout defaults to 90 s rather than Istio's 1 h: the proxy
+/// should close an idle connection before the server does (many servers give up after 60-120 s), so
+/// that a request is rarely sent on a connection the server is closing.
 /// </summary>
 public sealed record ConnectionPoolSpec(
     int? MaxConnections,
@@ -41,7 +43,7 @@ public sealed record ConnectionPoolSpec(
     int? MaxRetries,
     TimeSpan IdleTimeout)
 {
-    public static ConnectionPoolSpec Default { get; } = new(null, TimeSpan.FromSeconds(10), null, null, null, null, TimeSpan.FromHours(1));
+    public static ConnectionPoolSpec Default { get; } = new(null, TimeSpan.FromSeconds(10), null, null, null, null, TimeSpan.FromSeconds(90));
 }
 
 /// <summary>

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using MeshProxy.Config.Parsing;
 
 namespace MeshProxy.Sidecar.Configuration;
@@ -27,6 +28,15 @@ internal sealed class SnapshotStore
     /// <summary>Raised after a new snapshot is in force (not on the request path).</summary>
     public event Action<SidecarSnapshot>? Applied;
 
+    /// <summary>Raised with a snapshot about to be put in force, before any request can see it.</summary>
+    public event Action<SidecarSnapshot>? Publishing;
+
+    public bool TryGetCurrent([NotNullWhen(true)] out SidecarSnapshot? snapshot)
+    {
+        snapshot = _current;
+        return snapshot is not null;
+    }
+
     public void Apply(SidecarSnapshot snapshot)
     {
         // Outlier ejections, latencies, budgets and breaker counters belong to clusters, not snapshots.
@@ -35,6 +45,7 @@ internal sealed class SnapshotStore
             Resilience.ClusterState.CarryOver(previous, snapshot);
         }
 
+        Publishing?.Invoke(snapshot);
         _current = snapshot;
         Applied?.Invoke(snapshot);
     }

@@ -1,17 +1,22 @@
 using System.Net;
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace MeshProxy.Sidecar.Forwarding;
 
 /// <summary>
-/// The HTTP clients the forwarder sends with: one connection pool for the local app (inbound) and one
-/// for everything else (outbound). A SocketsHttpHandler pools per scheme/host/port by itself, so one
-/// handler per direction is enough and keeps connection reuse maximal. Mesh endpoints get a third handler
-/// whose connections are all mutual TLS (<see cref="UpstreamTls"/>): an address:port is either a sidecar
-/// or not, so the two outbound handlers never hold a connection to the same endpoint.
+/// The HTTP clients the forwarder sends with: one connection pool for the local app (inbound) and, outbound,
+/// one <see cref="ClusterPool"/> per cluster, so that each destination's idle timeout and connection limit
+/// (DestinationPolicy connectionPool) are its handler's own settings. Each pool has a plaintext handler and
+/// one whose connections are all mutual TLS (<see cref="UpstreamTls"/>): an address:port is either a
+/// sidecar or not, so the two never hold a connection to the same endpoint. Pools are attached to a
+/// snapshot's clusters before it is published; a cluster whose settings did not change keeps its pool
+/// (and its warm connections) across snapshots, and a pool no longer used is retired: closed once the
+/// requests still using it are done.
 /// </summary>
 internal sealed class UpstreamTransport : IDisposable
 {
@@ -35,48 +40,122 @@ internal sealed class UpstreamTransport : IDisposable
     };
 
     private readonly SidecarIdentity _identity;
+    private readonly UpstreamTls _upstreamTls;
+    private readonly Lock _lock = new();
+    private Dictionary<string, ClusterPool> _pools = new(StringComparer.Ordinal);
 
-    public UpstreamTransport(SidecarIdentity identity, UpstreamTls upstreamTls)
+    public UpstreamTransport(SidecarIdentity identity, UpstreamTls upstreamTls, SnapshotStore snapshots)
     {
         _identity = identity;
-        Inbound = new HttpMessageInvoker(CreateHandler());
-        var outbound = CreateHandler();
-        // Connect timeout and connection limit are per destination (DestinationPolicy), which one
-        // handler's settings cannot be: the connector applies them, so the handler's own timeout is off.
-        outbound.ConnectCallback = Resilience.UpstreamConnector.ConnectAsync;
-        outbound.ConnectTimeout = Timeout.InfiniteTimeSpan;
-        Outbound = new HttpMessageInvoker(outbound);
-        var mtls = CreateHandler();
-        mtls.ConnectCallback = upstreamTls.ConnectAsync;
-        mtls.ConnectTimeout = Timeout.InfiniteTimeSpan;
-        OutboundMtls = new HttpMessageInvoker(mtls);
+        _upstreamTls = upstreamTls;
+        Inbound = new HttpMessageInvoker(CreateHandler(ClusterPolicy.Default.Pool));
+        Shared = CreatePool(ClusterPolicy.Default.Pool);
+        snapshots.Publishing += Attach;
+        if (snapshots.TryGetCurrent(out var current))
+        {
+            Attach(current);
+        }
     }
 
     public HttpMessageInvoker Inbound { get; }
 
-    public HttpMessageInvoker Outbound { get; }
+    /// <summary>
+    /// The pool of a cluster that has none of its own: one built outside a published snapshot (tests,
+    /// benchmarks), or a request still running on a replaced snapshot after its cluster's pool was retired
+    /// and drained. Never retired.
+    /// </summary>
+    public ClusterPool Shared { get; }
 
-    /// <summary>Connections that are mutual TLS, made by <see cref="UpstreamTls"/>.</summary>
-    public HttpMessageInvoker OutboundMtls { get; }
+    /// <summary>The pool to send this cluster's request through, acquired: release it after the send.</summary>
+    public ClusterPool Acquire(Cluster cluster) =>
+        cluster.Pool is { } pool && pool.TryAcquire() ? pool : AcquireShared();
 
     /// <summary>
     /// The rule for originating mTLS: the sidecar has an identity, and the endpoint names the service account
     /// it runs as (which is what makes it a mesh sidecar; endpoints without one are outside the mesh and
     /// stay plaintext).
     /// </summary>
-    public HttpMessageInvoker OutboundFor(UpstreamEndpoint endpoint) =>
-        endpoint.Identity is not null && _identity.Enabled ? OutboundMtls : Outbound;
+    public HttpMessageInvoker For(ClusterPool pool, UpstreamEndpoint endpoint) =>
+        endpoint.Identity is not null && _identity.Enabled ? pool.Mtls : pool.Plaintext;
 
     public static ForwarderRequestConfig ConfigFor(AppProtocol protocol) => protocol.IsHttp2() ? Http2 : Http11;
 
     public void Dispose()
     {
         Inbound.Dispose();
-        Outbound.Dispose();
-        OutboundMtls.Dispose();
+        Shared.Retire();
+        lock (_lock)
+        {
+            foreach (var pool in _pools.Values)
+            {
+                pool.Retire();
+            }
+
+            _pools = new Dictionary<string, ClusterPool>(StringComparer.Ordinal);
+        }
     }
 
-    private static SocketsHttpHandler CreateHandler() => new()
+    private ClusterPool AcquireShared()
+    {
+        Shared.TryAcquire();
+        return Shared;
+    }
+
+    /// <summary>Gives every outbound cluster of <paramref name="snapshot"/> its pool; before it is published.</summary>
+    private void Attach(SidecarSnapshot snapshot)
+    {
+        lock (_lock)
+        {
+            var next = new Dictionary<string, ClusterPool>(StringComparer.Ordinal);
+            foreach (var cluster in ClusterState.ClustersOf(snapshot))
+            {
+                if (ReferenceEquals(cluster, snapshot.InboundCluster))
+                {
+                    continue;
+                }
+
+                var settings = cluster.Policy.Pool;
+                if (!next.TryGetValue(cluster.Name, out var pool))
+                {
+                    if (_pools.Remove(cluster.Name, out var kept) && kept.Settings == settings)
+                    {
+                        pool = kept;
+                    }
+                    else
+                    {
+                        kept?.Retire();
+                        pool = CreatePool(settings);
+                    }
+
+                    next[cluster.Name] = pool;
+                }
+
+                cluster.Pool = pool;
+            }
+
+            foreach (var dropped in _pools.Values)
+            {
+                dropped.Retire();
+            }
+
+            _pools = next;
+        }
+    }
+
+    private ClusterPool CreatePool(PoolSettings settings)
+    {
+        var plaintext = CreateHandler(settings);
+        // The connect timeout and the cluster-wide connection limit are applied by the connector
+        // (a handler's own limit is per endpoint), so the handler's own timeout is off.
+        plaintext.ConnectCallback = UpstreamConnector.ConnectAsync;
+        plaintext.ConnectTimeout = Timeout.InfiniteTimeSpan;
+        var mtls = CreateHandler(settings);
+        mtls.ConnectCallback = _upstreamTls.ConnectAsync;
+        mtls.ConnectTimeout = Timeout.InfiniteTimeSpan;
+        return new ClusterPool(settings, new HttpMessageInvoker(plaintext), new HttpMessageInvoker(mtls));
+    }
+
+    private static SocketsHttpHandler CreateHandler(PoolSettings settings) => new()
     {
         // A proxy passes requests through as they are: no proxy of its own, no redirects followed,
         // no cookies kept, no bodies decompressed.
@@ -87,8 +166,11 @@ internal sealed class UpstreamTransport : IDisposable
         // Trace context is propagated by the sidecar's telemetry, not by HttpClient's diagnostics.
         ActivityHeadersPropagator = null,
         EnableMultipleHttp2Connections = true,
-        ConnectTimeout = TimeSpan.FromSeconds(10),
-        PooledConnectionIdleTimeout = TimeSpan.FromSeconds(90),
+        ConnectTimeout = ClusterPolicy.DefaultConnectTimeout,
+        PooledConnectionIdleTimeout = settings.IdleTimeout,
+        // Per endpoint: with one endpoint, requests beyond maxConnections wait in the handler's queue
+        // for a connection instead of each starting a connect the connector would hold back.
+        MaxConnectionsPerServer = settings.MaxConnections,
         KeepAlivePingDelay = TimeSpan.FromSeconds(30),
         KeepAlivePingTimeout = TimeSpan.FromSeconds(20),
         KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,

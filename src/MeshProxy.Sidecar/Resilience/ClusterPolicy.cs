@@ -12,23 +12,28 @@ internal sealed class ClusterPolicy
     /// <summary>Istio's connectTimeout default.</summary>
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>The config's idleTimeout default (see MeshProxy.Config's ConnectionPoolSpec).</summary>
+    public static readonly TimeSpan DefaultIdleTimeout = ConnectionPoolSpec.Default.IdleTimeout;
+
     public ClusterPolicy(
         LoadBalancerKind loadBalancer,
         CircuitLimits limits,
         OutlierPolicy? outlier,
         RetryBudgetPolicy budget,
-        TimeSpan connectTimeout)
+        TimeSpan connectTimeout,
+        TimeSpan idleTimeout)
     {
         LoadBalancer = loadBalancer;
         Limits = limits;
         Outlier = outlier;
         Budget = budget;
         ConnectTimeout = connectTimeout;
+        IdleTimeout = idleTimeout;
     }
 
     /// <summary>No DestinationPolicy: least-request, no limits, no outlier detection, the default budget.</summary>
     public static ClusterPolicy Default { get; } = new(
-        LoadBalancerKind.LeastRequest, CircuitLimits.Unlimited, null, RetryBudgetPolicy.Default, DefaultConnectTimeout);
+        LoadBalancerKind.LeastRequest, CircuitLimits.Unlimited, null, RetryBudgetPolicy.Default, DefaultConnectTimeout, DefaultIdleTimeout);
 
     public LoadBalancerKind LoadBalancer { get; }
 
@@ -39,6 +44,12 @@ internal sealed class ClusterPolicy
     public RetryBudgetPolicy Budget { get; }
 
     public TimeSpan ConnectTimeout { get; }
+
+    /// <summary>How long an upstream connection of this cluster may sit unused in the pool before it is closed.</summary>
+    public TimeSpan IdleTimeout { get; }
+
+    /// <summary>What the cluster's connection pool is built from: a new snapshot with the same settings keeps the pool and its warm connections.</summary>
+    public PoolSettings Pool => new(IdleTimeout, Limits.MaxConnections);
 
     public static ClusterPolicy From(DestinationPolicySpec? spec)
     {
@@ -57,7 +68,8 @@ internal sealed class ClusterPolicy
                 pool.MaxRetries ?? int.MaxValue),
             spec.OutlierDetection is { } od ? OutlierPolicy.From(od) : null,
             RetryBudgetPolicy.From(spec.RetryBudget),
-            pool.ConnectTimeout);
+            pool.ConnectTimeout,
+            pool.IdleTimeout);
     }
 }
 
@@ -65,20 +77,20 @@ internal sealed class ClusterPolicy
 /// Circuit breaking, per cluster (Istio's connectionPool). int.MaxValue means unlimited.
 /// </summary>
 /// <param name="MaxConnections">Open upstream connections across the cluster's endpoints.</param>
-/// <param name="MaxPendingRequests">HTTP/1.1: requests allowed to wait for a connection beyond <paramref name="MaxConnections"/>.</param>
-/// <param name="MaxRequests">Requests in flight at once.</param>
+/// <param name="MaxPendingRequests">Requests allowed to wait for a connection (HTTP/1.1) or a stream (HTTP/2) beyond those being served.</param>
+/// <param name="MaxRequests">Requests in flight at once; on HTTP/2 the cluster's stream capacity, beyond which requests are pending.</param>
 /// <param name="MaxRetries">Retries in flight at once.</param>
 internal sealed record CircuitLimits(int MaxConnections, int MaxPendingRequests, int MaxRequests, int MaxRetries)
 {
     public static CircuitLimits Unlimited { get; } = new(int.MaxValue, int.MaxValue, int.MaxValue, int.MaxValue);
 
     /// <summary>
-    /// The most requests admitted at once. On HTTP/1.1 each connection carries one request, so the
-    /// requests beyond the open connections are exactly the pending ones (Envoy's pending queue).
+    /// How many requests may be served at once before more are queued as pending: on HTTP/1.1 a
+    /// connection carries one request, so it is <see cref="MaxConnections"/>; on HTTP/2 a connection
+    /// carries many streams, and the cluster's stream capacity is <see cref="MaxRequests"/>
+    /// (http2MaxRequests). int.MaxValue: no queue at all.
     /// </summary>
-    public long MaxAdmitted(bool http2) => http2 || MaxConnections == int.MaxValue || MaxPendingRequests == int.MaxValue
-        ? MaxRequests
-        : Math.Min(MaxRequests, (long)MaxConnections + MaxPendingRequests);
+    public int Serving(bool http2) => http2 ? MaxRequests : MaxConnections;
 }
 
 /// <summary>Outlier detection thresholds. A null threshold is off.</summary>
@@ -120,3 +132,6 @@ internal sealed record RetryBudgetPolicy(double Ratio, int MinPerSecond, int Min
     public static RetryBudgetPolicy From(RetryBudgetSpec spec) =>
         new(spec.Percent / 100.0, spec.MinRetriesPerSecond ?? 0, spec.MinRetryConcurrency ?? 0);
 }
+
+/// <summary>The settings a cluster's upstream connection pool (its own SocketsHttpHandler) is built with.</summary>
+internal readonly record struct PoolSettings(TimeSpan IdleTimeout, int MaxConnections);

@@ -16,7 +16,6 @@ internal sealed class ClusterState
     private readonly ConcurrentDictionary<string, EndpointHealth> _endpoints = new(StringComparer.Ordinal);
     private int _activeRequests;
     private int _activeRetries;
-    private int _openConnections;
 
     public ResilienceStats Stats { get; } = new();
 
@@ -26,7 +25,13 @@ internal sealed class ClusterState
 
     public int ActiveRetries => Volatile.Read(ref _activeRetries);
 
-    public int OpenConnections => Volatile.Read(ref _openConnections);
+    /// <summary>Requests being served (on HTTP/1.1 one per connection, on HTTP/2 one per stream) and those pending for a slot.</summary>
+    public SlotGate Serving { get; } = new();
+
+    /// <summary>Open upstream connections across the cluster's endpoints, and connects waiting for the limit.</summary>
+    public SlotGate Connections { get; } = new();
+
+    public int OpenConnections => Connections.Count;
 
     /// <summary>Every cluster a snapshot can send to: each service port's, each route destination's, and the inbound one.</summary>
     public static IEnumerable<Cluster> ClustersOf(SidecarSnapshot snapshot) =>
@@ -99,19 +104,6 @@ internal sealed class ClusterState
     }
 
     public void EndRetry() => Interlocked.Decrement(ref _activeRetries);
-
-    public bool TryOpenConnection(int maxConnections)
-    {
-        if (Interlocked.Increment(ref _openConnections) > maxConnections)
-        {
-            Interlocked.Decrement(ref _openConnections);
-            return false;
-        }
-
-        return true;
-    }
-
-    public void CloseConnection() => Interlocked.Decrement(ref _openConnections);
 }
 
 /// <summary>

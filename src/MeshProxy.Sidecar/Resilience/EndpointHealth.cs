@@ -37,6 +37,7 @@ internal sealed class EndpointHealth
     public const double DefaultRttMilliseconds = 30;
 
     private int _active;
+    private int _connections;
     private double _ewmaMs = DefaultRttMilliseconds;
     private long _ewmaStampMs = Environment.TickCount64;
     private int _consecutive5xx;
@@ -74,6 +75,16 @@ internal sealed class EndpointHealth
         return ewma * (Volatile.Read(ref _active) + 1);
     }
 
+    /// <summary>Open upstream connections to this endpoint (counted by the connector).</summary>
+    public int Connections => Volatile.Read(ref _connections);
+
+    /// <summary>Counts the endpoint's first connection; false when it already has one.</summary>
+    public bool TryOpenFirstConnection() => Interlocked.CompareExchange(ref _connections, 1, 0) == 0;
+
+    public void OpenConnection() => Interlocked.Increment(ref _connections);
+
+    public void CloseConnection() => Interlocked.Decrement(ref _connections);
+
     public void Begin() => Interlocked.Increment(ref _active);
 
     public void End() => Interlocked.Decrement(ref _active);
@@ -98,9 +109,11 @@ internal sealed class EndpointHealth
         switch (result)
         {
             case AttemptResult.Success:
-                Volatile.Write(ref _consecutive5xx, 0);
-                Volatile.Write(ref _consecutiveGateway, 0);
-                Volatile.Write(ref _consecutiveLocal, 0);
+                // Read before writing: on the success path the counters are already 0, and a write would
+                // take the endpoint's cache line away from every other core on each response.
+                Reset(ref _consecutive5xx);
+                Reset(ref _consecutiveGateway);
+                Reset(ref _consecutiveLocal);
                 return false;
             case AttemptResult.ServerError:
                 Volatile.Write(ref _consecutiveGateway, 0);
@@ -116,6 +129,14 @@ internal sealed class EndpointHealth
                        Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures);
             default:
                 return false;
+        }
+    }
+
+    private static void Reset(ref int counter)
+    {
+        if (Volatile.Read(ref counter) != 0)
+        {
+            Volatile.Write(ref counter, 0);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
@@ -12,6 +13,8 @@ namespace MeshProxy.Sidecar.Resilience;
 internal sealed class RequestAttempts
 {
     public static readonly HttpRequestOptionsKey<Cluster> ClusterOption = new("meshproxy.cluster");
+
+    public static readonly HttpRequestOptionsKey<UpstreamEndpoint> EndpointOption = new("meshproxy.endpoint");
 
     private readonly HttpContext _context;
     private readonly long _deadline; // Stopwatch timestamp; long.MaxValue: none
@@ -105,8 +108,14 @@ internal sealed class RequestAttempts
         }
 
         var limit = perTry is { } p && (!HasDeadline || p < remaining) ? p : remaining;
-        Timer?.Dispose();
-        Timer = new CancellationTokenSource(limit);
+        if (Timer is null || !Timer.TryReset())
+        {
+            // A timer that fired cannot be reset (its token stays canceled for whoever still holds it).
+            Timer?.Dispose();
+            Timer = AttemptTimers.Rent();
+        }
+
+        Timer.CancelAfter(limit);
         return true;
     }
 
@@ -137,13 +146,20 @@ internal sealed class RequestAttempts
 
     public void DisposeTimer()
     {
-        Timer?.Dispose();
-        Timer = null;
+        if (Timer is { } timer)
+        {
+            Timer = null;
+            AttemptTimers.Return(timer);
+        }
     }
 
     public void PrepareRequest(HttpRequestMessage request)
     {
         request.Options.Set(ClusterOption, Cluster);
+        if (Endpoint is { } endpoint)
+        {
+            request.Options.Set(EndpointOption, endpoint);
+        }
         if (_hasGrpcDeadline)
         {
             // The upstream must see the time that is really left, not what the caller granted at the start.
@@ -224,5 +240,46 @@ internal sealed class RequestAttempts
         _slotForNext = true;
         state.Stats.Retry();
         return true;
+    }
+}
+
+/// <summary>
+/// Per-try timers, reused: a CancellationTokenSource with a timeout allocates itself, its timer and
+/// registration nodes, and a request with a per-try or route timeout needs one on every attempt. One
+/// that never fired is reset (its timer disarmed, its registrations dropped) and handed to the next
+/// request, so the success path allocates no timer at all once the pool is warm.
+/// </summary>
+internal static class AttemptTimers
+{
+    private const int MaxPooled = 1024;
+    private static readonly ConcurrentQueue<CancellationTokenSource> Pool = new();
+    private static int _pooled;
+
+    public static CancellationTokenSource Rent()
+    {
+        if (Pool.TryDequeue(out var timer))
+        {
+            Interlocked.Decrement(ref _pooled);
+            return timer;
+        }
+
+        return new CancellationTokenSource();
+    }
+
+    /// <summary>Only once nothing uses the token any more: the attempt's send has returned.</summary>
+    public static void Return(CancellationTokenSource timer)
+    {
+        if (timer.TryReset())
+        {
+            if (Interlocked.Increment(ref _pooled) <= MaxPooled)
+            {
+                Pool.Enqueue(timer);
+                return;
+            }
+
+            Interlocked.Decrement(ref _pooled);
+        }
+
+        timer.Dispose();
     }
 }

@@ -26,34 +26,96 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
     {
         var state = cluster.State;
         var policy = cluster.Policy;
+        var limits = policy.Limits;
+        var http2 = cluster.Protocol.IsHttp2();
 
-        // Circuit breaker: too many requests in flight (or waiting for a connection) is refused at once.
-        if (!state.TryAdmit(policy.Limits.MaxAdmitted(cluster.Protocol.IsHttp2())))
+        // Circuit breaker: on HTTP/1.1 too many requests in flight is refused at once (on HTTP/2 the
+        // request limit is the stream capacity, and the pending queue below applies to it).
+        if (!state.TryAdmit(http2 ? int.MaxValue : limits.MaxRequests))
         {
-            state.Stats.Overflowed();
-            logger.Overflow(context.Request.Method, cluster.Name, "max requests");
-            await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamOverflow,
-                $"upstream overflow: {cluster.Name} is at its limit of concurrent requests");
-            return new ForwardResult(ResponseFlags.UpstreamOverflow, null, 0);
+            return await OverflowAsync(context, cluster, "max requests", "concurrent requests");
         }
 
-        state.Budget.Deposit(policy.Budget);
         var attempts = CreateAttempts(context, cluster, rule);
-        // Restored as a feature, not by assigning Response.Body: that would wrap the body in a stream
-        // feature that flushes headers early and breaks gRPC trailers-only responses.
-        var originalResponseBody = context.Features.Get<IHttpResponseBodyFeature>()!;
-        context.Features.Set(attempts);
+        var serving = limits.Serving(http2);
+        var gated = serving != int.MaxValue;
         try
         {
-            return await RunAsync(context, cluster, attempts, originalResponseBody);
+            if (gated && await EnterAsync(context, cluster, attempts, serving) is { } refused)
+            {
+                gated = false;
+                return refused;
+            }
+
+            state.Budget.Deposit(policy.Budget);
+            // Restored as a feature, not by assigning Response.Body: that would wrap the body in a stream
+            // feature that flushes headers early and breaks gRPC trailers-only responses.
+            var originalResponseBody = context.Features.Get<IHttpResponseBodyFeature>()!;
+            context.Features.Set(attempts);
+            try
+            {
+                return await RunAsync(context, cluster, attempts, originalResponseBody);
+            }
+            finally
+            {
+                context.Features.Set<RequestAttempts>(null);
+            }
         }
         finally
         {
-            context.Features.Set<RequestAttempts>(null);
             attempts.Finish();
             attempts.Body?.Dispose();
+            if (gated)
+            {
+                state.Serving.Exit();
+            }
+
             state.Release();
         }
+    }
+
+    /// <summary>
+    /// Envoy's pending queue: with every connection (HTTP/1.1) or stream slot (HTTP/2) busy, the request
+    /// waits for one, at most <c>http1MaxPendingRequests</c> of them at once; beyond that it is refused at
+    /// once (503 UO). A wait is bounded by the route's deadline (504 UT) and by the connect timeout (503 UO:
+    /// no connection came free in the time one could have been made). Null when a slot was obtained.
+    /// </summary>
+    private async ValueTask<ForwardResult?> EnterAsync(HttpContext context, Cluster cluster, RequestAttempts attempts, int serving)
+    {
+        var policy = cluster.Policy;
+        var wait = policy.ConnectTimeout;
+        var deadlineFirst = attempts.HasDeadline && attempts.Remaining < wait;
+        if (deadlineFirst)
+        {
+            wait = attempts.Remaining > TimeSpan.Zero ? attempts.Remaining : TimeSpan.Zero;
+        }
+
+        var result = await cluster.State.Serving.EnterAsync(serving, policy.Limits.MaxPendingRequests, wait, context.RequestAborted);
+        switch (result)
+        {
+            case GateResult.Entered:
+                return null;
+            case GateResult.Canceled:
+                return new ForwardResult(ResponseFlags.DownstreamConnectionTermination, null, 0);
+            case GateResult.TimedOut when deadlineFirst:
+                cluster.State.Stats.TimedOut();
+                logger.UpstreamFailed(ResponseFlags.UpstreamRequestTimeout.ToCode(), Direction, context.Request.Method, cluster.Name, "-", "timed out pending for a connection");
+                await LocalReply.WriteAsync(context, StatusCodes.Status504GatewayTimeout, ResponseFlags.UpstreamRequestTimeout, "upstream request timeout");
+                return new ForwardResult(ResponseFlags.UpstreamRequestTimeout, null, 0);
+            case GateResult.TimedOut:
+                return await OverflowAsync(context, cluster, "pending timeout", "connections (no connection came free within the connect timeout)");
+            default:
+                return await OverflowAsync(context, cluster, "max pending requests", "pending requests");
+        }
+    }
+
+    private async Task<ForwardResult> OverflowAsync(HttpContext context, Cluster cluster, string limit, string what)
+    {
+        cluster.State.Stats.Overflowed();
+        logger.Overflow(context.Request.Method, cluster.Name, limit);
+        await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamOverflow,
+            $"upstream overflow: {cluster.Name} is at its limit of {what}");
+        return new ForwardResult(ResponseFlags.UpstreamOverflow, null, 0);
     }
 
     private async Task<ForwardResult> RunAsync(HttpContext context, Cluster cluster, RequestAttempts attempts, IHttpResponseBodyFeature originalResponseBody)
@@ -78,14 +140,16 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             var health = endpoint.Health;
             var started = Stopwatch.GetTimestamp();
             health.Begin();
+            var pool = transport.Acquire(cluster);
             ForwarderError error;
             try
             {
-                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.OutboundFor(endpoint), config,
+                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.For(pool, endpoint), config,
                     AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
             }
             finally
             {
+                pool.Release();
                 health.End();
                 attempts.End();
             }

@@ -1,35 +1,54 @@
+using System.Diagnostics;
 using System.Net.Http;
 using System.Net.Sockets;
-using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Resilience;
 
 /// <summary>
-/// The outbound connection factory (SocketsHttpHandler.ConnectCallback). One handler serves every
-/// destination, so its own ConnectTimeout and MaxConnectionsPerServer cannot be per destination; the
-/// connector reads the request's cluster (set by <see cref="RequestAttempts.PrepareRequest"/>) and
-/// applies that cluster's connect timeout and connection limit, counting each connection until its
+/// The outbound connection factory (SocketsHttpHandler.ConnectCallback). A handler's own limit is per
+/// endpoint, so the connector applies what is per cluster: it reads the request's cluster and endpoint
+/// (set by <see cref="RequestAttempts.PrepareRequest"/>), waits for a slot under the cluster's
+/// connection limit, connects within the cluster's connect timeout, and counts the connection until its
 /// stream is disposed.
 /// </summary>
 internal static class UpstreamConnector
 {
     public static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
     {
-        context.InitialRequestMessage.Options.TryGetValue(RequestAttempts.ClusterOption, out var cluster);
+        var options = context.InitialRequestMessage.Options;
+        options.TryGetValue(RequestAttempts.ClusterOption, out var cluster);
+        options.TryGetValue(RequestAttempts.EndpointOption, out var endpoint);
         var timeout = cluster?.Policy.ConnectTimeout ?? ClusterPolicy.DefaultConnectTimeout;
+        var started = Stopwatch.GetTimestamp();
         var state = cluster?.State;
-        if (state is not null && !state.TryOpenConnection(cluster!.Policy.Limits.MaxConnections))
+        var health = state is null ? null : endpoint?.Health;
+        if (state is not null)
         {
-            // Refused rather than queued: the request that needed this connection may still be served
-            // by a connection that frees up meanwhile; if not, it fails with UO.
-            throw new UpstreamOverflowException(cluster.Name, cluster.Policy.Limits.MaxConnections);
+            var limit = cluster!.Policy.Limits.MaxConnections;
+            if (health is not null && health.TryOpenFirstConnection())
+            {
+                // As Envoy: an endpoint without any connection always gets one, even over the cluster's
+                // limit, or requests picked for it would wait for slots other endpoints' idle connections hold.
+                state.Connections.EnterAnyway();
+            }
+            else if (await state.Connections.EnterAsync(limit, int.MaxValue, timeout, cancellationToken) == GateResult.Entered)
+            {
+                health?.OpenConnection();
+            }
+            else
+            {
+                // No slot freed up within the connect timeout: the request that needed this connection, if
+                // it is still waiting for it, fails with UO.
+                throw new UpstreamOverflowException(cluster.Name, limit);
+            }
         }
 
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
             using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timer.CancelAfter(timeout);
+            var left = timeout - Stopwatch.GetElapsedTime(started);
+            timer.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);
             try
             {
                 await socket.ConnectAsync(context.DnsEndPoint, timer.Token);
@@ -40,18 +59,19 @@ internal static class UpstreamConnector
                 throw new SocketException((int)SocketError.TimedOut);
             }
 
-            return new CountedStream(socket, state);
+            return new CountedStream(socket, state, health);
         }
         catch
         {
             socket.Dispose();
-            state?.CloseConnection();
+            state?.Connections.Exit();
+            health?.CloseConnection();
             throw;
         }
     }
 
     /// <summary>A connection that gives its slot back once, when the pool lets it go.</summary>
-    private sealed class CountedStream(Socket socket, ClusterState? state) : NetworkStream(socket, ownsSocket: true)
+    private sealed class CountedStream(Socket socket, ClusterState? state, EndpointHealth? health) : NetworkStream(socket, ownsSocket: true)
     {
         private int _closed;
 
@@ -59,7 +79,8 @@ internal static class UpstreamConnector
         {
             if (Interlocked.Exchange(ref _closed, 1) == 0)
             {
-                state?.CloseConnection();
+                state?.Connections.Exit();
+                health?.CloseConnection();
             }
 
             base.Dispose(disposing);

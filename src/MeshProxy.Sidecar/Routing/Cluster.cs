@@ -71,6 +71,9 @@ internal sealed class Cluster
     /// <summary>Counters that outlive the snapshot: see <see cref="ClusterState.CarryOver"/>.</summary>
     public ClusterState State { get; private set; } = null!;
 
+    /// <summary>Its upstream connections; set by <see cref="Forwarding.UpstreamTransport"/> before the snapshot is published.</summary>
+    public Forwarding.ClusterPool? Pool { get; internal set; }
+
     /// <summary>Takes over live state; only while the snapshot is being built, before any request sees it.</summary>
     internal void AdoptState(ClusterState state)
     {

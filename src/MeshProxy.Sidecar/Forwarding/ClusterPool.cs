@@ -1,0 +1,58 @@
+using System.Net.Http;
+using MeshProxy.Sidecar.Resilience;
+
+namespace MeshProxy.Sidecar.Forwarding;
+
+/// <summary>
+/// One cluster's upstream connections: its own SocketsHttpHandler pair (plaintext and mutual TLS), built
+/// with the cluster's idle timeout and connection limit. Reference-counted so that a pool a new snapshot
+/// no longer uses is disposed only once the requests still sending through it are done.
+/// </summary>
+internal sealed class ClusterPool
+{
+    private int _references = 1; // the transport's own, given up by Retire
+
+    public ClusterPool(PoolSettings settings, HttpMessageInvoker plaintext, HttpMessageInvoker mtls)
+    {
+        Settings = settings;
+        Plaintext = plaintext;
+        Mtls = mtls;
+    }
+
+    public PoolSettings Settings { get; }
+
+    public HttpMessageInvoker Plaintext { get; }
+
+    public HttpMessageInvoker Mtls { get; }
+
+    /// <summary>False once the pool is retired and drained: the caller must send elsewhere.</summary>
+    public bool TryAcquire()
+    {
+        var references = Volatile.Read(ref _references);
+        while (references > 0)
+        {
+            var seen = Interlocked.CompareExchange(ref _references, references + 1, references);
+            if (seen == references)
+            {
+                return true;
+            }
+
+            references = seen;
+        }
+
+        return false;
+    }
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _references) == 0)
+        {
+            // Idle connections close now; none is in use, since every sender has released.
+            Plaintext.Dispose();
+            Mtls.Dispose();
+        }
+    }
+
+    /// <summary>No new request will find this pool; it closes when the last one in flight is done.</summary>
+    public void Retire() => Release();
+}
