@@ -70,6 +70,7 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
             var endpoint = cluster.Endpoints[0];
             record.Cluster = cluster;
             record.Endpoint = endpoint;
+            telemetry.MeterUpgrade(context, snapshot, ref record, outbound: false);
 
             // 3. Forward, streaming both bodies.
             var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,

@@ -71,6 +71,7 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
             }
 
             record.Cluster = cluster;
+            telemetry.MeterUpgrade(context, snapshot, ref record, outbound: true);
 
             // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
             //    timeouts, retries within the budget; failures answered with their response flag.

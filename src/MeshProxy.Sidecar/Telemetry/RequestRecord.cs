@@ -37,4 +37,7 @@ internal struct RequestRecord
     /// Request.Body, which later steps (the retry buffer) wrap in turn.
     /// </summary>
     public CountingStream? RequestBody;
+
+    /// <summary>The meter of a request that may switch protocols (WebSocket); null on every other request.</summary>
+    public MeteredUpgrade? Upgrade;
 }

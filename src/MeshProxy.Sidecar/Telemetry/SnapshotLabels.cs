@@ -24,6 +24,7 @@ internal sealed class SnapshotLabels
     private readonly IstioWorkloadLabels _inbound;
     private readonly FrozenDictionary<VirtualHost, string> _inboundServices;
     private readonly WorkloadSpec _workload;
+    private readonly IstioWorkloadLabels _egressPassthrough;
 
     public SnapshotLabels(SidecarSnapshot snapshot)
     {
@@ -62,7 +63,11 @@ internal sealed class SnapshotLabels
         _outbound = clusters.ToFrozenDictionary(c => c, OutboundFor);
         _inboundServices = virtualHosts.ToFrozenDictionary(v => v, v => v.ServiceFqdn);
         OutboundBlackHole = OutboundBase() with { DestinationServiceName = BlackHoleCluster };
+        _egressPassthrough = OutboundBase() with { DestinationServiceName = PassthroughCluster };
     }
+
+    /// <summary>Istio's name for the destination of egress allowed by ALLOW_ANY rather than by a policy.</summary>
+    public const string PassthroughCluster = "PassthroughCluster";
 
     public SidecarSnapshot Snapshot { get; }
 
@@ -81,6 +86,14 @@ internal sealed class SnapshotLabels
 
     /// <summary>Outbound traffic that matched no service: reported as Istio does, to BlackHoleCluster.</summary>
     public IstioWorkloadLabels OutboundBlackHole { get; }
+
+    /// <summary>
+    /// reporter=source labels for egress the sidecar passes through (TLS by SNI, CONNECT): the
+    /// destination is the EgressPolicy that allowed it, or PassthroughCluster under ALLOW_ANY. Never the
+    /// host the app named, which a wildcard policy would let the app choose without bound.
+    /// </summary>
+    public IstioWorkloadLabels Egress(Egress.EgressDecision decision) =>
+        decision.Policy is { } policy ? _egressPassthrough with { DestinationServiceName = policy } : _egressPassthrough;
 
     public static string SpiffeId(string trustDomain, string ns, string serviceAccount) =>
         $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
