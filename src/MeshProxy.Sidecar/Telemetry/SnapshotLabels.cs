@@ -26,6 +26,10 @@ internal sealed class SnapshotLabels
     private readonly WorkloadSpec _workload;
     private readonly IstioWorkloadLabels _egressPassthrough;
 
+    // Keyed by the decision's "namespace/name"; bounded by the snapshot's policies. Split once, so every
+    // tunnel through one policy carries the same label strings.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IstioWorkloadLabels> _egressPolicies = new(StringComparer.Ordinal);
+
     public SnapshotLabels(SidecarSnapshot snapshot)
     {
         Snapshot = snapshot;
@@ -93,7 +97,7 @@ internal sealed class SnapshotLabels
     /// host the app named, which a wildcard policy would let the app choose without bound.
     /// </summary>
     public IstioWorkloadLabels Egress(Egress.EgressDecision decision) =>
-        decision.Policy is { } policy ? _egressPassthrough with { DestinationServiceName = policy } : _egressPassthrough;
+        decision.Policy is { } policy ? _egressPolicies.GetOrAdd(policy, EgressPolicyLabels) : _egressPassthrough;
 
     public static string SpiffeId(string trustDomain, string ns, string serviceAccount) =>
         $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
@@ -140,6 +144,16 @@ internal sealed class SnapshotLabels
         // A service's endpoints live in its namespace; which workload answers is known only to the peer.
         DestinationWorkloadNamespace = cluster.ServiceNamespace,
     };
+
+    private IstioWorkloadLabels EgressPolicyLabels(string policy)
+    {
+        var slash = policy.IndexOf('/', StringComparison.Ordinal);
+        return _egressPassthrough with
+        {
+            DestinationServiceName = slash < 0 ? policy : policy[(slash + 1)..],
+            DestinationServiceNamespace = slash < 0 ? null : policy[..slash],
+        };
+    }
 
     private static string? Label(IReadOnlyDictionary<string, string> labels, string name) =>
         labels.TryGetValue(name, out var value) && !string.IsNullOrEmpty(value) ? value : null;
