@@ -75,8 +75,9 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
 
             // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
             //    timeouts, retries within the budget; failures answered with their response flag.
-            var result = await resilience.ForwardAsync(context, cluster, rule);
+            var result = await resilience.ForwardAsync(context, cluster, rule, telemetry.LabelsFor(snapshot).PeerHeader);
             record.Endpoint = result.Endpoint;
+            record.Peer = result.Peer;
             record.Flags |= result.Flags;
         }
         finally

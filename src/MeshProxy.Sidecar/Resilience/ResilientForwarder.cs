@@ -22,7 +22,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 {
     private const string Direction = "outbound";
 
-    public async Task<ForwardResult> ForwardAsync(HttpContext context, Cluster cluster, RouteRule? rule)
+    /// <param name="peerHeader">This sidecar's peer metadata (Telemetry/PeerMetadata.cs), sent on attempts over mTLS.</param>
+    public async Task<ForwardResult> ForwardAsync(HttpContext context, Cluster cluster, RouteRule? rule, string? peerHeader = null)
     {
         var state = cluster.State;
         var policy = cluster.Policy;
@@ -39,6 +40,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
         state.Budget.Deposit(policy.Budget);
         var attempts = CreateAttempts(context, cluster, rule);
+        attempts.PeerHeader = peerHeader;
         // Restored as a feature, not by assigning Response.Body: that would wrap the body in a stream
         // feature that flushes headers early and breaks gRPC trailers-only responses.
         var originalResponseBody = context.Features.Get<IHttpResponseBodyFeature>()!;
@@ -81,7 +83,9 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             ForwarderError error;
             try
             {
-                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.OutboundFor(endpoint), config,
+                var invoker = transport.OutboundFor(endpoint);
+                attempts.Mtls = invoker == transport.OutboundMtls;
+                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, invoker, config,
                     AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
             }
             finally
@@ -100,7 +104,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 Outlier.Record(cluster, endpoint, ResultOf(status), now, logger);
                 if (!attempts.Suppressed)
                 {
-                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1);
+                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
                 }
 
                 logger.Retrying(context.Request.Method, cluster.Name, attempts.Attempt + 1, endpoint.Key, $"status {status}");

@@ -40,4 +40,7 @@ internal struct RequestRecord
 
     /// <summary>The meter of a request that may switch protocols (WebSocket); null on every other request.</summary>
     public MeteredUpgrade? Upgrade;
+
+    /// <summary>Outbound: the destination sidecar's metadata, from its response over mTLS; null otherwise.</summary>
+    public PeerMetadata? Peer;
 }

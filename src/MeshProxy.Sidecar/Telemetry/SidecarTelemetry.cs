@@ -201,8 +201,8 @@ internal sealed class SidecarTelemetry : IDisposable
     {
         var labels = LabelsFor(snapshot);
         return outbound
-            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster) : labels.OutboundBlackHole
-            : labels.Inbound(CalledAs(snapshot, context.Request), peer);
+            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster, record.Peer) : labels.OutboundBlackHole
+            : labels.Inbound(CalledAs(snapshot, context.Request), peer, peer is null ? null : PeerMetadata.Parse(First(context.Request.Headers, PeerMetadata.HeaderName)));
     }
 
     private static VirtualHost? CalledAs(SidecarSnapshot snapshot, HttpRequest request) =>

@@ -67,6 +67,8 @@ internal sealed class SnapshotLabels
         _outbound = clusters.ToFrozenDictionary(c => c, OutboundFor);
         _inboundServices = virtualHosts.ToFrozenDictionary(v => v, v => v.ServiceFqdn);
         OutboundBlackHole = OutboundBase() with { DestinationServiceName = BlackHoleCluster };
+        PeerHeader = PeerMetadata.Encode(_workload.Name, _workload.Namespace, LocalCanonicalService, LocalCanonicalRevision, LocalApp, LocalVersion);
+        InboundTransformer = Forwarding.MeshRequestTransformer.InboundWith(PeerHeader);
         _egressPassthrough = OutboundBase() with { DestinationServiceName = PassthroughCluster };
     }
 
@@ -74,6 +76,12 @@ internal sealed class SnapshotLabels
     public const string PassthroughCluster = "PassthroughCluster";
 
     public SidecarSnapshot Snapshot { get; }
+
+    /// <summary>This workload's peer metadata header value (Telemetry/PeerMetadata.cs).</summary>
+    public string PeerHeader { get; }
+
+    /// <summary>The inbound forwarder's header rules, answering mTLS callers with <see cref="PeerHeader"/>.</summary>
+    public Forwarding.MeshRequestTransformer InboundTransformer { get; }
 
     public string LocalPrincipal { get; }
 
@@ -103,15 +111,26 @@ internal sealed class SnapshotLabels
         $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
 
     /// <summary>reporter=source labels for a request to <paramref name="cluster"/>; the peer (destination) principal is filled in by the caller.</summary>
-    public IstioWorkloadLabels Outbound(Cluster cluster) =>
-        _outbound.TryGetValue(cluster, out var labels) ? labels : OutboundFor(cluster);
+    public IstioWorkloadLabels Outbound(Cluster cluster, PeerMetadata? peer)
+    {
+        var labels = _outbound.TryGetValue(cluster, out var known) ? known : OutboundFor(cluster);
+        return peer is null ? labels : labels with
+        {
+            DestinationWorkload = peer.Workload,
+            DestinationWorkloadNamespace = peer.Namespace,
+            DestinationCanonicalService = peer.CanonicalService,
+            DestinationCanonicalRevision = peer.CanonicalRevision,
+            DestinationApp = peer.App,
+            DestinationVersion = peer.Version,
+        };
+    }
 
     /// <summary>
     /// reporter=destination labels. The destination service is the known service the caller named in
     /// its Host (resolved without allocating), else this workload's own service name: never the raw
     /// Host, which would let any caller mint series.
     /// </summary>
-    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, IPeerIdentityFeature? peer)
+    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, IPeerIdentityFeature? peer, PeerMetadata? metadata)
     {
         var labels = _inbound;
         if (calledAs is not null && _inboundServices.TryGetValue(calledAs, out var fqdn))
@@ -119,7 +138,22 @@ internal sealed class SnapshotLabels
             labels = labels with { DestinationService = fqdn };
         }
 
-        return peer is null ? labels : labels with { SourcePrincipal = peer.Principal, SourceWorkloadNamespace = peer.Namespace };
+        if (peer is null)
+        {
+            return labels;
+        }
+
+        labels = labels with { SourcePrincipal = peer.Principal, SourceWorkloadNamespace = peer.Namespace };
+
+        // A peer may name only a workload of the namespace its certificate proves.
+        return metadata is null || metadata.Namespace != peer.Namespace ? labels : labels with
+        {
+            SourceWorkload = metadata.Workload,
+            SourceCanonicalService = metadata.CanonicalService,
+            SourceCanonicalRevision = metadata.CanonicalRevision,
+            SourceApp = metadata.App,
+            SourceVersion = metadata.Version,
+        };
     }
 
     private IstioWorkloadLabels OutboundBase() => new()
