@@ -82,7 +82,7 @@ public class SidecarTelemetryBenchmarks
         _telemetry.Istio.RecordRequest(
             new RequestLabels
             {
-                Workload = _telemetry.LabelsFor(_snapshot).Outbound(_cluster),
+                Workload = _telemetry.LabelsFor(_snapshot).Outbound(_cluster, null),
                 RequestProtocol = "http",
                 ResponseCode = 200,
                 ResponseFlags = "-",

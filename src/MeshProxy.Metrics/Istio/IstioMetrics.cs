@@ -57,6 +57,17 @@ public sealed class IstioMetrics
     public void RecordRequest(in RequestLabels labels, double durationMs, long requestBytes, long responseBytes) =>
         _requests.GetOrAdd(labels).Record(durationMs, requestBytes, responseBytes);
 
+    /// <summary>
+    /// Counts a pass-through stream opened and returns its meter, which adds the stream's bytes as they
+    /// pass and counts it closed at the end. One series lookup per stream.
+    /// </summary>
+    public TcpStreamMeter OpenTcpStream(in TcpLabels labels)
+    {
+        var series = _tcp.GetOrAdd(labels);
+        series.Add(TcpSeries.Opened, 1);
+        return new TcpStreamMeter(series);
+    }
+
     public void RecordTcpConnectionOpened(in TcpLabels labels) => _tcp.GetOrAdd(labels).Add(TcpSeries.Opened, 1);
 
     public void RecordTcpConnectionClosed(in TcpLabels labels) => _tcp.GetOrAdd(labels).Add(TcpSeries.Closed, 1);

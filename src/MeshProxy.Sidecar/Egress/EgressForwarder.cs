@@ -43,7 +43,8 @@ internal sealed class EgressForwarder : IDisposable
     }
 
     /// <summary>Decides and, if allowed, forwards; returns the flags for the request's telemetry.</summary>
-    public async Task<ResponseFlags> ForwardAsync(HttpContext context, SidecarSnapshot snapshot)
+    /// <summary>Forwards an allowed request or answers 403: the response flags and, when allowed, the decision (the request's destination labels).</summary>
+    public async Task<EgressOutcome> ForwardAsync(HttpContext context, SidecarSnapshot snapshot)
     {
         var original = context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
                        items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
@@ -57,7 +58,7 @@ internal sealed class EgressForwarder : IDisposable
         if (!check.Allowed)
         {
             await LocalReply.WriteAsync(context, StatusCodes.Status403Forbidden, ResponseFlags.NoRoute, DenialMessage(host, port, check.DenyReason!, original));
-            return ResponseFlags.NoRoute;
+            return new EgressOutcome(ResponseFlags.NoRoute, null);
         }
 
         // A passthrough (ALLOW_ANY, captured) is pooled by its address, not by a name nobody checked.
@@ -67,12 +68,12 @@ internal sealed class EgressForwarder : IDisposable
         var error = await _forwarder.SendAsync(context, prefix, _invoker, UpstreamTransport.Http11, new Transformer(check.Addresses), context.RequestAborted);
         if (error == ForwarderError.None)
         {
-            return ResponseFlags.None;
+            return new EgressOutcome(ResponseFlags.None, check.Decision);
         }
 
         await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamConnectionFailure,
             $"egress to {host}:{port} failed: {error}");
-        return ResponseFlags.UpstreamConnectionFailure;
+        return new EgressOutcome(ResponseFlags.UpstreamConnectionFailure, check.Decision);
     }
 
     public void Dispose() => _invoker.Dispose();
@@ -109,3 +110,6 @@ internal sealed class EgressForwarder : IDisposable
             MeshRequestTransformer.Outbound.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);
     }
 }
+
+/// <summary>How an egress request ended: its flags, and the decision that let it out (null when denied).</summary>
+internal readonly record struct EgressOutcome(ResponseFlags Flags, EgressDecision? Allowed);

@@ -16,18 +16,25 @@ internal sealed class MeshRequestTransformer : HttpTransformer
 {
     public const string ClientCertHeader = "x-forwarded-client-cert";
 
-    private MeshRequestTransformer(bool inbound)
+    // Inbound: this workload's peer metadata, answered to callers authenticated by mTLS.
+    private readonly string? _peerHeader;
+
+    private MeshRequestTransformer(bool inbound, string? peerHeader = null)
     {
         IsInbound = inbound;
+        _peerHeader = peerHeader;
     }
 
-    /// <summary>For requests from other workloads to the local app.</summary>
+    /// <summary>For requests from other workloads to the local app, without peer metadata.</summary>
     public static MeshRequestTransformer Inbound { get; } = new(inbound: true);
 
     /// <summary>For requests from the local app to the mesh.</summary>
     public static MeshRequestTransformer Outbound { get; } = new(inbound: false);
 
     public bool IsInbound { get; }
+
+    /// <summary>For requests from other workloads to the local app, answering mTLS callers with <paramref name="peerHeader"/>: one per config snapshot.</summary>
+    public static MeshRequestTransformer InboundWith(string peerHeader) => new(inbound: true, peerHeader);
 
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
     {
@@ -46,6 +53,9 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         }
 
         var headers = proxyRequest.Headers;
+
+        // Peer metadata is between sidecars (Telemetry/PeerMetadata.cs): the app never sees it.
+        headers.Remove(PeerMetadata.HeaderName);
 
         // The caller's identity is told to the app by the sidecar alone; whatever a caller sent under
         // this name is a forgery attempt and is dropped.
@@ -76,6 +86,15 @@ internal sealed class MeshRequestTransformer : HttpTransformer
             {
                 RemoveNominated(value, httpContext.Response.Headers);
             }
+        }
+
+        // Peer metadata: what the app answered under that name is not ours and is dropped; an inbound
+        // sidecar tells an mTLS caller's sidecar who answered; the calling app never sees it (outbound).
+        var responseHeaders = httpContext.Response.Headers;
+        responseHeaders.Remove(PeerMetadata.HeaderName);
+        if (IsInbound && _peerHeader is not null && PeerIdentity.Of(httpContext) is not null)
+        {
+            responseHeaders[PeerMetadata.HeaderName] = _peerHeader;
         }
 
         // Telemetry: a body of undeclared length (chunked, gRPC) is counted on its way to the caller;

@@ -3,8 +3,10 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using MeshProxy.Metrics.Istio;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Egress;
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging;
@@ -18,7 +20,7 @@ namespace MeshProxy.Sidecar.Listeners;
 /// its explicit proxy) is decided on the CONNECT authority and tunnelled. Everything else goes on, bytes
 /// unread, to HTTP (CleartextProtocolDetection, then Kestrel). Install after OriginalDestinationMiddleware.
 /// </summary>
-internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, ILogger<EgressConnections> logger)
+internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, SidecarTelemetry telemetry, ILogger<EgressConnections> logger)
 {
     /// <summary>How long a client gets to send its first bytes, its whole ClientHello or its CONNECT head.</summary>
     public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
@@ -173,7 +175,7 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, IL
         }
 
         logger.TunnelOpened("tls", serverName, upstream.RemoteEndPoint, check.Decision.Policy);
-        await RelayAsync(connection, upstream);
+        await RelayAsync(connection, upstream, snapshot, check.Decision);
     }
 
     private async Task TunnelConnectAsync(ConnectionContext connection, SidecarSnapshot snapshot, CancellationTokenSource timeout)
@@ -230,7 +232,7 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, IL
 
         logger.TunnelOpened("connect", host, upstream.RemoteEndPoint, check.Decision.Policy);
         await output.WriteAsync("HTTP/1.1 200 Connection Established\r\n\r\n"u8.ToArray(), timeout.Token);
-        await RelayAsync(connection, upstream);
+        await RelayAsync(connection, upstream, snapshot, check.Decision);
     }
 
     /// <summary>"CONNECT host:port HTTP/1.x" with an explicit port; IPv6 literals in brackets.</summary>
@@ -265,18 +267,32 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, IL
 
     /// <summary>
     /// Copies bytes both ways until both sides are done. Each direction's end is passed on as a
-    /// half-close, so protocols that finish writing before they finish reading still work.
+    /// half-close, so protocols that finish writing before they finish reading still work. The tunnel is
+    /// an Istio TCP stream (reporter=source): its bytes are counted as they are copied, on the upstream's
+    /// end, so only the tunnelled bytes count (not the CONNECT head or the sidecar's reply to it).
     /// </summary>
-    private static async Task RelayAsync(ConnectionContext connection, Socket upstream)
+    private async Task RelayAsync(ConnectionContext connection, Socket upstream, SidecarSnapshot snapshot, EgressDecision decision)
     {
-        await using var stream = new NetworkStream(upstream, ownsSocket: true);
-        var closed = connection.ConnectionClosed;
-        var toUpstream = CopyToUpstreamAsync(connection.Transport.Input, stream, upstream, closed);
-        var toClient = CopyToClientAsync(stream, connection.Transport.Output, closed);
-        await Task.WhenAll(toUpstream, toClient);
+        var meter = telemetry.Istio.OpenTcpStream(new TcpLabels
+        {
+            Workload = telemetry.LabelsFor(snapshot).Egress(decision),
+            ConnectionSecurityPolicy = PeerTelemetry.None,
+        });
+        try
+        {
+            await using var stream = new MeteredStream(new NetworkStream(upstream, ownsSocket: true), meter, downstream: false);
+            var closed = connection.ConnectionClosed;
+            var toUpstream = CopyToUpstreamAsync(connection.Transport.Input, stream, upstream, closed);
+            var toClient = CopyToClientAsync(stream, connection.Transport.Output, closed);
+            await Task.WhenAll(toUpstream, toClient);
+        }
+        finally
+        {
+            meter.Close();
+        }
     }
 
-    private static async Task CopyToUpstreamAsync(PipeReader input, NetworkStream stream, Socket upstream, CancellationToken cancellationToken)
+    private static async Task CopyToUpstreamAsync(PipeReader input, Stream stream, Socket upstream, CancellationToken cancellationToken)
     {
         try
         {
@@ -289,7 +305,7 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, IL
         }
     }
 
-    private static async Task CopyToClientAsync(NetworkStream stream, PipeWriter output, CancellationToken cancellationToken)
+    private static async Task CopyToClientAsync(Stream stream, PipeWriter output, CancellationToken cancellationToken)
     {
         try
         {

@@ -79,10 +79,11 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
             var endpoint = cluster.Endpoints[0];
             record.Cluster = cluster;
             record.Endpoint = endpoint;
+            telemetry.MeterUpgrade(context, snapshot, ref record, outbound: false);
 
             // 3. Forward, streaming both bodies.
             var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,
-                UpstreamTransport.ConfigFor(cluster.Protocol), MeshRequestTransformer.Inbound);
+                UpstreamTransport.ConfigFor(cluster.Protocol), telemetry.LabelsFor(snapshot).InboundTransformer);
 
             // 4. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
             if (error != ForwarderError.None)

@@ -41,7 +41,9 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
                 // 2e. Egress (Egress/README.md): not a mesh service, so outside the mesh. EgressPolicy
                 //     decides on Host and port; allowed goes to the addresses the sidecar resolved for
                 //     that name, denied is 403 NR.
-                record.Flags |= await egress.ForwardAsync(context, snapshot);
+                var outcome = await egress.ForwardAsync(context, snapshot);
+                record.Flags |= outcome.Flags;
+                record.Egress = outcome.Allowed;
                 return;
             }
 
@@ -71,11 +73,13 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
             }
 
             record.Cluster = cluster;
+            telemetry.MeterUpgrade(context, snapshot, ref record, outbound: true);
 
             // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
             //    timeouts, retries within the budget; failures answered with their response flag.
-            var result = await resilience.ForwardAsync(context, cluster, rule);
+            var result = await resilience.ForwardAsync(context, cluster, rule, telemetry.LabelsFor(snapshot).PeerHeader);
             record.Endpoint = result.Endpoint;
+            record.Peer = result.Peer;
             record.Flags |= result.Flags;
         }
         finally

@@ -1,4 +1,5 @@
 using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -21,9 +22,16 @@ internal sealed class AttemptTransformer : HttpTransformer
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
     {
         await Inner.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+
+        // Peer metadata is the sidecar's to send, and only to an endpoint it authenticated with mTLS.
+        proxyRequest.Headers.Remove(PeerMetadata.HeaderName);
         if (httpContext.Features.Get<RequestAttempts>() is { } attempts)
         {
             attempts.PrepareRequest(proxyRequest);
+            if (attempts.Mtls && attempts.PeerHeader is { } peerHeader)
+            {
+                proxyRequest.Headers.TryAddWithoutValidation(PeerMetadata.HeaderName, peerHeader);
+            }
         }
     }
 
@@ -34,6 +42,11 @@ internal sealed class AttemptTransformer : HttpTransformer
         {
             return copy;
         }
+
+        // The answering sidecar's metadata is believed only over mTLS; the calling app never sees it.
+        attempts.Peer = attempts.Mtls && proxyResponse.Headers.NonValidated.TryGetValues(PeerMetadata.HeaderName, out var values) && values.Count == 1
+            ? PeerMetadata.Parse(values.ToString())
+            : null;
 
         return attempts.OnResponse(httpContext, proxyResponse) && copy;
     }

@@ -72,6 +72,15 @@ internal sealed class RequestAttempts
     /// <summary>Flags this request earned on the way (URX when a retry was refused).</summary>
     public ResponseFlags Flags { get; set; }
 
+    /// <summary>Whether the current attempt goes over mutual TLS: the only kind that carries peer metadata.</summary>
+    public bool Mtls { get; set; }
+
+    /// <summary>This sidecar's peer metadata header, sent on mTLS attempts.</summary>
+    public string? PeerHeader { get; set; }
+
+    /// <summary>The answering sidecar's metadata, read from the last response over mTLS.</summary>
+    public PeerMetadata? Peer { get; set; }
+
     public bool HasDeadline => _deadline != long.MaxValue;
 
     public TimeSpan Remaining => _deadline == long.MaxValue

@@ -22,7 +22,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 {
     private const string Direction = "outbound";
 
-    public async Task<ForwardResult> ForwardAsync(HttpContext context, Cluster cluster, RouteRule? rule)
+    /// <param name="peerHeader">This sidecar's peer metadata (Telemetry/PeerMetadata.cs), sent on attempts over mTLS.</param>
+    public async Task<ForwardResult> ForwardAsync(HttpContext context, Cluster cluster, RouteRule? rule, string? peerHeader = null)
     {
         var state = cluster.State;
         var policy = cluster.Policy;
@@ -37,6 +38,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
         }
 
         var attempts = CreateAttempts(context, cluster, rule);
+        attempts.PeerHeader = peerHeader;
         var serving = limits.Serving(http2);
         var gated = serving != int.MaxValue;
         try
@@ -144,7 +146,9 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             ForwarderError error;
             try
             {
-                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.For(pool, endpoint), config,
+                var invoker = transport.For(pool, endpoint);
+                attempts.Mtls = invoker == pool.Mtls;
+                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, invoker, config,
                     AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
             }
             finally
@@ -164,7 +168,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 Outlier.Record(cluster, endpoint, ResultOf(status), now, logger);
                 if (!attempts.Suppressed)
                 {
-                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1);
+                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
                 }
 
                 logger.Retrying(context.Request.Method, cluster.Name, attempts.Attempt + 1, endpoint.Key, $"status {status}");

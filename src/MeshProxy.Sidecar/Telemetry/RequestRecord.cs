@@ -37,4 +37,13 @@ internal struct RequestRecord
     /// Request.Body, which later steps (the retry buffer) wrap in turn.
     /// </summary>
     public CountingStream? RequestBody;
+
+    /// <summary>The meter of a request that may switch protocols (WebSocket); null on every other request.</summary>
+    public MeteredUpgrade? Upgrade;
+
+    /// <summary>Outbound: the destination sidecar's metadata, from its response over mTLS; null otherwise.</summary>
+    public PeerMetadata? Peer;
+
+    /// <summary>Egress (not a mesh service): the decision that let the request out, for its destination labels; null when denied or not egress.</summary>
+    public Egress.EgressDecision? Egress;
 }

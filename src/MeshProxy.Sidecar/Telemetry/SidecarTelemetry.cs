@@ -92,14 +92,9 @@ internal sealed class SidecarTelemetry : IDisposable
         var responseBytes = response.ContentLength ?? (context.Features.Get<IHttpResponseBodyFeature>() as CountingResponseBodyFeature)?.Count ?? 0;
         var grpc = GrpcStatusLabels.IsGrpc(request);
         var flags = record.Flags.ToCode();
-        var labels = LabelsFor(snapshot);
 
-        // Outbound, the peer is the upstream: its identity will come from the upstream TLS connection
-        // once mTLS lands; until then it is unknown and the connection is plaintext.
         var peer = outbound ? null : PeerTelemetry.Of(context);
-        var workload = outbound
-            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster) : labels.OutboundBlackHole
-            : labels.Inbound(CalledAs(snapshot, request), peer);
+        var workload = WorkloadOf(context, snapshot, record, peer, outbound);
         var security = PeerTelemetry.SecurityPolicy(peer);
 
         Istio.RecordRequest(
@@ -114,14 +109,8 @@ internal sealed class SidecarTelemetry : IDisposable
             },
             durationMs, requestBytes, responseBytes);
 
-        if (code == StatusCodes.Status101SwitchingProtocols)
-        {
-            // The upgraded stream (a WebSocket) has ended when the forwarder returns. Its bytes pass
-            // through Kestrel's upgrade stream, not the response body, and are not counted.
-            var tcp = new TcpLabels { Workload = workload, ResponseFlags = flags, ConnectionSecurityPolicy = security };
-            Istio.RecordTcpConnectionOpened(tcp);
-            Istio.RecordTcpConnectionClosed(tcp);
-        }
+        // A switched stream (WebSocket) has ended when the forwarder returns: its bytes are counted already.
+        record.Upgrade?.Close();
 
         if ((record.Flags & ResponseFlags.UpstreamConnectionFailure) != 0 && record.Cluster is not null)
         {
@@ -143,6 +132,40 @@ internal sealed class SidecarTelemetry : IDisposable
         if (record.Span is { } span)
         {
             EndSpan(span, code, flags, record.Cluster, peer, grpc ? GrpcStatusLabels.Of(context) : null, outbound);
+        }
+    }
+
+    /// <summary>
+    /// Called just before forwarding, once the destination is known: a request that may switch protocols
+    /// (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) gets its upgrade features replaced by a meter, so the
+    /// WebSocket's bytes are counted in istio_tcp_* as they pass. Other requests only pay the two feature reads.
+    /// </summary>
+    public void MeterUpgrade(HttpContext context, SidecarSnapshot snapshot, ref RequestRecord record, bool outbound)
+    {
+        var features = context.Features;
+        var upgrade = features.Get<IHttpUpgradeFeature>();
+        var connect = features.Get<IHttpExtendedConnectFeature>();
+        if (upgrade is not { IsUpgradableRequest: true } && connect is not { IsExtendedConnect: true })
+        {
+            return;
+        }
+
+        var peer = outbound ? null : PeerTelemetry.Of(context);
+        var labels = new TcpLabels
+        {
+            Workload = WorkloadOf(context, snapshot, record, peer, outbound),
+            ConnectionSecurityPolicy = PeerTelemetry.SecurityPolicy(peer),
+        };
+        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect);
+        record.Upgrade = metered;
+        if (upgrade is not null)
+        {
+            features.Set<IHttpUpgradeFeature>(metered);
+        }
+
+        if (connect is not null)
+        {
+            features.Set<IHttpExtendedConnectFeature>(metered);
         }
     }
 
@@ -171,6 +194,17 @@ internal sealed class SidecarTelemetry : IDisposable
         Proxy.ConfigApplied(snapshot);
         var labels = LabelsFor(snapshot);
         Tracing.Apply(snapshot, labels.LocalCanonicalService);
+    }
+
+    /// <summary>Who talked to whom. Outbound, the peer is the upstream; inbound, the caller authenticated by mTLS (null on plaintext).</summary>
+    private IstioWorkloadLabels WorkloadOf(HttpContext context, SidecarSnapshot snapshot, in RequestRecord record, IPeerIdentityFeature? peer, bool outbound)
+    {
+        var labels = LabelsFor(snapshot);
+        return outbound
+            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster, record.Peer)
+                : record.Egress is { } egress ? labels.Egress(egress)
+                : labels.OutboundBlackHole
+            : labels.Inbound(CalledAs(snapshot, context.Request), peer, peer is null ? null : PeerMetadata.Parse(First(context.Request.Headers, PeerMetadata.HeaderName)));
     }
 
     private static VirtualHost? CalledAs(SidecarSnapshot snapshot, HttpRequest request) =>

@@ -24,6 +24,11 @@ internal sealed class SnapshotLabels
     private readonly IstioWorkloadLabels _inbound;
     private readonly FrozenDictionary<VirtualHost, string> _inboundServices;
     private readonly WorkloadSpec _workload;
+    private readonly IstioWorkloadLabels _egressPassthrough;
+
+    // Keyed by the decision's "namespace/name"; bounded by the snapshot's policies. Split once, so every
+    // tunnel through one policy carries the same label strings.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IstioWorkloadLabels> _egressPolicies = new(StringComparer.Ordinal);
 
     public SnapshotLabels(SidecarSnapshot snapshot)
     {
@@ -62,9 +67,21 @@ internal sealed class SnapshotLabels
         _outbound = clusters.ToFrozenDictionary(c => c, OutboundFor);
         _inboundServices = virtualHosts.ToFrozenDictionary(v => v, v => v.ServiceFqdn);
         OutboundBlackHole = OutboundBase() with { DestinationServiceName = BlackHoleCluster };
+        PeerHeader = PeerMetadata.Encode(_workload.Name, _workload.Namespace, LocalCanonicalService, LocalCanonicalRevision, LocalApp, LocalVersion);
+        InboundTransformer = Forwarding.MeshRequestTransformer.InboundWith(PeerHeader);
+        _egressPassthrough = OutboundBase() with { DestinationServiceName = PassthroughCluster };
     }
 
+    /// <summary>Istio's name for the destination of egress allowed by ALLOW_ANY rather than by a policy.</summary>
+    public const string PassthroughCluster = "PassthroughCluster";
+
     public SidecarSnapshot Snapshot { get; }
+
+    /// <summary>This workload's peer metadata header value (Telemetry/PeerMetadata.cs).</summary>
+    public string PeerHeader { get; }
+
+    /// <summary>The inbound forwarder's header rules, answering mTLS callers with <see cref="PeerHeader"/>.</summary>
+    public Forwarding.MeshRequestTransformer InboundTransformer { get; }
 
     public string LocalPrincipal { get; }
 
@@ -82,19 +99,38 @@ internal sealed class SnapshotLabels
     /// <summary>Outbound traffic that matched no service: reported as Istio does, to BlackHoleCluster.</summary>
     public IstioWorkloadLabels OutboundBlackHole { get; }
 
+    /// <summary>
+    /// reporter=source labels for egress (plain HTTP requests, TLS by SNI, CONNECT tunnels): the
+    /// destination is the EgressPolicy that allowed it, or PassthroughCluster under ALLOW_ANY. Never the
+    /// host the app named, which a wildcard policy would let the app choose without bound.
+    /// </summary>
+    public IstioWorkloadLabels Egress(Egress.EgressDecision decision) =>
+        decision.Policy is { } policy ? _egressPolicies.GetOrAdd(policy, EgressPolicyLabels) : _egressPassthrough;
+
     public static string SpiffeId(string trustDomain, string ns, string serviceAccount) =>
         $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
 
     /// <summary>reporter=source labels for a request to <paramref name="cluster"/>; the peer (destination) principal is filled in by the caller.</summary>
-    public IstioWorkloadLabels Outbound(Cluster cluster) =>
-        _outbound.TryGetValue(cluster, out var labels) ? labels : OutboundFor(cluster);
+    public IstioWorkloadLabels Outbound(Cluster cluster, PeerMetadata? peer)
+    {
+        var labels = _outbound.TryGetValue(cluster, out var known) ? known : OutboundFor(cluster);
+        return peer is null ? labels : labels with
+        {
+            DestinationWorkload = peer.Workload,
+            DestinationWorkloadNamespace = peer.Namespace,
+            DestinationCanonicalService = peer.CanonicalService,
+            DestinationCanonicalRevision = peer.CanonicalRevision,
+            DestinationApp = peer.App,
+            DestinationVersion = peer.Version,
+        };
+    }
 
     /// <summary>
     /// reporter=destination labels. The destination service is the known service the caller named in
     /// its Host (resolved without allocating), else this workload's own service name: never the raw
     /// Host, which would let any caller mint series.
     /// </summary>
-    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, IPeerIdentityFeature? peer)
+    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, IPeerIdentityFeature? peer, PeerMetadata? metadata)
     {
         var labels = _inbound;
         if (calledAs is not null && _inboundServices.TryGetValue(calledAs, out var fqdn))
@@ -102,7 +138,22 @@ internal sealed class SnapshotLabels
             labels = labels with { DestinationService = fqdn };
         }
 
-        return peer is null ? labels : labels with { SourcePrincipal = peer.Principal, SourceWorkloadNamespace = peer.Namespace };
+        if (peer is null)
+        {
+            return labels;
+        }
+
+        labels = labels with { SourcePrincipal = peer.Principal, SourceWorkloadNamespace = peer.Namespace };
+
+        // A peer may name only a workload of the namespace its certificate proves.
+        return metadata is null || metadata.Namespace != peer.Namespace ? labels : labels with
+        {
+            SourceWorkload = metadata.Workload,
+            SourceCanonicalService = metadata.CanonicalService,
+            SourceCanonicalRevision = metadata.CanonicalRevision,
+            SourceApp = metadata.App,
+            SourceVersion = metadata.Version,
+        };
     }
 
     private IstioWorkloadLabels OutboundBase() => new()
@@ -127,6 +178,16 @@ internal sealed class SnapshotLabels
         // A service's endpoints live in its namespace; which workload answers is known only to the peer.
         DestinationWorkloadNamespace = cluster.ServiceNamespace,
     };
+
+    private IstioWorkloadLabels EgressPolicyLabels(string policy)
+    {
+        var slash = policy.IndexOf('/', StringComparison.Ordinal);
+        return _egressPassthrough with
+        {
+            DestinationServiceName = slash < 0 ? policy : policy[(slash + 1)..],
+            DestinationServiceNamespace = slash < 0 ? null : policy[..slash],
+        };
+    }
 
     private static string? Label(IReadOnlyDictionary<string, string> labels, string name) =>
         labels.TryGetValue(name, out var value) && !string.IsNullOrEmpty(value) ? value : null;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using MeshProxy.Sidecar.Tests.Infrastructure;
+using MeshProxy.Sidecar.Tests.Telemetry;
 
 namespace MeshProxy.Sidecar.Tests.Egress;
 
@@ -64,6 +65,31 @@ public sealed partial class EgressCaptureTests
         await world.Sidecar.WaitForLineAsync("egress denied: protocol=tls reason=spoofed host=allowed.test port=8443 original_destination=127.0.0.2:8443", TimeSpan.FromSeconds(5));
     }
 
+    [Fact]
+    public async Task Passed_through_tls_and_connect_tunnels_are_counted_in_istio_tcp_bytes_as_the_client_counted_them()
+    {
+        await using var world = await EgressWorld.StartAsync();
+
+        // Captured TLS, passed through by SNI: every byte of the session is the app's.
+        var direct = await world.TlsClientAsync(asApp: true, "direct", "allowed.test", TlsPort.ToString(System.Globalization.CultureInfo.InvariantCulture), world.CertFile);
+        var metrics = await world.WaitForTcpClosedAsync(1);
+        Assert.Equal(direct.Received, metrics.Sum("istio_tcp_sent_bytes_total", ("reporter", "source")));
+        Assert.Equal(direct.Sent, metrics.Sum("istio_tcp_received_bytes_total", ("reporter", "source")));
+        var series = Assert.Single(metrics.Find("istio_tcp_sent_bytes_total"));
+        Assert.Equal("payments", series.Labels["destination_service_name"]); // the EgressPolicy that allowed it, never the SNI
+        Assert.Equal("test", series.Labels["destination_service_namespace"]);
+        Assert.Equal("store", series.Labels["source_workload"]);
+        Assert.Equal("tcp", series.Labels["request_protocol"]);
+
+        // CONNECT: the tunnelled bytes, not the CONNECT head or the sidecar's "200 Connection Established".
+        var tunnel = await world.TlsClientAsync(asApp: false, "connect", "allowed.test", TlsPort.ToString(System.Globalization.CultureInfo.InvariantCulture), world.CertFile,
+            "127.0.0.1", OutboundPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        metrics = await world.WaitForTcpClosedAsync(2);
+        Assert.Equal(direct.Received + tunnel.Received, metrics.Sum("istio_tcp_sent_bytes_total", ("reporter", "source")));
+        Assert.Equal(direct.Sent + tunnel.Sent, metrics.Sum("istio_tcp_received_bytes_total", ("reporter", "source")));
+        Assert.Equal(2, metrics.Sum("istio_tcp_connections_opened_total", ("reporter", "source")));
+    }
+
     private static double Count(string exposition, string protocol, string reason)
     {
         var match = Regex.Match(exposition, $"^meshproxy_egress_denied_total\\{{protocol=\"{protocol}\",reason=\"{reason}\"\\}} (\\S+)$", RegexOptions.Multiline);
@@ -112,6 +138,41 @@ public sealed partial class EgressCaptureTests
             CurlAsync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "curl", .. args]);
 
         public Task<string> CurlAsRootAsync(params string[] args) => CurlAsync(["curl", .. args]);
+
+        /// <summary>Runs peers/tls-bytes-client.js in the namespace (as the captured app, or as root); the raw bytes it moved.</summary>
+        public async Task<(long Sent, long Received)> TlsClientAsync(bool asApp, params string[] args)
+        {
+            var script = Path.Combine(_dir, "tls-bytes-client.js");
+            if (!File.Exists(script))
+            {
+                File.Copy(RepoPaths.Peer("tls-bytes-client.js"), script);
+                await NetworkNamespace.RunAsync("chmod", "644", script);
+            }
+
+            string[] node = ["node", script, .. args];
+            var output = await Ns.ExecAsync(asApp ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", .. node] : node);
+            var result = JsonDocument.Parse(output.Trim().Split('\n')[^1]).RootElement;
+            Assert.False(result.TryGetProperty("error", out var error), error.ToString());
+            Assert.StartsWith("HTTP/1.0 200", result.GetProperty("status").GetString(), StringComparison.Ordinal);
+            return (result.GetProperty("sent").GetInt64(), result.GetProperty("received").GetInt64());
+        }
+
+        /// <summary>Scrapes until <paramref name="closed"/> pass-through streams have been counted closed.</summary>
+        public async Task<IReadOnlyList<Telemetry.Sample>> WaitForTcpClosedAsync(int closed)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (true)
+            {
+                var samples = Telemetry.Exposition.Parse(await Ns.ExecAsync("curl", "-s", "--max-time", "10", $"http://127.0.0.1:{StatsPort}/metrics"));
+                if (samples.Sum("istio_tcp_connections_closed_total") >= closed || DateTime.UtcNow > deadline)
+                {
+                    Assert.Equal(closed, samples.Sum("istio_tcp_connections_closed_total"));
+                    return samples;
+                }
+
+                await Task.Delay(50, Ct);
+            }
+        }
 
         public async ValueTask DisposeAsync()
         {

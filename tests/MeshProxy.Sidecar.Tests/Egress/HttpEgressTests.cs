@@ -39,6 +39,11 @@ public sealed class HttpEgressTests
 
         var metrics = await Telemetry.Exposition.ScrapeAsync(client, sidecar.Stats);
         Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "meshproxy_egress_denied_total", ("protocol", "http"), ("reason", "not_allowed")));
+
+        // The allowed request is reported against the policy that let it out, the denied one against BlackHoleCluster.
+        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "istio_requests_total", ("response_code", "200"),
+            ("destination_service_name", "external"), ("destination_service_namespace", "test")));
+        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "istio_requests_total", ("response_code", "403"), ("destination_service_name", "BlackHoleCluster")));
     }
 
     [Fact]
@@ -56,6 +61,9 @@ public sealed class HttpEgressTests
         using var response = await client.SendAsync(request, Ct);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Contains("\"external\"", await response.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);
+
+        var metrics = await Telemetry.Exposition.ScrapeAsync(client, sidecar.Stats);
+        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "istio_requests_total", ("response_code", "200"), ("destination_service_name", "PassthroughCluster")));
     }
 
     private static HttpRequestMessage Request(TestSidecar sidecar, string host)
