@@ -22,9 +22,10 @@ public sealed class ExitOnAppExitTests
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
         var config = new MeshYaml("batch", 8080, drain: "5s").WriteTo(dir);
         File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101); // the sidecar, as uid 1337, reads its config here
+        var hook = Path.Combine(dir, "hook");
         var go = Path.Combine(dir, "go");
         var stop = Path.Combine(dir, "stop");
-        foreach (var fifo in new[] { go, stop })
+        foreach (var fifo in new[] { hook, go, stop })
         {
             Assert.Equal(0, MkFifo(fifo, 0b110_110_110));
         }
@@ -33,6 +34,7 @@ public sealed class ExitOnAppExitTests
         var script = $"""
             setpriv --reuid 1337 --regid 1337 --clear-groups env HOME=/tmp DOTNET_CLI_TELEMETRY_OPTOUT=1 dotnet {RepoPaths.SidecarDll} --config {config} &
             sidecar=$!
+            read line < {hook}
             echo hook-start
             setpriv --reuid 1337 --regid 1337 --clear-groups sleep 2
             echo hook-done
@@ -46,6 +48,9 @@ public sealed class ExitOnAppExitTests
 
         var timeout = TimeSpan.FromSeconds(60);
         await pod.WaitForLineAsync("Exit on app exit: watching", timeout);
+
+        // A process of the sidecar's own container (uid 1337, its mount namespace) comes and goes while it watches.
+        await Signal(hook);
         await pod.WaitForLineAsync("hook-done", timeout);
         await Task.Delay(1500, Ct); // three scans with the hook gone and no app yet
         Assert.DoesNotContain("App processes seen", pod.Output, StringComparison.Ordinal);
