@@ -87,6 +87,15 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             throw new InjectionException($"{Annotations.DrainDuration}: '{drain}' is not a duration such as 5s, 500ms or 1m");
         }
 
+        var rewriteProbes = !annotations.TryGetValue(Annotations.RewriteAppHttpProbers, out var r) || ParseBool(Annotations.RewriteAppHttpProbers, r);
+        var exitOnAppExit = annotations.TryGetValue(Annotations.ExitOnAppExit, out var e) && ParseBool(Annotations.ExitOnAppExit, e) && !native;
+        if (exitOnAppExit && (spec["restartPolicy"]?.GetValue<string>() ?? "Always") != "Never")
+        {
+            // With OnFailure the kubelet would restart a failed app beside a sidecar that has already left
+            // (it exited 0, so it is not restarted), and with Always the app is never meant to finish.
+            throw new InjectionException($"{Annotations.ExitOnAppExit}: needs the pod's restartPolicy to be Never, not {spec["restartPolicy"]?.GetValue<string>() ?? "Always"}: a restarted app would find its sidecar gone");
+        }
+
         var workload = WorkloadName(metadata, labels, target);
         var serviceAccount = spec["serviceAccountName"]?.GetValue<string>() ?? spec["serviceAccount"]?.GetValue<string>() ?? "default";
 
@@ -95,7 +104,14 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         var newAnnotations = Object(newMetadata, "annotations");
         var newSpec = (JsonObject)result["spec"]!;
 
-        var sidecar = Sidecar(native, hold && !native, resources, memoryLimit, gcPercent, workload, target.Namespace);
+        var probers = rewriteProbes ? AppProbes.Rewrite((JsonArray)newSpec["containers"]!) : null;
+        if (exitOnAppExit)
+        {
+            // The sidecar can only see the app's processes if the pod's containers share one PID namespace.
+            newSpec["shareProcessNamespace"] = true;
+        }
+
+        var sidecar = Sidecar(native, hold && !native, resources, memoryLimit, gcPercent, workload, target.Namespace, probers, exitOnAppExit);
         var init = InitContainer(capture);
         var initContainers = newSpec["initContainers"] as JsonArray ?? [];
         newSpec.Remove("initContainers");
@@ -214,7 +230,8 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         },
     };
 
-    private JsonObject Sidecar(bool native, bool hold, JsonObject resources, decimal? memoryLimit, int gcPercent, string workload, string ns)
+    private JsonObject Sidecar(
+        bool native, bool hold, JsonObject resources, decimal? memoryLimit, int gcPercent, string workload, string ns, JsonObject? probers, bool exitOnAppExit)
     {
         var env = new JsonArray
         {
@@ -232,6 +249,16 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             // .NET reads GC settings from the environment as hexadecimal.
             var heap = (long)(limit * gcPercent / 100m);
             env.Add(Env("DOTNET_GCHeapHardLimit", "0x" + heap.ToString("X", CultureInfo.InvariantCulture)));
+        }
+
+        if (probers is { Count: > 0 })
+        {
+            env.Add(Env(AppProbes.EnvironmentVariable, probers.ToJsonString()));
+        }
+
+        if (exitOnAppExit)
+        {
+            env.Add(Env("MESHPROXY_EXIT_ON_APP_EXIT", "true"));
         }
 
         var container = new JsonObject

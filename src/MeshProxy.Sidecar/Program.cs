@@ -65,6 +65,11 @@ internal static class Program
 
             return 1;
         }
+        catch (PodEnvironmentException ex)
+        {
+            Console.Error.WriteLine($"meshproxy-sidecar: {ex.Message}");
+            return 1;
+        }
 
         if (validateOnly)
         {

@@ -25,6 +25,7 @@ public sealed class InjectionGoldenTests
     [InlineData("multi-container-pod")]
     [InlineData("own-init-containers")]
     [InlineData("exclusions")]
+    [InlineData("probes")]
     public void The_patch_applied_to_the_pod_gives_the_documented_result(string name)
     {
         var pod = ReadPod(name);

@@ -57,6 +57,43 @@ public sealed class KubeInjectTests
     }
 
     [Fact]
+    public void Kube_inject_of_a_job_asking_to_exit_with_its_app_shares_the_process_namespace_and_rewrites_its_probes()
+    {
+        const string Yaml = """
+            apiVersion: batch/v1
+            kind: Job
+            metadata: { name: reindex, namespace: search }
+            spec:
+              template:
+                metadata:
+                  annotations:
+                    sidecar.meshproxy.io/nativeSidecar: "false"
+                    sidecar.meshproxy.io/exitOnAppExit: "true"
+                spec:
+                  restartPolicy: Never
+                  containers:
+                    - name: reindex
+                      image: registry.example/reindex:3.1
+                      ports: [{ name: status, containerPort: 8081 }]
+                      livenessProbe: { httpGet: { path: /alive, port: status }, periodSeconds: 20 }
+            """;
+        var result = new KubeInjector(InjectionGoldenTests.Options).Transform(Yaml);
+        Assert.Equal(InjectionOutcome.Injected, Assert.Single(result.Reports).Outcome);
+        var spec = YamlJson.ReadDocuments(result.Yaml)[0]!["spec"]!["template"]!["spec"]!;
+        Assert.True(spec["shareProcessNamespace"]!.GetValue<bool>());
+        var sidecar = spec["containers"]![0]!;
+        Assert.Equal("meshproxy", sidecar["name"]!.GetValue<string>());
+        var env = sidecar["env"]!.AsArray().ToDictionary(e => e!["name"]!.GetValue<string>(), e => e!["value"]?.GetValue<string>());
+        Assert.Equal("true", env["MESHPROXY_EXIT_ON_APP_EXIT"]);
+        Assert.Equal("""{"/app-health/reindex/livez":{"httpGet":{"path":"/alive","port":8081,"scheme":"HTTP"}}}""", env["MESHPROXY_APP_PROBERS"]);
+        Assert.Equal("/app-health/reindex/livez", spec["containers"]![1]!["livenessProbe"]!["httpGet"]!["path"]!.GetValue<string>());
+
+        // A Job whose pod restarts failed containers is refused the mode, with the reason.
+        var refused = Assert.Throws<InjectionException>(() => new KubeInjector(InjectionGoldenTests.Options).Transform(Yaml.Replace("restartPolicy: Never", "restartPolicy: OnFailure", StringComparison.Ordinal)));
+        Assert.Contains("document 1 (Job reindex): sidecar.meshproxy.io/exitOnAppExit: needs the pod's restartPolicy to be Never, not OnFailure", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Kube_inject_reports_bad_yaml_and_bad_annotations_and_exits_1()
     {
         var dir = Directory.CreateTempSubdirectory("meshproxy-kube-inject-").FullName;

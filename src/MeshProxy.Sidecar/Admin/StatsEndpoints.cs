@@ -8,14 +8,21 @@ namespace MeshProxy.Sidecar.Admin;
 /// Port 15020, reachable by the kubelet and Prometheus: readiness, liveness and metrics. Nothing here
 /// changes the proxy's state.
 /// </summary>
-/// <remarks><paramref name="beforeScrape"/> brings metrics that cannot be callbacks (per-cluster ones) up to date.</remarks>
-internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics, Action beforeScrape)
+/// <remarks><paramref name="beforeScrape"/> brings metrics that cannot be callbacks (per-cluster ones) up to date;
+/// <paramref name="appProbes"/> answers the app's own kubelet probes, when the injector rewrote them here.</remarks>
+internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics, Action beforeScrape, AppProbes? appProbes)
 {
     public Task HandleAsync(HttpContext context)
     {
         var response = context.Response;
         response.ContentType = "text/plain; charset=utf-8";
-        switch (context.Request.Path.Value)
+        var path = context.Request.Path.Value;
+        if (appProbes is not null && path?.StartsWith(AppProbes.PathPrefix, StringComparison.Ordinal) == true && HttpMethods.IsGet(context.Request.Method))
+        {
+            return appProbes.HandleAsync(context);
+        }
+
+        switch (path)
         {
             case "/ready" or "/healthz/ready":
                 var notReady = lifecycle.NotReadyReason;

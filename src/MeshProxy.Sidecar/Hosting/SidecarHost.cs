@@ -19,7 +19,8 @@ internal static class SidecarHost
 {
     /// <summary>
     /// Builds the host and loads the configuration. Throws <see cref="MeshProxy.Config.Parsing.ConfigException"/>
-    /// when the file is invalid, before any port is opened.
+    /// when the file is invalid, and <see cref="PodEnvironmentException"/> when a pod setting in the environment is,
+    /// before any port is opened.
     /// </summary>
     public static IHost Build(string configPath, Action<IServiceCollection>? configureServices = null)
     {
@@ -86,6 +87,17 @@ internal static class SidecarHost
 
         services.AddSingleton<SidecarLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<SidecarLifecycle>());
+
+        var pod = PodEnvironment.Read(Environment.GetEnvironmentVariable);
+        if (pod.AppProbes.Count > 0)
+        {
+            services.AddSingleton(sp => new Admin.AppProbes(pod.AppProbes, sp.GetRequiredService<ILogger<Admin.AppProbes>>()));
+        }
+
+        if (pod.ExitOnAppExit)
+        {
+            services.AddHostedService<AppExitWatcher>();
+        }
         if (controlPlaneSidecar is not null)
         {
             // Registered after the lifecycle so that it stops first: no snapshot lands mid-drain.

@@ -89,7 +89,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), _loggerFactory.CreateLogger<AdminEndpoints>());
         var meshState = new MeshStateMetrics(
             _telemetry.Registry, _services.GetRequiredService<SidecarIdentity>(), _store, _source is ControlPlaneClient.ControlPlaneSource);
-        var stats = new StatsEndpoints(this, _telemetry.Registry, meshState.Refresh);
+        var stats = new StatsEndpoints(this, _telemetry.Registry, meshState.Refresh, _services.GetService<AppProbes>());
 
         // Admin is bound to loopback whatever the configuration says: it can drain and stop the proxy.
         _adminServer = await StartAsync("admin", new IPEndPoint(IPAddress.Loopback, spec.Admin), admin.HandleAsync, acceptHttp2: false, configure: null, cancellationToken);

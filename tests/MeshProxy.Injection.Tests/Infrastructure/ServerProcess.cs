@@ -6,6 +6,7 @@ namespace MeshProxy.Injection.Tests.Infrastructure;
 /// <summary>A long-running child process with its output captured; killed on dispose.</summary>
 internal sealed class ServerProcess : IAsyncDisposable
 {
+    private int _disposed;
     private readonly Process _process;
     private readonly StringBuilder _output = new();
 
@@ -64,8 +65,14 @@ internal sealed class ServerProcess : IAsyncDisposable
         throw new TimeoutException($"'{marker}' not seen within {timeout}. Output:\n{Output}");
     }
 
+    /// <summary>Kills the process (with its children); safe to call again, so a test may stop a server early.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+
         if (!_process.HasExited)
         {
             _process.Kill(entireProcessTree: true);

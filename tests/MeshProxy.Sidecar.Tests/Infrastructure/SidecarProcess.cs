@@ -20,15 +20,19 @@ internal sealed partial class SidecarProcess : IAsyncDisposable
 
     public IPEndPoint Stats { get; private set; } = null!;
 
-    public static ExternalProcess Launch(string configPath, params string[] extraArgs) =>
-        ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", configPath, .. extraArgs],
-            new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
+    public static ExternalProcess Launch(string configPath, params string[] extraArgs) => Launch(configPath, environment: null, extraArgs);
 
-    /// <summary>Starts the process and waits until every listener has logged its bound address.</summary>
-    public static async Task<SidecarProcess> StartAsync(MeshYaml yaml)
+    public static ExternalProcess Launch(string configPath, IReadOnlyDictionary<string, string>? environment, params string[] extraArgs)
+    {
+        var env = new Dictionary<string, string>(environment ?? new Dictionary<string, string>()) { ["Logging__Console__FormatterName"] = "simple" };
+        return ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", configPath, .. extraArgs], env);
+    }
+
+    /// <summary>Starts the process (with <paramref name="environment"/> added) and waits until every listener has logged its bound address.</summary>
+    public static async Task<SidecarProcess> StartAsync(MeshYaml yaml, IReadOnlyDictionary<string, string>? environment = null)
     {
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
-        var process = new SidecarProcess(Launch(yaml.WriteTo(dir)));
+        var process = new SidecarProcess(Launch(yaml.WriteTo(dir), environment));
         var timeout = TimeSpan.FromSeconds(30);
         process.Admin = await process.ListenerAsync("admin", timeout);
         process.Stats = await process.ListenerAsync("stats", timeout);

@@ -1,0 +1,38 @@
+using MeshProxy.Sidecar.Admin;
+
+namespace MeshProxy.Sidecar.Hosting;
+
+/// <summary>
+/// Settings the injector passes through the sidecar container's environment rather than the bootstrap resource:
+/// they describe the pod the sidecar runs in (its app's probes, whether to follow the app out), not the mesh.
+/// </summary>
+internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppProbes, bool ExitOnAppExit)
+{
+    /// <summary>Reads the environment; throws <see cref="PodEnvironmentException"/> naming the variable and what is wrong.</summary>
+    public static PodEnvironment Read(Func<string, string?> variable)
+    {
+        IReadOnlyDictionary<string, AppProbe> probes = new Dictionary<string, AppProbe>();
+        if (variable(Admin.AppProbes.EnvironmentVariable) is { Length: > 0 } json)
+        {
+            try
+            {
+                probes = Admin.AppProbes.Parse(json);
+            }
+            catch (FormatException ex)
+            {
+                throw new PodEnvironmentException(ex.Message);
+            }
+        }
+
+        var exit = variable(AppExitWatcher.EnvironmentVariable)?.Trim().ToLowerInvariant() switch
+        {
+            null or "" or "false" => false,
+            "true" => true,
+            var other => throw new PodEnvironmentException($"{AppExitWatcher.EnvironmentVariable}: '{other}' must be true or false"),
+        };
+        return new PodEnvironment(probes, exit);
+    }
+}
+
+/// <summary>A pod setting in the environment that cannot be used; the sidecar refuses to start with it.</summary>
+internal sealed class PodEnvironmentException(string message) : Exception(message);

@@ -1,0 +1,107 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using MeshProxy.Injection.Tests.Infrastructure;
+
+namespace MeshProxy.Injection.Tests;
+
+/// <summary>
+/// Both halves of the probe rewrite together: the injector's rewritten probe and MESHPROXY_APP_PROBERS, handed to
+/// the real sidecar process, probing a real HTTP server (python's http.server) the way the kubelet's probe would.
+/// </summary>
+public sealed partial class ProbeEndToEndTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task The_kubelet_following_the_rewritten_probes_gets_the_apps_answers_from_the_sidecar()
+    {
+        var appPort = FreePort();
+        var pod = JsonNode.Parse($$"""
+            {
+              "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web-0" },
+              "spec": { "containers": [ {
+                "name": "web", "image": "python:3",
+                "ports": [ { "name": "http", "containerPort": {{appPort}} } ],
+                "livenessProbe": { "httpGet": { "path": "/", "port": "http" } },
+                "readinessProbe": { "httpGet": { "path": "/not-there", "port": "http" } },
+                "startupProbe": { "tcpSocket": { "port": "http" } }
+              } ] }
+            }
+            """)!.AsObject();
+        var injected = new SidecarInjector(InjectionGoldenTests.Options).Inject(pod, new InjectionTarget("shop")).Pod;
+        var spec = injected["spec"]!;
+        var sidecar = spec["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
+        var probers = sidecar["env"]!.AsArray().Single(e => e!["name"]!.GetValue<string>() == "MESHPROXY_APP_PROBERS")!["value"]!.GetValue<string>();
+        var web = spec["containers"]![0]!;
+
+        var dir = Directory.CreateTempSubdirectory("meshproxy-probes-").FullName;
+        try
+        {
+            var config = Path.Combine(dir, "sidecar.yaml");
+            await File.WriteAllTextAsync(config, $$"""
+                apiVersion: meshproxy.io/v1alpha1
+                kind: Sidecar
+                metadata: { name: web, namespace: shop }
+                spec:
+                  workload: { serviceAccount: web }
+                  app: { port: {{appPort}}, protocol: HTTP }
+                  listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+                """, Ct);
+            await using var app = ServerProcess.Start("python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, appPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            await using var proxy = ServerProcess.Start("env", $"MESHPROXY_APP_PROBERS={probers}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
+            var stats = StatsAddress().Match(await proxy.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30))).Groups[1].Value;
+            await WaitForAsync(appPort);
+            using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+
+            // What the kubelet would do with each rewritten probe: GET its path on the stats port.
+            async Task<HttpStatusCode> Probe(string field)
+            {
+                var httpGet = web[field]!["httpGet"]!;
+                Assert.Equal(SidecarInjector.StatsPort, httpGet["port"]!.GetValue<int>());
+                using var response = await kubelet.GetAsync($"http://{stats}{httpGet["path"]!.GetValue<string>()}", Ct);
+                return response.StatusCode;
+            }
+
+            Assert.Equal(HttpStatusCode.OK, await Probe("livenessProbe"));
+            Assert.Equal(HttpStatusCode.NotFound, await Probe("readinessProbe")); // the app's own 404 comes back: a failure to the kubelet
+            Assert.Equal(HttpStatusCode.OK, await Probe("startupProbe"));
+
+            await app.DisposeAsync();
+            Assert.Equal(HttpStatusCode.InternalServerError, await Probe("livenessProbe"));
+            Assert.Equal(HttpStatusCode.InternalServerError, await Probe("startupProbe"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    private static async Task WaitForAsync(int port)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                using var client = new TcpClient();
+                await client.ConnectAsync(IPAddress.Loopback, port, Ct);
+                return;
+            }
+            catch (SocketException) when (attempt < 100)
+            {
+                await Task.Delay(100, Ct);
+            }
+        }
+    }
+
+    [GeneratedRegex(@"listener on (\S+)")]
+    private static partial Regex StatsAddress();
+}
