@@ -5,17 +5,17 @@ namespace MeshProxy.ControlPlane.Tests.Infrastructure;
 
 /// <summary>
 /// A loopback TCP relay between sidecars and a control plane, so a test can point the same address at another
-/// server (<see cref="Target"/>) or make the path go silent without closing it (<see cref="Pause"/>): bytes
-/// are read and held, nothing is forwarded, no FIN or RST is sent, as with a peer that hangs or a dead link.
+/// server (<see cref="Target"/>) or make the open connections go silent without closing them
+/// (<see cref="Freeze"/>): bytes are read and held, nothing is forwarded, no FIN or RST is sent, as with a peer
+/// that hangs or a dead link. Connections opened after a freeze flow normally.
 /// </summary>
 internal sealed class TcpRelay : IAsyncDisposable
 {
     private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
     private readonly CancellationTokenSource _stop = new();
-    private readonly List<(TcpClient Client, TcpClient Server)> _pairs = [];
+    private readonly List<(TcpClient Client, TcpClient Server, TaskCompletionSource Gate)> _pairs = [];
     private readonly Lock _lock = new();
     private readonly Task _accept;
-    private volatile TaskCompletionSource _gate = Open();
 
     public TcpRelay(IPEndPoint target)
     {
@@ -29,18 +29,29 @@ internal sealed class TcpRelay : IAsyncDisposable
     /// <summary>Where new connections go; open ones keep their server.</summary>
     public IPEndPoint Target { get; set; }
 
-    /// <summary>Stop forwarding in both directions; connections stay open and silent.</summary>
-    public void Pause() => _gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    public void Resume() => _gate.TrySetResult();
-
-    public int OpenConnections
+    /// <summary>Connections accepted so far.</summary>
+    public int Accepted
     {
         get
         {
             lock (_lock)
             {
-                return _pairs.Count(p => p.Client.Connected);
+                return _pairs.Count;
+            }
+        }
+    }
+
+    /// <summary>Stop forwarding on every open connection, in both directions; they stay open and silent for good.</summary>
+    public void Freeze()
+    {
+        lock (_lock)
+        {
+            for (var i = 0; i < _pairs.Count; i++)
+            {
+                if (_pairs[i].Gate.Task.IsCompleted)
+                {
+                    _pairs[i] = (_pairs[i].Client, _pairs[i].Server, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+                }
             }
         }
     }
@@ -49,10 +60,9 @@ internal sealed class TcpRelay : IAsyncDisposable
     {
         await _stop.CancelAsync();
         _listener.Stop();
-        _gate.TrySetResult();
         lock (_lock)
         {
-            foreach (var (client, server) in _pairs)
+            foreach (var (client, server, _) in _pairs)
             {
                 client.Dispose();
                 server.Dispose();
@@ -61,13 +71,6 @@ internal sealed class TcpRelay : IAsyncDisposable
 
         await _accept.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _stop.Dispose();
-    }
-
-    private static TaskCompletionSource Open()
-    {
-        var open = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        open.SetResult();
-        return open;
     }
 
     private async Task AcceptAsync()
@@ -87,17 +90,29 @@ internal sealed class TcpRelay : IAsyncDisposable
                 continue;
             }
 
+            int index;
             lock (_lock)
             {
-                _pairs.Add((client, server));
+                var open = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                open.SetResult();
+                _pairs.Add((client, server, open));
+                index = _pairs.Count - 1;
             }
 
-            _ = PumpAsync(client, server);
-            _ = PumpAsync(server, client);
+            _ = PumpAsync(client, server, index);
+            _ = PumpAsync(server, client, index);
         }
     }
 
-    private async Task PumpAsync(TcpClient from, TcpClient to)
+    private Task GateOf(int index)
+    {
+        lock (_lock)
+        {
+            return _pairs[index].Gate.Task;
+        }
+    }
+
+    private async Task PumpAsync(TcpClient from, TcpClient to, int index)
     {
         var buffer = new byte[16 * 1024];
         try
@@ -107,7 +122,7 @@ internal sealed class TcpRelay : IAsyncDisposable
             while (true)
             {
                 var read = await input.ReadAsync(buffer, _stop.Token);
-                await _gate.Task.WaitAsync(_stop.Token);
+                await GateOf(index).WaitAsync(_stop.Token);
                 if (read == 0)
                 {
                     to.Client.Shutdown(SocketShutdown.Send);
