@@ -9,6 +9,9 @@ const string Usage = """
       --config-dir <dir>        directory of resource YAML files, watched; also MESHPROXY_CONFIG_DIR
       --grpc <addr:port>        gRPC (h2c) listener, default 0.0.0.0:15010
       --monitoring <addr:port>  /ready, /metrics, /debug/syncz, /debug/configz; default 0.0.0.0:15014
+      --keepalive-time <s>      HTTP/2 PING after this many idle seconds, default 30
+      --keepalive-timeout <s>   a PING unanswered this long closes the connection (sidecar dropped), default 10
+      --push-timeout <s>        a snapshot write blocked this long (sidecar not reading) closes the stream, default 30
     """ + CertificateServiceOptions.Usage;
 
 var configDir = Environment.GetEnvironmentVariable("MESHPROXY_CONFIG_DIR");
@@ -27,6 +30,18 @@ for (var i = 0; i < args.Length; i++)
             break;
         case "--monitoring" when i + 1 < args.Length && IPEndPoint.TryParse(args[i + 1], out var monitoring):
             options = options with { MonitoringEndPoint = monitoring };
+            i++;
+            break;
+        case "--keepalive-time" when i + 1 < args.Length && Seconds(args[i + 1]) is { } time:
+            options = options with { KeepAlivePingDelay = time };
+            i++;
+            break;
+        case "--keepalive-timeout" when i + 1 < args.Length && Seconds(args[i + 1]) is { } timeout:
+            options = options with { KeepAlivePingTimeout = timeout };
+            i++;
+            break;
+        case "--push-timeout" when i + 1 < args.Length && Seconds(args[i + 1]) is { } push:
+            options = options with { PushWriteTimeout = push };
             i++;
             break;
         case var _ when CertificateServiceOptions.TryReadArgument(args, ref i, ref certificates):
@@ -74,3 +89,9 @@ await using (host)
 }
 
 return 0;
+
+// Whole or fractional seconds, at least 0.1 s and at most a day; anything else is a bad argument.
+static TimeSpan? Seconds(string text) =>
+    double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var s) && s >= 0.1 && s <= 86400
+        ? TimeSpan.FromSeconds(s)
+        : null;

@@ -62,7 +62,8 @@ public sealed class PeerVerificationResult
 /// <summary>
 /// Checks an X.509 SVID a peer presented: chain to the trust bundle only (no system roots, no revocation, no
 /// downloads), validity, leaf-only constraints, usages, and exactly one SPIFFE URI SAN in the expected trust
-/// domain (and, if given, in the allowed set). Stateless and thread-safe: nothing is cached between calls.
+/// domain (and, if given, in the allowed set). A null trust domain accepts any, for a caller that does not know
+/// it yet and checks the returned ID itself. Stateless and thread-safe: nothing is cached between calls.
 /// </summary>
 public sealed class PeerCertificateVerifier
 {
@@ -79,12 +80,11 @@ public sealed class PeerCertificateVerifier
         X509Certificate2? peer,
         X509Certificate2Collection? extraChain,
         TrustBundle trustBundle,
-        string expectedTrustDomain,
+        string? expectedTrustDomain,
         PeerRole role,
         IReadOnlySet<SpiffeId>? allowed = null)
     {
         ArgumentNullException.ThrowIfNull(trustBundle);
-        ArgumentNullException.ThrowIfNull(expectedTrustDomain);
 
         if (peer is null)
         {
@@ -220,7 +220,7 @@ public sealed class PeerCertificateVerifier
         }
     }
 
-    private static PeerVerificationResult CheckIdentity(X509Certificate2 peer, string expectedTrustDomain, IReadOnlySet<SpiffeId>? allowed)
+    private static PeerVerificationResult CheckIdentity(X509Certificate2 peer, string? expectedTrustDomain, IReadOnlySet<SpiffeId>? allowed)
     {
         var extension = SubjectAltNames.Find(peer.Extensions);
         if (extension is null)
@@ -253,7 +253,7 @@ public sealed class PeerCertificateVerifier
             return PeerVerificationResult.Fail(PeerVerificationFailure.NotSpiffe, $"the URI SAN '{names.Uris[0]}' is not a SPIFFE ID: {error}");
         }
 
-        if (!string.Equals(id.TrustDomain, expectedTrustDomain, StringComparison.Ordinal))
+        if (expectedTrustDomain is not null && !string.Equals(id.TrustDomain, expectedTrustDomain, StringComparison.Ordinal))
         {
             return PeerVerificationResult.Fail(PeerVerificationFailure.WrongTrustDomain, $"{id} is not in trust domain '{expectedTrustDomain}'");
         }

@@ -44,6 +44,7 @@ public sealed class ResourceParserTests
     [InlineData("kind: Gateway\nmetadata: { name: b }\nspec: {}\n", 2, "kind", "unknown kind 'Gateway'")]
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  drainDuration: 5\n", 6, "spec.drainDuration", "not a duration")]
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  controlPlane: { address: 'https://cp:15012', tokenFile: t }\n", 6, "spec.controlPlane.caFile", "needs caFile")]
+    [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  controlPlane: { address: 'https://cp:15012' }\n", 6, "spec.controlPlane.caFile", "needs caFile")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - route:\n        - destination: { host: a }\n          weight: 60\n        - destination: { host: c }\n          weight: 30\n", 7, "spec.http[0].route", "add up to 90")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { prefix: /a, exact: /b } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri", "exactly one of")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { regex: '(' } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri.regex", "not a valid regular expression")]

@@ -59,12 +59,12 @@ internal static class SidecarParser
 
             var tokenFile = cp.String("tokenFile");
             var caFile = cp.String("caFile");
-            // Before its first certificate the sidecar has no trust bundle: over https:// only caFile can vouch for the
-            // control plane, and without it the CA would never be reached (the sidecar never ready) rather than fail here.
-            if (address is not null && tokenFile is not null && caFile is null
+            // Over https:// the control plane's certificate is checked against caFile and nothing else (not the system
+            // store): without it no handshake could succeed, so the sidecar would never get config rather than fail here.
+            if (address is not null && caFile is null
                 && Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttps)
             {
-                cp.Error("caFile", "an https:// control plane with a tokenFile needs caFile: the root that signs the control plane's certificate");
+                cp.Error("caFile", "an https:// control plane needs caFile: the root that signs the control plane's certificate");
             }
 
             controlPlane = address is null ? null : new ControlPlaneSpec(address, tokenFile, cp.String("snapshotPath"), caFile);

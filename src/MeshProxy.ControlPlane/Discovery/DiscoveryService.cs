@@ -134,26 +134,10 @@ internal sealed class DiscoveryService
                     continue; // this change does not concern this workload
                 }
 
-                var nonce = Interlocked.Increment(ref _nonce).ToString("x");
-                var message = new Snapshot { VersionInfo = snapshot.Version, Nonce = nonce };
-                message.Resources.AddRange(snapshot.Resources);
-                connection.RecordSent(snapshot, nonce, _time.GetUtcNow(), Stopwatch.GetTimestamp());
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                timeout.CancelAfter(_writeTimeout);
-                try
+                if (!await PushAsync(connection, snapshot, writer, context, cancellationToken))
                 {
-                    await writer.WriteAsync(message, timeout.Token);
-                }
-                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-                {
-                    // A sidecar that stops reading would hold its snapshot (and our buffers) forever.
-                    _logger.PushTimedOut(connection.InstanceId, _writeTimeout.TotalSeconds);
-                    context.HttpContext.Abort();
                     return;
                 }
-
-                _metrics.Pushes.Increment();
-                _logger.Pushed(snapshot.Version, nonce, snapshot.Resources.Count, connection.InstanceId);
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -163,5 +147,35 @@ internal sealed class DiscoveryService
         {
             // The stream is gone (reset, or the call already completed); the reader side ends it.
         }
+    }
+
+    /// <summary>
+    /// One push. Its own method so that the message (and its resource list) is released once written, rather
+    /// than held by the pusher's long-lived state machine for as long as the sidecar stays connected.
+    /// False when the sidecar stopped reading and its stream was aborted.
+    /// </summary>
+    private async Task<bool> PushAsync(SidecarConnection connection, WorkloadSnapshot snapshot, IGrpcStreamWriter<Snapshot> writer, GrpcCallContext context, CancellationToken cancellationToken)
+    {
+        var nonce = Interlocked.Increment(ref _nonce).ToString("x");
+        var message = new Snapshot { VersionInfo = snapshot.Version, Nonce = nonce };
+        message.Resources.AddRange(snapshot.Resources);
+        connection.RecordSent(snapshot, nonce, _time.GetUtcNow(), Stopwatch.GetTimestamp());
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_writeTimeout);
+        try
+        {
+            await writer.WriteAsync(message, timeout.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // A sidecar that stops reading would hold its snapshot (and our buffers) forever.
+            _logger.PushTimedOut(connection.InstanceId, _writeTimeout.TotalSeconds);
+            context.HttpContext.Abort();
+            return false;
+        }
+
+        _metrics.Pushes.Increment();
+        _logger.Pushed(snapshot.Version, nonce, snapshot.Resources.Count, connection.InstanceId);
+        return true;
     }
 }

@@ -30,4 +30,10 @@ internal static partial class ControlPlaneClientLog
 
     [LoggerMessage(109, LogLevel.Warning, "Snapshot resource warning: {Warning}")]
     public static partial void SnapshotWarning(this ILogger logger, string warning);
+
+    [LoggerMessage(110, LogLevel.Error, "Refused the control plane at {Address}: {Reason}: {Detail} (trusting only {CaFile}); the configuration in force keeps serving")]
+    public static partial void ControlPlaneRefused(this ILogger logger, string address, string reason, string detail, string caFile);
+
+    [LoggerMessage(111, LogLevel.Error, "Refused the control plane at {Address}: controlPlane.caFile {CaFile} is unusable ({Error}); the configuration in force keeps serving")]
+    public static partial void CaFileUnusable(this ILogger logger, string address, string caFile, string error);
 }

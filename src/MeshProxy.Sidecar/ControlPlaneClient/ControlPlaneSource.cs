@@ -24,6 +24,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private readonly string _snapshotPath;
     private readonly SnapshotStore _store;
     private readonly ControlPlaneClientOptions _options;
+    private readonly ControlPlaneTls _tls;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Node _node;
@@ -33,7 +34,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
 
     public ControlPlaneSource(
         SidecarResource bootstrap, string bootstrapPath, SnapshotStore store, ControlPlaneClientOptions options,
-        TimeProvider time, ILogger<ControlPlaneSource> logger)
+        ControlPlaneTls tls, TimeProvider time, ILogger<ControlPlaneSource> logger)
     {
         var controlPlane = bootstrap.Spec.ControlPlane ?? throw new ArgumentException("the Sidecar resource names no control plane", nameof(bootstrap));
         _bootstrap = bootstrap;
@@ -43,6 +44,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
             : Path.GetFullPath(bootstrapPath) + ".snapshot";
         _store = store;
         _options = options;
+        _tls = tls;
         _time = time;
         _logger = logger;
         var workload = bootstrap.Spec.Workload;
@@ -161,7 +163,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private async Task<bool> StreamOnceAsync(CancellationToken cancellationToken)
     {
         _logger.Connecting(_address.ToString(), _node.InstanceId);
-        using var client = new GrpcClient(_address, null, new GrpcClientOptions
+        using var client = new GrpcClient(_address, _tls.CreateHandler(), new GrpcClientOptions
         {
             KeepAlivePingDelay = _options.KeepAlivePingDelay,
             KeepAlivePingTimeout = _options.KeepAlivePingTimeout,

@@ -1,6 +1,7 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Identity;
 using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.ControlPlaneClient;
 using MeshProxy.Sidecar.Identity;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -22,6 +23,7 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
     private readonly SidecarIdentity _identity;
     private readonly SnapshotStore _snapshots;
     private readonly CertificateAuthorityClientOptions _options;
+    private readonly ControlPlaneTls _tls;
     private readonly TimeProvider _time;
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _logger;
@@ -34,13 +36,14 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
 
     public ControlPlaneIdentity(
         SidecarResource sidecar, string bootstrapPath, SidecarIdentity identity, SnapshotStore snapshots,
-        CertificateAuthorityClientOptions options, TimeProvider time, ILoggerFactory loggers)
+        CertificateAuthorityClientOptions options, ControlPlaneTls tls, TimeProvider time, ILoggerFactory loggers)
     {
         _sidecar = sidecar;
         _bootstrapPath = bootstrapPath;
         _identity = identity;
         _snapshots = snapshots;
         _options = options;
+        _tls = tls;
         _time = time;
         _loggers = loggers;
         _logger = loggers.CreateLogger<ControlPlaneIdentity>();
@@ -104,10 +107,7 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
         var id = SpiffeId.ForWorkload(snapshot.Mesh.TrustDomain, workload.Namespace, workload.ServiceAccount);
         var controlPlane = _sidecar.Spec.ControlPlane!;
         _logger.RequestingCertificate(id.Value, controlPlane.Address);
-        var options = controlPlane.CaFile is { } caFile
-            ? _options with { BootstrapRootsFile = Path.GetFullPath(caFile, Path.GetDirectoryName(Path.GetFullPath(_bootstrapPath))!) }
-            : _options;
-        _client = new CertificateAuthorityClient(controlPlane, _bootstrapPath, id, _identity.Store, options, _time, _loggers);
+        _client = new CertificateAuthorityClient(controlPlane, _bootstrapPath, id, _identity.Store, _options, _time, _loggers, _tls);
         await _client.StartAsync(cancellationToken);
     }
 

@@ -1,4 +1,3 @@
-using System.Net.Security;
 using MeshProxy.Api.V1;
 using MeshProxy.Config.Resources;
 using MeshProxy.Grpc;
@@ -19,15 +18,6 @@ internal sealed record CertificateAuthorityClientOptions
     public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     public SvidRotatorOptions Rotation { get; init; } = new();
-
-    /// <summary>
-    /// Roots to check the control plane's certificate against for an https:// address before the first SVID
-    /// (and its bundle) arrives; afterwards the current trust bundle is used.
-    /// </summary>
-    public string? BootstrapRootsFile { get; init; }
-
-    /// <summary>The control plane's own service account (its SPIFFE ID is checked on TLS).</summary>
-    public string ControlPlaneServiceAccount { get; init; } = "meshproxy-controlplane";
 }
 
 /// <summary>
@@ -52,7 +42,7 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
 
     public CertificateAuthorityClient(
         ControlPlaneSpec controlPlane, string bootstrapPath, SpiffeId id, SvidStore store,
-        CertificateAuthorityClientOptions options, TimeProvider time, ILoggerFactory loggers)
+        CertificateAuthorityClientOptions options, TimeProvider time, ILoggerFactory loggers, ControlPlaneClient.ControlPlaneTls? tls = null)
     {
         ArgumentNullException.ThrowIfNull(controlPlane);
         _store = store;
@@ -62,7 +52,13 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
         var tokenFile = controlPlane.TokenFile ?? throw new ArgumentException("controlPlane.tokenFile is required to obtain a certificate from the control plane's CA", nameof(controlPlane));
         _tokenFile = Path.GetFullPath(tokenFile, Path.GetDirectoryName(Path.GetFullPath(bootstrapPath))!);
         var address = new Uri(controlPlane.Address);
-        _client = new GrpcClient(address, address.Scheme == Uri.UriSchemeHttps ? TlsHandler(id, store, options, time) : null, new GrpcClientOptions());
+        if (address.Scheme == Uri.UriSchemeHttps && tls is null)
+        {
+            throw new ArgumentException("an https:// control plane needs its TLS trust (controlPlane.caFile)", nameof(tls));
+        }
+
+        // The same pinned trust as the config stream: caFile only, the control plane's SPIFFE ID, TLS 1.2+.
+        _client = new GrpcClient(address, tls?.CreateHandler(), new GrpcClientOptions());
         _rotator = new SvidRotator(store, id, IssueAsync, options.Rotation, time, loggers.CreateLogger<SvidRotator>());
         store.Changed += (_, _) => _first.TrySetResult();
     }
@@ -120,25 +116,5 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
 
         // SvidRotator checks the answer (key, SPIFFE ID, chain to the bundle, both roles) before installing it.
         return new IssuedCertificate(string.Join('\n', response.CertChainPem), string.Join('\n', response.TrustBundlePem));
-    }
-
-    /// <summary>
-    /// TLS to the control plane: its certificate must chain to the current trust bundle (or, before the
-    /// first SVID, to the bootstrap roots) and name the control plane's SPIFFE ID in this trust domain.
-    /// </summary>
-    private static SocketsHttpHandler TlsHandler(SpiffeId id, SvidStore store, CertificateAuthorityClientOptions options, TimeProvider time)
-    {
-        var bootstrap = options.BootstrapRootsFile is { } file ? TrustBundle.FromPem(File.ReadAllText(file)) : null;
-        var controlPlane = SpiffeId.ForWorkload(id.TrustDomain, "meshproxy-system", options.ControlPlaneServiceAccount);
-        var verifier = new PeerCertificateVerifier(time);
-        var callback = verifier.CreateCallback(
-            () => store.TrustBundle ?? bootstrap ?? throw new InvalidOperationException("no trust bundle yet to check the control plane's certificate: set the bootstrap roots file"),
-            id.TrustDomain,
-            PeerRole.Server,
-            new HashSet<SpiffeId> { controlPlane });
-        return new SocketsHttpHandler
-        {
-            SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = callback },
-        };
     }
 }

@@ -171,7 +171,7 @@ internal sealed class MeshStateMetrics
     private readonly Dictionary<string, long[]> _lastSeen = new(StringComparer.Ordinal);
     private readonly Lock _refreshLock = new();
 
-    public MeshStateMetrics(MetricsRegistry registry, Identity.SidecarIdentity identity, SnapshotStore snapshots, bool controlPlaneMode)
+    public MeshStateMetrics(MetricsRegistry registry, Identity.SidecarIdentity identity, SnapshotStore snapshots, bool controlPlaneMode, ControlPlaneClient.ControlPlaneTls? controlPlaneTls = null)
     {
         _snapshots = snapshots;
         var store = identity.Store;
@@ -212,6 +212,18 @@ internal sealed class MeshStateMetrics
             // In control-plane mode every refused snapshot is answered with a NACK (ControlPlaneSource.Apply).
             var nacks = registry.CreateCounter("meshproxy_config_nacks_total", "Snapshots pushed by the control plane and refused with a NACK (the last good one kept serving).");
             snapshots.Rejected += _ => nacks.Increment();
+        }
+
+        if (controlPlaneTls is { IsTls: true })
+        {
+            registry.CreateCallbackCounter(
+                "meshproxy_control_plane_tls_refusals_total",
+                "TLS handshakes with the control plane refused because its certificate does not chain to controlPlane.caFile or names another identity, per verifier reason (ca_file_unusable: the file itself).",
+                ["reason"],
+                [
+                    .. reasons.Select(r => new CallbackSample([ReasonLabel(r)], () => controlPlaneTls.Refusals(r))),
+                    new CallbackSample([ControlPlaneClient.ControlPlaneTls.CaFileUnusable], () => controlPlaneTls.Refusals(null)),
+                ]);
         }
     }
 

@@ -21,6 +21,8 @@ internal sealed class InProcessSidecar : IAsyncDisposable
 
     public string BootstrapPath { get; }
 
+    public IServiceProvider Services => _host.Services;
+
     public SnapshotStore Store => _host.Services.GetRequiredService<SnapshotStore>();
 
     public ControlPlaneSource Source => _host.Services.GetRequiredService<ControlPlaneSource>();

@@ -1,0 +1,146 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using MeshProxy.ControlPlane.Certificates;
+using MeshProxy.ControlPlane.Tests.Certificates;
+using MeshProxy.ControlPlane.Tests.Infrastructure;
+using MeshProxy.Identity;
+using MeshProxy.Identity.Bootstrap;
+using MeshProxy.Sidecar.Identity;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Tests.EndToEnd;
+
+/// <summary>
+/// A real sidecar talking to real control planes over TLS (15012) through a relay that keeps its address fixed:
+/// the config stream and the CSR trust exactly <c>controlPlane.caFile</c>.
+/// </summary>
+public sealed class ControlPlaneTlsTrustTests
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    [Fact]
+    public async Task Config_arrives_from_the_pinned_ca_a_control_plane_from_another_ca_is_refused_and_the_saved_snapshot_serves_until_a_good_one_returns()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var work = RepoPaths.NewTempDirectory();
+        var config = Path.Combine(work, "config");
+        Directory.CreateDirectory(config);
+        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), ct);
+        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
+        var tokens = Path.Combine(work, "tokens.json");
+
+        // Same configuration, same trust domain, same SPIFFE ID: only the CA differs.
+        await using var good = await StartAsync(config, Path.Combine(work, "ca-good"), tokens);
+        await using var impostor = await StartAsync(config, Path.Combine(work, "ca-bad"), tokens);
+        await using var relay = new TcpRelay(good.Host.GrpcTlsEndPoint!);
+
+        var token = Path.Combine(work, "web.token");
+        await File.WriteAllTextAsync(token, LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
+        var bootstrap = Path.Combine(work, "web.yaml");
+        await File.WriteAllTextAsync(bootstrap, $$"""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Sidecar
+            metadata: { name: web, namespace: shop }
+            spec:
+              workload: { serviceAccount: web }
+              app: { port: 18080 }
+              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+              drainDuration: 0s
+              controlPlane: { address: "https://127.0.0.1:{{relay.Port}}", tokenFile: web.token, caFile: ca-good/root-cert.pem }
+
+            """, ct);
+
+        // Right CA: the config stream and the CSR both go through.
+        string version;
+        await using (var first = await InProcessSidecar.StartAsync(bootstrap, Fast))
+        {
+            await TestControlPlane.EventuallyAsync(() => Task.FromResult(first.Store.Current is { Provisional: false, Stale: false }), "config over TLS");
+            Assert.Contains(first.Store.Current.Services.VirtualHosts, v => v.DefaultCluster.ServiceName == "api");
+            await TestControlPlane.EventuallyAsync(async () => (await good.SynczAsync()).GetArrayLength() == 1, "the good control plane lists the sidecar");
+            var identity = first.Services.GetRequiredService<SidecarIdentity>();
+            await TestControlPlane.EventuallyAsync(() => Task.FromResult(identity.Store.Current is not null), "certificate over TLS");
+            Assert.Equal(CaTestKit.SpiffeId("shop", "web"), identity.Store.Current!.SpiffeId.Value);
+            version = first.Store.Current.Version;
+        }
+
+        // The address now leads to a control plane whose certificate comes from another CA.
+        relay.Target = impostor.Host.GrpcTlsEndPoint!;
+        var logs = new CapturingLoggerProvider();
+        await using var sidecar = await InProcessSidecar.StartAsync(bootstrap, services =>
+        {
+            Fast(services);
+            services.AddSingleton<ILoggerProvider>(logs);
+        });
+        Assert.True(sidecar.Store.Current.Stale);
+        await TestControlPlane.EventuallyAsync(
+            async () => Sample(await MetricsAsync(sidecar), "meshproxy_control_plane_tls_refusals_total{reason=\"untrusted_issuer\"}") >= 2,
+            "several refused handshakes");
+        var refusal = logs.Lines.First(l => l.Contains("Refused the control plane", StringComparison.Ordinal));
+        Assert.Contains("UntrustedIssuer", refusal, StringComparison.Ordinal);
+        Assert.Contains("root-cert.pem", refusal, StringComparison.Ordinal);
+        Assert.Equal(0, (await impostor.SynczAsync()).GetArrayLength());
+        Assert.Equal(version, sidecar.Store.Current.Version);
+        Assert.True(sidecar.Store.Current.Stale);
+        Assert.Equal(1, Sample(await MetricsAsync(sidecar), "meshproxy_config_stale"));
+        Assert.Null(sidecar.Services.GetRequiredService<SidecarIdentity>().Store.Current);
+
+        // A good control plane behind the same address: the sidecar recovers on its own.
+        relay.Target = good.Host.GrpcTlsEndPoint!;
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(!sidecar.Store.Current.Stale), "confirmed by the good control plane", TimeSpan.FromSeconds(15));
+        await TestControlPlane.EventuallyAsync(
+            () => Task.FromResult(sidecar.Services.GetRequiredService<SidecarIdentity>().Store.Current is not null), "certificate from the good CA");
+        Assert.Equal(version, sidecar.Store.Current.Version);
+    }
+
+    private static void Fast(IServiceCollection services) => services.AddSingleton(new CertificateAuthorityClientOptions
+    {
+        Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
+    });
+
+    private static Task<TestControlPlane> StartAsync(string config, string caDirectory, string tokens) =>
+        TestControlPlane.StartAsync(config, configure: o => o with
+        {
+            Certificates = new CertificateServiceOptions
+            {
+                CaDirectory = caDirectory,
+                TokenStoreFile = tokens,
+                TlsEndPoint = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+            },
+        });
+
+    private static Task<string> MetricsAsync(InProcessSidecar sidecar) =>
+        Http.GetStringAsync(new Uri(sidecar.StatsUri, "/metrics"), TestContext.Current.CancellationToken);
+
+    private static double Sample(string exposition, string series)
+    {
+        var match = Regex.Match(exposition, "^" + Regex.Escape(series) + " (\\S+)$", RegexOptions.Multiline);
+        Assert.True(match.Success, $"no sample {series} in:\n{exposition}");
+        return double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    private sealed class CapturingLoggerProvider : ILoggerProvider
+    {
+        private readonly ConcurrentQueue<string> _lines = new();
+
+        public IEnumerable<string> Lines => _lines;
+
+        public ILogger CreateLogger(string categoryName) => new Logger(_lines);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(ConcurrentQueue<string> lines) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                lines.Enqueue(formatter(state, exception));
+        }
+    }
+}
