@@ -20,9 +20,12 @@ internal sealed partial class SidecarProcess : IAsyncDisposable
 
     public IPEndPoint Stats { get; private set; } = null!;
 
-    public static ExternalProcess Launch(string configPath, params string[] extraArgs) =>
-        ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", configPath, .. extraArgs],
+    public static ExternalProcess Launch(string configPath, params string[] extraArgs)
+    {
+        var command = RepoPaths.Sidecar(["--config", configPath, .. extraArgs]);
+        return ExternalProcess.Start(command[0], command[1..],
             new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
+    }
 
     /// <summary>Starts the process and waits until every listener has logged its bound address.</summary>
     public static async Task<SidecarProcess> StartAsync(MeshYaml yaml)
