@@ -10,6 +10,8 @@
 # then stays up (Ctrl-C stops everything). --once: exit after the calls; the status is 0 when every
 # outcome is the expected one, 3 when the only misses are features not enforced yet (the line says
 # which branch they wait for), 4 when a port it needs is taken, 1 otherwise. Logs and state go to .mesh/ at the repository root.
+# MESHPROXY_SIDECAR_BINARY=<executable>: run that sidecar build (a trimmed or Native AOT publish)
+# instead of building one.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -51,7 +53,10 @@ build() {
     || { tail -20 "$logs/build-$2.log" >&2; die "build of $1 failed (log: $logs/build-$2.log)"; }
 }
 build src/MeshProxy.ControlPlane controlplane
-build src/MeshProxy.Sidecar sidecar
+sidecar="${MESHPROXY_SIDECAR_BINARY:-}"
+if [ -z "$sidecar" ]; then build src/MeshProxy.Sidecar sidecar; sidecar="$bin/sidecar/meshproxy-sidecar"; fi
+[ -x "$sidecar" ] || die "sidecar executable '$sidecar' not found"
+sidecar="$(cd "$(dirname "$sidecar")" && pwd)/$(basename "$sidecar")"
 build src/MeshProxy.Cli cli
 build samples/MeshProxy.Samples.App app
 
@@ -138,7 +143,7 @@ start store-app "$bin/app/meshproxy-sample-app" store 18001 http://127.0.0.1:150
 start billing-app "$bin/app/meshproxy-sample-app" billing 18002 http://127.0.0.1:16001
 start reporting-app "$bin/app/meshproxy-sample-app" reporting 18003 http://127.0.0.1:17001
 for w in store billing reporting; do
-  (cd "$here" && exec "$bin/sidecar/meshproxy-sidecar" --config "$w.yaml") >"$logs/$w-sidecar.log" 2>&1 &
+  (cd "$here" && exec "$sidecar" --config "$w.yaml") >"$logs/$w-sidecar.log" 2>&1 &
   pids+=($!)
 done
 # /ready turns 200 once the sidecar has applied its first pushed snapshot.

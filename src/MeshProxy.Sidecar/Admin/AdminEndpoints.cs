@@ -1,10 +1,10 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using MeshProxy.Sidecar.Configuration;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using MeshProxy.Sidecar.Hosting;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
@@ -18,12 +18,6 @@ namespace MeshProxy.Sidecar.Admin;
 /// </summary>
 internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifecycle, SidecarIdentity identity, ILogger<AdminEndpoints> logger)
 {
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
-    {
-        WriteIndented = true,
-        Converters = { new JsonStringEnumConverter() },
-    };
-
     public Task HandleAsync(HttpContext context)
     {
         var method = context.Request.Method;
@@ -44,43 +38,31 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
         var snapshot = store.Current;
         var rejection = store.LastRejection;
         var endpoints = lifecycle.Endpoints;
-        var dump = new
-        {
-            version = snapshot.Version,
-            source = snapshot.Source,
-            appliedAt = snapshot.AppliedAt,
-            stale = snapshot.Stale,
-            provisional = snapshot.Provisional,
-            lastError = rejection is null ? null : new
-            {
-                version = rejection.Version,
-                at = rejection.At,
-                message = rejection.Message,
-                errors = rejection.Errors.Select(e => new { file = e.File, line = e.Line, field = e.FieldPath, reason = e.Reason }),
-            },
-            workload = snapshot.Workload,
-            listeners = new
-            {
-                outbound = endpoints.Outbound?.ToString(),
-                inbound = endpoints.Inbound?.ToString(),
-                admin = endpoints.Admin?.ToString(),
-                stats = endpoints.Stats?.ToString(),
-            },
-            inbound = new { cluster = snapshot.InboundCluster.Name, protocol = snapshot.InboundCluster.Protocol },
-            virtualHosts = snapshot.Services.VirtualHosts.Select(v => new
-            {
-                service = v.ServiceFqdn,
-                port = v.Port,
-                cluster = v.DefaultCluster.Name,
-                protocol = v.DefaultCluster.Protocol,
-                endpoints = v.DefaultCluster.Endpoints.Select(e => new { address = e.Address, port = e.Port, weight = e.Weight, identity = e.Identity }),
-                health = Resilience.ResilienceDump.Of(v.DefaultCluster),
-                rules = v.Rules.Select(r => new { name = r.Name, destinations = r.Destinations.Select(d => new { cluster = d.Cluster.Name, weight = d.Weight }) }),
-            }),
-            resources = snapshot.Resources.Select(r => new { kind = r.Kind, @namespace = r.Metadata.Namespace, name = r.Metadata.Name, source = r.Source.ToString() }),
-        };
+        var dump = new ConfigDump(
+            snapshot.Version,
+            snapshot.Source,
+            snapshot.AppliedAt,
+            snapshot.Stale,
+            snapshot.Provisional,
+            rejection is null ? null : new ConfigDumpRejection(
+                rejection.Version,
+                rejection.At,
+                rejection.Message,
+                rejection.Errors.Select(e => new ConfigDumpError(e.File, e.Line, e.FieldPath, e.Reason))),
+            snapshot.Workload,
+            new ConfigDumpListeners(endpoints.Outbound?.ToString(), endpoints.Inbound?.ToString(), endpoints.Admin?.ToString(), endpoints.Stats?.ToString()),
+            new ConfigDumpInbound(snapshot.InboundCluster.Name, snapshot.InboundCluster.Protocol),
+            snapshot.Services.VirtualHosts.Select(v => new ConfigDumpVirtualHost(
+                v.ServiceFqdn,
+                v.Port,
+                v.DefaultCluster.Name,
+                v.DefaultCluster.Protocol,
+                v.DefaultCluster.Endpoints.Select(e => new ConfigDumpEndpoint(e.Address, e.Port, e.Weight, e.Identity)),
+                ResilienceDump.Of(v.DefaultCluster),
+                v.Rules.Select(r => new ConfigDumpRule(r.Name, r.Destinations.Select(d => new ConfigDumpDestination(d.Cluster.Name, d.Weight)))))),
+            snapshot.Resources.Select(r => new ConfigDumpResource(r.Kind, r.Metadata.Namespace, r.Metadata.Name, r.Source.ToString())));
         context.Response.ContentType = "application/json";
-        return JsonSerializer.SerializeAsync(context.Response.Body, dump, Json, context.RequestAborted);
+        return JsonSerializer.SerializeAsync(context.Response.Body, dump, AdminJsonContext.Default.ConfigDump, context.RequestAborted);
     }
 
     /// <summary>The workload's SVID (chain, SPIFFE ID, validity, seconds to expiry) and trust bundle, as Envoy's /certs shows them.</summary>
@@ -90,42 +72,36 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
         var bundle = identity.Store.TrustBundle;
         var now = DateTimeOffset.UtcNow;
         var counters = identity.Counters;
-        var certs = new
-        {
-            enabled = identity.Enabled,
-            mtlsMode = store.Current.Mesh.Mtls,
-            trustDomain = store.Current.Mesh.TrustDomain,
-            spiffeId = svid?.SpiffeId.Value,
-            notBefore = svid?.NotBefore,
-            notAfter = svid?.NotAfter,
-            secondsToExpiry = svid is null ? (long?)null : (long)Math.Floor((svid.NotAfter - now).TotalSeconds),
-            chain = svid is null ? null : new[] { svid.Certificate }.Concat(svid.Intermediates).Select(Describe),
-            trustBundle = bundle?.Roots.Select(Describe),
-            handshakes = new
-            {
-                inbound = counters.InboundHandshakes,
-                inboundPeerRefused = counters.InboundPeerRefused,
-                inboundHandshakeFailures = counters.InboundHandshakeFailures,
-                plaintextAccepted = counters.PlaintextAccepted,
-                plaintextRefused = counters.PlaintextRefused,
-                outbound = counters.OutboundHandshakes,
-                outboundPeerRefused = counters.OutboundPeerRefused,
-                outboundHandshakeFailures = counters.OutboundHandshakeFailures,
-            },
-        };
+        var certs = new CertsDump(
+            identity.Enabled,
+            store.Current.Mesh.Mtls,
+            store.Current.Mesh.TrustDomain,
+            svid?.SpiffeId.Value,
+            svid?.NotBefore,
+            svid?.NotAfter,
+            svid is null ? null : (long)Math.Floor((svid.NotAfter - now).TotalSeconds),
+            svid is null ? null : new[] { svid.Certificate }.Concat(svid.Intermediates).Select(Describe),
+            bundle?.Roots.Select(Describe),
+            new HandshakeCounts(
+                counters.InboundHandshakes,
+                counters.InboundPeerRefused,
+                counters.InboundHandshakeFailures,
+                counters.PlaintextAccepted,
+                counters.PlaintextRefused,
+                counters.OutboundHandshakes,
+                counters.OutboundPeerRefused,
+                counters.OutboundHandshakeFailures));
         context.Response.ContentType = "application/json";
-        return JsonSerializer.SerializeAsync(context.Response.Body, certs, Json, context.RequestAborted);
+        return JsonSerializer.SerializeAsync(context.Response.Body, certs, AdminJsonContext.Default.CertsDump, context.RequestAborted);
     }
 
-    private static object Describe(X509Certificate2 certificate) => new
-    {
-        subject = certificate.Subject,
-        issuer = certificate.Issuer,
-        serialNumber = certificate.SerialNumber,
-        notBefore = new DateTimeOffset(certificate.NotBefore.ToUniversalTime(), TimeSpan.Zero),
-        notAfter = new DateTimeOffset(certificate.NotAfter.ToUniversalTime(), TimeSpan.Zero),
-        sha256 = certificate.GetCertHashString(HashAlgorithmName.SHA256).ToLowerInvariant(),
-    };
+    private static CertificateDump Describe(X509Certificate2 certificate) => new(
+        certificate.Subject,
+        certificate.Issuer,
+        certificate.SerialNumber,
+        new DateTimeOffset(certificate.NotBefore.ToUniversalTime(), TimeSpan.Zero),
+        new DateTimeOffset(certificate.NotAfter.ToUniversalTime(), TimeSpan.Zero),
+        certificate.GetCertHashString(HashAlgorithmName.SHA256).ToLowerInvariant());
 
     private Task DrainAsync(HttpContext context)
     {

@@ -5,34 +5,47 @@ namespace MeshProxy.Sidecar.Resilience;
 /// <summary>A cluster's live resilience state as /config_dump shows it: endpoint health and ejections, breaker and retry counters.</summary>
 internal static class ResilienceDump
 {
-    public static object Of(Cluster cluster)
+    public static ResilienceState Of(Cluster cluster)
     {
         var now = Environment.TickCount64;
         var state = cluster.State;
         var stats = state.Stats;
-        return new
-        {
-            loadBalancer = cluster.Policy.LoadBalancer.ToString(),
-            activeRequests = state.ActiveRequests,
-            activeRetries = state.ActiveRetries,
-            openConnections = state.OpenConnections,
-            pendingRequests = state.Serving.Waiting,
-            retries = stats.Retries,
-            retriesExhausted = stats.RetriesExhausted,
-            retryOverflow = stats.RetryOverflow,
-            overflow = stats.Overflow,
-            timeouts = stats.Timeouts,
-            ejectionsTotal = stats.Ejections,
-            endpoints = cluster.Endpoints.Select(e => new
-            {
-                endpoint = e.Key,
-                ejected = e.Health.IsEjected(now),
-                ejectedForMs = Math.Max(0, e.Health.EjectedUntilMs - now),
-                ejections = e.Health.Ejections,
-                connections = e.Health.Connections,
-                activeRequests = e.Health.Active,
-                ewmaMs = Math.Round(e.Health.EwmaMilliseconds, 3),
-            }),
-        };
+        return new ResilienceState(
+            cluster.Policy.LoadBalancer.ToString(),
+            state.ActiveRequests,
+            state.ActiveRetries,
+            state.OpenConnections,
+            state.Serving.Waiting,
+            stats.Retries,
+            stats.RetriesExhausted,
+            stats.RetryOverflow,
+            stats.Overflow,
+            stats.Timeouts,
+            stats.Ejections,
+            cluster.Endpoints.Select(e => new ResilienceEndpointState(
+                e.Key,
+                e.Health.IsEjected(now),
+                Math.Max(0, e.Health.EjectedUntilMs - now),
+                e.Health.Ejections,
+                e.Health.Connections,
+                e.Health.Active,
+                Math.Round(e.Health.EwmaMilliseconds, 3))));
     }
 }
+
+/// <summary>One cluster's resilience state at one moment; written by /config_dump's source-generated serializer.</summary>
+internal sealed record ResilienceState(
+    string LoadBalancer,
+    int ActiveRequests,
+    int ActiveRetries,
+    int OpenConnections,
+    int PendingRequests,
+    long Retries,
+    long RetriesExhausted,
+    long RetryOverflow,
+    long Overflow,
+    long Timeouts,
+    long EjectionsTotal,
+    IEnumerable<ResilienceEndpointState> Endpoints);
+
+internal sealed record ResilienceEndpointState(string Endpoint, bool Ejected, long EjectedForMs, long Ejections, int Connections, int ActiveRequests, double EwmaMs);

@@ -225,7 +225,7 @@ public sealed partial class EgressCaptureTests
 
             var tls = Ns.Start("openssl", "s_server", "-accept", $"127.0.0.1:{TlsPort}", "-cert", CertFile, "-key", Path.Combine(_dir, "server.key"), "-www", "-naccept", "100");
             var http = Ns.Start("dotnet", Path.Combine(AppContext.BaseDirectory, "meshproxy-sample-app.dll"), "payments", HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            Sidecar = Ns.Start("dotnet", RepoPaths.SidecarDll, "--config", config);
+            Sidecar = Ns.Start(RepoPaths.Sidecar("--config", config));
             var stats = await Sidecar.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30));
             StatsPort = int.Parse(StatsAddress().Match(stats).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
             await Sidecar.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));

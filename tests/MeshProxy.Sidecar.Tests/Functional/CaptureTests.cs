@@ -27,7 +27,7 @@ public sealed class CaptureTests
         // The app dials the service's virtual address; the kernel hands the connection to 15001.
         await ns.ExecAsync("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.10.0.10", "--dport", "80", "-j", "REDIRECT", "--to-ports", "15001");
         var app = ns.Start("dotnet", Path.Combine(AppContext.BaseDirectory, "meshproxy-sample-app.dll"), "billing", "18080");
-        var sidecar = ns.Start("dotnet", RepoPaths.SidecarDll, "--config", config);
+        var sidecar = ns.Start(RepoPaths.Sidecar("--config", config));
         await sidecar.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));
         await app.WaitForLineAsync("Now listening", TimeSpan.FromSeconds(30));
 

@@ -32,7 +32,7 @@ public sealed class ExitOnAppExitTests
 
         // pid 1 spawns nothing while the others run (pause does not): it blocks on a FIFO, not in a sleep loop.
         var script = $"""
-            setpriv --reuid 1337 --regid 1337 --clear-groups env HOME=/tmp DOTNET_CLI_TELEMETRY_OPTOUT=1 dotnet {RepoPaths.SidecarDll} --config {config} &
+            setpriv --reuid 1337 --regid 1337 --clear-groups env HOME=/tmp DOTNET_CLI_TELEMETRY_OPTOUT=1 {string.Join(' ', RepoPaths.Sidecar("--config", config))} &
             sidecar=$!
             read line < {hook}
             echo hook-start
@@ -80,7 +80,8 @@ public sealed class ExitOnAppExitTests
     {
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
         var config = new MeshYaml("batch", 8080).WriteTo(dir);
-        await using var process = ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", config],
+        var command = RepoPaths.Sidecar("--config", config);
+        await using var process = ExternalProcess.Start(command[0], command[1..],
             new Dictionary<string, string> { ["MESHPROXY_EXIT_ON_APP_EXIT"] = "sometimes" });
         Assert.Equal(1, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
         Assert.Contains("MESHPROXY_EXIT_ON_APP_EXIT: 'sometimes' must be true or false", process.Output, StringComparison.Ordinal);

@@ -33,7 +33,8 @@ public sealed class LifecycleTests
         Assert.Equal(1, await missing.WaitForExitAsync(TimeSpan.FromSeconds(30)));
         Assert.Contains("does not exist", missing.Output, StringComparison.Ordinal);
 
-        await using var unknown = ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--frobnicate"]);
+        var command = RepoPaths.Sidecar("--frobnicate");
+        await using var unknown = ExternalProcess.Start(command[0], command[1..]);
         Assert.Equal(2, await unknown.WaitForExitAsync(TimeSpan.FromSeconds(30)));
         Assert.Contains("unknown argument '--frobnicate'", unknown.Output, StringComparison.Ordinal);
     }

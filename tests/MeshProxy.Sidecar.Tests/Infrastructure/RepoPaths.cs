@@ -8,8 +8,16 @@ internal static class RepoPaths
 
     public static string Peer(string script) => Path.Combine(AppContext.BaseDirectory, "peers", script);
 
-    /// <summary>The sidecar as a separate process: its DLL sits beside the tests' own (a referenced Exe).</summary>
-    public static string SidecarDll => Path.Combine(AppContext.BaseDirectory, "meshproxy-sidecar.dll");
+    /// <summary>
+    /// The command line that runs the sidecar as a separate process with <paramref name="args"/>: by
+    /// default `dotnet meshproxy-sidecar.dll` beside the tests' own DLL (a referenced Exe); with
+    /// MESHPROXY_SIDECAR_BINARY set, that executable instead, so that the process-level tests can prove
+    /// a published build (trimmed, ReadyToRun, Native AOT) as it ships.
+    /// </summary>
+    public static string[] Sidecar(params string[] args) =>
+        Environment.GetEnvironmentVariable("MESHPROXY_SIDECAR_BINARY") is { Length: > 0 } binary
+            ? [Path.GetFullPath(binary), .. args]
+            : ["dotnet", Path.Combine(AppContext.BaseDirectory, "meshproxy-sidecar.dll"), .. args];
 
     private static string FindRoot()
     {

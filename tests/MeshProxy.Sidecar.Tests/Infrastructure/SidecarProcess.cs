@@ -25,7 +25,8 @@ internal sealed partial class SidecarProcess : IAsyncDisposable
     public static ExternalProcess Launch(string configPath, IReadOnlyDictionary<string, string>? environment, params string[] extraArgs)
     {
         var env = new Dictionary<string, string>(environment ?? new Dictionary<string, string>()) { ["Logging__Console__FormatterName"] = "simple" };
-        return ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", configPath, .. extraArgs], env);
+        var command = RepoPaths.Sidecar(["--config", configPath, .. extraArgs]);
+        return ExternalProcess.Start(command[0], command[1..], env);
     }
 
     /// <summary>Starts the process (with <paramref name="environment"/> added) and waits until every listener has logged its bound address.</summary>

@@ -194,7 +194,8 @@ public sealed partial class TracingTests
         {
             var dir = Directory.CreateTempSubdirectory("meshproxy-trace-" + name);
             var path = yaml.WriteTo(dir.FullName);
-            var process = ExternalProcess.Start("dotnet", [RepoPaths.SidecarDll, "--config", path]);
+            var command = RepoPaths.Sidecar("--config", path);
+            var process = ExternalProcess.Start(command[0], command[1..]);
             _parts.Add(process);
             var outbound = await process.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));
             var inbound = await process.WaitForLineAsync("inbound listener on", TimeSpan.FromSeconds(30));

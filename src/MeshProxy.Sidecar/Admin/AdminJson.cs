@@ -1,0 +1,77 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Resilience;
+
+namespace MeshProxy.Sidecar.Admin;
+
+// The shapes of /config_dump and /certs, named so that System.Text.Json's source generator can write
+// them: reflection-based serialization of anonymous types is neither trimming- nor Native-AOT-safe.
+// Property names become camelCase (JsonSerializerDefaults.Web), enums are written as their names.
+
+internal sealed record ConfigDump(
+    string Version,
+    string Source,
+    DateTimeOffset AppliedAt,
+    bool Stale,
+    bool Provisional,
+    ConfigDumpRejection? LastError,
+    WorkloadSpec Workload,
+    ConfigDumpListeners Listeners,
+    ConfigDumpInbound Inbound,
+    IEnumerable<ConfigDumpVirtualHost> VirtualHosts,
+    IEnumerable<ConfigDumpResource> Resources);
+
+internal sealed record ConfigDumpRejection(string Version, DateTimeOffset At, string Message, IEnumerable<ConfigDumpError> Errors);
+
+internal sealed record ConfigDumpError(string File, int Line, string Field, string Reason);
+
+internal sealed record ConfigDumpListeners(string? Outbound, string? Inbound, string? Admin, string? Stats);
+
+internal sealed record ConfigDumpInbound(string Cluster, AppProtocol Protocol);
+
+internal sealed record ConfigDumpVirtualHost(
+    string Service,
+    int Port,
+    string Cluster,
+    AppProtocol Protocol,
+    IEnumerable<ConfigDumpEndpoint> Endpoints,
+    ResilienceState Health,
+    IEnumerable<ConfigDumpRule> Rules);
+
+internal sealed record ConfigDumpEndpoint(string Address, int Port, int Weight, string? Identity);
+
+internal sealed record ConfigDumpRule(string Name, IEnumerable<ConfigDumpDestination> Destinations);
+
+internal sealed record ConfigDumpDestination(string Cluster, int Weight);
+
+internal sealed record ConfigDumpResource(string Kind, string Namespace, string Name, string Source);
+
+internal sealed record CertsDump(
+    bool Enabled,
+    MtlsMode MtlsMode,
+    string TrustDomain,
+    string? SpiffeId,
+    DateTimeOffset? NotBefore,
+    DateTimeOffset? NotAfter,
+    long? SecondsToExpiry,
+    IEnumerable<CertificateDump>? Chain,
+    IEnumerable<CertificateDump>? TrustBundle,
+    HandshakeCounts Handshakes);
+
+internal sealed record CertificateDump(string Subject, string Issuer, string SerialNumber, DateTimeOffset NotBefore, DateTimeOffset NotAfter, string Sha256);
+
+internal sealed record HandshakeCounts(
+    long Inbound,
+    long InboundPeerRefused,
+    long InboundHandshakeFailures,
+    long PlaintextAccepted,
+    long PlaintextRefused,
+    long Outbound,
+    long OutboundPeerRefused,
+    long OutboundHandshakeFailures);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true, UseStringEnumConverter = true)]
+[JsonSerializable(typeof(ConfigDump))]
+[JsonSerializable(typeof(CertsDump))]
+internal sealed partial class AdminJsonContext : JsonSerializerContext;
