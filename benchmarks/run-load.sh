@@ -169,8 +169,11 @@ now() { date +%s.%N; }
 # --- build MeshProxy ----------------------------------------------------------------------------
 if ((BUILD)); then
     log "dotnet publish -c Release -> benchmarks/out"
-    # ReadyToRun, as the image ships it: precompiled code, so the measured window is not spent in the JIT.
-    dotnet publish "$ROOT/src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj" -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o "$OUT" -m:1 -v q -nologo >"$WORK/publish.log" 2>&1 ||
+    # As the image ships it: the project's publish defaults for a runtime identifier (self-contained,
+    # trimmed; see src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj). A trimmed build runs no startup
+    # hooks, so the runtime-probe columns read "nan" for it.
+    rm -rf "$OUT"
+    dotnet publish "$ROOT/src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj" -c Release -r linux-x64 -o "$OUT" -m:1 -v q -nologo >"$WORK/publish.log" 2>&1 ||
         { cat "$WORK/publish.log" >&2; die "publish failed"; }
 fi
 if ((BUILD)); then
@@ -178,7 +181,7 @@ if ((BUILD)); then
         { cat "$WORK/probe-build.log" >&2; die "probe build failed"; }
 fi
 [[ -f $OUT/probe/MeshProxy.RuntimeProbe.dll ]] || die "no $OUT/probe/MeshProxy.RuntimeProbe.dll (run without --skip-build)"
-[[ -f $OUT/meshproxy-sidecar.dll ]] || die "no $OUT/meshproxy-sidecar.dll (run without --skip-build)"
+[[ -x $OUT/meshproxy-sidecar ]] || die "no $OUT/meshproxy-sidecar (run without --skip-build)"
 
 # --- ports and configs --------------------------------------------------------------------------
 read -r BACKEND BACKEND_H2 NGINX NGINX_H2 HAPROXY HAPROXY_H2 MESH_OUT MESH_IN <<<"$(free_ports 8)"
@@ -305,7 +308,7 @@ MESH_TUNED_ENV=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 DOTNET_ThreadPool
 start_mesh() { # start_mesh <label> [env...]: sets MESH_PID and PROBE_FILE
     PROBE_FILE="$WORK/$1.probe"
     local label=$1; shift
-    start "$label" $PROXY_CORE env "${MESH_ENV[@]}" "$@" "${PROBE_ENV[@]}" MESHPROXY_PROBE_FILE="$PROBE_FILE" dotnet "$OUT/meshproxy-sidecar.dll" --config "$WORK/mesh.yaml"
+    start "$label" $PROXY_CORE env "${MESH_ENV[@]}" "$@" "${PROBE_ENV[@]}" MESHPROXY_PROBE_FILE="$PROBE_FILE" "$OUT/meshproxy-sidecar" --config "$WORK/mesh.yaml"
     MESH_PID=$LAST_PID
 }
 

@@ -65,7 +65,7 @@ wait_port() { for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 # --- build ---------------------------------------------------------------------------------------
 log "publishing the sidecar (Release)"
-dotnet publish -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -m:1 -v q "$ROOT/src/MeshProxy.Sidecar" -o "$WORK/sidecar" >/dev/null
+dotnet publish -c Release -r linux-x64 -m:1 -v q "$ROOT/src/MeshProxy.Sidecar" -o "$WORK/sidecar" >/dev/null # as shipped: self-contained, trimmed
 
 # --- certificates: one root, two SVIDs (what both paths use) ---------------------------------------
 PKI="$WORK/pki"; mkdir -p "$PKI"
@@ -136,8 +136,8 @@ spec:
   endpoints: [{ address: 127.0.0.1, port: $M_IN, serviceAccount: billing }]
 EOF
 export Logging__LogLevel__Default=Warning
-taskset -c $PROXY_CORE dotnet "$WORK/sidecar/meshproxy-sidecar.dll" --config "$WORK/billing.yaml" >"$WORK/billing.log" 2>&1 & M_IN_PID=$!; PIDS+=($M_IN_PID)
-taskset -c $PROXY_CORE dotnet "$WORK/sidecar/meshproxy-sidecar.dll" --config "$WORK/store.yaml" >"$WORK/store.log" 2>&1 & M_OUT_PID=$!; PIDS+=($M_OUT_PID)
+taskset -c $PROXY_CORE "$WORK/sidecar/meshproxy-sidecar" --config "$WORK/billing.yaml" >"$WORK/billing.log" 2>&1 & M_IN_PID=$!; PIDS+=($M_IN_PID)
+taskset -c $PROXY_CORE "$WORK/sidecar/meshproxy-sidecar" --config "$WORK/store.yaml" >"$WORK/store.log" 2>&1 & M_OUT_PID=$!; PIDS+=($M_OUT_PID)
 wait_port "$M_IN"; wait_port "$M_OUT"
 
 # --- haproxy path --------------------------------------------------------------------------------

@@ -34,9 +34,9 @@ publish() { # publish <name> <args...>; the trimmed builds are publish experimen
 }
 mkdir -p "$OUT"
 if ((BUILD)); then
-    publish r2r --self-contained false -p:PublishReadyToRun=true
-    publish trimmed --self-contained -p:PublishTrimmed=true -p:TreatWarningsAsErrors=false
-    publish trimmed-r2r --self-contained -p:PublishTrimmed=true -p:PublishReadyToRun=true -p:TreatWarningsAsErrors=false
+    publish r2r --self-contained false -p:PublishTrimmed=false -p:PublishReadyToRun=true
+    publish trimmed # the project's publish defaults: what ships
+    publish trimmed-r2r -p:PublishReadyToRun=true
     ((AOT)) && publish aot -p:PublishAot=true -p:TreatWarningsAsErrors=false
 fi
 declare -A CMD=([r2r]="dotnet $OUT/r2r/meshproxy-sidecar.dll" [trimmed]="$OUT/trimmed/meshproxy-sidecar" [trimmed-r2r]="$OUT/trimmed-r2r/meshproxy-sidecar")
