@@ -23,6 +23,13 @@ public sealed class ApiProtoTests
         Assert.Equal(ApiMethods.StreamSnapshots, $"/{discovery.FullName}/{Assert.Single(discovery.Methods).Name}");
         Assert.Equal(ApiMethods.CreateCertificate, $"/{ca.FullName}/{Assert.Single(ca.Methods).Name}");
         Assert.True(Assert.Single(discovery.Methods).IsClientStreaming && discovery.Methods[0].IsServerStreaming);
+
+        // The health check is the standard's: its path and its messages' wire shape are fixed by apps' own copies.
+        var health = Assert.Single(MeshProxy.Api.Health.V1.HealthReflection.Descriptor.Services);
+        Assert.Equal(ApiMethods.HealthCheck, $"/{health.FullName}/{Assert.Single(health.Methods).Name}");
+        Assert.Equal(1, MeshProxy.Api.Health.V1.HealthCheckRequest.ServiceFieldNumber);
+        Assert.Equal(1, MeshProxy.Api.Health.V1.HealthCheckResponse.StatusFieldNumber);
+        Assert.Equal([0, 1, 2, 3], Enum.GetValues<MeshProxy.Api.Health.V1.HealthCheckResponse.Types.ServingStatus>().Select(s => (int)s));
     }
 
     /// <summary>The discovery handshake (request, snapshot, ACK, NACK) over this layer, h2c.</summary>
