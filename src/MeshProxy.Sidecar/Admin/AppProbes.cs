@@ -3,6 +3,10 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using MeshProxy.Api.Health.V1;
+using MeshProxy.Api.V1;
+using MeshProxy.Grpc;
+using MeshProxy.Grpc.Client;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
@@ -13,7 +17,9 @@ namespace MeshProxy.Sidecar.Admin;
 /// on the stats port. Under STRICT mTLS the kubelet's plaintext probe of the app's port would be captured and
 /// refused by the inbound listener (and a TCP probe would be answered by the sidecar, not the app); so the
 /// kubelet asks the sidecar, and the sidecar performs the original probe against the app on 127.0.0.1 (its own
-/// uid is exempt from capture) and answers with the app's verdict.
+/// uid is exempt from capture) and answers with the app's verdict. A grpc probe becomes the standard health
+/// check (grpc.health.v1.Health/Check) over h2c, made with the mesh's own gRPC client and the health messages
+/// compiled into MeshProxy.Api, both of which the sidecar already carries for its control-plane stream.
 /// </summary>
 internal sealed class AppProbes : IDisposable
 {
@@ -109,6 +115,10 @@ internal sealed class AppProbes : IDisposable
             {
                 await HttpProbeAsync(context, probe, http, timeout.Token);
             }
+            else if (probe.Grpc is { } grpc)
+            {
+                await GrpcProbeAsync(context, path, probe, grpc);
+            }
             else
             {
                 await TcpProbeAsync(probe.Port, timeout.Token);
@@ -171,6 +181,57 @@ internal sealed class AppProbes : IDisposable
         await context.Response.Body.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
     }
 
+    /// <summary>
+    /// The kubelet's grpc probe: Check on a fresh h2c connection (the kubelet dials for each probe too, so an app
+    /// that restarted is never judged by a stale connection), the probe's timeout sent as grpc-timeout and
+    /// enforced here. Only SERVING passes; anything else is 503 with the reason, as the kubelet's event would say.
+    /// </summary>
+    private async Task GrpcProbeAsync(HttpContext context, string path, AppProbe probe, GrpcProbe grpc)
+    {
+        var response = context.Response;
+        var target = $"127.0.0.1:{probe.Port.ToString(CultureInfo.InvariantCulture)}";
+        var service = grpc.Service.Length == 0 ? "the server" : $"service '{grpc.Service}'";
+        HealthCheckResponse.Types.ServingStatus status;
+        try
+        {
+            using var client = new GrpcClient(new Uri($"http://{target}"), new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero });
+            var answer = await client.UnaryAsync(ApiMethods.HealthCheck, new HealthCheckRequest { Service = grpc.Service }, HealthCheckResponse.Parser,
+                // The call's own deadline is the probe's timeout (not the caller's linked timer, which would end it as
+                // CANCELLED rather than DEADLINE_EXCEEDED); only the kubelet hanging up cancels it.
+                new GrpcCallOptions { Deadline = DateTimeOffset.UtcNow + probe.Timeout, CancellationToken = context.RequestAborted });
+            status = answer.Status;
+        }
+        catch (GrpcStatusException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return; // the kubelet gave up first: nobody to answer
+        }
+        catch (GrpcStatusException ex)
+        {
+            var reason = ex.StatusCode switch
+            {
+                StatusCode.DeadlineExceeded => $"no answer within {probe.Timeout.TotalSeconds:0.###}s",
+                StatusCode.NotFound => $"the app's health server does not know {service} (NOT_FOUND: {ex.Message})",
+                _ => $"gRPC status {ex.StatusCode.ToString().ToUpperInvariant()} ({(int)ex.StatusCode}): {ex.Message}",
+            };
+            _logger.AppProbeFailed(path, probe.Port, reason);
+            response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            await response.WriteAsync($"gRPC health check of {service} on {target} failed: {reason}\n");
+            return;
+        }
+
+        // The app's own verdict, like an httpGet probe's status: passed on, not logged as the sidecar's failure.
+        var name = status switch
+        {
+            HealthCheckResponse.Types.ServingStatus.Serving => "SERVING",
+            HealthCheckResponse.Types.ServingStatus.NotServing => "NOT_SERVING",
+            HealthCheckResponse.Types.ServingStatus.ServiceUnknown => "SERVICE_UNKNOWN",
+            HealthCheckResponse.Types.ServingStatus.Unknown => "UNKNOWN",
+            _ => $"an undefined status ({(int)status})",
+        };
+        response.StatusCode = status == HealthCheckResponse.Types.ServingStatus.Serving ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
+        await response.WriteAsync($"gRPC health of {service} on {target}: {name}\n");
+    }
+
     private static async Task TcpProbeAsync(int port, CancellationToken cancellationToken)
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -181,7 +242,7 @@ internal sealed class AppProbes : IDisposable
     {
         if (value.ValueKind != JsonValueKind.Object)
         {
-            throw new FormatException($"{where}: must be an object with httpGet or tcpSocket");
+            throw new FormatException($"{where}: must be an object with httpGet, tcpSocket or grpc");
         }
 
         var timeout = TimeSpan.FromSeconds(1); // the kubelet's default timeoutSeconds
@@ -228,15 +289,27 @@ internal sealed class AppProbes : IDisposable
                 }
             }
 
-            return new AppProbe(port, timeout, new HttpProbe(scheme.ToLowerInvariant(), path, headers));
+            return new AppProbe(port, timeout, new HttpProbe(scheme.ToLowerInvariant(), path, headers), Grpc: null);
         }
 
         if (value.TryGetProperty("tcpSocket", out var tcpSocket))
         {
-            return new AppProbe(Port($"{where}.tcpSocket", tcpSocket), timeout, Http: null);
+            return new AppProbe(Port($"{where}.tcpSocket", tcpSocket), timeout, Http: null, Grpc: null);
         }
 
-        throw new FormatException($"{where}: must have httpGet or tcpSocket");
+        if (value.TryGetProperty("grpc", out var grpc))
+        {
+            var port = Port($"{where}.grpc", grpc);
+            var service = string.Empty; // Kubernetes' default: the server as a whole
+            if (grpc.TryGetProperty("service", out var s))
+            {
+                service = s.ValueKind == JsonValueKind.String ? s.GetString()! : throw new FormatException($"{where}.grpc.service: must be a string");
+            }
+
+            return new AppProbe(port, timeout, Http: null, new GrpcProbe(service));
+        }
+
+        throw new FormatException($"{where}: must have httpGet, tcpSocket or grpc");
     }
 
     private static int Port(string where, JsonElement action) =>
@@ -246,11 +319,14 @@ internal sealed class AppProbes : IDisposable
             : throw new FormatException($"{where}.port: must be a port number (1-65535); named ports are resolved by the injector");
 }
 
-/// <summary>One original probe: the app's port on 127.0.0.1, its timeout, and for HTTP what to ask.</summary>
-internal sealed record AppProbe(int Port, TimeSpan Timeout, HttpProbe? Http);
+/// <summary>One original probe: the app's port on 127.0.0.1, its timeout, and for HTTP or gRPC what to ask (neither: TCP).</summary>
+internal sealed record AppProbe(int Port, TimeSpan Timeout, HttpProbe? Http, GrpcProbe? Grpc);
 
 /// <summary>An httpGet probe: scheme (http or https), path with its query, and the probe's own headers.</summary>
 internal sealed record HttpProbe(string Scheme, string PathAndQuery, IReadOnlyList<KeyValuePair<string, string>> Headers);
+
+/// <summary>A grpc probe: the service named in the health check, empty for the server as a whole.</summary>
+internal sealed record GrpcProbe(string Service);
 
 internal static partial class AppProbesLog
 {

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
@@ -10,10 +11,13 @@ namespace MeshProxy.Sidecar.Tests.Functional;
 
 /// <summary>
 /// The app's kubelet probes, rewritten by the injector to /app-health/... on the stats port: the real sidecar
-/// process performs the original probe against a real Kestrel app on 127.0.0.1 and answers with its verdict.
+/// process performs the original probe against a real Kestrel app (or a grpc-js health server) on 127.0.0.1 and
+/// answers with its verdict.
 /// </summary>
 public sealed class AppProbeTests
 {
+    private static readonly TimeSpan PeerTimeout = TimeSpan.FromSeconds(30);
+
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
@@ -113,11 +117,93 @@ public sealed class AppProbeTests
         }
     }
 
+    [Fact]
+    public async Task Grpc_probes_pass_only_when_the_apps_health_server_says_serving_and_fail_with_the_reason_otherwise()
+    {
+        await using var app = ExternalProcess.Node("grpc-health-server.js");
+        var port = JsonDocument.Parse(await app.WaitForLineAsync("\"port\"", PeerTimeout)).RootElement.GetProperty("port").GetInt32();
+        JsonObject Grpc(string? service, int? timeoutSeconds = null)
+        {
+            var grpc = new JsonObject { ["port"] = port };
+            if (service is not null)
+            {
+                grpc["service"] = service;
+            }
+
+            var probe = new JsonObject { ["grpc"] = grpc };
+            if (timeoutSeconds is { } t)
+            {
+                probe["timeoutSeconds"] = t;
+            }
+
+            return probe;
+        }
+
+        var probers = new JsonObject
+        {
+            ["/app-health/api/livez"] = Grpc(service: null),
+            ["/app-health/api/readyz"] = Grpc("billing.v1.Billing", timeoutSeconds: 3),
+            ["/app-health/api/startupz"] = Grpc("hang", timeoutSeconds: 1),
+            ["/app-health/warming/readyz"] = Grpc("warming"),
+            ["/app-health/typo/readyz"] = Grpc("billing.v1.Biling"),
+        };
+        await using var sidecar = await SidecarProcess.StartAsync(new MeshYaml("api", port, "GRPC"),
+            new Dictionary<string, string> { ["MESHPROXY_APP_PROBERS"] = probers.ToJsonString() });
+        using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        var stats = $"http://{sidecar.Stats}";
+
+        async Task<(HttpStatusCode Status, string Body)> Probe(string path)
+        {
+            using var response = await kubelet.GetAsync(stats + path, Ct);
+            return (response.StatusCode, await response.Content.ReadAsStringAsync(Ct));
+        }
+
+        // The server as a whole is SERVING; the health server was asked about "" with a deadline of the default 1 s.
+        var live = await Probe("/app-health/api/livez");
+        Assert.Equal((HttpStatusCode.OK, $"gRPC health of the server on 127.0.0.1:{port}: SERVING\n"), live);
+        var check = JsonDocument.Parse(await app.WaitForLineAsync("\"check\":\"\"", PeerTimeout)).RootElement;
+        Assert.InRange(check.GetProperty("deadlineMs").GetDouble(), 500, 1000);
+
+        // The app's own verdicts other than SERVING are failures, and say which.
+        var ready = await Probe("/app-health/api/readyz");
+        Assert.Equal((HttpStatusCode.ServiceUnavailable, $"gRPC health of service 'billing.v1.Billing' on 127.0.0.1:{port}: NOT_SERVING\n"), ready);
+        check = JsonDocument.Parse(await app.WaitForLineAsync("\"check\":\"billing.v1.Billing\"", PeerTimeout)).RootElement;
+        Assert.InRange(check.GetProperty("deadlineMs").GetDouble(), 2000, 3000);
+
+        var warming = await Probe("/app-health/warming/readyz");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, warming.Status);
+        Assert.EndsWith(": UNKNOWN\n", warming.Body, StringComparison.Ordinal);
+
+        // A service the health server does not know: grpc-status NOT_FOUND.
+        var typo = await Probe("/app-health/typo/readyz");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, typo.Status);
+        Assert.Contains("does not know service 'billing.v1.Biling' (NOT_FOUND: unknown service billing.v1.Biling)", typo.Body, StringComparison.Ordinal);
+
+        // No answer: a failure once the probe's timeoutSeconds have passed, not before and not much after.
+        var started = DateTime.UtcNow;
+        var hang = await Probe("/app-health/api/startupz");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, hang.Status);
+        Assert.Contains("failed: no answer within 1s", hang.Body, StringComparison.Ordinal);
+        Assert.InRange(DateTime.UtcNow - started, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(4));
+
+        // The app is gone: the connection is refused, and the probe says so.
+        await app.DisposeAsync();
+        live = await Probe("/app-health/api/livez");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, live.Status);
+        Assert.Contains($"gRPC health check of the server on 127.0.0.1:{port} failed: gRPC status UNAVAILABLE", live.Body, StringComparison.Ordinal);
+
+        // The sidecar's own health is untouched by the app's.
+        var own = await Probe("/ready");
+        Assert.Equal(HttpStatusCode.OK, own.Status);
+    }
+
     [Theory]
     [InlineData("not json", "MESHPROXY_APP_PROBERS: not JSON")]
     [InlineData("""{"/healthz":{"tcpSocket":{"port":8080}}}""", "the path must start with /app-health/")]
     [InlineData("""{"/app-health/web/livez":{"httpGet":{"port":"http"}}}""", "named ports are resolved by the injector")]
-    [InlineData("""{"/app-health/web/livez":{"exec":{"command":["true"]}}}""", "must have httpGet or tcpSocket")]
+    [InlineData("""{"/app-health/web/livez":{"exec":{"command":["true"]}}}""", "must have httpGet, tcpSocket or grpc")]
+    [InlineData("""{"/app-health/web/livez":{"grpc":{"port":"grpc"}}}""", "livez\"].grpc.port: must be a port number")]
+    [InlineData("""{"/app-health/web/livez":{"grpc":{"port":7070,"service":7}}}""", "livez\"].grpc.service: must be a string")]
     public async Task A_malformed_probe_list_stops_the_sidecar_at_start_up_naming_what_is_wrong(string value, string expected)
     {
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));

@@ -8,6 +8,7 @@ internal sealed class ExternalProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly StringBuilder _output = new();
+    private int _disposed;
 
     private ExternalProcess(Process process)
     {
@@ -95,8 +96,14 @@ internal sealed class ExternalProcess : IAsyncDisposable
 
     public void Signal(int signal) => _ = Kill(_process.Id, signal);
 
+    /// <summary>Kills the process; safe to call again, so that a test may stop a peer early under its <c>await using</c>.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+
         if (!_process.HasExited)
         {
             _process.Kill(entireProcessTree: true);
