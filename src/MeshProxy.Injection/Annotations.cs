@@ -23,7 +23,7 @@ public static class Annotations
     public const string NativeSidecar = "sidecar.meshproxy.io/nativeSidecar";
     public const string HoldApplicationUntilProxyStarts = "sidecar.meshproxy.io/holdApplicationUntilProxyStarts";
 
-    /// <summary>"false" keeps the app's httpGet and tcpSocket probes as they are (default: rewritten to the sidecar's /app-health).</summary>
+    /// <summary>"false" keeps the app's httpGet, tcpSocket and grpc probes as they are (default: rewritten to the sidecar's /app-health).</summary>
     public const string RewriteAppHttpProbers = "sidecar.meshproxy.io/rewriteAppHTTPProbers";
 
     /// <summary>"true": a classic sidecar stops once the app's containers have exited (Job pods; needs restartPolicy Never).</summary>

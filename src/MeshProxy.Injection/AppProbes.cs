@@ -6,9 +6,9 @@ namespace MeshProxy.Injection;
 
 /// <summary>
 /// Rewrites the app's kubelet probes to the sidecar, as Istio does. With inbound capture, the kubelet's plaintext
-/// httpGet probe of an app port lands on the sidecar's inbound listener, which under STRICT mTLS refuses a caller
-/// without a certificate; a tcpSocket probe is accepted by the sidecar itself and says nothing about the app. So
-/// each such probe becomes an httpGet of <c>/app-health/&lt;container&gt;/livez|readyz|startupz</c> on the stats
+/// httpGet or grpc probe of an app port lands on the sidecar's inbound listener, which under STRICT mTLS refuses a
+/// caller without a certificate; a tcpSocket probe is accepted by the sidecar itself and says nothing about the app.
+/// So each such probe becomes an httpGet of <c>/app-health/&lt;container&gt;/livez|readyz|startupz</c> on the stats
 /// port (never captured), and the original, with named ports resolved, goes to the sidecar in
 /// <see cref="EnvironmentVariable"/>; the sidecar performs it against the app on 127.0.0.1.
 /// </summary>
@@ -44,7 +44,7 @@ internal static class AppProbes
                 var rewritten = new JsonObject();
                 foreach (var (key, value) in probe)
                 {
-                    rewritten[key is "tcpSocket" ? "httpGet" : key] = key is "httpGet" or "tcpSocket"
+                    rewritten[key is "tcpSocket" or "grpc" ? "httpGet" : key] = key is "httpGet" or "tcpSocket" or "grpc"
                         ? new JsonObject { ["path"] = path, ["port"] = SidecarInjector.StatsPort, ["scheme"] = "HTTP" }
                         : value?.DeepClone();
                 }
@@ -79,9 +79,19 @@ internal static class AppProbes
         {
             action = new JsonObject { ["port"] = Port(where + ".tcpSocket", owner, tcpSocket["port"]) };
         }
+        else if (probe["grpc"] is JsonObject grpc)
+        {
+            action = new JsonObject { ["port"] = GrpcPort(where + ".grpc", grpc["port"]) };
+            if (grpc["service"] is { } service)
+            {
+                action["service"] = service.GetValueKind() == JsonValueKind.String
+                    ? service.GetValue<string>()
+                    : throw new InjectionException($"{where}.grpc.service: must be a string");
+            }
+        }
         else
         {
-            return null; // exec and grpc probes: exec runs inside the container; grpc is not rewritten (see README)
+            return null; // exec runs inside the container: nothing to capture
         }
 
         // A probe of another host is not the pod's traffic and is never captured.
@@ -90,7 +100,7 @@ internal static class AppProbes
             return null;
         }
 
-        var original = new JsonObject { [probe["httpGet"] is not null ? "httpGet" : "tcpSocket"] = action };
+        var original = new JsonObject { [probe["httpGet"] is not null ? "httpGet" : probe["tcpSocket"] is not null ? "tcpSocket" : "grpc"] = action };
         if (probe["timeoutSeconds"] is { } timeout)
         {
             original["timeoutSeconds"] = timeout.DeepClone();
@@ -98,6 +108,17 @@ internal static class AppProbes
 
         return original;
     }
+
+    /// <summary>
+    /// A grpc probe's port: Kubernetes declares it an integer and its API server refuses a name, so a name here (a
+    /// manifest kube-inject reads before the API server has seen it) is an error rather than something to resolve.
+    /// </summary>
+    private static int GrpcPort(string where, JsonNode? port) =>
+        port is JsonValue value && value.GetValueKind() == JsonValueKind.Number
+            ? int.TryParse(value.ToJsonString(), NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is > 0 and <= 65535
+                ? n
+                : throw new InjectionException($"{where}.port: {value.ToJsonString()} is not a port (1-65535)")
+            : throw new InjectionException($"{where}.port: must be a port number; Kubernetes does not allow named ports in grpc probes");
 
     /// <summary>A probe's port as a number: a number as it is, a name looked up in the container's ports.</summary>
     private static int Port(string where, JsonObject container, JsonNode? port)

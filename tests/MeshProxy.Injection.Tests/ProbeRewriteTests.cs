@@ -12,13 +12,14 @@ public sealed class ProbeRewriteTests
     private static readonly InjectorOptions Options = InjectionGoldenTests.Options;
 
     [Fact]
-    public void Http_and_tcp_probes_go_to_the_sidecar_with_the_originals_and_resolved_ports_in_its_environment()
+    public void Http_tcp_and_grpc_probes_go_to_the_sidecar_with_the_originals_and_resolved_ports_in_its_environment()
     {
         var pod = Patched(InjectionGoldenTests.ReadPod("probes"));
         var containers = pod["spec"]!["containers"]!.AsArray();
         var catalog = containers.Single(c => c!["name"]!.GetValue<string>() == "catalog")!;
         var cache = containers.Single(c => c!["name"]!.GetValue<string>() == "cache")!;
         var search = containers.Single(c => c!["name"]!.GetValue<string>() == "search")!;
+        var ledger = containers.Single(c => c!["name"]!.GetValue<string>() == "ledger")!;
 
         AssertRewritten(catalog["livenessProbe"], "/app-health/catalog/livez");
         Assert.Equal(10, catalog["livenessProbe"]!["periodSeconds"]!.GetValue<int>()); // timing and thresholds kept
@@ -29,10 +30,19 @@ public sealed class ProbeRewriteTests
         Assert.Equal(30, catalog["startupProbe"]!["failureThreshold"]!.GetValue<int>());
         AssertRewritten(cache["readinessProbe"], "/app-health/cache/readyz");
 
-        // exec runs inside the container, grpc is not rewritten, a probe of another host is not captured.
+        // grpc probes, of the whole server or of a named service, become the same httpGet; the grpc action is gone.
+        AssertRewritten(search["livenessProbe"], "/app-health/search/livez");
+        AssertRewritten(ledger["livenessProbe"], "/app-health/ledger/livez");
+        Assert.Equal(10, ledger["livenessProbe"]!["periodSeconds"]!.GetValue<int>());
+        AssertRewritten(ledger["readinessProbe"], "/app-health/ledger/readyz");
+        Assert.Equal(3, ledger["readinessProbe"]!["timeoutSeconds"]!.GetValue<int>());
+        AssertRewritten(ledger["startupProbe"], "/app-health/ledger/startupz");
+        Assert.Equal(20, ledger["startupProbe"]!["failureThreshold"]!.GetValue<int>());
+        Assert.All(new[] { "livenessProbe", "readinessProbe", "startupProbe" }, field => Assert.Null(ledger[field]!["grpc"]));
+
+        // exec runs inside the container, a probe of another host is not captured.
         var original = InjectionGoldenTests.ReadPod("probes")["spec"]!["containers"]!.AsArray();
         Assert.True(JsonNode.DeepEquals(original[1]!["livenessProbe"], cache["livenessProbe"]));
-        Assert.True(JsonNode.DeepEquals(original[2]!["livenessProbe"], search["livenessProbe"]));
         Assert.True(JsonNode.DeepEquals(original[2]!["readinessProbe"], search["readinessProbe"]));
 
         var probers = JsonNode.Parse(SidecarEnv(pod, "MESHPROXY_APP_PROBERS")!)!.AsObject();
@@ -41,7 +51,11 @@ public sealed class ProbeRewriteTests
               "/app-health/catalog/livez": { "httpGet": { "path": "/healthz/live", "port": 8080, "httpHeaders": [{ "name": "X-Probe", "value": "liveness" }], "scheme": "HTTP" }, "timeoutSeconds": 2 },
               "/app-health/catalog/readyz": { "httpGet": { "path": "ready", "port": 9443, "scheme": "HTTPS" } },
               "/app-health/catalog/startupz": { "tcpSocket": { "port": 9443 } },
-              "/app-health/cache/readyz": { "tcpSocket": { "port": 6379 } }
+              "/app-health/cache/readyz": { "tcpSocket": { "port": 6379 } },
+              "/app-health/search/livez": { "grpc": { "port": 7070 } },
+              "/app-health/ledger/livez": { "grpc": { "port": 50051 } },
+              "/app-health/ledger/readyz": { "grpc": { "port": 50051, "service": "ledger.v1.Ledger" }, "timeoutSeconds": 3 },
+              "/app-health/ledger/startupz": { "grpc": { "port": 50051, "service": "" } }
             }
             """);
         Assert.True(JsonNode.DeepEquals(expected, probers), probers.ToJsonString());
@@ -57,6 +71,7 @@ public sealed class ProbeRewriteTests
         var after = pod["spec"]!["containers"]!.AsArray().Where(c => c!["name"]!.GetValue<string>() != SidecarInjector.SidecarContainerName).ToList();
         Assert.True(JsonNode.DeepEquals(new JsonArray([.. before.Select(c => c!.DeepClone())]), new JsonArray([.. after.Select(c => c!.DeepClone())])));
         Assert.Null(SidecarEnv(pod, "MESHPROXY_APP_PROBERS"));
+        Assert.Equal("50051", pod["spec"]!["containers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == "ledger")!["readinessProbe"]!["grpc"]!["port"]!.ToJsonString());
     }
 
     [Fact]
@@ -68,6 +83,26 @@ public sealed class ProbeRewriteTests
         Assert.True(response["allowed"]!.GetValue<bool>());
         Assert.Null(patch);
         Assert.Contains("container 'catalog' livenessProbe.httpGet.port: 'metrics' is not a named port of the container", response["warnings"]![0]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("\"grpc\"", "must be a port number; Kubernetes does not allow named ports in grpc probes")]
+    [InlineData("\"50051\"", "must be a port number; Kubernetes does not allow named ports in grpc probes")]
+    [InlineData("70000", "70000 is not a port (1-65535)")]
+    [InlineData("null", "must be a port number")]
+    public void A_grpc_probe_whose_port_is_not_a_number_admits_the_pod_unchanged_with_a_warning_or_is_refused_when_failing_closed(string port, string reason)
+    {
+        var input = InjectionGoldenTests.ReadPod("probes");
+        var ledger = input["spec"]!["containers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == "ledger")!;
+        ledger["readinessProbe"]!["grpc"]!["port"] = JsonNode.Parse(port);
+        var (response, patch) = InjectionGoldenTests.Review(input, Options);
+        Assert.True(response["allowed"]!.GetValue<bool>());
+        Assert.Null(patch);
+        Assert.Contains($"container 'ledger' readinessProbe.grpc.port: {reason}", response["warnings"]![0]!.GetValue<string>(), StringComparison.Ordinal);
+
+        var strict = InjectionGoldenTests.Review(input, Options with { FailClosed = true }).Response;
+        Assert.False(strict["allowed"]!.GetValue<bool>());
+        Assert.Contains("readinessProbe.grpc.port", strict["status"]!["message"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
     [Fact]
