@@ -78,6 +78,71 @@ public sealed partial class ProbeEndToEndTests
         }
     }
 
+    [Fact]
+    public async Task The_kubelet_following_rewritten_grpc_probes_gets_the_apps_grpc_health_from_the_sidecar()
+    {
+        var appPort = FreePort();
+        var pod = JsonNode.Parse($$"""
+            {
+              "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "ledger-0" },
+              "spec": { "containers": [ {
+                "name": "ledger", "image": "registry.example/ledger:1",
+                "ports": [ { "name": "grpc", "containerPort": {{appPort}} } ],
+                "livenessProbe": { "grpc": { "port": {{appPort}} } },
+                "readinessProbe": { "grpc": { "port": {{appPort}}, "service": "billing.v1.Billing" } },
+                "startupProbe": { "grpc": { "port": {{appPort}}, "service": "hang" }, "timeoutSeconds": 1 }
+              } ] }
+            }
+            """)!.AsObject();
+        var injected = new SidecarInjector(InjectionGoldenTests.Options).Inject(pod, new InjectionTarget("shop")).Pod;
+        var spec = injected["spec"]!;
+        var sidecar = spec["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
+        var probers = sidecar["env"]!.AsArray().Single(e => e!["name"]!.GetValue<string>() == "MESHPROXY_APP_PROBERS")!["value"]!.GetValue<string>();
+        var ledger = spec["containers"]![0]!;
+
+        var dir = Directory.CreateTempSubdirectory("meshproxy-probes-").FullName;
+        try
+        {
+            var config = Path.Combine(dir, "sidecar.yaml");
+            await File.WriteAllTextAsync(config, $$"""
+                apiVersion: meshproxy.io/v1alpha1
+                kind: Sidecar
+                metadata: { name: ledger, namespace: shop }
+                spec:
+                  workload: { serviceAccount: ledger }
+                  app: { port: {{appPort}}, protocol: GRPC }
+                  listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+                """, Ct);
+            // The grpc-js health server: SERVING for the server, NOT_SERVING for billing.v1.Billing, no answer for "hang".
+            var port = appPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await using var app = ServerProcess.Start("env", $"NODE_PATH={Path.Combine(TestPaths.Root, "tests", "peers", "node_modules")}",
+                "node", Path.Combine(AppContext.BaseDirectory, "peers", "grpc-health-server.js"), port);
+            await app.WaitForLineAsync("\"port\"", TimeSpan.FromSeconds(30));
+            await using var proxy = ServerProcess.Start("env", $"MESHPROXY_APP_PROBERS={probers}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
+            var stats = StatsAddress().Match(await proxy.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30))).Groups[1].Value;
+            using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+
+            async Task<HttpStatusCode> Probe(string field)
+            {
+                var httpGet = ledger[field]!["httpGet"]!;
+                Assert.Equal(SidecarInjector.StatsPort, httpGet["port"]!.GetValue<int>());
+                using var response = await kubelet.GetAsync($"http://{stats}{httpGet["path"]!.GetValue<string>()}", Ct);
+                return response.StatusCode;
+            }
+
+            Assert.Equal(HttpStatusCode.OK, await Probe("livenessProbe"));
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, await Probe("readinessProbe"));
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, await Probe("startupProbe")); // the probe's own 1 s timeout
+
+            await app.DisposeAsync();
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, await Probe("livenessProbe"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
