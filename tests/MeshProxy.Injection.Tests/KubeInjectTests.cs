@@ -4,7 +4,10 @@ using MeshProxy.Injection.Tests.Infrastructure;
 
 namespace MeshProxy.Injection.Tests;
 
-/// <summary>kube-inject as a process over a multi-document file: Service untouched, Deployment, Job and CronJob templates injected.</summary>
+/// <summary>
+/// kube-inject as a process over a multi-document file: Service untouched; Deployment, Job, CronJob, StatefulSet,
+/// DaemonSet templates and a bare Pod injected.
+/// </summary>
 public sealed class KubeInjectTests
 {
     [Fact]
@@ -19,6 +22,9 @@ public sealed class KubeInjectTests
             Assert.True(result.Exit == 0, result.Stderr);
             Assert.Contains("Deployment/ratings: injected (native sidecar)", result.Stderr, StringComparison.Ordinal);
             Assert.Contains("CronJob/nightly-report: injected", result.Stderr, StringComparison.Ordinal);
+            Assert.Contains("StatefulSet/ledger: injected", result.Stderr, StringComparison.Ordinal);
+            Assert.Contains("DaemonSet/node-agent: injected", result.Stderr, StringComparison.Ordinal);
+            Assert.Contains("Pod/debug: injected", result.Stderr, StringComparison.Ordinal);
 
             var text = await File.ReadAllTextAsync(output, TestContext.Current.CancellationToken);
             var golden = Path.Combine(TestPaths.TestData, "workloads.golden.yaml");
@@ -29,7 +35,7 @@ public sealed class KubeInjectTests
 
             var docs = YamlJson.ReadDocuments(text);
             var expected = YamlJson.ReadDocuments(await File.ReadAllTextAsync(golden, TestContext.Current.CancellationToken));
-            Assert.Equal(4, docs.Count);
+            Assert.Equal(7, docs.Count);
             Assert.True(JsonNode.DeepEquals(new JsonArray([.. expected]), new JsonArray([.. docs.Select(d => d?.DeepClone())])), "output differs from workloads.golden.yaml:\n" + text);
 
             // The Service passes through as it was; strings that look like other types stay strings.
@@ -44,6 +50,20 @@ public sealed class KubeInjectTests
             var cron = docs[3]!["spec"]!["jobTemplate"]!["spec"]!["template"]!;
             Assert.Contains("10.0.0.5/32", cron["spec"]!["initContainers"]![0]!["args"]!.ToJsonString(), StringComparison.Ordinal);
             Assert.Contains("name: \"nightly-report\"", cron["metadata"]!["annotations"]!["sidecar.meshproxy.io/bootstrap"]!.GetValue<string>(), StringComparison.Ordinal);
+
+            // Every pod template got the init step and the sidecar, named after its controller (a bare Pod after itself).
+            foreach (var (doc, workload) in new[] { (docs[4]!, "ledger"), (docs[5]!, "node-agent"), (docs[6]!, "debug") })
+            {
+                var template = doc["kind"]!.GetValue<string>() == "Pod" ? doc : doc["spec"]!["template"]!;
+                Assert.Equal(["meshproxy-init", "meshproxy"], template["spec"]!["initContainers"]!.AsArray().Select(c => c!["name"]!.GetValue<string>()));
+                Assert.Contains($"name: \"{workload}\"", template["metadata"]!["annotations"]!["sidecar.meshproxy.io/bootstrap"]!.GetValue<string>(), StringComparison.Ordinal);
+            }
+
+            // The StatefulSet's grpc readiness probe goes through the sidecar, as the webhook would send it.
+            var ledger = docs[4]!["spec"]!["template"]!["spec"]!;
+            Assert.Equal("/app-health/ledger/readyz", ledger["containers"]![0]!["readinessProbe"]!["httpGet"]!["path"]!.GetValue<string>());
+            var probers = ledger["initContainers"]![1]!["env"]!.AsArray().Single(e => e!["name"]!.GetValue<string>() == "MESHPROXY_APP_PROBERS")!["value"]!.GetValue<string>();
+            Assert.Equal("""{"/app-health/ledger/readyz":{"grpc":{"port":50051,"service":"ledger.v1.Ledger"}}}""", probers);
 
             // Injecting the output again changes nothing.
             var again = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", output);
