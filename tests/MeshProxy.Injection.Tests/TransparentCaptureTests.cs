@@ -48,6 +48,21 @@ public sealed class TransparentCaptureTests
         Assert.Equal("a", back["app"]!.GetValue<string>());
         Assert.Equal(AddressB, back["headers"]!["x-forwarded-for"]!.GetValue<string>());
 
+        // The metrics counted each call on both sides: the destination's sidecar as mutual TLS between the two
+        // SPIFFE IDs, the source's by workload (the calls above were A->B /hello and B->A /back, one each).
+        var metricsA = await pods.A.ExecAsync("curl", "-s", "--fail-with-body", "--max-time", "10", "http://127.0.0.1:15020/stats/prometheus");
+        var metricsB = await pods.B.ExecAsync("curl", "-s", "--fail-with-body", "--max-time", "10", "http://127.0.0.1:15020/stats/prometheus");
+        foreach (var (metrics, from, to) in new[] { (metricsB, "a", "b"), (metricsA, "b", "a") })
+        {
+            Assert.True(RequestsCounted(metrics, "reporter=\"destination\"", $"source_principal=\"spiffe://cluster.local/ns/e2e/sa/{from}\"",
+                $"destination_principal=\"spiffe://cluster.local/ns/e2e/sa/{to}\"", "connection_security_policy=\"mutual_tls\"") == 1, RequestLines(metrics));
+        }
+
+        foreach (var (metrics, from, to) in new[] { (metricsA, "a", "b"), (metricsB, "b", "a") })
+        {
+            Assert.True(RequestsCounted(metrics, "reporter=\"source\"", $"source_workload=\"{from}\"", $"destination_workload=\"{to}\"") == 1, RequestLines(metrics));
+        }
+
         // 2. Outbound capture: the app in A dialling B's sidecar port directly, to skip its own sidecar,
         // still lands in its own sidecar, which knows no such service and, under REGISTRY_ONLY, refuses it.
         var direct = await pods.A.ExecAsync("curl", "-s", "-i", "--max-time", "10", $"http://{AddressB}:15006/hello");
@@ -69,6 +84,16 @@ public sealed class TransparentCaptureTests
         Assert.Null(local["headers"]!["x-request-id"]);
         ct.ThrowIfCancellationRequested();
     }
+
+    /// <summary>The istio_requests_total count of 200s over the series that carry every one of <paramref name="labels"/>.</summary>
+    private static double RequestsCounted(string exposition, params string[] labels) =>
+        exposition.Split('\n')
+            .Where(line => line.StartsWith("istio_requests_total{", StringComparison.Ordinal) && line.Contains("response_code=\"200\"", StringComparison.Ordinal) &&
+                           labels.All(label => line.Contains(label, StringComparison.Ordinal)))
+            .Sum(line => double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+
+    private static string RequestLines(string exposition) =>
+        string.Join('\n', exposition.Split('\n').Where(line => line.StartsWith("istio_requests_total{", StringComparison.Ordinal)));
 
     /// <summary>Two namespaces joined by a veth pair, each with its capture, app and sidecar; all removed on dispose.</summary>
     private sealed class PodPair : IAsyncDisposable
