@@ -25,6 +25,7 @@ internal readonly record struct AccessLogEntry(
     long BytesReceived,
     long BytesSent,
     double DurationMs,
+    double UpstreamServiceTimeMs,
     UpstreamEndpoint? UpstreamHost,
     string? UpstreamCluster,
     string? RouteName,
@@ -172,6 +173,15 @@ internal sealed class AccessLog : IDisposable
         json.WriteNumber("bytes_received"u8, Math.Max(0, e.BytesReceived));
         json.WriteNumber("bytes_sent"u8, Math.Max(0, e.BytesSent));
         json.WriteNumber("duration"u8, (long)e.DurationMs);
+        if (e.UpstreamServiceTimeMs < 0)
+        {
+            json.WriteNull("upstream_service_time"u8); // a local reply: no upstream answered
+        }
+        else
+        {
+            json.WriteNumber("upstream_service_time"u8, (long)e.UpstreamServiceTimeMs);
+        }
+
         NullableString(json, "upstream_host"u8, e.UpstreamHost?.ToString());
         NullableString(json, "upstream_cluster"u8, e.UpstreamCluster);
         NullableString(json, "route_name"u8, e.RouteName);

@@ -124,7 +124,7 @@ internal sealed class SidecarTelemetry : IDisposable
             AccessLog.Enqueue(new AccessLogEntry(
                 record.StartTime, outbound ? Outbound : Inbound, request.Method, request.Path.Value ?? string.Empty,
                 request.QueryString.Value ?? string.Empty, request.Protocol, code, record.Flags, requestBytes, responseBytes, durationMs,
-                record.Endpoint, record.Cluster?.Name, record.RouteName,
+                UpstreamTiming.Of(context)?.ServiceTimeMs ?? -1, record.Endpoint, record.Cluster?.Name, record.RouteName,
                 First(headers, Forwarding.RequestIds.HeaderName), First(headers, "host"), First(headers, "user-agent"), First(headers, "x-forwarded-for"),
                 connection.RemoteIpAddress, connection.RemotePort, peer?.Principal));
         }

@@ -129,7 +129,7 @@ public sealed class AccessLogTests(TelemetryMesh mesh) : IClassFixture<Telemetry
         dir.Delete(recursive: true);
     }
 
-    private static async Task<JsonElement> WaitForLineAsync(string path, string requestId)
+    internal static async Task<JsonElement> WaitForLineAsync(string path, string requestId)
     {
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (true)
