@@ -156,7 +156,8 @@ internal sealed class SidecarTelemetry : IDisposable
             Workload = WorkloadOf(context, snapshot, record, peer, outbound),
             ConnectionSecurityPolicy = PeerTelemetry.SecurityPolicy(peer),
         };
-        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect);
+        var cluster = record.Cluster ?? record.Destination?.DefaultCluster;
+        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect, outbound && cluster is not null ? (LabelsFor(snapshot), cluster) : null);
         record.Upgrade = metered;
         if (upgrade is not null)
         {
