@@ -39,6 +39,10 @@ internal sealed class MeshRequestTransformer : HttpTransformer
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+
+        // upstream_service_time runs from here (the forwarder sends next) to the response headers; a
+        // retry's attempt starts it again.
+        UpstreamTiming.Of(httpContext)?.RequestSent();
         if (!IsInbound)
         {
             return;
@@ -79,6 +83,13 @@ internal sealed class MeshRequestTransformer : HttpTransformer
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
     {
+        // The forwarder calls this as soon as the upstream's headers are in (before any body), and with
+        // no response when the attempt failed before one.
+        if (proxyResponse is not null)
+        {
+            UpstreamTiming.Of(httpContext)?.ResponseHeadersReceived();
+        }
+
         var result = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         if (proxyResponse is not null && proxyResponse.Headers.TryGetValues("connection", out var nominated))
         {

@@ -1,4 +1,5 @@
 using System.Net;
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Abstractions;
@@ -78,30 +79,49 @@ internal sealed class ListenerServer : IAsyncDisposable
 
     /// <summary>
     /// Runs a pipeline under Kestrel without the ASP.NET Core hosting layer: no middleware, no DI scope
-    /// per request. The HttpContext is reused across requests on a connection, as ASP.NET's own host does.
+    /// per request. The HttpContext is reused across requests on a connection (and on a pooled HTTP/2
+    /// stream), as ASP.NET's own host does, and with it the request's <see cref="UpstreamTiming"/>.
     /// </summary>
-    private sealed class PipelineApplication(RequestDelegate pipeline) : IHttpApplication<DefaultHttpContext>
+    private sealed class PipelineApplication(RequestDelegate pipeline) : IHttpApplication<PipelineApplication.Context>
     {
-        public DefaultHttpContext CreateContext(IFeatureCollection contextFeatures)
+        public Context CreateContext(IFeatureCollection contextFeatures)
         {
-            if (contextFeatures is IHostContextContainer<DefaultHttpContext> container)
+            Context context;
+            if (contextFeatures is IHostContextContainer<Context> container)
             {
                 if (container.HostContext is { } reused)
                 {
-                    reused.Initialize(contextFeatures);
-                    return reused;
+                    reused.Http.Initialize(contextFeatures);
+                    context = reused;
                 }
-
-                var created = new DefaultHttpContext(contextFeatures);
-                container.HostContext = created;
-                return created;
+                else
+                {
+                    context = new Context(new DefaultHttpContext(contextFeatures));
+                    container.HostContext = context;
+                }
+            }
+            else
+            {
+                context = new Context(new DefaultHttpContext(contextFeatures));
             }
 
-            return new DefaultHttpContext(contextFeatures);
+            // Kestrel clears extra features between requests but keeps their list, so setting this one
+            // again costs no allocation after a connection's first request.
+            context.Timing.Reset();
+            contextFeatures.Set(context.Timing);
+            return context;
         }
 
-        public Task ProcessRequestAsync(DefaultHttpContext context) => pipeline(context);
+        public Task ProcessRequestAsync(Context context) => pipeline(context.Http);
 
-        public void DisposeContext(DefaultHttpContext context, Exception? exception) => context.Uninitialize();
+        public void DisposeContext(Context context, Exception? exception) => context.Http.Uninitialize();
+
+        /// <summary>What lives as long as Kestrel's per-connection (or per-stream) request state.</summary>
+        internal sealed class Context(DefaultHttpContext http)
+        {
+            public DefaultHttpContext Http { get; } = http;
+
+            public UpstreamTiming Timing { get; } = new();
+        }
     }
 }

@@ -1,6 +1,7 @@
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace MeshProxy.Sidecar.Resilience;
@@ -47,6 +48,14 @@ internal sealed class AttemptTransformer : HttpTransformer
         attempts.Peer = attempts.Mtls && proxyResponse.Headers.NonValidated.TryGetValues(PeerMetadata.HeaderName, out var values) && values.Count == 1
             ? PeerMetadata.Parse(values.ToString())
             : null;
+
+        // A WebSocket's stream is counted open after this (the forwarder transforms the 101 before it
+        // switches): its istio_tcp_* series then names the same destination workload as the request's.
+        var features = httpContext.Features;
+        if ((features.Get<IHttpUpgradeFeature>() as MeteredUpgrade ?? features.Get<IHttpExtendedConnectFeature>() as MeteredUpgrade) is { } upgrade)
+        {
+            upgrade.DestinationAnswered(attempts.Peer);
+        }
 
         return attempts.OnResponse(httpContext, proxyResponse) && copy;
     }

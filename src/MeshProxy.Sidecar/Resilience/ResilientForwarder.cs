@@ -204,6 +204,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
             // Retry: a clean response, the body from its start, another endpoint, after a jittered pause.
             context.Response.Clear();
+            UpstreamTiming.Of(context)?.Reset(); // the dropped response is not the one the caller gets
             context.Features.Set(originalResponseBody);
             context.Features.Set<IForwarderErrorFeature>(null);
             attempts.Body?.Rewind();

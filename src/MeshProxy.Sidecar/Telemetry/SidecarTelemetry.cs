@@ -124,7 +124,7 @@ internal sealed class SidecarTelemetry : IDisposable
             AccessLog.Enqueue(new AccessLogEntry(
                 record.StartTime, outbound ? Outbound : Inbound, request.Method, request.Path.Value ?? string.Empty,
                 request.QueryString.Value ?? string.Empty, request.Protocol, code, record.Flags, requestBytes, responseBytes, durationMs,
-                record.Endpoint, record.Cluster?.Name, record.RouteName,
+                UpstreamTiming.Of(context)?.ServiceTimeMs ?? -1, record.Endpoint, record.Cluster?.Name, record.RouteName,
                 First(headers, Forwarding.RequestIds.HeaderName), First(headers, "host"), First(headers, "user-agent"), First(headers, "x-forwarded-for"),
                 connection.RemoteIpAddress, connection.RemotePort, peer?.Principal));
         }
@@ -156,7 +156,8 @@ internal sealed class SidecarTelemetry : IDisposable
             Workload = WorkloadOf(context, snapshot, record, peer, outbound),
             ConnectionSecurityPolicy = PeerTelemetry.SecurityPolicy(peer),
         };
-        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect);
+        var cluster = record.Cluster ?? record.Destination?.DefaultCluster;
+        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect, outbound && cluster is not null ? (LabelsFor(snapshot), cluster) : null);
         record.Upgrade = metered;
         if (upgrade is not null)
         {

@@ -101,7 +101,9 @@ public sealed class AccessLogTests(TelemetryMesh mesh) : IClassFixture<Telemetry
         Assert.True(elapsed.Elapsed < TimeSpan.FromSeconds(20), $"requests took {elapsed.Elapsed} with a blocked access log");
         var metrics = await Exposition.ScrapeAsync(mesh.Client, sidecar.Stats);
         var dropped = metrics.Sum("meshproxy_access_log_dropped_total");
-        Assert.InRange(dropped, Requests - Capacity - 8, Requests - Capacity);
+        // Before blocking on its target the writer may have taken up to a queue's worth as its batch;
+        // then the queue fills again. Anything beyond those two is dropped.
+        Assert.InRange(dropped, Requests - (2 * Capacity), Requests - Capacity);
 
         // Unblock: every line that was not dropped arrives, whole.
         var lines = await ReadFifoAsync(fifo, Requests - (int)dropped);
@@ -129,7 +131,7 @@ public sealed class AccessLogTests(TelemetryMesh mesh) : IClassFixture<Telemetry
         dir.Delete(recursive: true);
     }
 
-    private static async Task<JsonElement> WaitForLineAsync(string path, string requestId)
+    internal static async Task<JsonElement> WaitForLineAsync(string path, string requestId)
     {
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (true)

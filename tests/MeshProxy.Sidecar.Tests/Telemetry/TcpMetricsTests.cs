@@ -79,6 +79,42 @@ public sealed class TcpMetricsTests
         Assert.InRange(storeMetrics.Sum("istio_tcp_sent_bytes_total", ("reporter", "source")), 1004 + 4, 1004 + 200);
     }
 
+    [Fact]
+    public async Task Over_mtls_an_outbound_websockets_tcp_series_names_the_destination_workload_like_its_request_metric()
+    {
+        await using var mesh = await Identity.MtlsMesh.StartAsync();
+
+        await using var client = ExternalProcess.Node("ws-client.js", $"ws://{mesh.Store.Outbound}/ws", "billing");
+        var result = JsonDocument.Parse(await client.WaitForLineAsync("{", PeerTimeout)).RootElement;
+        Assert.False(result.TryGetProperty("error", out var error), error.ToString());
+        Assert.Equal(["one", "two", "three"], result.GetProperty("echoes").EnumerateArray().Select(e => e.GetString()));
+
+        // The destination sidecar's metadata arrives on its 101: the stream's series and the upgrade
+        // request's own series must agree on who answered.
+        var store = await WaitForClosedAsync(mesh.Client, mesh.Store, ("reporter", "source"));
+        var request = Assert.Single(store.Find("istio_requests_total", ("reporter", "source"), ("response_code", "101")));
+        foreach (var name in new[] { "istio_tcp_connections_opened_total", "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total", "istio_tcp_connections_closed_total" })
+        {
+            var tcp = Assert.Single(store.Find(name, ("reporter", "source")));
+            Assert.Equal("billing", tcp.Labels["destination_workload"]);
+            Assert.Equal("test", tcp.Labels["destination_workload_namespace"]);
+            Assert.Equal("billing", tcp.Labels["destination_app"]);
+            Assert.Equal("billing", tcp.Labels["destination_canonical_service"]);
+            foreach (var label in new[] { "destination_workload", "destination_workload_namespace", "destination_app", "destination_version", "destination_canonical_service", "destination_canonical_revision", "destination_service", "source_workload" })
+            {
+                Assert.Equal(request.Labels[label], tcp.Labels[label]);
+            }
+        }
+
+        Assert.Equal(result.GetProperty("frameBytesReceived").GetInt64(), store.Sum("istio_tcp_sent_bytes_total", ("reporter", "source")));
+
+        // And the destination side names the caller, from the metadata on the upgrade request.
+        var billing = await WaitForClosedAsync(mesh.Client, mesh.Billing, ("reporter", "destination"));
+        var inbound = Assert.Single(billing.Find("istio_tcp_connections_opened_total", ("reporter", "destination")));
+        Assert.Equal("store", inbound.Labels["source_workload"]);
+        Assert.Equal("mutual_tls", inbound.Labels["connection_security_policy"]);
+    }
+
     /// <summary>Scrapes until the stream matching <paramref name="match"/> has been counted closed (the forwarder has finished copying).</summary>
     internal static async Task<IReadOnlyList<Sample>> WaitForClosedAsync(HttpClient http, TestSidecar sidecar, params (string, string)[] match)
     {
