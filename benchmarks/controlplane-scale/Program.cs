@@ -6,6 +6,8 @@ using MeshProxy.Grpc.Client;
 
 // Usage: dotnet run -c Release --project benchmarks/controlplane-scale -- [sidecars=1000] [workloads=100] [services=50] [settle-seconds=2]
 //        ... -- live-heap [connections=1000] [services=50]   (where the memory goes: see LiveHeap.cs)
+// SCALE_HOLD=<seconds> keeps the control plane up that long once every sidecar is connected, and prints its pid,
+// so that a heap dump can be taken (dotnet-dump collect -p <pid>; RESULTS.md says what was found that way).
 if (args.Length > 0 && args[0] == "live-heap")
 {
     await LiveHeap.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 1000, args.Length > 2 ? int.Parse(args[2]) : 50, (i, port) => Service(i, port) + "---\n" + Route(i, i));
@@ -76,6 +78,11 @@ try
     Console.WriteLine($"{sidecars} sidecars connected and ACKed their first snapshot in {connectWatch.Elapsed.TotalSeconds:F2} s");
     await Task.Delay(settle);
     var rssConnected = Rss(cp.Id);
+    if (Environment.GetEnvironmentVariable("SCALE_HOLD") is { } hold)
+    {
+        Console.WriteLine($"holding: control plane pid {cp.Id}");
+        await Task.Delay(TimeSpan.FromSeconds(int.Parse(hold)));
+    }
     var gcConnected = await GcAsync(http, monitoringPort);
 
     // The change: one route now splits to another service; every sidecar can reach it, so all are affected.

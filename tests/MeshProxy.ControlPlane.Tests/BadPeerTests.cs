@@ -75,6 +75,49 @@ public sealed class BadPeerTests
     }
 
     [Fact]
+    public async Task More_stuck_clients_than_push_slots_delay_the_others_by_at_most_the_slot_wait()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        // As above: a push to a client that never reads cannot complete, so each stuck client holds a push slot.
+        var padding = string.Concat(Enumerable.Range(0, 3000).Select(i => $"# padding line {i:D5} " + new string('x', 80) + "\n"));
+        Yaml.Write(dir, "big.yaml", padding + Yaml.Service("big", "shop", 80, 9000));
+        Yaml.Write(dir, "cart.yaml", Yaml.Service("cart", "shop", 80, 9001));
+        Yaml.Write(dir, "route.yaml", Yaml.Route("cart", "shop", "cart", "big"));
+        var writeTimeout = TimeSpan.FromSeconds(12);
+        await using var cp = await TestControlPlane.StartAsync(dir, configure: o => o with { PushWriteTimeout = writeTimeout });
+        await using var good = cp.Connect("web", "shop");
+        await good.NextSnapshotAsync(TimeSpan.FromSeconds(15));
+
+        var stuck = new List<NeverReadingClient>();
+        try
+        {
+            var connected = Stopwatch.StartNew();
+            for (var i = 0; i < Discovery.DiscoveryService.MaxConcurrentPushes + 2; i++)
+            {
+                stuck.Add(await NeverReadingClient.ConnectAsync(cp.Host.GrpcEndPoint.Port, $"stuck-{i}", "shop"));
+            }
+
+            await TestControlPlane.EventuallyAsync(async () => Rows(await cp.SynczAsync()).Count(r => r.StartsWith("stuck-", StringComparison.Ordinal)) == stuck.Count, "every stuck client registered");
+
+            // Every slot is held by a blocked write; the change still reaches the reading sidecar after the slot wait.
+            var changed = Stopwatch.StartNew();
+            Yaml.Write(dir, "route.yaml", Yaml.Route("cart", "shop", "cart", "cart"));
+            var next = await good.NextSnapshotAsync(TimeSpan.FromSeconds(8));
+            var latency = changed.Elapsed;
+            Assert.Contains("host: cart", next.GetProperty("resources").EnumerateArray().First(r => r.GetProperty("kind").GetString() == "HttpRoute").GetProperty("yaml").GetString());
+            Assert.True(latency < TimeSpan.FromSeconds(4), $"the reading sidecar waited {latency.TotalMilliseconds:F0} ms");
+            Assert.True(connected.Elapsed < writeTimeout, "the change was pushed while the stuck streams were still blocked");
+        }
+        finally
+        {
+            foreach (var client in stuck)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task A_silent_link_is_found_by_keepalive_pings_on_both_sides_and_the_sidecar_reconnects()
     {
         var dir = RepoPaths.NewTempDirectory();

@@ -26,13 +26,15 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly ResourceDirectory _directory;
     private readonly ControlPlaneTlsIdentity? _tls;
+    private readonly DiscoveryService _discovery;
     private volatile bool _ready;
 
-    private ControlPlaneHost(WebApplication app, ResourceDirectory directory, ConnectionRegistry registry, ControlPlaneMetrics metrics, CertificateService? certificates, ControlPlaneTlsIdentity? tls)
+    private ControlPlaneHost(WebApplication app, ResourceDirectory directory, DiscoveryService discovery, ConnectionRegistry registry, ControlPlaneMetrics metrics, CertificateService? certificates, ControlPlaneTlsIdentity? tls)
     {
         _app = app;
         Certificates = certificates;
         _tls = tls;
+        _discovery = discovery;
         _directory = directory;
         Registry = registry;
         Metrics = metrics;
@@ -83,6 +85,9 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             // Thousands of long-lived streams are the normal state, not an attack.
             kestrel.Limits.MaxConcurrentConnections = null;
             kestrel.Limits.MinRequestBodyDataRate = null;
+            // A push's write waits until its bytes have left the stream's buffer: with the discovery
+            // service's bound on concurrent pushes, a fan-out to every sidecar never buffers them all at once.
+            kestrel.Limits.MaxResponseBufferSize = 16 * 1024;
         });
         var app = builder.Build();
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
@@ -100,6 +105,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         }
         catch
         {
+            discovery.Dispose();
             directory.Dispose();
             await app.DisposeAsync();
             throw;
@@ -108,7 +114,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         var grpcMethods = discovery.Register(new GrpcServerBuilder());
         certificates?.Map(grpcMethods);
         var grpc = grpcMethods.Build(new GrpcServerOptions { MaxReceiveMessageSize = options.MaxReceiveMessageSize }, loggers);
-        var host = new ControlPlaneHost(app, directory, registry, metrics, certificates, tls);
+        var host = new ControlPlaneHost(app, directory, discovery, registry, metrics, certificates, tls);
         var monitoring = new MonitoringEndpoints(registry, directory, metrics, () => host._ready);
 
         if (tls is not null)
@@ -158,6 +164,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             Certificates?.Dispose();
             _directory.Dispose();
             await _app.DisposeAsync();
+            _discovery.Dispose();
         }
     }
 
