@@ -347,4 +347,88 @@ public sealed class ChaosTests
         Assert.InRange(ms[0], 1800, 2000);
         Assert.True(ms[1] <= ms[0] - 150 && ms[2] <= ms[1] - 150, string.Join(", ", seen));
     }
+
+    [Fact]
+    public async Task A_grpc_unavailable_answer_is_retried_only_for_a_call_that_may_be_replayed()
+    {
+        // Trailers-only gRPC answers: UNAVAILABLE (14) to the first call on each path, OK after.
+        var calls = new Dictionary<string, int>();
+        await using var backend = await ChaosBackend.StartAsync(async context =>
+        {
+            await context.Request.Body.CopyToAsync(Stream.Null);
+            int n;
+            lock (calls)
+            {
+                n = calls[context.Request.Path.Value!] = calls.GetValueOrDefault(context.Request.Path.Value!) + 1;
+            }
+
+            context.Response.ContentType = "application/grpc";
+            context.Response.Headers["grpc-status"] = n == 1 ? "14" : "0";
+        });
+        await using var chaos = await Chaos.StartAsync([backend.Port], Chaos.Route("{ attempts: 2, retryOn: unavailable }"));
+
+        static ByteArrayContent Call()
+        {
+            var content = new ByteArrayContent([0, 0, 0, 0, 0]);
+            content.Headers.ContentType = new("application/grpc");
+            return content;
+        }
+
+        // A gRPC call is a POST: the UNAVAILABLE answer proves it arrived, so it is not replayed...
+        using (var response = await chaos.SendAsync(HttpMethod.Post, "/svc.Pay/Charge", Call()))
+        {
+            Assert.Equal("14", response.Headers.GetValues("grpc-status").Single());
+        }
+
+        // ...unless the caller vouches for replay with Idempotency-Key.
+        using (var response = await chaos.SendAsync(HttpMethod.Post, "/svc.Pay/Quote", Call(),
+                   r => r.Headers.Add("Idempotency-Key", "q-1")))
+        {
+            Assert.Equal("0", response.Headers.GetValues("grpc-status").Single());
+        }
+
+        Assert.Equal(1, calls["/svc.Pay/Charge"]);
+        Assert.Equal(2, calls["/svc.Pay/Quote"]);
+    }
+
+    [Fact]
+    public async Task An_endpoint_that_dies_is_hidden_by_retries_and_serves_again_when_it_comes_back()
+    {
+        await using var steady = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        var dying = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        var port = dying.Port;
+        await using var chaos = await Chaos.StartAsync([steady.Port, port], """
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: svc, namespace: test }
+            spec:
+              host: svc
+              loadBalancer: { simple: ROUND_ROBIN }
+              outlierDetection: { consecutiveLocalOriginFailures: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }
+            """);
+
+        Assert.Equal(1.0, await chaos.SuccessRateAsync(20, 2, HttpMethod.Get));
+        Assert.True(dying.Received > 0);
+
+        // Dead: connections are refused; the default retry policy (connect-failure) sends each failed
+        // attempt to the other endpoint, so callers see no failure, and the dead one is ejected.
+        await dying.DisposeAsync();
+        Assert.Equal(1.0, await chaos.SuccessRateAsync(40, 2, HttpMethod.Post));
+        Assert.Contains("\"ejected\": true", await chaos.ConfigDumpAsync());
+
+        // Back on the same port: once its ejection ends it takes its share again.
+        await using var back = await ChaosBackend.StartAsync(ChaosBackend.Ok, port);
+        var clock = Stopwatch.StartNew();
+        while (back.Received == 0 && clock.Elapsed < TimeSpan.FromSeconds(8))
+        {
+            using var response = await chaos.SendAsync(HttpMethod.Get, "/x");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+
+        var before = back.Received;
+        Assert.True(before > 0, "the endpoint came back within its ejection time");
+        Assert.Equal(1.0, await chaos.SuccessRateAsync(20, 1, HttpMethod.Get));
+        Assert.InRange(back.Received - before, 8, 12);
+    }
 }
