@@ -431,4 +431,57 @@ public sealed class ChaosTests
         Assert.Equal(1.0, await chaos.SuccessRateAsync(20, 1, HttpMethod.Get));
         Assert.InRange(back.Received - before, 8, 12);
     }
+
+    [Fact]
+    public async Task A_caller_that_goes_away_is_logged_DC_and_its_upstream_request_is_cancelled()
+    {
+        var upstreamCancelled = new TaskCompletionSource();
+        await using var hanging = await ChaosBackend.StartAsync(async context =>
+        {
+            try
+            {
+                await Task.Delay(5000, context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+                upstreamCancelled.TrySetResult();
+            }
+        });
+        var log = Path.Combine(Path.GetTempPath(), "meshproxy-chaos-" + Guid.NewGuid().ToString("N") + ".log");
+        await using var chaos = await Chaos.StartAsync([hanging.Port],
+            Chaos.Route("{ attempts: 2, retryOn: \"5xx,reset\" }") + "\n---\n" + Telemetry.TelemetryMesh.MeshConfig(log));
+
+        var id = "dc-" + Guid.NewGuid().ToString("N");
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }))
+        using (var request = new HttpRequestMessage(HttpMethod.Get, new Uri(chaos.Sidecar.OutboundUri, "/slow")))
+        using (var leaving = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken))
+        {
+            request.Headers.Host = "svc";
+            request.Headers.Add("x-request-id", id);
+            var sending = client.SendAsync(request, leaving.Token);
+            while (hanging.Received == 0)
+            {
+                await Task.Delay(10, TestContext.Current.CancellationToken);
+            }
+
+            // The request is at the upstream, waiting for its answer: the caller leaves.
+            await leaving.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sending);
+        }
+
+        await upstreamCancelled.Task.WaitAsync(TimeSpan.FromSeconds(3), TestContext.Current.CancellationToken);
+
+        var clock = Stopwatch.StartNew();
+        string? line = null;
+        while (line is null && clock.Elapsed < TimeSpan.FromSeconds(8))
+        {
+            line = File.Exists(log) ? File.ReadLines(log).FirstOrDefault(l => l.Contains(id, StringComparison.Ordinal)) : null;
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+
+        Assert.True(line is not null, File.Exists(log) ? "no line for the request in: " + File.ReadAllText(log) : "no access log file");
+        Assert.Contains("\"response_flags\":\"DC\"", line.Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal(1, hanging.Received); // the caller's departure is not a failure to retry
+        File.Delete(log);
+    }
 }
