@@ -108,6 +108,27 @@ public sealed class RequestsPerConnectionTests
         Assert.Equal(6, Assert.Single(backend.Connections.Values).Requests);
     }
 
+    [Fact]
+    public async Task A_websocket_upgrade_on_a_limited_destination_still_upgrades()
+    {
+        // With a limit of 1 every request is the last on its connection, the upgrade included: it goes out
+        // with "Connection: Upgrade" and "Connection: close" (close applies only if the server refuses to
+        // upgrade), and the server upgrades.
+        await using var app = await Backend.StartAsync("chat");
+        await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("client", FreePort.Get())
+            .Service("chat", 80, "HTTP", app.Port)
+            .Raw(Policy("chat", "{ http: { maxRequestsPerConnection: 1 } }")));
+
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.SetRequestHeader("Host", "chat");
+        await socket.ConnectAsync(new Uri($"ws://{sidecar.Outbound}/ws"), TestContext.Current.CancellationToken);
+        await socket.SendAsync("hello"u8.ToArray(), System.Net.WebSockets.WebSocketMessageType.Text, true, TestContext.Current.CancellationToken);
+        var buffer = new byte[64];
+        var received = await socket.ReceiveAsync(buffer, TestContext.Current.CancellationToken);
+        Assert.Equal("hello", Encoding.UTF8.GetString(buffer, 0, received.Count));
+        await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "done", TestContext.Current.CancellationToken);
+    }
+
     private static async Task<TestSidecar> StartSidecarAsync(CountingBackend backend, string protocol, string connectionPool) =>
         await TestSidecar.StartAsync(new MeshYaml("client", FreePort.Get())
             .Service("svc", 80, protocol, backend.Port)
