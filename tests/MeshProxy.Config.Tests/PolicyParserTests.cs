@@ -30,7 +30,11 @@ public sealed class PolicyParserTests
             """, "dp.yaml");
 
         Assert.Empty(result.Errors);
-        Assert.Empty(result.Warnings);
+        // maxRequestsPerConnection is applied to HTTP/1.1 connections only, and the warning says so.
+        var warning = Assert.Single(result.Warnings);
+        Assert.Equal("spec.connectionPool.http.maxRequestsPerConnection", warning.FieldPath);
+        Assert.Equal(9, warning.Line);
+        Assert.Contains("HTTP/1.1 upstream connections only", warning.Reason);
         var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
         Assert.Equal("reviews.shop.svc.cluster.local", spec.Host);
         Assert.Equal(LoadBalancerKind.PeakEwma, spec.LoadBalancer);

@@ -155,7 +155,19 @@ internal sealed class UpstreamTransport : IDisposable
         return new ClusterPool(settings, new HttpMessageInvoker(plaintext), new HttpMessageInvoker(mtls));
     }
 
-    private static SocketsHttpHandler CreateHandler(PoolSettings settings) => new()
+    private static SocketsHttpHandler CreateHandler(PoolSettings settings)
+    {
+        var handler = NewHandler(settings);
+        if (settings.MaxRequestsPerConnection != int.MaxValue)
+        {
+            // Only clusters with the limit pay for the counting stream (HTTP/1.1 connections only).
+            handler.PlaintextStreamFilter = RequestsPerConnection.Filter(settings.MaxRequestsPerConnection);
+        }
+
+        return handler;
+    }
+
+    private static SocketsHttpHandler NewHandler(PoolSettings settings) => new()
     {
         // A proxy passes requests through as they are: no proxy of its own, no redirects followed,
         // no cookies kept, no bodies decompressed.

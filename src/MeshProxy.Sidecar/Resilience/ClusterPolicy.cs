@@ -21,7 +21,8 @@ internal sealed class ClusterPolicy
         OutlierPolicy? outlier,
         RetryBudgetPolicy budget,
         TimeSpan connectTimeout,
-        TimeSpan idleTimeout)
+        TimeSpan idleTimeout,
+        int maxRequestsPerConnection = int.MaxValue)
     {
         LoadBalancer = loadBalancer;
         Limits = limits;
@@ -29,6 +30,7 @@ internal sealed class ClusterPolicy
         Budget = budget;
         ConnectTimeout = connectTimeout;
         IdleTimeout = idleTimeout;
+        MaxRequestsPerConnection = maxRequestsPerConnection;
     }
 
     /// <summary>No DestinationPolicy: least-request, no limits, no outlier detection, the default budget.</summary>
@@ -48,8 +50,14 @@ internal sealed class ClusterPolicy
     /// <summary>How long an upstream connection of this cluster may sit unused in the pool before it is closed.</summary>
     public TimeSpan IdleTimeout { get; }
 
+    /// <summary>Requests an HTTP/1.1 upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
+    public int MaxRequestsPerConnection { get; }
+
+    /// <summary>Whether attempts must be marked for <see cref="RequestsPerConnection"/>: the limit is set and the cluster speaks HTTP/1.1 upstream.</summary>
+    public bool LimitsRequestsPerConnection(bool http2) => !http2 && MaxRequestsPerConnection != int.MaxValue;
+
     /// <summary>What the cluster's connection pool is built from: a new snapshot with the same settings keeps the pool and its warm connections.</summary>
-    public PoolSettings Pool => new(IdleTimeout, Limits.MaxConnections);
+    public PoolSettings Pool => new(IdleTimeout, Limits.MaxConnections, MaxRequestsPerConnection);
 
     public static ClusterPolicy From(DestinationPolicySpec? spec)
     {
@@ -69,7 +77,8 @@ internal sealed class ClusterPolicy
             spec.OutlierDetection is { } od ? OutlierPolicy.From(od) : null,
             RetryBudgetPolicy.From(spec.RetryBudget),
             pool.ConnectTimeout,
-            pool.IdleTimeout);
+            pool.IdleTimeout,
+            pool.MaxRequestsPerConnection ?? int.MaxValue);
     }
 }
 
@@ -134,4 +143,4 @@ internal sealed record RetryBudgetPolicy(double Ratio, int MinPerSecond, int Min
 }
 
 /// <summary>The settings a cluster's upstream connection pool (its own SocketsHttpHandler) is built with.</summary>
-internal readonly record struct PoolSettings(TimeSpan IdleTimeout, int MaxConnections);
+internal readonly record struct PoolSettings(TimeSpan IdleTimeout, int MaxConnections, int MaxRequestsPerConnection);

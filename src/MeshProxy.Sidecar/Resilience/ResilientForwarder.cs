@@ -123,6 +123,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
     private async Task<ForwardResult> RunAsync(HttpContext context, Cluster cluster, RequestAttempts attempts, IHttpResponseBodyFeature originalResponseBody)
     {
         var config = UpstreamTransport.ConfigFor(cluster.Protocol);
+        var markAttempts = cluster.Policy.LimitsRequestsPerConnection(cluster.Protocol.IsHttp2());
         UpstreamEndpoint? previous = null;
         while (true)
         {
@@ -148,6 +149,11 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             {
                 var invoker = transport.For(pool, endpoint);
                 attempts.Mtls = invoker == pool.Mtls;
+                if (markAttempts)
+                {
+                    RequestsPerConnection.MarkAttempt();
+                }
+
                 error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, invoker, config,
                     AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
             }

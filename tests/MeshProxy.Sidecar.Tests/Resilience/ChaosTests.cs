@@ -347,4 +347,141 @@ public sealed class ChaosTests
         Assert.InRange(ms[0], 1800, 2000);
         Assert.True(ms[1] <= ms[0] - 150 && ms[2] <= ms[1] - 150, string.Join(", ", seen));
     }
+
+    [Fact]
+    public async Task A_grpc_unavailable_answer_is_retried_only_for_a_call_that_may_be_replayed()
+    {
+        // Trailers-only gRPC answers: UNAVAILABLE (14) to the first call on each path, OK after.
+        var calls = new Dictionary<string, int>();
+        await using var backend = await ChaosBackend.StartAsync(async context =>
+        {
+            await context.Request.Body.CopyToAsync(Stream.Null);
+            int n;
+            lock (calls)
+            {
+                n = calls[context.Request.Path.Value!] = calls.GetValueOrDefault(context.Request.Path.Value!) + 1;
+            }
+
+            context.Response.ContentType = "application/grpc";
+            context.Response.Headers["grpc-status"] = n == 1 ? "14" : "0";
+        });
+        await using var chaos = await Chaos.StartAsync([backend.Port], Chaos.Route("{ attempts: 2, retryOn: unavailable }"));
+
+        static ByteArrayContent Call()
+        {
+            var content = new ByteArrayContent([0, 0, 0, 0, 0]);
+            content.Headers.ContentType = new("application/grpc");
+            return content;
+        }
+
+        // A gRPC call is a POST: the UNAVAILABLE answer proves it arrived, so it is not replayed...
+        using (var response = await chaos.SendAsync(HttpMethod.Post, "/svc.Pay/Charge", Call()))
+        {
+            Assert.Equal("14", response.Headers.GetValues("grpc-status").Single());
+        }
+
+        // ...unless the caller vouches for replay with Idempotency-Key.
+        using (var response = await chaos.SendAsync(HttpMethod.Post, "/svc.Pay/Quote", Call(),
+                   r => r.Headers.Add("Idempotency-Key", "q-1")))
+        {
+            Assert.Equal("0", response.Headers.GetValues("grpc-status").Single());
+        }
+
+        Assert.Equal(1, calls["/svc.Pay/Charge"]);
+        Assert.Equal(2, calls["/svc.Pay/Quote"]);
+    }
+
+    [Fact]
+    public async Task An_endpoint_that_dies_is_hidden_by_retries_and_serves_again_when_it_comes_back()
+    {
+        await using var steady = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        var dying = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        var port = dying.Port;
+        await using var chaos = await Chaos.StartAsync([steady.Port, port], """
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: svc, namespace: test }
+            spec:
+              host: svc
+              loadBalancer: { simple: ROUND_ROBIN }
+              outlierDetection: { consecutiveLocalOriginFailures: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }
+            """);
+
+        Assert.Equal(1.0, await chaos.SuccessRateAsync(20, 2, HttpMethod.Get));
+        Assert.True(dying.Received > 0);
+
+        // Dead: connections are refused; the default retry policy (connect-failure) sends each failed
+        // attempt to the other endpoint, so callers see no failure, and the dead one is ejected.
+        await dying.DisposeAsync();
+        Assert.Equal(1.0, await chaos.SuccessRateAsync(40, 2, HttpMethod.Post));
+        Assert.Contains("\"ejected\": true", await chaos.ConfigDumpAsync());
+
+        // Back on the same port: once its ejection ends it takes its share again.
+        await using var back = await ChaosBackend.StartAsync(ChaosBackend.Ok, port);
+        var clock = Stopwatch.StartNew();
+        while (back.Received == 0 && clock.Elapsed < TimeSpan.FromSeconds(8))
+        {
+            using var response = await chaos.SendAsync(HttpMethod.Get, "/x");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+
+        var before = back.Received;
+        Assert.True(before > 0, "the endpoint came back within its ejection time");
+        Assert.Equal(1.0, await chaos.SuccessRateAsync(20, 1, HttpMethod.Get));
+        Assert.InRange(back.Received - before, 8, 12);
+    }
+
+    [Fact]
+    public async Task A_caller_that_goes_away_is_logged_DC_and_its_upstream_request_is_cancelled()
+    {
+        var upstreamCancelled = new TaskCompletionSource();
+        await using var hanging = await ChaosBackend.StartAsync(async context =>
+        {
+            try
+            {
+                await Task.Delay(5000, context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+                upstreamCancelled.TrySetResult();
+            }
+        });
+        var log = Path.Combine(Path.GetTempPath(), "meshproxy-chaos-" + Guid.NewGuid().ToString("N") + ".log");
+        await using var chaos = await Chaos.StartAsync([hanging.Port],
+            Chaos.Route("{ attempts: 2, retryOn: \"5xx,reset\" }") + "\n---\n" + Telemetry.TelemetryMesh.MeshConfig(log));
+
+        var id = "dc-" + Guid.NewGuid().ToString("N");
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }))
+        using (var request = new HttpRequestMessage(HttpMethod.Get, new Uri(chaos.Sidecar.OutboundUri, "/slow")))
+        using (var leaving = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken))
+        {
+            request.Headers.Host = "svc";
+            request.Headers.Add("x-request-id", id);
+            var sending = client.SendAsync(request, leaving.Token);
+            while (hanging.Received == 0)
+            {
+                await Task.Delay(10, TestContext.Current.CancellationToken);
+            }
+
+            // The request is at the upstream, waiting for its answer: the caller leaves.
+            await leaving.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sending);
+        }
+
+        await upstreamCancelled.Task.WaitAsync(TimeSpan.FromSeconds(3), TestContext.Current.CancellationToken);
+
+        var clock = Stopwatch.StartNew();
+        string? line = null;
+        while (line is null && clock.Elapsed < TimeSpan.FromSeconds(8))
+        {
+            line = File.Exists(log) ? File.ReadLines(log).FirstOrDefault(l => l.Contains(id, StringComparison.Ordinal)) : null;
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+
+        Assert.True(line is not null, File.Exists(log) ? "no line for the request in: " + File.ReadAllText(log) : "no access log file");
+        Assert.Contains("\"response_flags\":\"DC\"", line.Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal(1, hanging.Received); // the caller's departure is not a failure to retry
+        File.Delete(log);
+    }
 }
