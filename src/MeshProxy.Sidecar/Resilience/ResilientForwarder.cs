@@ -211,6 +211,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             // Retry: a clean response, the body from its start, another endpoint, after a jittered pause.
             context.Response.Clear();
             UpstreamTiming.Of(context)?.Reset(); // the dropped response is not the one the caller gets
+            attempts.Peer = null;
             context.Features.Set(originalResponseBody);
             context.Features.Set<IForwarderErrorFeature>(null);
             attempts.Body?.Rewind();
@@ -304,13 +305,14 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             logger.Overflow(context.Request.Method, cluster.Name, "max connections");
             await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamOverflow | attempts.Flags,
                 $"upstream overflow: {cluster.Name} is at its limit of connections");
-            return new ForwardResult(ResponseFlags.UpstreamOverflow | attempts.Flags, endpoint, attempts.Attempt + 1);
+            return new ForwardResult(ResponseFlags.UpstreamOverflow | attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
         }
 
         var failure = UpstreamFailure.Of(context, error);
         failure = failure with { Flags = failure.Flags | attempts.Flags };
         await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
-        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1);
+        // A failure after the upstream answered (a body or an upgraded stream cut short) still names who answered.
+        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
     }
 
     private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts)
@@ -319,7 +321,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
         var flags = ResponseFlags.UpstreamRequestTimeout | attempts.Flags;
         logger.UpstreamFailed(flags.ToCode(), Direction, context.Request.Method, cluster.Name, endpoint.Key, "upstream request timeout");
         await LocalReply.WriteAsync(context, StatusCodes.Status504GatewayTimeout, flags, "upstream request timeout");
-        return new ForwardResult(flags, endpoint, attempts.Attempt + 1);
+        return new ForwardResult(flags, endpoint, attempts.Attempt + 1, attempts.Peer);
     }
 }
 

@@ -102,7 +102,7 @@ public sealed class TcpMetricsTests
             Assert.Equal("billing", tcp.Labels["destination_canonical_service"]);
             foreach (var label in new[] { "destination_workload", "destination_workload_namespace", "destination_app", "destination_version", "destination_canonical_service", "destination_canonical_revision", "destination_service", "source_workload" })
             {
-                Assert.Equal(request.Labels[label], tcp.Labels[label]);
+                Assert.True(request.Labels[label] == tcp.Labels[label], $"{name} {label}: the request's series says '{request.Labels[label]}', the stream's '{tcp.Labels[label]}'");
             }
         }
 

@@ -82,7 +82,9 @@ public sealed class UpstreamServiceTimeTests
         var duration = line.GetProperty("duration").GetInt64();
         Assert.InRange(serviceTime, HeaderDelayMs, HeaderDelayMs + 250);
         Assert.True(duration >= HeaderDelayMs + BodyDelayMs, $"{direction}: duration {duration} ms");
-        Assert.True(serviceTime <= duration - BodyDelayMs + 20, $"{direction}: upstream_service_time {serviceTime} ms, duration {duration} ms");
+        // Ended by the headers, not the body: well short of the duration. (Not "duration - body delay": on a
+        // loaded machine the sidecar may notice the headers late, which shortens the gap it then sees.)
+        Assert.True(serviceTime < duration - (BodyDelayMs / 2), $"{direction}: upstream_service_time {serviceTime} ms, duration {duration} ms");
     }
 
     /// <summary>An HTTP/1.1 server on a real socket that waits before its status line and again before its body.</summary>
