@@ -29,6 +29,12 @@ public static class Annotations
     /// <summary>"true": a classic sidecar stops once the app's containers have exited (Job pods; needs restartPolicy Never).</summary>
     public const string ExitOnAppExit = "sidecar.meshproxy.io/exitOnAppExit";
 
+    /// <summary>
+    /// A fragment of the Sidecar resource's spec (YAML or JSON), merged over the injector's bootstrap by the sidecar at
+    /// start-up (Istio's <c>proxy.istio.io/config</c>). The specific annotations above win over it.
+    /// </summary>
+    public const string ProxyConfig = "proxy.meshproxy.io/config";
+
     public const string IncludeInboundPorts = "traffic.meshproxy.io/includeInboundPorts";
     public const string ExcludeInboundPorts = "traffic.meshproxy.io/excludeInboundPorts";
     public const string ExcludeOutboundPorts = "traffic.meshproxy.io/excludeOutboundPorts";

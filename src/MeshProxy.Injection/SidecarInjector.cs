@@ -3,6 +3,8 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using System.Text.Json.Nodes;
+using MeshProxy.Config.Parsing;
+using MeshProxy.Config.Resources;
 using MeshProxy.Injection.Capture;
 using MeshProxy.Injection.Internal;
 
@@ -29,6 +31,9 @@ public sealed partial class SidecarInjector(InjectorOptions options)
 
     /// <summary>The readiness waiter shipped in the sidecar image (see docker/sidecar.Dockerfile).</summary>
     public static readonly string[] WaitCommand = ["/app/init/meshproxy-init", "wait", "--url", $"http://127.0.0.1:{StatsPort}/ready", "--timeout-seconds", "120"];
+
+    /// <summary>The bootstrap's app port for a pod that declares none: the schema requires one, and nothing is captured to it.</summary>
+    private const int NominalAppPort = 8080;
 
     private static readonly string[] VolumeNames = [TokenVolume, CertsVolume, SnapshotVolume, PodInfoVolume];
     private static readonly string[] ContainerLists = ["containers", "initContainers"];
@@ -76,7 +81,8 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         }
 
         var app = AppPort(appContainers, annotations);
-        var capture = Capture(annotations, app?.Port);
+        var workload = WorkloadName(metadata, labels, target);
+        var serviceAccount = spec["serviceAccountName"]?.GetValue<string>() ?? spec["serviceAccount"]?.GetValue<string>() ?? "default";
         var native = annotations.TryGetValue(Annotations.NativeSidecar, out var n) ? ParseBool(Annotations.NativeSidecar, n) : options.NativeSidecars;
         var hold = !annotations.TryGetValue(Annotations.HoldApplicationUntilProxyStarts, out var h) || ParseBool(Annotations.HoldApplicationUntilProxyStarts, h);
         var resources = Resources(annotations, out var memoryLimit);
@@ -87,6 +93,28 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             throw new InjectionException($"{Annotations.DrainDuration}: '{drain}' is not a duration such as 5s, 500ms or 1m");
         }
 
+        // The bootstrap keeps the injector's values and the specific annotations; the pod's config fragment goes to the
+        // sidecar as it is, less what a specific annotation already decided (those win, as in Istio), and is merged
+        // there. The capture is built for the merged result, so the rules match the ports the sidecar will use.
+        var podOverride = ProxyConfig(annotations);
+        var baseSpec = new SidecarSpec(
+            new WorkloadSpec(workload, target.Namespace, serviceAccount, labels),
+            new AppSpec(app?.Port ?? NominalAppPort, AppProtocols.Parse(app?.Protocol)),
+            ListenerPorts.Default,
+            Durations.TryParse(drain, out var drainTime) ? drainTime : TimeSpan.Zero,
+            ControlPlane: null);
+        if (podOverride?.ConflictsWith(baseSpec) is [_, ..] conflicts)
+        {
+            throw new InjectionException(string.Join("; ", conflicts));
+        }
+
+        var merged = podOverride?.ApplyTo(baseSpec) ?? baseSpec;
+        var capture = Capture(annotations, podOverride?.AppPort is not null ? merged.App.Port : app?.Port) with
+        {
+            OutboundPort = merged.Listeners.Outbound,
+            InboundPort = merged.Listeners.Inbound,
+        };
+
         var rewriteProbes = !annotations.TryGetValue(Annotations.RewriteAppHttpProbers, out var r) || ParseBool(Annotations.RewriteAppHttpProbers, r);
         var exitOnAppExit = annotations.TryGetValue(Annotations.ExitOnAppExit, out var e) && ParseBool(Annotations.ExitOnAppExit, e) && !native;
         if (exitOnAppExit && (spec["restartPolicy"]?.GetValue<string>() ?? "Always") != "Never")
@@ -95,9 +123,6 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             // (it exited 0, so it is not restarted), and with Always the app is never meant to finish.
             throw new InjectionException($"{Annotations.ExitOnAppExit}: needs the pod's restartPolicy to be Never, not {spec["restartPolicy"]?.GetValue<string>() ?? "Always"}: a restarted app would find its sidecar gone");
         }
-
-        var workload = WorkloadName(metadata, labels, target);
-        var serviceAccount = spec["serviceAccountName"]?.GetValue<string>() ?? spec["serviceAccount"]?.GetValue<string>() ?? "default";
 
         var result = (JsonObject)pod.DeepClone();
         var newMetadata = Object(result, "metadata");
@@ -111,7 +136,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             newSpec["shareProcessNamespace"] = true;
         }
 
-        var sidecar = Sidecar(native, hold && !native, resources, memoryLimit, gcPercent, workload, target.Namespace, probers, exitOnAppExit);
+        var sidecar = Sidecar(native, hold && !native, resources, memoryLimit, gcPercent, workload, target.Namespace, probers, exitOnAppExit, podOverride);
         var init = InitContainer(capture);
         var initContainers = newSpec["initContainers"] as JsonArray ?? [];
         newSpec.Remove("initContainers");
@@ -231,7 +256,8 @@ public sealed partial class SidecarInjector(InjectorOptions options)
     };
 
     private JsonObject Sidecar(
-        bool native, bool hold, JsonObject resources, decimal? memoryLimit, int gcPercent, string workload, string ns, JsonObject? probers, bool exitOnAppExit)
+        bool native, bool hold, JsonObject resources, decimal? memoryLimit, int gcPercent, string workload, string ns, JsonObject? probers, bool exitOnAppExit,
+        SidecarOverride? podOverride)
     {
         var env = new JsonArray
         {
@@ -259,6 +285,11 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         if (exitOnAppExit)
         {
             env.Add(Env("MESHPROXY_EXIT_ON_APP_EXIT", "true"));
+        }
+
+        if (podOverride is not null)
+        {
+            env.Add(Env(SidecarOverride.EnvironmentVariable, podOverride.ToText()));
         }
 
         var container = new JsonObject
@@ -421,6 +452,33 @@ public sealed partial class SidecarInjector(InjectorOptions options)
     }
 
     /// <summary>
+    /// The pod's <see cref="Annotations.ProxyConfig"/>, read as the sidecar will read it, less the fields a specific
+    /// annotation sets (those win); null when there is none or nothing of it is left.
+    /// </summary>
+    private static SidecarOverride? ProxyConfig(Dictionary<string, string> annotations)
+    {
+        if (!annotations.TryGetValue(Annotations.ProxyConfig, out var text))
+        {
+            return null;
+        }
+
+        var parsed = SidecarOverrideParser.Parse(text, Annotations.ProxyConfig);
+        if (parsed.Override is not { } podOverride)
+        {
+            // Each error already reads "proxy.meshproxy.io/config:line: field: reason".
+            throw new InjectionException(string.Join("; ", parsed.Errors));
+        }
+
+        podOverride = podOverride with
+        {
+            AppPort = annotations.ContainsKey(Annotations.AppPort) ? null : podOverride.AppPort,
+            AppProtocol = annotations.ContainsKey(Annotations.AppProtocol) ? null : podOverride.AppProtocol,
+            DrainDuration = annotations.ContainsKey(Annotations.DrainDuration) ? null : podOverride.DrainDuration,
+        };
+        return podOverride.IsEmpty ? null : podOverride;
+    }
+
+    /// <summary>
     /// The sidecar's bootstrap resource. JSON is YAML, and JSON-quoted strings carry any label value
     /// safely. A pod with no port gets a nominal app port: the schema requires one, and with no inbound
     /// capture nothing reaches it.
@@ -435,7 +493,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         text.Append($"metadata: {{ name: {Q(workload)}, namespace: {Q(ns)} }}\n");
         text.Append("spec:\n");
         text.Append($"  workload: {{ name: {Q(workload)}, serviceAccount: {Q(serviceAccount)}, labels: {{ {labelText} }} }}\n");
-        text.Append($"  app: {{ port: {app?.Port ?? 8080}, protocol: {app?.Protocol ?? "HTTP"} }}\n");
+        text.Append($"  app: {{ port: {app?.Port ?? NominalAppPort}, protocol: {app?.Protocol ?? "HTTP"} }}\n");
         text.Append($"  drainDuration: {drain}\n");
         text.Append($"  controlPlane: {{ address: {Q(options.ControlPlaneAddress)}, tokenFile: {Q(TokenDirectory + "/token")}, snapshotPath: {Q(SnapshotDirectory + "/snapshot.bin")} }}\n");
         return text.ToString();

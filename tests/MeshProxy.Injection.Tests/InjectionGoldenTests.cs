@@ -26,6 +26,7 @@ public sealed class InjectionGoldenTests
     [InlineData("own-init-containers")]
     [InlineData("exclusions")]
     [InlineData("probes")]
+    [InlineData("proxy-config")]
     public void The_patch_applied_to_the_pod_gives_the_documented_result(string name)
     {
         var pod = ReadPod(name);

@@ -114,6 +114,49 @@ public sealed class KubeInjectTests
     }
 
     [Fact]
+    public async Task Kube_inject_passes_a_templates_proxy_config_to_its_sidecar_and_refuses_a_bad_one_naming_the_field()
+    {
+        const string Yaml = """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: { name: api, namespace: shop }
+            spec:
+              selector: { matchLabels: { app: api } }
+              template:
+                metadata:
+                  labels: { app: api }
+                  annotations:
+                    proxy.meshproxy.io/config: |
+                      drainDuration: 30s
+                      listeners: { outbound: 15201 }
+                spec:
+                  containers: [{ name: api, image: registry.example/api:1, ports: [{ containerPort: 8080 }] }]
+            """;
+        var dir = Directory.CreateTempSubdirectory("meshproxy-kube-inject-").FullName;
+        try
+        {
+            var input = Path.Combine(dir, "api.yaml");
+            await File.WriteAllTextAsync(input, Yaml, TestContext.Current.CancellationToken);
+            var result = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", input);
+            Assert.True(result.Exit == 0, result.Stderr);
+            var spec = YamlJson.ReadDocuments(result.Stdout)[0]!["spec"]!["template"]!["spec"]!;
+            var env = spec["initContainers"]![1]!["env"]!.AsArray().ToDictionary(e => e!["name"]!.GetValue<string>(), e => e!["value"]?.GetValue<string>());
+            Assert.Equal("""{"drainDuration":"30s","listeners":{"outbound":15201}}""", env["MESHPROXY_PROXY_CONFIG"]);
+            Assert.Contains("--outbound-port 15201", string.Join(' ', spec["initContainers"]![0]!["args"]!.AsArray().Select(a => a!.GetValue<string>())), StringComparison.Ordinal);
+
+            await File.WriteAllTextAsync(input, Yaml.Replace("drainDuration: 30s", "drainDuration: later", StringComparison.Ordinal), TestContext.Current.CancellationToken);
+            var refused = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", input);
+            Assert.Equal(1, refused.Exit);
+            Assert.Contains("document 1 (Deployment api): proxy.meshproxy.io/config:1: drainDuration: 'later' is not a duration", refused.Stderr, StringComparison.Ordinal);
+            Assert.Empty(refused.Stdout);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Kube_inject_reports_bad_yaml_and_bad_annotations_and_exits_1()
     {
         var dir = Directory.CreateTempSubdirectory("meshproxy-kube-inject-").FullName;

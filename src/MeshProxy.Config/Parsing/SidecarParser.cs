@@ -34,19 +34,20 @@ internal static class SidecarParser
         listenersMap?.Finish();
         if (listenersMap is not null)
         {
-            var ports = new[] { listeners.Outbound, listeners.Inbound, listeners.Admin, listeners.Stats };
-            if (ports.Where(p => p != 0).GroupBy(p => p).Any(g => g.Count() > 1))
+            foreach (var (field, reason) in PortConflicts(listeners, app.Port))
             {
-                listenersMap.Sink.Error(listenersMap.Node, listenersMap.Path, "outbound, inbound, admin and stats must be different ports");
-            }
-
-            if (app.Port != 0 && ports.Contains(app.Port))
-            {
-                spec.Error("app", $"app.port {app.Port} collides with one of the sidecar's own listener ports");
+                if (field == "listeners")
+                {
+                    listenersMap.Sink.Error(listenersMap.Node, listenersMap.Path, reason);
+                }
+                else
+                {
+                    spec.Error(field, reason);
+                }
             }
         }
 
-        var drain = spec.Duration("drainDuration", TimeSpan.Zero, TimeSpan.FromMinutes(10)) ?? TimeSpan.FromSeconds(5);
+        var drain = spec.Duration("drainDuration", TimeSpan.Zero, MaxDrainDuration) ?? TimeSpan.FromSeconds(5);
 
         ControlPlaneSpec? controlPlane = null;
         if (spec.Map("controlPlane") is { } cp)
@@ -87,6 +88,27 @@ internal static class SidecarParser
         }
 
         return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane, ParseEgress(spec), tls));
+    }
+
+    /// <summary>The longest drain a Sidecar may ask for, from its resource or a pod's override.</summary>
+    internal static readonly TimeSpan MaxDrainDuration = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// Ports of one spec that would collide (field "listeners" or "app", and why): checked on the resource as written and
+    /// again once a pod's override is merged over it, since either half alone can be fine.
+    /// </summary>
+    internal static IEnumerable<(string Field, string Reason)> PortConflicts(ListenerPorts listeners, int appPort)
+    {
+        var ports = new[] { listeners.Outbound, listeners.Inbound, listeners.Admin, listeners.Stats };
+        if (ports.Where(p => p != 0).GroupBy(p => p).Any(g => g.Count() > 1))
+        {
+            yield return ("listeners", "outbound, inbound, admin and stats must be different ports");
+        }
+
+        if (appPort != 0 && ports.Contains(appPort))
+        {
+            yield return ("app", $"app.port {appPort} collides with one of the sidecar's own listener ports");
+        }
     }
 
     /// <summary>Istio's Sidecar egress: without it a workload may reach every service of the mesh.</summary>

@@ -391,5 +391,20 @@ internal sealed class YamlMap
         }
     }
 
+    /// <summary>
+    /// Like <see cref="Finish"/>, but an unread field is an error: for input that is not shared config (a pod's own
+    /// override), where a misspelt field silently ignored would leave the pod without what it asked for.
+    /// </summary>
+    public void RejectUnknown()
+    {
+        foreach (var (k, _) in _node.Children)
+        {
+            if (k is YamlScalarNode { Value: { } key } && !_read.Contains(key))
+            {
+                _sink.Error(k, Child(key), "unknown field");
+            }
+        }
+    }
+
     private static readonly IReadOnlyDictionary<string, string> EmptyStringMap = new Dictionary<string, string>();
 }

@@ -53,6 +53,9 @@ public static class AppProtocols
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, "unknown protocol"),
     };
 
+    /// <summary>The name as written in configuration (HTTP, HTTP2, GRPC, ...).</summary>
+    public static string ToName(this AppProtocol protocol) => Names[(int)protocol];
+
     /// <summary>True when the upstream must be spoken to in HTTP/2 (gRPC needs trailers, which HTTP/1.1 lacks).</summary>
     public static bool IsHttp2(this AppProtocol protocol) => protocol is AppProtocol.Http2 or AppProtocol.Grpc;
 }

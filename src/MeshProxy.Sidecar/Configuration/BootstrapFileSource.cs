@@ -1,5 +1,7 @@
 using System.Security.Cryptography;
 using MeshProxy.Config.Parsing;
+using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.Hosting;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.Extensions.Logging;
 
@@ -22,9 +24,12 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
     private FileSystemWatcher? _watcher;
     private ITimer? _debounceTimer;
 
-    public BootstrapFileSource(string path, SnapshotStore store, ILogger<BootstrapFileSource> logger, TimeProvider time)
+    private readonly SidecarOverride? _podOverride;
+
+    public BootstrapFileSource(string path, SnapshotStore store, ILogger<BootstrapFileSource> logger, TimeProvider time, PodEnvironment pod)
     {
         _path = Path.GetFullPath(path);
+        _podOverride = pod.SidecarOverride;
         _store = store;
         _logger = logger;
         _time = time;
@@ -112,6 +117,12 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
     {
         var text = System.Text.Encoding.UTF8.GetString(bytes);
         var parsed = ResourceParser.ParseText(text, _path);
+        if (_podOverride is not null)
+        {
+            // Every reload too: the pod's override stays over whatever the file now says.
+            parsed = _podOverride.ApplyTo(parsed);
+        }
+
         foreach (var warning in parsed.Warnings)
         {
             _logger.ConfigWarning(warning.ToString());
@@ -120,5 +131,7 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
         return SnapshotBuilder.Build(parsed, VersionOf(bytes), _path, _time.GetUtcNow());
     }
 
-    private static string VersionOf(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes))[..12];
+    // The override is part of the content: two pods sharing a file but not an override run different configs.
+    private string VersionOf(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(
+        _podOverride is null ? bytes : [.. bytes, .. System.Text.Encoding.UTF8.GetBytes("\n" + _podOverride.ToText())]))[..12];
 }

@@ -1,12 +1,15 @@
+using MeshProxy.Config.Parsing;
+using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Admin;
 
 namespace MeshProxy.Sidecar.Hosting;
 
 /// <summary>
 /// Settings the injector passes through the sidecar container's environment rather than the bootstrap resource:
-/// they describe the pod the sidecar runs in (its app's probes, whether to follow the app out), not the mesh.
+/// they describe the pod the sidecar runs in (its app's probes, whether to follow the app out, the pod's own
+/// override of its Sidecar spec), not the mesh.
 /// </summary>
-internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppProbes, bool ExitOnAppExit)
+internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppProbes, bool ExitOnAppExit, SidecarOverride? SidecarOverride = null)
 {
     /// <summary>Reads the environment; throws <see cref="PodEnvironmentException"/> naming the variable and what is wrong.</summary>
     public static PodEnvironment Read(Func<string, string?> variable)
@@ -30,7 +33,16 @@ internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppP
             "true" => true,
             var other => throw new PodEnvironmentException($"{AppExitWatcher.EnvironmentVariable}: '{other}' must be true or false"),
         };
-        return new PodEnvironment(probes, exit);
+        SidecarOverride? sidecarOverride = null;
+        if (variable(SidecarOverride.EnvironmentVariable) is { Length: > 0 } text)
+        {
+            // The same reader the injector validated the pod's annotation with: errors read
+            // "MESHPROXY_PROXY_CONFIG:1: field: reason".
+            var parsed = SidecarOverrideParser.Parse(text, SidecarOverride.EnvironmentVariable);
+            sidecarOverride = parsed.Override ?? throw new PodEnvironmentException(string.Join(Environment.NewLine, parsed.Errors));
+        }
+
+        return new PodEnvironment(probes, exit, sidecarOverride);
     }
 }
 

@@ -44,9 +44,18 @@ internal static class SidecarHost
         services.AddSingleton<SnapshotStore>();
         services.AddSingleton<SidecarTelemetry>();
 
+        // Read first: the pod's override of its Sidecar spec is part of the bootstrap.
+        var pod = PodEnvironment.Read(Environment.GetEnvironmentVariable);
+        services.AddSingleton(pod);
+
         // A Sidecar resource naming a control plane switches to pushed configuration; otherwise the
         // bootstrap file is the whole configuration (standalone mode).
         var bootstrap = ResourceParser.ParseFile(configPath);
+        if (pod.SidecarOverride is { } podOverride)
+        {
+            bootstrap = podOverride.ApplyTo(bootstrap);
+        }
+
         var controlPlaneSidecar = bootstrap.OfKind<SidecarResource>().FirstOrDefault(s => s.Spec.ControlPlane is not null);
         if (controlPlaneSidecar is null)
         {
@@ -89,7 +98,6 @@ internal static class SidecarHost
         services.AddSingleton<SidecarLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<SidecarLifecycle>());
 
-        var pod = PodEnvironment.Read(Environment.GetEnvironmentVariable);
         if (pod.AppProbes.Count > 0)
         {
             services.AddSingleton(sp => new Admin.AppProbes(pod.AppProbes, sp.GetRequiredService<ILogger<Admin.AppProbes>>()));
