@@ -125,7 +125,7 @@ internal sealed class ResilienceStats
     /// <summary>Failures returned because the retry budget was spent (upstream_rq_retry_limit_exceeded, URX).</summary>
     public long RetriesExhausted => Volatile.Read(ref _retriesExhausted);
 
-    /// <summary>Retries refused by the concurrent-retries limit (upstream_rq_retry_overflow).</summary>
+    /// <summary>Retries refused by the concurrent-retries limit (upstream_rq_retry_overflow, UO).</summary>
     public long RetryOverflow => Volatile.Read(ref _retryOverflow);
 
     /// <summary>Requests refused by a circuit breaker (upstream_rq_pending_overflow, UO).</summary>

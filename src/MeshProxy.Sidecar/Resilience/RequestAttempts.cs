@@ -16,6 +16,9 @@ internal sealed class RequestAttempts
 
     public static readonly HttpRequestOptionsKey<UpstreamEndpoint> EndpointOption = new("meshproxy.endpoint");
 
+    /// <summary>The flags of a retry that was due and refused: URX (retries or budget spent), UO (concurrent-retries limit).</summary>
+    private const ResponseFlags RefusedRetry = ResponseFlags.UpstreamRetryLimitExceeded | ResponseFlags.UpstreamOverflow;
+
     private readonly HttpContext _context;
     private readonly long _deadline; // Stopwatch timestamp; long.MaxValue: none
     private readonly bool _idempotent;
@@ -207,9 +210,9 @@ internal sealed class RequestAttempts
                 Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
             }
 
-            if ((Flags & ResponseFlags.UpstreamRetryLimitExceeded) != 0)
+            if ((Flags & RefusedRetry) != 0)
             {
-                context.Response.Headers[Forwarding.LocalReply.FlagsHeader] = ResponseFlags.UpstreamRetryLimitExceeded.ToCode();
+                context.Response.Headers[Forwarding.LocalReply.FlagsHeader] = (Flags & RefusedRetry).ToCode();
             }
         }
 
@@ -226,15 +229,26 @@ internal sealed class RequestAttempts
         !DeadlinePassed &&
         !_context.RequestAborted.IsCancellationRequested;
 
-    /// <summary>The concurrent-retries limit, then the budget; a refusal is flagged URX and counted.</summary>
+    /// <summary>
+    /// The concurrent-retries limit, then the budget; a refusal is counted and flagged: UO for the limit
+    /// (a circuit breaker, as Envoy flags upstream_rq_retry_overflow), URX for the budget.
+    /// </summary>
     public bool TryReserveRetry()
     {
         var state = Cluster.State;
         var policy = Cluster.Policy;
+        if (HoldsRetrySlot)
+        {
+            // The retry being judged is over: its slot is given back before the next is asked for, as
+            // Envoy does, so that a request's own retry never counts against its next one.
+            HoldsRetrySlot = false;
+            state.EndRetry();
+        }
+
         if (!state.TryBeginRetry(policy.Limits.MaxRetries))
         {
             state.Stats.RetryOverflowed();
-            Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
+            Flags |= ResponseFlags.UpstreamOverflow;
             return false;
         }
 

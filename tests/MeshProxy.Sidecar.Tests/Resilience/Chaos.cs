@@ -1,4 +1,6 @@
 using System.Net;
+using System.Text;
+using System.Text.Json;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 
 namespace MeshProxy.Sidecar.Tests.Resilience;
@@ -20,6 +22,32 @@ internal sealed class Chaos : IAsyncDisposable
     public static async Task<Chaos> StartAsync(int[] endpointPorts, string? extraYaml = null)
     {
         var yaml = new MeshYaml("client", FreePort.Get()).Service("svc", 80, "HTTP", endpointPorts);
+        if (extraYaml is not null)
+        {
+            yaml.Raw(extraYaml);
+        }
+
+        return new Chaos(await TestSidecar.StartAsync(yaml));
+    }
+
+    /// <summary>Service "svc" on port 80 with endpoints of the given <c>weight</c>s, plus any routes and policies as raw YAML.</summary>
+    public static async Task<Chaos> StartWeightedAsync((int Port, int Weight)[] endpoints, string? extraYaml = null)
+    {
+        var service = new StringBuilder("""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Service
+            metadata: { name: svc, namespace: test }
+            spec:
+              ports: [{ port: 80, protocol: HTTP }]
+              endpoints:
+
+            """);
+        foreach (var (port, weight) in endpoints)
+        {
+            service.Append($"    - {{ address: 127.0.0.1, port: {port}, weight: {weight} }}\n");
+        }
+
+        var yaml = new MeshYaml("client", FreePort.Get()).Raw(service.ToString());
         if (extraYaml is not null)
         {
             yaml.Raw(extraYaml);
@@ -50,6 +78,51 @@ internal sealed class Chaos : IAsyncDisposable
 
     public async Task<string> ConfigDumpAsync() =>
         await _client.GetStringAsync($"http://{Sidecar.Admin}/config_dump");
+
+    /// <summary>Cluster "svc"'s resilience state in /config_dump: the object holding its counters and <c>endpoints</c>.</summary>
+    public async Task<JsonElement> HealthAsync()
+    {
+        using var dump = JsonDocument.Parse(await ConfigDumpAsync());
+        return Find(dump.RootElement)?.Clone() ?? throw new InvalidOperationException("no cluster health for svc in /config_dump");
+
+        static JsonElement? Find(JsonElement e)
+        {
+            if (e.ValueKind == JsonValueKind.Object)
+            {
+                if (e.TryGetProperty("endpoints", out var endpoints) && e.TryGetProperty("ejectionsTotal", out _) &&
+                    endpoints.ValueKind == JsonValueKind.Array && endpoints.GetArrayLength() > 0)
+                {
+                    return e;
+                }
+
+                foreach (var p in e.EnumerateObject())
+                {
+                    if (Find(p.Value) is { } found)
+                    {
+                        return found;
+                    }
+                }
+            }
+            else if (e.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var item in e.EnumerateArray())
+                {
+                    if (Find(item) is { } found)
+                    {
+                        return found;
+                    }
+                }
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>The endpoints (address:port) of "svc" that /config_dump shows ejected now.</summary>
+    public async Task<string[]> EjectedAsync() =>
+        [.. (await HealthAsync()).GetProperty("endpoints").EnumerateArray()
+            .Where(e => e.GetProperty("ejected").GetBoolean())
+            .Select(e => e.GetProperty("endpoint").GetString()!)];
 
     public async Task<double> SuccessRateAsync(int requests, int concurrency, HttpMethod method)
     {

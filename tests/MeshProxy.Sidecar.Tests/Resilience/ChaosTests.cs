@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Text;
@@ -317,6 +318,76 @@ public sealed class ChaosTests
         }
 
         Assert.Equal(2, holding.Received);
+    }
+
+    [Fact]
+    public async Task Concurrent_retries_over_max_retries_return_the_original_failure_at_once_flagged_UO()
+    {
+        // "/held": a 503, then the retry is held until released. "/other": always 503.
+        var release = new TaskCompletionSource();
+        var calls = new ConcurrentDictionary<string, int>();
+        await using var backend = await ChaosBackend.StartAsync(async context =>
+        {
+            var n = calls.AddOrUpdate(context.Request.Path.Value!, 1, (_, c) => c + 1);
+            if (context.Request.Path == "/held" && n == 2)
+            {
+                await release.Task.WaitAsync(TimeSpan.FromSeconds(30));
+                await context.Response.WriteAsync("ok");
+                return;
+            }
+
+            context.Response.StatusCode = 503;
+            await context.Response.WriteAsync("upstream says no");
+        });
+        await using var chaos = await Chaos.StartAsync([backend.Port], Chaos.Route("{ attempts: 2, retryOn: 5xx }") + """
+
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: svc, namespace: test }
+            spec:
+              host: svc
+              connectionPool: { http: { maxRetries: 1 } }
+            """);
+
+        var held = chaos.SendAsync(HttpMethod.Get, "/held");
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
+        {
+            while (calls.GetValueOrDefault("/held") < 2)
+            {
+                await Task.Delay(10, timeout.Token);
+            }
+        }
+
+        // The one retry slot is taken: the next failure is not retried, and the caller gets the upstream's
+        // own answer, flagged UO as Envoy flags a retry overflow (URX is for a request's retries used up).
+        using (var overflow = await chaos.SendAsync(HttpMethod.Get, "/other"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, overflow.StatusCode);
+            Assert.Equal("upstream says no", await overflow.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+            Assert.Equal("UO", overflow.Headers.GetValues("x-meshproxy-response-flags").Single());
+        }
+
+        Assert.Equal(1, calls["/other"]);
+        var health = await chaos.HealthAsync();
+        Assert.Equal(1, health.GetProperty("retryOverflow").GetInt64());
+        Assert.Equal(1, health.GetProperty("activeRetries").GetInt32());
+
+        release.SetResult();
+        using (var response = await held)
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        // The slot is free again: the same failure is retried twice, then returned with URX.
+        using (var exhausted = await chaos.SendAsync(HttpMethod.Get, "/other"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, exhausted.StatusCode);
+            Assert.Equal("URX", exhausted.Headers.GetValues("x-meshproxy-response-flags").Single());
+        }
+
+        Assert.Equal(4, calls["/other"]);
+        Assert.Equal(0, (await chaos.HealthAsync()).GetProperty("activeRetries").GetInt32());
     }
 
     [Fact]

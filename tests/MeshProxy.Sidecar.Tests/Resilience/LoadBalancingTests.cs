@@ -1,0 +1,225 @@
+using System.Net;
+using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.LoadBalancing;
+using MeshProxy.Sidecar.Routing;
+using Microsoft.AspNetCore.Http;
+
+namespace MeshProxy.Sidecar.Tests.Resilience;
+
+/// <summary>
+/// The balancers of Resilience/README.md ("Load balancing"): the pickers fed endpoint states, and the
+/// same behaviour end to end through a sidecar to real Kestrel backends.
+/// </summary>
+public sealed class LoadBalancingTests
+{
+    private static UpstreamEndpoint[] Endpoints(params int[] weights) =>
+        [.. weights.Select((w, i) => new UpstreamEndpoint("127.0.0.1", 10_000 + i, w, null))];
+
+    private static Dictionary<UpstreamEndpoint, int> Picks(IEndpointPicker picker, int n)
+    {
+        var counts = new Dictionary<UpstreamEndpoint, int>();
+        for (var i = 0; i < n; i++)
+        {
+            var e = picker.Pick()!;
+            counts[e] = counts.GetValueOrDefault(e) + 1;
+        }
+
+        return counts;
+    }
+
+    [Fact]
+    public void Least_request_never_picks_the_endpoint_with_more_requests_in_flight_while_another_has_fewer()
+    {
+        var endpoints = Endpoints(1, 1, 1, 1);
+        for (var i = 0; i < 10; i++)
+        {
+            endpoints[0].Health.Begin();
+        }
+
+        endpoints[1].Health.Begin();
+        var counts = Picks(EndpointPickers.Create(LoadBalancerKind.LeastRequest, endpoints), 10_000);
+
+        // Two distinct draws, the one with fewer in flight wins: the busiest never wins a pair.
+        Assert.Equal(0, counts.GetValueOrDefault(endpoints[0]));
+        // The one with 1 in flight wins only against the busy one: 1/3 of its pairs, so about 1/6 of picks.
+        Assert.InRange(counts.GetValueOrDefault(endpoints[1]), 1_000, 2_500);
+    }
+
+    [Fact]
+    public void Peak_ewma_avoids_the_slow_endpoint_and_weighs_latency_by_requests_in_flight()
+    {
+        var endpoints = Endpoints(1, 1, 1);
+        var now = Environment.TickCount64;
+        endpoints[0].Health.ObserveLatency(80, now); // a slower sample is believed at once
+        var picker = EndpointPickers.Create(LoadBalancerKind.PeakEwma, endpoints);
+
+        Assert.Equal(0, Picks(picker, 10_000).GetValueOrDefault(endpoints[0]));
+
+        // Cost is latency x (in flight + 1): 30 ms x 3 = 90 > 80 x 1, so the slow idle one now beats the busy fast one.
+        endpoints[1].Health.Begin();
+        endpoints[1].Health.Begin();
+        var counts = Picks(picker, 10_000);
+        Assert.Equal(0, counts.GetValueOrDefault(endpoints[1]));
+        Assert.InRange(counts.GetValueOrDefault(endpoints[0]), 2_000, 5_000);
+    }
+
+    [Theory]
+    [InlineData(LoadBalancerKind.RoundRobin)]
+    [InlineData(LoadBalancerKind.Random)]
+    [InlineData(LoadBalancerKind.LeastRequest)]
+    public void Balancers_follow_endpoint_weights_among_equally_loaded_endpoints(LoadBalancerKind kind)
+    {
+        // For LEAST_REQUEST the weights act through its two draws, which decide between endpoints with
+        // as many requests in flight (here none). PEAK_EWMA is left out: two unmeasured endpoints' costs
+        // differ by their creation time's decay, so the older one wins every pair (see README).
+        var endpoints = Endpoints(3, 1);
+        var counts = Picks(EndpointPickers.Create(kind, endpoints), 20_000);
+
+        var heavy = counts.GetValueOrDefault(endpoints[0]) / 20_000.0;
+        if (kind == LoadBalancerKind.RoundRobin)
+        {
+            Assert.Equal(15_000, counts.GetValueOrDefault(endpoints[0])); // a rotation: exact
+        }
+
+        Assert.InRange(heavy, 0.72, 0.78);
+    }
+
+    [Fact]
+    public async Task Least_request_sends_new_requests_away_from_an_endpoint_holding_hung_requests()
+    {
+        // Each backend holds "/hang" requests until released; "/work" answers at once.
+        var releases = new[] { new TaskCompletionSource(), new TaskCompletionSource(), new TaskCompletionSource() };
+        var hung = new int[3];
+        var backends = new ChaosBackend[3];
+        for (var i = 0; i < 3; i++)
+        {
+            var n = i;
+            backends[i] = await ChaosBackend.StartAsync(async context =>
+            {
+                if (context.Request.Path == "/hang")
+                {
+                    Interlocked.Increment(ref hung[n]);
+                    await releases[n].Task.WaitAsync(TimeSpan.FromSeconds(30));
+                }
+
+                await context.Response.WriteAsync("ok");
+            });
+        }
+
+        try
+        {
+            await using var chaos = await Chaos.StartAsync([.. backends.Select(b => b.Port)]); // LEAST_REQUEST is the default
+
+            // 30 requests in flight, spread over the three; then the other two let theirs go: the first
+            // endpoint is left holding its share, the others hold nothing.
+            var hanging = Enumerable.Range(0, 30).Select(_ => chaos.SendAsync(HttpMethod.Get, "/hang")).ToArray();
+            await WaitUntilAsync(() => hung.Sum() == 30);
+            releases[1].SetResult();
+            releases[2].SetResult();
+            await WaitUntilAsync(() => hanging.Count(t => t.IsCompleted) == 30 - hung[0]);
+            Assert.True(hung[0] >= 3, $"the first endpoint holds {hung[0]} requests");
+
+            var before = backends.Select(b => b.Received).ToArray();
+            for (var i = 0; i < 100; i++)
+            {
+                using var response = await chaos.SendAsync(HttpMethod.Get, "/work");
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+
+            var toBusy = backends[0].Received - before[0];
+            Assert.True(toBusy <= 5, $"{toBusy} of 100 new requests went to the endpoint holding {hung[0]} (random: about 33)");
+
+            releases[0].SetResult();
+            foreach (var r in await Task.WhenAll(hanging))
+            {
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+                r.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var r in releases)
+            {
+                r.TrySetResult();
+            }
+
+            foreach (var b in backends)
+            {
+                await b.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Peak_ewma_gives_a_slow_endpoint_a_small_share_once_warmed()
+    {
+        await using var slow = await ChaosBackend.StartAsync(async context =>
+        {
+            await Task.Delay(100);
+            await context.Response.WriteAsync("ok");
+        });
+        await using var fast1 = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        await using var fast2 = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        await using var chaos = await Chaos.StartAsync([slow.Port, fast1.Port, fast2.Port], """
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: svc, namespace: test }
+            spec:
+              host: svc
+              loadBalancer: { simple: PEAK_EWMA }
+            """);
+
+        // Warm up: until the slow endpoint has been measured at least once.
+        for (var i = 0; i < 200 && slow.Received == 0; i++)
+        {
+            using var response = await chaos.SendAsync(HttpMethod.Get, "/warm");
+        }
+
+        Assert.True(slow.Received > 0, "the slow endpoint was tried while warming up");
+        var before = slow.Received;
+        for (var i = 0; i < 100; i++)
+        {
+            using var response = await chaos.SendAsync(HttpMethod.Get, "/work");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var share = slow.Received - before;
+        Assert.True(share <= 15, $"the slow endpoint got {share} of 100 requests once warmed (unweighted by latency: about 33)");
+    }
+
+    [Fact]
+    public async Task Round_robin_shares_follow_endpoint_weights()
+    {
+        await using var heavy = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        await using var light = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        await using var chaos = await Chaos.StartWeightedAsync([(heavy.Port, 3), (light.Port, 1)], Chaos.Route("{ attempts: 0 }") + """
+
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: svc, namespace: test }
+            spec:
+              host: svc
+              loadBalancer: { simple: ROUND_ROBIN }
+            """);
+
+        for (var i = 0; i < 200; i++)
+        {
+            using var response = await chaos.SendAsync(HttpMethod.Get, "/work");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        // One rotation is heavy, light, heavy, heavy: 200 requests are 50 rotations.
+        Assert.Equal(150, heavy.Received);
+        Assert.Equal(50, light.Received);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        while (!condition())
+        {
+            await Task.Delay(10, timeout.Token);
+        }
+    }
+}
