@@ -131,7 +131,7 @@ internal sealed class SidecarTelemetry : IDisposable
 
         if (record.Span is { } span)
         {
-            EndSpan(span, code, flags, record.Cluster, peer, grpc ? GrpcStatusLabels.Of(context) : null, outbound);
+            EndSpan(span, code, flags, record.Cluster, peer, grpc ? GrpcStatusLabels.Of(context) : null, outbound, record.Attempts);
         }
     }
 
@@ -266,10 +266,18 @@ internal sealed class SidecarTelemetry : IDisposable
         return span;
     }
 
-    private static void EndSpan(Activity span, int code, string flags, Cluster? cluster, IPeerIdentityFeature? peer, string? grpcStatus, bool outbound)
+    private static void EndSpan(Activity span, int code, string flags, Cluster? cluster, IPeerIdentityFeature? peer, string? grpcStatus, bool outbound, int attempts)
     {
         if (span.IsAllDataRequested)
         {
+            // Semantic conventions: set on a client span if and only if the request was resent. The
+            // sidecar keeps one client span for all its attempts (the app made one request), so the
+            // count is of the attempts after the first, whatever their cause (status, reset, timeout).
+            if (outbound && attempts > 1)
+            {
+                span.SetTag("http.request.resend_count", attempts - 1);
+            }
+
             span.SetTag("http.response.status_code", code);
             span.SetTag("meshproxy.response_flags", flags);
             span.SetTag("meshproxy.upstream_cluster", cluster?.Name);
