@@ -168,7 +168,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 Outlier.Record(cluster, endpoint, ResultOf(status), now, logger);
                 if (!attempts.Suppressed)
                 {
-                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
+                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer, attempts.PeerPrincipal);
                 }
 
                 logger.Retrying(context.Request.Method, cluster.Name, attempts.Attempt + 1, endpoint.Key, $"status {status}");
@@ -304,7 +304,13 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
         var failure = UpstreamFailure.Of(context, error);
         failure = failure with { Flags = failure.Flags | attempts.Flags };
         await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
-        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1);
+
+        // Failed after this attempt's response reached the caller (a WebSocket's 101, then the stream
+        // ended badly): the upstream did answer, and the metric names who, as the stream's series does.
+        // Before that, whatever a dropped earlier attempt said is not this response's peer.
+        var answered = context.Response.HasStarted;
+        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1,
+            answered ? attempts.Peer : null, answered ? attempts.PeerPrincipal : null);
     }
 
     private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts)
