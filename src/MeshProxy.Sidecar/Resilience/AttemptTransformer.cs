@@ -58,7 +58,14 @@ internal sealed class AttemptTransformer : HttpTransformer
             upgrade.DestinationAnswered(attempts.Peer, attempts.PeerPrincipal);
         }
 
-        return attempts.OnResponse(httpContext, proxyResponse) && copy;
+        // A response about to be dropped for a retry is never started; one that goes to the caller has
+        // its headers sent at once if its body is late (Forwarding/EarlyResponseHeaders.cs).
+        if (!attempts.OnResponse(httpContext, proxyResponse) || !copy)
+        {
+            return false;
+        }
+
+        return await EarlyResponseHeaders.SendIfBodyLateAsync(httpContext, proxyResponse, cancellationToken);
     }
 
     public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>
