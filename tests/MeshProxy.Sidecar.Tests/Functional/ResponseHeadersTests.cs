@@ -44,6 +44,36 @@ public sealed class ResponseHeadersTests
     }
 
     [Fact]
+    public async Task A_503_that_is_retried_is_never_started_even_with_its_body_late()
+    {
+        var calls = 0;
+        await using var backend = await Resilience.ChaosBackend.StartAsync(async context =>
+        {
+            if (Interlocked.Increment(ref calls) > 1)
+            {
+                await context.Response.WriteAsync("ok");
+                return;
+            }
+
+            // Headers now, body late: exactly what makes the sidecar send headers early, were it not a retry.
+            context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            await context.Response.StartAsync();
+            await context.Response.Body.FlushAsync();
+            await Task.Delay(BodyDelayMs);
+            await context.Response.WriteAsync("busy");
+        });
+        await using var store = await TestSidecar.StartAsync(new MeshYaml("store", 1).Service("flaky", 80, "HTTP", backend.Port));
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(store.OutboundUri, "/"));
+        request.Headers.Host = "flaky";
+        using var response = await client.SendAsync(request, Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("ok", await response.Content.ReadAsStringAsync(Ct));
+        Assert.Equal(2, backend.Received);
+    }
+
+    [Fact]
     public async Task A_body_that_arrived_with_its_headers_costs_no_allocation_and_leaves_the_response_unstarted()
     {
         await using var app = await StartAppAsync(HttpProtocols.Http1);
