@@ -82,11 +82,11 @@ public class SidecarTelemetryBenchmarks
         _telemetry.Istio.RecordRequest(
             new RequestLabels
             {
-                Workload = _telemetry.LabelsFor(_snapshot).Outbound(_cluster, null),
+                Workload = _telemetry.LabelsFor(_snapshot).Outbound(_cluster, null, null),
                 RequestProtocol = "http",
                 ResponseCode = 200,
                 ResponseFlags = "-",
-                ConnectionSecurityPolicy = PeerTelemetry.None,
+                ConnectionSecurityPolicy = PeerTelemetry.SourceSecurityPolicy,
             },
             3.5, 0, 512);
 }

@@ -117,6 +117,13 @@ internal sealed class MeshRequestTransformer : HttpTransformer
             httpContext.Features.Set<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>(new CountingResponseBodyFeature(body));
         }
 
+        // Inbound is the last transformer (no retries): the response is the caller's, so headers the app
+        // sent ahead of a late body go out now. Outbound, AttemptTransformer does it after its retry decision.
+        if (IsInbound && result && proxyResponse is not null)
+        {
+            return await EarlyResponseHeaders.SendIfBodyLateAsync(httpContext, proxyResponse, cancellationToken);
+        }
+
         return result;
     }
 

@@ -38,8 +38,17 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
         var ssl = new SslStream(transport, leaveInnerStreamOpen: false);
         try
         {
-            await AuthenticateAsync(ssl, endPoint, context.InitialRequestMessage.Version, cancellationToken);
+            var principal = await AuthenticateAsync(ssl, endPoint, context.InitialRequestMessage.Version, cancellationToken);
             identity.Counters.CountOutboundHandshake();
+
+            // Telemetry's destination_principal (reporter=source). The request that made this connection
+            // went to this endpoint (a pool's connections are per host and port), so its endpoint record is
+            // this server's; the requests that later use the connection read it from there.
+            if (context.InitialRequestMessage.Options.TryGetValue(Resilience.RequestAttempts.EndpointOption, out var endpoint))
+            {
+                endpoint.Health.VerifiedPrincipal = principal;
+            }
+
             return ssl;
         }
         catch (UpstreamPeerRefusedException ex)
@@ -57,7 +66,8 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
         }
     }
 
-    private async Task AuthenticateAsync(SslStream ssl, DnsEndPoint endPoint, Version version, CancellationToken cancellationToken)
+    /// <returns>The server's proven SPIFFE ID, as the string instance of the snapshot's expected set (so metrics see one instance per identity, not one per handshake).</returns>
+    private async Task<string> AuthenticateAsync(SslStream ssl, DnsEndPoint endPoint, Version version, CancellationToken cancellationToken)
     {
         var name = $"{endPoint.Host}:{endPoint.Port}";
         if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
@@ -96,5 +106,20 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
         {
             throw new UpstreamPeerRefusedException(name, refused);
         }
+
+        if (verdict is not { IsValid: true, SpiffeId: { } proven })
+        {
+            throw new AuthenticationException($"server {name}: handshake completed without a verified peer"); // cannot happen: the callback runs on every handshake
+        }
+
+        foreach (var id in allowed)
+        {
+            if (id.Equals(proven))
+            {
+                return id.Value;
+            }
+        }
+
+        return proven.Value;
     }
 }

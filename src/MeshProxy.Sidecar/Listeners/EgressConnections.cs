@@ -276,7 +276,7 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
         var meter = telemetry.Istio.OpenTcpStream(new TcpLabels
         {
             Workload = telemetry.LabelsFor(snapshot).Egress(decision),
-            ConnectionSecurityPolicy = PeerTelemetry.None,
+            ConnectionSecurityPolicy = PeerTelemetry.SourceSecurityPolicy,
         });
         try
         {

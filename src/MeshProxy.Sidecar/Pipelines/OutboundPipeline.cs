@@ -80,6 +80,8 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
             var result = await resilience.ForwardAsync(context, cluster, rule, telemetry.LabelsFor(snapshot).PeerHeader);
             record.Endpoint = result.Endpoint;
             record.Peer = result.Peer;
+            record.PeerPrincipal = result.PeerPrincipal;
+            record.Attempts = result.Attempts;
             record.Flags |= result.Flags;
         }
         finally

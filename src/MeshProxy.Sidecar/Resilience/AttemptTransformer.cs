@@ -48,16 +48,24 @@ internal sealed class AttemptTransformer : HttpTransformer
         attempts.Peer = attempts.Mtls && proxyResponse.Headers.NonValidated.TryGetValues(PeerMetadata.HeaderName, out var values) && values.Count == 1
             ? PeerMetadata.Parse(values.ToString())
             : null;
+        attempts.PeerPrincipal = attempts.Mtls ? attempts.Endpoint?.Health.VerifiedPrincipal : null;
 
         // A WebSocket's stream is counted open after this (the forwarder transforms the 101 before it
         // switches): its istio_tcp_* series then names the same destination workload as the request's.
         var features = httpContext.Features;
         if ((features.Get<IHttpUpgradeFeature>() as MeteredUpgrade ?? features.Get<IHttpExtendedConnectFeature>() as MeteredUpgrade) is { } upgrade)
         {
-            upgrade.DestinationAnswered(attempts.Peer);
+            upgrade.DestinationAnswered(attempts.Peer, attempts.PeerPrincipal);
         }
 
-        return attempts.OnResponse(httpContext, proxyResponse) && copy;
+        // A response about to be dropped for a retry is never started; one that goes to the caller has
+        // its headers sent at once if its body is late (Forwarding/EarlyResponseHeaders.cs).
+        if (!attempts.OnResponse(httpContext, proxyResponse) || !copy)
+        {
+            return false;
+        }
+
+        return await EarlyResponseHeaders.SendIfBodyLateAsync(httpContext, proxyResponse, cancellationToken);
     }
 
     public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>

@@ -47,6 +47,7 @@ internal sealed class EndpointHealth
     private long _lastEjectionEndMs;
     private int _ejectionMultiplier;
     private long _ejections;
+    private string? _verifiedPrincipal;
 
     public int Active => Volatile.Read(ref _active);
 
@@ -73,6 +74,18 @@ internal sealed class EndpointHealth
         }
 
         return ewma * (Volatile.Read(ref _active) + 1);
+    }
+
+    /// <summary>
+    /// The SPIFFE ID this endpoint's server proved in the latest mTLS handshake (Forwarding/UpstreamTls),
+    /// null before one. Kept here because this record, unlike the endpoint, outlives snapshots, as pooled
+    /// connections do; a request over mTLS reports it as destination_principal (reporter=source). One
+    /// workload presents one identity, so the latest handshake speaks for every pooled connection.
+    /// </summary>
+    public string? VerifiedPrincipal
+    {
+        get => Volatile.Read(ref _verifiedPrincipal);
+        set => Volatile.Write(ref _verifiedPrincipal, value);
     }
 
     /// <summary>Open upstream connections to this endpoint (counted by the connector).</summary>

@@ -84,6 +84,9 @@ internal sealed class RequestAttempts
     /// <summary>The answering sidecar's metadata, read from the last response over mTLS.</summary>
     public PeerMetadata? Peer { get; set; }
 
+    /// <summary>The SPIFFE ID the answering server proved, for the last response over mTLS; null on plaintext.</summary>
+    public string? PeerPrincipal { get; set; }
+
     public bool HasDeadline => _deadline != long.MaxValue;
 
     public TimeSpan Remaining => _deadline == long.MaxValue

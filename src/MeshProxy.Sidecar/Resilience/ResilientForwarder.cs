@@ -174,7 +174,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 Outlier.Record(cluster, endpoint, ResultOf(status), now, logger);
                 if (!attempts.Suppressed)
                 {
-                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
+                    return new ForwardResult(attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer, attempts.PeerPrincipal);
                 }
 
                 logger.Retrying(context.Request.Method, cluster.Name, attempts.Attempt + 1, endpoint.Key, $"status {status}");
@@ -305,23 +305,29 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             logger.Overflow(context.Request.Method, cluster.Name, "max connections");
             await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamOverflow | attempts.Flags,
                 $"upstream overflow: {cluster.Name} is at its limit of connections");
-            return new ForwardResult(ResponseFlags.UpstreamOverflow | attempts.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
+            return new ForwardResult(ResponseFlags.UpstreamOverflow | attempts.Flags, endpoint, attempts.Attempt + 1);
         }
 
+        // Failed after this attempt's response reached the caller (a WebSocket's 101, then the stream
+        // ended badly): the upstream did answer, and the metric names who, as the stream's series does.
+        // Before that, whatever a dropped earlier attempt said is not this response's peer. Read before
+        // the local reply below starts a response of its own.
+        var answered = context.Response.HasStarted;
         var failure = UpstreamFailure.Of(context, error);
         failure = failure with { Flags = failure.Flags | attempts.Flags };
         await failure.RespondAsync(context, cluster, endpoint, Direction, logger);
-        // A failure after the upstream answered (a body or an upgraded stream cut short) still names who answered.
-        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1, attempts.Peer);
+        return new ForwardResult(failure.Flags, endpoint, attempts.Attempt + 1,
+            answered ? attempts.Peer : null, answered ? attempts.PeerPrincipal : null);
     }
 
     private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts)
     {
         cluster.State.Stats.TimedOut();
         var flags = ResponseFlags.UpstreamRequestTimeout | attempts.Flags;
+        var answered = context.Response.HasStarted; // a route timeout in the middle of the body: the upstream did answer
         logger.UpstreamFailed(flags.ToCode(), Direction, context.Request.Method, cluster.Name, endpoint.Key, "upstream request timeout");
         await LocalReply.WriteAsync(context, StatusCodes.Status504GatewayTimeout, flags, "upstream request timeout");
-        return new ForwardResult(flags, endpoint, attempts.Attempt + 1, attempts.Peer);
+        return new ForwardResult(flags, endpoint, attempts.Attempt + 1, answered ? attempts.Peer : null, answered ? attempts.PeerPrincipal : null);
     }
 }
 

@@ -37,11 +37,11 @@ internal sealed class MeteredUpgrade(IstioMetrics istio, TcpLabels labels, IHttp
     /// Outbound: the response of the attempt that is about to switch, with the destination sidecar's
     /// metadata (null when it sent none or the attempt was not over mTLS), as the request's metric gets it.
     /// </summary>
-    public void DestinationAnswered(PeerMetadata? peer)
+    public void DestinationAnswered(PeerMetadata? peer, string? principal)
     {
         if (outbound is { } o)
         {
-            _labels = _known with { Workload = o.Labels.Outbound(o.Cluster, peer) };
+            _labels = _known with { Workload = o.Labels.Outbound(o.Cluster, peer, principal) };
         }
     }
 

@@ -44,6 +44,12 @@ internal struct RequestRecord
     /// <summary>Outbound: the destination sidecar's metadata, from its response over mTLS; null otherwise.</summary>
     public PeerMetadata? Peer;
 
+    /// <summary>Outbound: the SPIFFE ID the answering server proved over mTLS (destination_principal); null otherwise.</summary>
+    public string? PeerPrincipal;
+
+    /// <summary>Outbound: attempts made upstream (ForwardResult.Attempts); 0 when none was (local reply before forwarding).</summary>
+    public int Attempts;
+
     /// <summary>Egress (not a mesh service): the decision that let the request out, for its destination labels; null when denied or not egress.</summary>
     public Egress.EgressDecision? Egress;
 }

@@ -95,7 +95,7 @@ internal sealed class SidecarTelemetry : IDisposable
 
         var peer = outbound ? null : PeerTelemetry.Of(context);
         var workload = WorkloadOf(context, snapshot, record, peer, outbound);
-        var security = PeerTelemetry.SecurityPolicy(peer);
+        var security = outbound ? PeerTelemetry.SourceSecurityPolicy : PeerTelemetry.SecurityPolicy(peer);
 
         Istio.RecordRequest(
             new RequestLabels
@@ -131,7 +131,7 @@ internal sealed class SidecarTelemetry : IDisposable
 
         if (record.Span is { } span)
         {
-            EndSpan(span, code, flags, record.Cluster, peer, grpc ? GrpcStatusLabels.Of(context) : null, outbound);
+            EndSpan(span, code, flags, record.Cluster, outbound ? record.PeerPrincipal : peer?.Principal, grpc ? GrpcStatusLabels.Of(context) : null, outbound, record.Attempts);
         }
     }
 
@@ -154,7 +154,7 @@ internal sealed class SidecarTelemetry : IDisposable
         var labels = new TcpLabels
         {
             Workload = WorkloadOf(context, snapshot, record, peer, outbound),
-            ConnectionSecurityPolicy = PeerTelemetry.SecurityPolicy(peer),
+            ConnectionSecurityPolicy = outbound ? PeerTelemetry.SourceSecurityPolicy : PeerTelemetry.SecurityPolicy(peer),
         };
         var cluster = record.Cluster ?? record.Destination?.DefaultCluster;
         var metered = new MeteredUpgrade(Istio, labels, upgrade, connect, outbound && cluster is not null ? (LabelsFor(snapshot), cluster) : null);
@@ -202,7 +202,7 @@ internal sealed class SidecarTelemetry : IDisposable
     {
         var labels = LabelsFor(snapshot);
         return outbound
-            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster, record.Peer)
+            ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster, record.Peer, record.PeerPrincipal)
                 : record.Egress is { } egress ? labels.Egress(egress)
                 : labels.OutboundBlackHole
             : labels.Inbound(CalledAs(snapshot, context.Request), peer, peer is null ? null : PeerMetadata.Parse(First(context.Request.Headers, PeerMetadata.HeaderName)));
@@ -266,14 +266,22 @@ internal sealed class SidecarTelemetry : IDisposable
         return span;
     }
 
-    private static void EndSpan(Activity span, int code, string flags, Cluster? cluster, IPeerIdentityFeature? peer, string? grpcStatus, bool outbound)
+    private static void EndSpan(Activity span, int code, string flags, Cluster? cluster, string? peerPrincipal, string? grpcStatus, bool outbound, int attempts)
     {
         if (span.IsAllDataRequested)
         {
+            // Semantic conventions: set on a client span if and only if the request was resent. The
+            // sidecar keeps one client span for all its attempts (the app made one request), so the
+            // count is of the attempts after the first, whatever their cause (status, reset, timeout).
+            if (outbound && attempts > 1)
+            {
+                span.SetTag("http.request.resend_count", attempts - 1);
+            }
+
             span.SetTag("http.response.status_code", code);
             span.SetTag("meshproxy.response_flags", flags);
             span.SetTag("meshproxy.upstream_cluster", cluster?.Name);
-            span.SetTag("meshproxy.peer.principal", peer?.Principal ?? Metrics.Istio.IstioLabelNames.Unknown);
+            span.SetTag("meshproxy.peer.principal", peerPrincipal ?? Metrics.Istio.IstioLabelNames.Unknown);
             if (grpcStatus is not null)
             {
                 span.SetTag("rpc.grpc.status_code", grpcStatus);

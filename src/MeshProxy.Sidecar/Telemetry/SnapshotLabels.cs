@@ -110,10 +110,18 @@ internal sealed class SnapshotLabels
     public static string SpiffeId(string trustDomain, string ns, string serviceAccount) =>
         $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
 
-    /// <summary>reporter=source labels for a request to <paramref name="cluster"/>; the peer (destination) principal is filled in by the caller.</summary>
-    public IstioWorkloadLabels Outbound(Cluster cluster, PeerMetadata? peer)
+    /// <summary>
+    /// reporter=source labels for a request to <paramref name="cluster"/>: the destination workload from the
+    /// answering sidecar's metadata, and its principal as its certificate proved it (both over mTLS only).
+    /// </summary>
+    public IstioWorkloadLabels Outbound(Cluster cluster, PeerMetadata? peer, string? principal)
     {
         var labels = _outbound.TryGetValue(cluster, out var known) ? known : OutboundFor(cluster);
+        if (principal is not null)
+        {
+            labels = labels with { DestinationPrincipal = principal };
+        }
+
         return peer is null ? labels : labels with
         {
             DestinationWorkload = peer.Workload,

@@ -34,6 +34,12 @@ public sealed class PeerMetadataTests
         Assert.Equal("billing", source.Labels["destination_app"]);
         Assert.Equal("billing", source.Labels["destination_canonical_service"]);
 
+        // Istio's source-side semantics: the principal is the one the server's certificate proved when
+        // this sidecar originated mTLS; the policy is "unknown" (only the destination can say mutual_tls).
+        Assert.Equal(MeshPki.Id("billing"), source.Labels["destination_principal"]);
+        Assert.Equal(MeshPki.Id("store"), source.Labels["source_principal"]);
+        Assert.Equal("unknown", source.Labels["connection_security_policy"]);
+
         var billing = await Exposition.ScrapeAsync(mesh.Client, mesh.Billing.Stats);
         var destination = Assert.Single(billing.Find("istio_requests_total", ("reporter", "destination"), ("response_code", "200")));
         Assert.Equal("store", destination.Labels["source_workload"]);
@@ -41,6 +47,8 @@ public sealed class PeerMetadataTests
         Assert.Equal("store", destination.Labels["source_app"]);
         Assert.Equal("store", destination.Labels["source_canonical_service"]);
         Assert.Equal("mutual_tls", destination.Labels["connection_security_policy"]);
+        Assert.Equal(MeshPki.Id("store"), destination.Labels["source_principal"]);
+        Assert.Equal(MeshPki.Id("billing"), destination.Labels["destination_principal"]);
         Assert.DoesNotContain(billing, s => s.Labels.TryGetValue("source_workload", out var w) && w == "admin");
     }
 

@@ -40,10 +40,10 @@ public sealed class PrometheusMetricsTests(TelemetryMesh mesh) : IClassFixture<T
         Assert.Equal("spiffe://cluster.local/ns/test/sa/store", sourceSeries.Labels["source_principal"]);
         Assert.Equal("billing", sourceSeries.Labels["destination_service_name"]);
         Assert.Equal("test", sourceSeries.Labels["destination_service_namespace"]);
-        Assert.Equal("unknown", sourceSeries.Labels["destination_principal"]); // the peer's identity arrives with mTLS
+        Assert.Equal("unknown", sourceSeries.Labels["destination_principal"]); // plaintext: no identity was proven
         Assert.Equal("http", sourceSeries.Labels["request_protocol"]);
         Assert.Equal("", sourceSeries.Labels["grpc_response_status"]);
-        Assert.Equal("none", sourceSeries.Labels["connection_security_policy"]);
+        Assert.Equal("unknown", sourceSeries.Labels["connection_security_policy"]); // Istio: reporter=source never knows the policy
 
         var destinationSeries = Assert.Single(billing.Find("istio_requests_total", destination));
         Assert.Equal("billing", destinationSeries.Labels["destination_workload"]);

@@ -100,7 +100,9 @@ public sealed class TcpMetricsTests
             Assert.Equal("test", tcp.Labels["destination_workload_namespace"]);
             Assert.Equal("billing", tcp.Labels["destination_app"]);
             Assert.Equal("billing", tcp.Labels["destination_canonical_service"]);
-            foreach (var label in new[] { "destination_workload", "destination_workload_namespace", "destination_app", "destination_version", "destination_canonical_service", "destination_canonical_revision", "destination_service", "source_workload" })
+            Assert.Equal(Identity.MeshPki.Id("billing"), tcp.Labels["destination_principal"]);
+            Assert.Equal("unknown", tcp.Labels["connection_security_policy"]);
+            foreach (var label in new[] { "destination_principal", "connection_security_policy", "destination_workload", "destination_workload_namespace", "destination_app", "destination_version", "destination_canonical_service", "destination_canonical_revision", "destination_service", "source_workload" })
             {
                 Assert.True(request.Labels[label] == tcp.Labels[label], $"{name} {label}: the request's series says '{request.Labels[label]}', the stream's '{tcp.Labels[label]}'");
             }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 using MeshProxy.Sidecar.Tests.Telemetry.Otlp;
+using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Sidecar.Tests.Telemetry;
 
@@ -53,6 +54,7 @@ public sealed partial class TracingTests
         Assert.Equal("-", OtlpReceiver.Attribute(client.Span, "meshproxy.response_flags"));
         Assert.Equal("outbound|80||billing.test.svc.cluster.local", OtlpReceiver.Attribute(client.Span, "meshproxy.upstream_cluster"));
         Assert.Equal("unknown", OtlpReceiver.Attribute(client.Span, "meshproxy.peer.principal"));
+        Assert.Null(OtlpReceiver.Attribute(client.Span, "http.request.resend_count")); // sent once: absent, not 0
         Assert.Equal($"inbound|{mesh.App.Port}||", OtlpReceiver.Attribute(server.Span, "meshproxy.upstream_cluster"));
         Assert.Equal("200", OtlpReceiver.Attribute(server.Span, "http.response.status_code"));
         Assert.Equal(Status.Types.StatusCode.Unset, server.Span.Status?.Code ?? Status.Types.StatusCode.Unset);
@@ -83,6 +85,27 @@ public sealed partial class TracingTests
         Assert.Equal("UF,URX", OtlpReceiver.Attribute(span, "meshproxy.response_flags"));
         Assert.Equal("503", OtlpReceiver.Attribute(span, "http.response.status_code"));
         Assert.Equal(Status.Types.StatusCode.Error, span.Status.Code);
+        Assert.Equal("2", OtlpReceiver.Attribute(span, "http.request.resend_count")); // Istio's default: 2 retries on connect-failure
+    }
+
+    [Fact]
+    public async Task A_retried_request_carries_its_resend_count_on_the_client_span()
+    {
+        await using var mesh = await ProcessMesh.StartAsync("w3c");
+        var trace = RandomHex(32);
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(mesh.StoreOutbound, "/"));
+        request.Headers.Host = "flaky";
+        request.Headers.Add("traceparent", $"00-{trace}-{RandomHex(16)}-01");
+        using var response = await mesh.Client.SendAsync(request, Ct);
+
+        // The first attempt got 503 (retried by default), the second 200: one resend.
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(2, mesh.Flaky.Received);
+        var span = Assert.Single(await mesh.Receiver.WaitForTraceAsync(trace, 1, TimeSpan.FromSeconds(20))).Span;
+        Assert.Equal(Span.Types.SpanKind.Client, span.Kind);
+        Assert.Equal("1", OtlpReceiver.Attribute(span, "http.request.resend_count"));
+        Assert.Equal("200", OtlpReceiver.Attribute(span, "http.response.status_code"));
+        Assert.Equal("-", OtlpReceiver.Attribute(span, "meshproxy.response_flags"));
     }
 
     [Theory]
@@ -138,6 +161,9 @@ public sealed partial class TracingTests
 
         public Backend App { get; private set; } = null!;
 
+        /// <summary>Answers its first request 503, every later one 200.</summary>
+        public Resilience.ChaosBackend Flaky { get; private set; } = null!;
+
         public Uri StoreOutbound { get; private set; } = null!;
 
         public HttpClient Client { get; } = new(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
@@ -151,11 +177,24 @@ public sealed partial class TracingTests
                 mesh._parts.Add(mesh.Receiver);
                 mesh.App = await Backend.StartAsync("billing");
                 mesh._parts.Add(mesh.App);
+                var answered = 0;
+                mesh.Flaky = await Resilience.ChaosBackend.StartAsync(context =>
+                {
+                    if (Interlocked.Increment(ref answered) == 1)
+                    {
+                        context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                        return Task.CompletedTask;
+                    }
+
+                    return Resilience.ChaosBackend.Ok(context);
+                });
+                mesh._parts.Add(mesh.Flaky);
                 var tracing = $"  tracing: {{ sampling: 100, propagation: {propagation}, otlpEndpoint: '{mesh.Receiver.Endpoint}' }}";
                 var billing = await mesh.StartSidecarAsync("billing", new MeshYaml("billing", mesh.App.Port).Raw(TelemetryMesh.MeshConfig("/dev/null", tracing: tracing)));
                 var store = await mesh.StartSidecarAsync("store", new MeshYaml("store", 1)
                     .Service("billing", 80, "HTTP", billing.Inbound)
                     .Service("refusing", 80, "HTTP", FreePort.Get())
+                    .Service("flaky", 80, "HTTP", mesh.Flaky.Port)
                     .Raw(TelemetryMesh.MeshConfig("/dev/null", tracing: tracing)));
                 mesh.StoreOutbound = new Uri($"http://127.0.0.1:{store.Outbound}");
                 return mesh;
