@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives as real peers, on a fresh Debian machine of this kind:
-# nginx and haproxy (backends and peer proxies), curl and openssl (TLS), iptables and iproute2
+# nginx and haproxy (backends and peer proxies), curl, openssl and sslscan (TLS), iptables and iproute2
 # (network namespaces and transparent capture), prometheus and promtool (metrics), nghttp2 and wrk
 # (HTTP/2 and load), Node packages for gRPC and WebSocket peers. Idempotent: skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in nginx:nginx-light haproxy:haproxy curl:curl openssl:openssl iptables:iptables ip:iproute2 \
+for tool in nginx:nginx-light haproxy:haproxy curl:curl openssl:openssl sslscan:sslscan iptables:iptables ip:iproute2 \
             prometheus:prometheus promtool:prometheus h2load:nghttp2-client wrk:wrk node:nodejs; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
