@@ -103,8 +103,16 @@ internal sealed class EgressForwarder : IDisposable
             proxyRequest.Options.Set(AddressesKey, addresses);
         }
 
-        public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken) =>
-            MeshRequestTransformer.Outbound.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+        {
+            var copy = await MeshRequestTransformer.Outbound.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+
+            // Egress makes one attempt and no retry decision: the response is the caller's now, so headers
+            // sent ahead of a late body go out at once, as on the mesh's own paths.
+            return copy && proxyResponse is not null
+                ? await EarlyResponseHeaders.SendIfBodyLateAsync(httpContext, proxyResponse, cancellationToken)
+                : copy;
+        }
 
         public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>
             MeshRequestTransformer.Outbound.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);

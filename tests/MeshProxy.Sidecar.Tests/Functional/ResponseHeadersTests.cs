@@ -44,6 +44,21 @@ public sealed class ResponseHeadersTests
     }
 
     [Fact]
+    public async Task Headers_sent_ahead_of_a_late_body_reach_the_caller_at_once_through_egress()
+    {
+        await using var app = await StartAppAsync(HttpProtocols.Http1);
+        await using var store = await TestSidecar.StartAsync(new MeshYaml("store", 1).Raw("""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: MeshConfig
+            metadata: { name: mesh, namespace: meshproxy-system }
+            spec: { outboundTrafficPolicy: { mode: ALLOW_ANY } }
+            """));
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
+
+        await AssertHeadersFirstAsync(client, store.OutboundUri, $"localhost:{app.BoundPort()}", "outbound sidecar -> external host (plain HTTP egress)");
+    }
+
+    [Fact]
     public async Task A_503_that_is_retried_is_never_started_even_with_its_body_late()
     {
         var calls = 0;
