@@ -101,9 +101,11 @@ public sealed class AccessLogTests(TelemetryMesh mesh) : IClassFixture<Telemetry
         Assert.True(elapsed.Elapsed < TimeSpan.FromSeconds(20), $"requests took {elapsed.Elapsed} with a blocked access log");
         var metrics = await Exposition.ScrapeAsync(mesh.Client, sidecar.Stats);
         var dropped = metrics.Sum("meshproxy_access_log_dropped_total");
-        // Before blocking on its target the writer may have taken up to a queue's worth as its batch;
-        // then the queue fills again. Anything beyond those two is dropped.
-        Assert.InRange(dropped, Requests - (2 * Capacity), Requests - Capacity);
+        // The queue ends full, so no more than Requests - Capacity are dropped; the writer's
+        // last batch before it blocked on its target can hold more than a queue's worth (it keeps draining while
+        // requests arrive), so the lower bound is only "some": a writer that was not blocked would drop none.
+        // The exact accounting is checked below: every line not counted as dropped arrives.
+        Assert.InRange(dropped, 1, Requests - Capacity);
 
         // Unblock: every line that was not dropped arrives, whole.
         var lines = await ReadFifoAsync(fifo, Requests - (int)dropped);
