@@ -148,7 +148,8 @@ public sealed class BadPeerTests
             async () => !(await cp.SynczAsync()).EnumerateArray().Any(r => r.GetProperty("address").GetString() == oldAddress),
             "the silent sidecar dropped from syncz", TimeSpan.FromSeconds(10));
         var dropped = frozen.Elapsed;
-        Assert.True(dropped < delay + timeout + TimeSpan.FromSeconds(3), $"dropped after {dropped.TotalMilliseconds:F0} ms");
+        // Kestrel checks pings on its 1 s heartbeat, and the suite runs test projects side by side: allow a loaded machine some seconds.
+        Assert.True(dropped < delay + timeout + TimeSpan.FromSeconds(6), $"dropped after {dropped.TotalMilliseconds:F0} ms");
 
         // The sidecar's pings go unanswered too: it gives the connection up and opens a new one (backoff), which works.
         await TestControlPlane.EventuallyAsync(
