@@ -30,10 +30,7 @@ public sealed partial class ProbeEndToEndTests
               } ] }
             }
             """)!.AsObject();
-        var injected = new SidecarInjector(InjectionGoldenTests.Options).Inject(pod, new InjectionTarget("shop")).Pod;
-        var spec = injected["spec"]!;
-        var sidecar = spec["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
-        var probers = sidecar["env"]!.AsArray().Single(e => e!["name"]!.GetValue<string>() == "MESHPROXY_APP_PROBERS")!["value"]!.GetValue<string>();
+        var (spec, probers) = Inject(pod);
         var web = spec["containers"]![0]!;
 
         var dir = Directory.CreateTempSubdirectory("meshproxy-probes-").FullName;
@@ -94,10 +91,7 @@ public sealed partial class ProbeEndToEndTests
               } ] }
             }
             """)!.AsObject();
-        var injected = new SidecarInjector(InjectionGoldenTests.Options).Inject(pod, new InjectionTarget("shop")).Pod;
-        var spec = injected["spec"]!;
-        var sidecar = spec["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
-        var probers = sidecar["env"]!.AsArray().Single(e => e!["name"]!.GetValue<string>() == "MESHPROXY_APP_PROBERS")!["value"]!.GetValue<string>();
+        var (spec, probers) = Inject(pod);
         var ledger = spec["containers"]![0]!;
 
         var dir = Directory.CreateTempSubdirectory("meshproxy-probes-").FullName;
@@ -169,4 +163,12 @@ public sealed partial class ProbeEndToEndTests
 
     [GeneratedRegex(@"listener on (\S+)")]
     private static partial Regex StatsAddress();
+
+    /// <summary>The pod as the injector returns it, and the app probes it hands the sidecar.</summary>
+    private static (JsonNode Spec, string Probers) Inject(JsonObject pod)
+    {
+        var spec = new SidecarInjector(InjectionGoldenTests.Options).Inject(pod, new InjectionTarget("shop")).Pod["spec"]!;
+        var sidecar = spec["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
+        return (spec, sidecar["env"]!.AsArray().Single(e => e!["name"]!.GetValue<string>() == "MESHPROXY_APP_PROBERS")!["value"]!.GetValue<string>());
+    }
 }
