@@ -233,8 +233,9 @@ internal sealed class RequestAttempts
         !_context.RequestAborted.IsCancellationRequested;
 
     /// <summary>
-    /// The concurrent-retries limit, then the budget; a refusal is counted and flagged: UO for the limit
-    /// (a circuit breaker, as Envoy flags upstream_rq_retry_overflow), URX for the budget.
+    /// The concurrent-retries limit, then the budget; a refusal is counted and flagged UO. Envoy implements
+    /// the budget as the cluster's retry circuit breaker, so a spent budget is an overflow (flag UO,
+    /// upstream_rq_retry_overflow) like the limit, not URX, which says this request used up its own retries.
     /// </summary>
     public bool TryReserveRetry()
     {
@@ -259,7 +260,7 @@ internal sealed class RequestAttempts
         {
             state.EndRetry();
             state.Stats.RetryExhausted();
-            Flags |= ResponseFlags.UpstreamRetryLimitExceeded;
+            Flags |= ResponseFlags.UpstreamOverflow;
             return false;
         }
 
