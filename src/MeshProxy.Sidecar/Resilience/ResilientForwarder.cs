@@ -137,7 +137,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
             if (!attempts.Begin(endpoint))
             {
-                return await TimedOutAsync(context, cluster, endpoint, attempts);
+                // The deadline passed during the backoff: this attempt was never sent.
+                return await TimedOutAsync(context, cluster, endpoint, attempts, attempts.Attempt);
             }
 
             var health = endpoint.Health;
@@ -296,7 +297,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
     {
         if (timedOut)
         {
-            return await TimedOutAsync(context, cluster, endpoint, attempts);
+            return await TimedOutAsync(context, cluster, endpoint, attempts, attempts.Attempt + 1);
         }
 
         if (kind == FailureKind.Overflow)
@@ -320,14 +321,15 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             answered ? attempts.Peer : null, answered ? attempts.PeerPrincipal : null);
     }
 
-    private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts)
+    /// <param name="sent">Attempts that reached the wire, for ForwardResult.Attempts (the span's resend count).</param>
+    private async Task<ForwardResult> TimedOutAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts, int sent)
     {
         cluster.State.Stats.TimedOut();
         var flags = ResponseFlags.UpstreamRequestTimeout | attempts.Flags;
         var answered = context.Response.HasStarted; // a route timeout in the middle of the body: the upstream did answer
         logger.UpstreamFailed(flags.ToCode(), Direction, context.Request.Method, cluster.Name, endpoint.Key, "upstream request timeout");
         await LocalReply.WriteAsync(context, StatusCodes.Status504GatewayTimeout, flags, "upstream request timeout");
-        return new ForwardResult(flags, endpoint, attempts.Attempt + 1, answered ? attempts.Peer : null, answered ? attempts.PeerPrincipal : null);
+        return new ForwardResult(flags, endpoint, sent, answered ? attempts.Peer : null, answered ? attempts.PeerPrincipal : null);
     }
 }
 
