@@ -144,15 +144,26 @@ internal sealed class UpstreamTransport : IDisposable
 
     private ClusterPool CreatePool(PoolSettings settings)
     {
-        var plaintext = CreateHandler(settings);
+        // HTTP/2 connections cannot be told to stop taking streams, so the requests-per-connection limit
+        // is kept on them by rotating per-endpoint handlers (HandlerGenerations); HTTP/1.1 attempts of the
+        // same limit use the pool's own handlers and their counting stream.
+        var generations = settings.MaxRequestsPerConnection == int.MaxValue
+            ? null
+            : new HandlerGenerations(settings.MaxRequestsPerConnection, mtls => new HttpMessageInvoker(CreateUpstreamHandler(settings, mtls)));
+        return new ClusterPool(settings,
+            new HttpMessageInvoker(CreateUpstreamHandler(settings, mtls: false)),
+            new HttpMessageInvoker(CreateUpstreamHandler(settings, mtls: true)),
+            generations);
+    }
+
+    private SocketsHttpHandler CreateUpstreamHandler(PoolSettings settings, bool mtls)
+    {
+        var handler = CreateHandler(settings);
         // The connect timeout and the cluster-wide connection limit are applied by the connector
         // (a handler's own limit is per endpoint), so the handler's own timeout is off.
-        plaintext.ConnectCallback = UpstreamConnector.ConnectAsync;
-        plaintext.ConnectTimeout = Timeout.InfiniteTimeSpan;
-        var mtls = CreateHandler(settings);
-        mtls.ConnectCallback = _upstreamTls.ConnectAsync;
-        mtls.ConnectTimeout = Timeout.InfiniteTimeSpan;
-        return new ClusterPool(settings, new HttpMessageInvoker(plaintext), new HttpMessageInvoker(mtls));
+        handler.ConnectCallback = mtls ? _upstreamTls.ConnectAsync : UpstreamConnector.ConnectAsync;
+        handler.ConnectTimeout = Timeout.InfiniteTimeSpan;
+        return handler;
     }
 
     private static SocketsHttpHandler CreateHandler(PoolSettings settings)

@@ -50,11 +50,14 @@ internal sealed class ClusterPolicy
     /// <summary>How long an upstream connection of this cluster may sit unused in the pool before it is closed.</summary>
     public TimeSpan IdleTimeout { get; }
 
-    /// <summary>Requests an HTTP/1.1 upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
+    /// <summary>Requests (HTTP/1.1) or streams (HTTP/2) an upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
     public int MaxRequestsPerConnection { get; }
 
     /// <summary>Whether attempts must be marked for <see cref="RequestsPerConnection"/>: the limit is set and the cluster speaks HTTP/1.1 upstream.</summary>
     public bool LimitsRequestsPerConnection(bool http2) => !http2 && MaxRequestsPerConnection != int.MaxValue;
+
+    /// <summary>Whether attempts go through the pool's rotating handler generations (Forwarding/HandlerGenerations.cs): the limit is set and the cluster speaks HTTP/2 upstream.</summary>
+    public bool RotatesHandlers(bool http2) => http2 && MaxRequestsPerConnection != int.MaxValue;
 
     /// <summary>What the cluster's connection pool is built from: a new snapshot with the same settings keeps the pool and its warm connections.</summary>
     public PoolSettings Pool => new(IdleTimeout, Limits.MaxConnections, MaxRequestsPerConnection);

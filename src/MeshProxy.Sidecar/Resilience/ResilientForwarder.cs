@@ -124,6 +124,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
     {
         var config = UpstreamTransport.ConfigFor(cluster.Protocol);
         var markAttempts = cluster.Policy.LimitsRequestsPerConnection(cluster.Protocol.IsHttp2());
+        var rotate = cluster.Policy.RotatesHandlers(cluster.Protocol.IsHttp2());
         UpstreamEndpoint? previous = null;
         while (true)
         {
@@ -144,11 +145,20 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             var started = Stopwatch.GetTimestamp();
             health.Begin();
             var pool = transport.Acquire(cluster);
+            HandlerGeneration? generation = null;
             ForwarderError error;
             try
             {
                 var invoker = transport.For(pool, endpoint);
                 attempts.Mtls = invoker == pool.Mtls;
+                if (rotate && pool.Generations is { } generations)
+                {
+                    // HTTP/2 with maxRequestsPerConnection: this endpoint's current handler generation,
+                    // which no more than the limit of attempts ever send through (a shared fallback pool has none).
+                    generation = generations.Acquire(endpoint.Key, attempts.Mtls);
+                    invoker = generation.Invoker;
+                }
+
                 if (markAttempts)
                 {
                     RequestsPerConnection.MarkAttempt();
@@ -159,6 +169,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             }
             finally
             {
+                // The generation before the pool: a drained pool disposes its generations.
+                generation?.Release();
                 pool.Release();
                 health.End();
                 attempts.End();
