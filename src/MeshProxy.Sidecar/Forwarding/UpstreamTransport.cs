@@ -169,10 +169,19 @@ internal sealed class UpstreamTransport : IDisposable
     private static SocketsHttpHandler CreateHandler(PoolSettings settings)
     {
         var handler = NewHandler(settings);
-        if (settings.MaxRequestsPerConnection != int.MaxValue)
+        var limit = settings.MaxRequestsPerConnection;
+        var watch = settings.MaxConnections != int.MaxValue;
+        if (limit != int.MaxValue || watch)
         {
-            // Only clusters with the limit pay for the counting stream (HTTP/1.1 connections only).
-            handler.PlaintextStreamFilter = RequestsPerConnection.Filter(settings.MaxRequestsPerConnection);
+            // Only clusters that need them pay for a stream layer: HTTP/1.1 connections of a cluster with
+            // maxRequestsPerConnection get the counting stream; HTTP/2 connections of a cluster with
+            // maxConnections get the stream that reads the server's stream limit for the serving gate.
+            handler.PlaintextStreamFilter = (context, _) => ValueTask.FromResult(context.NegotiatedHttpVersion.Major switch
+            {
+                1 when limit != int.MaxValue => new RequestsPerConnection.LimitedStream(context.PlaintextStream, limit),
+                2 when watch => ServerStreamLimit.Watch(context),
+                _ => context.PlaintextStream,
+            });
         }
 
         return handler;

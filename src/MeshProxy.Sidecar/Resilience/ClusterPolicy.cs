@@ -100,9 +100,29 @@ internal sealed record CircuitLimits(int MaxConnections, int MaxPendingRequests,
     /// How many requests may be served at once before more are queued as pending: on HTTP/1.1 a
     /// connection carries one request, so it is <see cref="MaxConnections"/>; on HTTP/2 a connection
     /// carries many streams, and the cluster's stream capacity is <see cref="MaxRequests"/>
-    /// (http2MaxRequests). int.MaxValue: no queue at all.
+    /// (http2MaxRequests), and with <see cref="MaxConnections"/> at most that many connections times the
+    /// server's advertised stream limit (<paramref name="serverStreams"/>, int.MaxValue while unknown).
+    /// int.MaxValue: no limit.
     /// </summary>
-    public int Serving(bool http2) => http2 ? MaxRequests : MaxConnections;
+    public int Serving(bool http2, int serverStreams)
+    {
+        if (!http2)
+        {
+            return MaxConnections;
+        }
+
+        return MaxConnections == int.MaxValue || serverStreams == int.MaxValue
+            ? MaxRequests
+            : (int)Math.Min(MaxRequests, (long)MaxConnections * serverStreams);
+    }
+
+    /// <summary>
+    /// Whether requests go through the serving gate: whenever a limit can make them pending. On HTTP/2
+    /// with maxConnections that is so even before the server's stream limit is known, so that the
+    /// requests already in flight are counted once it is.
+    /// </summary>
+    public bool Gated(bool http2) =>
+        MaxConnections != int.MaxValue || (http2 && MaxRequests != int.MaxValue);
 }
 
 /// <summary>Outlier detection thresholds. A null threshold is off.</summary>

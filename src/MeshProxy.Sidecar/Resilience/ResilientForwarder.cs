@@ -39,8 +39,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
         var attempts = CreateAttempts(context, cluster, rule);
         attempts.PeerHeader = peerHeader;
-        var serving = limits.Serving(http2);
-        var gated = serving != int.MaxValue;
+        var gated = limits.Gated(http2);
+        var serving = gated ? limits.Serving(http2, state.ServerStreams) : int.MaxValue;
         try
         {
             if (gated && await EnterAsync(context, cluster, attempts, serving) is { } refused)
