@@ -30,11 +30,8 @@ public sealed class PolicyParserTests
             """, "dp.yaml");
 
         Assert.Empty(result.Errors);
-        // maxRequestsPerConnection is applied to HTTP/1.1 connections only, and the warning says so.
-        var warning = Assert.Single(result.Warnings);
-        Assert.Equal("spec.connectionPool.http.maxRequestsPerConnection", warning.FieldPath);
-        Assert.Equal(9, warning.Line);
-        Assert.Contains("HTTP/1.1 upstream connections only", warning.Reason);
+        // maxRequestsPerConnection applies to HTTP/1.1 and HTTP/2 connections alike: no warning any more.
+        Assert.Empty(result.Warnings);
         var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
         Assert.Equal("reviews.shop.svc.cluster.local", spec.Host);
         Assert.Equal(LoadBalancerKind.PeakEwma, spec.LoadBalancer);

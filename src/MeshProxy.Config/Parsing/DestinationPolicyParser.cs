@@ -53,14 +53,6 @@ internal static class DestinationPolicyParser
             Count(http, "maxRequestsPerConnection"),
             http is null ? null : (int?)http.Integer("maxRetries", 0, int.MaxValue),
             http?.Duration("idleTimeout", TimeSpan.FromMilliseconds(1), TimeSpan.FromDays(1)) ?? d.IdleTimeout);
-        if (result.MaxRequestsPerConnection is not null)
-        {
-            // The sidecar applies it to HTTP/1.1 connections only (see the sidecar's Resilience/README.md):
-            // say so, rather than let an HTTP2/GRPC destination look limited when it is not.
-            http!.Sink.Warning(http.Find("maxRequestsPerConnection"), http.Child("maxRequestsPerConnection"),
-                "applies to HTTP/1.1 upstream connections only; HTTP2 and GRPC ports are not limited");
-        }
-
         tcp?.Finish();
         http?.Finish();
         pool.Finish();

@@ -12,11 +12,12 @@ internal sealed class ClusterPool
 {
     private int _references = 1; // the transport's own, given up by Retire
 
-    public ClusterPool(PoolSettings settings, HttpMessageInvoker plaintext, HttpMessageInvoker mtls)
+    public ClusterPool(PoolSettings settings, HttpMessageInvoker plaintext, HttpMessageInvoker mtls, HandlerGenerations? generations = null)
     {
         Settings = settings;
         Plaintext = plaintext;
         Mtls = mtls;
+        Generations = generations;
     }
 
     public PoolSettings Settings { get; }
@@ -24,6 +25,9 @@ internal sealed class ClusterPool
     public HttpMessageInvoker Plaintext { get; }
 
     public HttpMessageInvoker Mtls { get; }
+
+    /// <summary>Per-endpoint handler generations for HTTP/2 attempts when the pool limits requests per connection; null otherwise.</summary>
+    public HandlerGenerations? Generations { get; }
 
     /// <summary>False once the pool is retired and drained: the caller must send elsewhere.</summary>
     public bool TryAcquire()
@@ -50,6 +54,7 @@ internal sealed class ClusterPool
             // Idle connections close now; none is in use, since every sender has released.
             Plaintext.Dispose();
             Mtls.Dispose();
+            Generations?.Dispose();
         }
     }
 

@@ -144,24 +144,44 @@ internal sealed class UpstreamTransport : IDisposable
 
     private ClusterPool CreatePool(PoolSettings settings)
     {
-        var plaintext = CreateHandler(settings);
+        // HTTP/2 connections cannot be told to stop taking streams, so the requests-per-connection limit
+        // is kept on them by rotating per-endpoint handlers (HandlerGenerations); HTTP/1.1 attempts of the
+        // same limit use the pool's own handlers and their counting stream.
+        var generations = settings.MaxRequestsPerConnection == int.MaxValue
+            ? null
+            : new HandlerGenerations(settings.MaxRequestsPerConnection, mtls => new HttpMessageInvoker(CreateUpstreamHandler(settings, mtls)));
+        return new ClusterPool(settings,
+            new HttpMessageInvoker(CreateUpstreamHandler(settings, mtls: false)),
+            new HttpMessageInvoker(CreateUpstreamHandler(settings, mtls: true)),
+            generations);
+    }
+
+    private SocketsHttpHandler CreateUpstreamHandler(PoolSettings settings, bool mtls)
+    {
+        var handler = CreateHandler(settings);
         // The connect timeout and the cluster-wide connection limit are applied by the connector
         // (a handler's own limit is per endpoint), so the handler's own timeout is off.
-        plaintext.ConnectCallback = UpstreamConnector.ConnectAsync;
-        plaintext.ConnectTimeout = Timeout.InfiniteTimeSpan;
-        var mtls = CreateHandler(settings);
-        mtls.ConnectCallback = _upstreamTls.ConnectAsync;
-        mtls.ConnectTimeout = Timeout.InfiniteTimeSpan;
-        return new ClusterPool(settings, new HttpMessageInvoker(plaintext), new HttpMessageInvoker(mtls));
+        handler.ConnectCallback = mtls ? _upstreamTls.ConnectAsync : UpstreamConnector.ConnectAsync;
+        handler.ConnectTimeout = Timeout.InfiniteTimeSpan;
+        return handler;
     }
 
     private static SocketsHttpHandler CreateHandler(PoolSettings settings)
     {
         var handler = NewHandler(settings);
-        if (settings.MaxRequestsPerConnection != int.MaxValue)
+        var limit = settings.MaxRequestsPerConnection;
+        var watch = settings.MaxConnections != int.MaxValue;
+        if (limit != int.MaxValue || watch)
         {
-            // Only clusters with the limit pay for the counting stream (HTTP/1.1 connections only).
-            handler.PlaintextStreamFilter = RequestsPerConnection.Filter(settings.MaxRequestsPerConnection);
+            // Only clusters that need them pay for a stream layer: HTTP/1.1 connections of a cluster with
+            // maxRequestsPerConnection get the counting stream; HTTP/2 connections of a cluster with
+            // maxConnections get the stream that reads the server's stream limit for the serving gate.
+            handler.PlaintextStreamFilter = (context, _) => ValueTask.FromResult(context.NegotiatedHttpVersion.Major switch
+            {
+                1 when limit != int.MaxValue => new RequestsPerConnection.LimitedStream(context.PlaintextStream, limit),
+                2 when watch => ServerStreamLimit.Watch(context),
+                _ => context.PlaintextStream,
+            });
         }
 
         return handler;

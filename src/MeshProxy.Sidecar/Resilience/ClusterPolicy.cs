@@ -50,11 +50,14 @@ internal sealed class ClusterPolicy
     /// <summary>How long an upstream connection of this cluster may sit unused in the pool before it is closed.</summary>
     public TimeSpan IdleTimeout { get; }
 
-    /// <summary>Requests an HTTP/1.1 upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
+    /// <summary>Requests (HTTP/1.1) or streams (HTTP/2) an upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
     public int MaxRequestsPerConnection { get; }
 
     /// <summary>Whether attempts must be marked for <see cref="RequestsPerConnection"/>: the limit is set and the cluster speaks HTTP/1.1 upstream.</summary>
     public bool LimitsRequestsPerConnection(bool http2) => !http2 && MaxRequestsPerConnection != int.MaxValue;
+
+    /// <summary>Whether attempts go through the pool's rotating handler generations (Forwarding/HandlerGenerations.cs): the limit is set and the cluster speaks HTTP/2 upstream.</summary>
+    public bool RotatesHandlers(bool http2) => http2 && MaxRequestsPerConnection != int.MaxValue;
 
     /// <summary>What the cluster's connection pool is built from: a new snapshot with the same settings keeps the pool and its warm connections.</summary>
     public PoolSettings Pool => new(IdleTimeout, Limits.MaxConnections, MaxRequestsPerConnection);
@@ -97,9 +100,29 @@ internal sealed record CircuitLimits(int MaxConnections, int MaxPendingRequests,
     /// How many requests may be served at once before more are queued as pending: on HTTP/1.1 a
     /// connection carries one request, so it is <see cref="MaxConnections"/>; on HTTP/2 a connection
     /// carries many streams, and the cluster's stream capacity is <see cref="MaxRequests"/>
-    /// (http2MaxRequests). int.MaxValue: no queue at all.
+    /// (http2MaxRequests), and with <see cref="MaxConnections"/> at most that many connections times the
+    /// server's advertised stream limit (<paramref name="serverStreams"/>, int.MaxValue while unknown).
+    /// int.MaxValue: no limit.
     /// </summary>
-    public int Serving(bool http2) => http2 ? MaxRequests : MaxConnections;
+    public int Serving(bool http2, int serverStreams)
+    {
+        if (!http2)
+        {
+            return MaxConnections;
+        }
+
+        return MaxConnections == int.MaxValue || serverStreams == int.MaxValue
+            ? MaxRequests
+            : (int)Math.Min(MaxRequests, (long)MaxConnections * serverStreams);
+    }
+
+    /// <summary>
+    /// Whether requests go through the serving gate: whenever a limit can make them pending. On HTTP/2
+    /// with maxConnections that is so even before the server's stream limit is known, so that the
+    /// requests already in flight are counted once it is.
+    /// </summary>
+    public bool Gated(bool http2) =>
+        MaxConnections != int.MaxValue || (http2 && MaxRequests != int.MaxValue);
 }
 
 /// <summary>Outlier detection thresholds. A null threshold is off.</summary>

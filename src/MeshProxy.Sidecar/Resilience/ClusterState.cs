@@ -16,6 +16,7 @@ internal sealed class ClusterState
     private readonly ConcurrentDictionary<string, EndpointHealth> _endpoints = new(StringComparer.Ordinal);
     private int _activeRequests;
     private int _activeRetries;
+    private int _serverStreams = int.MaxValue;
 
     public ResilienceStats Stats { get; } = new();
 
@@ -32,6 +33,24 @@ internal sealed class ClusterState
     public SlotGate Connections { get; } = new();
 
     public int OpenConnections => Connections.Count;
+
+    /// <summary>
+    /// The SETTINGS_MAX_CONCURRENT_STREAMS the cluster's HTTP/2 servers last advertised (watched only on
+    /// clusters with maxConnections, see <see cref="ServerStreamLimit"/>); int.MaxValue until one is seen.
+    /// The last value from any connection wins: a cluster's servers normally share their settings.
+    /// </summary>
+    public int ServerStreams => Volatile.Read(ref _serverStreams);
+
+    /// <summary>A server advertised its stream limit; when the figure changes, the serving gate's capacity follows.</summary>
+    public void ObserveServerStreams(uint advertised, CircuitLimits limits)
+    {
+        var streams = (int)Math.Min(advertised, int.MaxValue);
+        if (Interlocked.Exchange(ref _serverStreams, streams) != streams)
+        {
+            // A larger capacity lets queued requests in now rather than when a served one ends.
+            Serving.Resize(limits.Serving(http2: true, streams));
+        }
+    }
 
     /// <summary>Every cluster a snapshot can send to: each service port's, each route destination's, and the inbound one.</summary>
     public static IEnumerable<Cluster> ClustersOf(SidecarSnapshot snapshot) =>

@@ -13,7 +13,7 @@ namespace MeshProxy.Sidecar.Resilience;
 /// <c>Connection: close</c> spliced in: the server closes after that response and says so
 /// (<c>Connection: close</c> back, RFC 9112 9.6), and the handler, seeing it, disposes the connection
 /// instead of pooling it — so no request is ever sent on a connection that is about to close.
-/// See Resilience/README.md for why not HTTP/2.
+/// HTTP/2 connections are limited differently (Forwarding/HandlerGenerations.cs); see Resilience/README.md.
 /// </summary>
 internal static class RequestsPerConnection
 {
@@ -25,12 +25,6 @@ internal static class RequestsPerConnection
     /// with the limit (it costs an allocation and an execution-context change).
     /// </summary>
     public static void MarkAttempt() => Attempt.Value = new object();
-
-    /// <summary>The handler's PlaintextStreamFilter for a cluster whose connections carry at most <paramref name="limit"/> requests.</summary>
-    public static Func<SocketsHttpPlaintextStreamFilterContext, CancellationToken, ValueTask<Stream>> Filter(int limit) =>
-        (context, _) => ValueTask.FromResult(context.NegotiatedHttpVersion.Major == 1
-            ? new LimitedStream(context.PlaintextStream, limit)
-            : context.PlaintextStream);
 
     /// <summary>One HTTP/1.1 connection's stream, counting the requests written on it.</summary>
     internal sealed class LimitedStream(Stream inner, int limit) : Stream

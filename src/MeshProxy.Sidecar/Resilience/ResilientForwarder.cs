@@ -39,8 +39,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
         var attempts = CreateAttempts(context, cluster, rule);
         attempts.PeerHeader = peerHeader;
-        var serving = limits.Serving(http2);
-        var gated = serving != int.MaxValue;
+        var gated = limits.Gated(http2);
+        var serving = gated ? limits.Serving(http2, state.ServerStreams) : int.MaxValue;
         try
         {
             if (gated && await EnterAsync(context, cluster, attempts, serving) is { } refused)
@@ -124,6 +124,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
     {
         var config = UpstreamTransport.ConfigFor(cluster.Protocol);
         var markAttempts = cluster.Policy.LimitsRequestsPerConnection(cluster.Protocol.IsHttp2());
+        var rotate = cluster.Policy.RotatesHandlers(cluster.Protocol.IsHttp2());
         UpstreamEndpoint? previous = null;
         while (true)
         {
@@ -145,11 +146,20 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             var started = Stopwatch.GetTimestamp();
             health.Begin();
             var pool = transport.Acquire(cluster);
+            HandlerGeneration? generation = null;
             ForwarderError error;
             try
             {
                 var invoker = transport.For(pool, endpoint);
                 attempts.Mtls = invoker == pool.Mtls;
+                if (rotate && pool.Generations is { } generations)
+                {
+                    // HTTP/2 with maxRequestsPerConnection: this endpoint's current handler generation,
+                    // which no more than the limit of attempts ever send through (a shared fallback pool has none).
+                    generation = generations.Acquire(endpoint.Key, attempts.Mtls);
+                    invoker = generation.Invoker;
+                }
+
                 if (markAttempts)
                 {
                     RequestsPerConnection.MarkAttempt();
@@ -160,6 +170,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             }
             finally
             {
+                // The generation before the pool: a drained pool disposes its generations.
+                generation?.Release();
                 pool.Release();
                 health.End();
                 attempts.End();

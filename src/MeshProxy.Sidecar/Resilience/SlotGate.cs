@@ -17,7 +17,8 @@ internal enum GateResult
 /// A counted limit with a bounded FIFO queue in front of it: Envoy's "pending" requests (waiting for a
 /// connection or stream) and connections waiting for the cluster's connection limit. Entering while a slot
 /// is free costs one interlocked increment; only waiters take the lock. The limit is passed on each call
-/// because it belongs to the snapshot's policy while the gate outlives snapshots.
+/// because it belongs to the snapshot's policy while the gate outlives snapshots (and, for HTTP/2 streams,
+/// follows the server's advertised stream limit: <see cref="Resize"/>).
 /// </summary>
 internal sealed class SlotGate
 {
@@ -50,6 +51,23 @@ internal sealed class SlotGate
     /// <summary>A slot now, else a place in the queue (at most <paramref name="maxWaiting"/> long) until one frees up, the timeout, or cancellation.</summary>
     public ValueTask<GateResult> EnterAsync(int limit, int maxWaiting, TimeSpan timeout, CancellationToken cancellationToken) =>
         TryEnter(limit) ? ValueTask.FromResult(GateResult.Entered) : WaitAsync(limit, maxWaiting, timeout, cancellationToken);
+
+    /// <summary>
+    /// The limit changed (an HTTP/2 server advertised another stream limit): waiters are let in up to the
+    /// new one now. A smaller limit takes effect as slots are given back; nobody in is put out.
+    /// </summary>
+    public void Resize(int limit)
+    {
+        lock (_lock)
+        {
+            _limit = limit;
+        }
+
+        if (Volatile.Read(ref _waiting) > 0)
+        {
+            Grant();
+        }
+    }
 
     public void Exit()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -180,6 +181,91 @@ public sealed class ConnectionPoolTests
             Assert.True(r.Ms < 300, $"{r.Ms} ms");
         });
 
+        Assert.Equal(2, maxActive);
+        Assert.Single(connections);
+        await app.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task On_http2_with_max_connections_requests_beyond_the_servers_stream_limit_are_pending()
+    {
+        // No http2MaxRequests: the capacity comes from maxConnections (1) x the stream limit the server
+        // advertises in its SETTINGS (2). Beyond it requests are pending, bounded by http1MaxPendingRequests,
+        // instead of waiting unbounded in SocketsHttpHandler's own queue.
+        var active = 0;
+        var maxActive = 0;
+        var connections = new HashSet<string>();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.Http2.MaxStreamsPerConnection = 2;
+            k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
+        });
+        await using var app = builder.Build();
+        app.Run(async context =>
+        {
+            lock (connections)
+            {
+                connections.Add(context.Connection.Id);
+                maxActive = Math.Max(maxActive, ++active);
+            }
+
+            if (context.Request.Path == "/x")
+            {
+                await release.Task;
+            }
+
+            lock (connections)
+            {
+                active--;
+            }
+
+            await context.Response.WriteAsync("ok");
+        });
+        await app.StartAsync(TestContext.Current.CancellationToken);
+        var port = new Uri(app.Urls.First()).Port;
+
+        var yaml = new MeshYaml("client", FreePort.Get())
+            .Service("svc", 80, "HTTP2", port)
+            .Raw(Policy("svc", "{ tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 2 } }"));
+        await using var sidecar = await TestSidecar.StartAsync(yaml);
+        using var client = Client();
+        var state = ClusterState.ClustersOf(sidecar.Store.Current).Single(c => c.Name.Contains("svc", StringComparison.Ordinal)).State;
+
+        // Until a connection has read the server's SETTINGS the limit is unknown; one request teaches it.
+        using (var warm = new HttpRequestMessage(HttpMethod.Get, new Uri(sidecar.OutboundUri, "/warm")))
+        {
+            warm.Headers.Host = "svc";
+            using var response = await client.SendAsync(warm, TestContext.Current.CancellationToken);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.Equal(2, state.ServerStreams);
+
+        // Four held: two served (the server's two streams), two pending in the sidecar.
+        var held = Enumerable.Range(0, 4).Select(_ => SendAsync(client, sidecar, "svc")).ToArray();
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while ((Volatile.Read(ref active) < 2 || state.Serving.Waiting < 2) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10, TestContext.Current.CancellationToken);
+        }
+
+        Assert.Equal(2, state.Serving.Waiting);
+
+        // The fifth overflows the pending queue: 503 UO at once (without the server's limit it would be
+        // admitted and wait in the handler's queue until a stream frees up).
+        var fifth = SendAsync(client, sidecar, "svc");
+        Assert.Same(fifth, await Task.WhenAny(fifth, Task.Delay(3000, TestContext.Current.CancellationToken)));
+        var refused = await fifth;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.Status);
+        Assert.Equal("UO", refused.Flags);
+        Assert.True(refused.Ms < 300, $"{refused.Ms} ms");
+
+        release.SetResult();
+        var done = await Task.WhenAll(held);
+        Assert.All(done, r => Assert.Equal(HttpStatusCode.OK, r.Status));
         Assert.Equal(2, maxActive);
         Assert.Single(connections);
         await app.StopAsync(TestContext.Current.CancellationToken);
