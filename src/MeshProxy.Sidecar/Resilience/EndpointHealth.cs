@@ -117,8 +117,18 @@ internal sealed class EndpointHealth
     /// Counts the result; true when a threshold was reached and the endpoint should be ejected (the
     /// caller checks the cluster's ejection cap and then calls <see cref="Eject"/>).
     /// </summary>
+    /// <remarks>
+    /// Local-origin failures follow Envoy's two modes. Unsplit (the default) they are what Envoy maps
+    /// them to, a 503 (connect failure, reset) or 504 (timeout): gateway errors, counted by
+    /// consecutive 5xx and consecutive gateway errors alike, and the local-origin counter is not kept.
+    /// Split, they count toward consecutive local-origin failures only, and the 5xx and gateway
+    /// counters see real upstream responses only. Any upstream response ends a run of local-origin
+    /// failures; Envoy ends it when a connection is handed to the request, which here is only visible
+    /// through the response (see Resilience/README.md).
+    /// </remarks>
     public bool Record(AttemptResult result, OutlierPolicy policy)
     {
+        var split = policy.SplitExternalLocalOriginErrors;
         switch (result)
         {
             case AttemptResult.Success:
@@ -130,20 +140,21 @@ internal sealed class EndpointHealth
                 return false;
             case AttemptResult.ServerError:
                 Volatile.Write(ref _consecutiveGateway, 0);
-                Volatile.Write(ref _consecutiveLocal, 0);
+                Reset(ref _consecutiveLocal);
                 return Reached(ref _consecutive5xx, policy.Consecutive5xx);
             case AttemptResult.GatewayError:
-                Volatile.Write(ref _consecutiveLocal, 0);
-                return Reached(ref _consecutive5xx, policy.Consecutive5xx) | Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors);
+                Reset(ref _consecutiveLocal);
+                return Gateway(policy);
             case AttemptResult.LocalOriginFailure:
-                // As Envoy does when local-origin errors are not split out: they also count as 503s.
-                return Reached(ref _consecutive5xx, policy.Consecutive5xx) |
-                       Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors) |
-                       Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures);
+                return split ? Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures) : Gateway(policy);
             default:
                 return false;
         }
     }
+
+    /// <summary>A 502, 503 or 504: both the 5xx and the gateway run go on (no short-circuit: both must count).</summary>
+    private bool Gateway(OutlierPolicy policy) =>
+        Reached(ref _consecutive5xx, policy.Consecutive5xx) | Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors);
 
     private static void Reset(ref int counter)
     {
