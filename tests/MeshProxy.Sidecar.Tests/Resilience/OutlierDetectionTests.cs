@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Text.Json;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
@@ -287,6 +288,10 @@ public sealed class OutlierDetectionTests
             await using var chaos = await Chaos.StartAsync([port, good.Port],
                 Policy($"{{ {threshold}, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }}"));
 
+            var od = (await chaos.HealthAsync()).GetProperty("outlierDetection");
+            Assert.False(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
+            Assert.Equal(JsonValueKind.Null, od.GetProperty("consecutiveLocalOriginFailures").ValueKind);
+
             var failed = await FailUntilAsync(chaos, 0, 2);
             Assert.Empty(await chaos.EjectedAsync());
             await FailUntilAsync(chaos, failed, 3);
@@ -313,6 +318,11 @@ public sealed class OutlierDetectionTests
             await using var chaos = await Chaos.StartAsync([port, good.Port], Policy(
                 "{ consecutive5xxErrors: 2, consecutiveGatewayErrors: 2, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 6, " +
                 "interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
+
+            // /config_dump shows the thresholds in effect.
+            var od = (await chaos.HealthAsync()).GetProperty("outlierDetection");
+            Assert.True(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
+            Assert.Equal(6, od.GetProperty("consecutiveLocalOriginFailures").GetInt32());
 
             // Unsplit, the second failure would have ejected it.
             var failed = await FailUntilAsync(chaos, 0, 5);
