@@ -63,7 +63,15 @@ internal sealed class EndpointHealth
     public bool IsEjected(long nowMs) => nowMs < Volatile.Read(ref _ejectedUntilMs);
 
     /// <summary>Peak-EWMA cost: expected latency times the queue one more request would join.</summary>
-    public double Cost(long nowMs)
+    public double Cost(long nowMs) => Latency(nowMs) * (Volatile.Read(ref _active) + 1);
+
+    /// <summary>
+    /// Peak-EWMA cost for an endpoint that serves 1 / <paramref name="activePerWeight"/> times as many
+    /// requests at once as the lightest of its cluster: the requests ahead count for that much less.
+    /// </summary>
+    public double Cost(long nowMs, double activePerWeight) => Latency(nowMs) * (Volatile.Read(ref _active) * activePerWeight + 1);
+
+    private double Latency(long nowMs)
     {
         var ewma = Volatile.Read(ref _ewmaMs);
         var elapsed = nowMs - Volatile.Read(ref _ewmaStampMs);
@@ -73,7 +81,7 @@ internal sealed class EndpointHealth
             ewma *= Math.Exp(-elapsed / DecayMilliseconds);
         }
 
-        return ewma * (Volatile.Read(ref _active) + 1);
+        return ewma;
     }
 
     /// <summary>
