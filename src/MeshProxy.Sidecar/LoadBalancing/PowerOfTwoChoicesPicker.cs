@@ -19,17 +19,16 @@ namespace MeshProxy.Sidecar.LoadBalancing;
 /// comparison only levelling load per unit of weight, who is compared how often is what the shares
 /// follow, and weighted draws make each endpoint's share its weight's (in a simulation with 60 requests
 /// in flight, 3:1:1:1 gave the heavy one 49.6 % with weighted draws, 44.7 % with uniform ones; the
-/// picker itself is checked in LoadBalancingTests). When every
-/// endpoint is idle the comparison ties and the first, weighted, draw wins: shares follow the weights
-/// at low load too.
+/// picker itself is checked in LoadBalancingTests). When every endpoint is idle the comparison ties
+/// and the first, weighted, draw wins: shares follow the weights at low load too.
 /// </para>
 /// <para>
 /// Envoy's (active + 1) / weight is not used as the comparison: it is the inverse of Envoy's effective
 /// weight for its weighted scheduler, where the + 1 avoids a division by zero. In a pairwise comparison
 /// the + 1 makes an idle heavy endpoint beat an idle light one every time (in the same simulation,
 /// weights 3:1 at 0.3 requests in flight gave the heavy one 99 %, at 2 in flight 85 %), and weighted
-/// draws on top favour it twice (5:1:1: 95 % instead of 71 %). With equal weights both
-/// forms are today's comparison, and the picker takes the unweighted path unchanged.
+/// draws on top favour it twice (5:1:1: 95 % instead of 71 %). With equal weights both forms order
+/// endpoints as the unweighted comparison does, and the picker takes that path unchanged.
 /// </para>
 /// </remarks>
 internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> endpoints, bool byLatency) : IEndpointPicker
