@@ -23,6 +23,7 @@ public sealed class PolicyParserTests
                 consecutive5xxErrors: 7
                 consecutiveGatewayErrors: 3
                 consecutiveLocalOriginFailures: 2
+                splitExternalLocalOriginErrors: true
                 interval: 5s
                 baseEjectionTime: 1m
                 maxEjectionPercent: 50
@@ -36,7 +37,7 @@ public sealed class PolicyParserTests
         Assert.Equal("reviews.shop.svc.cluster.local", spec.Host);
         Assert.Equal(LoadBalancerKind.PeakEwma, spec.LoadBalancer);
         Assert.Equal(new ConnectionPoolSpec(100, TimeSpan.FromMilliseconds(250), 10, 1000, 5, 3, TimeSpan.FromSeconds(30)), spec.ConnectionPool);
-        Assert.Equal(new OutlierDetectionSpec(7, 3, 2, TimeSpan.FromSeconds(5), TimeSpan.FromMinutes(1), 50), spec.OutlierDetection);
+        Assert.Equal(new OutlierDetectionSpec(7, 3, 2, TimeSpan.FromSeconds(5), TimeSpan.FromMinutes(1), 50, SplitExternalLocalOriginErrors: true), spec.OutlierDetection);
         Assert.Equal(new RetryBudgetSpec(25.5, null, 4), spec.RetryBudget);
     }
 
@@ -54,6 +55,61 @@ public sealed class PolicyParserTests
         Assert.Equal(ConnectionPoolSpec.Default, spec.ConnectionPool);
         Assert.Equal(new OutlierDetectionSpec(5, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10), spec.OutlierDetection);
         Assert.Equal(new RetryBudgetSpec(20, null, 10), spec.RetryBudget);
+    }
+
+    [Fact]
+    public void Consecutive_local_origin_failures_without_the_split_is_accepted_with_a_warning_saying_why_it_does_nothing()
+    {
+        var result = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec:
+              host: reviews
+              outlierDetection:
+                consecutiveGatewayErrors: 3
+                consecutiveLocalOriginFailures: 2
+            """, "dp.yaml");
+
+        Assert.Empty(result.Errors);
+        var warning = Assert.Single(result.Warnings);
+        Assert.Equal(("dp.yaml", 8, "spec.outlierDetection.consecutiveLocalOriginFailures"), (warning.File, warning.Line, warning.FieldPath));
+        Assert.StartsWith("has effect only with splitExternalLocalOriginErrors: true", warning.Reason);
+        Assert.DoesNotContain("ejects nothing", warning.Reason);
+        var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
+        Assert.Equal(new OutlierDetectionSpec(5, 3, 2, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10), spec.OutlierDetection);
+
+        // With no 5xx or gateway threshold either, the warning says the policy ejects nothing.
+        var alone = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec: { host: reviews, outlierDetection: { consecutive5xxErrors: 0, consecutiveLocalOriginFailures: 2, splitExternalLocalOriginErrors: false } }
+            """, "dp.yaml");
+        Assert.Empty(alone.Errors);
+        Assert.EndsWith("and this outlierDetection ejects nothing", Assert.Single(alone.Warnings).Reason);
+    }
+
+    [Fact]
+    public void Split_external_local_origin_errors_alone_ejects_on_local_origin_failures_and_must_be_a_boolean()
+    {
+        // 5xx off, no local-origin threshold: the split's default threshold (5, Envoy's) applies, so it is not "ejects nothing".
+        var result = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec: { host: reviews, outlierDetection: { consecutive5xxErrors: 0, splitExternalLocalOriginErrors: true } }
+            """, "dp.yaml");
+        Assert.Empty(result.Errors);
+        Assert.Empty(result.Warnings);
+        var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
+        Assert.Equal(new OutlierDetectionSpec(null, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10, SplitExternalLocalOriginErrors: true), spec.OutlierDetection);
+
+        var bad = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec: { host: reviews, outlierDetection: { splitExternalLocalOriginErrors: sometimes } }
+            """, "dp.yaml");
+        var error = Assert.Single(bad.Errors);
+        Assert.Equal("spec.outlierDetection.splitExternalLocalOriginErrors", error.FieldPath);
+        Assert.Contains("true or false", error.Reason);
     }
 
     [Fact]

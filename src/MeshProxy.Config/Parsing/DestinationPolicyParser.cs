@@ -68,17 +68,33 @@ internal static class DestinationPolicyParser
 
         // Istio's defaults: 5 consecutive 5xx, 10 s interval, 30 s base ejection, at most 10 % ejected.
         var fiveXx = od.Has("consecutive5xxErrors") ? (int?)od.Integer("consecutive5xxErrors", 0, int.MaxValue) : 5;
+        var split = od.Bool("splitExternalLocalOriginErrors") ?? false;
         var result = new OutlierDetectionSpec(
             fiveXx == 0 ? null : fiveXx,
             Count(od, "consecutiveGatewayErrors"),
             Count(od, "consecutiveLocalOriginFailures"),
             od.Duration("interval", TimeSpan.FromMilliseconds(1), TimeSpan.FromHours(1)) ?? TimeSpan.FromSeconds(10),
             od.Duration("baseEjectionTime", TimeSpan.FromMilliseconds(1), TimeSpan.FromHours(1)) ?? TimeSpan.FromSeconds(30),
-            (int)(od.Integer("maxEjectionPercent", 0, 100) ?? 10));
+            (int)(od.Integer("maxEjectionPercent", 0, 100) ?? 10),
+            split);
         od.Finish();
-        if (result is { Consecutive5xxErrors: null, ConsecutiveGatewayErrors: null, ConsecutiveLocalOriginFailures: null })
+        if (result is { Consecutive5xxErrors: null, ConsecutiveGatewayErrors: null, ConsecutiveLocalOriginFailures: null, SplitExternalLocalOriginErrors: false })
         {
             od.Sink.Error(od.Node, od.Path, "ejects nothing: set consecutive5xxErrors, consecutiveGatewayErrors or consecutiveLocalOriginFailures above 0");
+        }
+        else if (result is { ConsecutiveLocalOriginFailures: not null, SplitExternalLocalOriginErrors: false })
+        {
+            // Istio and Envoy accept this silently, and the threshold is then never used: local-origin
+            // failures count as 503/504 toward the 5xx and gateway thresholds instead. A warning rather than
+            // an error, because configs written for Istio are valid there; with no 5xx or gateway threshold
+            // either, the policy ejects nothing, which the warning says.
+            var reason = "has effect only with splitExternalLocalOriginErrors: true; without it connect failures, resets and timeouts count as 503/504 toward consecutive5xxErrors and consecutiveGatewayErrors";
+            if (result is { Consecutive5xxErrors: null, ConsecutiveGatewayErrors: null })
+            {
+                reason += ", and this outlierDetection ejects nothing";
+            }
+
+            od.Sink.Warning(od.Find("consecutiveLocalOriginFailures"), od.Child("consecutiveLocalOriginFailures"), reason);
         }
 
         return result;

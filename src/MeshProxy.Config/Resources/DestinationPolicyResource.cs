@@ -49,6 +49,9 @@ public sealed record ConnectionPoolSpec(
 /// <summary>
 /// Passive health checking: an endpoint that fails this many times in a row is ejected for
 /// baseEjectionTime x (times ejected), never more than maxEjectionPercent of the endpoints at once.
+/// <see cref="ConsecutiveLocalOriginFailures"/> is as written; it takes effect only with
+/// <see cref="SplitExternalLocalOriginErrors"/> (Envoy's split_external_local_origin_errors), without
+/// which local-origin failures count as 503/504 responses.
 /// </summary>
 public sealed record OutlierDetectionSpec(
     int? Consecutive5xxErrors,
@@ -56,7 +59,8 @@ public sealed record OutlierDetectionSpec(
     int? ConsecutiveLocalOriginFailures,
     TimeSpan Interval,
     TimeSpan BaseEjectionTime,
-    int MaxEjectionPercent);
+    int MaxEjectionPercent,
+    bool SplitExternalLocalOriginErrors = false);
 
 /// <summary>
 /// Retries may add at most <see cref="Percent"/> % to the requests in flight, but a floor is always

@@ -9,11 +9,39 @@ namespace MeshProxy.Sidecar.LoadBalancing;
 /// minimum attracts and the cost of scanning every endpoint; the result is exponentially better than
 /// one random draw (Mitzenmacher).
 /// </summary>
+/// <remarks>
+/// <para>
+/// Unequal weights: the comparison is per unit of weight, so that under load requests in flight settle
+/// in proportion to the weights and, endpoints being equally fast, so do the shares (Little's law).
+/// Least-request compares active / weight (cross-multiplied, no division); peak EWMA compares
+/// ewma x (1 + active / relative weight), relative to the lightest endpoint, the queue a new request
+/// joins when an endpoint of weight w serves w times as many at once. The draws stay weighted: with the
+/// comparison only levelling load per unit of weight, who is compared how often is what the shares
+/// follow, and weighted draws make each endpoint's share its weight's (in a simulation with 60 requests
+/// in flight, 3:1:1:1 gave the heavy one 49.6 % with weighted draws, 44.7 % with uniform ones; the
+/// picker itself is checked in LoadBalancingTests). When every endpoint is idle the comparison ties
+/// and the first, weighted, draw wins: shares follow the weights at low load too.
+/// </para>
+/// <para>
+/// Envoy's (active + 1) / weight is not used as the comparison: it is the inverse of Envoy's effective
+/// weight for its weighted scheduler, where the + 1 avoids a division by zero. In a pairwise comparison
+/// the + 1 makes an idle heavy endpoint beat an idle light one every time (in the same simulation,
+/// weights 3:1 at 0.3 requests in flight gave the heavy one 99 %, at 2 in flight 85 %), and weighted
+/// draws on top favour it twice (5:1:1: 95 % instead of 71 %). With equal weights both forms order
+/// endpoints as the unweighted comparison does, and the picker takes that path unchanged.
+/// </para>
+/// </remarks>
 internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> endpoints, bool byLatency) : IEndpointPicker
 {
     private const int DrawsBeforeScan = 3;
     private readonly UpstreamEndpoint[] _rotation = WeightedRotation.Build(endpoints);
     private readonly int _distinct = endpoints.Count;
+
+    /// <summary>All weights equal: the plain comparison, exactly as without weights.</summary>
+    private readonly bool _uniform = endpoints.Count == 0 || endpoints.All(e => e.Weight == endpoints[0].Weight);
+
+    /// <summary>The lightest weight: peak EWMA's queue is counted in units of it, so that weight 1 of 1 is the plain cost.</summary>
+    private readonly double _minWeight = endpoints.Count == 0 ? 1 : endpoints.Min(e => e.Weight);
 
     public bool ByLatency { get; } = byLatency;
 
@@ -43,9 +71,17 @@ internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> en
             return a;
         }
 
+        if (_uniform)
+        {
+            return ByLatency
+                ? (b.Health.Cost(now) < a.Health.Cost(now) ? b : a)
+                : (b.Health.Active < a.Health.Active ? b : a);
+        }
+
+        // Ties go to the first draw, which is weighted: among idle endpoints the weights decide.
         return ByLatency
-            ? (b.Health.Cost(now) < a.Health.Cost(now) ? b : a)
-            : (b.Health.Active < a.Health.Active ? b : a);
+            ? (b.Health.Cost(now, _minWeight / b.Weight) < a.Health.Cost(now, _minWeight / a.Weight) ? b : a)
+            : ((long)b.Health.Active * a.Weight < (long)a.Health.Active * b.Weight ? b : a);
     }
 
     /// <summary>

@@ -125,7 +125,11 @@ internal sealed record CircuitLimits(int MaxConnections, int MaxPendingRequests,
         MaxConnections != int.MaxValue || (http2 && MaxRequests != int.MaxValue);
 }
 
-/// <summary>Outlier detection thresholds. A null threshold is off.</summary>
+/// <summary>
+/// Outlier detection thresholds. A null threshold is off. <see cref="ConsecutiveLocalOriginFailures"/>
+/// is the effective one: null unless local-origin failures are split out (Envoy uses it only then), and
+/// with the split on and the field unset, Envoy's default of 5 (Istio passes an unset field on as unset).
+/// </summary>
 internal sealed record OutlierPolicy(
     int? Consecutive5xx,
     int? ConsecutiveGatewayErrors,
@@ -133,19 +137,24 @@ internal sealed record OutlierPolicy(
     TimeSpan Interval,
     TimeSpan BaseEjectionTime,
     TimeSpan MaxEjectionTime,
-    int MaxEjectionPercent)
+    int MaxEjectionPercent,
+    bool SplitExternalLocalOriginErrors = false)
 {
     /// <summary>Envoy's max_ejection_time default: however often an endpoint was ejected, it is tried again within 5 minutes.</summary>
     public static readonly TimeSpan DefaultMaxEjectionTime = TimeSpan.FromMinutes(5);
 
+    /// <summary>Envoy's consecutive_local_origin_failure default, which applies when the split is on.</summary>
+    public const int DefaultConsecutiveLocalOriginFailures = 5;
+
     public static OutlierPolicy From(OutlierDetectionSpec spec) => new(
         spec.Consecutive5xxErrors,
         spec.ConsecutiveGatewayErrors,
-        spec.ConsecutiveLocalOriginFailures,
+        spec.SplitExternalLocalOriginErrors ? spec.ConsecutiveLocalOriginFailures ?? DefaultConsecutiveLocalOriginFailures : null,
         spec.Interval,
         spec.BaseEjectionTime,
         spec.BaseEjectionTime > DefaultMaxEjectionTime ? spec.BaseEjectionTime : DefaultMaxEjectionTime,
-        spec.MaxEjectionPercent);
+        spec.MaxEjectionPercent,
+        spec.SplitExternalLocalOriginErrors);
 
     /// <summary>At most this many of <paramref name="endpoints"/> may be ejected at once; at least one unless the percentage is 0 (as Envoy).</summary>
     public int MaxEjected(int endpoints) =>

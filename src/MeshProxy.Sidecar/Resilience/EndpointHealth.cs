@@ -63,7 +63,15 @@ internal sealed class EndpointHealth
     public bool IsEjected(long nowMs) => nowMs < Volatile.Read(ref _ejectedUntilMs);
 
     /// <summary>Peak-EWMA cost: expected latency times the queue one more request would join.</summary>
-    public double Cost(long nowMs)
+    public double Cost(long nowMs) => Latency(nowMs) * (Volatile.Read(ref _active) + 1);
+
+    /// <summary>
+    /// Peak-EWMA cost for an endpoint that serves 1 / <paramref name="activePerWeight"/> times as many
+    /// requests at once as the lightest of its cluster: the requests ahead count for that much less.
+    /// </summary>
+    public double Cost(long nowMs, double activePerWeight) => Latency(nowMs) * (Volatile.Read(ref _active) * activePerWeight + 1);
+
+    private double Latency(long nowMs)
     {
         var ewma = Volatile.Read(ref _ewmaMs);
         var elapsed = nowMs - Volatile.Read(ref _ewmaStampMs);
@@ -73,7 +81,7 @@ internal sealed class EndpointHealth
             ewma *= Math.Exp(-elapsed / DecayMilliseconds);
         }
 
-        return ewma * (Volatile.Read(ref _active) + 1);
+        return ewma;
     }
 
     /// <summary>
@@ -117,8 +125,18 @@ internal sealed class EndpointHealth
     /// Counts the result; true when a threshold was reached and the endpoint should be ejected (the
     /// caller checks the cluster's ejection cap and then calls <see cref="Eject"/>).
     /// </summary>
+    /// <remarks>
+    /// Local-origin failures follow Envoy's two modes. Unsplit (the default) they are what Envoy maps
+    /// them to, a 503 (connect failure, reset) or 504 (timeout): gateway errors, counted by
+    /// consecutive 5xx and consecutive gateway errors alike, and the local-origin counter is not kept.
+    /// Split, they count toward consecutive local-origin failures only, and the 5xx and gateway
+    /// counters see real upstream responses only. Any upstream response ends a run of local-origin
+    /// failures; Envoy ends it when a connection is handed to the request, which here is only visible
+    /// through the response (see Resilience/README.md).
+    /// </remarks>
     public bool Record(AttemptResult result, OutlierPolicy policy)
     {
+        var split = policy.SplitExternalLocalOriginErrors;
         switch (result)
         {
             case AttemptResult.Success:
@@ -130,20 +148,21 @@ internal sealed class EndpointHealth
                 return false;
             case AttemptResult.ServerError:
                 Volatile.Write(ref _consecutiveGateway, 0);
-                Volatile.Write(ref _consecutiveLocal, 0);
+                Reset(ref _consecutiveLocal);
                 return Reached(ref _consecutive5xx, policy.Consecutive5xx);
             case AttemptResult.GatewayError:
-                Volatile.Write(ref _consecutiveLocal, 0);
-                return Reached(ref _consecutive5xx, policy.Consecutive5xx) | Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors);
+                Reset(ref _consecutiveLocal);
+                return Gateway(policy);
             case AttemptResult.LocalOriginFailure:
-                // As Envoy does when local-origin errors are not split out: they also count as 503s.
-                return Reached(ref _consecutive5xx, policy.Consecutive5xx) |
-                       Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors) |
-                       Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures);
+                return split ? Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures) : Gateway(policy);
             default:
                 return false;
         }
     }
+
+    /// <summary>A 502, 503 or 504: both the 5xx and the gateway run go on (no short-circuit: both must count).</summary>
+    private bool Gateway(OutlierPolicy policy) =>
+        Reached(ref _consecutive5xx, policy.Consecutive5xx) | Reached(ref _consecutiveGateway, policy.ConsecutiveGatewayErrors);
 
     private static void Reset(ref int counter)
     {

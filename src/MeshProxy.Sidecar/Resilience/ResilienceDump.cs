@@ -22,6 +22,9 @@ internal static class ResilienceDump
             stats.Overflow,
             stats.Timeouts,
             stats.Ejections,
+            cluster.Policy.Outlier is { } od
+                ? new OutlierDumpState(od.Consecutive5xx, od.ConsecutiveGatewayErrors, od.ConsecutiveLocalOriginFailures, od.SplitExternalLocalOriginErrors)
+                : null,
             cluster.Endpoints.Select(e => new ResilienceEndpointState(
                 e.Key,
                 e.Health.IsEjected(now),
@@ -46,6 +49,13 @@ internal sealed record ResilienceState(
     long Overflow,
     long Timeouts,
     long EjectionsTotal,
+    OutlierDumpState? OutlierDetection,
     IEnumerable<ResilienceEndpointState> Endpoints);
+
+/// <summary>
+/// The thresholds in effect (null: off), so that an operator sees what was made of the config: in
+/// particular that consecutiveLocalOriginFailures is unused (null) unless local-origin errors are split.
+/// </summary>
+internal sealed record OutlierDumpState(int? Consecutive5xxErrors, int? ConsecutiveGatewayErrors, int? ConsecutiveLocalOriginFailures, bool SplitExternalLocalOriginErrors);
 
 internal sealed record ResilienceEndpointState(string Endpoint, bool Ejected, long EjectedForMs, long Ejections, int Connections, int ActiveRequests, double EwmaMs);

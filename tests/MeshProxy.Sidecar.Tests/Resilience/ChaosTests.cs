@@ -477,7 +477,7 @@ public sealed class ChaosTests
             spec:
               host: svc
               loadBalancer: { simple: ROUND_ROBIN }
-              outlierDetection: { consecutiveLocalOriginFailures: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }
+              outlierDetection: { splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }
             """);
 
         Assert.Equal(1.0, await chaos.SuccessRateAsync(20, 2, HttpMethod.Get));

@@ -84,6 +84,102 @@ public sealed class LoadBalancingTests
         Assert.InRange(heavy, 0.72, 0.78);
     }
 
+    [Theory]
+    [InlineData(LoadBalancerKind.LeastRequest)]
+    [InlineData(LoadBalancerKind.PeakEwma)]
+    public void P2c_compares_requests_in_flight_per_unit_of_weight(LoadBalancerKind kind)
+    {
+        var endpoints = Endpoints(3, 1);
+        var now = Environment.TickCount64;
+        foreach (var e in endpoints)
+        {
+            e.Health.ObserveLatency(50, now); // measured alike, so that only the load tells them apart
+        }
+
+        var picker = EndpointPickers.Create(kind, endpoints);
+        void Hold(int heavy, int light)
+        {
+            for (var i = 0; i < heavy; i++)
+            {
+                endpoints[0].Health.Begin();
+            }
+
+            for (var i = 0; i < light; i++)
+            {
+                endpoints[1].Health.Begin();
+            }
+        }
+
+        // 20 and 10 in flight: fewer per unit of weight on the heavy one (6.7 against 10), so it wins every
+        // pair. Unweighted it would win none (20 > 10).
+        Hold(20, 10);
+        Assert.Equal(10_000, Picks(picker, 10_000).GetValueOrDefault(endpoints[0]));
+
+        // 30 and 10: as loaded as each other for their weights; the draws decide, 3:1.
+        Hold(10, 0);
+        var heavy = Picks(picker, 20_000).GetValueOrDefault(endpoints[0]) / 20_000.0;
+        Assert.InRange(heavy, 0.72, 0.78);
+
+        // 40 and 10: the heavy one is over its share (13.3 per unit against 10) and wins nothing.
+        Hold(10, 0);
+        Assert.Equal(0, Picks(picker, 10_000).GetValueOrDefault(endpoints[0]));
+    }
+
+    /// <summary>
+    /// Steady load without sockets: every pick starts a request that ends <paramref name="inFlight"/> picks
+    /// later (so that many are always in flight, each lasting as long), like backends of equal speed.
+    /// </summary>
+    private static double[] SteadyShares(LoadBalancerKind kind, int[] weights, int inFlight, int picks)
+    {
+        var endpoints = Endpoints(weights);
+        var now = Environment.TickCount64;
+        foreach (var e in endpoints)
+        {
+            e.Health.ObserveLatency(50, now);
+        }
+
+        var picker = EndpointPickers.Create(kind, endpoints);
+        var running = new Queue<UpstreamEndpoint>();
+        var counts = new int[weights.Length];
+        for (var i = 0; i < picks + inFlight; i++)
+        {
+            if (running.Count == inFlight)
+            {
+                running.Dequeue().Health.End();
+            }
+
+            var picked = picker.Pick()!;
+            picked.Health.Begin();
+            running.Enqueue(picked);
+            if (i >= inFlight)
+            {
+                counts[Array.IndexOf(endpoints, picked)]++;
+            }
+        }
+
+        return [.. counts.Select(c => (double)c / picks)];
+    }
+
+    [Theory]
+    [InlineData(LoadBalancerKind.LeastRequest)]
+    [InlineData(LoadBalancerKind.PeakEwma)]
+    public void Under_steady_load_p2c_shares_follow_the_weights(LoadBalancerKind kind)
+    {
+        // 3:1 with 40 in flight: 75/25 (unweighted comparison evens out requests in flight: 50/50).
+        var two = SteadyShares(kind, [3, 1], inFlight: 40, picks: 20_000);
+        Assert.InRange(two[0], 0.72, 0.78);
+
+        // 3:1:1:1 with 60 in flight: 1/2 and 1/6 each (the draws pick the pairs, the comparison then keeps
+        // requests in flight per unit of weight level, so that each endpoint's share follows its weight).
+        var four = SteadyShares(kind, [3, 1, 1, 1], inFlight: 60, picks: 20_000);
+        Assert.InRange(four[0], 0.46, 0.54);
+        Assert.All(four.Skip(1), s => Assert.InRange(s, 0.14, 0.19));
+
+        // Equal weights: equal shares, as before.
+        var equal = SteadyShares(kind, [2, 2, 2], inFlight: 30, picks: 9_000);
+        Assert.All(equal, s => Assert.InRange(s, 0.31, 0.36));
+    }
+
     [Fact]
     public async Task Least_request_sends_new_requests_away_from_an_endpoint_holding_hung_requests()
     {
@@ -185,6 +281,51 @@ public sealed class LoadBalancingTests
 
         var share = slow.Received - before;
         Assert.True(share <= 15, $"the slow endpoint got {share} of 100 requests once warmed (unweighted by latency: about 33)");
+    }
+
+    [Theory]
+    [InlineData("LEAST_REQUEST")]
+    [InlineData("PEAK_EWMA")]
+    public async Task Under_concurrent_load_p2c_shares_follow_endpoint_weights(string balancer)
+    {
+        // Both backends answer after the same delay, so that many requests are always in flight at each.
+        static Task SlowOk(HttpContext context) => Task.Delay(50).ContinueWith(_ => context.Response.WriteAsync("ok")).Unwrap();
+        await using var heavy = await ChaosBackend.StartAsync(SlowOk);
+        await using var light = await ChaosBackend.StartAsync(SlowOk);
+        await using var chaos = await Chaos.StartWeightedAsync([(heavy.Port, 3), (light.Port, 1)], Chaos.Route("{ attempts: 0 }") + $$"""
+
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: svc, namespace: test }
+            spec:
+              host: svc
+              loadBalancer: { simple: {{balancer}} }
+            """);
+
+        // Warm up: connections open at both, latencies measured.
+        await RunAsync(40, 8);
+        var before = (Heavy: heavy.Received, Light: light.Received);
+        await RunAsync(600, 32);
+
+        var toHeavy = heavy.Received - before.Heavy;
+        var toLight = light.Received - before.Light;
+        Assert.Equal(600, toHeavy + toLight);
+        var share = toHeavy / 600.0;
+        Assert.True(share is >= 0.68 and <= 0.82, $"the weight-3 endpoint got {toHeavy} of 600 (in-flight evened out: about 300; weights: 450)");
+
+        async Task RunAsync(int requests, int concurrency)
+        {
+            var next = -1;
+            await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
+            {
+                while (Interlocked.Increment(ref next) < requests)
+                {
+                    using var response = await chaos.SendAsync(HttpMethod.Get, "/work");
+                    Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                }
+            }));
+        }
     }
 
     [Fact]

@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Text.Json;
 using MeshProxy.Sidecar.Resilience;
+using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Sidecar.Tests.Resilience;
@@ -150,7 +152,7 @@ public sealed class OutlierDetectionTests
         });
         await using var good = await ChaosBackend.StartAsync(ChaosBackend.Ok);
         await using var chaos = await Chaos.StartAsync([resetting.Port, good.Port],
-            Policy("{ consecutive5xxErrors: 0, consecutiveLocalOriginFailures: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
+            Policy("{ consecutive5xxErrors: 0, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
 
         async Task FailAsync(int times)
         {
@@ -177,5 +179,210 @@ public sealed class OutlierDetectionTests
         }
 
         Assert.Equal(before, resetting.Received);
+    }
+
+    private static OutlierPolicy Thresholds(int? fiveXx, int? gateway, int? local, bool split) =>
+        new(fiveXx, gateway, local, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), OutlierPolicy.DefaultMaxEjectionTime, 100, split);
+
+    private static int FirstEjectingAt(EndpointHealth health, OutlierPolicy policy, params AttemptResult[] results)
+    {
+        for (var i = 0; i < results.Length; i++)
+        {
+            if (health.Record(results[i], policy))
+            {
+                return i + 1;
+            }
+        }
+
+        return 0;
+    }
+
+    [Fact]
+    public void Unsplit_local_origin_failures_count_as_gateway_errors_and_the_local_origin_threshold_is_not_used()
+    {
+        const AttemptResult L = AttemptResult.LocalOriginFailure;
+
+        // As Envoy maps them, 503/504: toward consecutive 5xx...
+        Assert.Equal(3, FirstEjectingAt(new EndpointHealth(), Thresholds(3, null, null, split: false), L, L, L, L));
+        // ...and toward consecutive gateway errors, in one run with real 502/503/504s.
+        Assert.Equal(3, FirstEjectingAt(new EndpointHealth(), Thresholds(null, 3, null, split: false), L, AttemptResult.GatewayError, L));
+        // A 500 breaks the gateway run as it would between two real 503s.
+        Assert.Equal(0, FirstEjectingAt(new EndpointHealth(), Thresholds(null, 3, null, split: false), L, L, AttemptResult.ServerError, L, L));
+
+        // From the spec: unsplit, consecutiveLocalOriginFailures is dropped, so only the 5xx threshold (5) applies.
+        var policy = OutlierPolicy.From(new Config.Resources.OutlierDetectionSpec(5, null, 2, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10));
+        Assert.Null(policy.ConsecutiveLocalOriginFailures);
+        Assert.Equal(5, FirstEjectingAt(new EndpointHealth(), policy, L, L, L, L, L));
+    }
+
+    [Fact]
+    public void Split_local_origin_failures_count_only_toward_their_own_threshold_and_responses_only_toward_5xx()
+    {
+        const AttemptResult L = AttemptResult.LocalOriginFailure;
+        const AttemptResult G = AttemptResult.GatewayError;
+
+        // Local-origin failures never reach the 5xx or gateway thresholds.
+        Assert.Equal(0, FirstEjectingAt(new EndpointHealth(), Thresholds(2, 2, null, split: true), L, L, L, L, L, L));
+        Assert.Equal(4, FirstEjectingAt(new EndpointHealth(), Thresholds(2, 2, 4, split: true), L, L, L, L));
+
+        // Real 503s are not local-origin failures, and an upstream response (any status) ends a local-origin run.
+        Assert.Equal(0, FirstEjectingAt(new EndpointHealth(), Thresholds(null, null, 3, split: true), G, G, G, L, L, G, L, L, AttemptResult.ServerError, L, L));
+
+        // Local-origin failures do not break a run of real 5xx either: they are not responses at all.
+        Assert.Equal(4, FirstEjectingAt(new EndpointHealth(), Thresholds(3, null, 5, split: true), G, G, L, G));
+
+        // From the spec: split with consecutiveLocalOriginFailures unset is Envoy's default of 5.
+        var policy = OutlierPolicy.From(new Config.Resources.OutlierDetectionSpec(null, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10, SplitExternalLocalOriginErrors: true));
+        Assert.Equal(OutlierPolicy.DefaultConsecutiveLocalOriginFailures, policy.ConsecutiveLocalOriginFailures);
+        Assert.Equal(5, FirstEjectingAt(new EndpointHealth(), policy, L, L, L, L, L, L));
+    }
+
+    /// <summary>An endpoint whose connections are refused (nothing listens) or that resets every request it receives.</summary>
+    private static async Task<(int Port, IAsyncDisposable? Backend)> FailingAsync(string how)
+    {
+        if (how == "refused")
+        {
+            return (FreePort.Get(), null);
+        }
+
+        var resetting = await ChaosBackend.StartAsync(context =>
+        {
+            context.Abort();
+            return Task.CompletedTask;
+        });
+        return (resetting.Port, resetting);
+    }
+
+    /// <summary>
+    /// Sends (round robin over the failing endpoint and a good one, no retries) until the failing one has
+    /// failed <paramref name="target"/> times in all: every answer other than 200 is one of its failures.
+    /// </summary>
+    private static async Task<int> FailUntilAsync(Chaos chaos, int failed, int target)
+    {
+        // Bounded, so that an ejection cannot stall it: round robin over two sends it every other request.
+        var bound = 4 * (target - failed) + 4;
+        for (var i = 0; i < bound && failed < target; i++)
+        {
+            using var response = await chaos.SendAsync(HttpMethod.Get, "/x");
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                failed++;
+            }
+        }
+
+        Assert.True(failed == target, $"the failing endpoint failed {failed} of {target} times: ejected early");
+        return failed;
+    }
+
+    [Theory]
+    [InlineData("refused", "consecutive5xxErrors: 3")]
+    [InlineData("reset", "consecutive5xxErrors: 3")]
+    [InlineData("refused", "consecutive5xxErrors: 0, consecutiveGatewayErrors: 3")]
+    [InlineData("reset", "consecutive5xxErrors: 0, consecutiveGatewayErrors: 3")]
+    public async Task Unsplit_connect_failures_and_resets_eject_by_the_5xx_or_gateway_threshold_alone(string how, string threshold)
+    {
+        var (port, backend) = await FailingAsync(how);
+        try
+        {
+            await using var good = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+            await using var chaos = await Chaos.StartAsync([port, good.Port],
+                Policy($"{{ {threshold}, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }}"));
+
+            var od = (await chaos.HealthAsync()).GetProperty("outlierDetection");
+            Assert.False(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
+            Assert.Equal(JsonValueKind.Null, od.GetProperty("consecutiveLocalOriginFailures").ValueKind);
+
+            var failed = await FailUntilAsync(chaos, 0, 2);
+            Assert.Empty(await chaos.EjectedAsync());
+            await FailUntilAsync(chaos, failed, 3);
+            Assert.Equal([$"127.0.0.1:{port}"], await chaos.EjectedAsync());
+        }
+        finally
+        {
+            if (backend is not null)
+            {
+                await backend.DisposeAsync();
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("refused")]
+    [InlineData("reset")]
+    public async Task Split_connect_failures_and_resets_eject_by_consecutive_local_origin_failures_not_by_5xx_or_gateway(string how)
+    {
+        var (port, backend) = await FailingAsync(how);
+        try
+        {
+            await using var good = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+            await using var chaos = await Chaos.StartAsync([port, good.Port], Policy(
+                "{ consecutive5xxErrors: 2, consecutiveGatewayErrors: 2, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 6, " +
+                "interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
+
+            // /config_dump shows the thresholds in effect.
+            var od = (await chaos.HealthAsync()).GetProperty("outlierDetection");
+            Assert.True(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
+            Assert.Equal(6, od.GetProperty("consecutiveLocalOriginFailures").GetInt32());
+
+            // Unsplit, the second failure would have ejected it.
+            var failed = await FailUntilAsync(chaos, 0, 5);
+            Assert.Empty(await chaos.EjectedAsync());
+            await FailUntilAsync(chaos, failed, 6);
+            Assert.Equal([$"127.0.0.1:{port}"], await chaos.EjectedAsync());
+        }
+        finally
+        {
+            if (backend is not null)
+            {
+                await backend.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Split_real_503_responses_are_not_local_origin_failures_and_end_a_run_of_them()
+    {
+        const int Reset = 0;
+        var script = new ConcurrentQueue<int>();
+        await using var flaky = await ChaosBackend.StartAsync(context =>
+        {
+            var next = script.TryDequeue(out var s) ? s : 200;
+            if (next == Reset)
+            {
+                context.Abort();
+            }
+            else
+            {
+                context.Response.StatusCode = next;
+            }
+
+            return Task.CompletedTask;
+        });
+        await using var good = await ChaosBackend.StartAsync(ChaosBackend.Ok);
+        await using var chaos = await Chaos.StartAsync([flaky.Port, good.Port], Policy(
+            "{ consecutive5xxErrors: 0, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
+
+        async Task ServeAsync(params int[] sequence)
+        {
+            foreach (var s in sequence)
+            {
+                script.Enqueue(s);
+            }
+
+            var target = flaky.Received + sequence.Length;
+            for (var i = 0; i < 4 * sequence.Length && flaky.Received < target; i++)
+            {
+                using var _ = await chaos.SendAsync(HttpMethod.Get, "/x");
+            }
+
+            Assert.True(flaky.Received == target, $"the endpoint was sent {flaky.Received} of {target} requests: ejected early");
+        }
+
+        // Were 503s local-origin failures, the first three would eject; were they neutral, the run of resets around them would.
+        await ServeAsync(503, 503, 503, Reset, Reset, 503, Reset, Reset, 503, 503);
+        Assert.Empty(await chaos.EjectedAsync());
+
+        await ServeAsync(Reset, Reset, Reset);
+        Assert.Equal([$"127.0.0.1:{flaky.Port}"], await chaos.EjectedAsync());
     }
 }
