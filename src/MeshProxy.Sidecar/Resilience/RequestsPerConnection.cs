@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Http;
+using MeshProxy.Sidecar.Forwarding;
 
 namespace MeshProxy.Sidecar.Resilience;
 
@@ -27,7 +28,7 @@ internal static class RequestsPerConnection
     public static void MarkAttempt() => Attempt.Value = new object();
 
     /// <summary>One HTTP/1.1 connection's stream, counting the requests written on it.</summary>
-    internal sealed class LimitedStream(Stream inner, int limit) : Stream
+    internal sealed class LimitedStream(Stream inner, int limit) : DelegatingStream(inner, leaveOpen: false)
     {
         private static ReadOnlySpan<byte> CloseHeader => "Connection: close\r\n"u8;
 
@@ -36,24 +37,10 @@ internal static class RequestsPerConnection
 
         public int Requests => Volatile.Read(ref _requests);
 
-        public override bool CanRead => inner.CanRead;
-
-        public override bool CanWrite => inner.CanWrite;
-
-        public override bool CanSeek => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
             StartsRequest() && Volatile.Read(ref _requests) >= limit
                 ? WriteClosingAsync(buffer, cancellationToken)
-                : inner.WriteAsync(buffer, cancellationToken);
+                : Inner.WriteAsync(buffer, cancellationToken);
 
         public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
@@ -66,7 +53,7 @@ internal static class RequestsPerConnection
                 return;
             }
 
-            inner.Write(buffer);
+            Inner.Write(buffer);
         }
 
         public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
@@ -74,32 +61,14 @@ internal static class RequestsPerConnection
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
             Exhausted()
                 ? ValueTask.FromResult(0)
-                : inner.ReadAsync(buffer, cancellationToken);
+                : Inner.ReadAsync(buffer, cancellationToken);
 
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-        public override int Read(Span<byte> buffer) => Exhausted() ? 0 : inner.Read(buffer);
+        public override int Read(Span<byte> buffer) => Exhausted() ? 0 : Inner.Read(buffer);
 
         public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-
-        public override void Flush() => inner.Flush();
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                inner.Dispose();
-            }
-
-            base.Dispose(disposing);
-        }
 
         /// <summary>
         /// True on the first write of an attempt not seen before: the handler writes one request at a time
@@ -135,7 +104,7 @@ internal static class RequestsPerConnection
             {
                 // Not a request head after all (cannot happen with SocketsHttpHandler's writes): sent as is;
                 // the count stays at the limit, so the next request on this connection asks again.
-                await inner.WriteAsync(buffer, cancellationToken);
+                await Inner.WriteAsync(buffer, cancellationToken);
                 return;
             }
 
@@ -147,7 +116,7 @@ internal static class RequestsPerConnection
                 buffer.Span[..split].CopyTo(rented);
                 CloseHeader.CopyTo(rented.AsSpan(split));
                 buffer.Span[split..].CopyTo(rented.AsSpan(split + CloseHeader.Length));
-                await inner.WriteAsync(rented.AsMemory(0, length), cancellationToken);
+                await Inner.WriteAsync(rented.AsMemory(0, length), cancellationToken);
             }
             finally
             {

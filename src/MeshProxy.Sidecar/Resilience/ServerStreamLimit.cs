@@ -1,5 +1,6 @@
 using System.Net.Http;
 using System.Runtime.CompilerServices;
+using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Resilience;
@@ -29,7 +30,7 @@ internal static class ServerStreamLimit
     /// keeps its place in fields; other frames' payloads are skipped whole. One reader (the handler's frame
     /// loop) reads at a time, so the fields need no synchronization.
     /// </summary>
-    internal sealed class WatchingStream(Stream inner, Cluster cluster) : Stream
+    internal sealed class WatchingStream(Stream inner, Cluster cluster) : DelegatingStream(inner, leaveOpen: false)
     {
         private const int HeaderSize = 9;
         private const byte SettingsType = 0x4;
@@ -46,26 +47,12 @@ internal static class ServerStreamLimit
         private int _parameterRead;
         private long _parameter; // the 6 bytes of the current parameter, big-endian
 
-        public override bool CanRead => inner.CanRead;
-
-        public override bool CanWrite => inner.CanWrite;
-
-        public override bool CanSeek => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
         // Pooled: the handler's frame loop reads for as long as the connection lives, and most of its reads
         // complete asynchronously; a plain async ValueTask method would allocate on each of those.
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            var read = await inner.ReadAsync(buffer, cancellationToken);
+            var read = await Inner.ReadAsync(buffer, cancellationToken);
             Observe(buffer.Span[..read]);
             return read;
         }
@@ -75,40 +62,12 @@ internal static class ServerStreamLimit
 
         public override int Read(Span<byte> buffer)
         {
-            var read = inner.Read(buffer);
+            var read = Inner.Read(buffer);
             Observe(buffer[..read]);
             return read;
         }
 
         public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
-            inner.WriteAsync(buffer, cancellationToken);
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            inner.WriteAsync(buffer, offset, count, cancellationToken);
-
-        public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer);
-
-        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
-
-        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-
-        public override void Flush() => inner.Flush();
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                inner.Dispose();
-            }
-
-            base.Dispose(disposing);
-        }
 
         /// <summary>Advances the parser over bytes the handler just read.</summary>
         internal void Observe(ReadOnlySpan<byte> data)

@@ -1,31 +1,18 @@
+using MeshProxy.Sidecar.Forwarding;
+
 namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// Counts the bytes of a body whose length was not declared (chunked HTTP/1.1, HTTP/2 streams such as
 /// gRPC). Declared lengths are taken from Content-Length instead, which Kestrel enforces, so this one
-/// small object is allocated only for bodies of unknown length.
+/// small object is allocated only for bodies of unknown length. Disposing it leaves the body open: the
+/// body belongs to Kestrel (or to the response feature it counts for), not to this counter.
 /// </summary>
-internal sealed class CountingStream(Stream inner) : Stream
+internal sealed class CountingStream(Stream inner) : DelegatingStream(inner, leaveOpen: true)
 {
     private long _count;
 
-    public Stream Inner { get; } = inner;
-
     public long Count => Volatile.Read(ref _count);
-
-    public override bool CanRead => Inner.CanRead;
-
-    public override bool CanSeek => false;
-
-    public override bool CanWrite => Inner.CanWrite;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position
-    {
-        get => throw new NotSupportedException();
-        set => throw new NotSupportedException();
-    }
 
     public override int Read(byte[] buffer, int offset, int count) => Counted(Inner.Read(buffer, offset, count));
 
@@ -57,14 +44,6 @@ internal sealed class CountingStream(Stream inner) : Stream
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-    public override void Flush() => Inner.Flush();
-
-    public override Task FlushAsync(CancellationToken cancellationToken) => Inner.FlushAsync(cancellationToken);
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     private int Counted(int n)
     {
