@@ -130,35 +130,8 @@ public sealed class ConnectionPoolTests
     [Fact]
     public async Task On_http2_requests_beyond_the_stream_capacity_are_pending()
     {
-        var active = 0;
-        var maxActive = 0;
-        var connections = new HashSet<string>();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Limits.Http2.MaxStreamsPerConnection = 2;
-            k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
-        });
-        await using var app = builder.Build();
-        app.Run(async context =>
-        {
-            lock (connections)
-            {
-                connections.Add(context.Connection.Id);
-                maxActive = Math.Max(maxActive, ++active);
-            }
-
-            await Task.Delay(400);
-            lock (connections)
-            {
-                active--;
-            }
-
-            await context.Response.WriteAsync("ok");
-        });
-        await app.StartAsync(TestContext.Current.CancellationToken);
-        var port = new Uri(app.Urls.First()).Port;
+        await using var app = new TwoStreamBackend(_ => Task.Delay(400));
+        var port = await app.StartAsync();
 
         var yaml = new MeshYaml("client", FreePort.Get())
             .Service("svc", 80, "HTTP2", port)
@@ -181,9 +154,9 @@ public sealed class ConnectionPoolTests
             Assert.True(r.Ms < 300, $"{r.Ms} ms");
         });
 
-        Assert.Equal(2, maxActive);
-        Assert.Single(connections);
-        await app.StopAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(2, app.MaxActive);
+        Assert.Single(app.Connections);
+        await app.StopAsync();
     }
 
     [Fact]
@@ -192,40 +165,9 @@ public sealed class ConnectionPoolTests
         // No http2MaxRequests: the capacity comes from maxConnections (1) x the stream limit the server
         // advertises in its SETTINGS (2). Beyond it requests are pending, bounded by http1MaxPendingRequests,
         // instead of waiting unbounded in SocketsHttpHandler's own queue.
-        var active = 0;
-        var maxActive = 0;
-        var connections = new HashSet<string>();
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Limits.Http2.MaxStreamsPerConnection = 2;
-            k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
-        });
-        await using var app = builder.Build();
-        app.Run(async context =>
-        {
-            lock (connections)
-            {
-                connections.Add(context.Connection.Id);
-                maxActive = Math.Max(maxActive, ++active);
-            }
-
-            if (context.Request.Path == "/x")
-            {
-                await release.Task;
-            }
-
-            lock (connections)
-            {
-                active--;
-            }
-
-            await context.Response.WriteAsync("ok");
-        });
-        await app.StartAsync(TestContext.Current.CancellationToken);
-        var port = new Uri(app.Urls.First()).Port;
+        await using var app = new TwoStreamBackend(context => context.Request.Path == "/x" ? release.Task : Task.CompletedTask);
+        var port = await app.StartAsync();
 
         var yaml = new MeshYaml("client", FreePort.Get())
             .Service("svc", 80, "HTTP2", port)
@@ -247,7 +189,7 @@ public sealed class ConnectionPoolTests
         // Four held: two served (the server's two streams), two pending in the sidecar.
         var held = Enumerable.Range(0, 4).Select(_ => SendAsync(client, sidecar, "svc")).ToArray();
         var deadline = DateTime.UtcNow.AddSeconds(5);
-        while ((Volatile.Read(ref active) < 2 || state.Serving.Waiting < 2) && DateTime.UtcNow < deadline)
+        while ((app.Active < 2 || state.Serving.Waiting < 2) && DateTime.UtcNow < deadline)
         {
             await Task.Delay(10, TestContext.Current.CancellationToken);
         }
@@ -266,8 +208,66 @@ public sealed class ConnectionPoolTests
         release.SetResult();
         var done = await Task.WhenAll(held);
         Assert.All(done, r => Assert.Equal(HttpStatusCode.OK, r.Status));
-        Assert.Equal(2, maxActive);
-        Assert.Single(connections);
-        await app.StopAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(2, app.MaxActive);
+        Assert.Single(app.Connections);
+        await app.StopAsync();
+    }
+
+    /// <summary>
+    /// An HTTP/2 backend that allows two streams per connection and records the connections its requests
+    /// came on and the most it served at once; a request is answered once <c>hold</c>'s task completes.
+    /// </summary>
+    private sealed class TwoStreamBackend : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+        private readonly HashSet<string> _connections = [];
+        private int _active;
+        private int _maxActive;
+
+        public TwoStreamBackend(Func<HttpContext, Task> hold)
+        {
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.Logging.ClearProviders();
+            builder.WebHost.ConfigureKestrel(k =>
+            {
+                k.Limits.Http2.MaxStreamsPerConnection = 2;
+                k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
+            });
+            _app = builder.Build();
+            _app.Run(async context =>
+            {
+                lock (_connections)
+                {
+                    _connections.Add(context.Connection.Id);
+                    _maxActive = Math.Max(_maxActive, ++_active);
+                }
+
+                await hold(context);
+                lock (_connections)
+                {
+                    _active--;
+                }
+
+                await context.Response.WriteAsync("ok");
+            });
+        }
+
+        public int Active => Volatile.Read(ref _active);
+
+        public int MaxActive => Volatile.Read(ref _maxActive);
+
+        /// <summary>Read once the requests are done (it is not locked for the reader).</summary>
+        public IReadOnlyCollection<string> Connections => _connections;
+
+        /// <summary>Starts listening; returns the port.</summary>
+        public async Task<int> StartAsync()
+        {
+            await _app.StartAsync(TestContext.Current.CancellationToken);
+            return new Uri(_app.Urls.First()).Port;
+        }
+
+        public Task StopAsync() => _app.StopAsync(TestContext.Current.CancellationToken);
+
+        public ValueTask DisposeAsync() => _app.DisposeAsync();
     }
 }
