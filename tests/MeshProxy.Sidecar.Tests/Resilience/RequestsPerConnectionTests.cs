@@ -55,13 +55,7 @@ public sealed class RequestsPerConnectionTests
         using var client = Client();
 
         // GETs and POSTs with bodies (a head and its body often share the first write, which is rewritten).
-        await Task.WhenAll(Enumerable.Range(0, workers).Select(async w =>
-        {
-            for (var i = 0; i < perWorker; i++)
-            {
-                await SendAsync(client, sidecar, (w * perWorker) + i);
-            }
-        }));
+        await SendConcurrentlyAsync(client, sidecar, workers, perWorker);
 
         var total = workers * perWorker;
         Assert.Equal(total, backend.Connections.Values.Sum(c => c.Requests));
@@ -81,13 +75,7 @@ public sealed class RequestsPerConnectionTests
         await using var sidecar = await StartSidecarAsync(backend, "HTTP", "{ tcp: { maxConnections: 2 }, http: { maxRequestsPerConnection: 3 } }");
         using var client = Client();
 
-        await Task.WhenAll(Enumerable.Range(0, 8).Select(async w =>
-        {
-            for (var i = 0; i < 15; i++)
-            {
-                await SendAsync(client, sidecar, (w * 15) + i);
-            }
-        }));
+        await SendConcurrentlyAsync(client, sidecar, 8, 15);
 
         Assert.Equal(120, backend.Connections.Values.Sum(c => c.Requests));
         Assert.All(backend.Connections.Values, c => Assert.InRange(c.Requests, 1, 3));
@@ -123,13 +111,7 @@ public sealed class RequestsPerConnectionTests
         using var client = Client();
 
         // GETs and POSTs with bodies; each request has its own path, which the backend counts.
-        await Task.WhenAll(Enumerable.Range(0, workers).Select(async w =>
-        {
-            for (var i = 0; i < perWorker; i++)
-            {
-                await SendAsync(client, sidecar, (w * perWorker) + i);
-            }
-        }));
+        await SendConcurrentlyAsync(client, sidecar, workers, perWorker);
 
         var total = workers * perWorker;
         Assert.Equal(total, backend.Connections.Values.Sum(c => c.Requests));
@@ -162,13 +144,7 @@ public sealed class RequestsPerConnectionTests
             }
         }, TestContext.Current.CancellationToken);
 
-        await Task.WhenAll(Enumerable.Range(0, 8).Select(async w =>
-        {
-            for (var i = 0; i < 10; i++)
-            {
-                await SendAsync(client, sidecar, (w * 10) + i);
-            }
-        }));
+        await SendConcurrentlyAsync(client, sidecar, 8, 10);
         await stop.CancelAsync();
         await sampler;
 
@@ -211,6 +187,19 @@ public sealed class RequestsPerConnectionTests
 
     private static HttpClient Client() =>
         new(new SocketsHttpHandler { UseProxy = false, MaxConnectionsPerServer = 64 }) { Timeout = TimeSpan.FromSeconds(20) };
+
+    /// <summary>
+    /// <paramref name="workers"/> callers at once, each sending <paramref name="perWorker"/> requests one after
+    /// another; the requests are numbered 0 to workers x perWorker - 1, so each has its own path.
+    /// </summary>
+    private static Task SendConcurrentlyAsync(HttpClient client, TestSidecar sidecar, int workers, int perWorker) =>
+        Task.WhenAll(Enumerable.Range(0, workers).Select(async w =>
+        {
+            for (var i = 0; i < perWorker; i++)
+            {
+                await SendAsync(client, sidecar, (w * perWorker) + i);
+            }
+        }));
 
     /// <summary>Odd numbers POST a body that must come back intact, even ones GET; anything but 200 fails the test.</summary>
     private static async Task SendAsync(HttpClient client, TestSidecar sidecar, int n)
