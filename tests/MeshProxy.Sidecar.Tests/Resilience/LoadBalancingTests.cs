@@ -15,6 +15,18 @@ public sealed class LoadBalancingTests
     private static UpstreamEndpoint[] Endpoints(params int[] weights) =>
         [.. weights.Select((w, i) => new UpstreamEndpoint("127.0.0.1", 10_000 + i, w, null))];
 
+    /// <summary>The balancer <paramref name="simple"/>, and no retries: every request reaches one endpoint only.</summary>
+    private static string Unretried(string simple) => Chaos.Route("{ attempts: 0 }") + $$"""
+
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: DestinationPolicy
+        metadata: { name: svc, namespace: test }
+        spec:
+          host: svc
+          loadBalancer: { simple: {{simple}} }
+        """;
+
     private static Dictionary<UpstreamEndpoint, int> Picks(IEndpointPicker picker, int n)
     {
         var counts = new Dictionary<UpstreamEndpoint, int>();
@@ -292,16 +304,7 @@ public sealed class LoadBalancingTests
         static Task SlowOk(HttpContext context) => Task.Delay(50).ContinueWith(_ => context.Response.WriteAsync("ok")).Unwrap();
         await using var heavy = await ChaosBackend.StartAsync(SlowOk);
         await using var light = await ChaosBackend.StartAsync(SlowOk);
-        await using var chaos = await Chaos.StartWeightedAsync([(heavy.Port, 3), (light.Port, 1)], Chaos.Route("{ attempts: 0 }") + $$"""
-
-            ---
-            apiVersion: meshproxy.io/v1alpha1
-            kind: DestinationPolicy
-            metadata: { name: svc, namespace: test }
-            spec:
-              host: svc
-              loadBalancer: { simple: {{balancer}} }
-            """);
+        await using var chaos = await Chaos.StartWeightedAsync([(heavy.Port, 3), (light.Port, 1)], Unretried(balancer));
 
         // Warm up: connections open at both, latencies measured.
         await RunAsync(40, 8);
@@ -333,16 +336,7 @@ public sealed class LoadBalancingTests
     {
         await using var heavy = await ChaosBackend.StartAsync(ChaosBackend.Ok);
         await using var light = await ChaosBackend.StartAsync(ChaosBackend.Ok);
-        await using var chaos = await Chaos.StartWeightedAsync([(heavy.Port, 3), (light.Port, 1)], Chaos.Route("{ attempts: 0 }") + """
-
-            ---
-            apiVersion: meshproxy.io/v1alpha1
-            kind: DestinationPolicy
-            metadata: { name: svc, namespace: test }
-            spec:
-              host: svc
-              loadBalancer: { simple: ROUND_ROBIN }
-            """);
+        await using var chaos = await Chaos.StartWeightedAsync([(heavy.Port, 3), (light.Port, 1)], Unretried("ROUND_ROBIN"));
 
         for (var i = 0; i < 200; i++)
         {
