@@ -281,29 +281,11 @@ public sealed class OutlierDetectionTests
     [InlineData("reset", "consecutive5xxErrors: 0, consecutiveGatewayErrors: 3")]
     public async Task Unsplit_connect_failures_and_resets_eject_by_the_5xx_or_gateway_threshold_alone(string how, string threshold)
     {
-        var (port, backend) = await FailingAsync(how);
-        try
+        await AssertEjectedAtAsync(how, $"{{ {threshold}, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }}", od =>
         {
-            await using var good = await ChaosBackend.StartAsync(ChaosBackend.Ok);
-            await using var chaos = await Chaos.StartAsync([port, good.Port],
-                Policy($"{{ {threshold}, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }}"));
-
-            var od = (await chaos.HealthAsync()).GetProperty("outlierDetection");
             Assert.False(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
             Assert.Equal(JsonValueKind.Null, od.GetProperty("consecutiveLocalOriginFailures").ValueKind);
-
-            var failed = await FailUntilAsync(chaos, 0, 2);
-            Assert.Empty(await chaos.EjectedAsync());
-            await FailUntilAsync(chaos, failed, 3);
-            Assert.Equal([$"127.0.0.1:{port}"], await chaos.EjectedAsync());
-        }
-        finally
-        {
-            if (backend is not null)
-            {
-                await backend.DisposeAsync();
-            }
-        }
+        }, ejectedAt: 3);
     }
 
     [Theory]
@@ -311,23 +293,35 @@ public sealed class OutlierDetectionTests
     [InlineData("reset")]
     public async Task Split_connect_failures_and_resets_eject_by_consecutive_local_origin_failures_not_by_5xx_or_gateway(string how)
     {
+        // Unsplit, the second failure would have ejected it; split, the sixth does.
+        const string Thresholds = "{ consecutive5xxErrors: 2, consecutiveGatewayErrors: 2, splitExternalLocalOriginErrors: true, " +
+            "consecutiveLocalOriginFailures: 6, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }";
+        await AssertEjectedAtAsync(how, Thresholds, od =>
+        {
+            Assert.True(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
+            Assert.Equal(6, od.GetProperty("consecutiveLocalOriginFailures").GetInt32());
+        }, ejectedAt: 6);
+    }
+
+    /// <summary>
+    /// Round robin over an endpoint failing as <paramref name="how"/> says (<see cref="FailingAsync"/>) and a
+    /// good one, under <paramref name="outlierDetection"/>: the thresholds /config_dump shows pass
+    /// <paramref name="thresholds"/>, and the failing endpoint is still in after <paramref name="ejectedAt"/> - 1
+    /// of its failures and ejected by the next.
+    /// </summary>
+    private static async Task AssertEjectedAtAsync(string how, string outlierDetection, Action<JsonElement> thresholds, int ejectedAt)
+    {
         var (port, backend) = await FailingAsync(how);
         try
         {
             await using var good = await ChaosBackend.StartAsync(ChaosBackend.Ok);
-            await using var chaos = await Chaos.StartAsync([port, good.Port], Policy(
-                "{ consecutive5xxErrors: 2, consecutiveGatewayErrors: 2, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 6, " +
-                "interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
+            await using var chaos = await Chaos.StartAsync([port, good.Port], Policy(outlierDetection));
 
-            // /config_dump shows the thresholds in effect.
-            var od = (await chaos.HealthAsync()).GetProperty("outlierDetection");
-            Assert.True(od.GetProperty("splitExternalLocalOriginErrors").GetBoolean());
-            Assert.Equal(6, od.GetProperty("consecutiveLocalOriginFailures").GetInt32());
+            thresholds((await chaos.HealthAsync()).GetProperty("outlierDetection"));
 
-            // Unsplit, the second failure would have ejected it.
-            var failed = await FailUntilAsync(chaos, 0, 5);
+            var failed = await FailUntilAsync(chaos, 0, ejectedAt - 1);
             Assert.Empty(await chaos.EjectedAsync());
-            await FailUntilAsync(chaos, failed, 6);
+            await FailUntilAsync(chaos, failed, ejectedAt);
             Assert.Equal([$"127.0.0.1:{port}"], await chaos.EjectedAsync());
         }
         finally
