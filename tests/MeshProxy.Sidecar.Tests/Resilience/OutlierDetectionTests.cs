@@ -113,32 +113,15 @@ public sealed class OutlierDetectionTests
         await using var chaos = await Chaos.StartAsync([flaky.Port, good.Port],
             Policy("{ consecutive5xxErrors: 0, consecutiveGatewayErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
 
-        async Task ServeAsync(params int[] sequence)
-        {
-            foreach (var s in sequence)
-            {
-                statuses.Enqueue(s);
-            }
-
-            // Round robin over two: every other request. Bounded, so that an ejection cannot stall it.
-            var target = flaky.Received + sequence.Length;
-            for (var i = 0; i < 4 * sequence.Length && flaky.Received < target; i++)
-            {
-                using var _ = await chaos.SendAsync(HttpMethod.Get, "/x");
-            }
-
-            Assert.True(flaky.Received == target, $"the endpoint was sent {flaky.Received} of {target} requests: ejected early");
-        }
-
         // 500s are not gateway errors, however many.
-        await ServeAsync(500, 500, 500, 500, 500, 500);
+        await ServeAsync(chaos, flaky, statuses, 500, 500, 500, 500, 500, 500);
         Assert.Empty(await chaos.EjectedAsync());
 
         // Gateway errors broken up by a 500 never make three in a row.
-        await ServeAsync(502, 503, 500, 504, 502, 500, 503, 504, 500);
+        await ServeAsync(chaos, flaky, statuses, 502, 503, 500, 504, 502, 500, 503, 504, 500);
         Assert.Empty(await chaos.EjectedAsync());
 
-        await ServeAsync(502, 503, 504);
+        await ServeAsync(chaos, flaky, statuses, 502, 503, 504);
         Assert.Equal([$"127.0.0.1:{flaky.Port}"], await chaos.EjectedAsync());
     }
 
@@ -235,6 +218,27 @@ public sealed class OutlierDetectionTests
         var policy = OutlierPolicy.From(new Config.Resources.OutlierDetectionSpec(null, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 10, SplitExternalLocalOriginErrors: true));
         Assert.Equal(OutlierPolicy.DefaultConsecutiveLocalOriginFailures, policy.ConsecutiveLocalOriginFailures);
         Assert.Equal(5, FirstEjectingAt(new EndpointHealth(), policy, L, L, L, L, L, L));
+    }
+
+    /// <summary>
+    /// Queues <paramref name="sequence"/> for the scripted endpoint <paramref name="flaky"/> to answer with, then
+    /// sends until it has received them all. Round robin over two: every other request. Bounded, so that an
+    /// ejection cannot stall it.
+    /// </summary>
+    private static async Task ServeAsync(Chaos chaos, ChaosBackend flaky, ConcurrentQueue<int> script, params int[] sequence)
+    {
+        foreach (var s in sequence)
+        {
+            script.Enqueue(s);
+        }
+
+        var target = flaky.Received + sequence.Length;
+        for (var i = 0; i < 4 * sequence.Length && flaky.Received < target; i++)
+        {
+            using var _ = await chaos.SendAsync(HttpMethod.Get, "/x");
+        }
+
+        Assert.True(flaky.Received == target, $"the endpoint was sent {flaky.Received} of {target} requests: ejected early");
     }
 
     /// <summary>An endpoint whose connections are refused (nothing listens) or that resets every request it receives.</summary>
@@ -356,27 +360,11 @@ public sealed class OutlierDetectionTests
         await using var chaos = await Chaos.StartAsync([flaky.Port, good.Port], Policy(
             "{ consecutive5xxErrors: 0, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
 
-        async Task ServeAsync(params int[] sequence)
-        {
-            foreach (var s in sequence)
-            {
-                script.Enqueue(s);
-            }
-
-            var target = flaky.Received + sequence.Length;
-            for (var i = 0; i < 4 * sequence.Length && flaky.Received < target; i++)
-            {
-                using var _ = await chaos.SendAsync(HttpMethod.Get, "/x");
-            }
-
-            Assert.True(flaky.Received == target, $"the endpoint was sent {flaky.Received} of {target} requests: ejected early");
-        }
-
         // Were 503s local-origin failures, the first three would eject; were they neutral, the run of resets around them would.
-        await ServeAsync(503, 503, 503, Reset, Reset, 503, Reset, Reset, 503, 503);
+        await ServeAsync(chaos, flaky, script, 503, 503, 503, Reset, Reset, 503, Reset, Reset, 503, 503);
         Assert.Empty(await chaos.EjectedAsync());
 
-        await ServeAsync(Reset, Reset, Reset);
+        await ServeAsync(chaos, flaky, script, Reset, Reset, Reset);
         Assert.Equal([$"127.0.0.1:{flaky.Port}"], await chaos.EjectedAsync());
     }
 }
