@@ -1,32 +1,22 @@
 namespace MeshProxy.Sidecar.Forwarding;
 
 /// <summary>
-/// The pass-through half of a stream layer: every read, write and flush goes to <see cref="Inner"/>,
-/// each overload to the inner stream's same overload, so that a layer that changes nothing in one
-/// direction costs nothing there (Stream's own defaults would rent arrays or queue work). A derived
-/// layer overrides only what it changes, and then every overload of that kind (Read(byte[]...),
-/// Read(Span), ReadAsync(byte[]...), ReadAsync(Memory), or the four writes): the array forms here go
-/// straight to the inner stream, not through the span and memory forms. Members that Stream builds on
-/// those (CopyTo, CopyToAsync, ReadByte, WriteByte, Begin/End) are left to Stream, so they go through a
-/// layer's reads and writes too; timeouts are not passed on (no layer has needed them). The layers wrap
-/// connections and bodies as they flow, so none can seek.
-/// It lives in Forwarding because what it wraps is what the sidecar forwards: the upstream connections
-/// this folder's transport hands to Resilience's layers, and the bodies and tunnels Telemetry counts.
+/// The pass-through part of a stream layer: every read, write and flush goes to <see cref="Inner"/>, each
+/// overload to the inner stream's same overload, so a layer costs nothing where it changes nothing (Stream's
+/// own defaults would rent arrays or queue work to the thread pool).
+/// A layer overrides only what it changes, but then every overload of it: the four reads (byte[] and Span,
+/// sync and async) or the four writes, since the array forms here go straight to the inner stream rather
+/// than through the span and memory forms. What Stream builds on those (CopyTo, CopyToAsync, ReadByte,
+/// WriteByte, Begin/End) is left to Stream, so it goes through a layer's reads and writes too; timeouts are
+/// not passed on (no layer has needed them). Layers wrap connections and bodies as they flow: none can seek.
+/// It lives in Forwarding because what it wraps is what the sidecar forwards: the upstream connections this
+/// folder's transport hands to Resilience's layers, and the bodies and tunnels Telemetry counts.
 /// </summary>
-internal abstract class DelegatingStream : Stream
+/// <param name="inner">The stream every member passes to.</param>
+/// <param name="leaveOpen">True when <paramref name="inner"/> belongs to someone else: disposing the layer then leaves it open.</param>
+internal abstract class DelegatingStream(Stream inner, bool leaveOpen) : Stream
 {
-    private readonly bool _leaveOpen;
-
-    /// <param name="inner">The stream every member passes to.</param>
-    /// <param name="leaveOpen">True when disposing this layer must not dispose <paramref name="inner"/>,
-    /// which belongs to someone else.</param>
-    protected DelegatingStream(Stream inner, bool leaveOpen)
-    {
-        Inner = inner;
-        _leaveOpen = leaveOpen;
-    }
-
-    public Stream Inner { get; }
+    public Stream Inner { get; } = inner;
 
     public override bool CanRead => Inner.CanRead;
 
@@ -74,11 +64,11 @@ internal abstract class DelegatingStream : Stream
     // stream's own DisposeAsync is the one that may close it asynchronously. Left open, it is Stream's
     // (Dispose(true), which then releases nothing). No derived layer holds anything of its own to release;
     // one that ever does overrides this too.
-    public override ValueTask DisposeAsync() => _leaveOpen ? base.DisposeAsync() : Inner.DisposeAsync();
+    public override ValueTask DisposeAsync() => leaveOpen ? base.DisposeAsync() : Inner.DisposeAsync();
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing && !_leaveOpen)
+        if (disposing && !leaveOpen)
         {
             Inner.Dispose();
         }
