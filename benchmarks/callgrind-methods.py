@@ -28,7 +28,7 @@ def load_map(path):
 
 
 def name_of(fn, perf_map):
-    match = re.match(r"\?\?\?:0x([0-9a-f]+)", fn)
+    match = re.match(r"(?:\?\?\?:)?0x([0-9a-f]+)$", fn)
     if not match:
         # Native code: the function and its object, e.g. "__memset_avx2_unaligned_erms [libc.so.6]".
         return fn.split(":", 1)[-1]

@@ -13,7 +13,9 @@
 # Settings that make counts repeatable, identical for both variants: tiered compilation off (every
 # method is JIT-compiled once, fully optimized, so no tier-up or PGO happens mid-measurement; the
 # absolute counts therefore differ from a tiered run, the difference between variants is what is
-# compared), W^X off (valgrind cannot follow the runtime's double-mapped code pages), idle thread-pool
+# compared), ReadyToRun code not used (without tiering, precompiled framework code would never be
+# replaced: its typeof() alone cost ~1,000 runtime type lookups, ~35,000 instructions, per request,
+# which tier-1 code folds into constants), W^X off (valgrind cannot follow the runtime's double-mapped code pages), idle thread-pool
 # workers block instead of spinning (spinning adds instructions that depend on timing, not on work).
 # Work that depends on wall time rather than requests (Kestrel's 1 s heartbeat, timers) is in the
 # counts too; the idle line measures it, and it is well under 1 % of a round.
@@ -22,7 +24,7 @@
 #   Writes the "Instructions per request" section of benchmarks/RESULTS.md. Takes ~15 min per feature.
 #   --profile  also prints, per feature, the methods whose own instructions per request differ most
 #              between off and on in the last round (benchmarks/callgrind-methods.py, JIT code named
-#              through the runtime's perf map); does not write RESULTS.md
+#              through the runtime's perf map)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT="$ROOT/benchmarks/out"
@@ -59,8 +61,14 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     sleep 1
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK" /tmp/meshproxy-bench-access.log
-    for pid in "${PID_OF[@]}"; do rm -f "/tmp/perf-$pid.map" "/tmp/perfinfo-$pid.map"; done
+    if ((profile)); then
+        # The dumps and perf maps stay for a closer look (callgrind-methods.py with more rows).
+        for pid in "${PID_OF[@]}"; do mv -f "/tmp/perf-$pid.map" "/tmp/perfinfo-$pid.map" "$WORK/" 2>/dev/null || true; done
+        log "profile data kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    rm -f /tmp/meshproxy-bench-access.log
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -148,7 +156,7 @@ EOF
     sed -e "s/OTLP_SINK/127.0.0.1:$SINK/" -e "s#/tmp/meshproxy-bench-access.log#$WORK/$key.access.log#" \
         "$ROOT/benchmarks/$1/$2.yaml" >>"$WORK/$key.yaml"
     env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_GCgen0size=0x400000 \
-        DOTNET_TieredCompilation=0 DOTNET_EnableWriteXorExecute=0 DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0 "${PROFILE_ENV[@]}" \
+        DOTNET_TieredCompilation=0 DOTNET_ReadyToRun=0 DOTNET_EnableWriteXorExecute=0 DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0 "${PROFILE_ENV[@]}" \
         valgrind --tool=callgrind --smc-check=all-non-file --dump-instr=no --callgrind-out-file="$WORK/$key.cg" \
         "$OUT/meshproxy-sidecar" --config "$WORK/$key.yaml" >"$WORK/$key.log" 2>&1 &
     PID_OF[$key]=$!
@@ -204,7 +212,6 @@ for feature in "${features[@]}"; do
     fi
     for variant in off on; do kill -TERM "${PID_OF[$feature-$variant]}" 2>/dev/null || true; done
 done
-((profile)) && exit 0
 
 python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" <<'PY'
 import datetime, re, statistics, sys
@@ -220,8 +227,8 @@ goals = {"resilience": "within 5 %", "telemetry": "<= 1.11x (0.9x req/s)"}
 lines = ["## Instructions per request", "",
          f"- Date: {datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%MZ')}; command: `{command}`.",
          f"- MeshProxy outbound under callgrind, HTTP/1.1 GETs of 1 KiB from nginx, 16 connections; {rounds} rounds of {requests} requests per variant,",
-         "  off and on alternating; median instructions per request (the dump's total over the requests). Tiered compilation off, so",
-         "  absolute counts are those of fully optimized JIT code without PGO; the on/off ratio is what is compared.",
+         "  off and on alternating; median instructions per request (the dump's total over the requests). Tiered compilation and",
+         "  ReadyToRun off, so absolute counts are those of fully optimized JIT code without PGO; the on/off ratio is what is compared.",
          "  Idle: instructions in 10 s without requests (timers, heartbeat), which every round also contains.", "",
          "| feature | off | on | on/off | per round on/off | goal | idle off / on (10 s) |", "|---|---:|---:|---:|---|---|---|"]
 for feature in dict.fromkeys(f for f, _ in data):
