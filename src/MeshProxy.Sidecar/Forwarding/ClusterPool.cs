@@ -10,7 +10,7 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// </summary>
 internal sealed class ClusterPool
 {
-    private int _references = 1; // the transport's own, given up by Retire
+    private ReferenceCount _references = new(); // the transport's own, given up by Retire
 
     public ClusterPool(PoolSettings settings, HttpMessageInvoker plaintext, HttpMessageInvoker mtls, HandlerGenerations? generations = null)
     {
@@ -30,26 +30,11 @@ internal sealed class ClusterPool
     public HandlerGenerations? Generations { get; }
 
     /// <summary>False once the pool is retired and drained: the caller must send elsewhere.</summary>
-    public bool TryAcquire()
-    {
-        var references = Volatile.Read(ref _references);
-        while (references > 0)
-        {
-            var seen = Interlocked.CompareExchange(ref _references, references + 1, references);
-            if (seen == references)
-            {
-                return true;
-            }
-
-            references = seen;
-        }
-
-        return false;
-    }
+    public bool TryAcquire() => _references.TryAcquire();
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) == 0)
+        if (_references.Release())
         {
             // Idle connections close now; none is in use, since every sender has released.
             Plaintext.Dispose();

@@ -106,36 +106,18 @@ internal sealed class HandlerGenerations(int limit, Func<bool, HttpMessageInvoke
 /// <summary>One handler of an endpoint's rotation, reference-counted by the attempts sending through it.</summary>
 internal sealed class HandlerGeneration(HttpMessageInvoker invoker)
 {
-    private int _references = 1; // the slot's own, given up when the generation is replaced
+    private ReferenceCount _references = new(); // the slot's own, given up when the generation is replaced
     private int _tickets;
 
     public HttpMessageInvoker Invoker => invoker;
 
-    /// <summary>Requests given to this generation so far (some beyond the limit were turned away).</summary>
-    public int Tickets => Volatile.Read(ref _tickets);
-
-    public bool TryAcquire()
-    {
-        var references = Volatile.Read(ref _references);
-        while (references > 0)
-        {
-            var seen = Interlocked.CompareExchange(ref _references, references + 1, references);
-            if (seen == references)
-            {
-                return true;
-            }
-
-            references = seen;
-        }
-
-        return false;
-    }
+    public bool TryAcquire() => _references.TryAcquire();
 
     public int TakeTicket() => Interlocked.Increment(ref _tickets);
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) == 0)
+        if (_references.Release())
         {
             // Replaced and drained: no stream of this handler is in use, so its connections close now.
             invoker.Dispose();
