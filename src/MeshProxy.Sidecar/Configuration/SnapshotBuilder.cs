@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
+using MeshProxy.Config.Validation;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Resilience;
@@ -10,9 +11,10 @@ using MeshProxy.Sidecar.Routing;
 namespace MeshProxy.Sidecar.Configuration;
 
 /// <summary>
-/// Turns validated resources into the runtime model. Checks what only the whole set can show: a
-/// route pointing at a service that does not exist, two services claiming one host. Any such error
-/// refuses the whole snapshot, so a request never meets a half-applied configuration.
+/// Turns validated resources into the runtime model. What only the whole set can show (a route to a
+/// service that does not exist, two services claiming one host...) is checked by the shared
+/// <see cref="ResourceSetValidator"/>, the control plane's pre-push check. Any error refuses the whole
+/// snapshot, so a request never meets a half-applied configuration.
 /// </summary>
 internal static class SnapshotBuilder
 {
@@ -28,18 +30,20 @@ internal static class SnapshotBuilder
         }
 
         var sidecar = sidecars[0];
-        var meshConfigs = parsed.OfKind<MeshConfigResource>().ToList();
-        if (meshConfigs.Count > 1)
+        // Every cross-resource check is the shared one, which the control plane also runs before it
+        // pushes: what passes there is never refused here. Past this point the set is known to build.
+        errors.AddRange(ResourceSetValidator.Validate(parsed.Resources).Select(p => p.Diagnostic));
+        if (errors.Count > 0)
         {
-            errors.Add(At(meshConfigs[1], "kind", $"more than one MeshConfig (first at {meshConfigs[0].Source})"));
+            throw new ConfigException(errors);
         }
 
         var services = parsed.OfKind<ServiceResource>().ToList();
-        var clusters = BuildClusters(services, parsed.OfKind<DestinationPolicyResource>().ToList(), errors);
-        var routesByService = BuildRoutes(parsed.OfKind<HttpRouteResource>(), services, clusters, errors);
+        var byHost = ResourceSetValidator.IndexHosts(services);
+        var clusters = BuildClusters(services, parsed.OfKind<DestinationPolicyResource>(), byHost);
+        var routesByService = BuildRoutes(parsed.OfKind<HttpRouteResource>(), byHost, clusters);
 
         var hosts = new Dictionary<string, HostEntry>(StringComparer.OrdinalIgnoreCase);
-        var hostOwners = new Dictionary<string, ServiceResource>(StringComparer.OrdinalIgnoreCase);
         var addresses = new Dictionary<IPEndPoint, VirtualHost>();
         foreach (var service in services)
         {
@@ -50,13 +54,6 @@ internal static class SnapshotBuilder
             var entry = new HostEntry(ports);
             foreach (var host in service.Spec.Hosts)
             {
-                if (hostOwners.TryGetValue(host, out var owner))
-                {
-                    errors.Add(At(service, "spec.hosts", $"host '{host}' is already claimed by Service {owner.Metadata.Namespace}/{owner.Metadata.Name} ({owner.Source})"));
-                    continue;
-                }
-
-                hostOwners[host] = service;
                 hosts[host] = entry;
             }
 
@@ -79,11 +76,6 @@ internal static class SnapshotBuilder
             }
         }
 
-        if (errors.Count > 0)
-        {
-            throw new ConfigException(errors);
-        }
-
         var app = sidecar.Spec.App;
         var inbound = new Cluster(
             $"inbound|{app.Port}||",
@@ -92,7 +84,7 @@ internal static class SnapshotBuilder
             app.Protocol,
             [new UpstreamEndpoint("127.0.0.1", app.Port, 1, null)]);
 
-        var mesh = meshConfigs.FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
+        var mesh = parsed.OfKind<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
         var workload = sidecar.Spec.Workload;
         var authorization = AuthorizationEngine.Build(
             parsed.OfKind<AuthorizationPolicyResource>(), workload.Namespace, workload.Labels, mesh.RootNamespace);
@@ -113,29 +105,15 @@ internal static class SnapshotBuilder
     }
 
     private static Dictionary<(ServiceResource, int), Cluster> BuildClusters(
-        List<ServiceResource> services, List<DestinationPolicyResource> policies, List<ConfigDiagnostic> errors)
+        List<ServiceResource> services, IEnumerable<DestinationPolicyResource> policies, Dictionary<string, ServiceResource> byHost)
     {
-        // A DestinationPolicy names its service by any of the service's hosts; one policy per service.
-        var policyOf = new Dictionary<ServiceResource, DestinationPolicyResource>();
-        foreach (var policy in policies)
-        {
-            var service = services.FirstOrDefault(s => s.Spec.Hosts.Contains(policy.Spec.Host, StringComparer.OrdinalIgnoreCase));
-            if (service is null)
-            {
-                errors.Add(At(policy, "spec.host", $"no Service answers to host '{policy.Spec.Host}'"));
-            }
-            else if (!policyOf.TryAdd(service, policy))
-            {
-                var other = policyOf[service];
-                errors.Add(At(policy, "spec.host", $"Service {service.Metadata.Name} already has DestinationPolicy {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})"));
-            }
-        }
-
+        // Validated: each policy names a known host, and no service has two.
+        var policyOf = policies.ToDictionary(p => byHost[p.Spec.Host], p => p.Spec);
         var clusters = new Dictionary<(ServiceResource, int), Cluster>();
         foreach (var service in services)
         {
             var fqdn = $"{service.Metadata.Name}.{service.Metadata.Namespace}.svc.cluster.local";
-            var clusterPolicy = ClusterPolicy.From(policyOf.GetValueOrDefault(service)?.Spec);
+            var clusterPolicy = ClusterPolicy.From(policyOf.GetValueOrDefault(service));
             foreach (var port in service.Spec.Ports)
             {
                 var endpoints = service.Spec.Endpoints
@@ -151,86 +129,39 @@ internal static class SnapshotBuilder
 
     private static Dictionary<ServiceResource, List<RouteRule>> BuildRoutes(
         IEnumerable<HttpRouteResource> routes,
-        List<ServiceResource> services,
-        Dictionary<(ServiceResource, int), Cluster> clusters,
-        List<ConfigDiagnostic> errors)
+        Dictionary<string, ServiceResource> byHost,
+        Dictionary<(ServiceResource, int), Cluster> clusters)
     {
-        var byHost = new Dictionary<string, ServiceResource>(StringComparer.OrdinalIgnoreCase);
-        foreach (var s in services)
-        {
-            foreach (var h in s.Spec.Hosts)
-            {
-                byHost.TryAdd(h, s);
-            }
-        }
-
+        // Validated: every host and destination resolves, each destination to one of its service's ports,
+        // and no service is routed twice (a route may list two hosts of one service).
         var result = new Dictionary<ServiceResource, List<RouteRule>>();
-        var routedBy = new Dictionary<ServiceResource, HttpRouteResource>();
         foreach (var route in routes)
         {
-            for (var h = 0; h < route.Spec.Hosts.Count; h++)
+            var rules = new List<RouteRule>();
+            foreach (var rule in route.Spec.Http)
             {
-                var host = route.Spec.Hosts[h];
-                if (!byHost.TryGetValue(host, out var service))
+                var destinations = new List<WeightedCluster>();
+                foreach (var destination in rule.Route)
                 {
-                    errors.Add(At(route, $"spec.hosts[{h}]", $"no Service answers to host '{host}'"));
-                    continue;
-                }
-
-                if (routedBy.TryGetValue(service, out var other))
-                {
-                    if (other != route)
+                    var target = byHost[destination.Host];
+                    if (destination.Weight > 0)
                     {
-                        errors.Add(At(route, $"spec.hosts[{h}]", $"Service {service.Metadata.Name} is already routed by HttpRoute {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})"));
-                    }
-
-                    continue;
-                }
-
-                routedBy[service] = route;
-                var rules = new List<RouteRule>();
-                for (var r = 0; r < route.Spec.Http.Count; r++)
-                {
-                    var rule = route.Spec.Http[r];
-                    var destinations = new List<WeightedCluster>();
-                    for (var d = 0; d < rule.Route.Count; d++)
-                    {
-                        var destination = rule.Route[d];
-                        var field = $"spec.http[{r}].route[{d}].destination";
-                        if (!byHost.TryGetValue(destination.Host, out var target))
-                        {
-                            errors.Add(At(route, $"{field}.host", $"no Service answers to host '{destination.Host}'"));
-                            continue;
-                        }
-
-                        var port = destination.Port ?? (target.Spec.Ports.Count == 1 ? target.Spec.Ports[0].Port : (int?)null);
-                        if (port is null || !clusters.TryGetValue((target, port.Value), out var cluster))
-                        {
-                            errors.Add(At(route, $"{field}.port.number", port is null
-                                ? $"Service {target.Metadata.Name} has several ports; say which one"
-                                : $"Service {target.Metadata.Name} has no port {port}"));
-                            continue;
-                        }
-
-                        if (destination.Weight > 0)
-                        {
-                            destinations.Add(new WeightedCluster(cluster, destination.Weight));
-                        }
-                    }
-
-                    if (destinations.Count > 0)
-                    {
-                        rules.Add(new RouteRule(rule.Name, rule.Match, destinations, rule.Timeout, rule.Retries));
+                        destinations.Add(new WeightedCluster(clusters[(target, ResourceSetValidator.DestinationPort(destination, target)!.Value)], destination.Weight));
                     }
                 }
 
-                result[service] = rules;
+                if (destinations.Count > 0)
+                {
+                    rules.Add(new RouteRule(rule.Name, rule.Match, destinations, rule.Timeout, rule.Retries));
+                }
+            }
+
+            foreach (var host in route.Spec.Hosts)
+            {
+                result[byHost[host]] = rules;
             }
         }
 
         return result;
     }
-
-    private static ConfigDiagnostic At(Resource resource, string field, string reason) =>
-        new(resource.Source.File, resource.Source.Line, field, reason);
 }
