@@ -5,8 +5,8 @@ namespace MeshProxy.ControlPlane;
 /// <summary>Every log line the control plane writes, source-generated.</summary>
 internal static partial class ControlPlaneLog
 {
-    [LoggerMessage(1, LogLevel.Information, "Configuration generation {Generation}: {Resources} resources served, {Invalid} invalid")]
-    public static partial void ConfigLoaded(this ILogger logger, long generation, int resources, int invalid);
+    [LoggerMessage(1, LogLevel.Information, "Configuration generation {Generation}: {Resources} resources served, {Invalid} invalid, {HeldBack} held back")]
+    public static partial void ConfigLoaded(this ILogger logger, long generation, int resources, int invalid, int heldBack);
 
     [LoggerMessage(2, LogLevel.Error, "Invalid resource: {Error}")]
     public static partial void InvalidResource(this ILogger logger, string error);
@@ -40,6 +40,15 @@ internal static partial class ControlPlaneLog
 
     [LoggerMessage(12, LogLevel.Warning, "Push to {InstanceId} did not complete in {Seconds}s (the sidecar is not reading); closing its stream")]
     public static partial void PushTimedOut(this ILogger logger, string instanceId, double seconds);
+
+    [LoggerMessage(14, LogLevel.Error, "{Key} version {Version} is held back, not pushed (the sidecars would refuse it), and nothing of it is served: {Errors}")]
+    public static partial void HeldBack(this ILogger logger, string key, string version, string errors);
+
+    [LoggerMessage(15, LogLevel.Error, "{Key} version {Version} is held back, not pushed (the sidecars would refuse it); its last good version {Serving} keeps serving: {Errors}")]
+    public static partial void HeldBackServingLastGood(this ILogger logger, string key, string version, string serving, string errors);
+
+    [LoggerMessage(16, LogLevel.Information, "{Key} is no longer held back")]
+    public static partial void NoLongerHeldBack(this ILogger logger, string key);
 
     [LoggerMessage(13, LogLevel.Information, "Control plane listening: gRPC on {Grpc}, monitoring on {Monitoring}, configuration from {Directory}")]
     public static partial void Listening(this ILogger logger, string grpc, string monitoring, string directory);

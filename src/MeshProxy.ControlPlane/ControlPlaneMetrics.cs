@@ -15,6 +15,7 @@ internal sealed class ControlPlaneMetrics
         Registry = new MetricsRegistry();
         Registry.CreateCallbackGauge("meshproxy_controlplane_connected_sidecars", "Sidecars with an open StreamSnapshots stream.", () => connections.Count);
         Registry.CreateCallbackGauge("meshproxy_controlplane_invalid_resources", "Resources in the configuration directory that are refused (their last good version, if any, keeps serving).", () => directory.Current.InvalidResources);
+        Registry.CreateCallbackGauge("meshproxy_controlplane_held_back_resources", "Resources that parse but that the sidecars would refuse in the set (a route to an unknown service...): not pushed; their last good version, if any, keeps serving.", () => directory.Current.HeldBack.Count);
         Registry.CreateCallbackGauge("meshproxy_controlplane_resources", "Resources being served.", () => directory.Current.Resources.Count);
         Registry.CreateCallbackGauge("meshproxy_controlplane_config_generation", "Configuration generation; increases at every change of the directory.", () => directory.Current.Generation);
         Pushes = Registry.CreateCounter("meshproxy_controlplane_pushes_total", "Snapshots sent to sidecars.");

@@ -57,6 +57,15 @@ internal sealed class MonitoringEndpoints(ConnectionRegistry registry, ResourceD
             generation = state.Generation,
             resources = state.Resources.Select(r => new { key = r.Key, version = r.Version, source = r.Resource.Source.ToString() }),
             keptLastGood = state.KeptLastGood,
+            heldBack = state.HeldBack.Select(h => new
+            {
+                kind = h.Refused.Resource.Kind,
+                @namespace = h.Refused.Resource.Metadata.Namespace,
+                name = h.Refused.Resource.Metadata.Name,
+                version = h.Refused.Version,
+                servingLastGood = h.ServingVersion,
+                errors = h.Errors.Select(Diagnostic),
+            }),
             invalidResources = state.InvalidResources,
             errors = state.Errors.Select(Diagnostic),
             warnings = state.Warnings.Select(Diagnostic),

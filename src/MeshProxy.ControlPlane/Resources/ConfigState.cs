@@ -11,7 +11,10 @@ internal sealed record StoredResource(Resource Resource, string Yaml, string Ver
 
 /// <summary>
 /// The whole configuration at one moment, immutable. <see cref="KeptLastGood"/> names the resources
-/// whose file currently has errors and that are served from their last good version.
+/// whose file currently has errors and that are served from their last good version;
+/// <see cref="HeldBack"/> the resources that parse but that the sidecars would refuse in the set
+/// (see <see cref="PushGate"/>). <see cref="Resources"/> is what is served: neither kind of broken
+/// version is in it.
 /// </summary>
 internal sealed record ConfigState(
     long Generation,
@@ -22,4 +25,19 @@ internal sealed record ConfigState(
     int InvalidResources)
 {
     public static ConfigState Empty { get; } = new(0, [], [], [], [], 0);
+
+    public IReadOnlyList<HeldBackResource> HeldBack { get; init; } = [];
+}
+
+/// <summary>
+/// A resource version the pre-push check refused: the errors the sidecars would have reported, and the
+/// version of the same resource served instead (its last version that passed), if any.
+/// </summary>
+internal sealed record HeldBackResource(StoredResource Refused, IReadOnlyList<ConfigDiagnostic> Errors, string? ServingVersion)
+{
+    public string Key => Refused.Key;
+
+    /// <summary>Same resource version, same errors, same fallback: logged once, not at every generation.</summary>
+    public bool SameAs(HeldBackResource other) =>
+        Key == other.Key && Refused.Version == other.Refused.Version && ServingVersion == other.ServingVersion && Errors.SequenceEqual(other.Errors);
 }

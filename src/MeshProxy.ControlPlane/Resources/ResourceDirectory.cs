@@ -14,6 +14,8 @@ namespace MeshProxy.ControlPlane.Resources;
 /// error, the resources that were good in it and are now missing from it (the broken ones) keep their
 /// last good version until the file is fixed; a file that is valid again, or deleted, is taken as
 /// written. So one bad edit never takes anything else down, and never silently removes what it broke.
+/// What parses is then checked as a set (<see cref="PushGate"/>): a resource the sidecars would refuse
+/// is held back, its last version that passed serving meanwhile.
 /// </summary>
 internal sealed class ResourceDirectory : IDisposable
 {
@@ -22,6 +24,7 @@ internal sealed class ResourceDirectory : IDisposable
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
     private readonly Dictionary<string, FileState> _files = new(StringComparer.Ordinal);
+    private readonly PushGate _gate = new();
     private FileSystemWatcher? _watcher;
     private Timer? _timer;
     private volatile ConfigState _current = ConfigState.Empty;
@@ -115,12 +118,13 @@ internal sealed class ResourceDirectory : IDisposable
                 return;
             }
 
-            var state = Merge(_current.Generation + 1);
+            var state = _gate.Apply(Merge(_current.Generation + 1));
             if (_current.Generation > 0 && SameContent(state, _current))
             {
                 return;
             }
 
+            var before = _current;
             _current = state;
             foreach (var error in state.Errors)
             {
@@ -137,7 +141,8 @@ internal sealed class ResourceDirectory : IDisposable
                 _logger.KeptLastGood(key);
             }
 
-            _logger.ConfigLoaded(state.Generation, state.Resources.Count, state.InvalidResources);
+            LogHeldBack(before, state);
+            _logger.ConfigLoaded(state.Generation, state.Resources.Count, state.InvalidResources, state.HeldBack.Count);
         }
 
         Changed?.Invoke(_current);
@@ -279,7 +284,39 @@ internal sealed class ResourceDirectory : IDisposable
         a.Resources.Count == b.Resources.Count &&
         a.Resources.Zip(b.Resources).All(p => p.First.Key == p.Second.Key && p.First.Version == p.Second.Version && p.First.Resource.Source == p.Second.Resource.Source) &&
         a.Errors.SequenceEqual(b.Errors) &&
-        a.Warnings.SequenceEqual(b.Warnings);
+        a.Warnings.SequenceEqual(b.Warnings) &&
+        a.HeldBack.Count == b.HeldBack.Count &&
+        a.HeldBack.Zip(b.HeldBack).All(p => p.First.SameAs(p.Second));
+
+    /// <summary>
+    /// Once per change, not at every generation: a resource newly held back (or held back again in a new
+    /// version, or with a different fallback), and one that is no longer held back.
+    /// </summary>
+    private void LogHeldBack(ConfigState previous, ConfigState state)
+    {
+        foreach (var held in state.HeldBack)
+        {
+            if (previous.HeldBack.Any(p => p.SameAs(held)))
+            {
+                continue;
+            }
+
+            var errors = string.Join("; ", held.Errors);
+            if (held.ServingVersion is { } serving)
+            {
+                _logger.HeldBackServingLastGood(held.Key, held.Refused.Version, serving, errors);
+            }
+            else
+            {
+                _logger.HeldBack(held.Key, held.Refused.Version, errors);
+            }
+        }
+
+        foreach (var cleared in previous.HeldBack.Where(p => !state.HeldBack.Any(h => h.Key == p.Key)))
+        {
+            _logger.NoLongerHeldBack(cleared.Key);
+        }
+    }
 
     private sealed record FileState(
         string Hash,
