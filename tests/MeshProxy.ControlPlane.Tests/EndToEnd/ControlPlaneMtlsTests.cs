@@ -1,10 +1,8 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Tests.Certificates;
 using MeshProxy.ControlPlane.Tests.Infrastructure;
@@ -120,16 +118,16 @@ public sealed class ControlPlaneMtlsTests
         // /metrics: the new series with sane values, and an exposition promtool accepts.
         var apiMetrics = await MetricsAsync(api);
         var webMetrics = await MetricsAsync(web);
-        Assert.InRange(Sample(apiMetrics, "meshproxy_certificate_expiry_seconds"), TimeSpan.FromHours(23).TotalSeconds, TimeSpan.FromHours(24).TotalSeconds);
-        Assert.True(Sample(apiMetrics, "meshproxy_tls_handshakes_total{direction=\"inbound\"}") >= 1);
-        Assert.True(Sample(webMetrics, "meshproxy_tls_handshakes_total{direction=\"outbound\"}") >= 1);
-        Assert.True(Sample(apiMetrics, "meshproxy_tls_plaintext_connections_total{outcome=\"refused\"}") >= 1);
-        Assert.Equal(0, Sample(webMetrics, "meshproxy_tls_peer_refusals_total{direction=\"outbound\",reason=\"identity_not_allowed\"}"));
-        Assert.Equal(0, Sample(webMetrics, "meshproxy_config_stale"));
-        Assert.Equal(0, Sample(webMetrics, "meshproxy_config_nacks_total"));
+        Assert.InRange(Exposition.Sample(apiMetrics, "meshproxy_certificate_expiry_seconds"), TimeSpan.FromHours(23).TotalSeconds, TimeSpan.FromHours(24).TotalSeconds);
+        Assert.True(Exposition.Sample(apiMetrics, "meshproxy_tls_handshakes_total{direction=\"inbound\"}") >= 1);
+        Assert.True(Exposition.Sample(webMetrics, "meshproxy_tls_handshakes_total{direction=\"outbound\"}") >= 1);
+        Assert.True(Exposition.Sample(apiMetrics, "meshproxy_tls_plaintext_connections_total{outcome=\"refused\"}") >= 1);
+        Assert.Equal(0, Exposition.Sample(webMetrics, "meshproxy_tls_peer_refusals_total{direction=\"outbound\",reason=\"identity_not_allowed\"}"));
+        Assert.Equal(0, Exposition.Sample(webMetrics, "meshproxy_config_stale"));
+        Assert.Equal(0, Exposition.Sample(webMetrics, "meshproxy_config_nacks_total"));
         var cluster = web.Store.Current.Services.VirtualHosts.First(v => v.DefaultCluster.ServiceName == "api").DefaultCluster.Name;
-        Assert.Equal(0, Sample(webMetrics, $"meshproxy_upstream_retries_total{{cluster=\"{cluster}\"}}"));
-        Assert.Equal(0, Sample(webMetrics, $"meshproxy_outlier_ejected_endpoints{{cluster=\"{cluster}\"}}"));
+        Assert.Equal(0, Exposition.Sample(webMetrics, $"meshproxy_upstream_retries_total{{cluster=\"{cluster}\"}}"));
+        Assert.Equal(0, Exposition.Sample(webMetrics, $"meshproxy_outlier_ejected_endpoints{{cluster=\"{cluster}\"}}"));
         await PromtoolAsync(apiMetrics);
         await PromtoolAsync(webMetrics);
     }
@@ -162,14 +160,6 @@ public sealed class ControlPlaneMtlsTests
 
     private static Task<string> MetricsAsync(InProcessSidecar sidecar) =>
         Http.GetStringAsync(new Uri(sidecar.StatsUri, "/metrics"), TestContext.Current.CancellationToken);
-
-    /// <summary>The value of the one sample named exactly <paramref name="series"/> (name plus label block).</summary>
-    private static double Sample(string exposition, string series)
-    {
-        var match = Regex.Match(exposition, "^" + Regex.Escape(series) + " (\\S+)$", RegexOptions.Multiline);
-        Assert.True(match.Success, $"no sample {series} in:\n{exposition}");
-        return double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
-    }
 
     private static async Task PromtoolAsync(string exposition)
     {
