@@ -28,7 +28,7 @@ public static class ResourceSetValidator
         var byHost = IndexHosts(services);
 
         MeshConfig(all, problems);
-        DestinationPolicies(all.OfType<DestinationPolicyResource>(), services, problems);
+        DestinationPolicies(all.OfType<DestinationPolicyResource>(), byHost, problems);
         Routes(all.OfType<HttpRouteResource>(), byHost, problems);
         HostClaims(services, problems);
         return problems;
@@ -65,14 +65,13 @@ public static class ResourceSetValidator
         }
     }
 
-    private static void DestinationPolicies(IEnumerable<DestinationPolicyResource> policies, List<ServiceResource> services, List<ResourceProblem> problems)
+    private static void DestinationPolicies(IEnumerable<DestinationPolicyResource> policies, Dictionary<string, ServiceResource> byHost, List<ResourceProblem> problems)
     {
         // A DestinationPolicy names its service by any of the service's hosts; one policy per service.
         var policyOf = new Dictionary<ServiceResource, DestinationPolicyResource>();
         foreach (var policy in policies)
         {
-            var service = services.FirstOrDefault(s => s.Spec.Hosts.Contains(policy.Spec.Host, StringComparer.OrdinalIgnoreCase));
-            if (service is null)
+            if (!byHost.TryGetValue(policy.Spec.Host, out var service))
             {
                 problems.Add(At(policy, "spec.host", $"no Service answers to host '{policy.Spec.Host}'"));
             }
