@@ -75,7 +75,7 @@ public sealed class ResourceSetValidatorTests
 
         """;
 
-    /// <summary>Extra resources after <see cref="Base"/>, and each expected problem as "key | field | reason".</summary>
+    /// <summary>Extra resources after <see cref="Base"/>, and each expected problem as "key | field | reason[ | conflicts with key]".</summary>
     public static TheoryData<string, string, string[]> Cases => new()
     {
         { "a valid set", Route("to-b", "a", "{ host: b, port: { number: 81 } }") + DestinationPolicy("a", "a.shop") + MeshConfig("mesh"), [] },
@@ -90,15 +90,17 @@ public sealed class ResourceSetValidatorTests
         { "a route with two hosts of one service reports its destinations once", Route("r", "a, a.shop", "{ host: nowhere }"),
             ["HttpRoute/shop/r | spec.http[0].route[0].destination.host | no Service answers to host 'nowhere'"] },
         { "the second route for one service", Route("first", "a", "{ host: a }") + Route("second", "a.shop", "{ host: a }"),
-            ["HttpRoute/shop/second | spec.hosts[0] | Service a is already routed by HttpRoute shop/first (set.yaml:13)"] },
+            ["HttpRoute/shop/second | spec.hosts[0] | Service a is already routed by HttpRoute shop/first (set.yaml:13) | conflicts with HttpRoute/shop/first"] },
         { "a DestinationPolicy for a host no Service answers to", DestinationPolicy("p", "nowhere"),
             ["DestinationPolicy/shop/p | spec.host | no Service answers to host 'nowhere'"] },
         { "the second DestinationPolicy for one service", DestinationPolicy("first", "a") + DestinationPolicy("second", "a.shop.svc.cluster.local"),
-            ["DestinationPolicy/shop/second | spec.host | Service a already has DestinationPolicy shop/first (set.yaml:13)"] },
+            ["DestinationPolicy/shop/second | spec.host | Service a already has DestinationPolicy shop/first (set.yaml:13) | conflicts with DestinationPolicy/shop/first"] },
+        { "a Service listing one host twice conflicts with nobody else", Service("c", "c, c"),
+            ["Service/shop/c | spec.hosts | host 'c' is already claimed by Service shop/c (set.yaml:13)"] },
         { "a host claimed by a second Service", Service("c", "a.shop, c"),
-            ["Service/shop/c | spec.hosts | host 'a.shop' is already claimed by Service shop/a (set.yaml:1)"] },
+            ["Service/shop/c | spec.hosts | host 'a.shop' is already claimed by Service shop/a (set.yaml:1) | conflicts with Service/shop/a"] },
         { "a second MeshConfig", MeshConfig("one") + MeshConfig("two"),
-            ["MeshConfig/meshproxy-system/two | kind | more than one MeshConfig (first at set.yaml:13)"] },
+            ["MeshConfig/meshproxy-system/two | kind | more than one MeshConfig (first at set.yaml:13) | conflicts with MeshConfig/meshproxy-system/one"] },
         // The sidecar has no cross-resource check for AuthorizationPolicy: naming a namespace or principal it
         // has no Service for is normal (callers outside the directory), so neither is refused here.
         { "an AuthorizationPolicy naming namespaces and principals with no Service", AuthorizationPolicy, [] },
@@ -113,7 +115,7 @@ public sealed class ResourceSetValidatorTests
 
         var problems = ResourceSetValidator.Validate(parsed.Resources);
 
-        Assert.Equal(expected, problems.Select(p => $"{p.Resource.Key} | {p.Diagnostic.FieldPath} | {p.Diagnostic.Reason}"));
+        Assert.Equal(expected, problems.Select(p => $"{p.Resource.Key} | {p.Diagnostic.FieldPath} | {p.Diagnostic.Reason}" + (p.ConflictsWith is { } c ? $" | conflicts with {c.Key}" : "")));
         Assert.All(problems, p => Assert.Equal(p.Resource.Source.Line, p.Diagnostic.Line));
         Assert.All(problems, p => Assert.Equal("set.yaml", p.Diagnostic.File));
     }

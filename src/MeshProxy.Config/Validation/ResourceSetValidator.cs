@@ -3,8 +3,11 @@ using MeshProxy.Config.Resources;
 
 namespace MeshProxy.Config.Validation;
 
-/// <summary>One cross-resource error, with the resource it belongs to (the one that must change or go).</summary>
-public sealed record ResourceProblem(Resource Resource, ConfigDiagnostic Diagnostic);
+/// <summary>
+/// One cross-resource error, with the resource it belongs to (the one that must change or go) and, for a
+/// conflict, the earlier resource that keeps the claim.
+/// </summary>
+public sealed record ResourceProblem(Resource Resource, ConfigDiagnostic Diagnostic, Resource? ConflictsWith = null);
 
 /// <summary>
 /// What only the whole set of resources can show, each parsed resource being valid on its own: a route
@@ -61,7 +64,7 @@ public static class ResourceSetValidator
         var meshConfigs = all.OfType<MeshConfigResource>().ToList();
         foreach (var extra in meshConfigs.Skip(1))
         {
-            problems.Add(At(extra, "kind", $"more than one MeshConfig (first at {meshConfigs[0].Source})"));
+            problems.Add(At(extra, "kind", $"more than one MeshConfig (first at {meshConfigs[0].Source})", meshConfigs[0]));
         }
     }
 
@@ -78,7 +81,7 @@ public static class ResourceSetValidator
             else if (!policyOf.TryAdd(service, policy))
             {
                 var other = policyOf[service];
-                problems.Add(At(policy, "spec.host", $"Service {service.Metadata.Name} already has DestinationPolicy {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})"));
+                problems.Add(At(policy, "spec.host", $"Service {service.Metadata.Name} already has DestinationPolicy {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})", other));
             }
         }
     }
@@ -102,7 +105,7 @@ public static class ResourceSetValidator
                 {
                     if (other != route)
                     {
-                        problems.Add(At(route, $"spec.hosts[{h}]", $"Service {service.Metadata.Name} is already routed by HttpRoute {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})"));
+                        problems.Add(At(route, $"spec.hosts[{h}]", $"Service {service.Metadata.Name} is already routed by HttpRoute {other.Metadata.Namespace}/{other.Metadata.Name} ({other.Source})", other));
                     }
 
                     continue;
@@ -155,12 +158,13 @@ public static class ResourceSetValidator
                 if (!owners.TryAdd(host, service))
                 {
                     var owner = owners[host];
-                    problems.Add(At(service, "spec.hosts", $"host '{host}' is already claimed by Service {owner.Metadata.Namespace}/{owner.Metadata.Name} ({owner.Source})"));
+                    // A service listing one host twice conflicts with nobody else.
+                    problems.Add(At(service, "spec.hosts", $"host '{host}' is already claimed by Service {owner.Metadata.Namespace}/{owner.Metadata.Name} ({owner.Source})", owner == service ? null : owner));
                 }
             }
         }
     }
 
-    private static ResourceProblem At(Resource resource, string field, string reason) =>
-        new(resource, new ConfigDiagnostic(resource.Source.File, resource.Source.Line, field, reason));
+    private static ResourceProblem At(Resource resource, string field, string reason, Resource? conflictsWith = null) =>
+        new(resource, new ConfigDiagnostic(resource.Source.File, resource.Source.Line, field, reason), conflictsWith);
 }

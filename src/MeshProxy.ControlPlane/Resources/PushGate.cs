@@ -39,31 +39,38 @@ internal sealed class PushGate
                 break;
             }
 
-            // One resource per round, the first at fault in serving order. A conflict (a host claimed
-            // twice, a service routed twice) is laid on the later of the two resources, so the earlier
-            // one's own fate is settled first: if it goes, the later one may well pass without it.
-            var position = new Dictionary<Config.Resources.Resource, int>(ReferenceEqualityComparer.Instance);
-            for (var i = 0; i < served.Count; i++)
+            // Every resource at fault is dealt with in this round, except the later party to a conflict
+            // whose earlier party is at fault too: if that one goes, the later one may well pass without
+            // it, so it waits for the next round. (The first resource at fault is never made to wait, so
+            // each round settles at least one; rounds follow the chain of consequences, a Service held
+            // back and then the routes to it, not the number of resources at fault.)
+            var failing = problems.Select(p => p.Resource).ToHashSet(ReferenceEqualityComparer.Instance);
+            var waiting = problems
+                .Where(p => p.ConflictsWith is { } earlier && failing.Contains(earlier))
+                .Select(p => p.Resource)
+                .ToHashSet(ReferenceEqualityComparer.Instance);
+            var next = new List<StoredResource>(served.Count);
+            foreach (var resource in served)
             {
-                position[served[i].Resource] = i;
+                if (!failing.Contains(resource.Resource) || waiting.Contains(resource.Resource))
+                {
+                    next.Add(resource);
+                    continue;
+                }
+
+                if (!held.TryGetValue(resource.Key, out var entry))
+                {
+                    held[resource.Key] = entry = (resource, []);
+                }
+
+                entry.Errors.AddRange(problems.Where(p => ReferenceEquals(p.Resource, resource.Resource)).Select(p => p.Diagnostic).Except(entry.Errors));
+                if (_lastPassed.TryGetValue(resource.Key, out var last) && last.Version != resource.Version)
+                {
+                    next.Add(last); // tried once: if it fails too, its version is the last good one and it goes
+                }
             }
 
-            var index = problems.Min(p => position[p.Resource]);
-            var culprit = served[index];
-            if (!held.TryGetValue(culprit.Key, out var entry))
-            {
-                held[culprit.Key] = entry = (culprit, []);
-            }
-
-            entry.Errors.AddRange(problems.Where(p => ReferenceEquals(p.Resource, culprit.Resource)).Select(p => p.Diagnostic).Except(entry.Errors));
-            if (_lastPassed.TryGetValue(culprit.Key, out var last) && last.Version != culprit.Version)
-            {
-                served[index] = last; // tried once: if it fails too, its version equals the last good and it goes
-            }
-            else
-            {
-                served.RemoveAt(index);
-            }
+            served = next;
         }
 
         var present = state.Resources.Select(r => r.Key).ToHashSet(StringComparer.Ordinal);
