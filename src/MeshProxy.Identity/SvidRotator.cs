@@ -34,6 +34,12 @@ public sealed class SvidRotator
     private readonly PeerCertificateVerifier _verifier;
     private readonly HashSet<SpiffeId> _self;
 
+    // When the current SVID is to be renewed; MaxValue until the first one is in. Read by RenewNowIfDue.
+    private long _renewAtTicks = DateTimeOffset.MaxValue.UtcTicks;
+
+    // Completed by RenewNowIfDue to cut a retry's backoff short; replaced once consumed.
+    private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <param name="issue">Sends a CSR (PEM) to the CA and returns what it issued; the gRPC call in the sidecar.</param>
     public SvidRotator(
         SvidStore store,
@@ -58,9 +64,11 @@ public sealed class SvidRotator
     {
         try
         {
+            // An SVID already in the store (one saved before a restart) is renewed on its own schedule.
             var delay = _store.Current is { } current ? NextRenewal(current) : TimeSpan.Zero;
             while (true)
             {
+                Volatile.Write(ref _renewAtTicks, (_time.GetUtcNow() + delay).UtcTicks);
                 await Task.Delay(delay, _time, cancellationToken);
                 var svid = await RenewWithRetryAsync(cancellationToken);
                 delay = NextRenewal(svid);
@@ -72,11 +80,26 @@ public sealed class SvidRotator
         }
     }
 
+    /// <summary>
+    /// The CA is reachable again (the sidecar's config stream came back): if there is no SVID yet or its
+    /// renewal time has passed, the next request goes now instead of at the end of its backoff, which may
+    /// be up to <see cref="SvidRotatorOptions.MaxBackoff"/> away. Before the renewal time it does nothing:
+    /// a fleet reconnecting together must not all ask for certificates they do not need yet.
+    /// </summary>
+    public void RenewNowIfDue()
+    {
+        if (_store.Current is null || _time.GetUtcNow().UtcTicks >= Volatile.Read(ref _renewAtTicks))
+        {
+            Volatile.Read(ref _wake).TrySetResult();
+        }
+    }
+
     private TimeSpan NextRenewal(X509Svid svid) =>
         RenewalDelay(svid.NotBefore, svid.NotAfter, _time.GetUtcNow(), _options.RenewalJitter, Random.Shared.NextDouble());
 
     private async Task<X509Svid> RenewWithRetryAsync(CancellationToken cancellationToken)
     {
+        ConsumeWake(); // a wake-up from before this renewal is answered by its first attempt
         for (var attempt = 1; ; attempt++)
         {
             try
@@ -87,8 +110,30 @@ public sealed class SvidRotator
             {
                 var delay = Backoff(attempt, _options, Random.Shared.NextDouble());
                 Log.RenewalFailed(_logger, ex, _id.Value, attempt, delay);
-                await Task.Delay(delay, _time, cancellationToken);
+                await BackoffAsync(delay, cancellationToken);
             }
+        }
+    }
+
+    /// <summary>Waits out a retry's backoff, or less if <see cref="RenewNowIfDue"/> is called (also if it was during the attempt).</summary>
+    private async Task BackoffAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var wake = Volatile.Read(ref _wake);
+        using (var sleep = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            await Task.WhenAny(Task.Delay(delay, _time, sleep.Token), wake.Task);
+            await sleep.CancelAsync(); // releases the timer when the wake-up came first
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        ConsumeWake();
+    }
+
+    private void ConsumeWake()
+    {
+        if (Volatile.Read(ref _wake).Task.IsCompleted)
+        {
+            Volatile.Write(ref _wake, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         }
     }
 
@@ -99,14 +144,9 @@ public sealed class SvidRotator
         var svid = X509Svid.Create(key, issued.CertificateChainPem, _id);
         var bundle = TrustBundle.FromPem(issued.TrustBundlePem);
 
-        // Never install what peers would refuse: check it exactly as they will, in both roles.
-        foreach (var role in (ReadOnlySpan<PeerRole>)[PeerRole.Client, PeerRole.Server])
+        if (_verifier.VerifyOwn(svid, bundle, _id.TrustDomain, _self) is { } refused)
         {
-            var check = _verifier.Verify(svid.Certificate, [.. svid.Intermediates], bundle, _id.TrustDomain, role, _self);
-            if (!check.IsValid)
-            {
-                throw new InvalidOperationException($"the CA returned a certificate peers would refuse: {check}");
-            }
+            throw new InvalidOperationException($"the CA returned a certificate peers would refuse: {refused.Result}");
         }
 
         _store.Update(svid, bundle);
