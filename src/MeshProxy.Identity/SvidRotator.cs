@@ -34,8 +34,9 @@ public sealed class SvidRotator
     private readonly PeerCertificateVerifier _verifier;
     private readonly HashSet<SpiffeId> _self;
 
-    // When the current SVID is to be renewed; MaxValue until the first one is in. Read by RenewNowIfDue.
-    private long _renewAtTicks = DateTimeOffset.MaxValue.UtcTicks;
+    // True from the renewal point (or the start, without an SVID) until a renewal succeeds: what RenewNowIfDue asks.
+    // A flag rather than a comparison with the planned time, which Task.Delay rounds to whole milliseconds.
+    private volatile bool _renewing;
 
     // Completed by RenewNowIfDue to cut a retry's backoff short; replaced once consumed.
     private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -68,7 +69,6 @@ public sealed class SvidRotator
             var delay = _store.Current is { } current ? NextRenewal(current) : TimeSpan.Zero;
             while (true)
             {
-                Volatile.Write(ref _renewAtTicks, (_time.GetUtcNow() + delay).UtcTicks);
                 await Task.Delay(delay, _time, cancellationToken);
                 var svid = await RenewWithRetryAsync(cancellationToken);
                 delay = NextRenewal(svid);
@@ -88,7 +88,7 @@ public sealed class SvidRotator
     /// </summary>
     public void RenewNowIfDue()
     {
-        if (_store.Current is null || _time.GetUtcNow().UtcTicks >= Volatile.Read(ref _renewAtTicks))
+        if (_renewing || _store.Current is null)
         {
             Volatile.Read(ref _wake).TrySetResult();
         }
@@ -100,11 +100,14 @@ public sealed class SvidRotator
     private async Task<X509Svid> RenewWithRetryAsync(CancellationToken cancellationToken)
     {
         ConsumeWake(); // a wake-up from before this renewal is answered by its first attempt
+        _renewing = true;
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return await RenewOnceAsync(cancellationToken);
+                var svid = await RenewOnceAsync(cancellationToken);
+                _renewing = false;
+                return svid;
             }
             catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {
