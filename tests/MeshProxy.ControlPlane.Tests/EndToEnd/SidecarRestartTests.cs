@@ -145,7 +145,7 @@ public sealed class SidecarRestartTests
 
             // web -> api over mTLS: the first call succeeds within a second of api's listeners opening.
             var first = await FirstSuccessAsync(() => CallApiAsync(web), TimeSpan.FromSeconds(1));
-            TestContext.Current.SendDiagnosticMessage($"api restarted: listeners {listening.TotalMilliseconds:F0} ms after launch, first mTLS call through web {first.TotalMilliseconds:F0} ms after that");
+            TestContext.Current.TestOutputHelper?.WriteLine($"api restarted: listeners {listening.TotalMilliseconds:F0} ms after launch, first mTLS call through web {first.TotalMilliseconds:F0} ms after that");
             var (status, body) = await CallApiAsync(web);
             Assert.Equal(HttpStatusCode.OK, status);
             Assert.Contains("URI=" + CaTestKit.SpiffeId("shop", "web"), JsonDocument.Parse(body).RootElement.GetProperty("clientCert").GetString());
@@ -182,7 +182,7 @@ public sealed class SidecarRestartTests
 
     /// <summary>One resource of every kind a snapshot compiles (web is the workload; api a mesh service; localhost:externalPort allowed out).</summary>
     private static string Everything(int externalPort, int apiPort) => Yaml.Docs(
-        CaTestKit.MeshYaml(),
+        CaTestKit.MeshYaml() + "\n",
         $$"""
         apiVersion: meshproxy.io/v1alpha1
         kind: Service
