@@ -130,6 +130,25 @@ public sealed class PeerCertificateVerifier
     }
 
     /// <summary>
+    /// Checks a workload's own SVID exactly as its peers will, as a client and as a server, so that nothing peers
+    /// would refuse is ever installed. Null when both roles accept it; otherwise the role refused and why.
+    /// </summary>
+    public (PeerRole Role, PeerVerificationResult Result)? VerifyOwn(X509Svid svid, TrustBundle trustBundle, string trustDomain, IReadOnlySet<SpiffeId>? allowed = null)
+    {
+        ArgumentNullException.ThrowIfNull(svid);
+        foreach (var role in (ReadOnlySpan<PeerRole>)[PeerRole.Client, PeerRole.Server])
+        {
+            var check = Verify(svid.Certificate, [.. svid.Intermediates], trustBundle, trustDomain, role, allowed);
+            if (!check.IsValid)
+            {
+                return (role, check);
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
     /// A callback for <see cref="SslServerAuthenticationOptions.RemoteCertificateValidationCallback"/> (role
     /// <see cref="PeerRole.Client"/>) or <see cref="SslClientAuthenticationOptions.RemoteCertificateValidationCallback"/>
     /// (role <see cref="PeerRole.Server"/>). The platform's own policy errors are ignored on purpose: they judge the

@@ -34,6 +34,13 @@ public sealed class SvidRotator
     private readonly PeerCertificateVerifier _verifier;
     private readonly HashSet<SpiffeId> _self;
 
+    // True from the renewal point (or the start, without an SVID) until a renewal succeeds: what RenewNowIfDue asks.
+    // A flag rather than a comparison with the planned time, which Task.Delay rounds to whole milliseconds.
+    private volatile bool _renewing;
+
+    // Completed by RenewNowIfDue to cut a retry's backoff short; replaced once consumed.
+    private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <param name="issue">Sends a CSR (PEM) to the CA and returns what it issued; the gRPC call in the sidecar.</param>
     public SvidRotator(
         SvidStore store,
@@ -58,6 +65,7 @@ public sealed class SvidRotator
     {
         try
         {
+            // An SVID already in the store (one saved before a restart) is renewed on its own schedule.
             var delay = _store.Current is { } current ? NextRenewal(current) : TimeSpan.Zero;
             while (true)
             {
@@ -72,23 +80,63 @@ public sealed class SvidRotator
         }
     }
 
+    /// <summary>
+    /// The CA is reachable again (the sidecar's config stream came back): if there is no SVID yet or its
+    /// renewal time has passed, the next request goes now instead of at the end of its backoff, which may
+    /// be up to <see cref="SvidRotatorOptions.MaxBackoff"/> away. Before the renewal time it does nothing:
+    /// a fleet reconnecting together must not all ask for certificates they do not need yet.
+    /// </summary>
+    public void RenewNowIfDue()
+    {
+        if (_renewing || _store.Current is null)
+        {
+            Volatile.Read(ref _wake).TrySetResult();
+        }
+    }
+
     private TimeSpan NextRenewal(X509Svid svid) =>
         RenewalDelay(svid.NotBefore, svid.NotAfter, _time.GetUtcNow(), _options.RenewalJitter, Random.Shared.NextDouble());
 
     private async Task<X509Svid> RenewWithRetryAsync(CancellationToken cancellationToken)
     {
+        ConsumeWake(); // a wake-up from before this renewal is answered by its first attempt
+        _renewing = true;
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return await RenewOnceAsync(cancellationToken);
+                var svid = await RenewOnceAsync(cancellationToken);
+                _renewing = false;
+                return svid;
             }
             catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {
                 var delay = Backoff(attempt, _options, Random.Shared.NextDouble());
                 Log.RenewalFailed(_logger, ex, _id.Value, attempt, delay);
-                await Task.Delay(delay, _time, cancellationToken);
+                await BackoffAsync(delay, cancellationToken);
             }
+        }
+    }
+
+    /// <summary>Waits out a retry's backoff, or less if <see cref="RenewNowIfDue"/> is called (also if it was during the attempt).</summary>
+    private async Task BackoffAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var wake = Volatile.Read(ref _wake);
+        using (var sleep = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            await Task.WhenAny(Task.Delay(delay, _time, sleep.Token), wake.Task);
+            await sleep.CancelAsync(); // releases the timer when the wake-up came first
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        ConsumeWake();
+    }
+
+    private void ConsumeWake()
+    {
+        if (Volatile.Read(ref _wake).Task.IsCompleted)
+        {
+            Volatile.Write(ref _wake, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         }
     }
 
@@ -99,14 +147,9 @@ public sealed class SvidRotator
         var svid = X509Svid.Create(key, issued.CertificateChainPem, _id);
         var bundle = TrustBundle.FromPem(issued.TrustBundlePem);
 
-        // Never install what peers would refuse: check it exactly as they will, in both roles.
-        foreach (var role in (ReadOnlySpan<PeerRole>)[PeerRole.Client, PeerRole.Server])
+        if (_verifier.VerifyOwn(svid, bundle, _id.TrustDomain, _self) is { } refused)
         {
-            var check = _verifier.Verify(svid.Certificate, [.. svid.Intermediates], bundle, _id.TrustDomain, role, _self);
-            if (!check.IsValid)
-            {
-                throw new InvalidOperationException($"the CA returned a certificate peers would refuse: {check}");
-            }
+            throw new InvalidOperationException($"the CA returned a certificate peers would refuse: {refused.Result}");
         }
 
         _store.Update(svid, bundle);

@@ -15,6 +15,7 @@ public sealed class SvidRotatorTests : IAsyncDisposable
     private readonly List<DateTimeOffset> _calls = [];
     private readonly CancellationTokenSource _stop = new();
     private Task? _running;
+    private SvidRotator? _rotator;
 
     public SvidRotatorTests()
     {
@@ -32,10 +33,10 @@ public sealed class SvidRotatorTests : IAsyncDisposable
         }
     }
 
-    private SvidStore Start(int failures = 0, SvidRotatorOptions? options = null)
+    private SvidStore Start(int failures = 0, SvidRotatorOptions? options = null, SvidStore? store = null)
     {
-        var store = new SvidStore();
-        var rotator = new SvidRotator(store, Web, (csr, _) =>
+        store ??= new SvidStore();
+        var rotator = _rotator = new SvidRotator(store, Web, (csr, _) =>
         {
             lock (_calls)
             {
@@ -55,7 +56,15 @@ public sealed class SvidRotatorTests : IAsyncDisposable
     /// <summary>Waits until the rotator sleeps on the clock (after <paramref name="calls"/> CA calls), then returns when it wants to wake.</summary>
     private async Task<DateTimeOffset> SleepingAfter(int calls)
     {
-        await Eventually.True(() => Calls == calls && _clock.PendingTimers == 1, $"{calls} calls and the rotator asleep");
+        try
+        {
+            await Eventually.True(() => Calls == calls && _clock.PendingTimers == 1, $"{calls} calls and the rotator asleep");
+        }
+        catch (TimeoutException ex)
+        {
+            throw new TimeoutException($"{ex.Message} (now {Calls} calls, {_clock.PendingTimers} timers, running: {_running?.Status})", ex);
+        }
+
         return _clock.NextDue!.Value;
     }
 
@@ -111,6 +120,54 @@ public sealed class SvidRotatorTests : IAsyncDisposable
         {
             Assert.InRange(delays[i].TotalSeconds, Math.Min(expected[i] * 0.8, 8), Math.Min(expected[i] * 1.2, 8));
         }
+    }
+
+    [Fact]
+    public async Task A_reconnect_sends_the_next_request_at_once_instead_of_at_the_end_of_the_backoff()
+    {
+        var store = Start(failures: 2, new SvidRotatorOptions { InitialBackoff = TimeSpan.FromSeconds(20), MaxBackoff = TimeSpan.FromSeconds(30) });
+        var t0 = _clock.GetUtcNow();
+        await SleepingAfter(1);
+        Assert.Null(store.Current);
+
+        _rotator!.RenewNowIfDue();
+        await SleepingAfter(2); // failed again: back to waiting, and the next wake-up cuts that short too
+        _rotator.RenewNowIfDue();
+        var renewal = await SleepingAfter(3);
+
+        Assert.NotNull(store.Current);
+        Assert.All(_calls, at => Assert.Equal(t0, at)); // the clock never moved: no backoff was waited out
+        Assert.True(renewal - t0 > TimeSpan.FromHours(10), "then it sleeps until the renewal point");
+    }
+
+    [Fact]
+    public async Task A_saved_svid_is_renewed_on_its_own_schedule_and_a_reconnect_before_that_asks_nothing()
+    {
+        var store = new SvidStore();
+        using (var key = WorkloadKey.Create())
+        {
+            var issued = _ca.Sign(key.CreateSigningRequestPem(Web), Web);
+            store.Update(X509Svid.Create(key, issued.CertificateChainPem, Web), TrustBundle.FromPem(issued.TrustBundlePem));
+        }
+
+        var saved = store.Current!;
+        Start(failures: 1, store: store);
+        var wake = await SleepingAfter(0);
+        var halfLife = (saved.NotAfter - saved.NotBefore) / 2;
+        Assert.InRange(wake, saved.NotBefore + (halfLife * 0.9), saved.NotBefore + (halfLife * 1.1));
+
+        _rotator!.RenewNowIfDue(); // the control plane came back, but nothing is due
+        await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Equal(0, Calls);
+        Assert.Equal(wake, _clock.NextDue);
+
+        _clock.AdvanceTo(wake);
+        await SleepingAfter(1); // due, and the CA is away: backing off with the saved SVID still in use
+        Assert.Same(saved, store.Current);
+        _rotator.RenewNowIfDue();
+        await SleepingAfter(2);
+        Assert.NotSame(saved, store.Current);
+        Assert.Equal(wake, _calls[1]);
     }
 
     [Theory]

@@ -12,6 +12,9 @@ namespace MeshProxy.Sidecar.Configuration;
 /// </summary>
 internal sealed class SidecarSnapshot
 {
+    private bool _stale;
+    private bool _provisional;
+
     public required string Version { get; init; }
 
     /// <summary>Where the snapshot came from: the bootstrap file's path, or the control plane's address.</summary>
@@ -44,14 +47,28 @@ internal sealed class SidecarSnapshot
     /// Control-plane mode: restored from the saved copy because the control plane could not be reached;
     /// true until the control plane pushes a snapshot again.
     /// </summary>
-    public bool Stale { get; init; }
+    public bool Stale { get => _stale; init => _stale = value; }
 
     /// <summary>
     /// Control-plane mode before any snapshot arrived: just the bootstrap's Sidecar, so the listeners can
     /// open; the sidecar is not ready while this is in force.
     /// </summary>
-    public bool Provisional { get; init; }
+    public bool Provisional { get => _provisional; init => _provisional = value; }
 
     /// <summary>The resources this snapshot was built from, for /config_dump.</summary>
     public required IReadOnlyList<Resource> Resources { get; init; }
+
+    /// <summary>
+    /// This snapshot with other flags and everything else the same. A memberwise copy rather than a list of
+    /// properties: a property added later is carried over without anyone having to remember this method
+    /// (a hand-written copy once dropped <see cref="Egress"/>, and a restarted sidecar refused all egress).
+    /// Only for a snapshot that is not yet in force: the copy shares its clusters and their state.
+    /// </summary>
+    public SidecarSnapshot Restamp(bool stale, bool provisional)
+    {
+        var copy = (SidecarSnapshot)MemberwiseClone();
+        copy._stale = stale;
+        copy._provisional = provisional;
+        return copy;
+    }
 }

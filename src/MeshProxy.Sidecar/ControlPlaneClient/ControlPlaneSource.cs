@@ -66,6 +66,12 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
 
     public string InstanceId => _node.InstanceId;
 
+    /// <summary>
+    /// Raised when a stream delivers its first snapshot: the control plane answers again, so a certificate
+    /// request waiting out its backoff can go at once (see <see cref="Hosting.ControlPlaneIdentity"/>).
+    /// </summary>
+    public event Action? Connected;
+
     /// <summary>The saved snapshot if there is a usable one (stale), else the provisional bootstrap-only one.</summary>
     public void LoadInitial()
     {
@@ -75,7 +81,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
             {
                 var saved = Snapshot.Parser.ParseFrom(File.ReadAllBytes(_snapshotPath));
                 var snapshot = SnapshotTranslator.Translate(saved, _bootstrap, _snapshotPath, _time.GetUtcNow());
-                _store.Apply(Restamp(snapshot, stale: true, provisional: false));
+                _store.Apply(snapshot.Restamp(stale: true, provisional: false));
                 _logger.ServingSaved(snapshot.Version, _snapshotPath);
                 return;
             }
@@ -86,7 +92,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         }
 
         var provisional = SnapshotBuilder.Build(new ParseResult([_bootstrap], [], []), string.Empty, _address.ToString(), _time.GetUtcNow());
-        _store.Apply(Restamp(provisional, stale: false, provisional: true));
+        _store.Apply(provisional.Restamp(stale: false, provisional: true));
         _logger.WaitingForFirstSnapshot(_address.ToString());
     }
 
@@ -177,7 +183,12 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         var received = false;
         while (await call.ReadAsync(cancellationToken) is { } pushed)
         {
-            received = true;
+            if (!received)
+            {
+                received = true;
+                Connected?.Invoke();
+            }
+
             await call.WriteAsync(Apply(pushed), cancellationToken);
         }
 
@@ -213,8 +224,9 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     /// <summary>Written aside and renamed over, so a crash mid-write never leaves a torn file to restart from.</summary>
     private void Save(Snapshot pushed)
     {
-        var saved = new Snapshot { VersionInfo = pushed.VersionInfo };
-        saved.Resources.AddRange(pushed.Resources);
+        // All of it but the nonce (which belongs to one stream), so a field added to Snapshot later is saved too.
+        var saved = pushed.Clone();
+        saved.Nonce = string.Empty;
         var temp = _snapshotPath + ".tmp";
         try
         {
@@ -227,19 +239,4 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
             _logger.SaveFailed(_snapshotPath, ex.Message);
         }
     }
-
-    private static SidecarSnapshot Restamp(SidecarSnapshot s, bool stale, bool provisional) => new()
-    {
-        Version = s.Version,
-        Source = s.Source,
-        AppliedAt = s.AppliedAt,
-        Sidecar = s.Sidecar,
-        InboundCluster = s.InboundCluster,
-        Services = s.Services,
-        Mesh = s.Mesh,
-        Authorization = s.Authorization,
-        Resources = s.Resources,
-        Stale = stale,
-        Provisional = provisional,
-    };
 }

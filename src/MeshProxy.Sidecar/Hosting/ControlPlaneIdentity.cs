@@ -14,7 +14,8 @@ namespace MeshProxy.Sidecar.Hosting;
 /// the mesh's (MeshConfig, pushed with the first snapshot, or the saved one), so the request waits for
 /// a real snapshot instead of guessing a domain the CA would refuse. <see cref="SidecarIdentity.Enable"/>
 /// is called at build time (see <see cref="SidecarHost"/>), so until the first SVID mesh traffic is refused,
-/// never served in plaintext.
+/// never served in plaintext. A still-valid SVID saved before a restart (<see cref="SavedIdentity"/>) is that
+/// first SVID, so a sidecar restarted during a control-plane outage serves at once.
 /// </summary>
 internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
 {
@@ -24,19 +25,22 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
     private readonly SnapshotStore _snapshots;
     private readonly CertificateAuthorityClientOptions _options;
     private readonly ControlPlaneTls _tls;
+    private readonly ControlPlaneSource _source;
+    private readonly SavedIdentity _saved;
     private readonly TimeProvider _time;
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _logger;
     private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<SidecarSnapshot> _firstSnapshot = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
-    private CertificateAuthorityClient? _client;
+    private volatile CertificateAuthorityClient? _client;
     private Task _run = Task.CompletedTask;
     private int _disposed;
 
     public ControlPlaneIdentity(
         SidecarResource sidecar, string bootstrapPath, SidecarIdentity identity, SnapshotStore snapshots,
-        CertificateAuthorityClientOptions options, ControlPlaneTls tls, TimeProvider time, ILoggerFactory loggers)
+        CertificateAuthorityClientOptions options, ControlPlaneTls tls, ControlPlaneSource source, PeerCertificateVerifier verifier,
+        TimeProvider time, ILoggerFactory loggers)
     {
         _sidecar = sidecar;
         _bootstrapPath = bootstrapPath;
@@ -47,8 +51,11 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
         _time = time;
         _loggers = loggers;
         _logger = loggers.CreateLogger<ControlPlaneIdentity>();
+        _source = source;
+        _saved = new SavedIdentity(source.SnapshotPath, identity.Store, verifier, _logger);
         identity.Store.Changed += OnStoreChanged;
         snapshots.Applied += OnApplied;
+        source.Connected += OnConnected;
     }
 
     /// <summary>Completes when the first SVID from the CA is in the store; readiness waits for it.</summary>
@@ -90,6 +97,7 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
 
         _identity.Store.Changed -= OnStoreChanged;
         _snapshots.Applied -= OnApplied;
+        _source.Connected -= OnConnected;
         await _stop.CancelAsync();
         await _run.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         if (_client is not null)
@@ -106,6 +114,7 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
         var workload = _sidecar.Spec.Workload;
         var id = SpiffeId.ForWorkload(snapshot.Mesh.TrustDomain, workload.Namespace, workload.ServiceAccount);
         var controlPlane = _sidecar.Spec.ControlPlane!;
+        _saved.TryRestore(id); // before the listeners start (this runs synchronously when a snapshot was saved)
         _logger.RequestingCertificate(id.Value, controlPlane.Address);
         _client = new CertificateAuthorityClient(controlPlane, _bootstrapPath, id, _identity.Store, _options, _time, _loggers, _tls);
         await _client.StartAsync(cancellationToken);
@@ -119,9 +128,12 @@ internal sealed class ControlPlaneIdentity : IHostedService, IAsyncDisposable
         }
     }
 
+    private void OnConnected() => _client?.RenewNowIfDue();
+
     private void OnStoreChanged(object? sender, EventArgs e)
     {
-        if (_identity.Store.Current is { } svid && _first.TrySetResult())
+        _saved.Save();
+        if (_identity.Store.Current is { } svid && _first.TrySetResult() && !_saved.IsRestored(svid))
         {
             _logger.SvidLoaded(svid.SpiffeId.Value, "the control plane's CA", svid.Certificate.SerialNumber, svid.NotAfter, _identity.Store.TrustBundle?.Roots.Length ?? 0);
         }

@@ -71,6 +71,9 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
     /// <summary>Seconds until the current SVID expires (negative once it has), or null before the first one.</summary>
     public double? SecondsToExpiry => _store.NotAfter is { } notAfter ? (notAfter - _time.GetUtcNow()).TotalSeconds : null;
 
+    /// <summary>The control plane answers again: ask now if the SVID is missing or due (see <see cref="SvidRotator.RenewNowIfDue"/>).</summary>
+    public void RenewNowIfDue() => _rotator.RenewNowIfDue();
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
         _run = _rotator.RunAsync(_stop.Token);

@@ -31,4 +31,10 @@ internal static partial class IdentityLog
 
     [LoggerMessage(409, LogLevel.Information, "Requesting a certificate for {SpiffeId} from the control plane's CA at {Address}")]
     public static partial void RequestingCertificate(this ILogger logger, string spiffeId, string address);
+
+    [LoggerMessage(410, LogLevel.Warning, "Saved certificate {Path} ignored, waiting for the control plane's CA: {Reason}")]
+    public static partial void SavedSvidIgnored(this ILogger logger, string path, string reason);
+
+    [LoggerMessage(411, LogLevel.Warning, "Saving the certificate to {Path} failed (a restart during a control-plane outage would have none): {Error}")]
+    public static partial void SvidSaveFailed(this ILogger logger, string path, string error);
 }

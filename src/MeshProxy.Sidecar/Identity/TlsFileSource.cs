@@ -162,14 +162,10 @@ internal sealed class TlsFileSource : IDisposable
         }
 
         // Never install what peers would refuse: check it exactly as they will, as a client and as a server.
-        foreach (var role in (ReadOnlySpan<PeerRole>)[PeerRole.Client, PeerRole.Server])
+        if (_verifier.VerifyOwn(svid, bundle, trustDomain) is { } refused)
         {
-            var check = _verifier.Verify(svid.Certificate, [.. svid.Intermediates], bundle, trustDomain, role);
-            if (!check.IsValid)
-            {
-                error = $"{files.CertificateChainFile}: peers would refuse this certificate as a {role.ToString().ToLowerInvariant()}: {check}";
-                return false;
-            }
+            error = $"{files.CertificateChainFile}: peers would refuse this certificate as a {refused.Role.ToString().ToLowerInvariant()}: {refused.Result}";
+            return false;
         }
 
         _identity.Store.Update(svid, bundle);
