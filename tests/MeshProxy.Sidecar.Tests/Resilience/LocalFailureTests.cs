@@ -28,11 +28,7 @@ public sealed class LocalFailureTests
     [Fact]
     public async Task The_hold_ends_when_the_certificate_arrives_without_time_passing()
     {
-        var time = new FakeTimeProvider();
-        var identity = new SidecarIdentity();
-        identity.Enable();
-        var readiness = new OutboundReadiness(new Configuration.SnapshotStore(), identity, time, new OutboundReadinessOptions { Hold = TimeSpan.FromSeconds(5) });
-
+        var (time, identity, readiness) = AwaitingCertificate();
         var wait = readiness.WaitAsync(static (r, _) => r.HasCertificate, 0, CancellationToken.None);
         time.Advance(TimeSpan.FromSeconds(4.9));
         await Task.Yield();
@@ -45,11 +41,7 @@ public sealed class LocalFailureTests
     [Fact]
     public async Task The_hold_gives_up_after_its_bound_when_nothing_arrives()
     {
-        var time = new FakeTimeProvider();
-        var identity = new SidecarIdentity();
-        identity.Enable();
-        var readiness = new OutboundReadiness(new Configuration.SnapshotStore(), identity, time, new OutboundReadinessOptions { Hold = TimeSpan.FromSeconds(5) });
-
+        var (time, _, readiness) = AwaitingCertificate();
         var wait = readiness.WaitAsync(static (r, _) => r.HasCertificate, 0, CancellationToken.None);
         time.Advance(TimeSpan.FromSeconds(5));
         Assert.False(await wait.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
@@ -57,6 +49,15 @@ public sealed class LocalFailureTests
         // A sidecar without an identity (plaintext only) never waits for one.
         var plain = new OutboundReadiness(new Configuration.SnapshotStore(), new SidecarIdentity(), time, new OutboundReadinessOptions());
         Assert.True(await plain.WaitAsync(static (r, _) => r.HasCertificate, 0, CancellationToken.None));
+    }
+
+    /// <summary>A 5 s hold on fake time, for a sidecar whose identity is on and whose SVID has not come.</summary>
+    private static (FakeTimeProvider Time, SidecarIdentity Identity, OutboundReadiness Readiness) AwaitingCertificate()
+    {
+        var time = new FakeTimeProvider();
+        var identity = new SidecarIdentity();
+        identity.Enable();
+        return (time, identity, new OutboundReadiness(new Configuration.SnapshotStore(), identity, time, new OutboundReadinessOptions { Hold = TimeSpan.FromSeconds(5) }));
     }
 
     // ---- classification: this sidecar's own failures are not the endpoint's ----
