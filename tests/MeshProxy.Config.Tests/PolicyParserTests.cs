@@ -42,6 +42,28 @@ public sealed class PolicyParserTests
     }
 
     [Fact]
+    public void DestinationPolicy_outlier_detection_enabled_false_turns_it_off_and_refuses_thresholds_beside_it()
+    {
+        var off = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec: { host: reviews, outlierDetection: { enabled: false } }
+            """, "dp.yaml");
+        Assert.Empty(off.Errors);
+        Assert.Empty(off.Warnings);
+        var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(off.Resources)).Spec;
+        Assert.Same(OutlierDetectionSpec.Disabled, spec.OutlierDetection);
+
+        var both = ResourceParser.ParseText(Head + """
+            kind: DestinationPolicy
+            metadata: { name: reviews }
+            spec: { host: reviews, outlierDetection: { enabled: false, consecutive5xxErrors: 3 } }
+            """, "dp.yaml");
+        var error = Assert.Single(both.Errors);
+        Assert.Equal("spec.outlierDetection.enabled", error.FieldPath);
+    }
+
+    [Fact]
     public void DestinationPolicy_defaults()
     {
         var result = ResourceParser.ParseText(Head + """

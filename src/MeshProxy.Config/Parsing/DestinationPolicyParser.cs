@@ -6,6 +6,12 @@ internal static class DestinationPolicyParser
 {
     private static readonly IReadOnlyList<string> LoadBalancers = ["LEAST_REQUEST", "ROUND_ROBIN", "PEAK_EWMA", "RANDOM"];
 
+    private static readonly IReadOnlyList<string> OutlierFields =
+    [
+        "consecutive5xxErrors", "consecutiveGatewayErrors", "consecutiveLocalOriginFailures", "splitExternalLocalOriginErrors",
+        "interval", "baseEjectionTime", "maxEjectionPercent",
+    ];
+
     public static Resource? Parse(ObjectMeta meta, SourceLocation source, YamlMap spec)
     {
         var host = spec.String("host", required: true);
@@ -64,6 +70,18 @@ internal static class DestinationPolicyParser
         if (od is null)
         {
             return null;
+        }
+
+        if (od.Bool("enabled") == false)
+        {
+            if (OutlierFields.Any(od.Has))
+            {
+                od.Error("enabled", "enabled: false turns outlier detection off, so the other outlierDetection fields would be ignored: remove them or the enabled: false");
+            }
+
+            od.Finish();
+
+            return OutlierDetectionSpec.Disabled;
         }
 
         // Istio's defaults: 5 consecutive 5xx, 10 s interval, 30 s base ejection, at most 10 % ejected.

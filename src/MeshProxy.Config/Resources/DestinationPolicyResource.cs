@@ -51,7 +51,9 @@ public sealed record ConnectionPoolSpec(
 /// baseEjectionTime x (times ejected), never more than maxEjectionPercent of the endpoints at once.
 /// <see cref="ConsecutiveLocalOriginFailures"/> is as written; it takes effect only with
 /// <see cref="SplitExternalLocalOriginErrors"/> (Envoy's split_external_local_origin_errors), without
-/// which local-origin failures count as 503/504 responses.
+/// which local-origin failures count as 503/504 responses. No outlierDetection at all leaves the sidecar's
+/// default passive health check on (consecutive connect failures, see the sidecar's Resilience/README.md);
+/// <see cref="Enabled"/> false (<c>enabled: false</c>) turns every ejection off.
 /// </summary>
 public sealed record OutlierDetectionSpec(
     int? Consecutive5xxErrors,
@@ -60,7 +62,12 @@ public sealed record OutlierDetectionSpec(
     TimeSpan Interval,
     TimeSpan BaseEjectionTime,
     int MaxEjectionPercent,
-    bool SplitExternalLocalOriginErrors = false);
+    bool SplitExternalLocalOriginErrors = false,
+    bool Enabled = true)
+{
+    /// <summary><c>outlierDetection: { enabled: false }</c>: no passive health checking, not even the default.</summary>
+    public static OutlierDetectionSpec Disabled { get; } = new(null, null, null, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30), 0, Enabled: false);
+}
 
 /// <summary>
 /// Retries may add at most <see cref="Percent"/> % to the requests in flight, but a floor is always

@@ -6,6 +6,7 @@ using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace MeshProxy.Sidecar.Egress;
@@ -23,9 +24,11 @@ internal sealed class EgressForwarder : IDisposable
     private readonly IHttpForwarder _forwarder;
     private readonly EgressResolver _resolver;
     private readonly HttpMessageInvoker _invoker;
+    private readonly ILogger<EgressForwarder> _logger;
 
-    public EgressForwarder(EgressGate gate, IHttpForwarder forwarder, EgressResolver resolver)
+    public EgressForwarder(EgressGate gate, IHttpForwarder forwarder, EgressResolver resolver, ILogger<EgressForwarder> logger)
     {
+        _logger = logger;
         _gate = gate;
         _forwarder = forwarder;
         _resolver = resolver;
@@ -69,6 +72,15 @@ internal sealed class EgressForwarder : IDisposable
         if (error == ForwarderError.None)
         {
             return new EgressOutcome(ResponseFlags.None, check.Decision);
+        }
+
+        // One line per failure (YARP's own line, with its stack trace, is filtered to Error by the host).
+        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+        _logger.UpstreamFailed(ResponseFlags.UpstreamConnectionFailure.ToCode(), "outbound", context.Request.Method, "egress", $"{host}:{port}",
+            $"{error}: {UpstreamFailure.Describe(exception)}");
+        if (exception is not null)
+        {
+            _logger.UpstreamFailureDetail(ResponseFlags.UpstreamConnectionFailure.ToCode(), "outbound", $"{host}:{port}", exception);
         }
 
         await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.UpstreamConnectionFailure,

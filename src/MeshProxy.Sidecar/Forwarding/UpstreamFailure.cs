@@ -8,11 +8,19 @@ using Yarp.ReverseProxy.Forwarder;
 
 namespace MeshProxy.Sidecar.Forwarding;
 
-/// <summary>What a forwarding error means for the caller: the status to answer with, the flag to record, a short reason.</summary>
-internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusCode, string Reason)
+/// <summary>
+/// What a forwarding error means for the caller: the status to answer with, the flag to record, a short
+/// reason (the most telling exception's type and message, no stack trace), and the exception itself for
+/// the Debug line.
+/// </summary>
+internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusCode, string Reason, Exception? Exception = null)
 {
-    public static UpstreamFailure Classify(ForwarderError error, Exception? exception) => error switch
+    public static UpstreamFailure Classify(ForwarderError error, Exception? exception) => Build(error, exception) with { Exception = exception };
+
+    private static UpstreamFailure Build(ForwarderError error, Exception? exception) => error switch
     {
+        ForwarderError.Request when Find<OwnFailureException>(exception) is { } own =>
+            new(ResponseFlags.SidecarNotReady, 503, "sidecar could not send: " + own.Message),
         ForwarderError.Request when Find<UpstreamPeerRefusedException>(exception) is { } refused =>
             new(ResponseFlags.UpstreamPeerIdentity, 503, "upstream identity refused: " + refused.Message),
         ForwarderError.Request when IsConnectFailure(exception) =>
@@ -41,12 +49,19 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
     public Task RespondAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, string direction, ILogger logger)
     {
         logger.UpstreamFailed(Flags.ToCode(), direction, context.Request.Method, cluster.Name, endpoint.ToString(), Reason);
+        if (Exception is not null)
+        {
+            // The stack trace, for whoever turns Debug on; the line above says what happened.
+            logger.UpstreamFailureDetail(Flags.ToCode(), direction, endpoint.ToString(), Exception);
+        }
+
         return StatusCode == 0
             ? Task.CompletedTask
             : LocalReply.WriteAsync(context, StatusCode, Flags, Reason);
     }
 
-    private static T? Find<T>(Exception? exception)
+    /// <summary>The first exception of type <typeparamref name="T"/> in the chain, outermost first.</summary>
+    internal static T? Find<T>(Exception? exception)
         where T : Exception
     {
         for (var e = exception; e is not null; e = e.InnerException)
@@ -78,7 +93,11 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
         e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } ||
         e is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut };
 
-    private static string Describe(Exception? exception)
+    /// <summary>
+    /// The innermost exception, which names the cause (the outer ones are the handler's and YARP's
+    /// wrappers), as "Type: message"; a socket error adds its code.
+    /// </summary>
+    internal static string Describe(Exception? exception)
     {
         var innermost = exception;
         while (innermost?.InnerException is not null)
@@ -86,6 +105,11 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
             innermost = innermost.InnerException;
         }
 
-        return innermost?.Message ?? "unknown";
+        return innermost switch
+        {
+            null => "unknown",
+            SocketException socket => $"{nameof(SocketException)} ({socket.SocketErrorCode}): {socket.Message}",
+            _ => $"{innermost.GetType().Name}: {innermost.Message}",
+        };
     }
 }

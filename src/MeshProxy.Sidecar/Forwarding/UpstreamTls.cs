@@ -32,13 +32,21 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
     {
         var endPoint = context.DnsEndPoint;
 
+        // Checked before dialling: without an SVID this sidecar cannot speak for itself, which is its own
+        // failure, not the endpoint's (the outbound pipeline holds requests until the first one arrives, so
+        // this is a race at most).
+        if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
+        {
+            throw new OwnFailureException($"no certificate yet: cannot originate mTLS to {endPoint.Host}:{endPoint.Port}");
+        }
+
         // The TCP connection comes from the resilience layer's connector, so mTLS destinations get
         // the same per-destination connect timeout and connection limit as plaintext ones.
         var transport = await Resilience.UpstreamConnector.ConnectAsync(context, cancellationToken);
         var ssl = new SslStream(transport, leaveInnerStreamOpen: false);
         try
         {
-            var principal = await AuthenticateAsync(ssl, endPoint, context.InitialRequestMessage.Version, cancellationToken);
+            var principal = await AuthenticateAsync(ssl, svid, bundle, endPoint, context.InitialRequestMessage.Version, cancellationToken);
             identity.Counters.CountOutboundHandshake();
 
             // Telemetry's destination_principal (reporter=source). The request that made this connection
@@ -67,13 +75,9 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
     }
 
     /// <returns>The server's proven SPIFFE ID, as the string instance of the snapshot's expected set (so metrics see one instance per identity, not one per handshake).</returns>
-    private async Task<string> AuthenticateAsync(SslStream ssl, DnsEndPoint endPoint, Version version, CancellationToken cancellationToken)
+    private async Task<string> AuthenticateAsync(SslStream ssl, X509Svid svid, TrustBundle bundle, DnsEndPoint endPoint, Version version, CancellationToken cancellationToken)
     {
         var name = $"{endPoint.Host}:{endPoint.Port}";
-        if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
-        {
-            throw new AuthenticationException($"no SVID yet: cannot originate mTLS to {name}");
-        }
 
         var snapshot = snapshots.Current;
         var allowed = expected.For(snapshot, endPoint.Host, endPoint.Port);

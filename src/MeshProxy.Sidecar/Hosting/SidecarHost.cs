@@ -26,6 +26,12 @@ internal static class SidecarHost
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, Args = [] });
         builder.Configuration.AddEnvironmentVariables();
+        // The defaults first, so that Logging__LogLevel__<category> in the environment overrides them (of two
+        // rules for the same category the later one wins).
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        // YARP logs every request at Information and every failed attempt at Warning with its stack trace;
+        // the sidecar writes its own line per failure (flag and reason) and the stack trace at Debug.
+        builder.Logging.AddFilter("Yarp", LogLevel.Error);
         builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -33,8 +39,6 @@ internal static class SidecarHost
             o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
             o.UseUtcTimestamp = true;
         });
-        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        builder.Logging.AddFilter("Yarp", LogLevel.Warning); // YARP logs every request at Information
 
         // Our own lifecycle bounds every stage of shutdown; the host must not cut it short.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(11));
@@ -84,6 +88,8 @@ internal static class SidecarHost
         services.AddSingleton<EgressGate>();
         services.AddSingleton<EgressForwarder>();
         services.AddSingleton<Listeners.EgressConnections>();
+        services.AddSingleton(new OutboundReadinessOptions());
+        services.AddSingleton<OutboundReadiness>();
         services.AddSingleton<OutboundPipeline>();
         services.AddSingleton<InboundPipeline>();
         var caMode = controlPlaneSidecar?.Spec.ControlPlane?.TokenFile is not null;

@@ -15,12 +15,15 @@ namespace MeshProxy.Sidecar.Pipelines;
 
 /// <summary>
 /// The local app's requests to the mesh (listener 15001), top to bottom:
-/// snapshot -> request id -> telemetry start -> destination (captured address, else Host/:authority)
+/// snapshot -> request id -> telemetry start -> [no configuration yet: held, else 503 SNR]
+/// -> destination (captured address, else Host/:authority)
 /// -> [not a mesh service: egress, decided by EgressPolicy]
-/// -> route match -> load balancing, retries, timeouts, circuit breaking, forwarding
+/// -> route match -> [mTLS destination and no certificate yet: held, else 503 SNR]
+/// -> load balancing, retries, timeouts, circuit breaking, forwarding
 /// -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
-internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder resilience, EgressForwarder egress, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
+internal sealed class OutboundPipeline(
+    SnapshotStore store, OutboundReadiness readiness, ResilientForwarder resilience, EgressForwarder egress, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
@@ -34,6 +37,19 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
         var record = telemetry.Start(context, snapshot, outbound: true);
         try
         {
+            // 1a. Control-plane mode before the first push: the provisional snapshot knows no service, so the
+            //     request is held until the first configuration (Pipelines/OutboundReadiness.cs).
+            if (snapshot.Provisional)
+            {
+                if (!await HoldAsync(context, static (r, _) => r.HasSnapshot, (Cluster?)null, "no configuration from the control plane yet"))
+                {
+                    record.Flags |= context.RequestAborted.IsCancellationRequested ? ResponseFlags.DownstreamConnectionTermination : ResponseFlags.SidecarNotReady;
+                    return;
+                }
+
+                snapshot = store.Current;
+            }
+
             // 2. Destination: where the app really dialled (transparent capture), else the name it used.
             var virtualHost = ResolveDestination(context, snapshot);
             if (virtualHost is null)
@@ -73,6 +89,16 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
             }
 
             record.Cluster = cluster;
+
+            // 3a. An mTLS destination before this sidecar's first certificate: held until it arrives. The
+            //     request has not touched the cluster's breakers, budget or outlier counters.
+            if (!readiness.CanSendTo(cluster) &&
+                !await HoldAsync(context, static (r, c) => r.CanSendTo(c!), cluster, "no certificate yet to originate mTLS"))
+            {
+                record.Flags |= context.RequestAborted.IsCancellationRequested ? ResponseFlags.DownstreamConnectionTermination : ResponseFlags.SidecarNotReady;
+                return;
+            }
+
             telemetry.MeterUpgrade(context, snapshot, ref record, outbound: true);
 
             // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
@@ -89,6 +115,31 @@ internal sealed class OutboundPipeline(SnapshotStore store, ResilientForwarder r
             // T2. Telemetry (reporter=source): metrics, access log line, span end.
             telemetry.Finish(context, snapshot, ref record, outbound: true);
         }
+    }
+
+    /// <summary>
+    /// Holds the request until <paramref name="ready"/> (bounded by the hold); true to go on. False when
+    /// the caller went away (nothing to answer) or the hold passed (answered 503 SNR here, with one log line).
+    /// </summary>
+    private async Task<bool> HoldAsync(HttpContext context, Func<OutboundReadiness, Cluster?, bool> ready, Cluster? cluster, string reason)
+    {
+        try
+        {
+            if (await readiness.WaitAsync(ready, cluster, context.RequestAborted))
+            {
+                return true;
+            }
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        var destination = cluster?.Name ?? context.Request.Host.ToString();
+        logger.NotReady(Direction, context.Request.Method, destination, readiness.Hold.TotalSeconds, reason);
+        await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.SidecarNotReady,
+            $"sidecar not ready: {reason} (held {readiness.Hold.TotalSeconds}s); the request was not sent");
+        return false;
     }
 
     private static VirtualHost? ResolveDestination(HttpContext context, SidecarSnapshot snapshot)

@@ -12,8 +12,11 @@ internal enum AttemptResult
     /// <summary>502, 503 or 504 from the upstream.</summary>
     GatewayError,
 
-    /// <summary>No response: connect failure, reset, timeout (Envoy's local-origin failures).</summary>
+    /// <summary>No response: reset, REFUSED_STREAM, per-try timeout (Envoy's local-origin failures, connect failures apart).</summary>
     LocalOriginFailure,
+
+    /// <summary>The connection could not be made (refused, unreachable, connect timeout): a local-origin failure, and the only one the default detector counts.</summary>
+    ConnectFailure,
 
     /// <summary>The attempt was cut short by the caller or by this proxy's choice; says nothing about the endpoint.</summary>
     Neutral,
@@ -153,7 +156,11 @@ internal sealed class EndpointHealth
             case AttemptResult.GatewayError:
                 Reset(ref _consecutiveLocal);
                 return Gateway(policy);
-            case AttemptResult.LocalOriginFailure:
+            case AttemptResult.LocalOriginFailure when policy.IsDefault:
+                // The default detector counts connect failures only: a reset or a timeout may be the app's
+                // slowness or a drain, which an operator opts into judging by writing outlierDetection.
+                return false;
+            case AttemptResult.LocalOriginFailure or AttemptResult.ConnectFailure:
                 return split ? Reached(ref _consecutiveLocal, policy.ConsecutiveLocalOriginFailures) : Gateway(policy);
             default:
                 return false;

@@ -233,11 +233,12 @@ internal sealed class RequestAttempts
         !_context.RequestAborted.IsCancellationRequested;
 
     /// <summary>
-    /// The concurrent-retries limit, then the budget; a refusal is counted and flagged UO. Envoy implements
+    /// The concurrent-retries limit, then (unless <paramref name="chargeBudget"/> is false) the budget; a refusal is counted and flagged UO. Envoy implements
     /// the budget as the cluster's retry circuit breaker, so a spent budget is an overflow (flag UO,
     /// upstream_rq_retry_overflow) like the limit, not URX, which says this request used up its own retries.
     /// </summary>
-    public bool TryReserveRetry()
+    /// <param name="chargeBudget">False for a retry of a request that provably never reached the upstream: it takes a concurrent-retry slot but no budget.</param>
+    public bool TryReserveRetry(bool chargeBudget = true)
     {
         var state = Cluster.State;
         var policy = Cluster.Policy;
@@ -256,7 +257,7 @@ internal sealed class RequestAttempts
             return false;
         }
 
-        if (!state.Budget.TryWithdraw(policy.Budget, state.ActiveRetries, Environment.TickCount64))
+        if (chargeBudget && !state.Budget.TryWithdraw(policy.Budget, state.ActiveRetries, Environment.TickCount64))
         {
             state.EndRetry();
             state.Stats.RetryExhausted();

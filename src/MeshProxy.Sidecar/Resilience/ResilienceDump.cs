@@ -23,7 +23,7 @@ internal static class ResilienceDump
             stats.Timeouts,
             stats.Ejections,
             cluster.Policy.Outlier is { } od
-                ? new OutlierDumpState(od.Consecutive5xx, od.ConsecutiveGatewayErrors, od.ConsecutiveLocalOriginFailures, od.SplitExternalLocalOriginErrors)
+                ? new OutlierDumpState(od.Consecutive5xx, od.ConsecutiveGatewayErrors, od.ConsecutiveLocalOriginFailures, od.SplitExternalLocalOriginErrors, od.IsDefault)
                 : null,
             cluster.Endpoints.Select(e => new ResilienceEndpointState(
                 e.Key,
@@ -56,6 +56,7 @@ internal sealed record ResilienceState(
 /// The thresholds in effect (null: off), so that an operator sees what was made of the config: in
 /// particular that consecutiveLocalOriginFailures is unused (null) unless local-origin errors are split.
 /// </summary>
-internal sealed record OutlierDumpState(int? Consecutive5xxErrors, int? ConsecutiveGatewayErrors, int? ConsecutiveLocalOriginFailures, bool SplitExternalLocalOriginErrors);
+/// <param name="Default">The default detector (no outlierDetection written): connect failures only, clusters of two endpoints or more.</param>
+internal sealed record OutlierDumpState(int? Consecutive5xxErrors, int? ConsecutiveGatewayErrors, int? ConsecutiveLocalOriginFailures, bool SplitExternalLocalOriginErrors, bool Default);
 
 internal sealed record ResilienceEndpointState(string Endpoint, bool Ejected, long EjectedForMs, long Ejections, int Connections, int ActiveRequests, double EwmaMs);

@@ -199,14 +199,17 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
                 var timedOut = attempts.Timer?.IsCancellationRequested == true && !context.RequestAborted.IsCancellationRequested;
                 var kind = timedOut ? FailureKind.PerTryTimeout : Classify(error, exception);
+                // This sidecar's own failures (Own) and the caller's are Neutral: only what the endpoint did counts.
                 Outlier.Record(cluster, endpoint, kind switch
                 {
-                    FailureKind.ConnectFailure or FailureKind.RefusedStream or FailureKind.Reset or FailureKind.PerTryTimeout => AttemptResult.LocalOriginFailure,
+                    FailureKind.ConnectFailure => AttemptResult.ConnectFailure,
+                    FailureKind.RefusedStream or FailureKind.Reset or FailureKind.PerTryTimeout => AttemptResult.LocalOriginFailure,
                     _ => AttemptResult.Neutral,
                 }, now, logger);
 
+                var notDelivered = kind is FailureKind.ConnectFailure or FailureKind.RefusedStream;
                 var retry = !context.Response.HasStarted && attempts.Policy.MatchesFailure(kind);
-                if (retry && !attempts.MayRetry(delivered: kind is not (FailureKind.ConnectFailure or FailureKind.RefusedStream)))
+                if (retry && !attempts.MayRetry(delivered: !notDelivered))
                 {
                     retry = false;
                     if (attempts.Attempt > 0)
@@ -215,7 +218,9 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                     }
                 }
 
-                if (!retry || !attempts.TryReserveRetry())
+                // A request that never reached the upstream adds no load to any upstream when sent again,
+                // so its retry is not charged to the budget (the maxRetries limit still applies).
+                if (!retry || !attempts.TryReserveRetry(chargeBudget: !notDelivered))
                 {
                     return await FailedAsync(context, cluster, endpoint, attempts, error, kind, timedOut);
                 }
@@ -305,6 +310,12 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             return FailureKind.Other;
         }
 
+        if (UpstreamFailure.Find<OwnFailureException>(exception) is not null)
+        {
+            // Looked for first: the handler wraps it as a connection error, which would blame the endpoint.
+            return FailureKind.Own;
+        }
+
         for (var e = exception; e is not null; e = e.InnerException)
         {
             switch (e)
@@ -369,6 +380,13 @@ internal static class Outlier
     {
         if (cluster.Policy.Outlier is not { } policy || result == AttemptResult.Neutral)
         {
+            return;
+        }
+
+        if (policy.IsDefault && cluster.Endpoints.Count < 2)
+        {
+            // The default detector is for multi-endpoint services: ejecting a lone endpoint changes no pick
+            // (panic mode tries it anyway) and would only log and count ejections.
             return;
         }
 

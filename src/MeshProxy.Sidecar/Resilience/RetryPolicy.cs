@@ -178,4 +178,7 @@ internal enum FailureKind
 
     /// <summary>A circuit breaker refused the connection.</summary>
     Overflow,
+
+    /// <summary>This sidecar's own failure before sending (no certificate, no socket): not retried, never the endpoint's fault.</summary>
+    Own,
 }

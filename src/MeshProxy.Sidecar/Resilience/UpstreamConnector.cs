@@ -43,7 +43,19 @@ internal static class UpstreamConnector
             }
         }
 
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Socket socket;
+        try
+        {
+            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        }
+        catch (SocketException ex)
+        {
+            // Out of descriptors or buffers here: this sidecar's own failure, not the endpoint's.
+            state?.Connections.Exit();
+            health?.CloseConnection();
+            throw new Forwarding.OwnFailureException("cannot open a socket: " + ex.Message, ex);
+        }
+
         try
         {
             using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

@@ -49,6 +49,16 @@ internal enum ResponseFlags
     /// mesh keeps it apart because a wrong peer is a security event, not an outage.
     /// </summary>
     UpstreamPeerIdentity = 1 << 11,
+
+    /// <summary>
+    /// SNR (MeshProxy's own, not Envoy's): the sidecar itself could not forward yet — no first configuration
+    /// or, for an mTLS destination, no certificate — within the outbound hold (Pipelines/OutboundReadiness.cs),
+    /// or its own side of the connection could not be set up. The request never left this sidecar, so no
+    /// upstream is blamed: it feeds neither outlier detection nor the retry budget. Envoy has no exact
+    /// equivalent (it does not listen before it has its configuration and certificates; UF would wrongly
+    /// name the upstream).
+    /// </summary>
+    SidecarNotReady = 1 << 12,
 }
 
 internal static class ResponseFlagCodes
@@ -67,6 +77,7 @@ internal static class ResponseFlagCodes
         (ResponseFlags.UpstreamProtocolError, "UPE"),
         (ResponseFlags.StreamIdleTimeout, "SI"),
         (ResponseFlags.UpstreamPeerIdentity, "UPI"),
+        (ResponseFlags.SidecarNotReady, "SNR"),
     ];
 
     /// <summary>"-" for none (Envoy's spelling), the code for one flag, codes joined by commas for several.</summary>

@@ -40,4 +40,11 @@ internal static partial class SidecarLog
 
     [LoggerMessage(12, LogLevel.Warning, "Inbound requests still in flight after the grace period were aborted")]
     public static partial void InboundAborted(this ILogger logger);
+
+    /// <summary>The exception behind an <see cref="UpstreamFailed"/> line, with its stack trace: Debug only, so a failing upstream costs one line a request.</summary>
+    [LoggerMessage(13, LogLevel.Debug, "Upstream failure {Flags} detail: {Direction} to {Endpoint}")]
+    public static partial void UpstreamFailureDetail(this ILogger logger, string flags, string direction, string endpoint, Exception exception);
+
+    [LoggerMessage(14, LogLevel.Warning, "Sidecar not ready SNR: {Direction} {Method} to {Destination} answered 503 after holding it {HeldSeconds}s: {Reason}")]
+    public static partial void NotReady(this ILogger logger, string direction, string method, string destination, double heldSeconds, string reason);
 }

@@ -83,39 +83,40 @@ internal sealed class Chaos : IAsyncDisposable
     public async Task<JsonElement> HealthAsync()
     {
         using var dump = JsonDocument.Parse(await ConfigDumpAsync());
-        return Find(dump.RootElement)?.Clone() ?? throw new InvalidOperationException("no cluster health for svc in /config_dump");
+        return FindHealth(dump.RootElement)?.Clone() ?? throw new InvalidOperationException("no cluster health for svc in /config_dump");
+    }
 
-        static JsonElement? Find(JsonElement e)
+    /// <summary>The first cluster resilience state (counters and a non-empty <c>endpoints</c>) in a /config_dump document.</summary>
+    internal static JsonElement? FindHealth(JsonElement e)
+    {
+        if (e.ValueKind == JsonValueKind.Object)
         {
-            if (e.ValueKind == JsonValueKind.Object)
+            if (e.TryGetProperty("endpoints", out var endpoints) && e.TryGetProperty("ejectionsTotal", out _) &&
+                endpoints.ValueKind == JsonValueKind.Array && endpoints.GetArrayLength() > 0)
             {
-                if (e.TryGetProperty("endpoints", out var endpoints) && e.TryGetProperty("ejectionsTotal", out _) &&
-                    endpoints.ValueKind == JsonValueKind.Array && endpoints.GetArrayLength() > 0)
-                {
-                    return e;
-                }
-
-                foreach (var p in e.EnumerateObject())
-                {
-                    if (Find(p.Value) is { } found)
-                    {
-                        return found;
-                    }
-                }
-            }
-            else if (e.ValueKind == JsonValueKind.Array)
-            {
-                foreach (var item in e.EnumerateArray())
-                {
-                    if (Find(item) is { } found)
-                    {
-                        return found;
-                    }
-                }
+                return e;
             }
 
-            return null;
+            foreach (var p in e.EnumerateObject())
+            {
+                if (FindHealth(p.Value) is { } found)
+                {
+                    return found;
+                }
+            }
         }
+        else if (e.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var item in e.EnumerateArray())
+            {
+                if (FindHealth(item) is { } found)
+                {
+                    return found;
+                }
+            }
+        }
+
+        return null;
     }
 
     /// <summary>The endpoints (address:port) of "svc" that /config_dump shows ejected now.</summary>
