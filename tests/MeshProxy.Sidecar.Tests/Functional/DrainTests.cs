@@ -153,8 +153,8 @@ public sealed class DrainTests
 
     /// <summary>
     /// HTTP/2 (h2c) connections of both proxy listeners get GOAWAY when the drain begins, well within the drain
-    /// period, and the app's next call to outbound goes over a new
-    /// connection that is served. Before, neither got GOAWAY until the listeners closed at the drain's end.
+    /// period; the app's next call to outbound is served over a new connection, which gets its own GOAWAY.
+    /// Before, no connection got GOAWAY until the listeners closed at the drain's end.
     /// </summary>
     [Fact]
     public async Task During_the_drain_http2_connections_get_goaway_and_clients_move_to_new_ones()
@@ -199,7 +199,15 @@ public sealed class DrainTests
 
         // Still within the drain: the app's next call is served, over a new connection.
         Assert.Equal(HttpStatusCode.OK, await CallAsync(sidecar.Outbound));
-        Assert.Equal(2, connections.Count(c => c.Port == sidecar.Outbound.Port));
+        var second = connections.Where(c => c.Port == sidecar.Outbound.Port).ToList();
+        Assert.Equal(2, second.Count);
+
+        // A connection opened during the drain gets its GOAWAY with its first stream.
+        while (!second[1].SawGoAway)
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), "no GOAWAY on the connection opened during the drain");
+            await Task.Delay(50, Ct);
+        }
         Assert.Equal(0, await sidecar.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
     }
 
