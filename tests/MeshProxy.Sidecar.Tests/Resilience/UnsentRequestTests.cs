@@ -21,36 +21,20 @@ public sealed class UnsentRequestTests
     [Fact]
     public async Task A_post_on_a_pooled_connection_the_upstream_closed_before_its_first_byte_is_refused_unsent()
     {
-        await using var server = await KeepAliveServer.StartAsync(closeAfterSecondRequestArrives: false);
-        using var client = new HttpClient(Handler(server, closeBeforeSecondRequest: true));
-
-        using (var first = await client.PostAsync(server.Url, new StringContent("charge 1"), Ct))
-        {
-            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
-        }
-
-        var failure = await Assert.ThrowsAsync<HttpRequestException>(() => client.PostAsync(server.Url, new StringContent("charge 2"), Ct));
+        var (failure, requestsSeen) = await SecondPostFailsAsync(closeBeforeItsFirstByte: true);
         Assert.Contains(Chain(failure), e => e is UnsentRequestException);
         Assert.Equal(FailureKind.Unsent, ResilientForwarder.Classify(ForwarderError.Request, failure));
-        Assert.Equal(1, server.Requests); // the second never reached it
+        Assert.Equal(1, requestsSeen); // the second never reached it
     }
 
     [Fact]
     public async Task A_post_the_upstream_closed_on_after_it_was_written_is_an_ordinary_reset()
     {
-        await using var server = await KeepAliveServer.StartAsync(closeAfterSecondRequestArrives: true);
-        using var client = new HttpClient(Handler(server, closeBeforeSecondRequest: false));
-
-        using (var first = await client.PostAsync(server.Url, new StringContent("charge 1"), Ct))
-        {
-            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
-        }
-
         // Same connection, same silent close, but the upstream read the request first: it may have been processed.
-        var failure = await Assert.ThrowsAsync<HttpRequestException>(() => client.PostAsync(server.Url, new StringContent("charge 2"), Ct));
+        var (failure, requestsSeen) = await SecondPostFailsAsync(closeBeforeItsFirstByte: false);
         Assert.DoesNotContain(Chain(failure), e => e is UnsentRequestException);
         Assert.Equal(FailureKind.Reset, ResilientForwarder.Classify(ForwarderError.Request, failure));
-        Assert.Equal(2, server.Requests);
+        Assert.Equal(2, requestsSeen);
     }
 
     [Fact]
@@ -80,6 +64,23 @@ public sealed class UnsentRequestTests
 
         // The flag the caller sees if it is never sent at all: UC, the upstream closed the connection.
         Assert.Equal(ResponseFlags.UpstreamConnectionTermination, UpstreamFailure.Classify(ForwarderError.Request, new HttpRequestException("x", unsent)).Flags);
+    }
+
+    /// <summary>
+    /// Two POSTs on one keep-alive connection; the server closes it either before the second's first byte is
+    /// written or after it has read the second. Returns the second's failure and how many requests the server read.
+    /// </summary>
+    private static async Task<(HttpRequestException Failure, int RequestsSeen)> SecondPostFailsAsync(bool closeBeforeItsFirstByte)
+    {
+        await using var server = await KeepAliveServer.StartAsync(closeAfterSecondRequestArrives: !closeBeforeItsFirstByte);
+        using var client = new HttpClient(Handler(server, closeBeforeSecondRequest: closeBeforeItsFirstByte));
+        using (var first = await client.PostAsync(server.Url, new StringContent("charge 1"), Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        }
+
+        var failure = await Assert.ThrowsAsync<HttpRequestException>(() => client.PostAsync(server.Url, new StringContent("charge 2"), Ct));
+        return (failure, server.Requests);
     }
 
     private static IEnumerable<Exception> Chain(Exception e)
