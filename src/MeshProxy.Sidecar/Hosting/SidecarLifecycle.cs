@@ -15,8 +15,9 @@ namespace MeshProxy.Sidecar.Hosting;
 
 /// <summary>
 /// Starts the four listeners and stops them in the order a pod's shutdown needs: readiness off and
-/// inbound closed first (callers move elsewhere; requests in flight finish), outbound kept open for
-/// the drain period (the app's last calls still work), then everything else.
+/// inbound closed to new connections first (callers move elsewhere), the open connections of both proxy
+/// listeners told to go (Connection: close, GOAWAY) for the drain period, during which outbound keeps
+/// serving the app (its last calls still work); then inbound, outbound and everything else closed.
 /// </summary>
 internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
 {
@@ -34,6 +35,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     private readonly ILogger _logger;
     private readonly ControlPlaneIdentity? _caIdentity;
     private readonly Lock _drainLock = new();
+    private readonly CancellationTokenSource _skipDrain = new(); // /quitquitquit ends a drain period under way
     private Task? _inboundDrain;
     private ListenerServer? _inboundServer;
     private ListenerServer? _outboundServer;
@@ -118,15 +120,26 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     {
         var started = Stopwatch.GetTimestamp();
         _ready = false;
-        var drainDuration = _quitRequested ? TimeSpan.Zero : _store.Current.Sidecar.Spec.DrainDuration;
+        var drainDuration = DrainDuration;
         _logger.Draining(drainDuration.TotalSeconds);
 
+        // The app's connections get the notice too (Connection: close, GOAWAY), so that by the time the
+        // outbound listener closes them its clients have moved to new ones, not raced a close.
+        if (drainDuration > TimeSpan.Zero)
+        {
+            _outboundServer?.Drain?.Begin();
+        }
+
+        // Inbound: readiness off, new connections refused, the open ones noticed and, after the drain period,
+        // closed. Outbound serves the app meanwhile, so that its last calls still work.
         await DrainInboundAsync();
 
+        // A POST /drain long before the signal ended inbound's drain early; outbound still gets its period.
         var remaining = drainDuration - Stopwatch.GetElapsedTime(started);
         if (remaining > TimeSpan.Zero)
         {
-            await Task.Delay(remaining, cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+            using var skip = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _skipDrain.Token);
+            await Task.Delay(remaining, skip.Token).ContinueWith(_ => { }, TaskScheduler.Default);
         }
 
         await StopListenerAsync(_outboundServer);
@@ -136,15 +149,16 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     }
 
     /// <summary>
-    /// Readiness off and the inbound listener closed; in-flight inbound requests get a grace period.
-    /// Idempotent: POST /drain and shutdown share one drain.
+    /// Readiness off and the inbound listener closed to new connections at once; the connections it has are
+    /// told to go (Connection: close, GOAWAY) and closed at the end of the drain period, when requests still in
+    /// flight get a grace period. Idempotent: POST /drain and shutdown share one drain.
     /// </summary>
     public Task DrainInboundAsync()
     {
         lock (_drainLock)
         {
             _ready = false;
-            return _inboundDrain ??= StopListenerAsync(_inboundServer);
+            return _inboundDrain ??= DrainInboundCoreAsync(Stopwatch.GetTimestamp());
         }
     }
 
@@ -152,11 +166,13 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
     public void RequestQuit()
     {
         _quitRequested = true;
+        _skipDrain.Cancel();
         _application.StopApplication();
     }
 
     public async ValueTask DisposeAsync()
     {
+        _skipDrain.Dispose();
         foreach (var server in new[] { _outboundServer, _inboundServer, _statsServer, _adminServer })
         {
             if (server is not null)
@@ -164,6 +180,30 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
                 await server.DisposeAsync();
             }
         }
+    }
+
+    private TimeSpan DrainDuration => _quitRequested ? TimeSpan.Zero : _store.Current.Sidecar.Spec.DrainDuration;
+
+    private async Task DrainInboundCoreAsync(long started)
+    {
+        if (_inboundServer is not { } inbound)
+        {
+            return;
+        }
+
+        // Noticed before unbound: a response from now on says Connection: close.
+        inbound.Drain?.Begin();
+        await inbound.StopAcceptingAsync();
+
+        // Callers move away between requests (a new connection is refused, which they may retry
+        // anywhere); an idle connection none of them used during the drain is closed at its end.
+        var remaining = DrainDuration - Stopwatch.GetElapsedTime(started);
+        if (remaining > TimeSpan.Zero)
+        {
+            await Task.Delay(remaining, _skipDrain.Token).ContinueWith(_ => { }, TaskScheduler.Default);
+        }
+
+        await StopListenerAsync(inbound);
     }
 
     private async Task<ListenerServer> StartAsync(

@@ -15,7 +15,8 @@ namespace MeshProxy.Sidecar.Listeners;
 /// are handed to the connection handler of a second, HTTP/2-only endpoint of the same server; the
 /// bytes we looked at stay unread, so each handler sees the connection from its first byte.
 /// </summary>
-internal sealed class CleartextProtocolDetection
+/// <param name="drain">The listener's drain notice, which lists the HTTP/2 connections; null: none.</param>
+internal sealed class CleartextProtocolDetection(ListenerDrain? drain = null)
 {
     private static readonly byte[] Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
     private ConnectionDelegate? _http2Handler;
@@ -29,7 +30,7 @@ internal sealed class CleartextProtocolDetection
         listen.Protocols = HttpProtocols.Http2;
         listen.Use(next =>
         {
-            _http2Handler = next;
+            _http2Handler = drain is null ? next : drain.TrackHttp2(next);
             return next;
         });
     }

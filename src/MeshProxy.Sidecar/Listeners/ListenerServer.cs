@@ -21,17 +21,23 @@ namespace MeshProxy.Sidecar.Listeners;
 internal sealed class ListenerServer : IAsyncDisposable
 {
     private readonly KestrelServer _server;
+    private readonly StoppableListeners _listeners;
 
-    private ListenerServer(string name, KestrelServer server, IPEndPoint boundEndPoint)
+    private ListenerServer(string name, KestrelServer server, StoppableListeners listeners, ListenerDrain? drain, IPEndPoint boundEndPoint)
     {
         Name = name;
         _server = server;
+        _listeners = listeners;
+        Drain = drain;
         BoundEndPoint = boundEndPoint;
     }
 
     public string Name { get; }
 
     public IPEndPoint BoundEndPoint { get; }
+
+    /// <summary>The drain notice of a proxy listener (inbound, outbound); null for admin and stats.</summary>
+    public ListenerDrain? Drain { get; }
 
     public static async Task<ListenerServer> StartAsync(
         string name,
@@ -45,7 +51,8 @@ internal sealed class ListenerServer : IAsyncDisposable
     {
         var options = new KestrelServerOptions { ApplicationServices = services, AddServerHeader = false };
         KestrelLimits.Apply(options);
-        var detection = acceptHttp2 ? new CleartextProtocolDetection() : null;
+        var drain = acceptHttp2 ? new ListenerDrain() : null;
+        var detection = acceptHttp2 ? new CleartextProtocolDetection(drain) : null;
         options.Listen(endPoint, listen =>
         {
             listen.Protocols = HttpProtocols.Http1;
@@ -58,17 +65,23 @@ internal sealed class ListenerServer : IAsyncDisposable
             options.ListenUnixSocket(http2SocketPath, detection.ConfigureHttp2Endpoint);
         }
 
-        var transport = new SocketTransportFactory(Options.Create(new SocketTransportOptions()), loggerFactory);
+        var transport = new StoppableListeners(new SocketTransportFactory(Options.Create(new SocketTransportOptions()), loggerFactory));
         var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
-        await server.StartAsync(new PipelineApplication(pipeline), cancellationToken);
+        await server.StartAsync(new PipelineApplication(pipeline, drain), cancellationToken);
         File.Delete(http2SocketPath); // bound and unreachable: only the detection hands it connections
 
         var address = server.Features.Get<IServerAddressesFeature>()!.Addresses.First(a => a.StartsWith("http://", StringComparison.Ordinal) && !a.Contains("unix:", StringComparison.Ordinal));
         var bound = new IPEndPoint(endPoint.Address, new Uri(address).Port);
-        return new ListenerServer(name, server, bound);
+        return new ListenerServer(name, server, transport, drain, bound);
     }
 
-    /// <summary>Stops accepting, lets requests in flight finish until the token fires, then aborts the rest.</summary>
+    /// <summary>
+    /// Closes the listening socket and nothing else: new connections are refused (a connect failure, which any
+    /// client may retry elsewhere, whatever the request), the connections already open keep being served.
+    /// </summary>
+    public ValueTask StopAcceptingAsync() => _listeners.StopAcceptingAsync();
+
+    /// <summary>Stops accepting, closes idle connections, lets requests in flight finish until the token fires, then aborts the rest.</summary>
     public Task StopAsync(CancellationToken cancellationToken) => _server.StopAsync(cancellationToken);
 
     public async ValueTask DisposeAsync()
@@ -82,7 +95,7 @@ internal sealed class ListenerServer : IAsyncDisposable
     /// per request. The HttpContext is reused across requests on a connection (and on a pooled HTTP/2
     /// stream), as ASP.NET's own host does, and with it the request's <see cref="UpstreamTiming"/>.
     /// </summary>
-    private sealed class PipelineApplication(RequestDelegate pipeline) : IHttpApplication<PipelineApplication.Context>
+    private sealed class PipelineApplication(RequestDelegate pipeline, ListenerDrain? drain) : IHttpApplication<PipelineApplication.Context>
     {
         public Context CreateContext(IFeatureCollection contextFeatures)
         {
@@ -112,7 +125,15 @@ internal sealed class ListenerServer : IAsyncDisposable
             return context;
         }
 
-        public Task ProcessRequestAsync(Context context) => pipeline(context.Http);
+        public Task ProcessRequestAsync(Context context)
+        {
+            if (drain is { IsDraining: true })
+            {
+                ListenerDrain.Notify(context.Http);
+            }
+
+            return pipeline(context.Http);
+        }
 
         public void DisposeContext(Context context, Exception? exception) => context.Http.Uninitialize();
 
@@ -122,6 +143,48 @@ internal sealed class ListenerServer : IAsyncDisposable
             public DefaultHttpContext Http { get; } = http;
 
             public UpstreamTiming Timing { get; } = new();
+        }
+    }
+
+    /// <summary>
+    /// Kestrel's transport, with a way to close the public listening socket alone. Kestrel's own StopAsync
+    /// unbinds and closes every idle connection in one step; a drain needs the two apart (refuse new
+    /// connections at once, give the open ones their notice first). Kestrel's accept loop ends quietly
+    /// when its listener is unbound, and unbinding again at StopAsync is harmless.
+    /// </summary>
+    private sealed class StoppableListeners(SocketTransportFactory inner) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+    {
+        private readonly List<IConnectionListener> _public = [];
+
+        public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+        {
+            var listener = await inner.BindAsync(endpoint, cancellationToken);
+            if (endpoint is IPEndPoint)
+            {
+                // Only the TCP endpoint: the hidden HTTP/2 endpoint's Unix socket is never connected to.
+                lock (_public)
+                {
+                    _public.Add(listener);
+                }
+            }
+
+            return listener;
+        }
+
+        public bool CanBind(EndPoint endpoint) => inner.CanBind(endpoint);
+
+        public async ValueTask StopAcceptingAsync()
+        {
+            IConnectionListener[] listeners;
+            lock (_public)
+            {
+                listeners = [.. _public];
+            }
+
+            foreach (var listener in listeners)
+            {
+                await listener.UnbindAsync();
+            }
         }
     }
 }

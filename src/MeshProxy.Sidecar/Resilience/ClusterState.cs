@@ -137,6 +137,7 @@ internal sealed class ResilienceStats
     private long _overflow;
     private long _ejections;
     private long _timeouts;
+    private long _resentUnsent;
 
     /// <summary>Attempts after the first (Envoy's upstream_rq_retry).</summary>
     public long Retries => Volatile.Read(ref _retries);
@@ -156,6 +157,9 @@ internal sealed class ResilienceStats
     /// <summary>Requests answered 504 UT (upstream_rq_timeout), per-try or route timeout.</summary>
     public long Timeouts => Volatile.Read(ref _timeouts);
 
+    /// <summary>Requests sent again because the upstream had closed their connection before a byte of them was written (not retries).</summary>
+    public long ResentUnsent => Volatile.Read(ref _resentUnsent);
+
     internal void Retry() => Interlocked.Increment(ref _retries);
 
     internal void RetryExhausted() => Interlocked.Increment(ref _retriesExhausted);
@@ -167,4 +171,6 @@ internal sealed class ResilienceStats
     internal void Ejected() => Interlocked.Increment(ref _ejections);
 
     internal void TimedOut() => Interlocked.Increment(ref _timeouts);
+
+    internal void Resent() => Interlocked.Increment(ref _resentUnsent);
 }

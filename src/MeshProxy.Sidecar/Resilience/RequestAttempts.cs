@@ -25,6 +25,7 @@ internal sealed class RequestAttempts
     private readonly bool _grpc;
     private readonly bool _hasGrpcDeadline;
     private bool _slotForNext;
+    private int _unsentResends;
 
     public RequestAttempts(HttpContext context, Cluster cluster, RetryPolicy policy, TimeSpan? routeTimeout, ReplayableRequestBody? body, bool bodyTooLarge)
     {
@@ -221,6 +222,36 @@ internal sealed class RequestAttempts
 
         // Committed: the per-try timeout no longer applies; the request's deadline still does.
         Timer?.CancelAfter(HasDeadline ? Remaining : Timeout.InfiniteTimeSpan);
+        return true;
+    }
+
+    /// <summary>
+    /// How many times one request is sent again, for free, after dying unsent on a connection the upstream had
+    /// closed (FailureKind.Unsent): enough for the few idle connections a closing upstream leaves in the pool
+    /// (the handler drops each one it finds closed), and a bound if an upstream closes every connection at once.
+    /// </summary>
+    public const int MaxUnsentResends = 3;
+
+    /// <summary>
+    /// A request that provably never reached the upstream (FailureKind.Unsent) may be sent again whatever its
+    /// method and whatever the retry policy, as SocketsHttpHandler itself resends a body-less request whose
+    /// reused connection turns out closed: a few times, while the body can start over (none, or kept by
+    /// <see cref="ReplayableRequestBody"/>), time is left and the caller is there. Not with
+    /// <c>Expect: 100-continue</c>: there the body follows a read of the interim response, so its write may
+    /// look like a request's first although the head went out before.
+    /// </summary>
+    public bool TryResendUnsent()
+    {
+        if (_unsentResends >= MaxUnsentResends ||
+            (Body is null ? !BodyReplayable || ResilientForwarder.MayHaveBody(_context) : !Body.CanReplay) ||
+            _context.Request.Headers.Expect.Count > 0 ||
+            DeadlinePassed ||
+            _context.RequestAborted.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        _unsentResends++;
         return true;
     }
 

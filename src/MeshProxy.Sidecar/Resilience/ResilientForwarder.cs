@@ -180,11 +180,12 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             }
 
             var now = Environment.TickCount64;
-            health.ObserveLatency(Stopwatch.GetElapsedTime(started).TotalMilliseconds, now);
+            var elapsedMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
 
             // A response (passed on, or dropped for a retry): the upstream answered.
             if (error == ForwarderError.None)
             {
+                health.ObserveLatency(elapsedMs, now);
                 var status = attempts.Suppressed ? attempts.LastStatus : context.Response.StatusCode;
                 Outlier.Record(cluster, endpoint, ResultOf(status), now, logger);
                 if (!attempts.Suppressed)
@@ -199,6 +200,17 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
                 var timedOut = attempts.Timer?.IsCancellationRequested == true && !context.RequestAborted.IsCancellationRequested;
                 var kind = timedOut ? FailureKind.PerTryTimeout : Classify(error, exception);
+                if (kind == FailureKind.Unsent && !context.Response.HasStarted && attempts.TryResendUnsent())
+                {
+                    // Never sent: not this endpoint's failure (no outlier count, no latency sample), not a retry
+                    // (no budget, no backoff, the same attempt). The handler has dropped the dead connection.
+                    cluster.State.Stats.Resent();
+                    logger.ResendingUnsent(context.Request.Method, cluster.Name, endpoint.Key);
+                    PrepareNextTry(context, attempts, originalResponseBody);
+                    continue;
+                }
+
+                health.ObserveLatency(elapsedMs, now);
                 // This sidecar's own failures (Own) and the caller's are Neutral: only what the endpoint did counts.
                 Outlier.Record(cluster, endpoint, kind switch
                 {
@@ -207,7 +219,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                     _ => AttemptResult.Neutral,
                 }, now, logger);
 
-                var notDelivered = kind is FailureKind.ConnectFailure or FailureKind.RefusedStream;
+                var notDelivered = kind is FailureKind.ConnectFailure or FailureKind.RefusedStream or FailureKind.Unsent;
                 var retry = !context.Response.HasStarted && attempts.Policy.MatchesFailure(kind);
                 if (retry && !attempts.MayRetry(delivered: !notDelivered))
                 {
@@ -229,12 +241,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             }
 
             // Retry: a clean response, the body from its start, another endpoint, after a jittered pause.
-            context.Response.Clear();
-            UpstreamTiming.Of(context)?.Reset(); // the dropped response is not the one the caller gets
-            attempts.Peer = null;
-            context.Features.Set(originalResponseBody);
-            context.Features.Set<IForwarderErrorFeature>(null);
-            attempts.Body?.Rewind();
+            PrepareNextTry(context, attempts, originalResponseBody);
             previous = endpoint;
             attempts.Next();
             var pause = RetryPolicy.Backoff(attempts.Attempt - 1);
@@ -252,6 +259,17 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
                 return new ForwardResult(ResponseFlags.DownstreamConnectionTermination, endpoint, attempts.Attempt);
             }
         }
+    }
+
+    /// <summary>A clean response and the body from its start, for the next try.</summary>
+    private static void PrepareNextTry(HttpContext context, RequestAttempts attempts, IHttpResponseBodyFeature originalResponseBody)
+    {
+        context.Response.Clear();
+        UpstreamTiming.Of(context)?.Reset(); // the dropped response is not the one the caller gets
+        attempts.Peer = null;
+        context.Features.Set(originalResponseBody);
+        context.Features.Set<IForwarderErrorFeature>(null);
+        attempts.Body?.Rewind();
     }
 
     private static RequestAttempts CreateAttempts(HttpContext context, Cluster cluster, RouteRule? rule)
@@ -276,7 +294,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
         return new RequestAttempts(context, cluster, policy, rule?.Timeout, body, tooLarge);
     }
 
-    private static bool MayHaveBody(HttpContext context)
+    internal static bool MayHaveBody(HttpContext context)
     {
         var request = context.Request;
         if (request.ContentLength is { } length)
@@ -322,6 +340,8 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             {
                 case UpstreamOverflowException:
                     return FailureKind.Overflow;
+                case UnsentRequestException:
+                    return FailureKind.Unsent;
                 case HttpProtocolException { ErrorCode: 0x7 }: // HTTP/2 REFUSED_STREAM
                     return FailureKind.RefusedStream;
                 case var connect when error == ForwarderError.Request && UpstreamFailure.IsConnectError(connect):

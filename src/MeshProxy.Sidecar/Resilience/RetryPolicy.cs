@@ -145,6 +145,7 @@ internal sealed class RetryPolicy
         {
             FailureKind.ConnectFailure => (on & (anyNoResponse | RetryOn.ConnectFailure)) != 0,
             FailureKind.RefusedStream => (on & (anyNoResponse | RetryOn.RefusedStream)) != 0,
+            FailureKind.Unsent => (on & (anyNoResponse | RetryOn.ConnectFailure | RetryOn.RefusedStream)) != 0,
             FailureKind.Reset or FailureKind.PerTryTimeout => (on & anyNoResponse) != 0,
             _ => false,
         };
@@ -169,6 +170,13 @@ internal enum FailureKind
 
     /// <summary>HTTP/2 REFUSED_STREAM: the request provably was not processed.</summary>
     RefusedStream,
+
+    /// <summary>
+    /// The upstream had closed the (pooled) HTTP/1.1 connection before any byte of the request was written on
+    /// it (<see cref="UnsentRequestException"/>): the request provably never left. Resent for free a few times
+    /// (RequestAttempts.TryResendUnsent); after that a retry like a connect failure.
+    /// </summary>
+    Unsent,
 
     /// <summary>The connection broke before a response: the request may have arrived.</summary>
     Reset,

@@ -71,7 +71,7 @@ internal static class UpstreamConnector
                 throw new SocketException((int)SocketError.TimedOut);
             }
 
-            return new CountedStream(socket, state, health);
+            return new CountedStream(socket, state, health, context.InitialRequestMessage.Version.Major == 1);
         }
         catch
         {
@@ -82,10 +82,71 @@ internal static class UpstreamConnector
         }
     }
 
-    /// <summary>A connection that gives its slot back once, when the pool lets it go.</summary>
-    private sealed class CountedStream(Socket socket, ClusterState? state, EndpointHealth? health) : NetworkStream(socket, ownsSocket: true)
+    /// <summary>
+    /// A connection that gives its slot back once, when the pool lets it go; on HTTP/1.1, also the proof that
+    /// a request was never sent. An HTTP/1.1 client writes one request at a time and reads its response
+    /// before writing the next (SocketsHttpHandler even reads ahead before reusing a pooled connection), so the
+    /// first write after a read (or the connection's first write at all) starts a request. If the upstream has
+    /// closed the connection by then (end of stream or a reset pending on the socket: a server closing an idle
+    /// keep-alive connection, a draining peer) the write is refused with <see cref="UnsentRequestException"/>
+    /// without a byte going out, and so is every later one. A request that dies that way never reached the
+    /// upstream and may be resent whatever its method (ResilientForwarder). A close that arrives after the
+    /// first write proves nothing (the upstream may have read the request): that stays an ordinary reset.
+    /// </summary>
+    private sealed class CountedStream(Socket socket, ClusterState? state, EndpointHealth? health, bool http1) : NetworkStream(socket, ownsSocket: true)
     {
         private int _closed;
+        private int _reads;
+        private int _readsAtLastWrite = -1;
+        private bool _refused;
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            _reads++;
+            return base.Read(buffer, offset, count);
+        }
+
+        public override int Read(Span<byte> buffer)
+        {
+            _reads++;
+            return base.Read(buffer);
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+        {
+            _reads++;
+            return base.ReadAsync(buffer, offset, count, cancellationToken);
+        }
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            _reads++;
+            return base.ReadAsync(buffer, cancellationToken);
+        }
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            ThrowIfUnsent();
+            base.Write(buffer, offset, count);
+        }
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            ThrowIfUnsent();
+            base.Write(buffer);
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+        {
+            ThrowIfUnsent();
+            return base.WriteAsync(buffer, offset, count, cancellationToken);
+        }
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            ThrowIfUnsent();
+            return base.WriteAsync(buffer, cancellationToken);
+        }
 
         protected override void Dispose(bool disposing)
         {
@@ -96,6 +157,49 @@ internal static class UpstreamConnector
             }
 
             base.Dispose(disposing);
+        }
+
+        /// <summary>Reads and writes of one HTTP/1.1 connection never overlap in a way that matters here: plain fields do.</summary>
+        private void ThrowIfUnsent()
+        {
+            if (!http1)
+            {
+                return;
+            }
+
+            if (_refused)
+            {
+                throw new UnsentRequestException();
+            }
+
+            var reads = _reads;
+            if (reads == _readsAtLastWrite)
+            {
+                return; // a later write of the same request: its start already went out
+            }
+
+            _readsAtLastWrite = reads;
+            if (PeerClosed())
+            {
+                _refused = true;
+                throw new UnsentRequestException();
+            }
+        }
+
+        /// <summary>
+        /// The kernel's view, not a read's: readable with nothing to read is end of stream (or an error) already
+        /// received, even when a read-ahead that will report it has not run yet. One poll per request.
+        /// </summary>
+        private bool PeerClosed()
+        {
+            try
+            {
+                return Socket.Poll(0, SelectMode.SelectRead) && Socket.Available == 0;
+            }
+            catch (SocketException)
+            {
+                return true; // a reset is pending
+            }
         }
     }
 }

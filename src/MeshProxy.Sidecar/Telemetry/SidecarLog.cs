@@ -17,7 +17,7 @@ internal static partial class SidecarLog
     [LoggerMessage(4, LogLevel.Information, "{Listener} listener on {Address}")]
     public static partial void ListenerStarted(this ILogger logger, string listener, string address);
 
-    [LoggerMessage(5, LogLevel.Information, "Draining: inbound stopped accepting; outbound serves for {DrainSeconds}s more")]
+    [LoggerMessage(5, LogLevel.Information, "Draining: inbound stopped accepting; open connections are told to close (Connection: close, GOAWAY); outbound serves for {DrainSeconds}s more")]
     public static partial void Draining(this ILogger logger, double drainSeconds);
 
     [LoggerMessage(6, LogLevel.Information, "Stopped")]
