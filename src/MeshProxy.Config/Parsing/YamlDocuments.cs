@@ -86,8 +86,9 @@ public static class YamlDocuments
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             // Not YamlDotNet's documented failure, but a failure all the same: its scanner gives up in states it
-            // does not name. Where it stopped is the best line there is.
-            error = new ConfigDiagnostic(file, LineOf(scanner.CurrentPosition), string.Empty, $"not valid YAML: the YAML reader gave up here ({Innermost(ex).Message})");
+            // does not name. Where it stopped is the best line there is; the type, not the message, which a trimmed
+            // build (the sidecar's) reduces to a resource key.
+            error = new ConfigDiagnostic(file, LineOf(scanner.CurrentPosition), string.Empty, $"not valid YAML: cannot be read past this point ({ex.GetType().Name})");
             return false;
         }
     }
