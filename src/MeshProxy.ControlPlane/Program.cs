@@ -1,4 +1,5 @@
 using System.Net;
+using MeshProxy.Config.Parsing;
 using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Hosting;
 using MeshProxy.Identity;
@@ -66,6 +67,16 @@ ControlPlaneHost host;
 try
 {
     host = await ControlPlaneHost.StartAsync(options with { ConfigDirectory = configDir, Certificates = certificates });
+}
+catch (ConfigException ex)
+{
+    Console.Error.WriteLine($"meshproxy-controlplane: configuration directory '{configDir}' is invalid:");
+    foreach (var error in ex.Errors)
+    {
+        Console.Error.WriteLine($"  {error}");
+    }
+
+    return 1;
 }
 catch (DirectoryNotFoundException ex)
 {

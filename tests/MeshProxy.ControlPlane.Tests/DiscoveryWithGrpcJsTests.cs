@@ -130,19 +130,22 @@ public sealed class DiscoveryWithGrpcJsTests
     }
 
     [Fact]
-    public async Task Not_yaml_unknown_kinds_unknown_fields_and_duplicates_are_reported_and_the_rest_serves()
+    public async Task Not_yaml_unknown_kinds_unknown_fields_and_duplicates_written_while_running_are_reported_and_the_rest_serves()
     {
         var dir = RepoPaths.NewTempDirectory();
         Yaml.Write(dir, "a-good.yaml", Yaml.Service("cart", "shop", 80, 9001).Replace("spec:\n", "spec:\n  futureField: 1\n"));
+        await using var cp = await TestControlPlane.StartAsync(dir);
+        await using var client = cp.Connect("web", "shop");
+        var snapshot = await client.NextSnapshotAsync();
+
         Yaml.Write(dir, "b-broken.yaml", "kind: [unclosed\n  : : :\n");
         Yaml.Write(dir, "c-kind.yaml", "apiVersion: meshproxy.io/v1alpha1\nkind: Gateway\nmetadata: { name: g }\nspec: {}\n");
         Yaml.Write(dir, "d-dup.yaml", Yaml.Service("cart", "shop", 80, 9999));
-        await using var cp = await TestControlPlane.StartAsync(dir);
-        await using var client = cp.Connect("web", "shop");
-
-        var snapshot = await client.NextSnapshotAsync();
+        await TestControlPlane.EventuallyAsync(async () => (await cp.ConfigzAsync()).GetProperty("errors").GetArrayLength() == 3, "three errors reported");
         Assert.Equal(["Service/shop/cart"], Keys(snapshot));
         Assert.Contains("port: 9001", snapshot.GetProperty("resources")[0].GetProperty("yaml").GetString());
+        Assert.False(await client.ReceivesWithinAsync(e => e.GetProperty("type").GetString() == "snapshot", TimeSpan.FromSeconds(1)),
+            "nothing valid changed, so nothing is pushed");
 
         var configz = await cp.ConfigzAsync();
         var errors = configz.GetProperty("errors").EnumerateArray().Select(e => e.GetProperty("text").GetString()!).ToList();
@@ -153,6 +156,20 @@ public sealed class DiscoveryWithGrpcJsTests
         var warning = Assert.Single(configz.GetProperty("warnings").EnumerateArray());
         Assert.Equal("spec.futureField", warning.GetProperty("field").GetString());
         Assert.Contains("meshproxy_controlplane_invalid_resources 3", await cp.MetricsAsync());
+    }
+
+    [Fact]
+    public async Task An_invalid_directory_at_start_up_is_refused_with_every_error()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "a-good.yaml", Yaml.Service("cart", "shop", 80, 9001));
+        Yaml.Write(dir, "b-broken.yaml", "a: { b: c\nd:\n");
+        Yaml.Write(dir, "c-kind.yaml", "apiVersion: meshproxy.io/v1alpha1\nkind: Gateway\nmetadata: { name: g }\nspec: {}\n");
+
+        var refused = await Assert.ThrowsAsync<MeshProxy.Config.Parsing.ConfigException>(() => TestControlPlane.StartAsync(dir));
+        Assert.Equal(2, refused.Errors.Count);
+        Assert.Contains(refused.Errors, e => e.ToString().StartsWith($"{Path.Combine(dir, "b-broken.yaml")}:2: not valid YAML", StringComparison.Ordinal));
+        Assert.Contains(refused.Errors, e => e.ToString().StartsWith($"{Path.Combine(dir, "c-kind.yaml")}:2: kind: unknown kind", StringComparison.Ordinal));
     }
 
     [Fact]

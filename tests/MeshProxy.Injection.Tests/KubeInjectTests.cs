@@ -113,6 +113,16 @@ public sealed class KubeInjectTests
         Assert.Contains("document 1 (Job reindex): sidecar.meshproxy.io/exitOnAppExit: needs the pod's restartPolicy to be Never, not OnFailure", refused.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("a: { b: c\nd:\n", "line 2: not valid YAML: cannot be read past this point (InvalidOperationException)")]
+    [InlineData("a: &a [*a]\n", "line 1: not valid here: nested deeper than 100 levels once aliases are expanded")]
+    public void A_manifest_that_is_not_yaml_is_refused_with_its_line_not_an_exception_from_the_yaml_reader(string manifest, string message)
+    {
+        // The first used to escape as InvalidOperationException; the second would recurse until the stack overflowed.
+        var refused = Assert.Throws<InjectionException>(() => new KubeInjector(InjectionGoldenTests.Options).Transform(manifest));
+        Assert.StartsWith(message, refused.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Kube_inject_passes_a_templates_proxy_config_to_its_sidecar_and_refuses_a_bad_one_naming_the_field()
     {

@@ -1,6 +1,5 @@
 using System.Text.RegularExpressions;
 using MeshProxy.Config.Resources;
-using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
 namespace MeshProxy.Config.Parsing;
@@ -41,7 +40,21 @@ public static partial class ResourceParser
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;
 
-    public static ParseResult ParseFile(string path) => ParseText(File.ReadAllText(path), path);
+    /// <summary>A file that cannot be read (gone, a directory, no permission) is a diagnostic too, like any other bad input.</summary>
+    public static ParseResult ParseFile(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return new ParseResult([], [new ConfigDiagnostic(path, 0, string.Empty, $"cannot be read: {ex.Message}")], []);
+        }
+
+        return ParseText(text, path);
+    }
 
     /// <summary>Every *.yaml / *.yml file in a directory (not recursive), in name order so results are stable.</summary>
     public static ParseResult ParseDirectory(string directory)
@@ -69,20 +82,14 @@ public static partial class ResourceParser
     {
         var sink = new DiagnosticSink(fileName);
         var resources = new List<Resource>();
-        var stream = new YamlStream();
-        try
+        if (!YamlDocuments.TryLoad(text, fileName, out var documents, out var notYaml))
         {
-            stream.Load(new StringReader(text));
-        }
-        catch (YamlException ex)
-        {
-            sink.Errors.Add(new ConfigDiagnostic(fileName, (int)ex.Start.Line, string.Empty, $"not valid YAML: {Innermost(ex).Message}"));
-            return new ParseResult(resources, sink.Errors, sink.Warnings);
+            return new ParseResult(resources, [notYaml], sink.Warnings);
         }
 
-        for (var i = 0; i < stream.Documents.Count; i++)
+        for (var i = 0; i < documents.Count; i++)
         {
-            var root = stream.Documents[i].RootNode;
+            var root = documents[i].RootNode;
             if (root is YamlScalarNode { Value: null or "" })
             {
                 continue; // an empty document between two "---" is harmless
@@ -95,7 +102,19 @@ public static partial class ResourceParser
             }
 
             var errorsBefore = sink.Errors.Count;
-            var resource = ParseDocument(new YamlMap(mapping, string.Empty, sink));
+            Resource? resource;
+            try
+            {
+                resource = ParseDocument(new YamlMap(mapping, string.Empty, sink));
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // A reader of ours that did not foresee some shape of input must cost this document, not the
+                // process that reads it: the document is refused like any other invalid one.
+                sink.Error(root, string.Empty, $"document {i + 1} cannot be read ({ex.GetType().Name}: {ex.Message})");
+                continue;
+            }
+
             if (resource is not null && sink.Errors.Count == errorsBefore)
             {
                 resources.Add(resource);
@@ -186,8 +205,6 @@ public static partial class ResourceParser
 
     internal static bool IsHostName(string value) =>
         value.Length is > 0 and <= 253 && HostName().IsMatch(value);
-
-    private static Exception Innermost(Exception ex) => ex.InnerException is { } inner ? Innermost(inner) : ex;
 
     [GeneratedRegex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")]
     private static partial Regex DnsName();

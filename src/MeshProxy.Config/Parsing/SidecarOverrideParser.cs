@@ -1,5 +1,4 @@
 using MeshProxy.Config.Resources;
-using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
 namespace MeshProxy.Config.Parsing;
@@ -40,24 +39,19 @@ public static class SidecarOverrideParser
     /// <summary>Reads <paramref name="text"/>; every error names <paramref name="sourceName"/>:line: field: reason.</summary>
     public static SidecarOverrideResult Parse(string text, string sourceName)
     {
-        var sink = new DiagnosticSink(sourceName);
-        var stream = new YamlStream();
-        try
+        if (!YamlDocuments.TryLoad(text, sourceName, out var documents, out var notYaml))
         {
-            stream.Load(new StringReader(text));
-        }
-        catch (YamlException ex)
-        {
-            return new SidecarOverrideResult(null, [new ConfigDiagnostic(sourceName, (int)ex.Start.Line, string.Empty, $"not valid YAML: {Innermost(ex).Message}")]);
+            return new SidecarOverrideResult(null, [notYaml]);
         }
 
-        if (stream.Documents.Count != 1 || stream.Documents[0].RootNode is not YamlMappingNode root)
+        if (documents.Count != 1 || documents[0].RootNode is not YamlMappingNode root)
         {
-            var line = stream.Documents.Count > 0 ? (int)stream.Documents[0].RootNode.Start.Line : 1;
+            var line = documents.Count > 0 ? (int)documents[0].RootNode.Start.Line : 1;
             return new SidecarOverrideResult(null, [new ConfigDiagnostic(sourceName, line, string.Empty,
                 "must be one mapping of Sidecar spec fields, such as { drainDuration: 20s, app: { port: 8080 } }")]);
         }
 
+        var sink = new DiagnosticSink(sourceName);
         var spec = new YamlMap(root, string.Empty, sink);
         var result = new SidecarOverride(new SourceLocation(sourceName, (int)root.Start.Line))
         {
@@ -94,6 +88,4 @@ public static class SidecarOverrideParser
             }
         }
     }
-
-    private static Exception Innermost(Exception ex) => ex.InnerException is { } inner ? Innermost(inner) : ex;
 }

@@ -58,7 +58,10 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
     public bool IsReady => _ready;
 
-    /// <summary>Reads the directory, then opens both ports. Throws when the directory does not exist or a port is taken.</summary>
+    /// <summary>
+    /// Reads the directory, then opens both ports. Throws when the directory does not exist, holds anything invalid
+    /// (<see cref="MeshProxy.Config.Parsing.ConfigException"/>), or a port is taken.
+    /// </summary>
     public static async Task<ControlPlaneHost> StartAsync(ControlPlaneOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default)
     {
         var tls = options.Certificates?.TlsEndPoint is null ? null : new ControlPlaneTlsIdentity();
@@ -94,7 +97,17 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
         var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>());
         // Read before the CA loads: its trust domain and TTLs come from MeshConfig.
-        directory.Start();
+        try
+        {
+            directory.Start();
+        }
+        catch
+        {
+            directory.Dispose();
+            await app.DisposeAsync();
+            throw;
+        }
+
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, directory);
         var discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, TimeProvider.System, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());

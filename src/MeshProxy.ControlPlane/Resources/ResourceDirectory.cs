@@ -3,7 +3,6 @@ using System.Text;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using Microsoft.Extensions.Logging;
-using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
 namespace MeshProxy.ControlPlane.Resources;
@@ -43,6 +42,12 @@ internal sealed class ResourceDirectory : IDisposable
     /// <summary>Raised (on the reload thread) after a reload that changed what is served or what is wrong.</summary>
     public event Action<ConfigState>? Changed;
 
+    /// <summary>
+    /// Reads the directory and starts watching it. Throws <see cref="DirectoryNotFoundException"/> when it does not exist
+    /// and <see cref="ConfigException"/> with every error when anything in it is invalid: at start-up there is no last
+    /// good version to keep, and serving without the broken resources would take them away from every sidecar (which
+    /// keep their own last good snapshots while the control plane is down). Once started, errors never stop it.
+    /// </summary>
     public void Start()
     {
         if (!System.IO.Directory.Exists(_directory))
@@ -51,6 +56,11 @@ internal sealed class ResourceDirectory : IDisposable
         }
 
         Reload();
+        if (_current.Errors.Count > 0)
+        {
+            throw new ConfigException(_current.Errors);
+        }
+
         _timer = new Timer(_ => Reload(), null, Timeout.Infinite, Timeout.Infinite);
         _watcher = new FileSystemWatcher(_directory)
         {
@@ -201,12 +211,7 @@ internal sealed class ResourceDirectory : IDisposable
     private static Dictionary<int, string> SliceDocuments(string text, out int documentCount)
     {
         var result = new Dictionary<int, string>();
-        var stream = new YamlStream();
-        try
-        {
-            stream.Load(new StringReader(text));
-        }
-        catch (YamlException)
+        if (!YamlDocuments.TryLoad(text, string.Empty, out var documents, out _))
         {
             documentCount = -1;
             return result;
@@ -224,7 +229,7 @@ internal sealed class ResourceDirectory : IDisposable
 
         markers.Add(lines.Length + 1);
         documentCount = 0;
-        foreach (var document in stream.Documents)
+        foreach (var document in documents)
         {
             if (document.RootNode is YamlScalarNode { Value: null or "" })
             {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using MeshProxy.Config.Parsing;
 using YamlDotNet.Core;
 using YamlDotNet.Core.Events;
 using YamlDotNet.RepresentationModel;
@@ -15,12 +16,14 @@ namespace MeshProxy.Injection.Manifests;
 /// </summary>
 internal static partial class YamlJson
 {
-    public static List<JsonNode?> ReadDocuments(string yaml)
-    {
-        var stream = new YamlStream();
-        stream.Load(new StringReader(yaml));
-        return stream.Documents.Select(d => ToJson(d.RootNode)).ToList();
-    }
+    /// <summary>
+    /// Through the same loader as resources, so a malformed manifest is an <see cref="InjectionException"/> naming the
+    /// line, and a tree bounded in depth and alias expansion is safe for <see cref="ToJson"/>'s recursion.
+    /// </summary>
+    public static List<JsonNode?> ReadDocuments(string yaml) =>
+        YamlDocuments.TryLoad(yaml, "input", out var documents, out var error)
+            ? documents.Select(d => ToJson(d.RootNode)).ToList()
+            : throw new InjectionException($"line {error.Line}: {error.Reason}");
 
     public static string WriteDocuments(IEnumerable<JsonNode?> documents)
     {

@@ -72,8 +72,9 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
             {
                 bytes = File.ReadAllBytes(_path);
             }
-            catch (IOException ex)
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
+                // Mid-rename, or made unreadable: the snapshot in force keeps serving, the next change is read again.
                 _logger.ConfigReadFailed(_path, ex.Message);
                 return;
             }

@@ -23,6 +23,7 @@ internal sealed class SnapshotStore
     /// <summary>True once a real configuration is in force (not the provisional one of control-plane mode).</summary>
     public bool HasSnapshot => _current is { Provisional: false };
 
+    /// <summary>The last configuration refused since a snapshot was last applied; null once a later one is.</summary>
     public ConfigRejection? LastRejection => _lastRejection;
 
     /// <summary>Raised after a new snapshot is in force (not on the request path).</summary>
@@ -47,6 +48,9 @@ internal sealed class SnapshotStore
 
         Publishing?.Invoke(snapshot);
         _current = snapshot;
+        // The error described what was refused instead of the snapshot then in force; a snapshot accepted
+        // since makes it history, which the rejection counters and the log keep.
+        _lastRejection = null;
         Applied?.Invoke(snapshot);
     }
 

@@ -8,9 +8,16 @@ internal sealed partial class SidecarProcess : IAsyncDisposable
 {
     private readonly ExternalProcess _process;
 
-    private SidecarProcess(ExternalProcess process) => _process = process;
+    private SidecarProcess(ExternalProcess process, string configPath)
+    {
+        _process = process;
+        ConfigPath = configPath;
+    }
 
     public ExternalProcess Process => _process;
+
+    /// <summary>The bootstrap file the process watches.</summary>
+    public string ConfigPath { get; }
 
     public IPEndPoint Outbound { get; private set; } = null!;
 
@@ -33,7 +40,8 @@ internal sealed partial class SidecarProcess : IAsyncDisposable
     public static async Task<SidecarProcess> StartAsync(MeshYaml yaml, IReadOnlyDictionary<string, string>? environment = null)
     {
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
-        var process = new SidecarProcess(Launch(yaml.WriteTo(dir), environment));
+        var path = yaml.WriteTo(dir);
+        var process = new SidecarProcess(Launch(path, environment), path);
         var timeout = TimeSpan.FromSeconds(30);
         process.Admin = await process.ListenerAsync("admin", timeout);
         process.Stats = await process.ListenerAsync("stats", timeout);
