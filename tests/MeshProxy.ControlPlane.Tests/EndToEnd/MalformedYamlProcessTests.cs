@@ -2,7 +2,8 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using MeshProxy.Sidecar.Tests.Infrastructure;
+using MeshProxy.ControlPlane.Tests.Infrastructure;
+using ExternalProcess = MeshProxy.Sidecar.Tests.Infrastructure.ExternalProcess;
 
 namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 
