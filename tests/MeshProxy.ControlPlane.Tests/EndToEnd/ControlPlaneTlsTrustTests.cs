@@ -18,6 +18,8 @@ namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 /// </summary>
 public sealed class ControlPlaneTlsTrustTests
 {
+    private const string ControlPlaneTlsIdentityAccount = "meshproxy-controlplane";
+
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
 
     [Fact]
@@ -94,12 +96,56 @@ public sealed class ControlPlaneTlsTrustTests
         Assert.Equal(version, sidecar.Store.Current.Version);
     }
 
+    [Fact]
+    public async Task A_control_plane_certificate_from_the_pinned_ca_that_names_another_identity_is_refused()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var work = RepoPaths.NewTempDirectory();
+        var config = Path.Combine(work, "config");
+        Directory.CreateDirectory(config);
+        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), ct);
+        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
+        var tokens = Path.Combine(work, "tokens.json");
+        // The pinned CA itself issued this certificate, but to a workload's identity, not the control plane's.
+        await using var impostor = await StartAsync(config, Path.Combine(work, "ca"), tokens, serviceAccount: "web");
+        var token = Path.Combine(work, "web.token");
+        await File.WriteAllTextAsync(token, LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
+        var bootstrap = Path.Combine(work, "web.yaml");
+        await File.WriteAllTextAsync(bootstrap, $$"""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Sidecar
+            metadata: { name: web, namespace: shop }
+            spec:
+              workload: { serviceAccount: web }
+              app: { port: 18080 }
+              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+              drainDuration: 0s
+              controlPlane: { address: "https://127.0.0.1:{{impostor.Host.GrpcTlsEndPoint!.Port}}", tokenFile: web.token, caFile: ca/root-cert.pem }
+
+            """, ct);
+
+        var logs = new CapturingLoggerProvider();
+        await using var sidecar = await InProcessSidecar.StartAsync(bootstrap, services =>
+        {
+            Fast(services);
+            services.AddSingleton<ILoggerProvider>(logs);
+        });
+        await TestControlPlane.EventuallyAsync(
+            async () => Sample(await MetricsAsync(sidecar), "meshproxy_control_plane_tls_refusals_total{reason=\"identity_not_allowed\"}") >= 3,
+            "several refused handshakes");
+        var refusal = logs.Lines.First(l => l.Contains("Refused the control plane", StringComparison.Ordinal));
+        Assert.Contains("/sa/web, not the control plane's spiffe://", refusal, StringComparison.Ordinal);
+        Assert.Equal(0, (await impostor.SynczAsync()).GetArrayLength());
+        Assert.True(sidecar.Store.Current.Provisional);
+        Assert.Null(sidecar.Services.GetRequiredService<SidecarIdentity>().Store.Current);
+    }
+
     private static void Fast(IServiceCollection services) => services.AddSingleton(new CertificateAuthorityClientOptions
     {
         Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
     });
 
-    private static Task<TestControlPlane> StartAsync(string config, string caDirectory, string tokens) =>
+    private static Task<TestControlPlane> StartAsync(string config, string caDirectory, string tokens, string serviceAccount = ControlPlaneTlsIdentityAccount) =>
         TestControlPlane.StartAsync(config, configure: o => o with
         {
             Certificates = new CertificateServiceOptions
@@ -107,6 +153,7 @@ public sealed class ControlPlaneTlsTrustTests
                 CaDirectory = caDirectory,
                 TokenStoreFile = tokens,
                 TlsEndPoint = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+                ServiceAccount = serviceAccount,
             },
         });
 
