@@ -79,6 +79,8 @@ public sealed class ControlPlaneTlsTrustTests
         await TestControlPlane.EventuallyAsync(
             async () => Sample(await MetricsAsync(sidecar), "meshproxy_control_plane_tls_refusals_total{reason=\"untrusted_issuer\"}") >= 2,
             "several refused handshakes");
+        // The config stream and the CSR handshake concurrently: a refusal is counted just before it is logged.
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(logs.Lines.Any(l => l.Contains("Refused the control plane", StringComparison.Ordinal))), "the refusal logged");
         var refusal = logs.Lines.First(l => l.Contains("Refused the control plane", StringComparison.Ordinal));
         Assert.Contains("UntrustedIssuer", refusal, StringComparison.Ordinal);
         Assert.Contains("root-cert.pem", refusal, StringComparison.Ordinal);
@@ -133,6 +135,8 @@ public sealed class ControlPlaneTlsTrustTests
         await TestControlPlane.EventuallyAsync(
             async () => Sample(await MetricsAsync(sidecar), "meshproxy_control_plane_tls_refusals_total{reason=\"identity_not_allowed\"}") >= 3,
             "several refused handshakes");
+        // The config stream and the CSR handshake concurrently: a refusal is counted just before it is logged.
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(logs.Lines.Any(l => l.Contains("Refused the control plane", StringComparison.Ordinal))), "the refusal logged");
         var refusal = logs.Lines.First(l => l.Contains("Refused the control plane", StringComparison.Ordinal));
         Assert.Contains("/sa/web, not the control plane's spiffe://", refusal, StringComparison.Ordinal);
         Assert.Equal(0, (await impostor.SynczAsync()).GetArrayLength());
