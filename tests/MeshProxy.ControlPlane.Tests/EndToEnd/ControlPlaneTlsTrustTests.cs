@@ -25,34 +25,14 @@ public sealed class ControlPlaneTlsTrustTests
     [Fact]
     public async Task Config_arrives_from_the_pinned_ca_a_control_plane_from_another_ca_is_refused_and_the_saved_snapshot_serves_until_a_good_one_returns()
     {
-        var ct = TestContext.Current.CancellationToken;
-        var work = RepoPaths.NewTempDirectory();
-        var config = Path.Combine(work, "config");
-        Directory.CreateDirectory(config);
-        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), ct);
-        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
-        var tokens = Path.Combine(work, "tokens.json");
+        var (work, config, tokens) = await WriteConfigAsync();
 
         // Same configuration, same trust domain, same SPIFFE ID: only the CA differs.
         await using var good = await StartAsync(config, Path.Combine(work, "ca-good"), tokens);
         await using var impostor = await StartAsync(config, Path.Combine(work, "ca-bad"), tokens);
         await using var relay = new TcpRelay(good.Host.GrpcTlsEndPoint!);
 
-        var token = Path.Combine(work, "web.token");
-        await File.WriteAllTextAsync(token, LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
-        var bootstrap = Path.Combine(work, "web.yaml");
-        await File.WriteAllTextAsync(bootstrap, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: web, namespace: shop }
-            spec:
-              workload: { serviceAccount: web }
-              app: { port: 18080 }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "https://127.0.0.1:{{relay.Port}}", tokenFile: web.token, caFile: ca-good/root-cert.pem }
-
-            """, ct);
+        var bootstrap = await WriteBootstrapAsync(work, tokens, relay.Port, "ca-good/root-cert.pem");
 
         // Right CA: the config stream and the CSR both go through.
         string version;
@@ -101,30 +81,10 @@ public sealed class ControlPlaneTlsTrustTests
     [Fact]
     public async Task A_control_plane_certificate_from_the_pinned_ca_that_names_another_identity_is_refused()
     {
-        var ct = TestContext.Current.CancellationToken;
-        var work = RepoPaths.NewTempDirectory();
-        var config = Path.Combine(work, "config");
-        Directory.CreateDirectory(config);
-        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), ct);
-        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
-        var tokens = Path.Combine(work, "tokens.json");
+        var (work, config, tokens) = await WriteConfigAsync();
         // The pinned CA itself issued this certificate, but to a workload's identity, not the control plane's.
         await using var impostor = await StartAsync(config, Path.Combine(work, "ca"), tokens, serviceAccount: "web");
-        var token = Path.Combine(work, "web.token");
-        await File.WriteAllTextAsync(token, LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
-        var bootstrap = Path.Combine(work, "web.yaml");
-        await File.WriteAllTextAsync(bootstrap, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: web, namespace: shop }
-            spec:
-              workload: { serviceAccount: web }
-              app: { port: 18080 }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "https://127.0.0.1:{{impostor.Host.GrpcTlsEndPoint!.Port}}", tokenFile: web.token, caFile: ca/root-cert.pem }
-
-            """, ct);
+        var bootstrap = await WriteBootstrapAsync(work, tokens, impostor.Host.GrpcTlsEndPoint!.Port, "ca/root-cert.pem");
 
         var logs = new CapturingLoggerProvider();
         await using var sidecar = await InProcessSidecar.StartAsync(bootstrap, services =>
@@ -142,6 +102,38 @@ public sealed class ControlPlaneTlsTrustTests
         Assert.Equal(0, (await impostor.SynczAsync()).GetArrayLength());
         Assert.True(sidecar.Store.Current.Provisional);
         Assert.Null(sidecar.Services.GetRequiredService<SidecarIdentity>().Store.Current);
+    }
+
+    /// <summary>A config directory (MeshConfig and one Service) and the token store path, in a fresh work directory.</summary>
+    private static async Task<(string Work, string Config, string Tokens)> WriteConfigAsync()
+    {
+        var work = RepoPaths.NewTempDirectory();
+        var config = Path.Combine(work, "config");
+        Directory.CreateDirectory(config);
+        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), TestContext.Current.CancellationToken);
+        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
+        return (work, config, Path.Combine(work, "tokens.json"));
+    }
+
+    /// <summary>The web sidecar's token and bootstrap, naming the control plane at 127.0.0.1:<paramref name="port"/> and trusting only <paramref name="caFile"/>.</summary>
+    private static async Task<string> WriteBootstrapAsync(string work, string tokens, int port, string caFile)
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await File.WriteAllTextAsync(Path.Combine(work, "web.token"), LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
+        var bootstrap = Path.Combine(work, "web.yaml");
+        await File.WriteAllTextAsync(bootstrap, $$"""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Sidecar
+            metadata: { name: web, namespace: shop }
+            spec:
+              workload: { serviceAccount: web }
+              app: { port: 18080 }
+              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+              drainDuration: 0s
+              controlPlane: { address: "https://127.0.0.1:{{port}}", tokenFile: web.token, caFile: {{caFile}} }
+
+            """, ct);
+        return bootstrap;
     }
 
     private static void Fast(IServiceCollection services) => services.AddSingleton(new CertificateAuthorityClientOptions
