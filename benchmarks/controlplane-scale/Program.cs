@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using Grpc.Net.Client;
 using MeshProxy.Api.V1;
-using MeshProxy.Grpc.Client;
 
 // Usage: dotnet run -c Release --project benchmarks/controlplane-scale -- [sidecars=1000] [workloads=100] [services=50] [settle-seconds=2]
 //        ... -- live-heap [connections=1000] [services=50]   (where the memory goes: see LiveHeap.cs)
@@ -210,14 +210,15 @@ static async Task WaitAsync(Func<Task<bool>> condition)
 /// <summary>One sidecar's side of StreamSnapshots over its own HTTP/2 connection: ACKs everything.</summary>
 internal sealed class SimulatedSidecar : IAsyncDisposable
 {
-    private readonly GrpcClient _client;
+    private readonly GrpcChannel _channel;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _change = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _changedAt;
     private Task _loop = Task.CompletedTask;
 
-    private SimulatedSidecar(Uri address) => _client = new GrpcClient(address);
+    // A channel each, as each real sidecar has: its own HTTP/2 connection.
+    private SimulatedSidecar(Uri address) => _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = new SocketsHttpHandler(), DisposeHttpClient = true });
 
     public Task FirstAcked => _first.Task;
 
@@ -238,11 +239,12 @@ internal sealed class SimulatedSidecar : IAsyncDisposable
     {
         try
         {
-            await using var call = _client.StartDuplex<SnapshotRequest, Snapshot>(ApiMethods.StreamSnapshots, Snapshot.Parser, new GrpcCallOptions { CancellationToken = _stop.Token });
-            await call.WriteAsync(new SnapshotRequest { Node = node });
-            while (await call.ReadAsync() is { } snapshot)
+            using var call = new ConfigDiscovery.ConfigDiscoveryClient(_channel).StreamSnapshots(cancellationToken: _stop.Token);
+            await call.RequestStream.WriteAsync(new SnapshotRequest { Node = node });
+            while (await call.ResponseStream.MoveNext(_stop.Token))
             {
-                await call.WriteAsync(new SnapshotRequest { VersionInfo = snapshot.VersionInfo, ResponseNonce = snapshot.Nonce });
+                var snapshot = call.ResponseStream.Current;
+                await call.RequestStream.WriteAsync(new SnapshotRequest { VersionInfo = snapshot.VersionInfo, ResponseNonce = snapshot.Nonce });
                 var armed = Volatile.Read(ref _changedAt);
                 if (armed == 0)
                 {
@@ -269,7 +271,7 @@ internal sealed class SimulatedSidecar : IAsyncDisposable
     {
         await _stop.CancelAsync();
         await _loop;
-        _client.Dispose();
+        _channel.Dispose();
         _stop.Dispose();
     }
 }

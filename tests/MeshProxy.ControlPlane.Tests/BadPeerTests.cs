@@ -187,7 +187,7 @@ public sealed class BadPeerTests
             var headers = new MemoryStream();
             foreach (var (name, value) in new[]
             {
-                (":method", "POST"), (":scheme", "http"), (":path", ApiMethods.StreamSnapshots), (":authority", $"127.0.0.1:{port}"),
+                (":method", "POST"), (":scheme", "http"), (":path", "/meshproxy.v1.ConfigDiscovery/StreamSnapshots"), (":authority", $"127.0.0.1:{port}"),
                 ("content-type", "application/grpc"), ("te", "trailers"),
             })
             {

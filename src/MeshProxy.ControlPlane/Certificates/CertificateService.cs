@@ -1,7 +1,7 @@
 using MeshProxy.Api.V1;
 using MeshProxy.ControlPlane.Resources;
-using MeshProxy.Grpc;
-using MeshProxy.Grpc.Server;
+using Grpc.Core;
+using RpcStatus = Grpc.Core.Status;
 using MeshProxy.Identity;
 using MeshProxy.Identity.Bootstrap;
 using MeshProxy.Metrics;
@@ -12,9 +12,9 @@ namespace MeshProxy.ControlPlane.Certificates;
 /// <summary>
 /// meshproxy.v1.Certificates/CreateCertificate: authenticates the caller by its bearer token, then has the
 /// CA sign its CSR for exactly the SPIFFE ID that token entitles. Every refusal is a gRPC status with a
-/// message that says what to fix, a log line and a count by reason.
+/// message that says what to fix, a log line and a count by reason. Bound with MapGrpcService by ControlPlaneHost.
 /// </summary>
-internal sealed class CertificateService : IDisposable
+internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase, IDisposable
 {
     private const string BearerPrefix = "Bearer ";
 
@@ -63,17 +63,10 @@ internal sealed class CertificateService : IDisposable
         return new CertificateService(authority, tokens, metrics, loggers.CreateLogger<CertificateService>());
     }
 
-    /// <summary>Adds CreateCertificate to the control plane's gRPC method table.</summary>
-    public GrpcServerBuilder Map(GrpcServerBuilder builder)
+    public override async Task<CreateCertificateResponse> CreateCertificate(CreateCertificateRequest request, ServerCallContext context)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        return builder.AddUnary<CreateCertificateRequest, CreateCertificateResponse>(ApiMethods.CreateCertificate, CreateCertificateRequest.Parser, CreateCertificateAsync);
-    }
-
-    private async Task<CreateCertificateResponse> CreateCertificateAsync(CreateCertificateRequest request, GrpcCallContext context)
-    {
-        var peer = context.HttpContext.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-        var token = BearerToken(context.GetMetadata("authorization"));
+        var peer = context.GetHttpContext().Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        var token = BearerToken(context.RequestHeaders.GetValue("authorization"));
         if (token is null)
         {
             throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.MissingToken, peer, null,
@@ -119,7 +112,7 @@ internal sealed class CertificateService : IDisposable
         {
             // The CA has logged the refusal with its reason already; count it and answer.
             _metrics.Refused(CertificateMetrics.ReasonOf(ex.Reason));
-            throw new GrpcStatusException(StatusOf(ex.Reason), $"{CertificateMetrics.ReasonOf(ex.Reason)}: {ex.Message}");
+            throw new RpcException(new RpcStatus(StatusOf(ex.Reason), $"{CertificateMetrics.ReasonOf(ex.Reason)}: {ex.Message}"));
         }
 
         _metrics.Issued.Increment();
@@ -132,11 +125,11 @@ internal sealed class CertificateService : IDisposable
 
     public void Dispose() => _authority.Dispose();
 
-    private GrpcStatusException Refuse(StatusCode status, string reason, string peer, WorkloadIdentity? workload, string message)
+    private RpcException Refuse(StatusCode status, string reason, string peer, WorkloadIdentity? workload, string message)
     {
         _metrics.Refused(reason);
         _logger.CertificateRefused(reason, workload?.ToString() ?? "unauthenticated", peer, message);
-        return new GrpcStatusException(status, message);
+        return new RpcException(new RpcStatus(status, message));
     }
 
     private static string? BearerToken(string? authorization)

@@ -2,8 +2,8 @@ using System.Diagnostics;
 using MeshProxy.Api.V1;
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.ControlPlane.Snapshots;
-using MeshProxy.Grpc;
-using MeshProxy.Grpc.Server;
+using Grpc.Core;
+using RpcStatus = Grpc.Core.Status;
 using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.ControlPlane.Discovery;
@@ -12,8 +12,9 @@ namespace MeshProxy.ControlPlane.Discovery;
 /// StreamSnapshots, the xDS-style state machine of discovery.proto. Per stream, two loops: the reader
 /// records ACKs and NACKs; the pusher wakes on every configuration change, recomputes this workload's
 /// snapshot (shared, cached) and sends it only when its version differs from the last one sent.
+/// One instance serves every stream (ControlPlaneHost binds it with MapGrpcService).
 /// </summary>
-internal sealed class DiscoveryService : IDisposable
+internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, IDisposable
 {
     private readonly ResourceDirectory _directory;
     private readonly SnapshotCache _cache;
@@ -58,13 +59,9 @@ internal sealed class DiscoveryService : IDisposable
 
     public void Dispose() => _pushSlots.Dispose();
 
-    public GrpcServerBuilder Register(GrpcServerBuilder builder) =>
-        builder.AddDuplexStreaming<SnapshotRequest, Snapshot>(ApiMethods.StreamSnapshots, SnapshotRequest.Parser, StreamAsync);
-
-    private async Task StreamAsync(IAsyncEnumerable<SnapshotRequest> requests, IGrpcStreamWriter<Snapshot> writer, GrpcCallContext context)
+    public override async Task StreamSnapshots(IAsyncStreamReader<SnapshotRequest> reader, IServerStreamWriter<Snapshot> writer, ServerCallContext context)
     {
-        await using var reader = requests.GetAsyncEnumerator(context.CancellationToken);
-        if (!await reader.MoveNextAsync())
+        if (!await reader.MoveNext(context.CancellationToken))
         {
             return;
         }
@@ -72,10 +69,10 @@ internal sealed class DiscoveryService : IDisposable
         var node = reader.Current.Node;
         if (node is null || string.IsNullOrEmpty(node.Workload))
         {
-            throw new GrpcStatusException(StatusCode.InvalidArgument, "the first SnapshotRequest must carry node.workload (and node.namespace)");
+            throw new RpcException(new RpcStatus(StatusCode.InvalidArgument, "the first SnapshotRequest must carry node.workload (and node.namespace)"));
         }
 
-        var http = context.HttpContext.Connection;
+        var http = context.GetHttpContext().Connection;
         var connection = new SidecarConnection(node, $"{http.RemoteIpAddress}:{http.RemotePort}", _time.GetUtcNow());
         _registry.Add(connection);
         _logger.SidecarConnected(connection.InstanceId, connection.Workload.Name, connection.Workload.Namespace, connection.Address);
@@ -85,7 +82,7 @@ internal sealed class DiscoveryService : IDisposable
         try
         {
             connection.Wake();
-            while (await reader.MoveNextAsync())
+            while (await reader.MoveNext(context.CancellationToken))
             {
                 Handle(connection, reader.Current);
             }
@@ -95,9 +92,9 @@ internal sealed class DiscoveryService : IDisposable
             reason = "connection lost";
             throw;
         }
-        catch (GrpcStatusException ex)
+        catch (RpcException ex)
         {
-            reason = ex.Message;
+            reason = ex.Status.Detail;
             throw;
         }
         finally
@@ -141,7 +138,7 @@ internal sealed class DiscoveryService : IDisposable
         }
     }
 
-    private async Task PushLoopAsync(SidecarConnection connection, IGrpcStreamWriter<Snapshot> writer, GrpcCallContext context, CancellationToken cancellationToken)
+    private async Task PushLoopAsync(SidecarConnection connection, IServerStreamWriter<Snapshot> writer, ServerCallContext context, CancellationToken cancellationToken)
     {
         try
         {
@@ -174,7 +171,7 @@ internal sealed class DiscoveryService : IDisposable
     /// than held by the pusher's long-lived state machine for as long as the sidecar stays connected.
     /// False when the sidecar stopped reading and its stream was aborted.
     /// </summary>
-    private async Task<bool> PushAsync(SidecarConnection connection, WorkloadSnapshot snapshot, IGrpcStreamWriter<Snapshot> writer, GrpcCallContext context, CancellationToken cancellationToken)
+    private async Task<bool> PushAsync(SidecarConnection connection, WorkloadSnapshot snapshot, IServerStreamWriter<Snapshot> writer, ServerCallContext context, CancellationToken cancellationToken)
     {
         var nonce = Interlocked.Increment(ref _nonce).ToString("x");
         var message = new Snapshot { VersionInfo = snapshot.Version, Nonce = nonce };
@@ -201,7 +198,7 @@ internal sealed class DiscoveryService : IDisposable
         {
             // A sidecar that stops reading would hold its snapshot (and our buffers) forever.
             _logger.PushTimedOut(connection.InstanceId, _writeTimeout.TotalSeconds);
-            context.HttpContext.Abort();
+            context.GetHttpContext().Abort();
             return false;
         }
 

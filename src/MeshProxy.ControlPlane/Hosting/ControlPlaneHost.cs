@@ -4,7 +4,7 @@ using MeshProxy.ControlPlane.Discovery;
 using MeshProxy.ControlPlane.Monitoring;
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.ControlPlane.Snapshots;
-using MeshProxy.Grpc.Server;
+using Grpc.AspNetCore.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -13,13 +13,16 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.ControlPlane.Hosting;
 
 /// <summary>
 /// The control plane: the watched directory, the discovery service on the gRPC port, the monitoring
-/// port. The same code runs the process and the in-process tests.
+/// port. The same code runs the process and the in-process tests. gRPC is grpc-dotnet: the services
+/// derive from the generated bases and are bound with MapGrpcService, beside the standard
+/// grpc.health.v1 service and server reflection.
 /// </summary>
 internal sealed class ControlPlaneHost : IAsyncDisposable
 {
@@ -84,7 +87,11 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             {
                 kestrel.Listen(options.Certificates!.TlsEndPoint!, tls.Configure);
             }
-            kestrel.ConfigureGrpcKeepAlive(options.KeepAlivePingDelay, options.KeepAlivePingTimeout);
+
+            // Kestrel never pings by default: a sidecar that vanished without a FIN (node lost, partition)
+            // would keep its stream, and its row in syncz, forever.
+            kestrel.Limits.Http2.KeepAlivePingDelay = options.KeepAlivePingDelay;
+            kestrel.Limits.Http2.KeepAlivePingTimeout = options.KeepAlivePingTimeout;
             // Thousands of long-lived streams are the normal state, not an attack.
             kestrel.Limits.MaxConcurrentConnections = null;
             kestrel.Limits.MinRequestBodyDataRate = null;
@@ -92,6 +99,26 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             // service's bound on concurrent pushes, a fan-out to every sidecar never buffers them all at once.
             kestrel.Limits.MaxResponseBufferSize = 16 * 1024;
         });
+
+        // The services are made after Build (they need the host's loggers and the directory read first);
+        // DI hands MapGrpcService these instances, and this host, not the container, disposes them.
+        DiscoveryService? discovery = null;
+        CertificateService? certificates = null;
+        ControlPlaneHost? host = null;
+        bool Ready() => host?._ready == true;
+        builder.Services.AddGrpc(grpc =>
+        {
+            grpc.MaxReceiveMessageSize = options.MaxReceiveMessageSize;
+            grpc.MaxSendMessageSize = options.MaxSendMessageSize;
+            // A handler's exception text may hold paths or keys: callers get "Exception was thrown by handler.", the log gets the rest.
+            grpc.EnableDetailedErrors = false;
+            grpc.Interceptors.Add<MalformedMessageInterceptor>();
+        });
+        builder.Services.AddSingleton<IGrpcServiceActivator<DiscoveryService>>(new InstanceActivator<DiscoveryService>(() => discovery!));
+        builder.Services.AddSingleton<IGrpcServiceActivator<CertificateService>>(new InstanceActivator<CertificateService>(() => certificates!));
+        // grpc.health.v1: the server as a whole ("") is SERVING once both ports are open, like /ready.
+        builder.Services.AddGrpcHealthChecks().AddCheck("ready", () => Ready() ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("starting or stopping"));
+        builder.Services.AddGrpcReflection();
         var app = builder.Build();
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
 
@@ -110,8 +137,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, directory);
-        var discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, TimeProvider.System, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
-        CertificateService? certificates;
+        discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, TimeProvider.System, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
         try
         {
             certificates = options.Certificates is { } ca ? CertificateService.Create(ca, directory, metrics.Registry, loggers) : null;
@@ -124,31 +150,37 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             throw;
         }
 
-        var grpcMethods = discovery.Register(new GrpcServerBuilder());
-        certificates?.Map(grpcMethods);
-        var grpc = grpcMethods.Build(new GrpcServerOptions { MaxReceiveMessageSize = options.MaxReceiveMessageSize }, loggers);
-        var host = new ControlPlaneHost(app, directory, discovery, registry, metrics, certificates, tls);
-        var monitoring = new MonitoringEndpoints(registry, directory, metrics, () => host._ready);
+        host = new ControlPlaneHost(app, directory, discovery, registry, metrics, certificates, tls);
+        var monitoring = new MonitoringEndpoints(registry, directory, metrics, Ready);
 
         if (tls is not null)
         {
             await tls.StartAsync(certificates!.Authority, options.Certificates!.ServiceAccount, loggers, cancellationToken);
         }
 
-        var grpcPort = -1;
-        var grpcTlsPort = -1;
-        app.Run(context => context.Connection.LocalPort == grpcPort || context.Connection.LocalPort == grpcTlsPort ? grpc.HandleAsync(context) : monitoring.HandleAsync(context));
+        var monitoringPort = -1;
+        // The monitoring port answers plain HTTP/1.1 by path; everything else is gRPC, routed by method path
+        // (unknown services and methods are UNIMPLEMENTED).
+        app.MapWhen(context => context.Connection.LocalPort == monitoringPort, branch => branch.Run(monitoring.HandleAsync));
+        app.UseRouting();
+        app.MapGrpcService<DiscoveryService>();
+        if (certificates is not null)
+        {
+            app.MapGrpcService<CertificateService>();
+        }
+
+        app.MapGrpcHealthChecksService();
+        app.MapGrpcReflectionService();
         await app.StartAsync(cancellationToken);
 
         // Kestrel reports the bound addresses in the order the endpoints were configured.
         var addresses = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.ToList();
         host.GrpcEndPoint = ToEndPoint(addresses[0]);
         host.MonitoringEndPoint = ToEndPoint(addresses[1]);
-        grpcPort = host.GrpcEndPoint.Port;
+        monitoringPort = host.MonitoringEndPoint.Port;
         if (tls is not null)
         {
             host.GrpcTlsEndPoint = ToEndPoint(addresses[2]);
-            grpcTlsPort = host.GrpcTlsEndPoint.Port;
             loggers.CreateLogger<ControlPlaneTlsIdentity>().TlsReady(tls.SpiffeId!.Value, host.GrpcTlsEndPoint.ToString());
         }
 
@@ -179,6 +211,15 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             await _app.DisposeAsync();
             _discovery.Dispose();
         }
+    }
+
+    /// <summary>Hands grpc-dotnet the one service instance this host made, for every call, and never disposes it.</summary>
+    private sealed class InstanceActivator<T>(Func<T> instance) : IGrpcServiceActivator<T>
+        where T : class
+    {
+        public GrpcActivatorHandle<T> Create(IServiceProvider serviceProvider) => new(instance(), created: false, state: null);
+
+        public ValueTask ReleaseAsync(GrpcActivatorHandle<T> service) => ValueTask.CompletedTask;
     }
 
     private static IPEndPoint ToEndPoint(string address)

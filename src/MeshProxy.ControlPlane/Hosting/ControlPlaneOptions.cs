@@ -1,5 +1,4 @@
 using System.Net;
-using MeshProxy.Grpc.Server;
 
 namespace MeshProxy.ControlPlane.Hosting;
 
@@ -16,14 +15,23 @@ public sealed record ControlPlaneOptions
     /// <summary>Quiet time after a file change before the directory is read again (editors write in bursts).</summary>
     public TimeSpan Debounce { get; init; } = TimeSpan.FromMilliseconds(100);
 
-    public TimeSpan KeepAlivePingDelay { get; init; } = GrpcKestrelExtensions.DefaultKeepAlivePingDelay;
+    /// <summary>HTTP/2 PING after this long without frames from a sidecar (Kestrel's own default is never).</summary>
+    public TimeSpan KeepAlivePingDelay { get; init; } = TimeSpan.FromSeconds(30);
 
-    public TimeSpan KeepAlivePingTimeout { get; init; } = GrpcKestrelExtensions.DefaultKeepAlivePingTimeout;
+    /// <summary>A PING unanswered this long closes the connection: the sidecar is gone, its stream ends.</summary>
+    public TimeSpan KeepAlivePingTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>How long one snapshot write may wait on a sidecar that does not read before its stream is closed.</summary>
     public TimeSpan PushWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>Largest request message accepted; a larger one fails its call with RESOURCE_EXHAUSTED, decided from the frame header.</summary>
     public int MaxReceiveMessageSize { get; init; } = 4 << 20;
+
+    /// <summary>
+    /// Largest snapshot sent; the sidecar accepts the same (its MaxReceiveMessageSize). A larger one is not sent:
+    /// the push fails with RESOURCE_EXHAUSTED on this side, logged, instead of on every sidecar.
+    /// </summary>
+    public int MaxSendMessageSize { get; init; } = 4 << 20;
 
     /// <summary>The certificate authority and its CreateCertificate service; null: the control plane issues no certificates.</summary>
     public Certificates.CertificateServiceOptions? Certificates { get; init; }

@@ -3,10 +3,9 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
-using MeshProxy.Api.Health.V1;
-using MeshProxy.Api.V1;
-using MeshProxy.Grpc;
-using MeshProxy.Grpc.Client;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
@@ -18,8 +17,8 @@ namespace MeshProxy.Sidecar.Admin;
 /// refused by the inbound listener (and a TCP probe would be answered by the sidecar, not the app); so the
 /// kubelet asks the sidecar, and the sidecar performs the original probe against the app on 127.0.0.1 (its own
 /// uid is exempt from capture) and answers with the app's verdict. A grpc probe becomes the standard health
-/// check (grpc.health.v1.Health/Check) over h2c, made with the mesh's own gRPC client and the health messages
-/// compiled into MeshProxy.Api, both of which the sidecar already carries for its control-plane stream.
+/// check (grpc.health.v1.Health/Check) over h2c, made with Grpc.Net.Client (which the sidecar carries for its
+/// control-plane stream) and the standard health stubs of Grpc.HealthCheck.
 /// </summary>
 internal sealed class AppProbes : IDisposable
 {
@@ -194,24 +193,30 @@ internal sealed class AppProbes : IDisposable
         HealthCheckResponse.Types.ServingStatus status;
         try
         {
-            using var client = new GrpcClient(new Uri($"http://{target}"), new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero });
-            var answer = await client.UnaryAsync(ApiMethods.HealthCheck, new HealthCheckRequest { Service = grpc.Service }, HealthCheckResponse.Parser,
+            using var channel = GrpcChannel.ForAddress($"http://{target}", new GrpcChannelOptions
+            {
+                HttpHandler = new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero },
+                DisposeHttpClient = true,
+            });
+            var answer = await new Health.HealthClient(channel).CheckAsync(
+                new HealthCheckRequest { Service = grpc.Service },
                 // The call's own deadline is the probe's timeout (not the caller's linked timer, which would end it as
                 // CANCELLED rather than DEADLINE_EXCEEDED); only the kubelet hanging up cancels it.
-                new GrpcCallOptions { Deadline = DateTimeOffset.UtcNow + probe.Timeout, CancellationToken = context.RequestAborted });
+                deadline: DateTime.UtcNow + probe.Timeout,
+                cancellationToken: context.RequestAborted);
             status = answer.Status;
         }
-        catch (GrpcStatusException) when (context.RequestAborted.IsCancellationRequested)
+        catch (RpcException) when (context.RequestAborted.IsCancellationRequested)
         {
             return; // the kubelet gave up first: nobody to answer
         }
-        catch (GrpcStatusException ex)
+        catch (RpcException ex)
         {
             var reason = ex.StatusCode switch
             {
                 StatusCode.DeadlineExceeded => $"no answer within {probe.Timeout.TotalSeconds:0.###}s",
-                StatusCode.NotFound => $"the app's health server does not know {service} (NOT_FOUND: {ex.Message})",
-                _ => $"gRPC status {ex.StatusCode.ToString().ToUpperInvariant()} ({(int)ex.StatusCode}): {ex.Message}",
+                StatusCode.NotFound => $"the app's health server does not know {service} (NOT_FOUND: {ex.Status.Detail})",
+                _ => $"gRPC status {ex.StatusCode.ToString().ToUpperInvariant()} ({(int)ex.StatusCode}): {ex.Status.Detail}",
             };
             _logger.AppProbeFailed(path, probe.Port, reason);
             response.StatusCode = StatusCodes.Status503ServiceUnavailable;

@@ -1,6 +1,6 @@
 namespace MeshProxy.Sidecar.ControlPlaneClient;
 
-/// <summary>Reconnection and keepalive timing of the control-plane stream (tests shorten them).</summary>
+/// <summary>Reconnection and keepalive timing (tests shorten them) and message size limits of the control-plane calls.</summary>
 internal sealed record ControlPlaneClientOptions
 {
     public TimeSpan InitialBackoff { get; init; } = TimeSpan.FromMilliseconds(250);
@@ -10,6 +10,12 @@ internal sealed record ControlPlaneClientOptions
     public TimeSpan KeepAlivePingDelay { get; init; } = TimeSpan.FromSeconds(30);
 
     public TimeSpan KeepAlivePingTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Largest snapshot accepted (the control plane sends no larger); a larger one fails the stream with RESOURCE_EXHAUSTED.</summary>
+    public int MaxReceiveMessageSize { get; init; } = 4 << 20;
+
+    /// <summary>Largest request sent (a NACK carries every error, so not tiny).</summary>
+    public int MaxSendMessageSize { get; init; } = 1 << 20;
 
     /// <summary>
     /// Exponential backoff with jitter: the ceiling doubles per failed attempt up to

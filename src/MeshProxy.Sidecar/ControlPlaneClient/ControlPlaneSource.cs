@@ -2,11 +2,11 @@ using Google.Protobuf;
 using MeshProxy.Api.V1;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
-using MeshProxy.Grpc;
-using MeshProxy.Grpc.Client;
 using MeshProxy.Sidecar.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using RpcException = Grpc.Core.RpcException;
+using StatusCode = Grpc.Core.StatusCode;
 
 namespace MeshProxy.Sidecar.ControlPlaneClient;
 
@@ -139,15 +139,15 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
 
                 error = "stream ended by the control plane";
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (Exception ex) when (ex is OperationCanceledException or RpcException && cancellationToken.IsCancellationRequested)
             {
                 return;
             }
-            catch (GrpcStatusException ex)
+            catch (RpcException ex)
             {
-                error = $"{ex.StatusCode}: {ex.Message}";
+                error = $"{ex.StatusCode}: {ex.Status.Detail}";
             }
-            catch (Exception ex) when (ex is IOException or HttpRequestException or InvalidOperationException)
+            catch (Exception ex) when (ex is IOException or HttpRequestException or InvalidOperationException or OperationCanceledException)
             {
                 error = ex.Message;
             }
@@ -169,19 +169,15 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private async Task<bool> StreamOnceAsync(CancellationToken cancellationToken)
     {
         _logger.Connecting(_address.ToString(), _node.InstanceId);
-        using var client = new GrpcClient(_address, _tls.CreateHandler(), new GrpcClientOptions
-        {
-            KeepAlivePingDelay = _options.KeepAlivePingDelay,
-            KeepAlivePingTimeout = _options.KeepAlivePingTimeout,
-        });
-        await using var call = client.StartDuplex<SnapshotRequest, Snapshot>(
-            ApiMethods.StreamSnapshots, Snapshot.Parser, new GrpcCallOptions { CancellationToken = cancellationToken });
+        // A fresh channel (and connection) per stream: a connection that keepalive found dead is never reused.
+        using var channel = ControlPlaneChannel.Create(_address, _tls, _options);
+        using var call = new ConfigDiscovery.ConfigDiscoveryClient(channel).StreamSnapshots(cancellationToken: cancellationToken);
 
         // What we serve (saved or pushed earlier) is announced, so the control plane's status is right from the start.
         var current = _store.Current;
-        await call.WriteAsync(new SnapshotRequest { Node = _node, VersionInfo = current.Provisional ? string.Empty : current.Version }, cancellationToken);
+        await call.RequestStream.WriteAsync(new SnapshotRequest { Node = _node, VersionInfo = current.Provisional ? string.Empty : current.Version }, cancellationToken);
         var received = false;
-        while (await call.ReadAsync(cancellationToken) is { } pushed)
+        while (await call.ResponseStream.MoveNext(cancellationToken))
         {
             if (!received)
             {
@@ -189,7 +185,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
                 Connected?.Invoke();
             }
 
-            await call.WriteAsync(Apply(pushed), cancellationToken);
+            await call.RequestStream.WriteAsync(Apply(call.ResponseStream.Current), cancellationToken);
         }
 
         return received;

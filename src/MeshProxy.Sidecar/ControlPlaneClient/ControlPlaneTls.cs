@@ -48,7 +48,7 @@ internal sealed class ControlPlaneTls
 
     public bool IsTls { get; }
 
-    /// <summary>The transport for one gRPC client: null for http:// (h2c), a pinned TLS handler for https://.</summary>
+    /// <summary>The transport under one control-plane GrpcChannel (ControlPlaneChannel): null for http:// (h2c), a pinned TLS handler for https://.</summary>
     public SocketsHttpHandler? CreateHandler() => IsTls
         ? new SocketsHttpHandler
         {

@@ -1,8 +1,9 @@
 using MeshProxy.Api.V1;
+using Grpc.Core;
+using Grpc.Net.Client;
 using MeshProxy.Config.Resources;
-using MeshProxy.Grpc;
-using MeshProxy.Grpc.Client;
 using MeshProxy.Identity;
+using MeshProxy.Sidecar.ControlPlaneClient;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -34,7 +35,8 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
     private readonly string _tokenFile;
     private readonly CertificateAuthorityClientOptions _options;
     private readonly TimeProvider _time;
-    private readonly GrpcClient _client;
+    private readonly GrpcChannel _channel;
+    private readonly Certificates.CertificatesClient _client;
     private readonly SvidRotator _rotator;
     private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
@@ -51,14 +53,9 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
         _time = time;
         var tokenFile = controlPlane.TokenFile ?? throw new ArgumentException("controlPlane.tokenFile is required to obtain a certificate from the control plane's CA", nameof(controlPlane));
         _tokenFile = Path.GetFullPath(tokenFile, Path.GetDirectoryName(Path.GetFullPath(bootstrapPath))!);
-        var address = new Uri(controlPlane.Address);
-        if (address.Scheme == Uri.UriSchemeHttps && tls is null)
-        {
-            throw new ArgumentException("an https:// control plane needs its TLS trust (controlPlane.caFile)", nameof(tls));
-        }
-
         // The same pinned trust as the config stream: caFile only, the control plane's SPIFFE ID, TLS 1.2+.
-        _client = new GrpcClient(address, tls?.CreateHandler(), new GrpcClientOptions());
+        _channel = ControlPlaneChannel.Create(new Uri(controlPlane.Address), tls, new ControlPlaneClientOptions());
+        _client = new Certificates.CertificatesClient(_channel);
         _rotator = new SvidRotator(store, id, IssueAsync, options.Rotation, time, loggers.CreateLogger<SvidRotator>());
         store.Changed += (_, _) => _first.TrySetResult();
     }
@@ -91,7 +88,7 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
         await _stop.CancelAsync();
         await _run;
         _stop.Dispose();
-        _client.Dispose();
+        _channel.Dispose();
     }
 
     private async Task<IssuedCertificate> IssueAsync(string csrPem, CancellationToken cancellationToken)
@@ -100,18 +97,14 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
         CreateCertificateResponse response;
         try
         {
-            response = await _client.UnaryAsync(
-                ApiMethods.CreateCertificate,
+            response = await _client.CreateCertificateAsync(
                 new CreateCertificateRequest { CsrPem = csrPem, ValiditySeconds = (long)(_options.RequestedTtl?.TotalSeconds ?? 0) },
-                CreateCertificateResponse.Parser,
-                new GrpcCallOptions
-                {
-                    Deadline = _time.GetUtcNow() + _options.CallTimeout,
-                    Metadata = [new("authorization", "Bearer " + token)],
-                    CancellationToken = cancellationToken,
-                });
+                new CallOptions(
+                    headers: new Metadata { { "authorization", "Bearer " + token } },
+                    deadline: (_time.GetUtcNow() + _options.CallTimeout).UtcDateTime,
+                    cancellationToken: cancellationToken));
         }
-        catch (GrpcStatusException) when (cancellationToken.IsCancellationRequested)
+        catch (RpcException) when (cancellationToken.IsCancellationRequested)
         {
             // Stopping, not failing: the rotator ends quietly on cancellation, and retries anything else.
             throw new OperationCanceledException(cancellationToken);

@@ -18,39 +18,21 @@ namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 /// </summary>
 public sealed class ControlPlaneTlsTrustTests
 {
+    private const string ControlPlaneTlsIdentityAccount = "meshproxy-controlplane";
+
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
 
     [Fact]
     public async Task Config_arrives_from_the_pinned_ca_a_control_plane_from_another_ca_is_refused_and_the_saved_snapshot_serves_until_a_good_one_returns()
     {
-        var ct = TestContext.Current.CancellationToken;
-        var work = RepoPaths.NewTempDirectory();
-        var config = Path.Combine(work, "config");
-        Directory.CreateDirectory(config);
-        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), ct);
-        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
-        var tokens = Path.Combine(work, "tokens.json");
+        var (work, config, tokens) = await WriteConfigAsync();
 
         // Same configuration, same trust domain, same SPIFFE ID: only the CA differs.
         await using var good = await StartAsync(config, Path.Combine(work, "ca-good"), tokens);
         await using var impostor = await StartAsync(config, Path.Combine(work, "ca-bad"), tokens);
         await using var relay = new TcpRelay(good.Host.GrpcTlsEndPoint!);
 
-        var token = Path.Combine(work, "web.token");
-        await File.WriteAllTextAsync(token, LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
-        var bootstrap = Path.Combine(work, "web.yaml");
-        await File.WriteAllTextAsync(bootstrap, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: web, namespace: shop }
-            spec:
-              workload: { serviceAccount: web }
-              app: { port: 18080 }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "https://127.0.0.1:{{relay.Port}}", tokenFile: web.token, caFile: ca-good/root-cert.pem }
-
-            """, ct);
+        var bootstrap = await WriteBootstrapAsync(work, tokens, relay.Port, "ca-good/root-cert.pem");
 
         // Right CA: the config stream and the CSR both go through.
         string version;
@@ -80,6 +62,8 @@ public sealed class ControlPlaneTlsTrustTests
         await TestControlPlane.EventuallyAsync(
             async () => Sample(await MetricsAsync(sidecar), "meshproxy_control_plane_tls_refusals_total{reason=\"untrusted_issuer\"}") >= 2,
             "several refused handshakes");
+        // The config stream and the CSR handshake concurrently: a refusal is counted just before it is logged.
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(logs.Lines.Any(l => l.Contains("Refused the control plane", StringComparison.Ordinal))), "the refusal logged");
         var refusal = logs.Lines.First(l => l.Contains("Refused the control plane", StringComparison.Ordinal));
         Assert.Contains("UntrustedIssuer", refusal, StringComparison.Ordinal);
         Assert.Contains("root-cert.pem", refusal, StringComparison.Ordinal);
@@ -97,12 +81,70 @@ public sealed class ControlPlaneTlsTrustTests
         Assert.Equal(version, sidecar.Store.Current.Version);
     }
 
+    [Fact]
+    public async Task A_control_plane_certificate_from_the_pinned_ca_that_names_another_identity_is_refused()
+    {
+        var (work, config, tokens) = await WriteConfigAsync();
+        // The pinned CA itself issued this certificate, but to a workload's identity, not the control plane's.
+        await using var impostor = await StartAsync(config, Path.Combine(work, "ca"), tokens, serviceAccount: "web");
+        var bootstrap = await WriteBootstrapAsync(work, tokens, impostor.Host.GrpcTlsEndPoint!.Port, "ca/root-cert.pem");
+
+        var logs = new CapturingLoggerProvider();
+        await using var sidecar = await InProcessSidecar.StartAsync(bootstrap, services =>
+        {
+            Fast(services);
+            services.AddSingleton<ILoggerProvider>(logs);
+        });
+        await TestControlPlane.EventuallyAsync(
+            async () => Sample(await MetricsAsync(sidecar), "meshproxy_control_plane_tls_refusals_total{reason=\"identity_not_allowed\"}") >= 3,
+            "several refused handshakes");
+        // The config stream and the CSR handshake concurrently: a refusal is counted just before it is logged.
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(logs.Lines.Any(l => l.Contains("Refused the control plane", StringComparison.Ordinal))), "the refusal logged");
+        var refusal = logs.Lines.First(l => l.Contains("Refused the control plane", StringComparison.Ordinal));
+        Assert.Contains("/sa/web, not the control plane's spiffe://", refusal, StringComparison.Ordinal);
+        Assert.Equal(0, (await impostor.SynczAsync()).GetArrayLength());
+        Assert.True(sidecar.Store.Current.Provisional);
+        Assert.Null(sidecar.Services.GetRequiredService<SidecarIdentity>().Store.Current);
+    }
+
+    /// <summary>A config directory (MeshConfig and one Service) and the token store path, in a fresh work directory.</summary>
+    private static async Task<(string Work, string Config, string Tokens)> WriteConfigAsync()
+    {
+        var work = RepoPaths.NewTempDirectory();
+        var config = Path.Combine(work, "config");
+        Directory.CreateDirectory(config);
+        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), TestContext.Current.CancellationToken);
+        Yaml.Write(config, "services.yaml", Yaml.Service("api", "shop", 80, 18081));
+        return (work, config, Path.Combine(work, "tokens.json"));
+    }
+
+    /// <summary>The web sidecar's token and bootstrap, naming the control plane at 127.0.0.1:<paramref name="port"/> and trusting only <paramref name="caFile"/>.</summary>
+    private static async Task<string> WriteBootstrapAsync(string work, string tokens, int port, string caFile)
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await File.WriteAllTextAsync(Path.Combine(work, "web.token"), LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
+        var bootstrap = Path.Combine(work, "web.yaml");
+        await File.WriteAllTextAsync(bootstrap, $$"""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Sidecar
+            metadata: { name: web, namespace: shop }
+            spec:
+              workload: { serviceAccount: web }
+              app: { port: 18080 }
+              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+              drainDuration: 0s
+              controlPlane: { address: "https://127.0.0.1:{{port}}", tokenFile: web.token, caFile: {{caFile}} }
+
+            """, ct);
+        return bootstrap;
+    }
+
     private static void Fast(IServiceCollection services) => services.AddSingleton(new CertificateAuthorityClientOptions
     {
         Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
     });
 
-    private static Task<TestControlPlane> StartAsync(string config, string caDirectory, string tokens) =>
+    private static Task<TestControlPlane> StartAsync(string config, string caDirectory, string tokens, string serviceAccount = ControlPlaneTlsIdentityAccount) =>
         TestControlPlane.StartAsync(config, configure: o => o with
         {
             Certificates = new CertificateServiceOptions
@@ -110,6 +152,7 @@ public sealed class ControlPlaneTlsTrustTests
                 CaDirectory = caDirectory,
                 TokenStoreFile = tokens,
                 TlsEndPoint = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+                ServiceAccount = serviceAccount,
             },
         });
 
