@@ -2,6 +2,7 @@ using MeshProxy.ControlPlane.Discovery;
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.Metrics;
 using MeshProxy.Metrics.Runtime;
+using Prometheus;
 
 namespace MeshProxy.ControlPlane;
 
@@ -13,14 +14,15 @@ internal sealed class ControlPlaneMetrics
     public ControlPlaneMetrics(ConnectionRegistry connections, ResourceDirectory directory)
     {
         Registry = new MetricsRegistry();
-        Registry.CreateCallbackGauge("meshproxy_controlplane_connected_sidecars", "Sidecars with an open StreamSnapshots stream.", () => connections.Count);
-        Registry.CreateCallbackGauge("meshproxy_controlplane_invalid_resources", "Resources in the configuration directory that are refused (their last good version, if any, keeps serving).", () => directory.Current.InvalidResources);
-        Registry.CreateCallbackGauge("meshproxy_controlplane_held_back_resources", "Resources that parse but that the sidecars would refuse in the set (a route to an unknown service...): not pushed; their last good version, if any, keeps serving.", () => directory.Current.HeldBack.Count);
-        Registry.CreateCallbackGauge("meshproxy_controlplane_resources", "Resources being served.", () => directory.Current.Resources.Count);
-        Registry.CreateCallbackGauge("meshproxy_controlplane_config_generation", "Configuration generation; increases at every change of the directory.", () => directory.Current.Generation);
-        Pushes = Registry.CreateCounter("meshproxy_controlplane_pushes_total", "Snapshots sent to sidecars.");
-        Nacks = Registry.CreateCounter("meshproxy_controlplane_nacks_total", "Snapshots refused by a sidecar.");
-        PushLatency = Registry.CreateHistogram("meshproxy_controlplane_push_latency_seconds", "Time from sending a snapshot to its ACK or NACK.", LatencyBuckets);
+        Registry.CallbackGauge("meshproxy_controlplane_connected_sidecars", "Sidecars with an open StreamSnapshots stream.", () => connections.Count);
+        Registry.CallbackGauge("meshproxy_controlplane_invalid_resources", "Resources in the configuration directory that are refused (their last good version, if any, keeps serving).", () => directory.Current.InvalidResources);
+        Registry.CallbackGauge("meshproxy_controlplane_held_back_resources", "Resources that parse but that the sidecars would refuse in the set (a route to an unknown service...): not pushed; their last good version, if any, keeps serving.", () => directory.Current.HeldBack.Count);
+        Registry.CallbackGauge("meshproxy_controlplane_resources", "Resources being served.", () => directory.Current.Resources.Count);
+        Registry.CallbackGauge("meshproxy_controlplane_config_generation", "Configuration generation; increases at every change of the directory.", () => directory.Current.Generation);
+        Pushes = Registry.Factory.CreateCounter("meshproxy_controlplane_pushes_total", "Snapshots sent to sidecars.");
+        Nacks = Registry.Factory.CreateCounter("meshproxy_controlplane_nacks_total", "Snapshots refused by a sidecar.");
+        PushLatency = Registry.Factory.CreateHistogram(
+            "meshproxy_controlplane_push_latency_seconds", "Time from sending a snapshot to its ACK or NACK.", new HistogramConfiguration { Buckets = LatencyBuckets });
         ProcessMetrics.Register(Registry);
         RuntimeMetrics.Register(Registry);
     }

@@ -67,9 +67,11 @@ public sealed class PromtoolTests
         istio.RecordTcpBytes(tcp, 1234, 567);
         istio.RecordTcpConnectionClosed(tcp);
 
-        var escaped = registry.CreateGaugeFamily<LabelSet1>("meshproxy_test_escapes", "Quotes \" and \\ and\nnewlines.", ["value"]);
-        escaped.WithLabels(new LabelSet1("a\"b\\c\nd")).Set(double.NaN);
-        escaped.WithLabels(new LabelSet1("inf")).Set(double.PositiveInfinity);
+        // Label values that need escaping, and the float values Go's parser must read back.
+        var escaped = registry.Factory.CreateGauge("meshproxy_test_escapes", "Label values that need escaping.", ["value"]);
+        escaped.WithLabels("a\"b\\c\nd").Set(double.NaN);
+        escaped.WithLabels("inf").Set(double.PositiveInfinity);
+        escaped.WithLabels("big").Set(1e21);
         return registry;
     }
 

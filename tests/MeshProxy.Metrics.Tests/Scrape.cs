@@ -1,16 +1,20 @@
-using System.Buffers;
 using System.Text;
 using MeshProxy.Metrics.Istio;
+using Prometheus;
 
 namespace MeshProxy.Metrics.Tests;
 
 internal static class Scrape
 {
-    public static string Text(MetricsRegistry registry)
+    public static string Text(MetricsRegistry registry) => Export(registry, ExpositionFormat.PrometheusText);
+
+    public static string OpenMetrics(MetricsRegistry registry) => Export(registry, ExpositionFormat.OpenMetricsText);
+
+    private static string Export(MetricsRegistry registry, ExpositionFormat format)
     {
-        var buffer = new ArrayBufferWriter<byte>();
-        registry.WriteTo(buffer);
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+        using var buffer = new MemoryStream();
+        registry.WriteAsync(buffer, format).GetAwaiter().GetResult();
+        return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
     public static IstioWorkloadLabels Workload(string reporter = "destination", string sourceWorkload = "frontend") => new()

@@ -1,7 +1,7 @@
-using System.Buffers;
 using BenchmarkDotNet.Attributes;
 using MeshProxy.Metrics;
 using MeshProxy.Metrics.Istio;
+using Prometheus;
 
 namespace MeshProxy.Benchmarks.Telemetry;
 
@@ -11,7 +11,7 @@ public class MetricsRecordingBenchmarks
     private IstioMetrics _istio = null!;
     private MetricsRegistry _scrapeRegistry = null!;
     private RequestLabels _labels;
-    private ArrayBufferWriter<byte> _buffer = null!;
+    private MemoryStream _buffer = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -28,18 +28,30 @@ public class MetricsRecordingBenchmarks
             scraped.RecordRequest(Labels("client-" + (i / 5), 200 + (i % 5)), i, i * 10, i * 100);
         }
 
-        _buffer = new ArrayBufferWriter<byte>(4 * 1024 * 1024);
+        _buffer = new MemoryStream(4 * 1024 * 1024);
     }
 
     [Benchmark]
     public void RecordRequest_existing_series() => _istio.RecordRequest(_labels, 12.5, 512, 4096);
 
+    /// <summary>A sampled request: its duration carries a trace-id exemplar (this path may allocate; unsampled ones must not).</summary>
     [Benchmark]
-    public int Scrape_1000_series()
+    public void RecordRequest_existing_series_with_exemplar() => _istio.RecordRequest(_labels, 12.5, 512, 4096, "0af7651916cd43dd8448eb211c80319c");
+
+    [Benchmark]
+    public long Scrape_1000_series()
     {
-        _buffer.ResetWrittenCount();
-        _scrapeRegistry.WriteTo(_buffer);
-        return _buffer.WrittenCount;
+        _buffer.SetLength(0);
+        _scrapeRegistry.WriteAsync(_buffer, ExpositionFormat.PrometheusText).GetAwaiter().GetResult();
+        return _buffer.Length;
+    }
+
+    [Benchmark]
+    public long Scrape_1000_series_OpenMetrics()
+    {
+        _buffer.SetLength(0);
+        _scrapeRegistry.WriteAsync(_buffer, ExpositionFormat.OpenMetricsText).GetAwaiter().GetResult();
+        return _buffer.Length;
     }
 
     private static RequestLabels Labels(string source, int code) => new()

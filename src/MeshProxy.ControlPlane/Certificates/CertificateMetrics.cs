@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using MeshProxy.Identity;
 using MeshProxy.Metrics;
+using Prometheus;
 
 namespace MeshProxy.ControlPlane.Certificates;
 
@@ -14,15 +15,15 @@ internal sealed class CertificateMetrics
     // One interned string per reason, so that counting a refusal never allocates a label.
     private static readonly FrozenDictionary<SigningRefusal, string> Reasons = Enum.GetValues<SigningRefusal>().ToFrozenDictionary(r => r, SnakeCase);
 
-    private readonly CounterFamily<LabelSet1> _refusals;
+    private readonly Counter _refusals;
 
     public CertificateMetrics(MetricsRegistry registry, MeshCertificateAuthority authority)
     {
-        Issued = registry.CreateCounter("meshproxy_controlplane_certificates_issued_total", "Workload certificates the CA signed.");
-        _refusals = registry.CreateCounterFamily<LabelSet1>("meshproxy_controlplane_certificate_refusals_total", "Certificate requests refused, by reason.", ["reason"]);
-        registry.CreateCallbackGauge("meshproxy_controlplane_ca_expiry_timestamp_seconds", "When the CA's signing certificate expires (Unix time).",
+        Issued = registry.Factory.CreateCounter("meshproxy_controlplane_certificates_issued_total", "Workload certificates the CA signed.");
+        _refusals = registry.Factory.CreateCounter("meshproxy_controlplane_certificate_refusals_total", "Certificate requests refused, by reason.", ["reason"]);
+        registry.CallbackGauge("meshproxy_controlplane_ca_expiry_timestamp_seconds", "When the CA's signing certificate expires (Unix time).",
             () => authority.Current.Authority.SigningCertificate.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
-        registry.CreateCallbackGauge("meshproxy_controlplane_trust_bundle_roots", "Roots in the published trust bundle (2 during a root rotation).",
+        registry.CallbackGauge("meshproxy_controlplane_trust_bundle_roots", "Roots in the published trust bundle (2 during a root rotation).",
             () => authority.Current.Bundle.Roots.Length);
     }
 
@@ -30,7 +31,7 @@ internal sealed class CertificateMetrics
 
     public static string ReasonOf(SigningRefusal reason) => Reasons[reason];
 
-    public void Refused(string reason) => _refusals.WithLabels(new LabelSet1(reason)).Increment();
+    public void Refused(string reason) => _refusals.WithLabels(reason).Inc();
 
     private static string SnakeCase(SigningRefusal reason)
     {

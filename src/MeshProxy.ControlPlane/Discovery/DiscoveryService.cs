@@ -127,7 +127,7 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         _metrics.PushLatency.Observe(Stopwatch.GetElapsedTime(state.SentTimestamp).TotalSeconds);
         if (request.ErrorDetail is { } error)
         {
-            _metrics.Nacks.Increment();
+            _metrics.Nacks.Inc();
             var message = string.IsNullOrEmpty(error.Message) ? $"NACK with code {error.Code} and no message" : error.Message;
             connection.RecordNack(new NackRecord(state.SentVersion, request.ResponseNonce, message, now));
             _logger.Nacked(connection.InstanceId, request.ResponseNonce, request.VersionInfo, message);
@@ -202,7 +202,7 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
             return false;
         }
 
-        _metrics.Pushes.Increment();
+        _metrics.Pushes.Inc();
         _logger.Pushed(snapshot.Version, nonce, snapshot.Resources.Count, connection.InstanceId);
         return true;
     }

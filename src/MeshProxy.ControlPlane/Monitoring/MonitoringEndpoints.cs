@@ -75,11 +75,8 @@ internal sealed class MonitoringEndpoints(ConnectionRegistry registry, ResourceD
     private static object Diagnostic(MeshProxy.Config.Parsing.ConfigDiagnostic d) =>
         new { file = d.File, line = d.Line, field = d.FieldPath, reason = d.Reason, text = d.ToString() };
 
-    private async Task MetricsAsync(HttpContext context)
-    {
-        context.Response.ContentType = MetricsRegistry.ContentType;
-        await metrics.Registry.WriteToAsync(context.Response.Body, context.RequestAborted);
-    }
+    // The format follows Accept: OpenMetrics for Prometheus, the text format otherwise.
+    private Task MetricsAsync(HttpContext context) => metrics.Registry.ServeAsync(context);
 
     private static Task JsonAsync(HttpContext context, object value)
     {

@@ -1,11 +1,13 @@
 using MeshProxy.Metrics.Internal;
+using Prometheus;
 
 namespace MeshProxy.Metrics.Istio;
 
 /// <summary>
 /// Istio's standard service metrics, with Istio's names, label names and order and default buckets, so
-/// that existing Istio dashboards and alerts work unchanged. One lookup per request finds a series
-/// that holds the request counter and the three histograms together.
+/// that existing Istio dashboards and alerts work unchanged. The metrics are prometheus-net collectors;
+/// one lookup per request (by label-string identity) finds a series that holds the cached children of the
+/// request counter and the three histograms together, so recording is Inc/Observe on those children.
 /// </summary>
 public sealed class IstioMetrics
 {
@@ -18,6 +20,16 @@ public sealed class IstioMetrics
     public const string TcpConnectionsOpened = "istio_tcp_connections_opened_total";
     public const string TcpConnectionsClosed = "istio_tcp_connections_closed_total";
 
+    /// <summary>The exemplar label of a sampled request's duration (the name Grafana and Tempo look for).</summary>
+    private static readonly Exemplar.LabelKey TraceIdKey = Exemplar.Key("trace_id");
+
+    /// <summary>
+    /// Envoy's default histogram bounds, which Istio uses for all four request histograms unless a pod
+    /// overrides them (envoyproxy/envoy source/common/stats/histogram_impl.cc, defaultBuckets; istio/api
+    /// annotation sidecar.istio.io/statsHistogramBuckets, "Default buckets are ...").
+    /// </summary>
+    private static readonly double[] Bounds = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
+
     private readonly SeriesMap<RequestLabels, RequestSeries> _requests;
     private readonly SeriesMap<TcpLabels, TcpSeries> _tcp;
 
@@ -25,37 +37,25 @@ public sealed class IstioMetrics
     {
         ArgumentNullException.ThrowIfNull(registry);
         var max = registry.Options.MaxSeriesPerFamily;
+        var requests = RequestCollectors.Create(registry.Factory);
+        var tcp = TcpCollectors.Create(registry.Factory);
         _requests = new SeriesMap<RequestLabels, RequestSeries>(
-            "istio_requests", [.. IstioLabelNames.Request], max, static () => new RequestSeries(), new RequestSeries());
+            "istio_requests", IstioLabelNames.Request.Count, max, requests.Series,
+            RequestCollectors.Create(registry.SinkFactory).Series(SinkValues(IstioLabelNames.Request.Count)), registry.DroppedCounter("istio_requests"));
         _tcp = new SeriesMap<TcpLabels, TcpSeries>(
-            "istio_tcp", [.. IstioLabelNames.Tcp], max, static () => new TcpSeries(), new TcpSeries());
-        registry.TrackCapacity(_requests);
-        registry.TrackCapacity(_tcp);
-
-        registry.Register(new StripedCounterFamily<RequestLabels, RequestSeries>(
-            _requests, RequestsTotal, "Requests handled by this proxy.", static r => r.Data, RequestSeries.Stride, RequestSeries.CountOffset));
-        registry.Register(new RequestHistogramFamily(_requests, RequestDuration, "Duration of requests, in milliseconds.", RequestSeries.DurationOffset));
-        registry.Register(new RequestHistogramFamily(_requests, RequestBytes, "Size of HTTP request bodies and headers on the wire, in bytes.", RequestSeries.RequestBytesOffset));
-        registry.Register(new RequestHistogramFamily(_requests, ResponseBytes, "Size of HTTP response bodies and headers on the wire, in bytes.", RequestSeries.ResponseBytesOffset));
-        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpSentBytes, "Bytes sent to the downstream during TCP connections.", static t => t.Data, TcpSeries.Stride, TcpSeries.Sent));
-        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpReceivedBytes, "Bytes received from the downstream during TCP connections.", static t => t.Data, TcpSeries.Stride, TcpSeries.Received));
-        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpConnectionsOpened, "TCP connections opened.", static t => t.Data, TcpSeries.Stride, TcpSeries.Opened));
-        registry.Register(new StripedCounterFamily<TcpLabels, TcpSeries>(_tcp, TcpConnectionsClosed, "TCP connections closed.", static t => t.Data, TcpSeries.Stride, TcpSeries.Closed));
+            "istio_tcp", IstioLabelNames.Tcp.Count, max, tcp.Series,
+            TcpCollectors.Create(registry.SinkFactory).Series(SinkValues(IstioLabelNames.Tcp.Count)), registry.DroppedCounter("istio_tcp"));
     }
 
-    /// <summary>
-    /// Envoy's default histogram bounds, which Istio uses for all four request histograms unless a pod
-    /// overrides them (envoyproxy/envoy source/common/stats/histogram_impl.cc, defaultBuckets; istio/api
-    /// annotation sidecar.istio.io/statsHistogramBuckets, "Default buckets are ...").
-    /// </summary>
-    public static IReadOnlyList<double> DefaultBuckets => RequestSeries.Bounds;
+    public static IReadOnlyList<double> DefaultBuckets => Bounds;
 
     /// <summary>
     /// Records one finished request. Negative byte counts (unknown lengths) are recorded as 0; a NaN
-    /// duration is counted in istio_requests_total but not observed.
+    /// duration is counted in istio_requests_total but not observed. <paramref name="traceId"/> (a sampled
+    /// request's trace, 32 hex digits) becomes the duration's exemplar, which only OpenMetrics exports.
     /// </summary>
-    public void RecordRequest(in RequestLabels labels, double durationMs, long requestBytes, long responseBytes) =>
-        _requests.GetOrAdd(labels).Record(durationMs, requestBytes, responseBytes);
+    public void RecordRequest(in RequestLabels labels, double durationMs, long requestBytes, long responseBytes, string? traceId = null) =>
+        _requests.GetOrAdd(labels).Record(durationMs, requestBytes, responseBytes, traceId);
 
     /// <summary>
     /// Counts a pass-through stream opened and returns its meter, which adds the stream's bytes as they
@@ -64,110 +64,91 @@ public sealed class IstioMetrics
     public TcpStreamMeter OpenTcpStream(in TcpLabels labels)
     {
         var series = _tcp.GetOrAdd(labels);
-        series.Add(TcpSeries.Opened, 1);
+        series.Opened.Inc();
         return new TcpStreamMeter(series);
     }
 
-    public void RecordTcpConnectionOpened(in TcpLabels labels) => _tcp.GetOrAdd(labels).Add(TcpSeries.Opened, 1);
+    public void RecordTcpConnectionOpened(in TcpLabels labels) => _tcp.GetOrAdd(labels).Opened.Inc();
 
-    public void RecordTcpConnectionClosed(in TcpLabels labels) => _tcp.GetOrAdd(labels).Add(TcpSeries.Closed, 1);
+    public void RecordTcpConnectionClosed(in TcpLabels labels) => _tcp.GetOrAdd(labels).Closed.Inc();
 
     /// <summary>Adds bytes moved since the last call for this connection (Istio reports deltas periodically and at close).</summary>
     public void RecordTcpBytes(in TcpLabels labels, long sentBytes, long receivedBytes)
     {
         var series = _tcp.GetOrAdd(labels);
-        series.Add(TcpSeries.Sent, Math.Max(0, sentBytes));
-        series.Add(TcpSeries.Received, Math.Max(0, receivedBytes));
+        series.Sent.Inc(Math.Max(0, sentBytes));
+        series.Received.Inc(Math.Max(0, receivedBytes));
     }
 
-    /// <summary>Per stripe: request count, then three histograms (buckets, +Inf, sum) back to back.</summary>
-    internal sealed class RequestSeries
+    private static string[] SinkValues(int count) => Enumerable.Repeat(string.Empty, count).ToArray();
+
+    /// <summary>The cached children of one request label set: the counter and the three histograms.</summary>
+    internal sealed class RequestSeries(Counter.Child count, Histogram.Child duration, Histogram.Child requestSize, Histogram.Child responseSize)
     {
-        public static readonly double[] Bounds = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
-        public const int CountOffset = 0;
-        public static readonly int DurationOffset = 1;
-        public static readonly int RequestBytesOffset = DurationOffset + HistogramCells.CellCount(Bounds);
-        public static readonly int ResponseBytesOffset = RequestBytesOffset + HistogramCells.CellCount(Bounds);
-        private static readonly int Cells = ResponseBytesOffset + HistogramCells.CellCount(Bounds);
-        public static readonly int Stride = Stripes.Stride(Cells);
-
-        public long[] Data { get; } = Stripes.Allocate(Cells);
-
-        public void Record(double durationMs, long requestBytes, long responseBytes)
+        public void Record(double durationMs, long requestBytes, long responseBytes, string? traceId)
         {
-            var data = Data;
-            var at = Stripes.CurrentBase(Stride);
-            Interlocked.Increment(ref data[at + CountOffset]);
-            HistogramCells.Observe(data, at + DurationOffset, Bounds, durationMs);
-            HistogramCells.Observe(data, at + RequestBytesOffset, Bounds, Math.Max(0, requestBytes));
-            HistogramCells.Observe(data, at + ResponseBytesOffset, Bounds, Math.Max(0, responseBytes));
+            count.Inc();
+
+            // NaN has no bucket and would poison the sum for ever: it is not an observation.
+            if (!double.IsNaN(durationMs))
+            {
+                if (traceId is null)
+                {
+                    duration.Observe(durationMs);
+                }
+                else
+                {
+                    duration.Observe(durationMs, Exemplar.From(TraceIdKey.WithValue(traceId)));
+                }
+            }
+
+            requestSize.Observe(Math.Max(0, requestBytes));
+            responseSize.Observe(Math.Max(0, responseBytes));
         }
     }
 
-    internal sealed class TcpSeries
+    /// <summary>The cached children of one TCP label set.</summary>
+    internal sealed class TcpSeries(Counter.Child sent, Counter.Child received, Counter.Child opened, Counter.Child closed)
     {
-        public const int Sent = 0;
-        public const int Received = 1;
-        public const int Opened = 2;
-        public const int Closed = 3;
-        private const int Cells = 4;
-        public static readonly int Stride = Stripes.Stride(Cells);
+        public Counter.Child Sent => sent;
 
-        public long[] Data { get; } = Stripes.Allocate(Cells);
+        public Counter.Child Received => received;
 
-        public void Add(int cell, long amount) => Interlocked.Add(ref Data[Stripes.CurrentBase(Stride) + cell], amount);
+        public Counter.Child Opened => opened;
+
+        public Counter.Child Closed => closed;
     }
 
-    private sealed class RequestHistogramFamily(SeriesMap<RequestLabels, RequestSeries> series, string name, string help, int offset) : IMetricFamily
+    private sealed record RequestCollectors(Counter Count, Histogram Duration, Histogram RequestBytes, Histogram ResponseBytes)
     {
-        private readonly byte[] _header = ExpositionWriter.EncodeHeader(name, help, "histogram");
-        private readonly HistogramNames _names = new(name, RequestSeries.Bounds);
-
-        public string Name => name;
-
-        public void Write(ExpositionWriter writer)
+        public static RequestCollectors Create(IMetricFactory factory)
         {
-            var entries = series.Snapshot();
-            if (entries.IsEmpty)
-            {
-                return;
-            }
-
-            writer.Write(_header);
-            foreach (var entry in entries)
-            {
-                HistogramWriter.Write(writer, _names, entry.LabelBlock, entry.Series.Data, RequestSeries.Stride, offset, RequestSeries.Bounds.Length);
-            }
+            var labels = IstioLabelNames.Request.ToArray();
+            var buckets = new HistogramConfiguration { Buckets = Bounds };
+            return new(
+                factory.CreateCounter(RequestsTotal, "Requests handled by this proxy.", labels),
+                factory.CreateHistogram(RequestDuration, "Duration of requests, in milliseconds.", labels, buckets),
+                factory.CreateHistogram(IstioMetrics.RequestBytes, "Size of HTTP request bodies and headers on the wire, in bytes.", labels, buckets),
+                factory.CreateHistogram(IstioMetrics.ResponseBytes, "Size of HTTP response bodies and headers on the wire, in bytes.", labels, buckets));
         }
+
+        public RequestSeries Series(string[] values) =>
+            new(Count.WithLabels(values), Duration.WithLabels(values), RequestBytes.WithLabels(values), ResponseBytes.WithLabels(values));
     }
 
-    /// <summary>A counter read from one cell of each series' striped data: the requests counter and the TCP counters.</summary>
-    private sealed class StripedCounterFamily<TLabels, TSeries>(
-        SeriesMap<TLabels, TSeries> series, string name, string help, Func<TSeries, long[]> data, int stride, int cell) : IMetricFamily
-        where TLabels : struct, ILabelSet
-        where TSeries : class
+    private sealed record TcpCollectors(Counter Sent, Counter Received, Counter Opened, Counter Closed)
     {
-        private readonly byte[] _header = ExpositionWriter.EncodeHeader(name, help, "counter");
-        private readonly byte[] _name = ExpositionWriter.Ascii(name);
-
-        public string Name => name;
-
-        public void Write(ExpositionWriter writer)
+        public static TcpCollectors Create(IMetricFactory factory)
         {
-            var entries = series.Snapshot();
-            if (entries.IsEmpty)
-            {
-                return;
-            }
-
-            writer.Write(_header);
-            foreach (var entry in entries)
-            {
-                writer.Write(_name);
-                HistogramWriter.WriteLabels(writer, entry.LabelBlock);
-                writer.WriteLong(Stripes.Sum(data(entry.Series), stride, cell));
-                writer.Write((byte)'\n');
-            }
+            var labels = IstioLabelNames.Tcp.ToArray();
+            return new(
+                factory.CreateCounter(TcpSentBytes, "Bytes sent to the downstream during TCP connections.", labels),
+                factory.CreateCounter(TcpReceivedBytes, "Bytes received from the downstream during TCP connections.", labels),
+                factory.CreateCounter(TcpConnectionsOpened, "TCP connections opened.", labels),
+                factory.CreateCounter(TcpConnectionsClosed, "TCP connections closed.", labels));
         }
+
+        public TcpSeries Series(string[] values) =>
+            new(Sent.WithLabels(values), Received.WithLabels(values), Opened.WithLabels(values), Closed.WithLabels(values));
     }
 }

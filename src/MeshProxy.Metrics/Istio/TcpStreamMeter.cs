@@ -3,7 +3,7 @@ namespace MeshProxy.Metrics.Istio;
 /// <summary>
 /// The Istio TCP counters of one pass-through stream, bound to its series when the stream opened
 /// (<see cref="IstioMetrics.OpenTcpStream"/>). Bytes are added as they are copied, straight into the
-/// series' per-core cells: no lookup, no allocation, and a scrape always sees the bytes moved so far.
+/// series' cached prometheus-net counters: no lookup, no allocation, and a scrape always sees the bytes moved so far.
 /// A default value records nothing.
 /// </summary>
 public readonly struct TcpStreamMeter
@@ -17,7 +17,7 @@ public readonly struct TcpStreamMeter
     {
         if (bytes > 0)
         {
-            _series?.Add(IstioMetrics.TcpSeries.Sent, bytes);
+            _series?.Sent.Inc(bytes);
         }
     }
 
@@ -26,10 +26,10 @@ public readonly struct TcpStreamMeter
     {
         if (bytes > 0)
         {
-            _series?.Add(IstioMetrics.TcpSeries.Received, bytes);
+            _series?.Received.Inc(bytes);
         }
     }
 
     /// <summary>Counts the stream closed. Call once, when both directions are done.</summary>
-    public void Close() => _series?.Add(IstioMetrics.TcpSeries.Closed, 1);
+    public void Close() => _series?.Closed.Inc();
 }

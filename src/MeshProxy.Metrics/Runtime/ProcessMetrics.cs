@@ -1,115 +1,64 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
-using MeshProxy.Metrics.Internal;
+using Prometheus;
 
 namespace MeshProxy.Metrics.Runtime;
 
 /// <summary>
-/// The standard process_* metrics every Prometheus client exports, read from /proc on Linux once per
-/// scrape. On other systems nothing is registered (the proxy runs on Linux; /proc is the contract).
+/// The standard process_* metrics every Prometheus client exports. prometheus-net's <see cref="DotNetStats"/>
+/// gives process_cpu_seconds_total, process_virtual_memory_bytes and process_start_time_seconds (and its own
+/// process_working_set_bytes, process_open_handles, dotnet_collection_count_total, ...); the three it does not
+/// have under the standard names, process_resident_memory_bytes, process_open_fds and process_max_fds (which
+/// dashboards and alerts use), are read here from /proc on Linux once per scrape.
 /// </summary>
 public static class ProcessMetrics
 {
-    /// <summary>Registers the process metrics; returns false where /proc/self is not available.</summary>
+    /// <summary>Registers the process metrics; returns false where /proc/self is not available (then only prometheus-net's).</summary>
     public static bool Register(MetricsRegistry registry) => Register(registry, "/proc");
 
     internal static bool Register(MetricsRegistry registry, string procRoot)
     {
         ArgumentNullException.ThrowIfNull(registry);
+        DotNetStats.Register(registry.Collectors);
         if (!OperatingSystem.IsLinux() || !File.Exists(Path.Combine(procRoot, "self", "stat")))
         {
             return false;
         }
 
         var reader = new ProcReader(procRoot);
-        registry.RegisterPreparer(reader);
-        registry.CreateCallbackCounter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", () => reader.Current.CpuSeconds);
-        registry.CreateCallbackGauge("process_resident_memory_bytes", "Resident memory size in bytes.", () => reader.Current.ResidentBytes);
-        registry.CreateCallbackGauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", () => reader.Current.VirtualBytes);
-        registry.CreateCallbackGauge("process_open_fds", "Number of open file descriptors.", () => reader.Current.OpenFds);
-        registry.CreateCallbackGauge("process_max_fds", "Maximum number of open file descriptors.", () => reader.Current.MaxFds);
-        registry.CreateCallbackGauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", () => reader.StartTimeSeconds);
+        registry.BeforeScrape(reader.PrepareForScrape);
+        registry.CallbackGauge("process_resident_memory_bytes", "Resident memory size in bytes.", () => reader.Current.ResidentBytes);
+        registry.CallbackGauge("process_open_fds", "Number of open file descriptors.", () => reader.Current.OpenFds);
+        registry.CallbackGauge("process_max_fds", "Maximum number of open file descriptors.", () => reader.Current.MaxFds);
         return true;
     }
 }
 
 /// <summary>One reading of /proc/self; a value that could not be read is NaN.</summary>
-internal sealed record ProcSnapshot(double CpuSeconds, double ResidentBytes, double VirtualBytes, double OpenFds, double MaxFds)
+internal sealed record ProcSnapshot(double ResidentBytes, double OpenFds, double MaxFds)
 {
-    public static readonly ProcSnapshot Empty = new(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
+    public static readonly ProcSnapshot Empty = new(double.NaN, double.NaN, double.NaN);
 }
 
-internal sealed class ProcReader : IScrapePreparer
+internal sealed class ProcReader(string root)
 {
-    private const int ScClkTck = 2;
-    private readonly string _root;
-    private readonly double _ticksPerSecond;
+    private readonly string _root = root;
     private ProcSnapshot _current = ProcSnapshot.Empty;
 
-    public ProcReader(string root)
-    {
-        _root = root;
-        var ticks = SysConf(ScClkTck);
-        _ticksPerSecond = ticks > 0 ? ticks : 100;
-        StartTimeSeconds = ReadStartTime();
-    }
-
     public ProcSnapshot Current => Volatile.Read(ref _current);
-
-    public double StartTimeSeconds { get; }
 
     public void PrepareForScrape() => Volatile.Write(ref _current, Read());
 
     internal ProcSnapshot Read()
     {
-        double cpu = double.NaN, rss = double.NaN, vsize = double.NaN;
-        var stat = StatFields();
-        if (stat is not null)
-        {
-            // Fields after "(comm) ": index 0 is field 3 (state); utime is field 14, stime 15, vsize 23, rss 24.
-            cpu = (ParseLong(stat, 14) + ParseLong(stat, 15)) / _ticksPerSecond;
-            vsize = ParseLong(stat, 23);
-            rss = ParseLong(stat, 24) * (double)Environment.SystemPageSize;
-        }
-
-        return new ProcSnapshot(cpu, rss, vsize, CountOpenFds(), ReadMaxFds());
-    }
-
-    private string[]? StatFields()
-    {
-        var text = TryRead(Path.Combine(_root, "self", "stat"));
-
         // The command name may hold spaces and parentheses; the fields start after the last ')'.
+        // Index 0 is then field 3 (state); rss (in pages) is field 24.
+        var text = TryRead(Path.Combine(_root, "self", "stat"));
         var close = text?.LastIndexOf(')') ?? -1;
-        return close < 0 ? null : text![(close + 2)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-    }
-
-    private static double ParseLong(string[] fieldsFromState, int fieldNumber)
-    {
-        var index = fieldNumber - 3;
-        return index < fieldsFromState.Length && long.TryParse(fieldsFromState[index], NumberStyles.Integer, CultureInfo.InvariantCulture, out var value)
-            ? value
+        var fields = close < 0 ? [] : text![(close + 2)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var rss = fields.Length > 24 - 3 && long.TryParse(fields[24 - 3], NumberStyles.Integer, CultureInfo.InvariantCulture, out var pages)
+            ? pages * (double)Environment.SystemPageSize
             : double.NaN;
-    }
-
-    private double ReadStartTime()
-    {
-        var stat = StatFields();
-        var bootTime = double.NaN;
-        var procStat = TryRead(Path.Combine(_root, "stat"));
-        if (procStat is not null)
-        {
-            foreach (var line in procStat.Split('\n'))
-            {
-                if (line.StartsWith("btime ", StringComparison.Ordinal) &&
-                    long.TryParse(line.AsSpan(6).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var btime))
-                {
-                    bootTime = btime;
-                }
-            }
-        }
-
-        return stat is null ? double.NaN : bootTime + (ParseLong(stat, 22) / _ticksPerSecond);
+        return new ProcSnapshot(rss, CountOpenFds(), ReadMaxFds());
     }
 
     private double CountOpenFds()
@@ -168,9 +117,4 @@ internal sealed class ProcReader : IScrapePreparer
             return null;
         }
     }
-
-    // USER_HZ is almost always 100, but the kernel's answer costs nothing and is never wrong.
-    [DllImport("libc", EntryPoint = "sysconf")]
-    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
-    private static extern long SysConf(int name);
 }

@@ -32,10 +32,10 @@ internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry
                 return response.WriteAsync("live\n");
 
             // /stats/prometheus is the path Istio's sidecars serve; dashboards and scrape configs written for Istio keep working.
+            // The format follows Accept: OpenMetrics (with exemplars) for Prometheus, the text format otherwise.
             case "/metrics" or "/stats/prometheus" when HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method):
-                response.ContentType = MetricsRegistry.ContentType;
                 beforeScrape();
-                return metrics.WriteToAsync(response.Body, context.RequestAborted);
+                return metrics.ServeAsync(context);
             default:
                 response.StatusCode = StatusCodes.Status404NotFound;
                 return response.WriteAsync("not found: try /ready, /live, /metrics\n");

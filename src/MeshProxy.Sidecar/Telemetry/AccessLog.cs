@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Threading.Channels;
-using MeshProxy.Metrics;
 using MeshProxy.Sidecar.Routing;
 using Microsoft.Extensions.Logging;
 
@@ -80,7 +79,7 @@ internal sealed class AccessLog : IDisposable
         _logger = logger;
         _queue = Channel.CreateBounded<AccessLogEntry>(
             new BoundedChannelOptions(capacity) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true, SingleWriter = false },
-            _ => metrics.AccessLogDropped.Increment());
+            _ => metrics.AccessLogDropped.Inc());
 
         // A thread of its own: a write to a blocked pipe or a stalled disk holds this thread only,
         // never one of the thread pool's that requests run on.
@@ -175,11 +174,11 @@ internal sealed class AccessLog : IDisposable
 
             _target!.Write(_buffer.WrittenSpan);
             _target.Flush();
-            _metrics.AccessLogWritten.Add(lines);
+            _metrics.AccessLogWritten.Inc(lines);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or NotSupportedException or ObjectDisposedException)
         {
-            _metrics.AccessLogWriteErrors.Increment();
+            _metrics.AccessLogWriteErrors.Inc();
             _logger.AccessLogFailed(path, lines, ex.Message);
             _target?.Dispose();
             _target = null;

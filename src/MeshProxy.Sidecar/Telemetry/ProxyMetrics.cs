@@ -1,5 +1,6 @@
 using MeshProxy.Identity;
 using MeshProxy.Metrics;
+using Prometheus;
 using MeshProxy.Sidecar.Configuration;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 
@@ -7,19 +8,18 @@ namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// The proxy's own health figures, under meshproxy_*. Only things that exist are exported; a new one
-/// (retries, ejections, authorization decisions, certificate expiry) is one more field here created
-/// from <see cref="Registry"/>, recorded where it happens.
+/// (retries, ejections, authorization decisions, certificate expiry) is one more prometheus-net metric here
+/// created from <see cref="Registry"/>'s factory, recorded where it happens. Label values come from
+/// configuration or fixed sets, so their number is bounded by the configuration; a child is looked up by a
+/// stack-allocated span of values, which allocates nothing once it exists.
 /// </summary>
 internal sealed class ProxyMetrics
 {
-    /// <summary>Config versions are few (one per push), but a bound keeps a flapping source from growing the exposition forever.</summary>
-    private const int MaxConfigVersions = 64;
-
-    private readonly GaugeFamily<LabelSet1> _configInfo;
+    private readonly Gauge _configInfo;
     private readonly Gauge _configApplied;
-    private readonly GaugeFamily<LabelSet1> _connectionsActive;
-    private readonly CounterFamily<LabelSet1> _connectionsTotal;
-    private readonly CounterFamily<LabelSet1> _connectFailures;
+    private readonly Gauge _connectionsActive;
+    private readonly Counter _connectionsTotal;
+    private readonly Counter _connectFailures;
     private readonly Lock _configLock = new();
     private string? _currentVersion;
 
@@ -29,7 +29,7 @@ internal sealed class ProxyMetrics
     /// <summary>The policy label when no policy decided (no ALLOW policy applies, or none matched).</summary>
     public const string NoPolicy = "none";
 
-    private readonly CounterFamily<LabelSet2> _authorizationDecisions;
+    private readonly Counter _authorizationDecisions;
 
     /// <summary>
     /// One decision: action "allow", "deny" or "would_deny" (a dry-run policy would have denied an allowed
@@ -37,33 +37,37 @@ internal sealed class ProxyMetrics
     /// from configuration, so the label set is bounded by it; the strings are the snapshot's own
     /// instances, so recording allocates nothing.
     /// </summary>
-    public void AuthorizationDecision(string action, string policy) =>
-        _authorizationDecisions.WithLabels(new LabelSet2(action, policy)).Increment();
+    public void AuthorizationDecision(string action, string policy)
+    {
+        ReadOnlySpan<string> labels = [action, policy];
+        _authorizationDecisions.WithLabels(labels).Inc();
+    }
 
     // ---- end of authorization ----------------------------------------------------------------------
 
     public ProxyMetrics(MetricsRegistry registry)
     {
         Registry = registry;
-        _authorizationDecisions = registry.CreateCounterFamily<LabelSet2>(
+        var metrics = registry.Factory;
+        _authorizationDecisions = metrics.CreateCounter(
             "meshproxy_authorization_decisions_total", "Inbound authorization decisions, per action (allow, deny, would_deny) and deciding policy.", ["action", "policy"]);
-        _configInfo = registry.CreateGaugeFamily<LabelSet1>(
-            "meshproxy_config_info", "The configuration version in force (1); versions replaced since start are 0.", ["version"], MaxConfigVersions);
-        _configApplied = registry.CreateGauge(
+        _configInfo = metrics.CreateGauge(
+            "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
+        _configApplied = metrics.CreateGauge(
             "meshproxy_config_applied_timestamp_seconds", "When the configuration in force was applied, in seconds since the Unix epoch.");
-        ConfigRejections = registry.CreateCounter(
+        ConfigRejections = metrics.CreateCounter(
             "meshproxy_config_rejections_total", "Configurations refused (the last good one kept serving).");
-        _connectionsActive = registry.CreateGaugeFamily<LabelSet1>(
+        _connectionsActive = metrics.CreateGauge(
             "meshproxy_listener_connections_active", "Connections open now, per listener.", ["listener"]);
-        _connectionsTotal = registry.CreateCounterFamily<LabelSet1>(
+        _connectionsTotal = metrics.CreateCounter(
             "meshproxy_listener_connections_total", "Connections accepted since start, per listener.", ["listener"]);
-        _connectFailures = registry.CreateCounterFamily<LabelSet1>(
+        _connectFailures = metrics.CreateCounter(
             "meshproxy_upstream_connect_failures_total", "Requests whose upstream connection could not be made (flag UF), per cluster.", ["cluster"]);
-        AccessLogDropped = registry.CreateCounter(
+        AccessLogDropped = metrics.CreateCounter(
             "meshproxy_access_log_dropped_total", "Access log lines dropped because the writer could not keep up.");
-        AccessLogWritten = registry.CreateCounter(
+        AccessLogWritten = metrics.CreateCounter(
             "meshproxy_access_log_written_total", "Access log lines written.");
-        AccessLogWriteErrors = registry.CreateCounter(
+        AccessLogWriteErrors = metrics.CreateCounter(
             "meshproxy_access_log_write_errors_total", "Failed writes to the access log target (their lines are lost).");
     }
 
@@ -81,13 +85,14 @@ internal sealed class ProxyMetrics
     {
         lock (_configLock)
         {
+            // The replaced version's series goes, so that the versions of a long life do not pile up in every scrape.
             if (_currentVersion is not null && _currentVersion != snapshot.Version)
             {
-                _configInfo.WithLabels(new LabelSet1(_currentVersion)).Set(0);
+                _configInfo.RemoveLabelled(_currentVersion);
             }
 
             _currentVersion = snapshot.Version;
-            _configInfo.WithLabels(new LabelSet1(snapshot.Version)).Set(1);
+            _configInfo.WithLabels(snapshot.Version).Set(1);
             _configApplied.Set(snapshot.AppliedAt.ToUnixTimeMilliseconds() / 1000.0);
         }
     }
@@ -95,29 +100,29 @@ internal sealed class ProxyMetrics
     /// <summary>Counts the connections of one listener: Kestrel connection middleware, outermost, so it sees every connection for its whole life.</summary>
     public void TrackConnections(ListenOptions listen, string listener)
     {
-        var active = _connectionsActive.WithLabels(new LabelSet1(listener));
-        var total = _connectionsTotal.WithLabels(new LabelSet1(listener));
+        var active = _connectionsActive.WithLabels(listener);
+        var total = _connectionsTotal.WithLabels(listener);
         listen.Use(next => async connection =>
         {
-            total.Increment();
-            active.Increment();
+            total.Inc();
+            active.Inc();
             try
             {
                 await next(connection);
             }
             finally
             {
-                active.Decrement();
+                active.Dec();
             }
         });
     }
 
-    public void UpstreamConnectFailure(string cluster) => _connectFailures.WithLabels(new LabelSet1(cluster)).Increment();
+    public void UpstreamConnectFailure(string cluster) => _connectFailures.WithLabels(cluster).Inc();
 
     // ---- Egress (src/MeshProxy.Sidecar/Egress): refusals of traffic leaving the mesh. ----
     // Created on first use so that this block stays self-contained; both labels take a handful of fixed values.
     private readonly Lock _egressLock = new();
-    private CounterFamily<LabelSet2>? _egressDenied;
+    private Counter? _egressDenied;
 
     /// <summary>meshproxy_egress_denied_total{protocol=http|tls|connect, reason=not_allowed|spoofed|unresolvable|no_sni}.</summary>
     public void EgressDenied(string protocol, string reason)
@@ -127,12 +132,13 @@ internal sealed class ProxyMetrics
         {
             lock (_egressLock)
             {
-                family = _egressDenied ??= Registry.CreateCounterFamily<LabelSet2>(
+                family = _egressDenied ??= Registry.Factory.CreateCounter(
                     "meshproxy_egress_denied_total", "Outbound requests and connections to outside the mesh that were refused, by protocol and reason.", ["protocol", "reason"]);
             }
         }
 
-        family.WithLabels(new LabelSet2(protocol, reason)).Increment();
+        ReadOnlySpan<string> labels = [protocol, reason];
+        family.WithLabels(labels).Inc();
     }
 
     // ---- end of egress block ----
@@ -166,8 +172,9 @@ internal sealed class MeshStateMetrics
     ];
 
     private readonly SnapshotStore _snapshots;
-    private readonly CounterFamily<LabelSet1>[] _clusterCounters;
-    private readonly GaugeFamily<LabelSet1> _ejectedEndpoints;
+    private readonly Counter[] _clusterCounters;
+    private readonly Gauge _ejectedEndpoints;
+    private readonly Counter.Child _clustersDropped;
     private readonly Dictionary<string, long[]> _lastSeen = new(StringComparer.Ordinal);
     private readonly Lock _refreshLock = new();
 
@@ -178,17 +185,17 @@ internal sealed class MeshStateMetrics
         var tls = identity.Counters;
 
         // Absent (the callback throws) until there is a certificate: 0 would read as "expired now".
-        registry.CreateCallbackGauge(
+        registry.CallbackGauge(
             "meshproxy_certificate_expiry_seconds", "Seconds until the workload certificate (SVID) expires; negative once it has.",
             () => store.NotAfter is { } notAfter ? (notAfter - DateTimeOffset.UtcNow).TotalSeconds : throw new InvalidOperationException("no SVID yet"));
-        registry.CreateCallbackCounter(
+        registry.CallbackCounter(
             "meshproxy_tls_handshakes_total", "Mutual TLS handshakes completed with a verified peer, per direction.", ["direction"],
             [new(["inbound"], () => tls.InboundHandshakes), new(["outbound"], () => tls.OutboundHandshakes)]);
-        registry.CreateCallbackCounter(
+        registry.CallbackCounter(
             "meshproxy_tls_handshake_failures_total", "TLS handshakes that failed for a reason other than the peer's certificate (protocol, cipher, garbage, timeout), per direction.", ["direction"],
             [new(["inbound"], () => tls.InboundHandshakeFailures), new(["outbound"], () => tls.OutboundHandshakeFailures)]);
         var reasons = Enum.GetValues<PeerVerificationFailure>().Where(r => r != PeerVerificationFailure.None).ToArray();
-        registry.CreateCallbackCounter(
+        registry.CallbackCounter(
             "meshproxy_tls_peer_refusals_total",
             "Connections refused because the peer's certificate was refused, per direction and verifier reason (outbound ones fail their request with flag UPI).",
             ["direction", "reason"],
@@ -196,27 +203,28 @@ internal sealed class MeshStateMetrics
                 .. reasons.Select(r => new CallbackSample(["inbound", ReasonLabel(r)], () => tls.InboundRefusedFor(r))),
                 .. reasons.Select(r => new CallbackSample(["outbound", ReasonLabel(r)], () => tls.OutboundRefusedFor(r))),
             ]);
-        registry.CreateCallbackCounter(
+        registry.CallbackCounter(
             "meshproxy_tls_plaintext_connections_total", "Plaintext inbound connections on an mTLS sidecar: accepted (PERMISSIVE) or refused (STRICT).", ["outcome"],
             [new(["accepted"], () => tls.PlaintextAccepted), new(["refused"], () => tls.PlaintextRefused)]);
 
-        _clusterCounters = [.. ClusterCounters.Select(c => registry.CreateCounterFamily<LabelSet1>(c.Name, c.Help, ["cluster"], MaxClusters))];
-        _ejectedEndpoints = registry.CreateGaugeFamily<LabelSet1>(
-            "meshproxy_outlier_ejected_endpoints", "Endpoints ejected now by outlier detection, per cluster.", ["cluster"], MaxClusters);
+        _clusterCounters = [.. ClusterCounters.Select(c => registry.Factory.CreateCounter(c.Name, c.Help, ["cluster"]))];
+        _ejectedEndpoints = registry.Factory.CreateGauge(
+            "meshproxy_outlier_ejected_endpoints", "Endpoints ejected now by outlier detection, per cluster.", ["cluster"]);
+        _clustersDropped = registry.DroppedCounter("cluster");
 
-        registry.CreateCallbackGauge(
+        registry.CallbackGauge(
             "meshproxy_config_stale", "1 while the configuration in force is a saved snapshot the control plane has not confirmed since start; 0 otherwise (always 0 in standalone mode).",
             () => snapshots.Current.Stale ? 1 : 0);
         if (controlPlaneMode)
         {
             // In control-plane mode every refused snapshot is answered with a NACK (ControlPlaneSource.Apply).
-            var nacks = registry.CreateCounter("meshproxy_config_nacks_total", "Snapshots pushed by the control plane and refused with a NACK (the last good one kept serving).");
-            snapshots.Rejected += _ => nacks.Increment();
+            var nacks = registry.Factory.CreateCounter("meshproxy_config_nacks_total", "Snapshots pushed by the control plane and refused with a NACK (the last good one kept serving).");
+            snapshots.Rejected += _ => nacks.Inc();
         }
 
         if (controlPlaneTls is { IsTls: true })
         {
-            registry.CreateCallbackCounter(
+            registry.CallbackCounter(
                 "meshproxy_control_plane_tls_refusals_total",
                 "TLS handshakes with the control plane refused because its certificate does not chain to controlPlane.caFile or names another identity, per verifier reason (ca_file_unusable: the file itself).",
                 ["reason"],
@@ -242,10 +250,15 @@ internal sealed class MeshStateMetrics
                     continue;
                 }
 
-                var labels = new LabelSet1(cluster.Name);
                 var stats = cluster.State.Stats;
                 if (!_lastSeen.TryGetValue(cluster.Name, out var last))
                 {
+                    if (_lastSeen.Count >= MaxClusters)
+                    {
+                        _clustersDropped.Inc();
+                        continue;
+                    }
+
                     last = new long[ClusterCounters.Length];
                     _lastSeen[cluster.Name] = last;
                 }
@@ -255,10 +268,10 @@ internal sealed class MeshStateMetrics
                     var value = ClusterCounters[i].Read(stats);
                     var growth = value >= last[i] ? value - last[i] : value; // fresh state: counts from zero again
                     last[i] = value;
-                    var counter = _clusterCounters[i].WithLabels(labels);
+                    var counter = _clusterCounters[i].WithLabels(cluster.Name);
                     if (growth > 0)
                     {
-                        counter.Add(growth);
+                        counter.Inc(growth);
                     }
                 }
 
@@ -271,13 +284,13 @@ internal sealed class MeshStateMetrics
                     }
                 }
 
-                _ejectedEndpoints.WithLabels(labels).Set(ejected);
+                _ejectedEndpoints.WithLabels(cluster.Name).Set(ejected);
             }
 
             foreach (var gone in _lastSeen.Keys.Where(k => !seen.Contains(k)).ToList())
             {
                 _lastSeen.Remove(gone);
-                _ejectedEndpoints.WithLabels(new LabelSet1(gone)).Set(0);
+                _ejectedEndpoints.WithLabels(gone).Set(0);
             }
         }
     }

@@ -39,7 +39,7 @@ internal sealed class SidecarTelemetry : IDisposable
             Proxy, logger, accessLogCapacity);
 
         store.Applied += OnApplied;
-        store.Rejected += _ => Proxy.ConfigRejections.Increment();
+        store.Rejected += _ => Proxy.ConfigRejections.Inc();
         if (store.HasSnapshot)
         {
             OnApplied(store.Current);
@@ -107,7 +107,8 @@ internal sealed class SidecarTelemetry : IDisposable
                 ResponseFlags = flags,
                 ConnectionSecurityPolicy = security,
             },
-            durationMs, requestBytes, responseBytes);
+            durationMs, requestBytes, responseBytes,
+            record.Span?.TraceId.ToHexString()); // a sampled request's trace: the duration's exemplar (OpenMetrics)
 
         // A switched stream (WebSocket) has ended when the forwarder returns: its bytes are counted already.
         record.Upgrade?.Close();

@@ -75,8 +75,8 @@ public sealed class AllocationTests
 
     private static double CountRequests(SidecarTelemetry telemetry)
     {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
-        telemetry.Registry.WriteTo(buffer);
-        return Exposition.Parse(System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan)).Sum("istio_requests_total");
+        using var buffer = new MemoryStream();
+        MeshProxy.Metrics.MetricsExposition.WriteAsync(telemetry.Registry, buffer, Prometheus.ExpositionFormat.PrometheusText).GetAwaiter().GetResult();
+        return Exposition.Parse(System.Text.Encoding.UTF8.GetString(buffer.ToArray())).Sum("istio_requests_total");
     }
 }
