@@ -1,3 +1,4 @@
+using MeshProxy.Metrics.Runtime;
 using MeshProxy.Metrics.Istio;
 using Prometheus;
 
@@ -5,6 +6,21 @@ namespace MeshProxy.Metrics.Tests;
 
 public sealed class ExpositionTests
 {
+    [Fact]
+    public void The_first_scrape_already_has_the_process_figures_read_from_proc()
+    {
+        // The /proc reading and its export run in one callback: prometheus-net orders its before-collect
+        // callbacks arbitrarily, and a reading exported by a separate callback was missing from the first scrape.
+        var registry = new MetricsRegistry();
+        Assert.True(ProcessMetrics.Register(registry));
+
+        var text = Scrape.Text(registry);
+
+        Assert.Matches("\nprocess_resident_memory_bytes [1-9][0-9.e+]*\n", text);
+        Assert.Matches("\nprocess_open_fds [1-9][0-9.e+]*\n", text);
+        Assert.Matches("\nprocess_max_fds [1-9][0-9.e+]*\n", text);
+    }
+
     [Fact]
     public void Istio_series_past_the_limit_are_dropped_and_counted()
     {

@@ -24,30 +24,43 @@ public static class ProcessMetrics
             return false;
         }
 
+        // One callback reads /proc and sets all three gauges. prometheus-net runs its before-collect callbacks in no
+        // defined order (a ConcurrentBag), so a reading taken in one callback and exported by another would lag a
+        // scrape behind, and the first scrape would export nothing.
         var reader = new ProcReader(procRoot);
-        registry.BeforeScrape(reader.PrepareForScrape);
-        registry.CallbackGauge("process_resident_memory_bytes", "Resident memory size in bytes.", () => reader.Current.ResidentBytes);
-        registry.CallbackGauge("process_open_fds", "Number of open file descriptors.", () => reader.Current.OpenFds);
-        registry.CallbackGauge("process_max_fds", "Maximum number of open file descriptors.", () => reader.Current.MaxFds);
+        var resident = registry.Factory.CreateGauge("process_resident_memory_bytes", "Resident memory size in bytes.", new GaugeConfiguration { SuppressInitialValue = true });
+        var openFds = registry.Factory.CreateGauge("process_open_fds", "Number of open file descriptors.", new GaugeConfiguration { SuppressInitialValue = true });
+        var maxFds = registry.Factory.CreateGauge("process_max_fds", "Maximum number of open file descriptors.", new GaugeConfiguration { SuppressInitialValue = true });
+        registry.BeforeScrape(() =>
+        {
+            var reading = reader.Read();
+            Export(resident, reading.ResidentBytes);
+            Export(openFds, reading.OpenFds);
+            Export(maxFds, reading.MaxFds);
+        });
         return true;
+    }
+
+    // A value that could not be read is left out of the exposition rather than exported as NaN.
+    private static void Export(Gauge gauge, double value)
+    {
+        if (double.IsNaN(value))
+        {
+            gauge.Unpublish();
+            return;
+        }
+
+        gauge.Set(value);
+        gauge.Publish();
     }
 }
 
 /// <summary>One reading of /proc/self; a value that could not be read is NaN.</summary>
-internal sealed record ProcSnapshot(double ResidentBytes, double OpenFds, double MaxFds)
-{
-    public static readonly ProcSnapshot Empty = new(double.NaN, double.NaN, double.NaN);
-}
+internal sealed record ProcSnapshot(double ResidentBytes, double OpenFds, double MaxFds);
 
 internal sealed class ProcReader(string root)
 {
     private readonly string _root = root;
-    private ProcSnapshot _current = ProcSnapshot.Empty;
-
-    public ProcSnapshot Current => Volatile.Read(ref _current);
-
-    public void PrepareForScrape() => Volatile.Write(ref _current, Read());
-
     internal ProcSnapshot Read()
     {
         // The command name may hold spaces and parentheses; the fields start after the last ')'.
