@@ -32,6 +32,9 @@ public enum PeerVerificationFailure
     WrongKeyUsage,
     IsCa,
     IdentityNotAllowed,
+
+    /// <summary>A certificate on the path has a key below 2048-bit RSA / 256-bit EC, or an MD5/SHA-1 signature.</summary>
+    WeakCryptography,
 }
 
 /// <summary>The outcome of checking a peer: its SPIFFE ID, or why it was refused.</summary>
@@ -204,6 +207,16 @@ public sealed class PeerCertificateVerifier
         {
             if (chain.Build(peer))
             {
+                // Every certificate the peer's path rests on, except the anchor, which is the operator's own trust.
+                var elements = chain.ChainElements;
+                for (var i = 0; i < elements.Count - 1; i++)
+                {
+                    if (CryptoStrength.Weakness(elements[i].Certificate) is { } weakness)
+                    {
+                        return PeerVerificationResult.Fail(PeerVerificationFailure.WeakCryptography, weakness);
+                    }
+                }
+
                 return null;
             }
 

@@ -81,6 +81,12 @@ public sealed class OpenSslPki : IDisposable
             subjectAltName = URI:{Web}
             """);
 
+        // Cryptography too weak for a mesh identity, otherwise perfect leaves.
+        Issue("rsa1024", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Web}", keyAlgorithm: ["RSA", "rsa_keygen_bits:1024"]);
+        Issue("rsa2048", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Web}", keyAlgorithm: ["RSA", "rsa_keygen_bits:2048"]);
+        Issue("p224", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Web}", keyAlgorithm: ["EC", "ec_paramgen_curve:P-224"]);
+        Issue("sha1Signed", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Web}", digest: "sha1");
+
         NewKey("selfSigned");
         Tool.Run("openssl", "req", "-x509", "-new", "-key", Path("selfSigned.key"), "-subj", "/O=example.org/CN=selfSigned", "-days", "30",
             "-config", Path("req.cnf"), "-extensions", "self_signed_leaf", "-out", Path("selfSigned.pem"));
@@ -104,9 +110,9 @@ public sealed class OpenSslPki : IDisposable
         WriteCaConfig(name);
     }
 
-    private void Issue(string name, string issuer, string extensions, string? startDate = null, string? endDate = null)
+    private void Issue(string name, string issuer, string extensions, string? startDate = null, string? endDate = null, string[]? keyAlgorithm = null, string digest = "sha256")
     {
-        NewKey(name);
+        NewKey(name, keyAlgorithm ?? ["EC", "ec_paramgen_curve:P-256"]);
         Tool.Run("openssl", "req", "-new", "-key", Path(name + ".key"), "-subj", $"/O=mesh-test/CN={name}", "-config", Path("req.cnf"), "-out", Path(name + ".csr"));
         File.WriteAllText(Path(name + ".ext"), "[ ext ]\n" + extensions + "\n");
         var config = Path(issuer + "-ca.cnf");
@@ -116,7 +122,7 @@ public sealed class OpenSslPki : IDisposable
         }
 
         List<string> args = ["ca", "-batch", "-config", config, "-cert", CertPath(issuer), "-keyfile", KeyPath(issuer), "-in", Path(name + ".csr"),
-            "-out", CertPath(name), "-extfile", Path(name + ".ext"), "-extensions", "ext", "-notext"];
+            "-out", CertPath(name), "-extfile", Path(name + ".ext"), "-extensions", "ext", "-notext", "-md", digest];
         if (startDate is not null)
         {
             args.AddRange(["-startdate", startDate, "-enddate", endDate!]);
@@ -154,8 +160,10 @@ public sealed class OpenSslPki : IDisposable
             """);
     }
 
-    private void NewKey(string name) =>
-        Tool.Run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", KeyPath(name));
+    private void NewKey(string name) => NewKey(name, ["EC", "ec_paramgen_curve:P-256"]);
+
+    private void NewKey(string name, string[] algorithm) =>
+        Tool.Run("openssl", "genpkey", "-algorithm", algorithm[0], "-pkeyopt", algorithm[1], "-out", KeyPath(name));
 
     public void Dispose() => _dir.Dispose();
 }

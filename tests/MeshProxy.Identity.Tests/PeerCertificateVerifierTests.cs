@@ -23,6 +23,11 @@ public sealed class PeerCertificateVerifierTests(OpenSslPki pki)
     [InlineData("selfSigned", PeerRole.Client, PeerVerificationFailure.SelfSigned)]
     [InlineData("caAsLeaf", PeerRole.Client, PeerVerificationFailure.IsCa)]
     [InlineData("rootA", PeerRole.Client, PeerVerificationFailure.IsCa)]
+    [InlineData("rsa1024", PeerRole.Client, PeerVerificationFailure.WeakCryptography)]
+    [InlineData("rsa1024", PeerRole.Server, PeerVerificationFailure.WeakCryptography)]
+    [InlineData("p224", PeerRole.Client, PeerVerificationFailure.WeakCryptography)]
+    [InlineData("sha1Signed", PeerRole.Client, PeerVerificationFailure.WeakCryptography)]
+    [InlineData("rsa2048", PeerRole.Client, PeerVerificationFailure.None)]
     public void Classifies_openssl_made_certificates(string name, PeerRole role, PeerVerificationFailure expected)
     {
         using var certificate = X509CertificateLoader.LoadCertificateFromFile(pki.CertPath(name));
