@@ -4,6 +4,9 @@ using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Hosting;
 using MeshProxy.Identity;
 
+// First, before anything can make a TLS context: limits key exchange to elliptic curves (see TlsKeyExchange).
+TlsKeyExchange.Restrict();
+
 const string Usage = """
     usage: meshproxy-controlplane --config-dir <dir> [--grpc <addr:port>] [--monitoring <addr:port>]
 

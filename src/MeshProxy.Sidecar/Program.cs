@@ -8,6 +8,9 @@ internal static class Program
 {
     public static async Task<int> Main(string[] args)
     {
+        // First, before anything can make a TLS context: limits key exchange to elliptic curves (see TlsKeyExchange).
+        MeshProxy.Identity.TlsKeyExchange.Restrict();
+
         const string Usage = """
             usage: meshproxy-sidecar --config <file> [--validate]
 

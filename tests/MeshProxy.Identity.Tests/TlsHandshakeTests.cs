@@ -47,11 +47,14 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
             ("selfSigned", PeerVerificationFailure.SelfSigned),
             ("caAsLeaf", PeerVerificationFailure.IsCa),
             (null, PeerVerificationFailure.NoCertificate),
+            ("rsa1024", PeerVerificationFailure.WeakCryptography),
+            ("sha1Signed", PeerVerificationFailure.WeakCryptography),
         };
 
         foreach (var (cert, expected) in cases)
         {
-            await using var bad = SClient.Start(server.Port, pki, cert, version);
+            // SECLEVEL=0: this OpenSSL would not even send a 1024-bit or SHA-1 certificate; the refusal must be the server's.
+            await using var bad = SClient.Start(server.Port, pki, cert, version, "-cipher", "DEFAULT@SECLEVEL=0");
             Assert.False(await bad.EchoAsync($"must-not-echo-{cert}", timeoutMs: 3_000), $"{cert}: the server echoed");
             Assert.NotNull(await bad.ExitCodeAsync());
             Assert.IsAssignableFrom<AuthenticationException>(server.NextHandshake());
@@ -73,5 +76,33 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
         Assert.NotEqual(0, await old.ExitCodeAsync());
         Assert.IsAssignableFrom<AuthenticationException>(server.NextHandshake());
         Assert.Empty(_verdicts);
+    }
+
+    [Theory]
+    [InlineData("-tls1_3")]
+    [InlineData("-tls1_2")]
+    public async Task Only_elliptic_curve_key_exchange_is_accepted(string version)
+    {
+        // Applied process-wide before the first test by TlsKeyExchangeFixture, as a sidecar applies it at start.
+        Assert.Null(TlsKeyExchange.Restrict());
+        await using var server = StartServer();
+
+        // A finite-field group costs the server ~50x an X25519 exchange: a cheap denial of service.
+        foreach (var group in (string[])["ffdhe2048", "ffdhe8192"])
+        {
+            await using var dh = SClient.Start(server.Port, pki, "good", version, "-groups", group);
+            Assert.False(await dh.EchoAsync($"must-not-echo-{group}", timeoutMs: 3_000), $"{group} was accepted");
+            Assert.IsAssignableFrom<AuthenticationException>(server.NextHandshake());
+        }
+
+        foreach (var group in (string[])["X25519", "P-256", "P-384"])
+        {
+            // In TLS 1.2 the client's groups also name the curves it accepts for the server's ECDSA key (P-256).
+            await using var ec = SClient.Start(server.Port, pki, "good", version, "-groups", version == "-tls1_2" && group != "P-256" ? group + ":P-256" : group);
+            Assert.True(await ec.EchoAsync($"hello-{group}"), $"{group}: {ec.Stderr}");
+            Assert.Null(server.NextHandshake());
+        }
+
+        Assert.DoesNotContain(_verdicts, v => !v.IsValid);
     }
 }

@@ -121,6 +121,10 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         builder.Services.AddGrpcReflection();
         var app = builder.Build();
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
+        if (MeshProxy.Identity.TlsKeyExchange.Restrict() is { } notLimited)
+        {
+            loggers.CreateLogger<ControlPlaneHost>().TlsGroupsNotLimited(notLimited);
+        }
 
         var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>());
         // Read before the CA loads: its trust domain and TTLs come from MeshConfig.

@@ -87,6 +87,12 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        // Before the first listener makes a TLS context (Program.Main has done it already in a real process).
+        if (MeshProxy.Identity.TlsKeyExchange.Restrict() is { } notLimited)
+        {
+            _logger.TlsGroupsNotLimited(notLimited);
+        }
+
         var spec = _store.Current.Sidecar.Spec.Listeners;
         var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), _loggerFactory.CreateLogger<AdminEndpoints>());
         var meshState = new MeshStateMetrics(

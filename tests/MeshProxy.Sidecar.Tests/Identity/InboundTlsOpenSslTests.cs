@@ -56,6 +56,30 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     }
 
     [Theory]
+    [InlineData("ffdhe2048")]
+    [InlineData("ffdhe8192")]
+    public async Task Finite_field_key_exchange_is_refused(string group)
+    {
+        // ffdhe8192 costs the sidecar ~160 ms of CPU per handshake, before any certificate is checked.
+        var failuresBefore = Counters.InboundHandshakeFailures;
+        await using var client = SClient.Start(fixture.Port, "store", "-tls1_3", "-groups", group);
+        Assert.NotEqual(0, await client.ExitCodeAsync());
+        Assert.DoesNotContain("HTTP/1.1", client.Stdout, StringComparison.Ordinal);
+        await Eventually.TrueAsync(() => Counters.InboundHandshakeFailures > failuresBefore, "the sidecar to count the failed handshake");
+    }
+
+    [Theory]
+    [InlineData("X25519", "X25519")]
+    [InlineData("P-256", "prime256v1")]
+    [InlineData("P-384", "secp384r1")]
+    public async Task Elliptic_curve_key_exchange_is_accepted(string group, string shown)
+    {
+        await using var client = SClient.Start(fixture.Port, "store", "-tls1_3", "-groups", group, "-brief");
+        Assert.True(await client.GetAsync("/hello", 1), client.Output);
+        Assert.Contains(shown, client.Stderr, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("AES128-SHA")]                     // RSA key exchange, CBC, SHA-1
     [InlineData("AES128-GCM-SHA256")]              // RSA key exchange: no forward secrecy
     [InlineData("ECDHE-ECDSA-AES128-SHA")]         // CBC with SHA-1
