@@ -45,6 +45,7 @@ internal static class SidecarHost
 
         var services = builder.Services;
         services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => Listeners.HandshakeRateLimit.ForThisMachine(sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<SnapshotStore>();
         services.AddSingleton<SidecarTelemetry>();
 

@@ -106,7 +106,9 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         // Inbound is mTLS once the workload has an identity (Listeners/InboundTls.cs); plaintext otherwise (local development only).
         var identity = _services.GetRequiredService<SidecarIdentity>();
         var inboundTls = identity.Enabled
-            ? new InboundTls(identity, _store, _services.GetRequiredService<PeerCertificateVerifier>(), _loggerFactory.CreateLogger<InboundTls>())
+            ? new InboundTls(
+                identity, _store, _services.GetRequiredService<PeerCertificateVerifier>(), _services.GetRequiredService<HandshakeRateLimit>(),
+                _services.GetRequiredService<TimeProvider>(), _loggerFactory.CreateLogger<InboundTls>())
             : null;
         _inboundServer = await StartAsync("inbound", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Inbound), _inbound.HandleAsync, acceptHttp2: true, listen =>
         {

@@ -37,4 +37,7 @@ internal static partial class IdentityLog
 
     [LoggerMessage(411, LogLevel.Warning, "Saving the certificate to {Path} failed (a restart during a control-plane outage would have none): {Error}")]
     public static partial void SvidSaveFailed(this ILogger logger, string path, string error);
+
+    [LoggerMessage(412, LogLevel.Warning, "Inbound TLS handshakes over the rate limit: {Refused} connection(s) closed before their handshake in the last {Seconds:0}s or so (meshproxy_tls_handshakes_shed_total)")]
+    public static partial void HandshakesShed(this ILogger logger, long refused, double seconds);
 }

@@ -13,6 +13,7 @@ internal sealed class TlsCounters
     private readonly long[] _outboundRefusedByReason = new long[FailureKinds];
     private long _inboundHandshakes;
     private long _inboundHandshakeFailures;
+    private long _inboundHandshakesShed;
     private long _plaintextRefused;
     private long _plaintextAccepted;
     private long _outboundHandshakes;
@@ -26,6 +27,9 @@ internal sealed class TlsCounters
 
     /// <summary>Inbound handshakes that failed for another reason: an old protocol, no shared cipher, garbage, a timeout.</summary>
     public long InboundHandshakeFailures => Interlocked.Read(ref _inboundHandshakeFailures);
+
+    /// <summary>Inbound TLS connections closed before their handshake because the listener's handshake rate was exceeded.</summary>
+    public long InboundHandshakesShed => Interlocked.Read(ref _inboundHandshakesShed);
 
     /// <summary>Plaintext connections refused by STRICT mode.</summary>
     public long PlaintextRefused => Interlocked.Read(ref _plaintextRefused);
@@ -49,6 +53,8 @@ internal sealed class TlsCounters
     internal void CountInboundRefused(PeerVerificationFailure reason) => Interlocked.Increment(ref _inboundRefusedByReason[(int)reason]);
 
     internal void CountInboundHandshakeFailure() => Interlocked.Increment(ref _inboundHandshakeFailures);
+
+    internal void CountInboundHandshakeShed() => Interlocked.Increment(ref _inboundHandshakesShed);
 
     internal void CountPlaintextRefused() => Interlocked.Increment(ref _plaintextRefused);
 

@@ -25,8 +25,14 @@ namespace MeshProxy.Sidecar.Listeners;
 /// Kestrel then sees an ordinary TLS connection: ITlsConnectionFeature (scheme https, client certificate)
 /// and ITlsApplicationProtocolFeature (ALPN h2 or http/1.1, which picks the HTTP/2 or HTTP/1.1 handler).
 /// </summary>
-internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, ILogger logger)
+internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, HandshakeRateLimit handshakes, TimeProvider time, ILogger logger)
 {
+    /// <summary>How often a flood of refused handshakes is logged: the count is in the metric, one line says it is happening.</summary>
+    private static readonly TimeSpan ShedLogInterval = TimeSpan.FromSeconds(10);
+
+    private long _shedLoggedAt = long.MinValue;
+    private long _shedAtLastLog;
+
     /// <summary>The first byte of a TLS record carrying a handshake message (RFC 8446 5.1, content type 22).</summary>
     private const byte TlsHandshakeRecord = 0x16;
 
@@ -61,6 +67,14 @@ internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapsho
 
             identity.Counters.CountPlaintextRefused();
             logger.PlaintextRefused(remote);
+            connection.Abort();
+            return;
+        }
+
+        if (!handshakes.TryAcquire())
+        {
+            identity.Counters.CountInboundHandshakeShed();
+            LogShed();
             connection.Abort();
             return;
         }
@@ -147,6 +161,19 @@ internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapsho
             await ssl.DisposeAsync();
             connection.Transport = original;
         }
+    }
+
+    private void LogShed()
+    {
+        var now = time.GetTimestamp();
+        var last = Interlocked.Read(ref _shedLoggedAt);
+        if ((last != long.MinValue && time.GetElapsedTime(last, now) < ShedLogInterval) || Interlocked.CompareExchange(ref _shedLoggedAt, now, last) != last)
+        {
+            return;
+        }
+
+        var shed = identity.Counters.InboundHandshakesShed;
+        logger.HandshakesShed(shed - Interlocked.Exchange(ref _shedAtLastLog, shed), ShedLogInterval.TotalSeconds);
     }
 
     /// <summary>The first byte the client sent, left unread for whoever handles the connection; null if it sent nothing in time.</summary>

@@ -194,6 +194,9 @@ internal sealed class MeshStateMetrics
         registry.CallbackCounter(
             "meshproxy_tls_handshake_failures_total", "TLS handshakes that failed for a reason other than the peer's certificate (protocol, cipher, garbage, timeout), per direction.", ["direction"],
             [new(["inbound"], () => tls.InboundHandshakeFailures), new(["outbound"], () => tls.OutboundHandshakeFailures)]);
+        registry.CallbackCounter(
+            "meshproxy_tls_handshakes_shed_total", "Inbound TLS connections closed before their handshake because the listener's handshake rate limit was exceeded.",
+            () => tls.InboundHandshakesShed);
         var reasons = Enum.GetValues<PeerVerificationFailure>().Where(r => r != PeerVerificationFailure.None).ToArray();
         registry.CallbackCounter(
             "meshproxy_tls_peer_refusals_total",

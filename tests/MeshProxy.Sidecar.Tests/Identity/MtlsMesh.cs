@@ -35,7 +35,8 @@ internal sealed class MtlsMesh : IAsyncDisposable
         string storeBundle = "rootA",
         string mode = "STRICT",
         string protocol = "HTTP",
-        IReadOnlyList<string>? subjectAltNames = null)
+        IReadOnlyList<string>? subjectAltNames = null,
+        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? configureBilling = null)
     {
         var pki = MeshPki.Shared;
         var mesh = new MtlsMesh();
@@ -45,7 +46,11 @@ internal sealed class MtlsMesh : IAsyncDisposable
             mesh.BillingApp = await Backend.StartAsync("billing", http2Only: protocol != "HTTP");
             mesh.BillingFiles = pki.WriteFiles(Path.Combine(root, "billing"), billingSvid, billingBundle);
             mesh.Billing = await TestSidecar.StartAsync(
-                new MeshYaml("billing", mesh.BillingApp.Port, protocol, tls: mesh.BillingFiles).Mtls(mode), mesh.BillingLog.Register);
+                new MeshYaml("billing", mesh.BillingApp.Port, protocol, tls: mesh.BillingFiles).Mtls(mode), services =>
+                {
+                    mesh.BillingLog.Register(services);
+                    configureBilling?.Invoke(services);
+                });
             mesh.StoreFiles = pki.WriteFiles(Path.Combine(root, "store"), storeSvid, storeBundle);
             mesh.Store = await TestSidecar.StartAsync(
                 new MeshYaml("store", 1, tls: mesh.StoreFiles).MeshService("billing", 80, protocol, "billing", subjectAltNames, mesh.Billing.Inbound.Port),
