@@ -17,7 +17,9 @@
 #                  symbols through DOTNET_PerfMapEnabled) under wrk and at the fixed rate; prints the
 #                  top shared objects and symbols (kept in the scratch directory with --keep)
 #   --targets=a,b  measure only these of: direct,meshproxy-outbound,meshproxy-inbound,meshproxy-tuned,
-#                  nginx,haproxy (meshproxy-tuned: the outbound listener with MESH_TUNED_ENV added)
+#                  meshproxy-jit,nginx,haproxy (meshproxy-outbound/-inbound/-tuned run the build that ships,
+#                  Native AOT; meshproxy-tuned: the outbound listener with MESH_TUNED_ENV added;
+#                  meshproxy-jit: the outbound listener of the trimmed JIT build, -p:PublishAot=false)
 # Environment: MESHPROXY_BENCH_EXTRA_CONFIG=<file> appends resources to the sidecar's bootstrap file;
 #   MESHPROXY_BENCH_ENV adds/overrides variables for the MeshProxy process
 #   (e.g. MESHPROXY_BENCH_ENV="DOTNET_GCgen0size=0x400000"), for experiments.
@@ -28,7 +30,7 @@ OUT="$ROOT/benchmarks/out"
 RESULTS="$ROOT/benchmarks/RESULTS.md"
 COMMAND_LINE="benchmarks/run-load.sh${*:+ $*}"
 
-QUICK=0 WRITE=auto BUILD=1 KEEP=0 PROFILE=0 TARGETS=direct,meshproxy-outbound,meshproxy-inbound,meshproxy-tuned,nginx,haproxy
+QUICK=0 WRITE=auto BUILD=1 KEEP=0 PROFILE=0 TARGETS=direct,meshproxy-outbound,meshproxy-inbound,meshproxy-tuned,meshproxy-jit,nginx,haproxy
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
@@ -169,12 +171,14 @@ now() { date +%s.%N; }
 # --- build MeshProxy ----------------------------------------------------------------------------
 if ((BUILD)); then
     log "dotnet publish -c Release -> benchmarks/out"
-    # As the image ships it: the project's publish defaults for a runtime identifier (self-contained,
-    # trimmed; see src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj). A trimmed build runs no startup
-    # hooks, so the runtime-probe columns read "nan" for it.
+    # As the image ships it: the project's publish default for a runtime identifier (Native AOT; see
+    # src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj), and beside it the trimmed JIT build. Neither runs
+    # startup hooks, so the runtime-probe columns read "nan" for them.
     rm -rf "$OUT"
     dotnet publish "$ROOT/src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj" -c Release -r linux-x64 -o "$OUT" -m:1 -v q -nologo >"$WORK/publish.log" 2>&1 ||
         { cat "$WORK/publish.log" >&2; die "publish failed"; }
+    dotnet publish "$ROOT/src/MeshProxy.Sidecar/MeshProxy.Sidecar.csproj" -c Release -r linux-x64 -p:PublishAot=false -o "$OUT/jit" -m:1 -v q -nologo >"$WORK/publish-jit.log" 2>&1 ||
+        { cat "$WORK/publish-jit.log" >&2; die "publish of the JIT build failed"; }
 fi
 if ((BUILD)); then
     dotnet build "$ROOT/benchmarks/MeshProxy.RuntimeProbe/MeshProxy.RuntimeProbe.csproj" -c Release -o "$OUT/probe" -m:1 -v q -nologo >"$WORK/probe-build.log" 2>&1 ||
@@ -182,6 +186,7 @@ if ((BUILD)); then
 fi
 [[ -f $OUT/probe/MeshProxy.RuntimeProbe.dll ]] || die "no $OUT/probe/MeshProxy.RuntimeProbe.dll (run without --skip-build)"
 [[ -x $OUT/meshproxy-sidecar ]] || die "no $OUT/meshproxy-sidecar (run without --skip-build)"
+[[ -x $OUT/jit/meshproxy-sidecar ]] || ! [[ ,$TARGETS, == *,meshproxy-jit,* ]] || die "no $OUT/jit/meshproxy-sidecar (run without --skip-build)"
 
 # --- ports and configs --------------------------------------------------------------------------
 read -r BACKEND BACKEND_H2 NGINX NGINX_H2 HAPROXY HAPROXY_H2 MESH_OUT MESH_IN <<<"$(free_ports 8)"
@@ -305,10 +310,10 @@ probe() { # one line: allocated_bytes gen0 gen1 gen2 pause_ms heap committed gc_
 # instead of spinning: fewer thread hops per request on a single core.
 MESH_TUNED_ENV=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0)
 
-start_mesh() { # start_mesh <label> [env...]: sets MESH_PID and PROBE_FILE
+start_mesh() { # start_mesh <label> [env...]: sets MESH_PID and PROBE_FILE; MESH_BINARY picks the build
     PROBE_FILE="$WORK/$1.probe"
     local label=$1; shift
-    start "$label" $PROXY_CORE env "${MESH_ENV[@]}" "$@" "${PROBE_ENV[@]}" MESHPROXY_PROBE_FILE="$PROBE_FILE" "$OUT/meshproxy-sidecar" --config "$WORK/mesh.yaml"
+    start "$label" $PROXY_CORE env "${MESH_ENV[@]}" "$@" "${PROBE_ENV[@]}" MESHPROXY_PROBE_FILE="$PROBE_FILE" "${MESH_BINARY:-$OUT/meshproxy-sidecar}" --config "$WORK/mesh.yaml"
     MESH_PID=$LAST_PID
 }
 
@@ -432,6 +437,13 @@ if wanted meshproxy-tuned; then
     start_mesh meshproxy-tuned "${MESH_TUNED_ENV[@]}"
     wait_http "http://127.0.0.1:$MESH_OUT/1k" "$SERVICE"
     measure meshproxy-tuned "$MESH_PID" "http://127.0.0.1:$MESH_OUT/1k" "http://127.0.0.1:$MESH_OUT/1k" "$SERVICE"
+    stop "$MESH_PID"; PROBE_FILE=/dev/null
+fi
+
+if wanted meshproxy-jit; then
+    MESH_BINARY="$OUT/jit/meshproxy-sidecar" start_mesh meshproxy-jit
+    wait_http "http://127.0.0.1:$MESH_OUT/1k" "$SERVICE"
+    measure meshproxy-jit "$MESH_PID" "http://127.0.0.1:$MESH_OUT/1k" "http://127.0.0.1:$MESH_OUT/1k" "$SERVICE"
     stop "$MESH_PID"; PROBE_FILE=/dev/null
 fi
 

@@ -65,7 +65,7 @@ wait_port() { for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 # --- build ---------------------------------------------------------------------------------------
 log "publishing the sidecar (Release)"
-dotnet publish -c Release -r linux-x64 -m:1 -v q "$ROOT/src/MeshProxy.Sidecar" -o "$WORK/sidecar" >/dev/null # as shipped: self-contained, trimmed
+dotnet publish -c Release -r linux-x64 -m:1 -v q "$ROOT/src/MeshProxy.Sidecar" -o "$WORK/sidecar" >/dev/null # as shipped: Native AOT
 
 # --- certificates: one root, two SVIDs (what both paths use) ---------------------------------------
 PKI="$WORK/pki"; mkdir -p "$PKI"

@@ -34,10 +34,10 @@ publish() { # publish <name> <args...>; the trimmed builds are publish experimen
 }
 mkdir -p "$OUT"
 if ((BUILD)); then
-    publish r2r --self-contained false -p:PublishTrimmed=false -p:PublishReadyToRun=true
-    publish trimmed # the project's publish defaults: what ships
-    publish trimmed-r2r -p:PublishReadyToRun=true
-    ((AOT)) && publish aot -p:PublishAot=true -p:TreatWarningsAsErrors=false
+    publish r2r -p:PublishAot=false --self-contained false -p:PublishTrimmed=false -p:PublishReadyToRun=true
+    publish trimmed -p:PublishAot=false # what shipped until 2026-12-07
+    publish trimmed-r2r -p:PublishAot=false -p:PublishReadyToRun=true
+    ((AOT)) && publish aot # the project's publish default: what ships
 fi
 declare -A CMD=([r2r]="dotnet $OUT/r2r/meshproxy-sidecar.dll" [trimmed]="$OUT/trimmed/meshproxy-sidecar" [trimmed-r2r]="$OUT/trimmed-r2r/meshproxy-sidecar")
 BUILDS=(r2r trimmed trimmed-r2r)

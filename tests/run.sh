@@ -8,6 +8,16 @@ bash tests/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1;
 
 results=$(mktemp -d)
 dotnet build MeshProxy.sln -c Debug -v q -nologo || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# The sidecar as it ships (Native AOT): the tests that start the sidecar as a process, and the local mesh
+# test, run this binary. MESHPROXY_SIDECAR_BINARY set by the caller wins (e.g. a trimmed JIT publish).
+if [ -z "${MESHPROXY_SIDECAR_BINARY:-}" ]; then
+  aot="$PWD/.mesh/test-sidecar"
+  echo "publishing the Native AOT sidecar into $aot"
+  dotnet publish src/MeshProxy.Sidecar -c Release -r linux-x64 -o "$aot" -v q -nologo >"$results/publish.log" 2>&1 \
+    || { tail -30 "$results/publish.log"; echo "publish failed"; echo "0 passed, 1 failed"; exit 1; }
+  export MESHPROXY_SIDECAR_BINARY="$aot/meshproxy-sidecar"
+fi
 dotnet test MeshProxy.sln --no-build -c Debug --logger "trx" --results-directory "$results" "$@"
 status=$?
 

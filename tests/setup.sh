@@ -2,15 +2,18 @@
 # Installs what the test suite drives as real peers, on a fresh Debian machine of this kind:
 # nginx and haproxy (backends and peer proxies), curl, openssl and sslscan (TLS), iptables and iproute2
 # (network namespaces and transparent capture), prometheus and promtool (metrics), nghttp2 and wrk
-# (HTTP/2 and load), Node packages for gRPC and WebSocket peers. Idempotent: skips what is there.
+# (HTTP/2 and load), Node packages for gRPC and WebSocket peers, clang and zlib headers (the Native AOT
+# sidecar the suite runs). Idempotent: skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 for tool in nginx:nginx-light haproxy:haproxy curl:curl openssl:openssl sslscan:sslscan iptables:iptables ip:iproute2 \
-            prometheus:prometheus promtool:prometheus h2load:nghttp2-client wrk:wrk node:nodejs; do
+            prometheus:prometheus promtool:prometheus h2load:nghttp2-client wrk:wrk node:nodejs clang:clang; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
+# The Native AOT sidecar the suite runs links against zlib.
+[ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

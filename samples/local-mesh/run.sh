@@ -10,8 +10,10 @@
 # then stays up (Ctrl-C stops everything). --once: exit after the calls; the status is 0 when every
 # outcome is the expected one, 3 when the only misses are features not enforced yet (the line says
 # which branch they wait for), 4 when a port it needs is taken, 1 otherwise. Logs and state go to .mesh/ at the repository root.
-# MESHPROXY_SIDECAR_BINARY=<executable>: run that sidecar build (a trimmed or Native AOT publish)
-# instead of building one.
+# The sidecars run the build that ships: a Native AOT publish (the first one takes a few minutes; it
+# needs clang or gcc and zlib's headers, which it installs with apt-get when they are missing).
+# MESHPROXY_SIDECAR_BINARY=<executable>: run that sidecar build instead (e.g. a trimmed JIT publish,
+# -p:PublishAot=false), and publish none.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -54,7 +56,17 @@ build() {
 }
 build src/MeshProxy.ControlPlane controlplane
 sidecar="${MESHPROXY_SIDECAR_BINARY:-}"
-if [ -z "$sidecar" ]; then build src/MeshProxy.Sidecar sidecar; sidecar="$bin/sidecar/meshproxy-sidecar"; fi
+if [ -z "$sidecar" ]; then
+  if ! { command -v clang >/dev/null || command -v gcc >/dev/null; } || [ ! -e /usr/include/zlib.h ]; then
+    echo "installing a C toolchain and zlib headers for the Native AOT sidecar (apt-get) ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang zlib1g-dev >/dev/null \
+      || die "Native AOT needs clang (or gcc) and zlib1g-dev; install them, or set MESHPROXY_SIDECAR_BINARY"
+  fi
+  echo "publishing the Native AOT sidecar (Release) ..."
+  dotnet publish "$root/src/MeshProxy.Sidecar" -c Release -r linux-x64 -o "$bin/sidecar" -v q -nologo -m:1 >"$logs/build-sidecar.log" 2>&1 \
+    || { tail -20 "$logs/build-sidecar.log" >&2; die "publish of the sidecar failed (log: $logs/build-sidecar.log)"; }
+  sidecar="$bin/sidecar/meshproxy-sidecar"
+fi
 [ -x "$sidecar" ] || die "sidecar executable '$sidecar' not found"
 sidecar="$(cd "$(dirname "$sidecar")" && pwd)/$(basename "$sidecar")"
 build src/MeshProxy.Cli cli
