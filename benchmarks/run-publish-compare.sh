@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Publish modes of the sidecar side by side (the Native AOT question, benchmarks/RESULTS.md "what holds
-# MeshProxy back" item 4): ReadyToRun framework-dependent (what ships), trimmed self-contained, and
-# trimmed self-contained + ReadyToRun; Native AOT as well with --aot (needs the
-# Microsoft.NETCore.App.Runtime.NativeAOT.<rid> pack, which the registry here does not hold).
+# MeshProxy back" item 4): ReadyToRun framework-dependent, trimmed self-contained JIT (shipped until
+# 2026-12-07), and trimmed self-contained + ReadyToRun; with --aot also Native AOT, which ships now.
 #
 # For each build, <rounds> times, alternating builds so that a busy machine hurts them alike: the
 # sidecar pinned to core 0 (same environment as run-load.sh's MeshProxy rows), nginx serving 1 KiB on
