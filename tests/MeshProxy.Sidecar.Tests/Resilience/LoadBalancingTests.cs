@@ -12,6 +12,9 @@ namespace MeshProxy.Sidecar.Tests.Resilience;
 /// </summary>
 public sealed class LoadBalancingTests
 {
+    /// <summary>The pickers' clock reading: fixed, so that no latency decays between the samples and the picks.</summary>
+    private const long Now = 1_000_000;
+
     private static UpstreamEndpoint[] Endpoints(params int[] weights) =>
         [.. weights.Select((w, i) => new UpstreamEndpoint("127.0.0.1", 10_000 + i, w, null))];
 
@@ -32,7 +35,7 @@ public sealed class LoadBalancingTests
         var counts = new Dictionary<UpstreamEndpoint, int>();
         for (var i = 0; i < n; i++)
         {
-            var e = picker.Pick()!;
+            var e = picker.Pick(Now)!;
             counts[e] = counts.GetValueOrDefault(e) + 1;
         }
 
@@ -61,7 +64,7 @@ public sealed class LoadBalancingTests
     public void Peak_ewma_avoids_the_slow_endpoint_and_weighs_latency_by_requests_in_flight()
     {
         var endpoints = Endpoints(1, 1, 1);
-        var now = Environment.TickCount64;
+        var now = Now;
         endpoints[0].Health.ObserveLatency(80, now); // a slower sample is believed at once
         var picker = EndpointPickers.Create(LoadBalancerKind.PeakEwma, endpoints);
 
@@ -102,7 +105,7 @@ public sealed class LoadBalancingTests
     public void P2c_compares_requests_in_flight_per_unit_of_weight(LoadBalancerKind kind)
     {
         var endpoints = Endpoints(3, 1);
-        var now = Environment.TickCount64;
+        var now = Now;
         foreach (var e in endpoints)
         {
             e.Health.ObserveLatency(50, now); // measured alike, so that only the load tells them apart
@@ -144,7 +147,7 @@ public sealed class LoadBalancingTests
     private static double[] SteadyShares(LoadBalancerKind kind, int[] weights, int inFlight, int picks)
     {
         var endpoints = Endpoints(weights);
-        var now = Environment.TickCount64;
+        var now = Now;
         foreach (var e in endpoints)
         {
             e.Health.ObserveLatency(50, now);
@@ -160,7 +163,7 @@ public sealed class LoadBalancingTests
                 running.Dequeue().Health.End();
             }
 
-            var picked = picker.Pick()!;
+            var picked = picker.Pick(Now)!;
             picked.Health.Begin();
             running.Enqueue(picked);
             if (i >= inFlight)
