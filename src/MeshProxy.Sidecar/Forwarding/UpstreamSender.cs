@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using MeshProxy.Config.Resources;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using Microsoft.AspNetCore.Http;
@@ -13,6 +15,9 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// </summary>
 internal sealed class UpstreamSender(IHttpForwarder forwarder, UpstreamTransport transport) : IUpstreamSender
 {
+    // Pooled: the send completes asynchronously on every real request, and a plain async ValueTask method
+    // would then allocate its state machine box each time.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ForwarderError> SendAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, RequestAttempts attempts, CancellationToken cancellationToken)
     {
         var http2 = cluster.Protocol.IsHttp2();

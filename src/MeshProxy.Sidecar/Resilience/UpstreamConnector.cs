@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Http;
 using System.Net.Sockets;
+using MeshProxy.Sidecar.LoadBalancing;
 
 namespace MeshProxy.Sidecar.Resilience;
 

@@ -1,4 +1,4 @@
-namespace MeshProxy.Sidecar.Resilience;
+namespace MeshProxy.Sidecar.LoadBalancing;
 
 /// <summary>What one attempt at an endpoint came to, as outlier detection counts it.</summary>
 internal enum AttemptResult
@@ -25,12 +25,12 @@ internal enum AttemptResult
 /// <summary>
 /// The live figures of one endpoint: requests in flight (least-request), latency (peak EWMA), and
 /// outlier detection's counters and ejection. Kept across snapshot swaps for an endpoint with the same
-/// address in the same cluster (see <see cref="ClusterState"/>).
+/// address in the same cluster (see Resilience/ClusterState.cs).
 /// </summary>
 /// <remarks>
 /// The EWMA is a heuristic: concurrent updates may lose one sample, which costs nothing worth a lock.
-/// Time is milliseconds on the injected clock (<see cref="ResilienceClock"/>), read once per decision by
-/// the caller and passed in, so that a fake clock drives ejections and the EWMA's decay in tests.
+/// Time is milliseconds on the injected clock (the attempt loop's ResilienceClock), read once per decision
+/// by the caller and passed in, so that a fake clock drives ejections and the EWMA's decay in tests.
 /// </remarks>
 internal sealed class EndpointHealth
 {
