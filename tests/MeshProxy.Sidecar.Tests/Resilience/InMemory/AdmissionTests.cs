@@ -8,14 +8,7 @@ public sealed class AdmissionTests
 {
     private const int A = 9001;
 
-    private static string Pool(string connectionPool) => $$"""
-        apiVersion: meshproxy.io/v1alpha1
-        kind: DestinationPolicy
-        metadata: { name: svc, namespace: test }
-        spec:
-          host: svc
-          connectionPool: {{connectionPool}}
-        """;
+    private static string Pool(string connectionPool) => Chaos.Policy("connectionPool: " + connectionPool);
 
     /// <summary>A slot was handed to a pending request, whose attempt is on its way (through the thread pool) to the upstream.</summary>
     private static Func<bool> Granting(InMemoryForwarder mesh) => () => mesh.Cluster.State.Serving.Count > mesh.Upstream.InFlight;
@@ -100,7 +93,7 @@ public sealed class AdmissionTests
     [Fact]
     public void The_deadline_counts_from_the_request_start_including_its_time_pending()
     {
-        var mesh = new InMemoryForwarder([A], Chaos.Route("{ attempts: 0 }", timeout: "200ms") + "\n---\n" +
+        var mesh = new InMemoryForwarder([A], Chaos.Route("{ attempts: 0 }", timeout: "200ms") +
             Pool("{ tcp: { maxConnections: 1, connectTimeout: 300ms } }"));
         mesh.Upstream.Script = _ => Outcome.After(TimeSpan.FromMilliseconds(150), Outcome.Ok);
 
@@ -136,8 +129,6 @@ public sealed class AdmissionTests
                 route: [{ destination: { host: svc } }]
                 retries: { attempts: 0 }
                 timeout: 200ms
-            ---
-
             """ + Pool("{ tcp: { maxConnections: 1, connectTimeout: 300ms } }"));
         var release = new TaskCompletionSource();
         mesh.Upstream.Script = _ => Outcome.When(release.Task, Outcome.Ok);
@@ -162,7 +153,7 @@ public sealed class AdmissionTests
     {
         // "/held": a 503, then the retry is held until released. "/other": always 503.
         var release = new TaskCompletionSource();
-        var mesh = new InMemoryForwarder([A], Chaos.Route("{ attempts: 2, retryOn: 5xx }") + "\n---\n" + Pool("{ http: { maxRetries: 1 } }"));
+        var mesh = new InMemoryForwarder([A], Chaos.Route("{ attempts: 2, retryOn: 5xx }") + Pool("{ http: { maxRetries: 1 } }"));
         var calls = new Dictionary<string, int>();
         mesh.Upstream.Script = a =>
         {

@@ -12,16 +12,8 @@ public sealed class AttemptLoopTests
     private const int A = 9001;
     private const int B = 9002;
 
-    private static string Budget(int percent, int minPerSecond) => $$"""
-
-        ---
-        apiVersion: meshproxy.io/v1alpha1
-        kind: DestinationPolicy
-        metadata: { name: svc, namespace: test }
-        spec:
-          host: svc
-          retryBudget: { percent: {{percent}}, minRetriesPerSecond: {{minPerSecond}} }
-        """;
+    private static string Budget(int percent, int minPerSecond) =>
+        Chaos.Policy($"retryBudget: {{ percent: {percent}, minRetriesPerSecond: {minPerSecond} }}");
 
     [Fact]
     public void A_503_is_retried_on_another_endpoint_and_the_caller_sees_only_the_success()
@@ -109,16 +101,8 @@ public sealed class AttemptLoopTests
     [Fact]
     public void A_post_that_never_left_is_retried_on_another_endpoint_with_its_body()
     {
-        var mesh = new InMemoryForwarder([A, B], Chaos.Route("{ attempts: 2, retryOn: connect-failure }") + """
-
-            ---
-            apiVersion: meshproxy.io/v1alpha1
-            kind: DestinationPolicy
-            metadata: { name: svc, namespace: test }
-            spec:
-              host: svc
-              loadBalancer: { simple: ROUND_ROBIN }
-            """);
+        var mesh = new InMemoryForwarder([A, B], Chaos.Route("{ attempts: 2, retryOn: connect-failure }") +
+            Chaos.Policy("loadBalancer: { simple: ROUND_ROBIN }"));
         mesh.Upstream.Script = a => a.Endpoint.EndsWith($":{A}", StringComparison.Ordinal) ? Outcome.ConnectFailure : Outcome.Ok;
 
         for (var i = 0; i < 4; i++)

@@ -9,17 +9,6 @@ public sealed class EndpointChoiceTests
     private const int Bad = 9001;
     private const int Good = 9002;
 
-    private static string Policy(string spec) => $$"""
-
-        ---
-        apiVersion: meshproxy.io/v1alpha1
-        kind: DestinationPolicy
-        metadata: { name: svc, namespace: test }
-        spec:
-          host: svc
-        {{spec}}
-        """;
-
     private static bool Is(Attempt a, int port) => a.Endpoint.EndsWith($":{port}", StringComparison.Ordinal);
 
     private static string[] Ejected(InMemoryForwarder mesh) =>
@@ -29,10 +18,9 @@ public sealed class EndpointChoiceTests
     public void An_ejected_endpoint_takes_no_traffic_and_comes_back_on_its_own()
     {
         var broken = true;
-        var mesh = new InMemoryForwarder([Bad, Good], Chaos.Route("{ attempts: 0 }") + Policy("""
-              loadBalancer: { simple: ROUND_ROBIN }
-              outlierDetection: { consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }
-            """));
+        var mesh = new InMemoryForwarder([Bad, Good], Chaos.Route("{ attempts: 0 }") + Chaos.Policy(
+            "loadBalancer: { simple: ROUND_ROBIN }",
+            "outlierDetection: { consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }"));
         mesh.Upstream.Script = a => Is(a, Bad) && broken ? Outcome.Status(500) : Outcome.Ok;
 
         for (var i = 0; i < 10; i++)
@@ -80,7 +68,7 @@ public sealed class EndpointChoiceTests
         int[] failing = [9001, 9002, 9003];
         const int good = 9004;
         var mesh = new InMemoryForwarder([.. failing, good],
-            Policy("  outlierDetection: { consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
+            Chaos.Policy("outlierDetection: { consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50 }"));
         mesh.Upstream.Script = a => Is(a, good) ? Outcome.Ok : Outcome.Status(500);
 
         for (var i = 0; i < 40; i++)
@@ -109,10 +97,9 @@ public sealed class EndpointChoiceTests
     public void An_endpoint_that_dies_is_hidden_by_retries_and_serves_again_when_it_comes_back()
     {
         var dead = false;
-        var mesh = new InMemoryForwarder([Good, Bad], Policy("""
-              loadBalancer: { simple: ROUND_ROBIN }
-              outlierDetection: { splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }
-            """));
+        var mesh = new InMemoryForwarder([Good, Bad], Chaos.Policy(
+            "loadBalancer: { simple: ROUND_ROBIN }",
+            "outlierDetection: { splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50 }"));
         mesh.Upstream.Script = a => Is(a, Bad) && dead ? Outcome.ConnectFailure : Outcome.Ok;
 
         for (var i = 0; i < 20; i++)
@@ -187,7 +174,7 @@ public sealed class EndpointChoiceTests
     public void Peak_ewma_gives_a_slow_endpoint_a_small_share_once_warmed_and_forgives_it_in_time()
     {
         const int slow = 9001;
-        var mesh = new InMemoryForwarder([slow, 9002, 9003], Policy("  loadBalancer: { simple: PEAK_EWMA }"));
+        var mesh = new InMemoryForwarder([slow, 9002, 9003], Chaos.Policy("loadBalancer: { simple: PEAK_EWMA }"));
         mesh.Upstream.Script = a => Outcome.After(TimeSpan.FromMilliseconds(Is(a, slow) ? 100 : 1), Outcome.Ok);
 
         // Warm up: until the slow endpoint has been measured at least once.
