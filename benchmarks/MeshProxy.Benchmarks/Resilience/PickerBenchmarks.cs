@@ -9,6 +9,7 @@ namespace MeshProxy.Benchmarks.Resilience;
 [MemoryDiagnoser]
 public class PickerBenchmarks
 {
+    private readonly long _now = Environment.TickCount64;
     private IEndpointPicker _picker = null!;
 
     [Params(3, 100)]
@@ -23,7 +24,7 @@ public class PickerBenchmarks
         var endpoints = Enumerable.Range(0, Endpoints)
             .Select(i => new UpstreamEndpoint($"10.0.{i / 250}.{i % 250 + 1}", 8080, 1, null))
             .ToList();
-        var now = Environment.TickCount64;
+        var now = _now;
         for (var i = 0; i < endpoints.Count; i++)
         {
             endpoints[i].Health.ObserveLatency(5 + i % 7, now);
@@ -37,5 +38,5 @@ public class PickerBenchmarks
     }
 
     [Benchmark]
-    public int Pick() => _picker.Pick()!.Port;
+    public int Pick() => _picker.Pick(_now)!.Port;
 }

@@ -98,7 +98,7 @@ public class RoutingBenchmarks
     public object? MatchRouteAndPick() => _routed.Match(_request)?.PickCluster();
 
     [Benchmark]
-    public object? PickEndpoint() => _routed.DefaultCluster.Picker.Pick();
+    public object? PickEndpoint() => _routed.DefaultCluster.Picker.Pick(0);
 
     [Benchmark]
     public bool? ClassifyHttp1Preface() => CleartextProtocolDetection.Classify(_http1Preface);

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Text.Json;
 using BenchmarkDotNet.Attributes;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 

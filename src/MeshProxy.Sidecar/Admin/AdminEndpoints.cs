@@ -16,7 +16,7 @@ namespace MeshProxy.Sidecar.Admin;
 /// Commands are POST-only so that a stray GET (a browser, a crawler, a health check misconfigured onto
 /// this port) can never drain or stop the proxy.
 /// </summary>
-internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifecycle, SidecarIdentity identity, ILogger<AdminEndpoints> logger)
+internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifecycle, SidecarIdentity identity, TimeProvider time, ILogger<AdminEndpoints> logger)
 {
     public Task HandleAsync(HttpContext context)
     {
@@ -38,6 +38,7 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
         var snapshot = store.Current;
         var rejection = store.LastRejection;
         var endpoints = lifecycle.Endpoints;
+        var now = ResilienceClock.Milliseconds(time);
         var dump = new ConfigDump(
             snapshot.Version,
             snapshot.Source,
@@ -58,7 +59,7 @@ internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifec
                 v.DefaultCluster.Name,
                 v.DefaultCluster.Protocol,
                 v.DefaultCluster.Endpoints.Select(e => new ConfigDumpEndpoint(e.Address, e.Port, e.Weight, e.Identity)),
-                ResilienceDump.Of(v.DefaultCluster),
+                ResilienceDump.Of(v.DefaultCluster, now),
                 v.Rules.Select(r => new ConfigDumpRule(r.Name, r.Destinations.Select(d => new ConfigDumpDestination(d.Cluster.Name, d.Weight)))))),
             snapshot.Resources.Select(r => new ConfigDumpResource(r.Kind, r.Metadata.Namespace, r.Metadata.Name, r.Source.ToString())));
         context.Response.ContentType = "application/json";

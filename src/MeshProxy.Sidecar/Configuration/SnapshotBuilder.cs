@@ -5,6 +5,7 @@ using MeshProxy.Config.Resources;
 using MeshProxy.Config.Validation;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Egress;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 

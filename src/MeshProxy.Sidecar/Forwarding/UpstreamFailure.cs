@@ -1,5 +1,6 @@
 using System.Net.Http;
 using System.Net.Sockets;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;

@@ -2,6 +2,7 @@ using System.Net;
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using Yarp.ReverseProxy.Forwarder;

@@ -84,6 +84,7 @@ internal static class SidecarHost
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<UpstreamTls>(sp, sp.GetRequiredService<ILoggerFactory>().CreateLogger<UpstreamTls>()));
         services.AddSingleton<UpstreamTransport>();
         services.AddHttpForwarder();
+        services.AddSingleton<Resilience.IUpstreamSender, UpstreamSender>();
         services.AddSingleton<Resilience.ResilientForwarder>();
         services.AddSingleton<EgressResolver>();
         services.AddSingleton<EgressGate>();

@@ -94,9 +94,10 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         }
 
         var spec = _store.Current.Sidecar.Spec.Listeners;
-        var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), _loggerFactory.CreateLogger<AdminEndpoints>());
+        var time = _services.GetRequiredService<TimeProvider>();
+        var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), time, _loggerFactory.CreateLogger<AdminEndpoints>());
         var meshState = new MeshStateMetrics(
-            _telemetry.Registry, _services.GetRequiredService<SidecarIdentity>(), _store, _source is ControlPlaneClient.ControlPlaneSource,
+            _telemetry.Registry, _services.GetRequiredService<SidecarIdentity>(), _store, time, _source is ControlPlaneClient.ControlPlaneSource,
             _services.GetService<ControlPlaneClient.ControlPlaneTls>());
         var stats = new StatsEndpoints(this, _telemetry.Registry, meshState.Refresh, _services.GetService<AppProbes>());
 

@@ -12,7 +12,7 @@ namespace MeshProxy.Sidecar.Identity;
 /// it as source_principal; the inbound forwarder passes <see cref="ForwardedClientCert"/> to the app.
 /// A plaintext connection (PERMISSIVE mode) has none.
 /// </summary>
-internal sealed class PeerIdentity : Telemetry.IPeerIdentityFeature
+internal sealed class PeerIdentity
 {
     private PeerIdentity(SpiffeId spiffeId, string certificateHash, string forwardedClientCert, string? serverName)
     {

@@ -12,7 +12,8 @@ internal interface IEndpointPicker
     /// mode, on the grounds that a request tried is better than a request refused when the detector
     /// has judged the whole cluster. Null only when the cluster has no endpoint at all.
     /// </summary>
-    UpstreamEndpoint? Pick(UpstreamEndpoint? avoid = null);
+    /// <param name="nowMs">The attempt loop's clock (Resilience/ResilienceClock.cs), read once per attempt: ejections and latency decay are judged at that moment.</param>
+    UpstreamEndpoint? Pick(long nowMs, UpstreamEndpoint? avoid = null);
 }
 
 internal static class EndpointPickers

@@ -45,7 +45,7 @@ internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> en
 
     public bool ByLatency { get; } = byLatency;
 
-    public UpstreamEndpoint? Pick(UpstreamEndpoint? avoid = null)
+    public UpstreamEndpoint? Pick(long nowMs, UpstreamEndpoint? avoid = null)
     {
         var rotation = _rotation;
         if (rotation.Length == 0)
@@ -58,14 +58,13 @@ internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> en
             return rotation[0];
         }
 
-        var now = Environment.TickCount64;
-        var a = Draw(rotation, avoid, now, null);
+        var a = Draw(rotation, avoid, nowMs, null);
         if (a is null)
         {
-            return WeightedRotation.Scan(rotation, Random.Shared.Next(rotation.Length), avoid, now);
+            return WeightedRotation.Scan(rotation, Random.Shared.Next(rotation.Length), avoid, nowMs);
         }
 
-        var b = Draw(rotation, avoid, now, a);
+        var b = Draw(rotation, avoid, nowMs, a);
         if (b is null)
         {
             return a;
@@ -74,13 +73,13 @@ internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> en
         if (_uniform)
         {
             return ByLatency
-                ? (b.Health.Cost(now) < a.Health.Cost(now) ? b : a)
+                ? (b.Health.Cost(nowMs) < a.Health.Cost(nowMs) ? b : a)
                 : (b.Health.Active < a.Health.Active ? b : a);
         }
 
         // Ties go to the first draw, which is weighted: among idle endpoints the weights decide.
         return ByLatency
-            ? (b.Health.Cost(now, _minWeight / b.Weight) < a.Health.Cost(now, _minWeight / a.Weight) ? b : a)
+            ? (b.Health.Cost(nowMs, _minWeight / b.Weight) < a.Health.Cost(nowMs, _minWeight / a.Weight) ? b : a)
             : ((long)b.Health.Active * a.Weight < (long)a.Health.Active * b.Weight ? b : a);
     }
 
@@ -90,12 +89,12 @@ internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> en
     /// second draw hits the first one again half of the time (three times in a row one pick in eight, far
     /// more with unequal weights), and giving up then would hand back the first draw uncompared.
     /// </summary>
-    private static UpstreamEndpoint? Draw(UpstreamEndpoint[] rotation, UpstreamEndpoint? avoid, long now, UpstreamEndpoint? other)
+    private static UpstreamEndpoint? Draw(UpstreamEndpoint[] rotation, UpstreamEndpoint? avoid, long nowMs, UpstreamEndpoint? other)
     {
         for (var i = 0; i < DrawsBeforeScan; i++)
         {
             var e = rotation[Random.Shared.Next(rotation.Length)];
-            if (!ReferenceEquals(e, other) && WeightedRotation.Usable(e, avoid, now))
+            if (!ReferenceEquals(e, other) && WeightedRotation.Usable(e, avoid, nowMs))
             {
                 return e;
             }
@@ -105,7 +104,7 @@ internal sealed class PowerOfTwoChoicesPicker(IReadOnlyList<UpstreamEndpoint> en
         for (var i = 0; i < rotation.Length; i++)
         {
             var e = rotation[(start + i) % rotation.Length];
-            if (!ReferenceEquals(e, other) && WeightedRotation.Usable(e, avoid, now))
+            if (!ReferenceEquals(e, other) && WeightedRotation.Usable(e, avoid, nowMs))
             {
                 return e;
             }

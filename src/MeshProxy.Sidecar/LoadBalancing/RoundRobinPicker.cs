@@ -8,7 +8,7 @@ internal sealed class RoundRobinPicker(IReadOnlyList<UpstreamEndpoint> endpoints
     private readonly UpstreamEndpoint[] _rotation = WeightedRotation.Build(endpoints);
     private int _next = -1;
 
-    public UpstreamEndpoint? Pick(UpstreamEndpoint? avoid = null)
+    public UpstreamEndpoint? Pick(long nowMs, UpstreamEndpoint? avoid = null)
     {
         var rotation = _rotation;
         if (rotation.Length == 0)
@@ -18,10 +18,9 @@ internal sealed class RoundRobinPicker(IReadOnlyList<UpstreamEndpoint> endpoints
 
         var n = (int)((uint)Interlocked.Increment(ref _next) % (uint)rotation.Length);
         var candidate = rotation[n];
-        var now = Environment.TickCount64;
-        return WeightedRotation.Usable(candidate, avoid, now) || rotation.Length == 1
+        return WeightedRotation.Usable(candidate, avoid, nowMs) || rotation.Length == 1
             ? candidate
-            : WeightedRotation.Scan(rotation, n, avoid, now);
+            : WeightedRotation.Scan(rotation, n, avoid, nowMs);
     }
 }
 
@@ -30,7 +29,7 @@ internal sealed class RandomPicker(IReadOnlyList<UpstreamEndpoint> endpoints) : 
 {
     private readonly UpstreamEndpoint[] _rotation = WeightedRotation.Build(endpoints);
 
-    public UpstreamEndpoint? Pick(UpstreamEndpoint? avoid = null)
+    public UpstreamEndpoint? Pick(long nowMs, UpstreamEndpoint? avoid = null)
     {
         var rotation = _rotation;
         if (rotation.Length == 0)
@@ -39,9 +38,8 @@ internal sealed class RandomPicker(IReadOnlyList<UpstreamEndpoint> endpoints) : 
         }
 
         var n = Random.Shared.Next(rotation.Length);
-        var now = Environment.TickCount64;
-        return WeightedRotation.Usable(rotation[n], avoid, now) || rotation.Length == 1
+        return WeightedRotation.Usable(rotation[n], avoid, nowMs) || rotation.Length == 1
             ? rotation[n]
-            : WeightedRotation.Scan(rotation, n, avoid, now);
+            : WeightedRotation.Scan(rotation, n, avoid, nowMs);
     }
 }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Resilience;

@@ -1,3 +1,4 @@
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 

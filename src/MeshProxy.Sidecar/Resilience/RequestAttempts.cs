@@ -1,5 +1,4 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
@@ -20,16 +19,18 @@ internal sealed class RequestAttempts
     private const ResponseFlags RefusedRetry = ResponseFlags.UpstreamRetryLimitExceeded | ResponseFlags.UpstreamOverflow;
 
     private readonly HttpContext _context;
-    private readonly long _deadline; // Stopwatch timestamp; long.MaxValue: none
+    private readonly ResilienceClock _clock;
+    private readonly long _deadline; // the clock's timestamp; long.MaxValue: none
     private readonly bool _idempotent;
     private readonly bool _grpc;
     private readonly bool _hasGrpcDeadline;
     private bool _slotForNext;
     private int _unsentResends;
 
-    public RequestAttempts(HttpContext context, Cluster cluster, RetryPolicy policy, TimeSpan? routeTimeout, ReplayableRequestBody? body, bool bodyTooLarge)
+    public RequestAttempts(HttpContext context, Cluster cluster, RetryPolicy policy, TimeSpan? routeTimeout, ReplayableRequestBody? body, bool bodyTooLarge, ResilienceClock clock)
     {
         _context = context;
+        _clock = clock;
         Cluster = cluster;
         Policy = policy;
         Body = body;
@@ -45,7 +46,7 @@ internal sealed class RequestAttempts
             timeout = timeout is { } t && t < grpcTimeout ? t : grpcTimeout;
         }
 
-        _deadline = timeout is { } d ? Stopwatch.GetTimestamp() + (long)(d.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
+        _deadline = timeout is { } d ? clock.Timestamp() + (long)(d.TotalSeconds * clock.Time.TimestampFrequency) : long.MaxValue;
     }
 
     public Cluster Cluster { get; }
@@ -92,9 +93,9 @@ internal sealed class RequestAttempts
 
     public TimeSpan Remaining => _deadline == long.MaxValue
         ? Timeout.InfiniteTimeSpan
-        : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _deadline);
+        : _clock.Time.GetElapsedTime(_clock.Timestamp(), _deadline);
 
-    public bool DeadlinePassed => _deadline != long.MaxValue && Stopwatch.GetTimestamp() >= _deadline;
+    public bool DeadlinePassed => _deadline != long.MaxValue && _clock.Timestamp() >= _deadline;
 
     public static bool IsIdempotent(HttpRequest request)
     {
@@ -128,7 +129,7 @@ internal sealed class RequestAttempts
         {
             // A timer that fired cannot be reset (its token stays canceled for whoever still holds it).
             Timer?.Dispose();
-            Timer = AttemptTimers.Rent();
+            Timer = _clock.RentTimer();
         }
 
         Timer.CancelAfter(limit);
@@ -165,7 +166,7 @@ internal sealed class RequestAttempts
         if (Timer is { } timer)
         {
             Timer = null;
-            AttemptTimers.Return(timer);
+            _clock.ReturnTimer(timer);
         }
     }
 
@@ -288,7 +289,7 @@ internal sealed class RequestAttempts
             return false;
         }
 
-        if (chargeBudget && !state.Budget.TryWithdraw(policy.Budget, state.ActiveRetries, Environment.TickCount64))
+        if (chargeBudget && !state.Budget.TryWithdraw(policy.Budget, state.ActiveRetries, _clock.NowMs()))
         {
             state.EndRetry();
             state.Stats.RetryExhausted();
@@ -299,46 +300,5 @@ internal sealed class RequestAttempts
         _slotForNext = true;
         state.Stats.Retry();
         return true;
-    }
-}
-
-/// <summary>
-/// Per-try timers, reused: a CancellationTokenSource with a timeout allocates itself, its timer and
-/// registration nodes, and a request with a per-try or route timeout needs one on every attempt. One
-/// that never fired is reset (its timer disarmed, its registrations dropped) and handed to the next
-/// request, so the success path allocates no timer at all once the pool is warm.
-/// </summary>
-internal static class AttemptTimers
-{
-    private const int MaxPooled = 1024;
-    private static readonly ConcurrentQueue<CancellationTokenSource> Pool = new();
-    private static int _pooled;
-
-    public static CancellationTokenSource Rent()
-    {
-        if (Pool.TryDequeue(out var timer))
-        {
-            Interlocked.Decrement(ref _pooled);
-            return timer;
-        }
-
-        return new CancellationTokenSource();
-    }
-
-    /// <summary>Only once nothing uses the token any more: the attempt's send has returned.</summary>
-    public static void Return(CancellationTokenSource timer)
-    {
-        if (timer.TryReset())
-        {
-            if (Interlocked.Increment(ref _pooled) <= MaxPooled)
-            {
-                Pool.Enqueue(timer);
-                return;
-            }
-
-            Interlocked.Decrement(ref _pooled);
-        }
-
-        timer.Dispose();
     }
 }

@@ -5,9 +5,9 @@ namespace MeshProxy.Sidecar.Resilience;
 /// <summary>A cluster's live resilience state as /config_dump shows it: endpoint health and ejections, breaker and retry counters.</summary>
 internal static class ResilienceDump
 {
-    public static ResilienceState Of(Cluster cluster)
+    /// <param name="now">Milliseconds on the data path's clock (<see cref="ResilienceClock.Milliseconds(TimeProvider)"/>).</param>
+    public static ResilienceState Of(Cluster cluster, long now)
     {
-        var now = Environment.TickCount64;
         var state = cluster.State;
         var stats = state.Stats;
         return new ResilienceState(

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using MeshProxy.Sidecar.LoadBalancing;
 
 namespace MeshProxy.Sidecar.Resilience;
 

@@ -1,8 +1,8 @@
-using System.Diagnostics;
 using System.Net.Http;
 using System.Net.Sockets;
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
@@ -16,11 +16,14 @@ namespace MeshProxy.Sidecar.Resilience;
 /// Forwards one outbound request attempt by attempt: circuit breaker admission, then per attempt an
 /// endpoint (another one on a retry), the per-try timeout, YARP's single send, and the decision to
 /// retry — taken before anything reaches the caller — with backoff, budget and the safe-retry rules.
+/// Each attempt goes out through <see cref="IUpstreamSender"/>; every wait and deadline runs on the
+/// injected clock, so that tests drive the whole loop with a fake sender and a fake clock.
 /// See Resilience/README.md.
 /// </summary>
-internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTransport transport, ILogger<ResilientForwarder> logger)
+internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider time, ILogger<ResilientForwarder> logger)
 {
     private const string Direction = "outbound";
+    private readonly ResilienceClock _clock = new(time);
 
     /// <param name="peerHeader">This sidecar's peer metadata (Telemetry/PeerMetadata.cs), sent on attempts over mTLS.</param>
     public async Task<ForwardResult> ForwardAsync(HttpContext context, Cluster cluster, RouteRule? rule, string? peerHeader = null)
@@ -94,7 +97,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             wait = attempts.Remaining > TimeSpan.Zero ? attempts.Remaining : TimeSpan.Zero;
         }
 
-        var result = await cluster.State.Serving.EnterAsync(serving, policy.Limits.MaxPendingRequests, wait, context.RequestAborted);
+        var result = await cluster.State.Serving.EnterAsync(serving, policy.Limits.MaxPendingRequests, wait, _clock.Time, context.RequestAborted);
         switch (result)
         {
             case GateResult.Entered:
@@ -124,13 +127,12 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
     private async Task<ForwardResult> RunAsync(HttpContext context, Cluster cluster, RequestAttempts attempts, IHttpResponseBodyFeature originalResponseBody)
     {
-        var config = UpstreamTransport.ConfigFor(cluster.Protocol);
-        var markAttempts = cluster.Policy.LimitsRequestsPerConnection(cluster.Protocol.IsHttp2());
-        var rotate = cluster.Policy.RotatesHandlers(cluster.Protocol.IsHttp2());
         UpstreamEndpoint? previous = null;
         while (true)
         {
-            var endpoint = cluster.Picker.Pick(previous);
+            // One reading of the clock for the pick (ejections, latency decay) and the attempt's latency.
+            var started = _clock.Timestamp();
+            var endpoint = cluster.Picker.Pick(_clock.Milliseconds(started), previous);
             if (endpoint is null)
             {
                 await LocalReply.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ResponseFlags.NoHealthyUpstream,
@@ -145,42 +147,21 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             }
 
             var health = endpoint.Health;
-            var started = Stopwatch.GetTimestamp();
             health.Begin();
-            var pool = transport.Acquire(cluster);
-            HandlerGeneration? generation = null;
             ForwarderError error;
             try
             {
-                var invoker = transport.For(pool, endpoint);
-                attempts.Mtls = invoker == pool.Mtls;
-                if (rotate && pool.Generations is { } generations)
-                {
-                    // HTTP/2 with maxRequestsPerConnection: this endpoint's current handler generation,
-                    // which no more than the limit of attempts ever send through (a shared fallback pool has none).
-                    generation = generations.Acquire(endpoint.Key, attempts.Mtls);
-                    invoker = generation.Invoker;
-                }
-
-                if (markAttempts)
-                {
-                    RequestsPerConnection.MarkAttempt();
-                }
-
-                error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, invoker, config,
-                    AttemptTransformer.Instance, attempts.Timer?.Token ?? CancellationToken.None);
+                error = await sender.SendAsync(context, cluster, endpoint, attempts, attempts.Timer?.Token ?? CancellationToken.None);
             }
             finally
             {
-                // The generation before the pool: a drained pool disposes its generations.
-                generation?.Release();
-                pool.Release();
                 health.End();
                 attempts.End();
             }
 
-            var now = Environment.TickCount64;
-            var elapsedMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+            var ended = _clock.Timestamp();
+            var now = _clock.Milliseconds(ended);
+            var elapsedMs = _clock.Time.GetElapsedTime(started, ended).TotalMilliseconds;
 
             // A response (passed on, or dropped for a retry): the upstream answered.
             if (error == ForwarderError.None)
@@ -252,7 +233,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
 
             try
             {
-                await Task.Delay(pause, context.RequestAborted);
+                await Task.Delay(pause, _clock.Time, context.RequestAborted);
             }
             catch (OperationCanceledException)
             {
@@ -272,7 +253,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
         attempts.Body?.Rewind();
     }
 
-    private static RequestAttempts CreateAttempts(HttpContext context, Cluster cluster, RouteRule? rule)
+    private RequestAttempts CreateAttempts(HttpContext context, Cluster cluster, RouteRule? rule)
     {
         var policy = rule?.RetryPolicy ?? RetryPolicy.Default;
         var request = context.Request;
@@ -291,7 +272,7 @@ internal sealed class ResilientForwarder(IHttpForwarder forwarder, UpstreamTrans
             }
         }
 
-        return new RequestAttempts(context, cluster, policy, rule?.Timeout, body, tooLarge);
+        return new RequestAttempts(context, cluster, policy, rule?.Timeout, body, tooLarge, _clock);
     }
 
     internal static bool MayHaveBody(HttpContext context)

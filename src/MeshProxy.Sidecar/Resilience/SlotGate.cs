@@ -48,9 +48,9 @@ internal sealed class SlotGate
     /// <summary>Takes a slot regardless of the limit (counted all the same).</summary>
     public void EnterAnyway() => Interlocked.Increment(ref _count);
 
-    /// <summary>A slot now, else a place in the queue (at most <paramref name="maxWaiting"/> long) until one frees up, the timeout, or cancellation.</summary>
-    public ValueTask<GateResult> EnterAsync(int limit, int maxWaiting, TimeSpan timeout, CancellationToken cancellationToken) =>
-        TryEnter(limit) ? ValueTask.FromResult(GateResult.Entered) : WaitAsync(limit, maxWaiting, timeout, cancellationToken);
+    /// <summary>A slot now, else a place in the queue (at most <paramref name="maxWaiting"/> long) until one frees up, the timeout (on <paramref name="time"/>), or cancellation.</summary>
+    public ValueTask<GateResult> EnterAsync(int limit, int maxWaiting, TimeSpan timeout, TimeProvider time, CancellationToken cancellationToken) =>
+        TryEnter(limit) ? ValueTask.FromResult(GateResult.Entered) : WaitAsync(limit, maxWaiting, timeout, time, cancellationToken);
 
     /// <summary>
     /// The limit changed (an HTTP/2 server advertised another stream limit): waiters are let in up to the
@@ -80,7 +80,7 @@ internal sealed class SlotGate
         }
     }
 
-    private async ValueTask<GateResult> WaitAsync(int limit, int maxWaiting, TimeSpan timeout, CancellationToken cancellationToken)
+    private async ValueTask<GateResult> WaitAsync(int limit, int maxWaiting, TimeSpan timeout, TimeProvider time, CancellationToken cancellationToken)
     {
         LinkedListNode<TaskCompletionSource> node;
         lock (_lock)
@@ -99,7 +99,7 @@ internal sealed class SlotGate
         Grant();
         try
         {
-            await node.Value.Task.WaitAsync(timeout, cancellationToken);
+            await node.Value.Task.WaitAsync(timeout, time, cancellationToken);
             return GateResult.Entered;
         }
         catch (Exception e) when (e is TimeoutException or OperationCanceledException)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Http;
 using System.Net.Sockets;
+using MeshProxy.Sidecar.LoadBalancing;
 
 namespace MeshProxy.Sidecar.Resilience;
 
@@ -31,7 +32,8 @@ internal static class UpstreamConnector
                 // limit, or requests picked for it would wait for slots other endpoints' idle connections hold.
                 state.Connections.EnterAnyway();
             }
-            else if (await state.Connections.EnterAsync(limit, int.MaxValue, timeout, cancellationToken) == GateResult.Entered)
+            // The system clock, as for the connect below: the connector only ever makes real sockets.
+            else if (await state.Connections.EnterAsync(limit, int.MaxValue, timeout, TimeProvider.System, cancellationToken) == GateResult.Entered)
             {
                 health?.OpenConnection();
             }

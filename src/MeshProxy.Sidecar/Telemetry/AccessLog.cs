@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Threading.Channels;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using Microsoft.Extensions.Logging;
 

@@ -177,10 +177,13 @@ internal sealed class MeshStateMetrics
     private readonly Counter.Child _clustersDropped;
     private readonly Dictionary<string, long[]> _lastSeen = new(StringComparer.Ordinal);
     private readonly Lock _refreshLock = new();
+    private readonly TimeProvider _time;
 
-    public MeshStateMetrics(MetricsRegistry registry, Identity.SidecarIdentity identity, SnapshotStore snapshots, bool controlPlaneMode, ControlPlaneClient.ControlPlaneTls? controlPlaneTls = null)
+    /// <param name="time">The data path's clock, which endpoint ejections are judged on.</param>
+    public MeshStateMetrics(MetricsRegistry registry, Identity.SidecarIdentity identity, SnapshotStore snapshots, TimeProvider time, bool controlPlaneMode, ControlPlaneClient.ControlPlaneTls? controlPlaneTls = null)
     {
         _snapshots = snapshots;
+        _time = time;
         var store = identity.Store;
         var tls = identity.Counters;
 
@@ -242,7 +245,7 @@ internal sealed class MeshStateMetrics
     public void Refresh()
     {
         var snapshot = _snapshots.Current;
-        var now = Environment.TickCount64;
+        var now = Resilience.ResilienceClock.Milliseconds(_time);
         lock (_refreshLock)
         {
             var seen = new HashSet<string>(StringComparer.Ordinal);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Telemetry;

@@ -199,7 +199,7 @@ internal sealed class SidecarTelemetry : IDisposable
     }
 
     /// <summary>Who talked to whom. Outbound, the peer is the upstream; inbound, the caller authenticated by mTLS (null on plaintext).</summary>
-    private IstioWorkloadLabels WorkloadOf(HttpContext context, SidecarSnapshot snapshot, in RequestRecord record, IPeerIdentityFeature? peer, bool outbound)
+    private IstioWorkloadLabels WorkloadOf(HttpContext context, SidecarSnapshot snapshot, in RequestRecord record, Identity.PeerIdentity? peer, bool outbound)
     {
         var labels = LabelsFor(snapshot);
         return outbound

@@ -138,7 +138,7 @@ internal sealed class SnapshotLabels
     /// its Host (resolved without allocating), else this workload's own service name: never the raw
     /// Host, which would let any caller mint series.
     /// </summary>
-    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, IPeerIdentityFeature? peer, PeerMetadata? metadata)
+    public IstioWorkloadLabels Inbound(VirtualHost? calledAs, Identity.PeerIdentity? peer, PeerMetadata? metadata)
     {
         var labels = _inbound;
         if (calledAs is not null && _inboundServices.TryGetValue(calledAs, out var fqdn))

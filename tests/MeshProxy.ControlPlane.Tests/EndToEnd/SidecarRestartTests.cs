@@ -56,7 +56,7 @@ public sealed class SidecarRestartTests
         Assert.True(restored.Stale);
 
         var graph = new ObjectGraph(
-            new HashSet<Type> { typeof(ClusterState), typeof(EndpointHealth), typeof(ClusterPool) },
+            new HashSet<Type> { typeof(ClusterState), typeof(Sidecar.LoadBalancing.EndpointHealth), typeof(ClusterPool) },
             new HashSet<string> { "snapshot._stale", "snapshot.AppliedAt", "snapshot.Source" });
         var differences = graph.Differences(original, restored, "snapshot");
         Assert.True(differences.Count == 0, "the restored snapshot differs:\n" + string.Join('\n', differences));

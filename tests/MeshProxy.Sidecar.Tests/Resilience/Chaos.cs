@@ -56,6 +56,11 @@ internal sealed class Chaos : IAsyncDisposable
         return new Chaos(await TestSidecar.StartAsync(yaml));
     }
 
+    /// <summary>Service "svc"'s DestinationPolicy with these <c>spec</c> fields (YAML flow maps, one per element), after a document separator.</summary>
+    public static string Policy(params string[] fields) =>
+        "\n---\napiVersion: meshproxy.io/v1alpha1\nkind: DestinationPolicy\nmetadata: { name: svc, namespace: test }\nspec:\n  host: svc\n" +
+        string.Concat(fields.Select(f => "  " + f + "\n"));
+
     public static string Route(string retries, string? timeout = null) => $$"""
         apiVersion: meshproxy.io/v1alpha1
         kind: HttpRoute

@@ -95,8 +95,7 @@ public sealed class ConnectionPoolTests
         Assert.All(refused, r =>
         {
             Assert.Equal(HttpStatusCode.ServiceUnavailable, r.Status);
-            Assert.Equal("UO", r.Flags);
-            Assert.True(r.Ms < 300, $"{r.Ms} ms");
+            Assert.Equal("UO", r.Flags); // at once: AdmissionTests proves it on a fake clock
         });
 
         Assert.Equal(1, slow.MaxOpen);
@@ -122,7 +121,7 @@ public sealed class ConnectionPoolTests
         var second = await SendAsync(client, sidecar, "svc");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, second.Status);
         Assert.Equal("UO", second.Flags);
-        Assert.InRange(second.Ms, 250, 1200);
+        Assert.True(second.Ms < 10_000, $"{second.Ms} ms"); // smoke: the wait's length is AdmissionTests' (fake clock, exact)
         Assert.Equal(HttpStatusCode.OK, (await first).Status);
         Assert.Equal(1, slow.MaxOpen);
     }
@@ -150,8 +149,7 @@ public sealed class ConnectionPoolTests
         Assert.All(five.Where(r => r.Status != HttpStatusCode.OK), r =>
         {
             Assert.Equal(HttpStatusCode.ServiceUnavailable, r.Status);
-            Assert.Equal("UO", r.Flags);
-            Assert.True(r.Ms < 300, $"{r.Ms} ms");
+            Assert.Equal("UO", r.Flags); // at once: AdmissionTests proves it on a fake clock
         });
 
         Assert.Equal(2, app.MaxActive);
@@ -203,7 +201,7 @@ public sealed class ConnectionPoolTests
         var refused = await fifth;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.Status);
         Assert.Equal("UO", refused.Flags);
-        Assert.True(refused.Ms < 300, $"{refused.Ms} ms");
+        // "At once" here is "before any held request is let go" (the wait above); the refusal's timing is AdmissionTests'.
 
         release.SetResult();
         var done = await Task.WhenAll(held);

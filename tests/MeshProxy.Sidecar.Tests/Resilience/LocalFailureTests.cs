@@ -5,6 +5,7 @@ using MeshProxy.Config.Resources;
 using MeshProxy.Identity;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Pipelines;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Telemetry;

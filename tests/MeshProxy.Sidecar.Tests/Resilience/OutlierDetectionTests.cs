@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Text.Json;
+using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;

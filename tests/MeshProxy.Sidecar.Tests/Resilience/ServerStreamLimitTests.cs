@@ -1,6 +1,7 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace MeshProxy.Sidecar.Tests.Resilience;
 
@@ -75,11 +76,11 @@ public sealed class ServerStreamLimitTests
         var state = cluster.State;
         state.ObserveServerStreams(1, cluster.Policy.Limits);
         Assert.True(state.Serving.TryEnter(cluster.Policy.Limits.Serving(http2: true, state.ServerStreams)));
-        var waiting = state.Serving.EnterAsync(1, int.MaxValue, TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken).AsTask();
+        var waiting = state.Serving.EnterAsync(1, int.MaxValue, TimeSpan.FromSeconds(10), new FakeTimeProvider(), TestContext.Current.CancellationToken).AsTask();
         Assert.False(waiting.IsCompleted);
 
         state.ObserveServerStreams(2, cluster.Policy.Limits);
-        Assert.Equal(GateResult.Entered, await waiting.WaitAsync(TimeSpan.FromSeconds(2), TestContext.Current.CancellationToken));
+        Assert.Equal(GateResult.Entered, await waiting.WaitAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken));
         Assert.Equal(2, state.Serving.Count);
     }
 

@@ -91,7 +91,7 @@ public sealed class SnapshotRoutingTests
               loadBalancer: { simple: ROUND_ROBIN }
             """));
         Assert.True(snapshot.Services.TryResolve("billing.test.svc.cluster.local", 80, out var vhost));
-        var ports = Enumerable.Range(0, 400).Select(_ => vhost!.DefaultCluster.Picker.Pick()!.Port).ToList();
+        var ports = Enumerable.Range(0, 400).Select(_ => vhost!.DefaultCluster.Picker.Pick(0)!.Port).ToList();
         Assert.Equal(300, ports.Count(p => p == 9001));
         Assert.Equal(100, ports.Count(p => p == 9002));
     }

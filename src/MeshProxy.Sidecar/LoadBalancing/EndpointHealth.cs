@@ -1,4 +1,4 @@
-namespace MeshProxy.Sidecar.Resilience;
+namespace MeshProxy.Sidecar.LoadBalancing;
 
 /// <summary>What one attempt at an endpoint came to, as outlier detection counts it.</summary>
 internal enum AttemptResult
@@ -25,11 +25,12 @@ internal enum AttemptResult
 /// <summary>
 /// The live figures of one endpoint: requests in flight (least-request), latency (peak EWMA), and
 /// outlier detection's counters and ejection. Kept across snapshot swaps for an endpoint with the same
-/// address in the same cluster (see <see cref="ClusterState"/>).
+/// address in the same cluster (see Resilience/ClusterState.cs).
 /// </summary>
 /// <remarks>
 /// The EWMA is a heuristic: concurrent updates may lose one sample, which costs nothing worth a lock.
-/// Time is <see cref="Environment.TickCount64"/> milliseconds, read once per decision.
+/// Time is milliseconds on the injected clock (the attempt loop's ResilienceClock), read once per decision
+/// by the caller and passed in, so that a fake clock drives ejections and the EWMA's decay in tests.
 /// </remarks>
 internal sealed class EndpointHealth
 {
@@ -42,7 +43,9 @@ internal sealed class EndpointHealth
     private int _active;
     private int _connections;
     private double _ewmaMs = DefaultRttMilliseconds;
-    private long _ewmaStampMs = Environment.TickCount64;
+    private const long NeverStamped = long.MinValue;
+
+    private long _ewmaStampMs = NeverStamped; // set at the first look (see Latency): the record is made where no clock is at hand
     private int _consecutive5xx;
     private int _consecutiveGateway;
     private int _consecutiveLocal;
@@ -77,7 +80,16 @@ internal sealed class EndpointHealth
     private double Latency(long nowMs)
     {
         var ewma = Volatile.Read(ref _ewmaMs);
-        var elapsed = nowMs - Volatile.Read(ref _ewmaStampMs);
+        var stamp = Volatile.Read(ref _ewmaStampMs);
+        if (stamp == NeverStamped)
+        {
+            // The default's decay starts when the endpoint is first considered, which is as good as when
+            // its record was made (the snapshot that brought it is picked from at once).
+            Interlocked.CompareExchange(ref _ewmaStampMs, nowMs, NeverStamped);
+            stamp = Volatile.Read(ref _ewmaStampMs);
+        }
+
+        var elapsed = nowMs - stamp;
         if (elapsed > 0 && Volatile.Read(ref _active) == 0)
         {
             // An idle endpoint's old peak fades, so one slow response does not banish it forever.
@@ -116,7 +128,8 @@ internal sealed class EndpointHealth
     public void ObserveLatency(double rttMs, long nowMs)
     {
         var previous = Volatile.Read(ref _ewmaMs);
-        var elapsed = Math.Max(0, nowMs - Volatile.Read(ref _ewmaStampMs));
+        var stamp = Volatile.Read(ref _ewmaStampMs);
+        var elapsed = stamp == NeverStamped ? 0 : Math.Max(0, nowMs - stamp);
         var next = rttMs > previous
             ? rttMs // peak: a slower response is believed at once
             : previous * Math.Exp(-elapsed / DecayMilliseconds) + rttMs * (1 - Math.Exp(-elapsed / DecayMilliseconds));
