@@ -19,12 +19,14 @@ public sealed class ProxyConfigEndToEndTests
     [Fact]
     public async Task The_sidecar_started_with_the_injectors_environment_listens_and_drains_as_the_pods_fragment_says()
     {
-        int appPort = FreePort(), adminPort = FreePort(), outboundPort = FreePort();
+        // The bootstrap names ports this process holds bound (ClosedPort): a sidecar that listened where the bootstrap
+        // says would fail to start. The fragment asks for kernel-chosen ports, which the sidecar reports in its log.
+        int appPort = ClosedPort.Next(), heldAdmin = ClosedPort.Next(), heldOutbound = ClosedPort.Next();
         var pod = JsonNode.Parse($$"""
             {
               "apiVersion": "v1", "kind": "Pod",
               "metadata": { "name": "web-0", "annotations": {
-                "proxy.meshproxy.io/config": "drainDuration: 2s\nlisteners: { admin: {{adminPort}}, outbound: {{outboundPort}} }\n" } },
+                "proxy.meshproxy.io/config": "drainDuration: 2s\nlisteners: { admin: 0, outbound: 0 }\n" } },
               "spec": { "containers": [ { "name": "web", "image": "python:3", "ports": [ { "containerPort": {{appPort}} } ] } ] }
             }
             """)!.AsObject();
@@ -35,7 +37,7 @@ public sealed class ProxyConfigEndToEndTests
         var dir = Directory.CreateTempSubdirectory("meshproxy-proxy-config-").FullName;
         try
         {
-            // The bootstrap asks for a 30 s drain and any free ports; the fragment must win on both.
+            // The bootstrap asks for a 30 s drain and the held ports; the fragment must win on both.
             var config = Path.Combine(dir, "sidecar.yaml");
             await File.WriteAllTextAsync(config, $$"""
                 apiVersion: meshproxy.io/v1alpha1
@@ -43,12 +45,14 @@ public sealed class ProxyConfigEndToEndTests
                 metadata: { name: web, namespace: shop }
                 spec:
                   app: { port: {{appPort}} }
-                  listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
+                  listeners: { outbound: {{heldOutbound}}, inbound: 0, admin: {{heldAdmin}}, stats: 0, inboundAddress: 127.0.0.1 }
                   drainDuration: 30s
                 """, Ct);
-            await using var proxy = ServerProcess.Start("env", $"{SidecarOverride.EnvironmentVariable}={fragment}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
-            Assert.EndsWith($"admin listener on 127.0.0.1:{adminPort}", await proxy.WaitForLineAsync("admin listener on", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
-            await proxy.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));
+            await using var proxy = ExternalProcess.Start("env", [$"{SidecarOverride.EnvironmentVariable}={fragment}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
+            var adminPort = ListenerPort(await proxy.WaitForLineAsync("admin listener on", TimeSpan.FromSeconds(30)));
+            var outboundPort = ListenerPort(await proxy.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30)));
+            Assert.NotEqual(heldAdmin, adminPort);
+            Assert.NotEqual(heldOutbound, outboundPort);
             using (var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) })
             {
                 using var dump = await admin.GetAsync($"http://127.0.0.1:{adminPort}/config_dump", Ct);
@@ -62,7 +66,7 @@ public sealed class ProxyConfigEndToEndTests
             Assert.Equal(0, kill.Exit);
             Assert.Contains("outbound serves for 2s more", await proxy.WaitForLineAsync("Draining", TimeSpan.FromSeconds(10)), StringComparison.Ordinal);
             Assert.True(await CanConnectAsync(outboundPort), "outbound must keep serving the app during the drain");
-            Assert.True(await proxy.WaitForExitAsync(TimeSpan.FromSeconds(15)), "the sidecar drained for longer than the fragment's 2s:\n" + proxy.Output);
+            Assert.True(await proxy.ExitsWithinAsync(TimeSpan.FromSeconds(15)), "the sidecar drained for longer than the fragment's 2s:\n" + proxy.Output);
             Assert.Equal(0, proxy.ExitCode);
             Assert.InRange(stopping.Elapsed, TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(15));
         }
@@ -87,13 +91,13 @@ public sealed class ProxyConfigEndToEndTests
                   app: { port: 8080 }
                   listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
                 """, Ct);
-            var bad = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"drainDuration\":\"soon\"}}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config]);
+            var bad = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"drainDuration\":\"soon\"}}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             Assert.Equal(1, bad.Exit);
             Assert.Contains("MESHPROXY_PROXY_CONFIG:1: drainDuration: 'soon' is not a duration", bad.Stderr, StringComparison.Ordinal);
 
             // Valid alone, but its app port is the bootstrap's admin port once merged.
             await File.WriteAllTextAsync(config, (await File.ReadAllTextAsync(config, Ct)).Replace("admin: 0", "admin: 15300", StringComparison.Ordinal), Ct);
-            var clash = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"app\":{{\"port\":15300}}}}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config]);
+            var clash = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"app\":{{\"port\":15300}}}}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             Assert.Equal(1, clash.Exit);
             Assert.Contains("MESHPROXY_PROXY_CONFIG:1: app: app.port 15300 collides with one of the sidecar's own listener ports", clash.Stderr, StringComparison.Ordinal);
         }
@@ -103,12 +107,8 @@ public sealed class ProxyConfigEndToEndTests
         }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    /// <summary>The port of a "... listener on 127.0.0.1:N" log line.</summary>
+    private static int ListenerPort(string line) => System.Net.IPEndPoint.Parse(line[(line.LastIndexOf(' ') + 1)..]).Port;
 
     private static async Task<bool> CanConnectAsync(int port)
     {

@@ -58,8 +58,8 @@ public sealed class CertificateAuthorityClientTests
     [Fact]
     public async Task Ca_away_at_start_up_is_retried_with_backoff_until_it_comes_back()
     {
-        var port = FreePort();
-        var env = new Env(RepoPaths.NewTempDirectory(), port);
+        // The CA's port is held (bound, not listening: connections are refused) until the control plane takes it.
+        var env = new Env(RepoPaths.NewTempDirectory(), new PortReservation());
         var workload = env.Client("shop", "web", FastClient with { RequestedTtl = null });
         await using (workload.Client)
         {
@@ -198,25 +198,24 @@ public sealed class CertificateAuthorityClientTests
         return path;
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
     private sealed record Workload(CertificateAuthorityClient Client, SvidStore Store, string TokenFile);
 
-    /// <summary>A control plane with a CA on a fixed loopback port (so it can go away and come back), and workloads.</summary>
+    /// <summary>
+    /// A control plane with a CA on one loopback port for the whole test (so it can go away and come back), and workloads.
+    /// The port is the one the first control plane bound (port 0, read back), or a reservation held until the control
+    /// plane starts; a restart binds again the port its predecessor had (see tests/MeshProxy.Testing/README.md).
+    /// </summary>
     private sealed class Env : IAsyncDisposable
     {
         private readonly string _work;
-        private readonly int _port;
+        private PortReservation? _reserved;
+        private int _port;
 
-        public Env(string work, int port)
+        public Env(string work, PortReservation? reserved = null)
         {
             _work = work;
-            _port = port;
+            _reserved = reserved;
+            _port = reserved?.Port ?? 0;
             Directory.CreateDirectory(Path.Combine(work, "config"));
             File.WriteAllText(Path.Combine(work, "config", "mesh.yaml"), CaTestKit.MeshYaml());
         }
@@ -227,7 +226,7 @@ public sealed class CertificateAuthorityClientTests
 
         public static async Task<Env> StartAsync(Func<CertificateServiceOptions, CertificateServiceOptions> configure)
         {
-            var env = new Env(RepoPaths.NewTempDirectory(), FreePort());
+            var env = new Env(RepoPaths.NewTempDirectory());
             await env.StartControlPlaneAsync(configure);
             return env;
         }
@@ -235,7 +234,10 @@ public sealed class CertificateAuthorityClientTests
         public async Task StartControlPlaneAsync(Func<CertificateServiceOptions, CertificateServiceOptions> configure)
         {
             var options = configure(new CertificateServiceOptions { CaDirectory = Path.Combine(_work, "ca"), TokenStoreFile = TokenStore });
+            _reserved?.Dispose();
+            _reserved = null;
             ControlPlane = await TestControlPlane.StartAsync(Path.Combine(_work, "config"), _port, o => o with { Certificates = options });
+            _port = ControlPlane.Host.GrpcEndPoint.Port;
         }
 
         public async Task RestartControlPlaneAsync(Func<CertificateServiceOptions, CertificateServiceOptions> configure)
@@ -259,6 +261,7 @@ public sealed class CertificateAuthorityClientTests
 
         public async ValueTask DisposeAsync()
         {
+            _reserved?.Dispose();
             if (ControlPlane is not null)
             {
                 await ControlPlane.DisposeAsync();

@@ -18,7 +18,7 @@ public sealed class InboundTlsFixture : IAsyncLifetime
 
 public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFixture<InboundTlsFixture>
 {
-    private Infrastructure.LogCapture Log => fixture.Mesh.BillingLog;
+    private LogCapture Log => fixture.Mesh.BillingLog;
 
     private Sidecar.Identity.TlsCounters Counters => fixture.Mesh.Billing.Identity.Counters;
 
@@ -133,22 +133,5 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
         Assert.Contains(reason.ToString(), line, StringComparison.Ordinal);
 
         Assert.True(await held.GetAsync("/hello", 2), "the held connection broke: " + held.Output);
-    }
-}
-
-internal static class Eventually
-{
-    public static async Task TrueAsync(Func<bool> condition, string what, int timeoutMs = 10_000)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (watch.ElapsedMilliseconds > timeoutMs)
-            {
-                throw new TimeoutException($"timed out waiting for {what}");
-            }
-
-            await Task.Delay(20);
-        }
     }
 }
