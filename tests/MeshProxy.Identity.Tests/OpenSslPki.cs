@@ -77,5 +77,9 @@ public sealed class OpenSslPki : IDisposable
 
     public TrustBundle Bundle(params string[] roots) => TrustBundle.FromPem(string.Concat(roots.Select(r => File.ReadAllText(CertPath(r)))));
 
+    /// <summary>s_client to 127.0.0.1:<paramref name="port"/> trusting rootA, presenting <paramref name="clientCert"/> (a name here) unless null.</summary>
+    public SClient Connect(int port, string? clientCert, params string[] extra) =>
+        SClient.Start(port, CertPath("rootA"), clientCert is null ? null : CertPath(clientCert), clientCert is null ? null : KeyPath(clientCert), ["-quiet", .. extra]);
+
     public void Dispose() => _dir.Dispose();
 }

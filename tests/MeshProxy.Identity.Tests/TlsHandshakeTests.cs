@@ -30,7 +30,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
     {
         await using var server = StartServer();
 
-        await using var held = SClient.Start(server.Port, pki, "good", version);
+        await using var held = pki.Connect(server.Port, "good", version);
         Assert.True(await held.EchoAsync("hello-1"), $"good client got no echo: {held.Stderr}");
         Assert.Null(server.NextHandshake());
         Assert.True(_verdicts.TryDequeue(out var verdict) && verdict.IsValid && verdict.SpiffeId!.Value == OpenSslPki.Web);
@@ -51,7 +51,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
 
         foreach (var (cert, expected) in cases)
         {
-            await using var bad = SClient.Start(server.Port, pki, cert, version);
+            await using var bad = pki.Connect(server.Port, cert, version);
             Assert.False(await bad.EchoAsync($"must-not-echo-{cert}", timeoutMs: 3_000), $"{cert}: the server echoed");
             Assert.NotNull(await bad.ExitCodeAsync());
             Assert.IsAssignableFrom<AuthenticationException>(server.NextHandshake());
@@ -67,7 +67,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
     {
         await using var server = StartServer();
         // SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all, so the refusal is the server's.
-        await using var old = SClient.Start(server.Port, pki, "good", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0");
+        await using var old = pki.Connect(server.Port, "good", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0");
 
         Assert.False(await old.EchoAsync("must-not-echo", timeoutMs: 3_000));
         Assert.NotEqual(0, await old.ExitCodeAsync());

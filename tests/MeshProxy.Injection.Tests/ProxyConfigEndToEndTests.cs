@@ -19,14 +19,15 @@ public sealed class ProxyConfigEndToEndTests
     [Fact]
     public async Task The_sidecar_started_with_the_injectors_environment_listens_and_drains_as_the_pods_fragment_says()
     {
-        // The bootstrap names ports this process holds bound (ClosedPort): a sidecar that listened where the bootstrap
-        // says would fail to start. The fragment asks for kernel-chosen ports, which the sidecar reports in its log.
-        int appPort = ClosedPort.Next(), heldAdmin = ClosedPort.Next(), heldOutbound = ClosedPort.Next();
+        // The fragment's ports are reserved (bound, not listening) until the sidecar listens on them; see PortReservation.
+        using var adminReservation = new PortReservation();
+        using var outboundReservation = new PortReservation();
+        int appPort = ClosedPort.Next(), adminPort = adminReservation.Port, outboundPort = outboundReservation.Port;
         var pod = JsonNode.Parse($$"""
             {
               "apiVersion": "v1", "kind": "Pod",
               "metadata": { "name": "web-0", "annotations": {
-                "proxy.meshproxy.io/config": "drainDuration: 2s\nlisteners: { admin: 0, outbound: 0 }\n" } },
+                "proxy.meshproxy.io/config": "drainDuration: 2s\nlisteners: { admin: {{adminPort}}, outbound: {{outboundPort}} }\n" } },
               "spec": { "containers": [ { "name": "web", "image": "python:3", "ports": [ { "containerPort": {{appPort}} } ] } ] }
             }
             """)!.AsObject();
@@ -37,7 +38,7 @@ public sealed class ProxyConfigEndToEndTests
         var dir = Directory.CreateTempSubdirectory("meshproxy-proxy-config-").FullName;
         try
         {
-            // The bootstrap asks for a 30 s drain and the held ports; the fragment must win on both.
+            // The bootstrap asks for a 30 s drain and any free ports; the fragment must win on both.
             var config = Path.Combine(dir, "sidecar.yaml");
             await File.WriteAllTextAsync(config, $$"""
                 apiVersion: meshproxy.io/v1alpha1
@@ -45,14 +46,12 @@ public sealed class ProxyConfigEndToEndTests
                 metadata: { name: web, namespace: shop }
                 spec:
                   app: { port: {{appPort}} }
-                  listeners: { outbound: {{heldOutbound}}, inbound: 0, admin: {{heldAdmin}}, stats: 0, inboundAddress: 127.0.0.1 }
+                  listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
                   drainDuration: 30s
                 """, Ct);
             await using var proxy = ExternalProcess.Start("env", [$"{SidecarOverride.EnvironmentVariable}={fragment}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
-            var adminPort = ListenerPort(await proxy.WaitForLineAsync("admin listener on", TimeSpan.FromSeconds(30)));
-            var outboundPort = ListenerPort(await proxy.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30)));
-            Assert.NotEqual(heldAdmin, adminPort);
-            Assert.NotEqual(heldOutbound, outboundPort);
+            Assert.EndsWith($"admin listener on 127.0.0.1:{adminPort}", await proxy.WaitForLineAsync("admin listener on", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+            await proxy.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));
             using (var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) })
             {
                 using var dump = await admin.GetAsync($"http://127.0.0.1:{adminPort}/config_dump", Ct);
@@ -106,9 +105,6 @@ public sealed class ProxyConfigEndToEndTests
             Directory.Delete(dir, recursive: true);
         }
     }
-
-    /// <summary>The port of a "... listener on 127.0.0.1:N" log line.</summary>
-    private static int ListenerPort(string line) => System.Net.IPEndPoint.Parse(line[(line.LastIndexOf(' ') + 1)..]).Port;
 
     private static async Task<bool> CanConnectAsync(int port)
     {

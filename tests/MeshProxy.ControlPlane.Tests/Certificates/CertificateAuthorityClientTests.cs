@@ -40,7 +40,7 @@ public sealed class CertificateAuthorityClientTests
             Assert.Equal(CaTestKit.SpiffeId("shop", "api"), server.Store.SpiffeId!.Value);
             Assert.InRange(server.Client.SecondsToExpiry!.Value, 1, 8);
 
-            await using var echo = new MtlsEchoServer(server.Store, TrustDomain);
+            await using var echo = MtlsEcho.Server(server.Store, TrustDomain);
             await using var held = await MtlsEchoClient.ConnectAsync(echo.Port, client.Store, TrustDomain, TestContext.Current.CancellationToken);
             var firstSerial = held.ServerCertificate.SerialNumber;
 
@@ -58,8 +58,8 @@ public sealed class CertificateAuthorityClientTests
     [Fact]
     public async Task Ca_away_at_start_up_is_retried_with_backoff_until_it_comes_back()
     {
-        // The CA's port is held (bound, not listening: connections are refused) until the control plane takes it.
-        var env = new Env(RepoPaths.NewTempDirectory(), new PortReservation());
+        // The CA's port is reserved (bound, not listening: connections are refused) until the control plane listens on it.
+        var env = new Env(RepoPaths.NewTempDirectory());
         var workload = env.Client("shop", "web", FastClient with { RequestedTtl = null });
         await using (workload.Client)
         {
@@ -127,7 +127,7 @@ public sealed class CertificateAuthorityClientTests
             await client.Client.FirstCertificate.WaitAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
             Assert.Equal(certA.Subject, server.Store.Current!.Certificate.Issuer);
             Assert.Equal(2, server.Store.TrustBundle!.Roots.Length);
-            await using var echo = new MtlsEchoServer(server.Store, TrustDomain);
+            await using var echo = MtlsEcho.Server(server.Store, TrustDomain);
 
             // Load: four loops, each a new mutual-TLS connection and one echo per iteration.
             using var stopLoad = new CancellationTokenSource();
@@ -201,21 +201,19 @@ public sealed class CertificateAuthorityClientTests
     private sealed record Workload(CertificateAuthorityClient Client, SvidStore Store, string TokenFile);
 
     /// <summary>
-    /// A control plane with a CA on one loopback port for the whole test (so it can go away and come back), and workloads.
-    /// The port is the one the first control plane bound (port 0, read back), or a reservation held until the control
-    /// plane starts; a restart binds again the port its predecessor had (see tests/MeshProxy.Testing/README.md).
+    /// A control plane with a CA on a loopback port reserved for the whole test (so it can go away and come back
+    /// there, and nothing else takes it meanwhile; see PortReservation), and workloads.
     /// </summary>
     private sealed class Env : IAsyncDisposable
     {
         private readonly string _work;
-        private PortReservation? _reserved;
-        private int _port;
+        private readonly PortReservation _reserved = new();
+        private readonly int _port;
 
-        public Env(string work, PortReservation? reserved = null)
+        public Env(string work)
         {
             _work = work;
-            _reserved = reserved;
-            _port = reserved?.Port ?? 0;
+            _port = _reserved.Port;
             Directory.CreateDirectory(Path.Combine(work, "config"));
             File.WriteAllText(Path.Combine(work, "config", "mesh.yaml"), CaTestKit.MeshYaml());
         }
@@ -234,10 +232,7 @@ public sealed class CertificateAuthorityClientTests
         public async Task StartControlPlaneAsync(Func<CertificateServiceOptions, CertificateServiceOptions> configure)
         {
             var options = configure(new CertificateServiceOptions { CaDirectory = Path.Combine(_work, "ca"), TokenStoreFile = TokenStore });
-            _reserved?.Dispose();
-            _reserved = null;
             ControlPlane = await TestControlPlane.StartAsync(Path.Combine(_work, "config"), _port, o => o with { Certificates = options });
-            _port = ControlPlane.Host.GrpcEndPoint.Port;
         }
 
         public async Task RestartControlPlaneAsync(Func<CertificateServiceOptions, CertificateServiceOptions> configure)
@@ -261,7 +256,7 @@ public sealed class CertificateAuthorityClientTests
 
         public async ValueTask DisposeAsync()
         {
-            _reserved?.Dispose();
+            _reserved.Dispose();
             if (ControlPlane is not null)
             {
                 await ControlPlane.DisposeAsync();

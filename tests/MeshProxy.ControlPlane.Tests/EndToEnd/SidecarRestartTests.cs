@@ -19,7 +19,7 @@ namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 /// saved snapshot, egress included, and its certificate, so that it serves mTLS at once; and that renewal and
 /// ACKs resume when the control plane returns.
 /// </summary>
-public sealed partial class SidecarRestartTests
+public sealed class SidecarRestartTests
 {
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
 
@@ -94,22 +94,23 @@ public sealed partial class SidecarRestartTests
         await using var external = SampleApp.Build("external", 0, null, quiet: true);
         await external.StartAsync(Ct);
 
-        // Every process listens on port 0 and reports what it bound; the restarts below bind those ports again (the pushed
-        // Service points at api's inbound port, the bootstraps at the control plane's gRPC port).
-        Yaml.Write(config, "mesh.yaml", CaTestKit.MeshYaml() + "\n");
-        var controlPlane = await StartControlPlaneAsync(config, caDir, tokens, grpcPort: 0);
-        var grpcPort = GrpcPort(controlPlane);
-        var api = new Ports("api");
-        var web = new Ports("web");
+        // Every port a restart must take back is reserved for the whole test (see PortReservation): the control plane's
+        // gRPC port (the bootstraps name it) and each sidecar's listeners (the pushed Service names api's inbound port).
+        using var grpc = new PortReservation();
+        var grpcPort = grpc.Port;
+        using var api = new Ports("api");
+        using var web = new Ports("web");
+        Yaml.Write(config, "mesh.yaml", Everything(external.BoundPort(), api.Inbound));
         var apiBootstrap = api.WriteBootstrap(work, app.BoundPort(), grpcPort);
         var webBootstrap = web.WriteBootstrap(work, 18080, grpcPort);
+
+        var controlPlane = await StartControlPlaneAsync(config, caDir, tokens, grpcPort);
         var apiProcess = await StartSidecarAsync(apiBootstrap, api);
         var webProcess = await StartSidecarAsync(webBootstrap, web);
         try
         {
-            Yaml.Write(config, "mesh.yaml", Everything(external.BoundPort(), api.Inbound));
             await EventuallyAsync(async () => await ReadyAsync(api) && await ReadyAsync(web), "both sidecars ready", TimeSpan.FromSeconds(60));
-            await EventuallyAsync(async () => (await CallApiAsync(web)).Status == HttpStatusCode.OK, "web calls api over mTLS", TimeSpan.FromSeconds(60));
+            Assert.Equal(HttpStatusCode.OK, (await CallApiAsync(web)).Status);
             Assert.Equal(HttpStatusCode.OK, (await CallExternalAsync(web, external.BoundPort())).Status);
 
             // What each sidecar saved: the snapshot and, beside it, its certificate with an owner-only key.
@@ -139,10 +140,6 @@ public sealed partial class SidecarRestartTests
             await controlPlane.DisposeAsync();
             await webProcess.DisposeAsync();
             await apiProcess.DisposeAsync();
-
-            // The restarts take back the ports the first processes bound.
-            api.WriteBootstrap(work, app.BoundPort(), grpcPort);
-            web.WriteBootstrap(work, 18080, grpcPort);
             webProcess = await StartSidecarAsync(webBootstrap, web);
             var launched = Stopwatch.StartNew();
             apiProcess = await StartSidecarAsync(apiBootstrap, api);
@@ -229,7 +226,7 @@ public sealed partial class SidecarRestartTests
 
         """);
 
-    /// <summary>The control plane as a process: gRPC on <paramref name="grpcPort"/> (0 at first), monitoring on a port it picks and logs.</summary>
+    /// <summary>The control plane as a process: gRPC on <paramref name="grpcPort"/>, monitoring on a port it picks and logs.</summary>
     private static async Task<ExternalProcess> StartControlPlaneAsync(string config, string caDir, string tokens, int grpcPort)
     {
         var process = ExternalProcess.Start(
@@ -237,31 +234,18 @@ public sealed partial class SidecarRestartTests
             [Path.Combine(AppContext.BaseDirectory, "meshproxy-controlplane.dll"), "--config-dir", config, "--grpc", $"127.0.0.1:{grpcPort}",
              "--monitoring", "127.0.0.1:0", "--ca-dir", caDir, "--token-store", tokens],
             new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
-        var monitoring = ControlPlaneAddresses().Match(await process.WaitForLineAsync("Control plane listening", TimeSpan.FromSeconds(60))).Groups["monitoring"].Value;
+        var listening = await process.WaitForLineAsync("Control plane listening", TimeSpan.FromSeconds(60));
+        var monitoring = listening[(listening.IndexOf("monitoring on ", StringComparison.Ordinal) + "monitoring on ".Length)..].Split(',')[0];
         await EventuallyAsync(async () => await StatusAsync(new Uri($"http://{monitoring}/ready")) == HttpStatusCode.OK, "the control plane ready", TimeSpan.FromSeconds(60), process);
         return process;
     }
 
-    private static int GrpcPort(ExternalProcess controlPlane) =>
-        IPEndPoint.Parse(ControlPlaneAddresses().Match(controlPlane.Output).Groups["grpc"].Value).Port;
-
-    /// <summary>Starts the sidecar and records the ports its listeners bound (the ones its bootstrap names, or the kernel's picks for 0).</summary>
     private static async Task<ExternalProcess> StartSidecarAsync(string bootstrap, Ports ports)
     {
         var command = RepoPaths.Sidecar("--config", bootstrap);
         var process = ExternalProcess.Start(command[0], command[1..], new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
-        async Task<int> BoundAsync(string listener, int expected)
-        {
-            var line = await process.WaitForLineAsync($"{listener} listener on 127.0.0.1:", TimeSpan.FromSeconds(60));
-            var port = IPEndPoint.Parse(line[(line.LastIndexOf(' ') + 1)..]).Port;
-            Assert.True(expected == 0 || expected == port, $"{listener} listened on {port}, not {expected}");
-            return port;
-        }
-
-        ports.Admin = await BoundAsync("admin", ports.Admin);
-        ports.Stats = await BoundAsync("stats", ports.Stats);
-        ports.Inbound = await BoundAsync("inbound", ports.Inbound);
-        ports.Outbound = await BoundAsync("outbound", ports.Outbound);
+        await process.WaitForLineAsync($"inbound listener on 127.0.0.1:{ports.Inbound}", TimeSpan.FromSeconds(60));
+        await process.WaitForLineAsync($"outbound listener on 127.0.0.1:{ports.Outbound}", TimeSpan.FromSeconds(60));
         return process;
     }
 
@@ -375,18 +359,28 @@ public sealed partial class SidecarRestartTests
     }
 
     /// <summary>
-    /// One sidecar's loopback ports: 0 until its first start reports what it bound, then those, so that it listens
-    /// where it did after a restart (the pushed Service points there).
+    /// Loopback ports for one sidecar, reserved for the whole test, so that it listens where it did after a restart
+    /// (the pushed Service points there) and nothing else takes them while it is down.
     /// </summary>
-    private sealed class Ports(string workload)
+    private sealed class Ports(string workload) : IDisposable
     {
-        public int Outbound { get; set; }
+        private readonly PortReservation _outbound = new(), _inbound = new(), _admin = new(), _stats = new();
 
-        public int Inbound { get; set; }
+        public int Outbound => _outbound.Port;
 
-        public int Admin { get; set; }
+        public int Inbound => _inbound.Port;
 
-        public int Stats { get; set; }
+        public int Admin => _admin.Port;
+
+        public int Stats => _stats.Port;
+
+        public void Dispose()
+        {
+            _outbound.Dispose();
+            _inbound.Dispose();
+            _admin.Dispose();
+            _stats.Dispose();
+        }
 
         public string WriteBootstrap(string directory, int appPort, int grpcPort)
         {
@@ -406,9 +400,6 @@ public sealed partial class SidecarRestartTests
             return path;
         }
     }
-
-    [System.Text.RegularExpressions.GeneratedRegex(@"gRPC on (?<grpc>\S+), monitoring on (?<monitoring>\S+),")]
-    private static partial System.Text.RegularExpressions.Regex ControlPlaneAddresses();
 
     /// <summary>The real clock moved by a fixed amount: for issuing certificates as if at another time.</summary>
     private sealed class ShiftedClock(TimeSpan by) : TimeProvider

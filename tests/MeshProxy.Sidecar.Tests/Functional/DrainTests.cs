@@ -33,10 +33,11 @@ public sealed class DrainTests
         var storeFiles = pki.WriteFiles(Path.Combine(root, "store"), "store", "rootA");
         await using var appA = await Backend.StartAsync("a");
         await using var appB = await Backend.StartAsync("b");
-        // A listens where the kernel put it the first time, and takes that port back at every restart.
-        MeshYaml BillingA(int inboundPort) => new MeshYaml("billing", appA.Port, drain: "1s", inboundPort: inboundPort, tls: billingFiles).Mtls("STRICT");
-        var a = await SidecarProcess.StartAsync(BillingA(0));
-        var aPort = a.Inbound.Port;
+        // A takes its inbound port back at every restart; the port stays reserved meanwhile (see PortReservation).
+        using var aReservation = new PortReservation();
+        var aPort = aReservation.Port;
+        MeshYaml BillingA() => new MeshYaml("billing", appA.Port, drain: "1s", inboundPort: aPort, tls: billingFiles).Mtls("STRICT");
+        var a = await SidecarProcess.StartAsync(BillingA());
         try
         {
             await using var b = await SidecarProcess.StartAsync(new MeshYaml("billing", appB.Port, drain: "1s", tls: billingFiles).Mtls("STRICT"));
@@ -108,7 +109,7 @@ public sealed class DrainTests
                 a.Process.Signal(SigTerm);
                 Assert.Equal(0, await a.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
                 await a.DisposeAsync();
-                a = await SidecarProcess.StartAsync(BillingA(aPort));
+                a = await SidecarProcess.StartAsync(BillingA());
             }
 
             await stopLoad.CancelAsync();

@@ -80,6 +80,10 @@ internal sealed class MeshPki
 
     public static string OpenSsl(params string[] args) => OpenSslCa.OpenSsl(args);
 
+    /// <summary>s_client to 127.0.0.1:<paramref name="port"/> trusting rootA, presenting <paramref name="clientCert"/> (a name here) unless null.</summary>
+    public static SClient Connect(int port, string? clientCert, params string[] extra) =>
+        SClient.Start(port, Shared.Cert("rootA"), clientCert is null ? null : Shared.Cert(clientCert), clientCert is null ? null : Shared.Key(clientCert), ["-ign_eof", .. extra]);
+
     private static void AtomicCopy(string from, string to)
     {
         var temp = to + ".tmp";
