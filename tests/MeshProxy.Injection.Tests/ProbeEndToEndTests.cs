@@ -78,7 +78,8 @@ public sealed partial class ProbeEndToEndTests
     public async Task The_kubelet_following_rewritten_grpc_probes_gets_the_apps_grpc_health_from_the_sidecar()
     {
         // The grpc-js health server: SERVING for the server, NOT_SERVING for billing.v1.Billing, no answer for "hang".
-        // It binds port 0 and prints {"port":N}; the pod spec names that port.
+        // It binds port 0 and prints {"port":N}; the pod spec names that port. The probes that must pass get 10 s, not the
+        // kubelet's default 1 s: the sidecar's first gRPC call (a fresh channel, JIT) can take longer on a loaded machine.
         await using var app = ExternalProcess.Node("grpc-health-server.js");
         var appPort = System.Text.Json.JsonDocument.Parse(await app.WaitForLineAsync("\"port\"", TimeSpan.FromSeconds(30))).RootElement.GetProperty("port").GetInt32();
         var pod = JsonNode.Parse($$"""
@@ -87,8 +88,8 @@ public sealed partial class ProbeEndToEndTests
               "spec": { "containers": [ {
                 "name": "ledger", "image": "registry.example/ledger:1",
                 "ports": [ { "name": "grpc", "containerPort": {{appPort}} } ],
-                "livenessProbe": { "grpc": { "port": {{appPort}} } },
-                "readinessProbe": { "grpc": { "port": {{appPort}}, "service": "billing.v1.Billing" } },
+                "livenessProbe": { "grpc": { "port": {{appPort}} }, "timeoutSeconds": 10 },
+                "readinessProbe": { "grpc": { "port": {{appPort}}, "service": "billing.v1.Billing" }, "timeoutSeconds": 10 },
                 "startupProbe": { "grpc": { "port": {{appPort}}, "service": "hang" }, "timeoutSeconds": 1 }
               } ] }
             }
