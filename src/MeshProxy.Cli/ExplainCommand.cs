@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Cli;

@@ -129,7 +129,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         var newAnnotations = Object(newMetadata, "annotations");
         var newSpec = (JsonObject)result["spec"]!;
 
-        var probers = rewriteProbes ? AppProbes.Rewrite((JsonArray)newSpec["containers"]!) : null;
+        var probers = rewriteProbes ? ProbeRewriter.Rewrite((JsonArray)newSpec["containers"]!) : null;
         if (exitOnAppExit)
         {
             // The sidecar can only see the app's processes if the pod's containers share one PID namespace.
@@ -265,10 +265,10 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             FieldEnv("POD_NAMESPACE", "metadata.namespace"),
             FieldEnv("POD_IP", "status.podIP"),
             FieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            Env("MESHPROXY_WORKLOAD", workload),
-            Env("MESHPROXY_NAMESPACE", ns),
-            Env("MESHPROXY_CONTROL_PLANE", options.ControlPlaneAddress),
-            Env("MESHPROXY_CONFIG", $"{PodInfoDirectory}/bootstrap.yaml"),
+            Env(SidecarEnvironment.Workload, workload),
+            Env(SidecarEnvironment.Namespace, ns),
+            Env(SidecarEnvironment.ControlPlane, options.ControlPlaneAddress),
+            Env(SidecarEnvironment.Config, $"{PodInfoDirectory}/bootstrap.yaml"),
         };
         if (memoryLimit is { } limit && gcPercent > 0)
         {
@@ -279,17 +279,17 @@ public sealed partial class SidecarInjector(InjectorOptions options)
 
         if (probers is { Count: > 0 })
         {
-            env.Add(Env(AppProbes.EnvironmentVariable, probers.ToJsonString()));
+            env.Add(Env(SidecarEnvironment.AppProbers, probers.ToJsonString()));
         }
 
         if (exitOnAppExit)
         {
-            env.Add(Env("MESHPROXY_EXIT_ON_APP_EXIT", "true"));
+            env.Add(Env(SidecarEnvironment.ExitOnAppExit, "true"));
         }
 
         if (podOverride is not null)
         {
-            env.Add(Env(SidecarOverride.EnvironmentVariable, podOverride.ToText()));
+            env.Add(Env(SidecarEnvironment.ProxyConfig, podOverride.ToText()));
         }
 
         var container = new JsonObject

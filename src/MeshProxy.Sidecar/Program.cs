@@ -19,7 +19,7 @@ internal static class Program
               --validate        check the file, print what is wrong, and exit (0 valid, 1 invalid)
             """;
 
-        string? configPath = Environment.GetEnvironmentVariable("MESHPROXY_CONFIG");
+        string? configPath = Environment.GetEnvironmentVariable(MeshProxy.Config.Resources.SidecarEnvironment.Config);
         var validateOnly = false;
         for (var i = 0; i < args.Length; i++)
         {

@@ -55,7 +55,7 @@ public sealed class CertificateAuthorityTests(OpenSslPki pki) : IDisposable
         File.WriteAllText(_dir.File("bundle.pem"), issued.TrustBundlePem);
         foreach (var purpose in new[] { "sslclient", "sslserver" })
         {
-            Assert.Contains("OK", Tool.Run("openssl", "verify", "-purpose", purpose, "-CAfile", _dir.File("bundle.pem"), _dir.File("leaf.pem")));
+            Assert.Contains("OK", Run.Checked("openssl", "verify", "-purpose", purpose, "-CAfile", _dir.File("bundle.pem"), _dir.File("leaf.pem")));
         }
 
         var result = new PeerCertificateVerifier(_clock).Verify(leaf, null, ca.TrustBundle, OpenSslPki.TrustDomain, PeerRole.Client);
@@ -219,7 +219,7 @@ public sealed class CertificateAuthorityTests(OpenSslPki pki) : IDisposable
         Assert.Equal(PeerVerificationFailure.UntrustedIssuer, new PeerCertificateVerifier().Verify(chain[0], null, pki.Bundle("rootA"), OpenSslPki.TrustDomain, PeerRole.Client).Failure);
 
         File.WriteAllText(_dir.File("leaf.pem"), chain[0].ExportCertificatePem());
-        Assert.Contains("OK", Tool.Run("openssl", "verify", "-CAfile", pki.CertPath("rootA"), "-untrusted", pki.CertPath("interA"), _dir.File("leaf.pem")));
+        Assert.Contains("OK", Run.Checked("openssl", "verify", "-CAfile", pki.CertPath("rootA"), "-untrusted", pki.CertPath("interA"), _dir.File("leaf.pem")));
     }
 
     [Fact]

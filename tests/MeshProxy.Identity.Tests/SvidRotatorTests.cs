@@ -58,7 +58,7 @@ public sealed class SvidRotatorTests : IAsyncDisposable
     {
         try
         {
-            await Eventually.True(() => Calls == calls && _clock.PendingTimers == 1, $"{calls} calls and the rotator asleep");
+            await Eventually.TrueAsync(() => Calls == calls && _clock.PendingTimers == 1, $"{calls} calls and the rotator asleep");
         }
         catch (TimeoutException ex)
         {

@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Text;
-
 namespace MeshProxy.Identity.Tests;
 
 internal sealed class TempDirectory : IDisposable
@@ -22,52 +19,6 @@ internal sealed class TempDirectory : IDisposable
         }
         catch (IOException)
         {
-        }
-    }
-}
-
-internal static class Tool
-{
-    /// <summary>Runs a command to completion (bounded); throws with its stderr when it fails.</summary>
-    public static string Run(string file, params string[] args)
-    {
-        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(30_000))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish in 30 s");
-        }
-
-        if (process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} failed ({process.ExitCode}): {stderr.Result}");
-        }
-
-        return stdout.Result;
-    }
-}
-
-internal static class Eventually
-{
-    public static async Task True(Func<bool> condition, string what, int timeoutMs = 10_000)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (watch.ElapsedMilliseconds > timeoutMs)
-            {
-                throw new TimeoutException($"timed out waiting for: {what}");
-            }
-
-            await Task.Delay(10);
         }
     }
 }

@@ -30,7 +30,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
     {
         await using var server = StartServer();
 
-        await using var held = SClient.Start(server.Port, pki, "good", version);
+        await using var held = pki.Connect(server.Port, "good", version);
         Assert.True(await held.EchoAsync("hello-1"), $"good client got no echo: {held.Stderr}");
         Assert.Null(server.NextHandshake());
         Assert.True(_verdicts.TryDequeue(out var verdict) && verdict.IsValid && verdict.SpiffeId!.Value == OpenSslPki.Web);
@@ -54,7 +54,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
         foreach (var (cert, expected) in cases)
         {
             // SECLEVEL=0: this OpenSSL would not even send a 1024-bit or SHA-1 certificate; the refusal must be the server's.
-            await using var bad = SClient.Start(server.Port, pki, cert, version, "-cipher", "DEFAULT@SECLEVEL=0");
+            await using var bad = pki.Connect(server.Port, cert, version, "-cipher", "DEFAULT@SECLEVEL=0");
             Assert.False(await bad.EchoAsync($"must-not-echo-{cert}", timeoutMs: 3_000), $"{cert}: the server echoed");
             Assert.NotNull(await bad.ExitCodeAsync());
             Assert.IsAssignableFrom<AuthenticationException>(server.NextHandshake());
@@ -70,7 +70,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
     {
         await using var server = StartServer();
         // SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all, so the refusal is the server's.
-        await using var old = SClient.Start(server.Port, pki, "good", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0");
+        await using var old = pki.Connect(server.Port, "good", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0");
 
         Assert.False(await old.EchoAsync("must-not-echo", timeoutMs: 3_000));
         Assert.NotEqual(0, await old.ExitCodeAsync());
@@ -90,7 +90,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
         // A finite-field group costs the server ~50x an X25519 exchange: a cheap denial of service.
         foreach (var group in (string[])["ffdhe2048", "ffdhe8192"])
         {
-            await using var dh = SClient.Start(server.Port, pki, "good", version, "-groups", group);
+            await using var dh = pki.Connect(server.Port, "good", version, "-groups", group);
             Assert.False(await dh.EchoAsync($"must-not-echo-{group}", timeoutMs: 3_000), $"{group} was accepted");
             Assert.IsAssignableFrom<AuthenticationException>(server.NextHandshake());
         }
@@ -98,7 +98,7 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
         foreach (var group in (string[])["X25519", "P-256", "P-384"])
         {
             // In TLS 1.2 the client's groups also name the curves it accepts for the server's ECDSA key (P-256).
-            await using var ec = SClient.Start(server.Port, pki, "good", version, "-groups", version == "-tls1_2" && group != "P-256" ? group + ":P-256" : group);
+            await using var ec = pki.Connect(server.Port, "good", version, "-groups", version == "-tls1_2" && group != "P-256" ? group + ":P-256" : group);
             Assert.True(await ec.EchoAsync($"hello-{group}"), $"{group}: {ec.Stderr}");
             Assert.Null(server.NextHandshake());
         }

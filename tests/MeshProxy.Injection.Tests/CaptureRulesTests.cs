@@ -55,9 +55,9 @@ public sealed class CaptureRulesTests
         Assert.Equal(0, (await Run.ProcessAsync("ip", ["netns", "add", ns])).Exit);
         try
         {
-            var first = await Run.ProcessAsync("ip", ["netns", "exec", ns, "dotnet", TestPaths.Bin("meshproxy-init"), "--include-inbound-ports", "8080"]);
+            var first = await Run.ProcessAsync("ip", ["netns", "exec", ns, "dotnet", RepoPaths.Bin("meshproxy-init"), "--include-inbound-ports", "8080"]);
             Assert.True(first.Exit == 0, first.Stderr);
-            var second = await Run.ProcessAsync("ip", ["netns", "exec", ns, "dotnet", TestPaths.Bin("meshproxy-init"), "--include-inbound-ports", "9090", "--exclude-outbound-ports", "5432"]);
+            var second = await Run.ProcessAsync("ip", ["netns", "exec", ns, "dotnet", RepoPaths.Bin("meshproxy-init"), "--include-inbound-ports", "9090", "--exclude-outbound-ports", "5432"]);
             Assert.True(second.Exit == 0, second.Stderr);
             var saved = (await Run.ProcessAsync("ip", ["netns", "exec", ns, "iptables-save", "-t", "nat"])).Stdout.Split('\n');
             Assert.Single(saved, l => l == "-A PREROUTING -p tcp -j MESHPROXY_INBOUND");

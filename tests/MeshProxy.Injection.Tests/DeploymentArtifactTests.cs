@@ -14,7 +14,7 @@ namespace MeshProxy.Injection.Tests;
 /// </summary>
 public sealed partial class DeploymentArtifactTests
 {
-    private static string Docker => Path.Combine(TestPaths.Root, "docker");
+    private static string Docker => Path.Combine(RepoPaths.Root, "docker");
 
     private static List<JsonObject> Manifests() =>
         Directory.GetFiles(Path.Combine(Docker, "kubernetes"), "*.yaml")
@@ -102,7 +102,7 @@ public sealed partial class DeploymentArtifactTests
     [Fact]
     public void The_control_plane_containers_arguments_are_its_real_options()
     {
-        var program = Path.Combine(TestPaths.Root, "src", "MeshProxy.ControlPlane", "Program.cs");
+        var program = Path.Combine(RepoPaths.Root, "src", "MeshProxy.ControlPlane", "Program.cs");
         Assert.SkipUnless(File.Exists(program), "src/MeshProxy.ControlPlane is not on this branch yet (branch controlplane)");
         var source = File.ReadAllText(program);
         var container = Find("Deployment", "meshproxy-controlplane")["spec"]!["template"]!["spec"]!["containers"]!.AsArray().Single(c => S(c!["name"]) == "controlplane")!;
@@ -196,7 +196,7 @@ public sealed partial class DeploymentArtifactTests
 
     private static string AssemblyName(string project)
     {
-        var csproj = File.ReadAllText(Path.Combine(TestPaths.Root, "src", project, project + ".csproj"));
+        var csproj = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", project, project + ".csproj"));
         return AssemblyNamePattern().Match(csproj).Groups[1].Value;
     }
 

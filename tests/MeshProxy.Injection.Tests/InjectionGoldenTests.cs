@@ -36,7 +36,7 @@ public sealed class InjectionGoldenTests
         Assert.Null(response["warnings"]);
 
         var injected = JsonPatch.Apply(pod, patch!);
-        var golden = Path.Combine(TestPaths.TestData, name + ".golden.yaml");
+        var golden = Path.Combine(RepoPaths.TestData("MeshProxy.Injection.Tests"), name + ".golden.yaml");
         if (Environment.GetEnvironmentVariable("MESHPROXY_UPDATE_GOLDEN") == "1")
         {
             File.WriteAllText(golden, YamlJson.WriteDocuments([injected]));
@@ -187,7 +187,7 @@ public sealed class InjectionGoldenTests
     }
 
     internal static JsonObject ReadPod(string name) =>
-        YamlJson.ReadDocuments(File.ReadAllText(Path.Combine(TestPaths.TestData, name + ".yaml")))[0]!.AsObject();
+        YamlJson.ReadDocuments(File.ReadAllText(Path.Combine(RepoPaths.TestData("MeshProxy.Injection.Tests"), name + ".yaml")))[0]!.AsObject();
 
     internal static (JsonObject Response, JsonArray? Patch) Review(JsonObject pod, InjectorOptions options, string operation = "CREATE")
     {

@@ -17,7 +17,7 @@ public sealed class KubeInjectTests
         try
         {
             var output = Path.Combine(dir, "out.yaml");
-            var result = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", Path.Combine(TestPaths.TestData, "workloads.yaml"), "-o", output,
+            var result = await Run.DotnetAsync("meshproxy-injector", "kube-inject", "-f", Path.Combine(RepoPaths.TestData("MeshProxy.Injection.Tests"), "workloads.yaml"), "-o", output,
                 "--sidecar-image", "registry.example/meshproxy/sidecar:0.1.0", "--init-image", "registry.example/meshproxy/init:0.1.0");
             Assert.True(result.Exit == 0, result.Stderr);
             Assert.Contains("Deployment/ratings: injected (native sidecar)", result.Stderr, StringComparison.Ordinal);
@@ -27,7 +27,7 @@ public sealed class KubeInjectTests
             Assert.Contains("Pod/debug: injected", result.Stderr, StringComparison.Ordinal);
 
             var text = await File.ReadAllTextAsync(output, TestContext.Current.CancellationToken);
-            var golden = Path.Combine(TestPaths.TestData, "workloads.golden.yaml");
+            var golden = Path.Combine(RepoPaths.TestData("MeshProxy.Injection.Tests"), "workloads.golden.yaml");
             if (Environment.GetEnvironmentVariable("MESHPROXY_UPDATE_GOLDEN") == "1")
             {
                 File.WriteAllText(golden, text);
@@ -39,7 +39,7 @@ public sealed class KubeInjectTests
             Assert.True(JsonNode.DeepEquals(new JsonArray([.. expected]), new JsonArray([.. docs.Select(d => d?.DeepClone())])), "output differs from workloads.golden.yaml:\n" + text);
 
             // The Service passes through as it was; strings that look like other types stay strings.
-            Assert.True(JsonNode.DeepEquals(YamlJson.ReadDocuments(File.ReadAllText(Path.Combine(TestPaths.TestData, "workloads.yaml")))[0], docs[0]));
+            Assert.True(JsonNode.DeepEquals(YamlJson.ReadDocuments(File.ReadAllText(Path.Combine(RepoPaths.TestData("MeshProxy.Injection.Tests"), "workloads.yaml")))[0], docs[0]));
             Assert.Equal("1.0", docs[1]!["spec"]!["template"]!["metadata"]!["labels"]!["version"]!.GetValue<string>());
             Assert.Equal("yes", docs[1]!["spec"]!["template"]!["spec"]!["containers"]![0]!["env"]![0]!["value"]!.GetValue<string>());
             Assert.Equal("0 3 * * *", docs[3]!["spec"]!["schedule"]!.GetValue<string>());

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using MeshProxy.Injection.Tests.Infrastructure;
@@ -17,7 +16,10 @@ public sealed partial class ProbeEndToEndTests
     [Fact]
     public async Task The_kubelet_following_the_rewritten_probes_gets_the_apps_answers_from_the_sidecar()
     {
-        var appPort = FreePort();
+        // The app binds port 0 and says which port it got; the pod spec names that port.
+        var dir = Directory.CreateTempSubdirectory("meshproxy-probes-").FullName;
+        await using var app = ExternalProcess.Start("python3", ["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, "0"]);
+        var appPort = int.Parse(HttpServerPort().Match(await app.WaitForLineAsync("Serving HTTP on", TimeSpan.FromSeconds(30))).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         var pod = JsonNode.Parse($$"""
             {
               "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web-0" },
@@ -33,7 +35,6 @@ public sealed partial class ProbeEndToEndTests
         var (spec, probers) = Inject(pod);
         var web = spec["containers"]![0]!;
 
-        var dir = Directory.CreateTempSubdirectory("meshproxy-probes-").FullName;
         try
         {
             var config = Path.Combine(dir, "sidecar.yaml");
@@ -46,10 +47,8 @@ public sealed partial class ProbeEndToEndTests
                   app: { port: {{appPort}}, protocol: HTTP }
                   listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
                 """, Ct);
-            await using var app = ServerProcess.Start("python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, appPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            await using var proxy = ServerProcess.Start("env", $"MESHPROXY_APP_PROBERS={probers}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
+            await using var proxy = ExternalProcess.Start("env", [$"MESHPROXY_APP_PROBERS={probers}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             var stats = StatsAddress().Match(await proxy.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30))).Groups[1].Value;
-            await WaitForAsync(appPort);
             using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
 
             // What the kubelet would do with each rewritten probe: GET its path on the stats port.
@@ -78,15 +77,19 @@ public sealed partial class ProbeEndToEndTests
     [Fact]
     public async Task The_kubelet_following_rewritten_grpc_probes_gets_the_apps_grpc_health_from_the_sidecar()
     {
-        var appPort = FreePort();
+        // The grpc-js health server: SERVING for the server, NOT_SERVING for billing.v1.Billing, no answer for "hang".
+        // It binds port 0 and prints {"port":N}; the pod spec names that port. The probes that must pass get 10 s, not the
+        // kubelet's default 1 s: the sidecar's first gRPC call (a fresh channel, JIT) can take longer on a loaded machine.
+        await using var app = ExternalProcess.Node("grpc-health-server.js");
+        var appPort = System.Text.Json.JsonDocument.Parse(await app.WaitForLineAsync("\"port\"", TimeSpan.FromSeconds(30))).RootElement.GetProperty("port").GetInt32();
         var pod = JsonNode.Parse($$"""
             {
               "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "ledger-0" },
               "spec": { "containers": [ {
                 "name": "ledger", "image": "registry.example/ledger:1",
                 "ports": [ { "name": "grpc", "containerPort": {{appPort}} } ],
-                "livenessProbe": { "grpc": { "port": {{appPort}} } },
-                "readinessProbe": { "grpc": { "port": {{appPort}}, "service": "billing.v1.Billing" } },
+                "livenessProbe": { "grpc": { "port": {{appPort}} }, "timeoutSeconds": 10 },
+                "readinessProbe": { "grpc": { "port": {{appPort}}, "service": "billing.v1.Billing" }, "timeoutSeconds": 10 },
                 "startupProbe": { "grpc": { "port": {{appPort}}, "service": "hang" }, "timeoutSeconds": 1 }
               } ] }
             }
@@ -107,12 +110,7 @@ public sealed partial class ProbeEndToEndTests
                   app: { port: {{appPort}}, protocol: GRPC }
                   listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
                 """, Ct);
-            // The grpc-js health server: SERVING for the server, NOT_SERVING for billing.v1.Billing, no answer for "hang".
-            var port = appPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            await using var app = ServerProcess.Start("env", $"NODE_PATH={Path.Combine(TestPaths.Root, "tests", "peers", "node_modules")}",
-                "node", Path.Combine(AppContext.BaseDirectory, "peers", "grpc-health-server.js"), port);
-            await app.WaitForLineAsync("\"port\"", TimeSpan.FromSeconds(30));
-            await using var proxy = ServerProcess.Start("env", $"MESHPROXY_APP_PROBERS={probers}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
+            await using var proxy = ExternalProcess.Start("env", [$"MESHPROXY_APP_PROBERS={probers}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             var stats = StatsAddress().Match(await proxy.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30))).Groups[1].Value;
             using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
 
@@ -137,32 +135,11 @@ public sealed partial class ProbeEndToEndTests
         }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
-    private static async Task WaitForAsync(int port)
-    {
-        for (var attempt = 0; ; attempt++)
-        {
-            try
-            {
-                using var client = new TcpClient();
-                await client.ConnectAsync(IPAddress.Loopback, port, Ct);
-                return;
-            }
-            catch (SocketException) when (attempt < 100)
-            {
-                await Task.Delay(100, Ct);
-            }
-        }
-    }
-
     [GeneratedRegex(@"listener on (\S+)")]
     private static partial Regex StatsAddress();
+
+    [GeneratedRegex(@"Serving HTTP on \S+ port (\d+)")]
+    private static partial Regex HttpServerPort();
 
     /// <summary>The pod as the injector returns it, and the app probes it hands the sidecar.</summary>
     private static (JsonNode Spec, string Probers) Inject(JsonObject pod)

@@ -19,7 +19,10 @@ public sealed class ProxyConfigEndToEndTests
     [Fact]
     public async Task The_sidecar_started_with_the_injectors_environment_listens_and_drains_as_the_pods_fragment_says()
     {
-        int appPort = FreePort(), adminPort = FreePort(), outboundPort = FreePort();
+        // The fragment's ports are reserved (bound, not listening) until the sidecar listens on them; see PortReservation.
+        using var adminReservation = new PortReservation();
+        using var outboundReservation = new PortReservation();
+        int appPort = ClosedPort.Next(), adminPort = adminReservation.Port, outboundPort = outboundReservation.Port;
         var pod = JsonNode.Parse($$"""
             {
               "apiVersion": "v1", "kind": "Pod",
@@ -46,7 +49,7 @@ public sealed class ProxyConfigEndToEndTests
                   listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
                   drainDuration: 30s
                 """, Ct);
-            await using var proxy = ServerProcess.Start("env", $"{SidecarOverride.EnvironmentVariable}={fragment}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
+            await using var proxy = ExternalProcess.Start("env", [$"{SidecarOverride.EnvironmentVariable}={fragment}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             Assert.EndsWith($"admin listener on 127.0.0.1:{adminPort}", await proxy.WaitForLineAsync("admin listener on", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
             await proxy.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));
             using (var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) })
@@ -62,7 +65,7 @@ public sealed class ProxyConfigEndToEndTests
             Assert.Equal(0, kill.Exit);
             Assert.Contains("outbound serves for 2s more", await proxy.WaitForLineAsync("Draining", TimeSpan.FromSeconds(10)), StringComparison.Ordinal);
             Assert.True(await CanConnectAsync(outboundPort), "outbound must keep serving the app during the drain");
-            Assert.True(await proxy.WaitForExitAsync(TimeSpan.FromSeconds(15)), "the sidecar drained for longer than the fragment's 2s:\n" + proxy.Output);
+            Assert.True(await proxy.ExitsWithinAsync(TimeSpan.FromSeconds(15)), "the sidecar drained for longer than the fragment's 2s:\n" + proxy.Output);
             Assert.Equal(0, proxy.ExitCode);
             Assert.InRange(stopping.Elapsed, TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(15));
         }
@@ -87,13 +90,13 @@ public sealed class ProxyConfigEndToEndTests
                   app: { port: 8080 }
                   listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
                 """, Ct);
-            var bad = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"drainDuration\":\"soon\"}}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config]);
+            var bad = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"drainDuration\":\"soon\"}}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             Assert.Equal(1, bad.Exit);
             Assert.Contains("MESHPROXY_PROXY_CONFIG:1: drainDuration: 'soon' is not a duration", bad.Stderr, StringComparison.Ordinal);
 
             // Valid alone, but its app port is the bootstrap's admin port once merged.
             await File.WriteAllTextAsync(config, (await File.ReadAllTextAsync(config, Ct)).Replace("admin: 0", "admin: 15300", StringComparison.Ordinal), Ct);
-            var clash = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"app\":{{\"port\":15300}}}}", "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config]);
+            var clash = await Run.ProcessAsync("env", [$"{SidecarOverride.EnvironmentVariable}={{\"app\":{{\"port\":15300}}}}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             Assert.Equal(1, clash.Exit);
             Assert.Contains("MESHPROXY_PROXY_CONFIG:1: app: app.port 15300 collides with one of the sidecar's own listener ports", clash.Stderr, StringComparison.Ordinal);
         }
@@ -101,13 +104,6 @@ public sealed class ProxyConfigEndToEndTests
         {
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     private static async Task<bool> CanConnectAsync(int port)

@@ -150,7 +150,7 @@ public sealed class TransparentCaptureTests
 
     private sealed class Pod(string ns, string name, string address, string dir, CertificateAuthority ca) : IAsyncDisposable
     {
-        private readonly List<ServerProcess> _processes = [];
+        private readonly List<ExternalProcess> _processes = [];
 
         public string Namespace => ns;
 
@@ -164,7 +164,7 @@ public sealed class TransparentCaptureTests
             var pod = JsonNode.Parse($$$"""{"metadata":{"name":"{{{name}}}"},"spec":{"containers":[{"name":"app","ports":[{"containerPort":8080}]}]}}""")!.AsObject();
             var injected = new SidecarInjector(new InjectorOptions()).Inject(pod, new InjectionTarget("e2e"));
             var args = injected.Pod["spec"]!["initContainers"]![0]!["args"]!.AsArray().Select(a => a!.GetValue<string>()).ToArray();
-            await ExecAsync(["dotnet", TestPaths.Bin("meshproxy-init"), .. args]);
+            await ExecAsync(["dotnet", RepoPaths.Bin("meshproxy-init"), .. args]);
 
             // The pod's identity: its own key, an SVID for spiffe://cluster.local/ns/e2e/sa/<name> from
             // the mesh CA, and the trust bundle, readable by the sidecar's uid only.
@@ -206,7 +206,7 @@ public sealed class TransparentCaptureTests
 
             var app = Start("python3", Path.Combine(AppContext.BaseDirectory, "peers", "echo.py"), name, "8080");
             var sidecar = Start("setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups", "env", "HOME=/tmp", "DOTNET_CLI_TELEMETRY_OPTOUT=1",
-                "dotnet", TestPaths.Bin("meshproxy-sidecar"), "--config", config);
+                "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config);
             await sidecar.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(30));
             await WaitForReadyAsync(app);
         }
@@ -240,14 +240,14 @@ public sealed class TransparentCaptureTests
             }
         }
 
-        private ServerProcess Start(params string[] command)
+        private ExternalProcess Start(params string[] command)
         {
-            var process = ServerProcess.Start("ip", ["netns", "exec", ns, .. command]);
+            var process = ExternalProcess.Start("ip", ["netns", "exec", ns, .. command]);
             _processes.Add(process);
             return process;
         }
 
-        private async Task WaitForReadyAsync(ServerProcess app)
+        private async Task WaitForReadyAsync(ExternalProcess app)
         {
             var deadline = DateTime.UtcNow.AddSeconds(20);
             while (true)

@@ -7,7 +7,7 @@ namespace MeshProxy.Injection.Tests;
 public sealed class WebhookHttpsTests : IAsyncLifetime
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meshproxy-webhook-").FullName;
-    private ServerProcess? _server;
+    private ExternalProcess? _server;
     private string _base = string.Empty;
 
     public async ValueTask InitializeAsync()
@@ -18,9 +18,9 @@ public sealed class WebhookHttpsTests : IAsyncLifetime
         File.WriteAllText(Path.Combine(_dir, "san.ext"), "subjectAltName=DNS:meshproxy-controlplane.meshproxy-system.svc,IP:127.0.0.1\n");
         await Openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "san.ext");
 
-        _server = ServerProcess.Start("dotnet", TestPaths.Bin("meshproxy-injector"), "serve", "--listen", "127.0.0.1:0",
+        _server = ExternalProcess.Start("dotnet", [RepoPaths.Bin("meshproxy-injector"), "serve", "--listen", "127.0.0.1:0",
             "--tls-cert", Path.Combine(_dir, "tls.crt"), "--tls-key", Path.Combine(_dir, "tls.key"), "--sidecar-image", "registry.example/meshproxy/sidecar:0.1.0",
-            "--init-image", "registry.example/meshproxy/init:0.1.0");
+            "--init-image", "registry.example/meshproxy/init:0.1.0"]);
         var line = await _server.WaitForLineAsync("webhook listening on", TimeSpan.FromSeconds(30));
         _base = line[line.IndexOf("https://", StringComparison.Ordinal)..].Replace("/inject", "", StringComparison.Ordinal);
     }
@@ -46,7 +46,7 @@ public sealed class WebhookHttpsTests : IAsyncLifetime
         var (response, patch) = InjectionGoldenTests.ParseReply(body);
         Assert.True(response["allowed"]!.GetValue<bool>());
         var injected = JsonPatch.Apply(InjectionGoldenTests.ReadPod("multi-container-pod"), patch!);
-        var golden = Manifests.YamlJson.ReadDocuments(await File.ReadAllTextAsync(Path.Combine(TestPaths.TestData, "multi-container-pod.golden.yaml"), TestContext.Current.CancellationToken))[0];
+        var golden = Manifests.YamlJson.ReadDocuments(await File.ReadAllTextAsync(Path.Combine(RepoPaths.TestData("MeshProxy.Injection.Tests"), "multi-container-pod.golden.yaml"), TestContext.Current.CancellationToken))[0];
         Assert.True(JsonNode.DeepEquals(golden, injected));
         Assert.Contains("pod Injected", _server!.Output, StringComparison.Ordinal);
     }

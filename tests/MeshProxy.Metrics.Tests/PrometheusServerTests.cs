@@ -47,9 +47,7 @@ public sealed class PrometheusServerTests
         await app.StartAsync(ct);
         var appAddress = new Uri(app.Urls.First());
 
-        var work = Directory.CreateTempSubdirectory("meshproxy-prom-");
-        var promPort = FreePort();
-        await File.WriteAllTextAsync(Path.Combine(work.FullName, "prometheus.yml"), $"""
+        await using var prometheus = await PrometheusServer.StartAsync($"""
             global:
               scrape_interval: 1s
               evaluation_interval: 1s
@@ -63,30 +61,10 @@ public sealed class PrometheusServerTests
                 metrics_path: /metrics-as-text
                 static_configs:
                   - targets: ['127.0.0.1:{appAddress.Port}']
-            """, ct);
-
-        var start = new ProcessStartInfo("/usr/bin/prometheus")
-        {
-            ArgumentList =
-            {
-                "--config.file=" + Path.Combine(work.FullName, "prometheus.yml"),
-                "--storage.tsdb.path=" + Path.Combine(work.FullName, "data"),
-                $"--web.listen-address=127.0.0.1:{promPort}",
-                "--enable-feature=exemplar-storage",
-                "--log.level=warn",
-            },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var prometheus = Process.Start(start) ?? throw new InvalidOperationException("prometheus did not start");
-        var log = new System.Text.StringBuilder();
-        prometheus.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        prometheus.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        prometheus.BeginOutputReadLine();
-        prometheus.BeginErrorReadLine();
+            """, "--enable-feature=exemplar-storage");
         try
         {
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{promPort}"), Timeout = TimeSpan.FromSeconds(5) };
+            var http = prometheus.Http;
             // Two sampled requests: 40 ms lands in the (25, 50] bucket, 300 ms in (250, 500].
             const string Slow = "4bf92f3577b34da6a3ce929d0e0e4736", Medium = "0af7651916cd43dd8448eb211c80319c";
             var durations = new[] { 3.0, 7.0, 40.0, 40.0, 90.0, 300.0, 2.0, 8.0, 20.0, 60.0 };
@@ -104,13 +82,13 @@ public sealed class PrometheusServerTests
                 double? p90 = null;
                 while (deadline.Elapsed < Deadline && (count != durations.Length || p90 is null))
                 {
-                    Assert.False(prometheus.HasExited, "prometheus exited:\n" + log);
+                    Assert.False(prometheus.HasExited, "prometheus exited:\n" + prometheus.Log);
                     await Task.Delay(500, ct);
                     count = await Query(http, $"istio_requests_total{{job=\"{job}\",reporter=\"destination\",response_code=\"200\",source_workload=\"prometheus-test\"}}", ct);
                     p90 = await Query(http, $"histogram_quantile(0.9, sum by (le) (istio_request_duration_milliseconds_bucket{{job=\"{job}\",response_code=\"200\",source_workload=\"prometheus-test\"}}))", ct);
                 }
 
-                Assert.True(count == durations.Length, $"{job}: istio_requests_total was {count?.ToString() ?? "absent"} after {deadline.Elapsed}; log:\n{log}");
+                Assert.True(count == durations.Length, $"{job}: istio_requests_total was {count?.ToString() ?? "absent"} after {deadline.Elapsed}; log:\n{prometheus.Log}");
                 Assert.NotNull(p90);
                 Assert.False(double.IsNaN(p90.Value));
 
@@ -131,14 +109,7 @@ public sealed class PrometheusServerTests
         }
         finally
         {
-            if (!prometheus.HasExited)
-            {
-                prometheus.Kill(entireProcessTree: true);
-                await prometheus.WaitForExitAsync(CancellationToken.None);
-            }
-
             await app.StopAsync(CancellationToken.None);
-            work.Delete(recursive: true);
         }
     }
 
@@ -196,12 +167,5 @@ public sealed class PrometheusServerTests
         }
 
         return found;
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

@@ -27,13 +27,11 @@ public sealed class PromtoolTests
             Assert.Contains(name, text);
         }
 
-        var (exitCode, output) = await RunPromtool(text);
+        var (exitCode, output) = await Promtool.CheckMetricsAsync(text);
 
         // promtool's lint prefers seconds; Istio's name is fixed by Istio and every Istio dashboard uses it,
         // so that one finding, exactly, is expected. Anything else fails the test.
-        const string IstioNameLint = "istio_request_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\"";
-        var findings = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        Assert.Equal([IstioNameLint], findings);
+        Assert.Equal([Promtool.IstioNameLint], Promtool.Findings(output));
         Assert.True(exitCode is 0 or 3, $"promtool exit {exitCode} (3 means lint findings only):\n{output}");
     }
 
@@ -41,7 +39,7 @@ public sealed class PromtoolTests
     public async Task Promtool_rejects_a_broken_exposition()
     {
         // Proves the check above can fail: a counter without _total and a duplicate family are both reported.
-        var (exitCode, output) = await RunPromtool("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
+        var (exitCode, output) = await Promtool.CheckMetricsAsync("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
 
         Assert.True(exitCode != 0 || output.Contains("_total", StringComparison.Ordinal), output);
     }
@@ -73,33 +71,5 @@ public sealed class PromtoolTests
         escaped.WithLabels("inf").Set(double.PositiveInfinity);
         escaped.WithLabels("big").Set(1e21);
         return registry;
-    }
-
-    private static async Task<(int ExitCode, string Output)> RunPromtool(string exposition)
-    {
-        var start = new ProcessStartInfo("promtool", "check metrics")
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("promtool did not start");
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        try
-        {
-            var stdout = process.StandardOutput.ReadToEndAsync(timeout.Token);
-            var stderr = process.StandardError.ReadToEndAsync(timeout.Token);
-            await process.StandardInput.WriteAsync(exposition.AsMemory(), timeout.Token);
-            process.StandardInput.Close();
-            await process.WaitForExitAsync(timeout.Token);
-            return (process.ExitCode, await stdout + await stderr);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
     }
 }

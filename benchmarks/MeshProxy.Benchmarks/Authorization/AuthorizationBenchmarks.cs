@@ -3,7 +3,7 @@ using System.Text;
 using BenchmarkDotNet.Attributes;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Benchmarks.Authorization;

@@ -3,7 +3,7 @@ namespace MeshProxy.Config.Resources;
 /// <summary>
 /// Access control for workloads, in the shape and with the semantics of Istio's AuthorizationPolicy:
 /// a selector picks the workloads, the action says what a matching rule does, and the rules say which
-/// requests match. The sidecar compiles these; see src/MeshProxy.Sidecar/Authorization/README.md.
+/// requests match. The sidecar compiles these; see src/MeshProxy.Authorization/README.md.
 /// </summary>
 public sealed record AuthorizationPolicyResource(ObjectMeta Metadata, SourceLocation Source, AuthorizationPolicySpec Spec) : Resource(Metadata, Source)
 {

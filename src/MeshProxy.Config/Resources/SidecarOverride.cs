@@ -14,7 +14,7 @@ namespace MeshProxy.Config.Resources;
 public sealed record SidecarOverride(SourceLocation Source)
 {
     /// <summary>The sidecar container's variable holding the override, as <see cref="ToText"/> writes it.</summary>
-    public const string EnvironmentVariable = "MESHPROXY_PROXY_CONFIG";
+    public const string EnvironmentVariable = SidecarEnvironment.ProxyConfig;
 
     public TimeSpan? DrainDuration { get; init; }
 

@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
 using Grpc.Core;
+using MeshProxy.Config.Resources;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
 using Microsoft.AspNetCore.Http;
@@ -23,9 +24,9 @@ namespace MeshProxy.Sidecar.Admin;
 internal sealed class AppProbes : IDisposable
 {
     /// <summary>The environment variable the injector fills: a JSON object, path to the original probe.</summary>
-    public const string EnvironmentVariable = "MESHPROXY_APP_PROBERS";
+    public const string EnvironmentVariable = SidecarEnvironment.AppProbers;
 
-    public const string PathPrefix = "/app-health/";
+    public const string PathPrefix = SidecarEnvironment.AppHealthPathPrefix;
 
     /// <summary>Enough of the app's answer to explain a failure in the kubelet's event, never a whole page.</summary>
     private const int MaxBodyBytes = 10 * 1024;

@@ -1,3 +1,4 @@
+using MeshProxy.Authorization;
 using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.Sidecar.Authorization;

@@ -1,5 +1,5 @@
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Routing;
 

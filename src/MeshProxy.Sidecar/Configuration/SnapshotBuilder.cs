@@ -3,7 +3,7 @@ using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using MeshProxy.Config.Validation;
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;

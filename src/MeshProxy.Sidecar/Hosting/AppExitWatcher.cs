@@ -1,4 +1,5 @@
 using System.Globalization;
+using MeshProxy.Config.Resources;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -18,7 +19,7 @@ namespace MeshProxy.Sidecar.Hosting;
 /// </remarks>
 internal sealed class AppExitWatcher(SidecarLifecycle lifecycle, TimeProvider time, ILogger<AppExitWatcher> logger) : BackgroundService
 {
-    public const string EnvironmentVariable = "MESHPROXY_EXIT_ON_APP_EXIT";
+    public const string EnvironmentVariable = SidecarEnvironment.ExitOnAppExit;
 
     private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(500);
 

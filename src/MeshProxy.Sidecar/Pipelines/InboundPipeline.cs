@@ -1,3 +1,4 @@
+using MeshProxy.Authorization;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;

@@ -40,7 +40,7 @@ public sealed class CertificateAuthorityClientTests
             Assert.Equal(CaTestKit.SpiffeId("shop", "api"), server.Store.SpiffeId!.Value);
             Assert.InRange(server.Client.SecondsToExpiry!.Value, 1, 8);
 
-            await using var echo = new MtlsEchoServer(server.Store, TrustDomain);
+            await using var echo = MtlsEcho.Server(server.Store, TrustDomain);
             await using var held = await MtlsEchoClient.ConnectAsync(echo.Port, client.Store, TrustDomain, TestContext.Current.CancellationToken);
             var firstSerial = held.ServerCertificate.SerialNumber;
 
@@ -58,8 +58,8 @@ public sealed class CertificateAuthorityClientTests
     [Fact]
     public async Task Ca_away_at_start_up_is_retried_with_backoff_until_it_comes_back()
     {
-        var port = FreePort();
-        var env = new Env(RepoPaths.NewTempDirectory(), port);
+        // The CA's port is reserved (bound, not listening: connections are refused) until the control plane listens on it.
+        var env = new Env(RepoPaths.NewTempDirectory());
         var workload = env.Client("shop", "web", FastClient with { RequestedTtl = null });
         await using (workload.Client)
         {
@@ -127,7 +127,7 @@ public sealed class CertificateAuthorityClientTests
             await client.Client.FirstCertificate.WaitAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
             Assert.Equal(certA.Subject, server.Store.Current!.Certificate.Issuer);
             Assert.Equal(2, server.Store.TrustBundle!.Roots.Length);
-            await using var echo = new MtlsEchoServer(server.Store, TrustDomain);
+            await using var echo = MtlsEcho.Server(server.Store, TrustDomain);
 
             // Load: four loops, each a new mutual-TLS connection and one echo per iteration.
             using var stopLoad = new CancellationTokenSource();
@@ -198,25 +198,22 @@ public sealed class CertificateAuthorityClientTests
         return path;
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
     private sealed record Workload(CertificateAuthorityClient Client, SvidStore Store, string TokenFile);
 
-    /// <summary>A control plane with a CA on a fixed loopback port (so it can go away and come back), and workloads.</summary>
+    /// <summary>
+    /// A control plane with a CA on a loopback port reserved for the whole test (so it can go away and come back
+    /// there, and nothing else takes it meanwhile; see PortReservation), and workloads.
+    /// </summary>
     private sealed class Env : IAsyncDisposable
     {
         private readonly string _work;
+        private readonly PortReservation _reserved = new();
         private readonly int _port;
 
-        public Env(string work, int port)
+        public Env(string work)
         {
             _work = work;
-            _port = port;
+            _port = _reserved.Port;
             Directory.CreateDirectory(Path.Combine(work, "config"));
             File.WriteAllText(Path.Combine(work, "config", "mesh.yaml"), CaTestKit.MeshYaml());
         }
@@ -227,7 +224,7 @@ public sealed class CertificateAuthorityClientTests
 
         public static async Task<Env> StartAsync(Func<CertificateServiceOptions, CertificateServiceOptions> configure)
         {
-            var env = new Env(RepoPaths.NewTempDirectory(), FreePort());
+            var env = new Env(RepoPaths.NewTempDirectory());
             await env.StartControlPlaneAsync(configure);
             return env;
         }
@@ -259,6 +256,7 @@ public sealed class CertificateAuthorityClientTests
 
         public async ValueTask DisposeAsync()
         {
+            _reserved.Dispose();
             if (ControlPlane is not null)
             {
                 await ControlPlane.DisposeAsync();

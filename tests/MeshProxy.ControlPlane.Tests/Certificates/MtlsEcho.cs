@@ -8,74 +8,21 @@ using MeshProxy.Identity;
 namespace MeshProxy.ControlPlane.Tests.Certificates;
 
 /// <summary>
-/// A line-echo server over mutual TLS on loopback, presenting and checking certificates from an
-/// <see cref="SvidStore"/> at every handshake, the way the sidecar's listeners do; and its client.
+/// An echo server over mutual TLS on loopback (the kit's <see cref="TlsEchoServer"/>), presenting and checking
+/// certificates from an <see cref="SvidStore"/> at every handshake, the way the sidecar's listeners do; and its client.
 /// </summary>
-internal sealed class MtlsEchoServer : IAsyncDisposable
+internal static class MtlsEcho
 {
-    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
-    private readonly SvidStore _store;
-    private readonly RemoteCertificateValidationCallback _verify;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _accept;
-
-    public MtlsEchoServer(SvidStore store, string trustDomain)
+    public static TlsEchoServer Server(SvidStore store, string trustDomain)
     {
-        _store = store;
-        _verify = new PeerCertificateVerifier().CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Client);
-        _listener.Start();
-        _accept = AcceptAsync();
-    }
-
-    public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
-
-    public async ValueTask DisposeAsync()
-    {
-        await _stop.CancelAsync();
-        _listener.Stop();
-        await _accept;
-    }
-
-    private async Task AcceptAsync()
-    {
-        try
+        var verify = new PeerCertificateVerifier().CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Client);
+        return new TlsEchoServer(() => new SslServerAuthenticationOptions
         {
-            while (true)
-            {
-                var socket = await _listener.AcceptTcpClientAsync(_stop.Token);
-                _ = Task.Run(() => ServeAsync(socket));
-            }
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
-        {
-        }
-    }
-
-    private async Task ServeAsync(TcpClient socket)
-    {
-        using (socket)
-        {
-            try
-            {
-                await using var tls = new SslStream(socket.GetStream());
-                await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
-                {
-                    ServerCertificateContext = _store.CertificateContext,
-                    ClientCertificateRequired = true,
-                    RemoteCertificateValidationCallback = _verify,
-                    EnabledSslProtocols = SslProtocols.Tls13,
-                }, _stop.Token);
-                using var reader = new StreamReader(tls);
-                await using var writer = new StreamWriter(tls) { AutoFlush = true };
-                while (await reader.ReadLineAsync(_stop.Token) is { } line)
-                {
-                    await writer.WriteLineAsync(line);
-                }
-            }
-            catch (Exception ex) when (ex is IOException or AuthenticationException or OperationCanceledException or ObjectDisposedException)
-            {
-            }
-        }
+            ServerCertificateContext = store.CertificateContext,
+            ClientCertificateRequired = true,
+            RemoteCertificateValidationCallback = verify,
+            EnabledSslProtocols = SslProtocols.Tls13,
+        });
     }
 }
 

@@ -118,16 +118,16 @@ public sealed class ControlPlaneMtlsTests
         // /metrics: the new series with sane values, and an exposition promtool accepts.
         var apiMetrics = await MetricsAsync(api);
         var webMetrics = await MetricsAsync(web);
-        Assert.InRange(Exposition.Sample(apiMetrics, "meshproxy_certificate_expiry_seconds"), TimeSpan.FromHours(23).TotalSeconds, TimeSpan.FromHours(24).TotalSeconds);
-        Assert.True(Exposition.Sample(apiMetrics, "meshproxy_tls_handshakes_total{direction=\"inbound\"}") >= 1);
-        Assert.True(Exposition.Sample(webMetrics, "meshproxy_tls_handshakes_total{direction=\"outbound\"}") >= 1);
-        Assert.True(Exposition.Sample(apiMetrics, "meshproxy_tls_plaintext_connections_total{outcome=\"refused\"}") >= 1);
-        Assert.Equal(0, Exposition.Sample(webMetrics, "meshproxy_tls_peer_refusals_total{direction=\"outbound\",reason=\"identity_not_allowed\"}"));
-        Assert.Equal(0, Exposition.Sample(webMetrics, "meshproxy_config_stale"));
-        Assert.Equal(0, Exposition.Sample(webMetrics, "meshproxy_config_nacks_total"));
+        Assert.InRange(Exposition.Value(apiMetrics, "meshproxy_certificate_expiry_seconds"), TimeSpan.FromHours(23).TotalSeconds, TimeSpan.FromHours(24).TotalSeconds);
+        Assert.True(Exposition.Value(apiMetrics, "meshproxy_tls_handshakes_total{direction=\"inbound\"}") >= 1);
+        Assert.True(Exposition.Value(webMetrics, "meshproxy_tls_handshakes_total{direction=\"outbound\"}") >= 1);
+        Assert.True(Exposition.Value(apiMetrics, "meshproxy_tls_plaintext_connections_total{outcome=\"refused\"}") >= 1);
+        Assert.Equal(0, Exposition.Value(webMetrics, "meshproxy_tls_peer_refusals_total{direction=\"outbound\",reason=\"identity_not_allowed\"}"));
+        Assert.Equal(0, Exposition.Value(webMetrics, "meshproxy_config_stale"));
+        Assert.Equal(0, Exposition.Value(webMetrics, "meshproxy_config_nacks_total"));
         var cluster = web.Store.Current.Services.VirtualHosts.First(v => v.DefaultCluster.ServiceName == "api").DefaultCluster.Name;
-        Assert.Equal(0, Exposition.Sample(webMetrics, $"meshproxy_upstream_retries_total{{cluster=\"{cluster}\"}}"));
-        Assert.Equal(0, Exposition.Sample(webMetrics, $"meshproxy_outlier_ejected_endpoints{{cluster=\"{cluster}\"}}"));
+        Assert.Equal(0, Exposition.Value(webMetrics, $"meshproxy_upstream_retries_total{{cluster=\"{cluster}\"}}"));
+        Assert.Equal(0, Exposition.Value(webMetrics, $"meshproxy_outlier_ejected_endpoints{{cluster=\"{cluster}\"}}"));
         await PromtoolAsync(apiMetrics);
         await PromtoolAsync(webMetrics);
     }
@@ -163,32 +163,9 @@ public sealed class ControlPlaneMtlsTests
 
     private static async Task PromtoolAsync(string exposition)
     {
-        var info = new ProcessStartInfo("promtool", "check metrics")
-        {
-            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
-        using var process = Process.Start(info)!;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var stdout = process.StandardOutput.ReadToEndAsync(timeout.Token);
-        var stderr = process.StandardError.ReadToEndAsync(timeout.Token);
-        await process.StandardInput.WriteAsync(exposition);
-        process.StandardInput.Close();
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-
         // Exit 3 is lint findings; the only one allowed is Istio's own metric name, which every Istio dashboard uses.
-        const string IstioNameLint = "istio_request_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\"";
-        var output = await stdout + await stderr;
-        Assert.True(process.ExitCode is 0 or 3, $"promtool check metrics exited {process.ExitCode}: {output}");
-        Assert.All(output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), line => Assert.Equal(IstioNameLint, line));
+        var (exitCode, output) = await Promtool.CheckMetricsAsync(exposition);
+        Assert.True(exitCode is 0 or 3, $"promtool check metrics exited {exitCode}: {output}");
+        Assert.All(Promtool.Findings(output), line => Assert.Equal(Promtool.IstioNameLint, line));
     }
 }

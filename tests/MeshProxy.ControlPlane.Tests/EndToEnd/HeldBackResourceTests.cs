@@ -57,7 +57,7 @@ public sealed class HeldBackResourceTests
         await TestControlPlane.EventuallyAsync(async () => await StatusAsync(cp) == "SYNCED", "the sidecar ACKed");
         var row = Assert.Single((await cp.SynczAsync()).EnumerateArray());
         Assert.Equal(JsonValueKind.Null, row.GetProperty("lastNack").ValueKind);
-        Assert.Equal(0, Exposition.Sample(await Http.GetStringAsync(new Uri(api.StatsUri, "/metrics"), ct), "meshproxy_config_nacks_total"));
+        Assert.Equal(0, Exposition.Value(await Http.GetStringAsync(new Uri(api.StatsUri, "/metrics"), ct), "meshproxy_config_nacks_total"));
 
         // /debug/configz names the route, the file, the field and the reason, and what serves instead.
         var configz = await cp.ConfigzAsync();
@@ -72,14 +72,14 @@ public sealed class HeldBackResourceTests
         Assert.Equal(Path.Combine(dir, "route.yaml"), error.GetProperty("file").GetString());
         Assert.Equal("spec.http[0].route[0].destination.host", error.GetProperty("field").GetString());
         Assert.Equal("no Service answers to host 'nowhere'", error.GetProperty("reason").GetString());
-        Assert.Equal(1, Exposition.Sample(await cp.MetricsAsync(), "meshproxy_controlplane_held_back_resources"));
+        Assert.Equal(1, Exposition.Value(await cp.MetricsAsync(), "meshproxy_controlplane_held_back_resources"));
 
         // Once the host exists the route is taken as written.
         Yaml.Write(dir, "nowhere.yaml", Yaml.Service("nowhere", "shop", 80, backendB.BoundPort()));
         await TestControlPlane.EventuallyAsync(async () => await OutboundAsync(api, "shop") == "200 backend-b", "the fixed route applied", TimeSpan.FromSeconds(20));
         Assert.Empty((await cp.ConfigzAsync()).GetProperty("heldBack").EnumerateArray());
-        Assert.Equal(0, Exposition.Sample(await cp.MetricsAsync(), "meshproxy_controlplane_held_back_resources"));
-        Assert.Equal(0, Exposition.Sample(await Http.GetStringAsync(new Uri(api.StatsUri, "/metrics"), ct), "meshproxy_config_nacks_total"));
+        Assert.Equal(0, Exposition.Value(await cp.MetricsAsync(), "meshproxy_controlplane_held_back_resources"));
+        Assert.Equal(0, Exposition.Value(await Http.GetStringAsync(new Uri(api.StatsUri, "/metrics"), ct), "meshproxy_config_nacks_total"));
     }
 
     /// <summary>An ALLOW policy for the whole namespace: that path is allowed, every other is denied (403).</summary>

@@ -3,7 +3,6 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using MeshProxy.ControlPlane.Tests.Infrastructure;
-using ExternalProcess = MeshProxy.Sidecar.Tests.Infrastructure.ExternalProcess;
 
 namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 

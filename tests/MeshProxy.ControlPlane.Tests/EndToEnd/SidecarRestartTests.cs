@@ -11,7 +11,6 @@ using MeshProxy.Samples.App;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Resilience;
-using Proc = MeshProxy.Sidecar.Tests.Infrastructure;
 
 namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 
@@ -95,9 +94,12 @@ public sealed class SidecarRestartTests
         await using var external = SampleApp.Build("external", 0, null, quiet: true);
         await external.StartAsync(Ct);
 
-        var grpcPort = Proc.FreePort.Get();
-        var api = new Ports("api");
-        var web = new Ports("web");
+        // Every port a restart must take back is reserved for the whole test (see PortReservation): the control plane's
+        // gRPC port (the bootstraps name it) and each sidecar's listeners (the pushed Service names api's inbound port).
+        using var grpc = new PortReservation();
+        var grpcPort = grpc.Port;
+        using var api = new Ports("api");
+        using var web = new Ports("web");
         Yaml.Write(config, "mesh.yaml", Everything(external.BoundPort(), api.Inbound));
         var apiBootstrap = api.WriteBootstrap(work, app.BoundPort(), grpcPort);
         var webBootstrap = web.WriteBootstrap(work, 18080, grpcPort);
@@ -224,22 +226,24 @@ public sealed class SidecarRestartTests
 
         """);
 
-    private static async Task<Proc.ExternalProcess> StartControlPlaneAsync(string config, string caDir, string tokens, int grpcPort)
+    /// <summary>The control plane as a process: gRPC on <paramref name="grpcPort"/>, monitoring on a port it picks and logs.</summary>
+    private static async Task<ExternalProcess> StartControlPlaneAsync(string config, string caDir, string tokens, int grpcPort)
     {
-        var monitoring = Proc.FreePort.Get();
-        var process = Proc.ExternalProcess.Start(
+        var process = ExternalProcess.Start(
             "dotnet",
             [Path.Combine(AppContext.BaseDirectory, "meshproxy-controlplane.dll"), "--config-dir", config, "--grpc", $"127.0.0.1:{grpcPort}",
-             "--monitoring", $"127.0.0.1:{monitoring}", "--ca-dir", caDir, "--token-store", tokens],
+             "--monitoring", "127.0.0.1:0", "--ca-dir", caDir, "--token-store", tokens],
             new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
-        await EventuallyAsync(async () => await StatusAsync(new Uri($"http://127.0.0.1:{monitoring}/ready")) == HttpStatusCode.OK, "the control plane ready", TimeSpan.FromSeconds(60), process);
+        var listening = await process.WaitForLineAsync("Control plane listening", TimeSpan.FromSeconds(60));
+        var monitoring = listening[(listening.IndexOf("monitoring on ", StringComparison.Ordinal) + "monitoring on ".Length)..].Split(',')[0];
+        await EventuallyAsync(async () => await StatusAsync(new Uri($"http://{monitoring}/ready")) == HttpStatusCode.OK, "the control plane ready", TimeSpan.FromSeconds(60), process);
         return process;
     }
 
-    private static async Task<Proc.ExternalProcess> StartSidecarAsync(string bootstrap, Ports ports)
+    private static async Task<ExternalProcess> StartSidecarAsync(string bootstrap, Ports ports)
     {
-        var command = Proc.RepoPaths.Sidecar("--config", bootstrap);
-        var process = Proc.ExternalProcess.Start(command[0], command[1..], new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
+        var command = RepoPaths.Sidecar("--config", bootstrap);
+        var process = ExternalProcess.Start(command[0], command[1..], new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
         await process.WaitForLineAsync($"inbound listener on 127.0.0.1:{ports.Inbound}", TimeSpan.FromSeconds(60));
         await process.WaitForLineAsync($"outbound listener on 127.0.0.1:{ports.Outbound}", TimeSpan.FromSeconds(60));
         return process;
@@ -321,7 +325,7 @@ public sealed class SidecarRestartTests
         return default;
     }
 
-    private static async Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null, Proc.ExternalProcess? process = null)
+    private static async Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null, ExternalProcess? process = null)
     {
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(20));
         while (DateTime.UtcNow < deadline)
@@ -348,22 +352,35 @@ public sealed class SidecarRestartTests
         Assert.Fail($"timed out waiting for: {what}" + (process is null ? string.Empty : $"\n{process.Output}"));
     }
 
-    private static string Tail(Proc.ExternalProcess process)
+    private static string Tail(ExternalProcess process)
     {
         var lines = process.Output.Split('\n');
         return string.Join('\n', lines.TakeLast(40));
     }
 
-    /// <summary>Fixed loopback ports for one sidecar, so that it listens where it did after a restart (the pushed Service points there).</summary>
-    private sealed class Ports(string workload)
+    /// <summary>
+    /// Loopback ports for one sidecar, reserved for the whole test, so that it listens where it did after a restart
+    /// (the pushed Service points there) and nothing else takes them while it is down.
+    /// </summary>
+    private sealed class Ports(string workload) : IDisposable
     {
-        public int Outbound { get; } = Proc.FreePort.Get();
+        private readonly PortReservation _outbound = new(), _inbound = new(), _admin = new(), _stats = new();
 
-        public int Inbound { get; } = Proc.FreePort.Get();
+        public int Outbound => _outbound.Port;
 
-        public int Admin { get; } = Proc.FreePort.Get();
+        public int Inbound => _inbound.Port;
 
-        public int Stats { get; } = Proc.FreePort.Get();
+        public int Admin => _admin.Port;
+
+        public int Stats => _stats.Port;
+
+        public void Dispose()
+        {
+            _outbound.Dispose();
+            _inbound.Dispose();
+            _admin.Dispose();
+            _stats.Dispose();
+        }
 
         public string WriteBootstrap(string directory, int appPort, int grpcPort)
         {

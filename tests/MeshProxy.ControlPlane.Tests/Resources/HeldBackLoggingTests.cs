@@ -1,6 +1,5 @@
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.ControlPlane.Tests.Infrastructure;
-using LogCapture = MeshProxy.Sidecar.Tests.Infrastructure.LogCapture;
 using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.ControlPlane.Tests.Resources;

@@ -1,4 +1,4 @@
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 using static MeshProxy.Sidecar.Tests.Authorization.PolicyFixture;
 
 namespace MeshProxy.Sidecar.Tests.Authorization;

@@ -212,7 +212,7 @@ public sealed class IntegrationTests
         // curl as a mesh peer: the store's SVID as client certificate, the server name chosen by --resolve.
         async Task<string> StatusWithSniAsync(string serverName)
         {
-            await using var curl = Infrastructure.ExternalProcess.Start("curl",
+            await using var curl = ExternalProcess.Start("curl",
             [
                 "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
                 "--cert", pki.Cert("store"), "--key", pki.Key("store"),

@@ -1,4 +1,4 @@
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 
 namespace MeshProxy.Sidecar.Tests.Authorization;
 

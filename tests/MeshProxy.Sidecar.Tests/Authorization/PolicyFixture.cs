@@ -1,7 +1,7 @@
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Authorization;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Primitives;
 

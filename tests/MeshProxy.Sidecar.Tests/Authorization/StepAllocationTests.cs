@@ -1,6 +1,7 @@
 using System.Net;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Metrics;
+using MeshProxy.Authorization;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Telemetry;

@@ -158,12 +158,12 @@ public sealed partial class EgressCaptureTests
         }
 
         /// <summary>Scrapes until <paramref name="closed"/> pass-through streams have been counted closed.</summary>
-        public async Task<IReadOnlyList<Telemetry.Sample>> WaitForTcpClosedAsync(int closed)
+        public async Task<IReadOnlyList<Sample>> WaitForTcpClosedAsync(int closed)
         {
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
             while (true)
             {
-                var samples = Telemetry.Exposition.Parse(await Ns.ExecAsync("curl", "-s", "--max-time", "10", $"http://127.0.0.1:{StatsPort}/metrics"));
+                var samples = Exposition.Parse(await Ns.ExecAsync("curl", "-s", "--max-time", "10", $"http://127.0.0.1:{StatsPort}/metrics"));
                 if (samples.Sum("istio_tcp_connections_closed_total") >= closed || DateTime.UtcNow > deadline)
                 {
                     Assert.Equal(closed, samples.Sum("istio_tcp_connections_closed_total"));

@@ -37,13 +37,13 @@ public sealed class HttpEgressTests
             Assert.Contains($"no EgressPolicy allows localhost:{external.Port + 1}", await response.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);
         }
 
-        var metrics = await Telemetry.Exposition.ScrapeAsync(client, sidecar.Stats);
-        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "meshproxy_egress_denied_total", ("protocol", "http"), ("reason", "not_allowed")));
+        var metrics = await Exposition.ScrapeAsync(client, sidecar.Stats);
+        Assert.Equal(1, Exposition.Sum(metrics, "meshproxy_egress_denied_total", ("protocol", "http"), ("reason", "not_allowed")));
 
         // The allowed request is reported against the policy that let it out, the denied one against BlackHoleCluster.
-        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "istio_requests_total", ("response_code", "200"),
+        Assert.Equal(1, Exposition.Sum(metrics, "istio_requests_total", ("response_code", "200"),
             ("destination_service_name", "external"), ("destination_service_namespace", "test")));
-        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "istio_requests_total", ("response_code", "403"), ("destination_service_name", "BlackHoleCluster")));
+        Assert.Equal(1, Exposition.Sum(metrics, "istio_requests_total", ("response_code", "403"), ("destination_service_name", "BlackHoleCluster")));
     }
 
     [Fact]
@@ -62,8 +62,8 @@ public sealed class HttpEgressTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Contains("\"external\"", await response.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);
 
-        var metrics = await Telemetry.Exposition.ScrapeAsync(client, sidecar.Stats);
-        Assert.Equal(1, Telemetry.Exposition.Sum(metrics, "istio_requests_total", ("response_code", "200"), ("destination_service_name", "PassthroughCluster")));
+        var metrics = await Exposition.ScrapeAsync(client, sidecar.Stats);
+        Assert.Equal(1, Exposition.Sum(metrics, "istio_requests_total", ("response_code", "200"), ("destination_service_name", "PassthroughCluster")));
     }
 
     private static HttpRequestMessage Request(TestSidecar sidecar, string host)

@@ -33,7 +33,9 @@ public sealed class DrainTests
         var storeFiles = pki.WriteFiles(Path.Combine(root, "store"), "store", "rootA");
         await using var appA = await Backend.StartAsync("a");
         await using var appB = await Backend.StartAsync("b");
-        var aPort = FreePort.Get();
+        // A takes its inbound port back at every restart; the port stays reserved meanwhile (see PortReservation).
+        using var aReservation = new PortReservation();
+        var aPort = aReservation.Port;
         MeshYaml BillingA() => new MeshYaml("billing", appA.Port, drain: "1s", inboundPort: aPort, tls: billingFiles).Mtls("STRICT");
         var a = await SidecarProcess.StartAsync(BillingA());
         try

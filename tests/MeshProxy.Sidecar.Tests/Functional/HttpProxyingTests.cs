@@ -160,7 +160,7 @@ public sealed class HttpProxyingTests(TwoSidecarMesh mesh) : IClassFixture<TwoSi
     [Fact]
     public async Task Inbound_app_down_gets_503_UF()
     {
-        await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("lonely", FreePort.Get()));
+        await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("lonely", ClosedPort.Next()));
         using var response = await mesh.Client.GetAsync(new Uri(sidecar.InboundUri, "/"), Ct);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("UF", response.Headers.GetValues("x-meshproxy-response-flags").Single());

@@ -26,7 +26,7 @@ public sealed class TwoSidecarMesh : IAsyncLifetime
         _billing = await TestSidecar.StartAsync(new MeshYaml("billing", _billingApp.Port, "HTTP"));
         _store = await TestSidecar.StartAsync(new MeshYaml("store", 1)
             .Service("billing", 80, "HTTP", _billing.Inbound.Port)
-            .Service("refusing", 80, "HTTP", FreePort.Get()));
+            .Service("refusing", 80, "HTTP", ClosedPort.Next()));
     }
 
     /// <summary>A request from the store app to billing, through both sidecars.</summary>

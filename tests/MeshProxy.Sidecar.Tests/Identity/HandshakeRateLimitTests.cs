@@ -49,18 +49,18 @@ public sealed class HandshakeRateLimitTests
         var port = mesh.Billing.Inbound.Port;
         var counters = mesh.Billing.Identity.Counters;
 
-        await using var first = SClient.Start(port, "store", "-brief");
+        await using var first = MeshPki.Connect(port, "store", "-brief");
         Assert.True(await first.GetAsync("/hello", 1), first.Output);
-        await using var second = SClient.Start(port, "store", "-brief");
+        await using var second = MeshPki.Connect(port, "store", "-brief");
         Assert.True(await second.GetAsync("/hello", 1), second.Output);
 
-        await using (var third = SClient.Start(port, "store", "-brief"))
+        await using (var third = MeshPki.Connect(port, "store", "-brief"))
         {
             Assert.NotEqual(0, await third.ExitCodeAsync());
             Assert.DoesNotContain("Protocol version", third.Output, StringComparison.Ordinal);
         }
 
-        await using (var fourth = SClient.Start(port, null))
+        await using (var fourth = MeshPki.Connect(port, null))
         {
             Assert.NotEqual(0, await fourth.ExitCodeAsync());
         }
@@ -74,7 +74,7 @@ public sealed class HandshakeRateLimitTests
 
         // A second later there is a token again.
         time.Advance(TimeSpan.FromSeconds(1));
-        await using var fifth = SClient.Start(port, "store", "-brief");
+        await using var fifth = MeshPki.Connect(port, "store", "-brief");
         Assert.True(await fifth.GetAsync("/hello", 1), fifth.Output);
         Assert.Equal(2, counters.InboundHandshakesShed);
     }

@@ -18,7 +18,7 @@ public sealed class InboundTlsFixture : IAsyncLifetime
 
 public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFixture<InboundTlsFixture>
 {
-    private Infrastructure.LogCapture Log => fixture.Mesh.BillingLog;
+    private LogCapture Log => fixture.Mesh.BillingLog;
 
     private Sidecar.Identity.TlsCounters Counters => fixture.Mesh.Billing.Identity.Counters;
 
@@ -27,7 +27,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     [InlineData("-tls1_3", "TLSv1.3")]
     public async Task Tls12_and_13_with_a_client_certificate_succeed(string flag, string expected)
     {
-        await using var client = SClient.Start(fixture.Port, "store", flag, "-brief");
+        await using var client = MeshPki.Connect(fixture.Port, "store", flag, "-brief");
         Assert.True(await client.GetAsync("/hello", 1), client.Output);
         Assert.Contains($"Protocol version: {expected}", client.Stderr, StringComparison.Ordinal);
     }
@@ -35,7 +35,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     [Fact]
     public async Task Tls13_is_preferred()
     {
-        await using var client = SClient.Start(fixture.Port, "store", "-brief");
+        await using var client = MeshPki.Connect(fixture.Port, "store", "-brief");
         Assert.True(await client.GetAsync("/", 1), client.Output);
         Assert.Contains("Protocol version: TLSv1.3", client.Stderr, StringComparison.Ordinal);
     }
@@ -47,7 +47,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     {
         // SECLEVEL=0 so that the local openssl is willing to try; the refusal must come from the sidecar.
         var failuresBefore = Counters.InboundHandshakeFailures;
-        await using var client = SClient.Start(fixture.Port, "store", flag, "-cipher", "DEFAULT:@SECLEVEL=0");
+        await using var client = MeshPki.Connect(fixture.Port, "store", flag, "-cipher", "DEFAULT:@SECLEVEL=0");
         Assert.NotEqual(0, await client.ExitCodeAsync());
         Assert.DoesNotContain("HTTP/1.1", client.Stdout, StringComparison.Ordinal);
         Assert.DoesNotContain("no protocols available", client.Output, StringComparison.Ordinal);
@@ -62,7 +62,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     {
         // ffdhe8192 costs the sidecar ~160 ms of CPU per handshake, before any certificate is checked.
         var failuresBefore = Counters.InboundHandshakeFailures;
-        await using var client = SClient.Start(fixture.Port, "store", "-tls1_3", "-groups", group);
+        await using var client = MeshPki.Connect(fixture.Port, "store", "-tls1_3", "-groups", group);
         Assert.NotEqual(0, await client.ExitCodeAsync());
         Assert.DoesNotContain("HTTP/1.1", client.Stdout, StringComparison.Ordinal);
         await Eventually.TrueAsync(() => Counters.InboundHandshakeFailures > failuresBefore, "the sidecar to count the failed handshake");
@@ -74,7 +74,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     [InlineData("P-384", "secp384r1")]
     public async Task Elliptic_curve_key_exchange_is_accepted(string group, string shown)
     {
-        await using var client = SClient.Start(fixture.Port, "store", "-tls1_3", "-groups", group, "-brief");
+        await using var client = MeshPki.Connect(fixture.Port, "store", "-tls1_3", "-groups", group, "-brief");
         Assert.True(await client.GetAsync("/hello", 1), client.Output);
         Assert.Contains(shown, client.Stderr, StringComparison.Ordinal);
     }
@@ -89,7 +89,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     public async Task Weak_tls12_cipher_suites_are_refused(string cipher)
     {
         var failuresBefore = Counters.InboundHandshakeFailures;
-        await using var client = SClient.Start(fixture.Port, "store", "-tls1_2", "-cipher", cipher + ":@SECLEVEL=0");
+        await using var client = MeshPki.Connect(fixture.Port, "store", "-tls1_2", "-cipher", cipher + ":@SECLEVEL=0");
         Assert.NotEqual(0, await client.ExitCodeAsync());
         Assert.DoesNotContain("no cipher match", client.Output, StringComparison.Ordinal);
         Assert.Contains("Cipher is (NONE)", client.Output, StringComparison.Ordinal);
@@ -102,7 +102,7 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     [InlineData("ECDHE-ECDSA-CHACHA20-POLY1305")]
     public async Task Strong_tls12_cipher_suites_are_accepted(string cipher)
     {
-        await using var client = SClient.Start(fixture.Port, "store", "-tls1_2", "-cipher", cipher, "-quiet");
+        await using var client = MeshPki.Connect(fixture.Port, "store", "-tls1_2", "-cipher", cipher, "-quiet");
         Assert.True(await client.GetAsync("/", 1), client.Output);
     }
 
@@ -141,12 +141,12 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
     [InlineData(null, PeerVerificationFailure.NoCertificate)]
     public async Task A_bad_client_certificate_is_refused_with_one_log_line_and_other_connections_go_on(string? certificate, PeerVerificationFailure reason)
     {
-        await using var held = SClient.Start(fixture.Port, "store", "-quiet");
+        await using var held = MeshPki.Connect(fixture.Port, "store", "-quiet");
         Assert.True(await held.GetAsync("/hello", 1), "the good connection did not work: " + held.Output);
         var countBefore = Counters.InboundRefusedFor(reason);
         var linesBefore = Log.WithEvent(401).Count;
 
-        await using (var bad = SClient.Start(fixture.Port, certificate, "-quiet"))
+        await using (var bad = MeshPki.Connect(fixture.Port, certificate, "-quiet"))
         {
             Assert.False(await bad.GetAsync("/hello", 1, timeoutMs: 3_000), "a bad certificate got an answer: " + bad.Output);
         }
@@ -157,22 +157,5 @@ public sealed class InboundTlsOpenSslTests(InboundTlsFixture fixture) : IClassFi
         Assert.Contains(reason.ToString(), line, StringComparison.Ordinal);
 
         Assert.True(await held.GetAsync("/hello", 2), "the held connection broke: " + held.Output);
-    }
-}
-
-internal static class Eventually
-{
-    public static async Task TrueAsync(Func<bool> condition, string what, int timeoutMs = 10_000)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (watch.ElapsedMilliseconds > timeoutMs)
-            {
-                throw new TimeoutException($"timed out waiting for {what}");
-            }
-
-            await Task.Delay(20);
-        }
     }
 }

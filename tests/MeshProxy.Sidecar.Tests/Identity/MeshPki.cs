@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace MeshProxy.Sidecar.Tests.Identity;
 
 /// <summary>
@@ -11,34 +9,15 @@ internal sealed class MeshPki
 {
     public const string TrustDomain = "cluster.local";
 
-    private const string GoodExtensions = """
-        basicConstraints = critical,CA:FALSE
-        keyUsage = critical,digitalSignature
-        extendedKeyUsage = serverAuth,clientAuth
-        subjectKeyIdentifier = hash
-        authorityKeyIdentifier = keyid
-        """;
+    private const string GoodExtensions = OpenSslCa.GoodLeafExtensions;
 
     private static readonly Lazy<MeshPki> Instance = new(() => new MeshPki(), LazyThreadSafetyMode.ExecutionAndPublication);
-    private readonly string _dir = Directory.CreateTempSubdirectory("meshproxy-mtls-pki-").FullName;
-    private readonly Lock _lock = new();
+    private readonly OpenSslCa _ca = new(Directory.CreateTempSubdirectory("meshproxy-mtls-pki-").FullName, "URI:" + Id("store"));
 
     private MeshPki()
     {
-        File.WriteAllText(Path("req.cnf"), $"""
-            [ req ]
-            distinguished_name = dn
-            [ dn ]
-            [ v3_ca ]
-            basicConstraints = critical,CA:TRUE
-            keyUsage = critical,keyCertSign,cRLSign
-            subjectKeyIdentifier = hash
-            [ self_signed_leaf ]
-            {GoodExtensions.Replace("authorityKeyIdentifier = keyid", string.Empty)}
-            subjectAltName = URI:{Id("store")}
-            """);
-        MakeRoot("rootA", "/O=cluster.local/CN=Mesh root A");
-        MakeRoot("rootB", "/O=cluster.local/CN=Mesh root B");
+        _ca.MakeRoot("rootA", "/O=cluster.local/CN=Mesh root A");
+        _ca.MakeRoot("rootB", "/O=cluster.local/CN=Mesh root B");
         File.WriteAllText(Path("bundleAB.pem"), File.ReadAllText(Cert("rootA")) + File.ReadAllText(Cert("rootB")));
 
         Svid("store", "rootA", "store");
@@ -46,32 +25,30 @@ internal sealed class MeshPki
         Svid("storeB", "rootB", "store");
         Svid("billingB", "rootB", "billing");
         Svid("impostor", "rootA", "impostor");
-        Issue("expired", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")}", "20200101000000Z", "20200201000000Z");
-        Issue("notYetValid", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")}", "20900101000000Z", "20900201000000Z");
-        Issue("otherCa", "rootB", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")}");
-        Issue("otherTrustDomain", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:spiffe://other.org/ns/test/sa/store");
-        Issue("noUriSan", "rootA", $"{GoodExtensions}\nsubjectAltName = DNS:store.test.svc");
-        Issue("twoUriSans", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")},URI:{Id("billing")}");
-        Issue("wrongKeyUsage", "rootA", $"""
+        _ca.Issue("expired", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")}", "20200101000000Z", "20200201000000Z");
+        _ca.Issue("notYetValid", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")}", "20900101000000Z", "20900201000000Z");
+        _ca.Issue("otherCa", "rootB", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")}");
+        _ca.Issue("otherTrustDomain", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:spiffe://other.org/ns/test/sa/store");
+        _ca.Issue("noUriSan", "rootA", $"{GoodExtensions}\nsubjectAltName = DNS:store.test.svc");
+        _ca.Issue("twoUriSans", "rootA", $"{GoodExtensions}\nsubjectAltName = URI:{Id("store")},URI:{Id("billing")}");
+        _ca.Issue("wrongKeyUsage", "rootA", $"""
             basicConstraints = critical,CA:FALSE
             keyUsage = critical,keyCertSign
             extendedKeyUsage = serverAuth,clientAuth
             subjectAltName = URI:{Id("store")}
             """);
-        NewKey("selfSigned");
-        OpenSsl("req", "-x509", "-new", "-key", Key("selfSigned"), "-subj", "/O=cluster.local/CN=selfSigned", "-days", "30",
-            "-config", Path("req.cnf"), "-extensions", "self_signed_leaf", "-out", Cert("selfSigned"));
+        _ca.SelfSigned("selfSigned", "/O=cluster.local/CN=selfSigned");
     }
 
     public static MeshPki Shared => Instance.Value;
 
     public static string Id(string serviceAccount) => $"spiffe://{TrustDomain}/ns/test/sa/{serviceAccount}";
 
-    public string Path(string name) => System.IO.Path.Combine(_dir, name);
+    public string Path(string name) => _ca.Path(name);
 
-    public string Cert(string name) => Path(name + ".pem");
+    public string Cert(string name) => _ca.Cert(name);
 
-    public string Key(string name) => Path(name + ".key");
+    public string Key(string name) => _ca.Key(name);
 
     /// <summary>A new SVID for <paramref name="serviceAccount"/> under <paramref name="issuer"/>, named uniquely (rotation tests).</summary>
     public string FreshSvid(string issuer, string serviceAccount)
@@ -101,30 +78,11 @@ internal sealed class MeshPki
         AtomicCopy(bundle.StartsWith("bundle", StringComparison.Ordinal) ? Path(bundle + ".pem") : Cert(bundle), files.Bundle);
     }
 
-    public static string OpenSsl(params string[] args)
-    {
-        var info = new ProcessStartInfo("openssl") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
+    public static string OpenSsl(params string[] args) => OpenSslCa.OpenSsl(args);
 
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(30_000))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"openssl {string.Join(' ', args)} did not finish in 30 s");
-        }
-
-        if (process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"openssl {string.Join(' ', args)} failed ({process.ExitCode}): {stderr.Result}");
-        }
-
-        return stdout.Result;
-    }
+    /// <summary>s_client to 127.0.0.1:<paramref name="port"/> trusting rootA, presenting <paramref name="clientCert"/> (a name here) unless null.</summary>
+    public static SClient Connect(int port, string? clientCert, params string[] extra) =>
+        SClient.Start(port, Shared.Cert("rootA"), clientCert is null ? null : Shared.Cert(clientCert), clientCert is null ? null : Shared.Key(clientCert), ["-ign_eof", .. extra]);
 
     private static void AtomicCopy(string from, string to)
     {
@@ -134,53 +92,7 @@ internal sealed class MeshPki
     }
 
     private void Svid(string name, string issuer, string serviceAccount) =>
-        Issue(name, issuer, $"{GoodExtensions}\nsubjectAltName = critical,URI:{Id(serviceAccount)}");
-
-    private void MakeRoot(string name, string subject)
-    {
-        NewKey(name);
-        OpenSsl("req", "-x509", "-new", "-key", Key(name), "-subj", subject, "-days", "3650",
-            "-config", Path("req.cnf"), "-extensions", "v3_ca", "-out", Cert(name));
-        var caDir = Path(name + "-db");
-        Directory.CreateDirectory(System.IO.Path.Combine(caDir, "new"));
-        File.WriteAllText(System.IO.Path.Combine(caDir, "index.txt"), string.Empty);
-        File.WriteAllText(System.IO.Path.Combine(caDir, "serial"), name == "rootA" ? "1000\n" : "5000\n");
-        File.WriteAllText(Path(name + "-ca.cnf"), $"""
-            [ ca ]
-            default_ca = this_ca
-            [ this_ca ]
-            dir = {caDir}
-            database = $dir/index.txt
-            new_certs_dir = $dir/new
-            serial = $dir/serial
-            default_md = sha256
-            policy = any
-            unique_subject = no
-            copy_extensions = none
-            email_in_dn = no
-            [ any ]
-            organizationName = optional
-            commonName = optional
-            """);
-    }
-
-    private void Issue(string name, string issuer, string extensions, string? startDate = null, string? endDate = null)
-    {
-        // 'openssl ca' keeps a serial file and an index: one issuance at a time.
-        lock (_lock)
-        {
-            NewKey(name);
-            OpenSsl("req", "-new", "-key", Key(name), "-subj", $"/O=mesh-test/CN={name}", "-config", Path("req.cnf"), "-out", Path(name + ".csr"));
-            File.WriteAllText(Path(name + ".ext"), "[ ext ]\n" + extensions + "\n");
-            List<string> args = ["ca", "-batch", "-config", Path(issuer + "-ca.cnf"), "-cert", Cert(issuer), "-keyfile", Key(issuer),
-                "-in", Path(name + ".csr"), "-out", Cert(name), "-extfile", Path(name + ".ext"), "-extensions", "ext", "-notext"];
-            args.AddRange(startDate is null ? ["-days", "30"] : ["-startdate", startDate, "-enddate", endDate!]);
-            OpenSsl([.. args]);
-        }
-    }
-
-    private void NewKey(string name) =>
-        OpenSsl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", Key(name));
+        _ca.Issue(name, issuer, $"{GoodExtensions}\nsubjectAltName = critical,URI:{Id(serviceAccount)}");
 }
 
 /// <summary>The three files of a Sidecar's spec.tls.</summary>

@@ -109,7 +109,7 @@ public sealed class MutualTlsMeshTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
 
         // ...and a caller still on root A is accepted too.
-        await using var onRootA = SClient.Start(mesh.Billing.Inbound.Port, "store", "-quiet");
+        await using var onRootA = MeshPki.Connect(mesh.Billing.Inbound.Port, "store", "-quiet");
         Assert.True(await onRootA.GetAsync("/hello", 1), onRootA.Output);
     }
 

@@ -74,7 +74,7 @@ public sealed partial class RotationTests
         Assert.True(seenHashes.ContainsKey(newStoreHash), "no connection made after the rotation presented the new certificate");
 
         // A new handshake with billing's inbound sees billing's new certificate.
-        await using var probe = SClient.Start(mesh.Billing.Inbound.Port, newStore);
+        await using var probe = MeshPki.Connect(mesh.Billing.Inbound.Port, newStore);
         Assert.True(await probe.GetAsync("/", 1), probe.Output);
         var served = X509Certificate2.CreateFromPem(PemPattern().Match(probe.Stdout).Value);
         Assert.Equal(Serial(pki.Cert(newBilling)), served.SerialNumber);

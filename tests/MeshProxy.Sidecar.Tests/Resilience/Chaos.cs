@@ -21,7 +21,7 @@ internal sealed class Chaos : IAsyncDisposable
     /// <summary>Service "svc" on port 80 with <paramref name="endpointPorts"/>, plus any routes and policies as raw YAML.</summary>
     public static async Task<Chaos> StartAsync(int[] endpointPorts, string? extraYaml = null)
     {
-        var yaml = new MeshYaml("client", FreePort.Get()).Service("svc", 80, "HTTP", endpointPorts);
+        var yaml = new MeshYaml("client", ClosedPort.Next()).Service("svc", 80, "HTTP", endpointPorts);
         if (extraYaml is not null)
         {
             yaml.Raw(extraYaml);
@@ -47,7 +47,7 @@ internal sealed class Chaos : IAsyncDisposable
             service.Append($"    - {{ address: 127.0.0.1, port: {port}, weight: {weight} }}\n");
         }
 
-        var yaml = new MeshYaml("client", FreePort.Get()).Raw(service.ToString());
+        var yaml = new MeshYaml("client", ClosedPort.Next()).Raw(service.ToString());
         if (extraYaml is not null)
         {
             yaml.Raw(extraYaml);

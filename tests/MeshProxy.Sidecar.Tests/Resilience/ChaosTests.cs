@@ -71,7 +71,7 @@ public sealed class ChaosTests
 
             await context.Response.WriteAsync("ok");
         });
-        var dead = FreePort.Get();
+        var dead = ClosedPort.Next();
         await using var chaos = await Chaos.StartAsync([dead, live.Port]); // no route: Istio's default retries
 
         var payload = new string('x', 40_000);

@@ -41,7 +41,7 @@ public sealed class ConnectionPoolTests
     {
         await using var quick = new ConnectionBackend(TimeSpan.Zero);
         await using var lasting = new ConnectionBackend(TimeSpan.Zero);
-        var yaml = new MeshYaml("client", FreePort.Get())
+        var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("quick", 80, "HTTP", quick.Port)
             .Service("lasting", 80, "HTTP", lasting.Port)
             .Raw(Policy("quick", "{ http: { idleTimeout: 1s } }"))
@@ -76,7 +76,7 @@ public sealed class ConnectionPoolTests
     public async Task Over_max_connections_requests_wait_as_pending_and_only_pending_overflow_answers_503_UO()
     {
         await using var slow = new ConnectionBackend(TimeSpan.FromMilliseconds(400));
-        var yaml = new MeshYaml("client", FreePort.Get())
+        var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, "HTTP", slow.Port)
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 2 } }"));
         await using var sidecar = await TestSidecar.StartAsync(yaml);
@@ -106,7 +106,7 @@ public sealed class ConnectionPoolTests
     public async Task A_pending_request_waits_no_longer_than_the_connect_timeout()
     {
         await using var slow = new ConnectionBackend(TimeSpan.FromMilliseconds(1500));
-        var yaml = new MeshYaml("client", FreePort.Get())
+        var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, "HTTP", slow.Port)
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1, connectTimeout: 300ms } }"));
         await using var sidecar = await TestSidecar.StartAsync(yaml);
@@ -132,7 +132,7 @@ public sealed class ConnectionPoolTests
         await using var app = new TwoStreamBackend(_ => Task.Delay(400));
         var port = await app.StartAsync();
 
-        var yaml = new MeshYaml("client", FreePort.Get())
+        var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, "HTTP2", port)
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1 }, http: { http2MaxRequests: 2, http1MaxPendingRequests: 1 } }"));
         await using var sidecar = await TestSidecar.StartAsync(yaml);
@@ -167,7 +167,7 @@ public sealed class ConnectionPoolTests
         await using var app = new TwoStreamBackend(context => context.Request.Path == "/x" ? release.Task : Task.CompletedTask);
         var port = await app.StartAsync();
 
-        var yaml = new MeshYaml("client", FreePort.Get())
+        var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, "HTTP2", port)
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 2 } }"));
         await using var sidecar = await TestSidecar.StartAsync(yaml);

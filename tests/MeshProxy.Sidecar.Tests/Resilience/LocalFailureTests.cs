@@ -167,7 +167,7 @@ public sealed class LocalFailureTests
     public async Task With_outlier_detection_off_connect_failure_retries_are_not_starved_by_the_retry_budget()
     {
         await using var alive = await ChaosBackend.StartAsync(ChaosBackend.Ok);
-        var deadPort = FreePort.Get(); // nothing listens
+        var deadPort = ClosedPort.Next(); // nothing listens
         await using var chaos = await Chaos.StartAsync([alive.Port, deadPort], """
             apiVersion: meshproxy.io/v1alpha1
             kind: DestinationPolicy
@@ -252,8 +252,8 @@ public sealed class LocalFailureTests
     [Fact]
     public async Task A_failure_writes_one_log_line_with_flag_and_reason_and_no_stack_trace()
     {
-        var dead = FreePort.Get();
-        var yaml = new MeshYaml("client", FreePort.Get()).Service("svc", 80, "HTTP", dead).Raw(Chaos.Route("{ attempts: 0 }"));
+        var dead = ClosedPort.Next();
+        var yaml = new MeshYaml("client", ClosedPort.Next()).Service("svc", 80, "HTTP", dead).Raw(Chaos.Route("{ attempts: 0 }"));
         await using var sidecar = await SidecarProcess.StartAsync(yaml);
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
 

@@ -247,7 +247,7 @@ public sealed class OutlierDetectionTests
     {
         if (how == "refused")
         {
-            return (FreePort.Get(), null);
+            return (ClosedPort.Next(), null);
         }
 
         var resetting = await ChaosBackend.StartAsync(context =>

@@ -166,7 +166,7 @@ public sealed class RequestsPerConnectionTests
         // with "Connection: Upgrade" and "Connection: close" (close applies only if the server refuses to
         // upgrade), and the server upgrades.
         await using var app = await Backend.StartAsync("chat");
-        await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("client", FreePort.Get())
+        await using var sidecar = await TestSidecar.StartAsync(new MeshYaml("client", ClosedPort.Next())
             .Service("chat", 80, "HTTP", app.Port)
             .Raw(Policy("chat", "{ http: { maxRequestsPerConnection: 1 } }")));
 
@@ -181,7 +181,7 @@ public sealed class RequestsPerConnectionTests
     }
 
     private static async Task<TestSidecar> StartSidecarAsync(CountingBackend backend, string protocol, string connectionPool) =>
-        await TestSidecar.StartAsync(new MeshYaml("client", FreePort.Get())
+        await TestSidecar.StartAsync(new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, protocol, backend.Port)
             .Raw(Policy("svc", connectionPool)));
 

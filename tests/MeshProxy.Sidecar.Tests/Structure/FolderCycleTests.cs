@@ -28,8 +28,6 @@ public sealed partial class FolderCycleTests
     private static readonly string[] RemainingCycles =
     [
         "Admin<->Hosting",
-        "Authorization<->Configuration",
-        "Authorization<->Telemetry",
         "Configuration<->Egress",
         "Configuration<->Hosting",
         "Configuration<->Resilience",

@@ -42,7 +42,7 @@ public sealed class TelemetryMesh : IAsyncLifetime
         _billing = await TestSidecar.StartAsync(new MeshYaml("billing", _billingApp.Port, "HTTP").Raw(MeshConfig(BillingAccessLog)));
         _store = await TestSidecar.StartAsync(new MeshYaml("store", 1)
             .Service("billing", 80, "HTTP", _billing.Inbound.Port)
-            .Service("refusing", 80, "HTTP", FreePort.Get())
+            .Service("refusing", 80, "HTTP", ClosedPort.Next())
             .Raw(MeshConfig(StoreAccessLog)));
     }
 

@@ -193,7 +193,7 @@ public sealed partial class TracingTests
                 var billing = await mesh.StartSidecarAsync("billing", new MeshYaml("billing", mesh.App.Port).Raw(TelemetryMesh.MeshConfig("/dev/null", tracing: tracing)));
                 var store = await mesh.StartSidecarAsync("store", new MeshYaml("store", 1)
                     .Service("billing", 80, "HTTP", billing.Inbound)
-                    .Service("refusing", 80, "HTTP", FreePort.Get())
+                    .Service("refusing", 80, "HTTP", ClosedPort.Next())
                     .Service("flaky", 80, "HTTP", mesh.Flaky.Port)
                     .Raw(TelemetryMesh.MeshConfig("/dev/null", tracing: tracing)));
                 mesh.StoreOutbound = new Uri($"http://127.0.0.1:{store.Outbound}");

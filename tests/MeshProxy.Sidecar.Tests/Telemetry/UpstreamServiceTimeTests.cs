@@ -29,7 +29,7 @@ public sealed class UpstreamServiceTimeTests
         await using var store = await TestSidecar.StartAsync(new MeshYaml("store", 1)
             .Service("billing", 80, "HTTP", billing.Inbound.Port)
             .Service("direct", 80, "HTTP", app.Port)
-            .Service("refusing", 80, "HTTP", FreePort.Get())
+            .Service("refusing", 80, "HTTP", ClosedPort.Next())
             .Raw(TelemetryMesh.MeshConfig(storeLog)));
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false });
 

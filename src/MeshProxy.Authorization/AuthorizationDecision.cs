@@ -1,6 +1,6 @@
 using MeshProxy.Config.Resources;
 
-namespace MeshProxy.Sidecar.Authorization;
+namespace MeshProxy.Authorization;
 
 /// <summary>A policy as the decision names it; built once per snapshot so that decisions allocate nothing.</summary>
 internal sealed class PolicyInfo(string @namespace, string name, AuthorizationAction action, bool dryRun)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using MeshProxy.Config.Resources;
 
 namespace MeshProxy.Injection;
 
@@ -10,11 +11,10 @@ namespace MeshProxy.Injection;
 /// caller without a certificate; a tcpSocket probe is accepted by the sidecar itself and says nothing about the app.
 /// So each such probe becomes an httpGet of <c>/app-health/&lt;container&gt;/livez|readyz|startupz</c> on the stats
 /// port (never captured), and the original, with named ports resolved, goes to the sidecar in
-/// <see cref="EnvironmentVariable"/>; the sidecar performs it against the app on 127.0.0.1.
+/// <see cref="SidecarEnvironment.AppProbers"/>; the sidecar (its AppProbes) performs it against the app on 127.0.0.1.
 /// </summary>
-internal static class AppProbes
+internal static class ProbeRewriter
 {
-    public const string EnvironmentVariable = "MESHPROXY_APP_PROBERS";
 
     private static readonly (string Field, string Name)[] Kinds = [("livenessProbe", "livez"), ("readinessProbe", "readyz"), ("startupProbe", "startupz")];
 
@@ -37,7 +37,7 @@ internal static class AppProbes
                     continue;
                 }
 
-                var path = $"/app-health/{name}/{kind}";
+                var path = SidecarEnvironment.AppHealthPath(name, kind);
                 probers[path] = original;
 
                 // Rebuilt in the original's member order, the action swapped for the sidecar's, so a reader sees the same probe.

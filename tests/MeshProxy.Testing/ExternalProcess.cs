@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.Text;
 
-namespace MeshProxy.Sidecar.Tests.Infrastructure;
+namespace MeshProxy.Testing;
 
 /// <summary>A child process whose output is captured line by line, killed (with its children) on dispose.</summary>
-internal sealed class ExternalProcess : IAsyncDisposable
+public sealed class ExternalProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly StringBuilder _output = new();
@@ -61,8 +61,9 @@ internal sealed class ExternalProcess : IAsyncDisposable
         return result;
     }
 
+    /// <summary>A Node peer script (see <see cref="RepoPaths.Peer"/>) with the repository's node_modules and protos.</summary>
     public static ExternalProcess Node(string script, params string[] args) =>
-        Start("node", [RepoPaths.Peer(script), .. args], new Dictionary<string, string> { ["NODE_PATH"] = RepoPaths.NodeModules });
+        Start("node", [RepoPaths.Peer(script), .. args], new Dictionary<string, string> { ["NODE_PATH"] = RepoPaths.NodeModules, ["MESHPROXY_PROTO_ROOT"] = RepoPaths.ProtoRoot });
 
     /// <summary>Waits for a line containing <paramref name="marker"/> and returns it.</summary>
     public async Task<string> WaitForLineAsync(string marker, TimeSpan timeout)
@@ -87,11 +88,27 @@ internal sealed class ExternalProcess : IAsyncDisposable
         throw new TimeoutException($"'{marker}' not seen within {timeout}. Output so far:\n{Output}");
     }
 
+    /// <summary>The exit code; throws if the process has not exited within <paramref name="timeout"/>.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
         await _process.WaitForExitAsync(cts.Token);
         return _process.ExitCode;
+    }
+
+    /// <summary>True if the process exited within <paramref name="timeout"/>; it is left running otherwise.</summary>
+    public async Task<bool> ExitsWithinAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
     }
 
     public void Signal(int signal) => _ = Kill(_process.Id, signal);

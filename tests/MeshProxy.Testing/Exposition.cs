@@ -1,13 +1,13 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace MeshProxy.Sidecar.Tests.Telemetry;
+namespace MeshProxy.Testing;
 
 /// <summary>One sample of a Prometheus text exposition.</summary>
-internal sealed record Sample(string Name, IReadOnlyDictionary<string, string> Labels, double Value);
+public sealed record Sample(string Name, IReadOnlyDictionary<string, string> Labels, double Value);
 
 /// <summary>Reads the samples of a text exposition (enough of the format to check our own output).</summary>
-internal static partial class Exposition
+public static partial class Exposition
 {
     public static async Task<IReadOnlyList<Sample>> ScrapeAsync(HttpClient client, System.Net.IPEndPoint stats, string path = "/metrics")
     {
@@ -45,6 +45,14 @@ internal static partial class Exposition
 
     public static IEnumerable<Sample> Find(this IReadOnlyList<Sample> samples, string name, params (string Label, string Value)[] match) =>
         samples.Where(s => s.Name == name && match.All(m => s.Labels.TryGetValue(m.Label, out var v) && v == m.Value));
+
+    /// <summary>The value of the one sample named exactly <paramref name="series"/> (name plus label block, as written).</summary>
+    public static double Value(string exposition, string series)
+    {
+        var match = Regex.Match(exposition, "^" + Regex.Escape(series) + " (\\S+)$", RegexOptions.Multiline);
+        Assert.True(match.Success, $"no sample {series} in:\n{exposition}");
+        return double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
 
     [GeneratedRegex("^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\\{(?<labels>.*)\\})? (?<value>\\S+)$")]
     private static partial Regex SampleLine();

@@ -2,10 +2,10 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Threading.Channels;
 
-namespace MeshProxy.ControlPlane.Tests.Infrastructure;
+namespace MeshProxy.Testing;
 
 /// <summary>A grpc-js peer script: JSON lines out, commands in; killed on dispose.</summary>
-internal sealed class NodePeer : IAsyncDisposable
+public sealed class NodePeer : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly Channel<JsonElement> _events = Channel.CreateUnbounded<JsonElement>();

@@ -1,6 +1,6 @@
 using MeshProxy.Config.Resources;
 
-namespace MeshProxy.Sidecar.Authorization;
+namespace MeshProxy.Authorization;
 
 /// <summary>
 /// The authorization policies that apply to one workload, compiled. Built once per configuration

@@ -1,4 +1,4 @@
-namespace MeshProxy.Sidecar.Authorization;
+namespace MeshProxy.Authorization;
 
 /// <summary>
 /// HTTP methods are case-sensitive (RFC 9110 §9.1) and policies match them exactly, but many

@@ -1,6 +1,6 @@
 using System.Buffers;
 
-namespace MeshProxy.Sidecar.Authorization;
+namespace MeshProxy.Authorization;
 
 /// <summary>Why a path was refused; the pipeline answers 400 with this reason.</summary>
 internal enum PathRejection

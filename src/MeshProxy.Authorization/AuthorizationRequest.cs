@@ -1,7 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Http;
 
-namespace MeshProxy.Sidecar.Authorization;
+namespace MeshProxy.Authorization;
 
 /// <summary>
 /// What authorization looks at, gathered once per request. <see cref="Path"/> must already be the

@@ -1,7 +1,11 @@
-namespace MeshProxy.Sidecar.Tests.Infrastructure;
+namespace MeshProxy.Testing;
 
-/// <summary>A real nginx (tests/setup.sh installs it) serving static files and an echo location on a free loopback port.</summary>
-internal sealed class NginxServer : IAsyncDisposable
+/// <summary>
+/// A real nginx (tests/setup.sh installs it) serving static files and an echo location on a loopback port.
+/// nginx rejects port 0, so the port is a <see cref="PortReservation"/> held until nginx serves on it
+/// (nginx binds it with <c>reuseport</c>, which the reservation allows and other processes cannot use).
+/// </summary>
+public sealed class NginxServer : IAsyncDisposable
 {
     private readonly ExternalProcess _process;
     private readonly string _dir;
@@ -20,7 +24,8 @@ internal sealed class NginxServer : IAsyncDisposable
         var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", "nginx-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         await File.WriteAllTextAsync(Path.Combine(dir, "1k.txt"), new string('x', 1024));
-        var port = FreePort.Get();
+        using var reservation = new PortReservation();
+        var port = reservation.Port;
         await File.WriteAllTextAsync(Path.Combine(dir, "nginx.conf"), $$"""
             daemon off;
             worker_processes 1;
@@ -35,7 +40,7 @@ internal sealed class NginxServer : IAsyncDisposable
               uwsgi_temp_path {{dir}};
               scgi_temp_path {{dir}};
               server {
-                listen 127.0.0.1:{{port}};
+                listen 127.0.0.1:{{port}} reuseport;
                 location / { root {{dir}}; }
                 location /headers { return 200 "rid=$http_x_request_id xff=$http_x_forwarded_for host=$host\n"; }
               }

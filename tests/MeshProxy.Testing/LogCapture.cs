@@ -1,10 +1,10 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
-namespace MeshProxy.Sidecar.Tests.Infrastructure;
+namespace MeshProxy.Testing;
 
 /// <summary>Keeps every log line a sidecar writes, with its event id, so tests can count the lines an event produced.</summary>
-internal sealed class LogCapture : ILoggerProvider
+public sealed class LogCapture : ILoggerProvider
 {
     private readonly List<(int EventId, LogLevel Level, string Message)> _lines = [];
 

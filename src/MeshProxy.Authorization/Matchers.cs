@@ -3,7 +3,7 @@ using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using Microsoft.AspNetCore.Http;
 
-namespace MeshProxy.Sidecar.Authorization;
+namespace MeshProxy.Authorization;
 
 internal enum StringMatchForm
 {
