@@ -35,5 +35,19 @@ PY
 )
 rm -rf "$results"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a crashed test host counts as a failure
+
+# Fuzz smoke: each fuzz target under afl-fuzz for a few seconds (tests/MeshProxy.Fuzz/run.sh), one test each;
+# a crash fails it and is printed, and so does a missing afl-fuzz. FUZZ_SMOKE_SECONDS=0 leaves them out.
+fuzz_seconds=${FUZZ_SMOKE_SECONDS:-10}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  targets=$(tests/MeshProxy.Fuzz/bin/Debug/net10.0/MeshProxy.Fuzz --list) || { echo "fuzz: the harness does not run"; targets=""; failed=$((failed + 1)); }
+  for target in $targets; do
+    if FUZZ_CONFIGURATION=Debug FUZZ_NO_BUILD=1 bash tests/MeshProxy.Fuzz/run.sh "$target" "$fuzz_seconds"; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1))
+    fi
+  done
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

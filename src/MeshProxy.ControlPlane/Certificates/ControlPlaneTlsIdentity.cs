@@ -29,15 +29,16 @@ internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
     /// Issues the first certificate (in process, so at once) and starts renewing it. Call before the
     /// listener accepts connections: until then a handshake has no certificate to present and fails.
     /// </summary>
-    public async Task StartAsync(MeshCertificateAuthority authority, string serviceAccount, ILoggerFactory loggers, CancellationToken cancellationToken)
+    public async Task StartAsync(MeshCertificateAuthority authority, string serviceAccount, ILoggerFactory loggers, TimeProvider time, CancellationToken cancellationToken)
     {
         var mesh = authority.Current.Mesh;
         var id = SpiffeId.ForWorkload(mesh.TrustDomain, mesh.RootNamespace, serviceAccount);
         SpiffeId = id;
         var first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _store.Changed += (_, _) => first.TrySetResult();
-        var rotator = new SvidRotator(_store, id, (csr, _) => Task.FromResult(Issue(authority, csr, id)), logger: loggers.CreateLogger<SvidRotator>());
+        var rotator = new SvidRotator(_store, id, (csr, _) => Task.FromResult(Issue(authority, csr, id)), logger: loggers.CreateLogger<SvidRotator>(), time: time);
         _rotation = rotator.RunAsync(_stop.Token);
+        // A bound on start-up, not logic: issuing in process takes milliseconds, so this stays on the wall clock.
         await first.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
     }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using MeshProxy.Api.V1;
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.ControlPlane.Snapshots;
@@ -124,7 +123,7 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
             return;
         }
 
-        _metrics.PushLatency.Observe(Stopwatch.GetElapsedTime(state.SentTimestamp).TotalSeconds);
+        _metrics.PushLatency.Observe(_time.GetElapsedTime(state.SentTimestamp).TotalSeconds);
         if (request.ErrorDetail is { } error)
         {
             _metrics.Nacks.Inc();
@@ -176,12 +175,13 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         var nonce = Interlocked.Increment(ref _nonce).ToString("x");
         var message = new Snapshot { VersionInfo = snapshot.Version, Nonce = nonce };
         message.Resources.AddRange(snapshot.Resources);
-        connection.RecordSent(snapshot, nonce, _time.GetUtcNow(), Stopwatch.GetTimestamp());
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(_writeTimeout);
+        connection.RecordSent(snapshot, nonce, _time.GetUtcNow(), _time.GetTimestamp());
+        // Both limits on the injected clock: a push is not a request, so two token sources per push cost nothing that matters.
+        using var writeTimer = new CancellationTokenSource(_writeTimeout, _time);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, writeTimer.Token);
         try
         {
-            var slot = await _pushSlots.WaitAsync(PushSlotWait, timeout.Token);
+            var slot = await TakePushSlotAsync(timeout.Token);
             try
             {
                 await writer.WriteAsync(message, timeout.Token);
@@ -205,5 +205,22 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         _metrics.Pushes.Inc();
         _logger.Pushed(snapshot.Version, nonce, snapshot.Resources.Count, connection.InstanceId);
         return true;
+    }
+
+    /// <summary>True with a slot taken (release it), false once <see cref="PushSlotWait"/> passed without one.</summary>
+    private async Task<bool> TakePushSlotAsync(CancellationToken cancellationToken)
+    {
+        // SemaphoreSlim's own timeout runs on the wall clock; a token from the injected clock ends the wait instead.
+        using var wait = new CancellationTokenSource(PushSlotWait, _time);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, wait.Token);
+        try
+        {
+            await _pushSlots.WaitAsync(either.Token);
+            return true;
+        }
+        catch (OperationCanceledException) when (wait.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
     }
 }

@@ -126,7 +126,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             loggers.CreateLogger<ControlPlaneHost>().TlsGroupsNotLimited(notLimited);
         }
 
-        var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>());
+        var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>(), options.Time);
         // Read before the CA loads: its trust domain and TTLs come from MeshConfig.
         try
         {
@@ -141,10 +141,10 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, directory);
-        discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, TimeProvider.System, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
+        discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
         try
         {
-            certificates = options.Certificates is { } ca ? CertificateService.Create(ca, directory, metrics.Registry, loggers) : null;
+            certificates = options.Certificates is { } ca ? CertificateService.Create(ca, directory, metrics.Registry, loggers, options.Time) : null;
         }
         catch
         {
@@ -159,7 +159,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
         if (tls is not null)
         {
-            await tls.StartAsync(certificates!.Authority, options.Certificates!.ServiceAccount, loggers, cancellationToken);
+            await tls.StartAsync(certificates!.Authority, options.Certificates!.ServiceAccount, loggers, options.Time, cancellationToken);
         }
 
         var monitoringPort = -1;

@@ -33,6 +33,13 @@ public sealed record ControlPlaneOptions
     /// </summary>
     public int MaxSendMessageSize { get; init; } = 4 << 20;
 
+    /// <summary>
+    /// The clock of the control plane's own timers: the debounce, a push's write timeout and slot wait, push
+    /// latency, certificate lifetimes and the renewal of its own TLS certificate. Tests pass a fake one.
+    /// Kestrel's HTTP/2 keepalive pings run on Kestrel's heartbeat, on the wall clock.
+    /// </summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
     /// <summary>The certificate authority and its CreateCertificate service; null: the control plane issues no certificates.</summary>
     public Certificates.CertificateServiceOptions? Certificates { get; init; }
 }

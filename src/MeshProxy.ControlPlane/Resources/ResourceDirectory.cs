@@ -21,18 +21,20 @@ internal sealed class ResourceDirectory : IDisposable
     private readonly string _directory;
     private readonly TimeSpan _debounce;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly Lock _lock = new();
     private readonly Dictionary<string, FileState> _files = new(StringComparer.Ordinal);
     private readonly PushGate _gate = new();
     private FileSystemWatcher? _watcher;
-    private Timer? _timer;
+    private ITimer? _timer;
     private volatile ConfigState _current = ConfigState.Empty;
 
-    public ResourceDirectory(string directory, TimeSpan debounce, ILogger<ResourceDirectory> logger)
+    public ResourceDirectory(string directory, TimeSpan debounce, ILogger<ResourceDirectory> logger, TimeProvider? time = null)
     {
         _directory = Path.GetFullPath(directory);
         _debounce = debounce;
         _logger = logger;
+        _time = time ?? TimeProvider.System;
     }
 
     public ConfigState Current => _current;
@@ -61,7 +63,7 @@ internal sealed class ResourceDirectory : IDisposable
             throw new ConfigException(_current.Errors);
         }
 
-        _timer = new Timer(_ => Reload(), null, Timeout.Infinite, Timeout.Infinite);
+        _timer = _time.CreateTimer(_ => Reload(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _watcher = new FileSystemWatcher(_directory)
         {
             NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,

@@ -121,6 +121,15 @@ internal static class ClientHelloParser
     /// <summary>The ClientHello body (RFC 8446 4.1.2; RFC 5246 7.4.1.2 is the same up to the extensions).</summary>
     private static ClientHelloStatus Parse(ReadOnlySpan<byte> body, out string? serverName)
     {
+        // The name counts only once the whole message is known to be well-formed: an extension after
+        // server_name can still make it Invalid, and an Invalid answer carries no name.
+        var status = ParseBody(body, out var name);
+        serverName = status == ClientHelloStatus.Complete ? name : null;
+        return status;
+    }
+
+    private static ClientHelloStatus ParseBody(ReadOnlySpan<byte> body, out string? serverName)
+    {
         serverName = null;
         var p = 2 + 32; // legacy_version, random
         if (!Skip(body, ref p, 1, maxLength: 32) ||  // legacy_session_id
@@ -168,7 +177,6 @@ internal static class ClientHelloParser
                 // Two server_name extensions could make two parsers disagree on the name: refuse.
                 if (seenServerName || !TryReadServerName(body.Slice(p, extensionLength), out serverName))
                 {
-                    serverName = null;
                     return ClientHelloStatus.Invalid;
                 }
 

@@ -20,6 +20,10 @@ internal static class OriginalDestination
     private const int SoOriginalDst = 80;
     private const int SolIp = 0;
     private const int SolIpv6 = 41;
+    private const ushort AfInet = 2;
+    private const ushort AfInet6 = 10;
+    private const int SockaddrInLength = 16;
+    private const int SockaddrIn6Length = 28;
 
     /// <summary>
     /// The original destination, or null when the connection was not redirected (no conntrack entry,
@@ -34,33 +38,11 @@ internal static class OriginalDestination
 
         try
         {
-            IPEndPoint original;
-            if (local.AddressFamily == AddressFamily.InterNetwork || local.Address.IsIPv4MappedToIPv6)
-            {
-                Span<byte> sockaddr = stackalloc byte[16]; // struct sockaddr_in
-                if (socket.GetRawSocketOption(SolIp, SoOriginalDst, sockaddr) < 8)
-                {
-                    return null;
-                }
-
-                original = new IPEndPoint(new IPAddress(sockaddr.Slice(4, 4)), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
-                if (local.Address.IsIPv4MappedToIPv6)
-                {
-                    local = new IPEndPoint(local.Address.MapToIPv4(), local.Port);
-                }
-            }
-            else
-            {
-                Span<byte> sockaddr = stackalloc byte[28]; // struct sockaddr_in6
-                if (socket.GetRawSocketOption(SolIpv6, SoOriginalDst, sockaddr) < 24)
-                {
-                    return null;
-                }
-
-                original = new IPEndPoint(new IPAddress(sockaddr.Slice(8, 16)), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
-            }
-
-            return original.Equals(local) ? null : original;
+            Span<byte> sockaddr = stackalloc byte[SockaddrIn6Length];
+            var length = IsIPv4(local)
+                ? socket.GetRawSocketOption(SolIp, SoOriginalDst, sockaddr[..SockaddrInLength])
+                : socket.GetRawSocketOption(SolIpv6, SoOriginalDst, sockaddr);
+            return Decode(sockaddr, length, local);
         }
         catch (SocketException)
         {
@@ -68,4 +50,51 @@ internal static class OriginalDestination
             return null;
         }
     }
+
+    /// <summary>
+    /// Reads the struct sockaddr_in (IPv4 listener, also one on IPv4-mapped IPv6) or sockaddr_in6 that
+    /// getsockopt wrote into <paramref name="sockaddr"/>, <paramref name="length"/> bytes by its account.
+    /// Kept apart from the system call so that it can be fuzzed: a short, overlong or foreign-family
+    /// answer is "not redirected", never an exception.
+    /// </summary>
+    internal static IPEndPoint? Decode(ReadOnlySpan<byte> sockaddr, int length, IPEndPoint local)
+    {
+        var ipv4 = IsIPv4(local);
+        // Up to the address; sockaddr_in's padding and sockaddr_in6's scope id are not needed.
+        if (length < (ipv4 ? 8 : 24) || length > sockaddr.Length)
+        {
+            return null;
+        }
+
+        // sa_family is in host byte order, the port and the address in network byte order.
+        var family = BitConverter.ToUInt16(sockaddr);
+        var port = BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]);
+        IPEndPoint original;
+        if (ipv4)
+        {
+            if (family != AfInet)
+            {
+                return null;
+            }
+
+            original = new IPEndPoint(new IPAddress(sockaddr.Slice(4, 4)), port);
+            if (local.Address.IsIPv4MappedToIPv6)
+            {
+                local = new IPEndPoint(local.Address.MapToIPv4(), local.Port);
+            }
+        }
+        else
+        {
+            if (family != AfInet6)
+            {
+                return null;
+            }
+
+            original = new IPEndPoint(new IPAddress(sockaddr.Slice(8, 16)), port);
+        }
+
+        return original.Equals(local) ? null : original;
+    }
+
+    private static bool IsIPv4(IPEndPoint local) => local.AddressFamily == AddressFamily.InterNetwork || local.Address.IsIPv4MappedToIPv6;
 }

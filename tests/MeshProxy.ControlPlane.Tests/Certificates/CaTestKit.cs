@@ -33,7 +33,8 @@ internal sealed class CaTestKit : IAsyncDisposable
           maxCertificateTtl: {maxTtl}
         """;
 
-    public static async Task<CaTestKit> StartAsync(Func<CertificateServiceOptions, CertificateServiceOptions>? configure = null, string ttl = "24h", string maxTtl = "48h", bool tls = false)
+    /// <param name="time">The control plane's clock (certificate lifetimes are counted from it); null: the system clock.</param>
+    public static async Task<CaTestKit> StartAsync(Func<CertificateServiceOptions, CertificateServiceOptions>? configure = null, string ttl = "24h", string maxTtl = "48h", bool tls = false, TimeProvider? time = null)
     {
         var work = RepoPaths.NewTempDirectory();
         var config = Path.Combine(work, "config");
@@ -46,7 +47,7 @@ internal sealed class CaTestKit : IAsyncDisposable
             TlsEndPoint = tls ? new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0) : null,
         };
         options = configure?.Invoke(options) ?? options;
-        var cp = await TestControlPlane.StartAsync(config, configure: o => o with { Certificates = options });
+        var cp = await TestControlPlane.StartAsync(config, configure: o => o with { Certificates = options, Time = time ?? o.Time });
         return new CaTestKit(cp, work);
     }
 

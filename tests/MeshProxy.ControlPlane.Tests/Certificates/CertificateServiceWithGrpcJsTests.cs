@@ -1,5 +1,6 @@
 using System.Security.Cryptography.X509Certificates;
 using MeshProxy.ControlPlane.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
 
 namespace MeshProxy.ControlPlane.Tests.Certificates;
 
@@ -114,7 +115,9 @@ public sealed class CertificateServiceWithGrpcJsTests
     [Fact]
     public async Task Validity_above_the_maximum_is_clamped_to_maxCertificateTtl()
     {
-        await using var kit = await CaTestKit.StartAsync(ttl: "1h", maxTtl: "2h");
+        // The control plane's clock stands at a whole second: lifetimes are exact, not "about now plus the TTL".
+        var now = DateTimeOffset.FromUnixTimeSeconds(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+        await using var kit = await CaTestKit.StartAsync(ttl: "1h", maxTtl: "2h", time: new FakeTimeProvider(now));
         var token = kit.CreateToken("shop", "web");
         var csr = await kit.OpensslCsrAsync("URI:" + CaTestKit.SpiffeId("shop", "web"));
 
@@ -123,9 +126,9 @@ public sealed class CertificateServiceWithGrpcJsTests
 
         Assert.True(clamped.Ok, clamped.Details);
         using var cert = X509Certificate2.CreateFromPem(clamped.Chain[0]);
-        Assert.InRange(cert.NotAfter.ToUniversalTime() - DateTime.UtcNow, TimeSpan.FromHours(2) - TimeSpan.FromMinutes(1), TimeSpan.FromHours(2));
+        Assert.Equal(now + TimeSpan.FromHours(2), new DateTimeOffset(cert.NotAfter.ToUniversalTime()));
         using var shortCert = X509Certificate2.CreateFromPem(shorter.Chain[0]);
-        Assert.InRange(shortCert.NotAfter.ToUniversalTime() - DateTime.UtcNow, TimeSpan.FromMinutes(9), TimeSpan.FromMinutes(10));
+        Assert.Equal(now + TimeSpan.FromMinutes(10), new DateTimeOffset(shortCert.NotAfter.ToUniversalTime()));
     }
 
     [Fact]

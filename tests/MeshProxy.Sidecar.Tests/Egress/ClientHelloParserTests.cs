@@ -83,6 +83,19 @@ public sealed class ClientHelloParserTests
     }
 
     [Fact]
+    public async Task A_malformed_extension_after_the_server_name_leaves_no_name()
+    {
+        // Found by the clienthello fuzz target: the name was read, then a later extension made the
+        // message Invalid, and the name was still handed out with the Invalid answer.
+        var hello = await CaptureClientHelloAsync("named.example.test");
+        byte[] truncatedExtension = [0x00, 0x15, 0x00]; // three bytes of a four-byte extension header
+        var longer = WithExtensionBytes(hello, truncatedExtension);
+
+        Assert.Equal(ClientHelloStatus.Invalid, ClientHelloParser.TryParse(new ReadOnlySequence<byte>(longer), out var sni));
+        Assert.Null(sni);
+    }
+
+    [Fact]
     public async Task Random_mutations_never_throw()
     {
         var hello = await CaptureClientHelloAsync("fuzz.example.test");
@@ -118,6 +131,35 @@ public sealed class ClientHelloParserTests
         // The stream ends before any certificate arrives, so validation never runs.
         await Assert.ThrowsAnyAsync<Exception>(() => tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions { TargetHost = targetHost }));
         return capture.Written.ToArray();
+    }
+
+    /// <summary>A one-record ClientHello with <paramref name="extra"/> appended to its extensions, every length in front adjusted.</summary>
+    private static byte[] WithExtensionBytes(byte[] hello, byte[] extra)
+    {
+        var p = 5 + 4 + 2 + 32; // record header, handshake header, legacy_version, random
+        p += 1 + hello[p];                          // legacy_session_id
+        p += 2 + ((hello[p] << 8) | hello[p + 1]);  // cipher_suites
+        p += 1 + hello[p];                          // legacy_compression_methods
+        byte[] longer = [.. hello, .. extra];
+        void Add(int at, int bytes)
+        {
+            var value = 0;
+            for (var i = 0; i < bytes; i++)
+            {
+                value = (value << 8) | longer[at + i];
+            }
+
+            value += extra.Length;
+            for (var i = bytes - 1; i >= 0; i--, value >>= 8)
+            {
+                longer[at + i] = (byte)value;
+            }
+        }
+
+        Add(3, 2); // record length
+        Add(6, 3); // handshake length
+        Add(p, 2); // extensions length
+        return longer;
     }
 
     private static byte[] Record(byte[] fragment) =>
