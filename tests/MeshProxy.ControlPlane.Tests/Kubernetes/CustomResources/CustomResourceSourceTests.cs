@@ -97,6 +97,12 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         var patches = _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
         await writer.WriteAsync(source.Read([]), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
         Assert.Equal(patches, _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal)));
+
+        // Only what the RBAC rules grant (CustomResourceRbacTests): lists and watches, and patches of /status.
+        var calls = _server.Requests.Where(r => r.Contains("/apis/", StringComparison.Ordinal)).ToList();
+        Assert.All(calls, r => Assert.True(
+            (r.StartsWith("GET ", StringComparison.Ordinal) && !r.Contains("/namespaces/", StringComparison.Ordinal)) ||
+            (r.StartsWith("PATCH ", StringComparison.Ordinal) && r.Split('?')[0].EndsWith("/status", StringComparison.Ordinal)), r));
     }
 
     [Fact]
