@@ -13,5 +13,8 @@ var path = new Argument<string>("path") { Description = "A resource file, or a d
 var validate = new Command("validate", "Check resources; print every error as file:line: field: reason (exit 1 if any)") { path };
 validate.SetAction(parse => ValidateCommand.Run(parse.GetValue(path)!, Console.Out, Console.Error));
 
-var root = new RootCommand("meshproxy: operate a MeshProxy mesh") { proxyStatus, validate, TokenCommand.Create(), ExplainCommand.Create(), MeshProxy.Injection.Cli.KubeInjectCommand.Create() };
+var crds = new Command("crds", "Print the meshproxy.io CustomResourceDefinitions, for kubectl apply -f -");
+crds.SetAction(_ => Console.Out.Write(MeshProxy.Config.Schema.CrdWriter.Write()));
+
+var root = new RootCommand("meshproxy: operate a MeshProxy mesh") { proxyStatus, validate, crds, TokenCommand.Create(), ExplainCommand.Create(), MeshProxy.Injection.Cli.KubeInjectCommand.Create() };
 return await root.Parse(args).InvokeAsync();

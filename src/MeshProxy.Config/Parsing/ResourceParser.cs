@@ -78,9 +78,12 @@ public static partial class ResourceParser
         return new ParseResult(resources, errors, warnings);
     }
 
-    public static ParseResult ParseText(string text, string fileName)
+    public static ParseResult ParseText(string text, string fileName) => ParseText(text, fileName, asked: null);
+
+    /// <param name="asked">Collects the shape path of every field the readers looked up (see <see cref="DiagnosticSink.Asked"/>).</param>
+    internal static ParseResult ParseText(string text, string fileName, HashSet<string>? asked)
     {
-        var sink = new DiagnosticSink(fileName);
+        var sink = new DiagnosticSink(fileName) { Asked = asked };
         var resources = new List<Resource>();
         if (!YamlDocuments.TryLoad(text, fileName, out var documents, out var notYaml))
         {

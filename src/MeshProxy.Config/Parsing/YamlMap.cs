@@ -15,6 +15,12 @@ internal sealed class DiagnosticSink(string file)
 
     public List<ConfigDiagnostic> Warnings { get; } = [];
 
+    /// <summary>
+    /// When set, every field a reader looks up, by its shape path (spec.ports[].port, headers.*.exact): what the
+    /// parser accepts, which the CRD schema test compares with the schema. Null (and free) otherwise.
+    /// </summary>
+    public HashSet<string>? Asked { get; init; }
+
     public void Error(YamlNode? node, string path, string reason) =>
         Errors.Add(new ConfigDiagnostic(File, LineOf(node), path, reason));
 
@@ -35,14 +41,20 @@ internal sealed class YamlMap
     private readonly DiagnosticSink _sink;
     private readonly HashSet<string> _read = new(StringComparer.Ordinal);
 
-    public YamlMap(YamlMappingNode node, string path, DiagnosticSink sink)
+    public YamlMap(YamlMappingNode node, string path, DiagnosticSink sink, string? shape = null)
     {
         _node = node;
         Path = path;
         _sink = sink;
+        Shape = shape ?? path;
     }
 
     public string Path { get; }
+
+    /// <summary>The path with list indexes as [] and user-chosen keys as *: the same for every instance of a field.</summary>
+    public string Shape { get; }
+
+    private string ShapeChild(string key) => Shape.Length == 0 ? key : $"{Shape}.{key}";
 
     public int Line => (int)_node.Start.Line;
 
@@ -57,6 +69,7 @@ internal sealed class YamlMap
     public YamlNode? Find(string key)
     {
         _read.Add(key);
+        _sink.Asked?.Add(ShapeChild(key));
         foreach (var (k, v) in _node.Children)
         {
             if (k is YamlScalarNode s && s.Value == key)
@@ -248,7 +261,7 @@ internal sealed class YamlMap
             return null;
         }
 
-        return new YamlMap(mapping, Child(key), _sink);
+        return new YamlMap(mapping, Child(key), _sink, ShapeChild(key));
     }
 
     /// <summary>The items of a sequence of mappings, each with its indexed path (for example spec.ports[2]).</summary>
@@ -276,7 +289,7 @@ internal sealed class YamlMap
         {
             if (sequence.Children[i] is YamlMappingNode item)
             {
-                result.Add(new YamlMap(item, $"{Child(key)}[{i}]", _sink));
+                result.Add(new YamlMap(item, $"{Child(key)}[{i}]", _sink, $"{ShapeChild(key)}[]"));
             }
             else
             {
@@ -368,7 +381,7 @@ internal sealed class YamlMap
             var name = (k as YamlScalarNode)?.Value ?? string.Empty;
             if (v is YamlMappingNode m)
             {
-                result.Add((name, new YamlMap(m, map.Child(name), _sink)));
+                result.Add((name, new YamlMap(m, map.Child(name), _sink, map.ShapeChild("*"))));
             }
             else
             {

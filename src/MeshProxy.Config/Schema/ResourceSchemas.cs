@@ -1,0 +1,253 @@
+using MeshProxy.Config.Resources;
+
+namespace MeshProxy.Config.Schema;
+
+/// <summary>
+/// The schema of every kind <see cref="Parsing.ResourceParser"/> accepts, as published in the meshproxy.io
+/// CustomResourceDefinitions (<see cref="CrdWriter"/>). Written by hand beside the parsers and held to them by
+/// tests (tests/MeshProxy.Config.Tests/Schema): every field here parses with the type given, a wrong type is
+/// refused at that field, and every field the parser reads is here. Descriptions are what `kubectl explain` shows.
+/// </summary>
+public static class ResourceSchemas
+{
+    public const string Group = "meshproxy.io";
+    public const string Version = "v1alpha1";
+
+    private const string DurationPattern = @"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+    public static IReadOnlyList<KindSchema> All { get; } =
+    [
+        Sidecar(), Service(), HttpRoute(), DestinationPolicy(), EgressPolicy(), MeshConfig(), AuthorizationPolicy(),
+    ];
+
+    public static KindSchema Of(string kind) => All.First(k => k.Kind == kind);
+
+    private static KindSchema Sidecar() => new(
+        SidecarResource.KindName, "sidecars", ["mpsidecar"],
+        "Sidecar scopes what a workload may reach (spec.egress), like Istio's Sidecar. In a cluster the workload, app " +
+        "and listener fields come from the pod and its bootstrap; the control plane never pushes a Sidecar.",
+        Obj("The workload and how its sidecar listens.",
+            P("workload", Obj("Who the workload is.",
+                P("name", Str("Workload name; defaults to metadata.name.", "reviews")),
+                P("serviceAccount", Str("Identity: spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>. Defaults to default.", "reviews")),
+                P("labels", Labels("Labels that policies' selector.matchLabels select; default metadata.labels.")))),
+            P("app", Obj("The local application inbound traffic goes to, on 127.0.0.1.",
+                P("port", Port("Port of the local app.", 8080)),
+                P("protocol", Enum("What the app speaks; default HTTP.", AppProtocols.Names))) with { Required = ["port"] }),
+            P("listeners", Obj("The sidecar's own ports (Istio's defaults).",
+                P("outbound", Port("Outbound capture listener (0 = any); default 15001.", 15001, min: 0)),
+                P("inbound", Port("Inbound mTLS listener; default 15006.", 15006, min: 0)),
+                P("admin", Port("Admin listener, always on 127.0.0.1; default 15000.", 15000, min: 0)),
+                P("stats", Port("/ready, /live and /metrics; default 15020.", 15020, min: 0)),
+                P("inboundAddress", Str("Address of the inbound and stats listeners; default 0.0.0.0.", "0.0.0.0")),
+                P("outboundAddress", Str("Address of the outbound listener; default 127.0.0.1.", "127.0.0.1")))),
+            P("drainDuration", Dur("How long outbound keeps serving after shutdown starts (0-10m); default 5s.", "5s")),
+            P("controlPlane", Obj("Where the control plane is; present means pushed config.",
+                P("address", Str("URL such as http://127.0.0.1:15010.", "http://127.0.0.1:15010")),
+                P("tokenFile", Str("Bootstrap credential for the certificate authority.", "/var/run/meshproxy/token")),
+                P("caFile", Str("PEM root(s) that alone vouch for an https:// control plane; required for https://.", "/var/run/meshproxy/ca.pem")),
+                P("snapshotPath", Str("Where the last applied snapshot is saved.", "/var/run/meshproxy/snapshot"))) with { Required = ["address"] }),
+            P("tls", Obj("The workload's identity from PEM files (standalone mode).",
+                P("certificateChainFile", Str("X.509 SVID chain, leaf first.", "/etc/meshproxy/cert.pem")),
+                P("privateKeyFile", Str("Its private key.", "/etc/meshproxy/key.pem")),
+                P("trustBundleFile", Str("Roots the peers' certificates must chain to.", "/etc/meshproxy/bundle.pem")))
+                with { Required = ["certificateChainFile", "privateKeyFile", "trustBundleFile"] }),
+            P("egress", List("Services the workload may reach (Istio Sidecar egress); absent = every service.",
+                Obj("One egress entry.",
+                    P("hosts", Strings("namespace/host entries: namespace is a name, '.' (own) or '*'; host is a name, '*.domain' or '*'.", "./*")))
+                    with { Required = ["hosts"] })))
+            with { Required = ["app"] },
+        [Column("App-Port", ".spec.app.port", "integer", "Port of the local app")]);
+
+    private static KindSchema Service() => new(
+        ServiceResource.KindName, "services", ["mpsvc"],
+        "A mesh service: the host names it answers to, its ports and its endpoints, each with the identity it must present.",
+        Obj("The service's names, ports and endpoints.",
+            P("hosts", Strings("Names clients use ('*.x' allowed); default name, name.namespace, name.namespace.svc.cluster.local.", "reviews.default.svc.cluster.local")),
+            P("addresses", Strings("Virtual IPs that transparent capture matches.", "10.96.0.10")),
+            P("ports", List("Ports clients call.", Obj("One port.",
+                P("port", Port("Port clients call.", 80)),
+                P("targetPort", Port("Where endpoints listen; default port.", 8080)),
+                P("protocol", Enum("What is spoken on the port; default HTTP.", AppProtocols.Names)),
+                P("name", Str("Port name; default port-<port>.", "http"))) with { Required = ["port"] })),
+            P("endpoints", List("Instances of the service.", Obj("One endpoint.",
+                P("address", Str("IP address or host name.", "10.0.0.5")),
+                P("port", Port("Overrides the service port's targetPort.", 15006)),
+                P("labels", Labels("Endpoint labels.")),
+                P("weight", Int("Load-balancing weight (1-1000000); default 1.", 1, 1_000_000, 10)),
+                P("serviceAccount", Str("Identity the endpoint must present.", "reviews"))) with { Required = ["address"] })),
+            P("subjectAltNames", Strings("Extra identities accepted for every endpoint.", "spiffe://cluster.local/ns/default/sa/legacy")))
+            with { Required = ["ports"] },
+        [Column("Hosts", ".spec.hosts", "string", "Names the service answers to")]);
+
+    private static KindSchema HttpRoute() => new(
+        HttpRouteResource.KindName, "httproutes", ["mproute"],
+        "HTTP routing for services (Istio VirtualService, HTTP part): ordered rules, each with matches and weighted destinations; the first rule that matches wins.",
+        Obj("Hosts and rules.",
+            P("hosts", Strings("Services this route applies to (one route per service).", "reviews")),
+            P("http", List("Rules, tried in order.", Obj("One rule.",
+                P("name", Str("Rule name; default rule-<n>.", "canary")),
+                P("match", List("Conditions; the rule matches when any of them holds (or there is none).", Obj("All conditions must hold.",
+                    P("uri", StringMatch("Request path.", "/api")),
+                    P("method", StringMatch("Request method.", "GET")),
+                    P("headers", new SchemaNode(SchemaType.Mapping, "Header name (lowercased) to the match its value must satisfy.")
+                    {
+                        AdditionalProperties = StringMatch("Header value.", "v2"),
+                    })))),
+                P("route", List("Weighted destinations.", Obj("One destination.",
+                    P("destination", Obj("A Service's host and port.",
+                        P("host", Str("A Service's host.", "reviews")),
+                        P("port", Obj("Service port.", P("number", Port("Required if the Service has several ports.", 80)))))
+                        with { Required = ["host"] }),
+                    P("weight", Int("Share in percent (0-100); several must add up to 100.", 0, 100, 100))) with { Required = ["destination"] })),
+                P("timeout", Dur("Whole request, retries included (1ms-24h).", "10s")),
+                P("retries", Obj("Istio's HTTPRetry.",
+                    P("attempts", Int("Retries (0-10).", 0, 10, 2)),
+                    P("perTryTimeout", Dur("Timeout of each attempt.", "2s")),
+                    P("retryOn", Str("Comma list of conditions (5xx, gateway-error, reset, connect-failure, refused-stream, retriable-4xx, retriable-status-codes, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable) or status codes.", "5xx,connect-failure")))
+                    with { Required = ["attempts"] })) with { Required = ["route"] })))
+            with { Required = ["hosts", "http"] },
+        [Column("Hosts", ".spec.hosts", "string", "Services routed")]);
+
+    private static KindSchema DestinationPolicy() => new(
+        DestinationPolicyResource.KindName, "destinationpolicies", ["mpdp"],
+        "How callers treat one destination service (Istio DestinationRule trafficPolicy): load balancing, connection pool, outlier detection, retry budget.",
+        Obj("The destination and its traffic policy.",
+            P("host", Str("The destination service's host (no wildcard).", "reviews")),
+            P("loadBalancer", Obj("Balancing algorithm.",
+                P("simple", Enum("Default LEAST_REQUEST.", ["LEAST_REQUEST", "ROUND_ROBIN", "PEAK_EWMA", "RANDOM"]))) with { Required = ["simple"] }),
+            P("connectionPool", Obj("Circuit breaking; unset limits are unlimited.",
+                P("tcp", Obj("Connections.",
+                    P("maxConnections", Count("Upstream connections across the destination's endpoints.")),
+                    P("connectTimeout", Dur("Default 10s.", "3s")))),
+                P("http", Obj("Requests.",
+                    P("http1MaxPendingRequests", Count("Requests that may wait for a connection or stream.")),
+                    P("http2MaxRequests", Count("Requests in flight.")),
+                    P("maxRequestsPerConnection", Count("Requests a connection carries before it is closed.")),
+                    P("maxRetries", Int("Retries in flight at once.", 0, int.MaxValue, 3)),
+                    P("idleTimeout", Dur("Idle connections are closed after this; default 90s.", "60s")))))),
+            P("outlierDetection", Obj("Passive health checking; absent leaves the default one on.",
+                P("enabled", Bool("false turns outlier detection off (then set nothing else); default true.", true)),
+                P("consecutive5xxErrors", Int("5xx in a row that eject an endpoint (0 disables); default 5.", 0, int.MaxValue, 5)),
+                P("consecutiveGatewayErrors", Count("502/503/504 in a row that eject an endpoint.")),
+                P("consecutiveLocalOriginFailures", Count("Connect failures, resets, per-try timeouts in a row (with splitExternalLocalOriginErrors).")),
+                P("splitExternalLocalOriginErrors", Bool("Count local-origin failures apart from upstream responses.", true)),
+                P("interval", Dur("Analysis sweep; default 10s.", "10s")),
+                P("baseEjectionTime", Dur("Ejection time, times the number of ejections; default 30s.", "30s")),
+                P("maxEjectionPercent", Int("Most endpoints ejected at once, in percent; default 10.", 0, 100, 10)))),
+            P("retryBudget", Obj("Retries as a share of requests in flight, with a floor.",
+                P("percent", Num("Percent of requests in flight; default 20.", 0, 100, 20)),
+                P("minRetryConcurrency", Int("Istio's floor: retries always allowed at once.", 0, int.MaxValue, 2)),
+                P("minRetriesPerSecond", Int("linkerd's floor (default 10 if neither is set).", 0, int.MaxValue, 10)))
+                with { AtMostOneOf = ["minRetryConcurrency", "minRetriesPerSecond"] }))
+            with { Required = ["host"] },
+        [Column("Host", ".spec.host", "string", "Destination service")]);
+
+    private static KindSchema EgressPolicy() => new(
+        EgressPolicyResource.KindName, "egresspolicies", ["mpegress"],
+        "Which workloads may reach which hosts outside the mesh. Applies to the workloads of its namespace that match the selector (mesh-wide in the root namespace); policies add up.",
+        Obj("Selected workloads, hosts and ports.",
+            P("selector", Obj("Workloads it applies to; absent = all in scope.", P("matchLabels", Labels("Labels a workload must all carry.")))),
+            P("hosts", Strings("Host names or '*.domain' wildcards (a bare '*' is refused).", "api.example.com")),
+            P("ports", List("Allowed ports.", Obj("One port.",
+                P("number", Port("Port.", 443)),
+                P("protocol", Enum("HTTP is routed by Host; HTTPS and TLS pass through by SNI.", ["HTTP", "HTTPS", "TLS", "TCP"])),
+                P("name", Str("Port name.", "https"))) with { Required = ["number", "protocol"] })))
+            with { Required = ["hosts", "ports"] },
+        [Column("Hosts", ".spec.hosts", "string", "Allowed hosts")]);
+
+    private static KindSchema MeshConfig() => new(
+        MeshConfigResource.KindName, "meshconfigs", ["mpmesh"],
+        "Mesh-wide settings (Istio's MeshConfig, trimmed); at most one per mesh.",
+        Obj("Identity, mTLS, outbound policy and telemetry.",
+            P("trustDomain", Str("SPIFFE trust domain; default cluster.local.", "cluster.local")),
+            P("rootNamespace", Str("Policies here apply mesh-wide; default meshproxy-system.", "meshproxy-system")),
+            P("certificateTtl", Dur("Workload certificate lifetime (10m-365d); default 24h.", "24h")),
+            P("maxCertificateTtl", Dur("Longest the CA signs; default max(ttl, 48h).", "48h")),
+            P("mtls", Obj("Inbound mutual TLS.", P("mode", Enum("STRICT requires client certificates; PERMISSIVE also accepts plaintext.", ["STRICT", "PERMISSIVE"])))),
+            P("outboundTrafficPolicy", Obj("Unknown destinations.", P("mode", Enum("Refused or passed; default REGISTRY_ONLY.", ["REGISTRY_ONLY", "ALLOW_ANY"])))),
+            P("accessLog", Obj("One JSON line per request; writing the block turns it on.",
+                P("enabled", Bool("Default true once the block is written.", true)),
+                P("path", Str("/dev/stdout or a file.", "/dev/stdout")))),
+            P("tracing", Obj("OpenTelemetry tracing.",
+                P("sampling", Num("Percent of requests traced; default 1.", 0, 100, 1)),
+                P("propagation", Enum("Header format; default w3c.", ["w3c", "b3", "b3multi"])),
+                P("otlpEndpoint", Str("OTLP/HTTP collector URL.", "http://127.0.0.1:4318"))))),
+        [Column("Trust-Domain", ".spec.trustDomain", "string", "SPIFFE trust domain")]);
+
+    private static KindSchema AuthorizationPolicy() => new(
+        AuthorizationPolicyResource.KindName, "authorizationpolicies", ["mpauthz"],
+        "Access control for workloads with Istio's AuthorizationPolicy semantics: ALLOW/DENY/AUDIT, default-deny once any ALLOW applies. " +
+        "Unknown or unsupported fields are refused, never ignored.",
+        Obj("Selected workloads, action and rules.",
+            P("selector", Obj("Workloads it applies to; absent = all of the namespace (or mesh, in the root namespace).", P("matchLabels", Labels("Labels a workload must all carry.")))),
+            P("action", Enum("What a matching rule does; default ALLOW.", ["ALLOW", "DENY", "AUDIT"])),
+            P("dryRun", Bool("Evaluate and report, never enforce (ALLOW and DENY only).", false)),
+            P("rules", List("A request matches the policy when any rule matches; no rules matches nothing.", Obj("Matches when any from, any to and every when hold.",
+                P("from", List("Sources.", Obj("One source.", P("source", Obj("Peer attributes; at least one field.",
+                    P("principals", Strings("Peer identities (trust-domain/ns/x/sa/y), with '*' prefix or suffix.", "cluster.local/ns/default/sa/web")),
+                    P("notPrincipals", Strings("Identities that must not match.", "cluster.local/ns/default/sa/batch")),
+                    P("namespaces", Strings("Peer namespaces.", "default")),
+                    P("notNamespaces", Strings("Namespaces that must not match.", "test")),
+                    P("ipBlocks", Strings("Peer IPs or CIDR blocks.", "10.0.0.0/8")),
+                    P("notIpBlocks", Strings("IPs or blocks that must not match.", "10.1.0.0/16")))
+                    with { AtLeastOneOf = ["principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"] }))
+                    with { Required = ["source"] })),
+                P("to", List("Operations.", Obj("One operation.", P("operation", Obj("Request attributes; at least one field.",
+                    P("hosts", Strings("Host header values, without port.", "reviews")),
+                    P("notHosts", Strings("Hosts that must not match.", "admin")),
+                    P("ports", Strings("Destination ports.", "8080")),
+                    P("notPorts", Strings("Ports that must not match.", "9090")),
+                    P("methods", Strings("HTTP methods (exact, case-sensitive).", "GET")),
+                    P("notMethods", Strings("Methods that must not match.", "DELETE")),
+                    P("paths", Strings("Normalized paths, with '*' prefix or suffix.", "/api/*")),
+                    P("notPaths", Strings("Paths that must not match.", "/api/admin/*")))
+                    with { AtLeastOneOf = ["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"] }))
+                    with { Required = ["operation"] })),
+                P("when", List("Conditions, all of which must hold.", Obj("One condition.",
+                    P("key", Str("request.headers[<name>], source.ip, source.namespace, source.principal, destination.port or connection.sni.", "source.namespace")),
+                    P("values", Strings("Values, one of which must match.", "default")),
+                    P("notValues", Strings("Values none of which may match.", "test"))) with { Required = ["key"], AtLeastOneOf = ["values", "notValues"] })))))),
+        [Column("Action", ".spec.action", "string", "ALLOW, DENY or AUDIT")]);
+
+    private static SchemaNode StringMatch(string description, string example) =>
+        Obj(description + " Exactly one of exact, prefix or regex.",
+            P("exact", Str("Equal to this.", example)),
+            P("prefix", Str("Starts with this.", example)),
+            P("regex", Str("Whole value matches this regular expression.", example + ".*"))) with { AtLeastOneOf = ["exact", "prefix", "regex"], AtMostOneOf = ["exact", "prefix", "regex"] };
+
+    private static SchemaProperty P(string name, SchemaNode node) => new(name, node);
+
+    private static SchemaNode Obj(string description, params SchemaProperty[] properties) =>
+        new(SchemaType.Mapping, description) { Properties = properties };
+
+    private static SchemaNode List(string description, SchemaNode items) => new(SchemaType.List, description) { Items = items };
+
+    private static SchemaNode Strings(string description, string example) => List(description, Str("One entry.", example));
+
+    private static SchemaNode Labels(string description) =>
+        new(SchemaType.Mapping, description) { AdditionalProperties = Str("Label value.", "v1") };
+
+    private static SchemaNode Str(string description, string example) => new(SchemaType.Text, description) { Example = example };
+
+    private static SchemaNode Dur(string description, string example) =>
+        new(SchemaType.Text, description + " Written like 250ms, 5s, 1m30s, 1h.") { Example = example, Pattern = DurationPattern };
+
+    private static SchemaNode Enum(string description, IReadOnlyList<string> values) =>
+        new(SchemaType.Text, description) { Enum = values, Example = values[0] };
+
+    private static SchemaNode Int(string description, long min, long max, long example) =>
+        new(SchemaType.Whole, description) { Minimum = min, Maximum = max, Example = example.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+
+    private static SchemaNode Num(string description, double min, double max, double example) =>
+        new(SchemaType.Number, description) { Minimum = min, Maximum = max, Example = example.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+
+    private static SchemaNode Bool(string description, bool example) => new(SchemaType.Boolean, description) { Example = example ? "true" : "false" };
+
+    private static SchemaNode Port(string description, int example, int min = 1) => Int(description, min, 65535, example);
+
+    /// <summary>A limit: absent means unlimited; 0 is refused because it would let nothing through.</summary>
+    private static SchemaNode Count(string description) => Int(description + " At least 1; absent = unlimited.", 1, int.MaxValue, 100);
+
+    private static PrinterColumn Column(string name, string path, string type, string description) => new(name, path, type, description);
+}

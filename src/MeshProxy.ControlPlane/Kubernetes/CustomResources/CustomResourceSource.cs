@@ -1,0 +1,207 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using k8s;
+using k8s.Autorest;
+using k8s.Models;
+using MeshProxy.Config.Resources;
+using MeshProxy.Config.Schema;
+using MeshProxy.ControlPlane.Kubernetes.GatewayApi;
+using MeshProxy.ControlPlane.Kubernetes.Informers;
+using MeshProxy.ControlPlane.Resources;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Kubernetes.CustomResources;
+
+/// <summary>One watched custom kind: where it is served and what it is called there.</summary>
+internal sealed record CustomKind(string Group, string Version, string Plural)
+{
+    public string ApiVersion => $"{Group}/{Version}";
+}
+
+/// <summary>What the custom kinds hold at one moment: the resources to serve, each object's reading, each route's status.</summary>
+internal sealed record CustomResourceSnapshot(
+    IReadOnlyList<StoredResource> Resources,
+    IReadOnlyList<(CustomObject Object, CustomKind Kind, CustomResourceRead Read)> Objects,
+    IReadOnlyList<(CustomObject Route, CustomKind Kind, RouteStatus Status)> Routes);
+
+/// <summary>
+/// Watches the custom kinds the mesh reads from the API: every meshproxy.io kind, Istio's security.istio.io/v1
+/// AuthorizationPolicy, and the Gateway API's HTTPRoute and GRPCRoute, each through an <see cref="Informer{T}"/>.
+/// A kind whose CRD is not installed answers 404 to its list: its informer logs it and tries again with backoff, so
+/// installing the CRD later is picked up, and the other kinds are not held up meanwhile.
+/// <para>
+/// RBAC (docker/kubernetes/rbac.yaml, the rules marked as this source's): get/list/watch on these resources and
+/// patch on their /status. Discovery's own rules (core and discovery.k8s.io) are the Kubernetes source's.
+/// </para>
+/// </summary>
+internal sealed class CustomResourceSource
+{
+    public static readonly IReadOnlyList<CustomKind> MeshKinds =
+        [.. ResourceSchemas.All.Select(k => new CustomKind(ResourceSchemas.Group, ResourceSchemas.Version, k.Plural))];
+
+    public static readonly CustomKind IstioAuthorizationPolicies = new("security.istio.io", "v1", "authorizationpolicies");
+    public static readonly CustomKind HttpRoutes = new("gateway.networking.k8s.io", "v1", "httproutes");
+    public static readonly CustomKind GrpcRoutes = new("gateway.networking.k8s.io", "v1", "grpcroutes");
+
+    private readonly List<(CustomKind Kind, Informer<CustomObject> Informer)> _informers = [];
+
+    public CustomResourceSource(IKubernetes client, InformerOptions options, TimeProvider time, ILogger logger)
+    {
+        foreach (var kind in MeshKinds.Append(IstioAuthorizationPolicies).Append(HttpRoutes).Append(GrpcRoutes))
+        {
+            var informer = new Informer<CustomObject>(client, KubernetesResource<CustomObject>.Custom(kind.Group, kind.Version, kind.Plural), options, time, logger);
+            informer.Changed += () => Changed?.Invoke();
+            _informers.Add((kind, informer));
+        }
+    }
+
+    /// <summary>Raised after any informer's cache changed.</summary>
+    public event Action? Changed;
+
+    public IEnumerable<IInformer> Informers => _informers.Select(i => i.Informer);
+
+    public Task RunAsync(CancellationToken cancellationToken) =>
+        Task.WhenAll(_informers.Select(i => i.Informer.RunAsync(cancellationToken)));
+
+    /// <summary>
+    /// Reads every object of every kind; routes are resolved against <paramref name="services"/> (discovery's and
+    /// the meshproxy.io ones). Objects in key order, so the same cluster gives the same snapshot.
+    /// </summary>
+    public CustomResourceSnapshot Read(IEnumerable<ServiceResource> services)
+    {
+        var resources = new List<StoredResource>();
+        var objects = new List<(CustomObject, CustomKind, CustomResourceRead)>();
+        var routes = new List<(CustomObject Route, CustomKind Kind)>();
+        foreach (var (kind, informer) in _informers)
+        {
+            foreach (var (_, obj) in informer.Current.Items.OrderBy(i => i.Key, StringComparer.Ordinal))
+            {
+                if (kind == HttpRoutes || kind == GrpcRoutes)
+                {
+                    routes.Add((obj, kind));
+                    continue;
+                }
+
+                var read = CustomResourceReader.Read(obj);
+                objects.Add((obj, kind, read));
+                if (read.Resource is { } resource)
+                {
+                    resources.Add(resource);
+                }
+            }
+        }
+
+        var all = services.Concat(resources.Select(r => r.Resource).OfType<ServiceResource>());
+        var gamma = GammaTranslator.Translate(routes.Select(r => r.Route), all);
+        resources.AddRange(gamma.Resources);
+        var statuses = routes.Zip(routes.Select(r => gamma.Statuses.First(s => s.Kind == r.Route.Kind && s.Namespace == r.Route.Namespace && s.Name == r.Route.Name)))
+            .Select(p => (p.First.Route, p.First.Kind, p.Second))
+            .ToList();
+        return new CustomResourceSnapshot(resources, objects, statuses);
+    }
+}
+
+/// <summary>
+/// Writes what <see cref="ResourceStatus"/> and <see cref="GammaTranslator"/> computed onto the objects' status
+/// subresource (a JSON merge patch), only when it changed, so that a steady cluster costs no writes. On a route it
+/// replaces only the parents entries of this controller and keeps every other controller's.
+/// </summary>
+internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogger logger)
+{
+    public async Task WriteAsync(CustomResourceSnapshot snapshot, ConfigState state, IReadOnlyDictionary<string, SidecarCounts> counts, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        var heldBack = state.HeldBack.ToDictionary(h => h.Key, StringComparer.Ordinal);
+        foreach (var (obj, kind, read) in snapshot.Objects)
+        {
+            var status = ResourceStatus.Build(obj.Generation, read.Errors, heldBack.GetValueOrDefault(read.Key), counts.GetValueOrDefault(read.Key) ?? SidecarCounts.None, obj.Status, now);
+            await PatchAsync(obj, kind, status, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var (route, kind, routeStatus) in snapshot.Routes)
+        {
+            await PatchAsync(route, kind, RouteStatusJson(route, routeStatus, now), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static JsonObject RouteStatusJson(CustomObject route, RouteStatus status, DateTimeOffset now)
+    {
+        var parents = new JsonArray();
+        var previous = new List<JsonElement>();
+        if (route.Status.ValueKind == JsonValueKind.Object && route.Status.TryGetProperty("parents", out var old) && old.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var p in old.EnumerateArray())
+            {
+                var mine = p.TryGetProperty("controllerName", out var c) && c.GetString() == GammaTranslator.ControllerName;
+                if (mine)
+                {
+                    previous.Add(p);
+                }
+                else
+                {
+                    parents.Add(JsonNode.Parse(p.GetRawText())); // another controller's entry is its own to write
+                }
+            }
+        }
+
+        foreach (var parent in status.Parents)
+        {
+            var before = previous.FirstOrDefault(p => p.TryGetProperty("parentRef", out var r) && JsonElement.DeepEquals(r, parent.ParentRef));
+            var conditions = new JsonArray();
+            foreach (var condition in parent.Conditions)
+            {
+                var statusText = condition.Status ? "True" : "False";
+                var since = now;
+                if (before.ValueKind == JsonValueKind.Object && before.TryGetProperty("conditions", out var oldConditions) && oldConditions.ValueKind == JsonValueKind.Array)
+                {
+                    foreach (var o in oldConditions.EnumerateArray())
+                    {
+                        if (o.TryGetProperty("type", out var t) && t.GetString() == condition.Type && o.TryGetProperty("status", out var s) && s.GetString() == statusText
+                            && o.TryGetProperty("lastTransitionTime", out var lt) && lt.TryGetDateTimeOffset(out var at))
+                        {
+                            since = at;
+                        }
+                    }
+                }
+
+                conditions.Add(new JsonObject
+                {
+                    ["type"] = condition.Type,
+                    ["status"] = statusText,
+                    ["reason"] = condition.Reason,
+                    ["message"] = condition.Message,
+                    ["observedGeneration"] = status.Generation,
+                    ["lastTransitionTime"] = since.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture),
+                });
+            }
+
+            parents.Add(new JsonObject
+            {
+                ["parentRef"] = JsonNode.Parse(parent.ParentRef.GetRawText()),
+                ["controllerName"] = GammaTranslator.ControllerName,
+                ["conditions"] = conditions,
+            });
+        }
+
+        return new JsonObject { ["parents"] = parents };
+    }
+
+    private async Task PatchAsync(CustomObject obj, CustomKind kind, JsonObject status, CancellationToken cancellationToken)
+    {
+        if (obj.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(obj.Status, JsonDocument.Parse(status.ToJsonString()).RootElement))
+        {
+            return; // unchanged: no write
+        }
+
+        try
+        {
+            var patch = new V1Patch(new JsonObject { ["status"] = status }.ToJsonString(), V1Patch.PatchType.MergePatch);
+            await client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(patch, kind.Group, kind.Version, obj.Namespace, kind.Plural, obj.Name, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException)
+        {
+            // The object may be gone or the API away: the next change or resync writes it again.
+            logger.StatusWriteFailed($"{kind.Plural}.{kind.Group}", obj.Namespace, obj.Name, ex.Message);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+using System.Text.Json.Nodes;
+using k8s;
+using MeshProxy.Config.Resources;
+using MeshProxy.Config.Schema;
+using MeshProxy.ControlPlane.Kubernetes.CustomResources;
+using MeshProxy.ControlPlane.Kubernetes.Informers;
+using MeshProxy.ControlPlane.Resources;
+using MeshProxy.ControlPlane.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace MeshProxy.ControlPlane.Tests.Kubernetes.CustomResources;
+
+/// <summary>The custom kinds read from the fake API server and their statuses written back through the status subresource.</summary>
+public sealed class CustomResourceSourceTests : IAsyncLifetime
+{
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 7, 6, 0, 0, TimeSpan.Zero));
+    private readonly CancellationTokenSource _stop = new();
+    private FakeKubernetesApiServer _server = null!;
+    private k8s.Kubernetes _client = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _server = await FakeKubernetesApiServer.StartAsync();
+        _client = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _server.BaseUri.ToString() });
+        foreach (var kind in ResourceSchemas.All)
+        {
+            _server.RegisterResource(ResourceSchemas.Group, ResourceSchemas.Version, kind.Plural, kind.Kind, namespaced: true);
+        }
+
+        _server.RegisterResource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", namespaced: true);
+        _server.RegisterResource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute", namespaced: true);
+        // Istio's CRD is not installed: its list answers 404 until the test registers it.
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _client.Dispose();
+        await _server.DisposeAsync();
+        _stop.Dispose();
+    }
+
+    private static string MeshService(string name, int port) => $$$"""
+        {"apiVersion":"meshproxy.io/v1alpha1","kind":"Service","metadata":{"name":"{{{name}}}","namespace":"shop"},
+         "spec":{"ports":[{"port":{{{port}}}}],"endpoints":[{"address":"10.0.0.{{{port % 200}}}"}]}}
+        """;
+
+    [Fact]
+    public async Task Objects_become_served_resources_a_bad_one_shows_Invalid_in_its_status_and_an_HTTPRoute_gets_per_parent_status()
+    {
+        _server.Apply(MeshService("reviews", 80));
+        _server.Apply(MeshService("reviews-v1", 81));
+        _server.Apply(MeshService("reviews-v2", 82));
+        _server.Apply("""
+            {"apiVersion":"meshproxy.io/v1alpha1","kind":"DestinationPolicy","metadata":{"name":"broken","namespace":"shop"},
+             "spec":{"host":"reviews","connectionPool":{"tcp":{"connectTimeout":"soon"}}}}
+            """);
+        _server.Apply("""
+            {"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"split","namespace":"shop"},
+             "spec":{"parentRefs":[{"group":"","kind":"Service","name":"reviews"},{"name":"some-gateway"}],
+                     "rules":[{"backendRefs":[{"name":"reviews-v1","port":81,"weight":90},{"name":"reviews-v2","port":82,"weight":10}]}]}}
+            """);
+
+        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
+        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => source.Read([]).Resources.Count == 4, "three Services and the HTTPRoute's HttpRoute served");
+
+        var snapshot = source.Read([]);
+        var route = Assert.IsType<HttpRouteResource>(snapshot.Resources.Single(r => r.Key == "HttpRoute/shop/reviews.gateway-api").Resource);
+        Assert.Equal([90, 10], route.Spec.Http[0].Route.Select(d => d.Weight));
+        Assert.DoesNotContain(snapshot.Resources, r => r.Key.Contains("broken", StringComparison.Ordinal));
+
+        var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = snapshot.Resources });
+        var writer = new StatusWriter(_client, _time, NullLogger.Instance);
+        await writer.WriteAsync(snapshot, state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
+
+        var broken = Accepted(_server.Get("meshproxy.io/v1alpha1", "DestinationPolicy", "shop", "broken")!);
+        Assert.Equal(("False", "Invalid"), ((string?)broken["status"], (string?)broken["reason"]));
+        Assert.StartsWith("spec.connectionPool.tcp.connectTimeout: 'soon' is not a duration", (string?)broken["message"], StringComparison.Ordinal);
+
+        var reviews = _server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!;
+        Assert.Equal(("True", "Accepted"), ((string?)Accepted(reviews)["status"], (string?)Accepted(reviews)["reason"]));
+        Assert.Equal(2, (int)reviews["status"]!["sidecars"]!["applied"]!);
+        Assert.Equal((long)reviews["metadata"]!["generation"]!, (long)reviews["status"]!["observedGeneration"]!);
+
+        var parents = _server.Get("gateway.networking.k8s.io/v1", "HTTPRoute", "shop", "split")!["status"]!["parents"]!.AsArray();
+        var parent = Assert.Single(parents); // the Gateway parent is another controller's
+        Assert.Equal("meshproxy.io/controlplane", (string?)parent!["controllerName"]);
+        Assert.Equal("reviews", (string?)parent["parentRef"]!["name"]);
+        Assert.Equal(["Accepted:True:Accepted", "ResolvedRefs:True:ResolvedRefs"],
+            parent["conditions"]!.AsArray().Select(c => $"{c!["type"]}:{c["status"]}:{c["reason"]}"));
+
+        // Nothing changed: nothing is written again (informers see the status writes first).
+        await EventuallyAsync(() => source.Read([]).Objects.All(o => o.Object.Status.ValueKind == System.Text.Json.JsonValueKind.Object)
+            && source.Read([]).Routes.All(r => r.Route.Status.ValueKind == System.Text.Json.JsonValueKind.Object), "the informers saw the statuses");
+        var patches = _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
+        await writer.WriteAsync(source.Read([]), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
+        Assert.Equal(patches, _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal)));
+
+        // Only what the RBAC rules grant (CustomResourceRbacTests): lists and watches, and patches of /status.
+        var calls = _server.Requests.Where(r => r.Contains("/apis/", StringComparison.Ordinal)).ToList();
+        Assert.All(calls, r => Assert.True(
+            (r.StartsWith("GET ", StringComparison.Ordinal) && !r.Contains("/namespaces/", StringComparison.Ordinal)) ||
+            (r.StartsWith("PATCH ", StringComparison.Ordinal) && r.Split('?')[0].EndsWith("/status", StringComparison.Ordinal)), r));
+    }
+
+    [Fact]
+    public async Task A_kind_whose_CRD_is_not_installed_is_not_watched_until_it_is_and_the_others_are_read_meanwhile()
+    {
+        _server.Apply(MeshService("reviews", 80));
+        var source = new CustomResourceSource(_client, new InformerOptions { InitialBackoff = TimeSpan.FromSeconds(1) }, _time, NullLogger.Instance);
+        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => source.Read([]).Resources.Count == 1, "the meshproxy.io Service is read while Istio's kind is missing");
+        Assert.Contains(_server.Requests, r => r.Contains("/apis/security.istio.io/v1/authorizationpolicies", StringComparison.Ordinal));
+
+        _server.RegisterResource("security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", namespaced: true);
+        _server.Apply("""
+            {"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"deny-admin","namespace":"shop"},
+             "spec":{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin/*"]}}]}]}}
+            """);
+
+        await EventuallyAsync(() =>
+        {
+            _time.Advance(TimeSpan.FromSeconds(5)); // the 404'd list is retried after its backoff
+            return source.Read([]).Resources.Any(r => r.Key == "AuthorizationPolicy/shop/deny-admin.istio");
+        }, "the Istio policy is read once its CRD exists");
+    }
+
+    private static JsonNode Accepted(JsonObject obj) =>
+        obj["status"]!["conditions"]!.AsArray().Single(c => (string?)c!["type"] == "Accepted")!;
+
+    private static Task EventuallyAsync(Func<bool> condition, string what) =>
+        TestControlPlane.EventuallyAsync(() => Task.FromResult(condition()), what, TimeSpan.FromSeconds(30));
+}
