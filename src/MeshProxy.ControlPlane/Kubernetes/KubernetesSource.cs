@@ -96,19 +96,21 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     public WorkloadResolution Resolve(Node node, IPAddress? remoteAddress)
     {
         var ns = string.IsNullOrEmpty(node.Namespace) ? "default" : node.Namespace;
-        if (string.IsNullOrEmpty(node.InstanceId))
+        // The sidecar names itself "<POD_NAME>.<namespace>" (ControlPlaneSource); the pod name alone is taken too.
+        var podName = node.InstanceId.EndsWith("." + ns, StringComparison.Ordinal) ? node.InstanceId[..^(ns.Length + 1)] : node.InstanceId;
+        if (podName.Length == 0)
         {
-            return new WorkloadResolution(null, "node.instance_id must be the sidecar's pod name");
+            return new WorkloadResolution(null, "node.instance_id must name the sidecar's pod (<pod>.<namespace>)");
         }
 
-        if (!Pods.Current.Items.TryGetValue($"{ns}/{node.InstanceId}", out var pod))
+        if (!Pods.Current.Items.TryGetValue($"{ns}/{podName}", out var pod))
         {
-            return new WorkloadResolution(null, $"pod {ns}/{node.InstanceId} is not known (yet)", Retry: true);
+            return new WorkloadResolution(null, $"pod {ns}/{podName} is not known (yet)", Retry: true);
         }
 
         if (remoteAddress is null || !PodWorkloads.HasAddress(pod, remoteAddress))
         {
-            return new WorkloadResolution(null, $"the connection comes from {remoteAddress}, which is not an IP of pod {ns}/{node.InstanceId}");
+            return new WorkloadResolution(null, $"the connection comes from {remoteAddress}, which is not an IP of pod {ns}/{podName}");
         }
 
         return new WorkloadResolution(PodWorkloads.From(pod), null);

@@ -21,8 +21,9 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         _api = await FakeKubernetesApiServer.StartAsync();
         _client = new k8s.Kubernetes(new k8s.KubernetesClientConfiguration { Host = _api.BaseUri.ToString() });
         _api.Apply(KubeJson.Namespace("shop"));
-        // The grpc-js peer says it is pod "client-grpcjs.shop", of workload "client" with service account "client".
-        _api.Apply(KubeJson.Pod("shop", "client-grpcjs.shop", "127.0.0.1", serviceAccount: "client-sa", app: "client"));
+        // The grpc-js peer says it is instance "client-grpcjs.shop" (pod "client-grpcjs" in "shop", as a sidecar names
+        // itself), of workload "client" with service account "client".
+        _api.Apply(KubeJson.Pod("shop", "client-grpcjs", "127.0.0.1", serviceAccount: "client-sa", app: "client"));
         _api.Apply(KubeJson.Service("shop", "backend", clusterIp: "10.96.0.20"));
         Pod("b1", "10.1.0.1");
         Pod("b2", "10.1.0.2");
@@ -118,13 +119,63 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
     {
         if (podIp is not null)
         {
-            _api.Apply(KubeJson.Pod("shop", $"{workload}-grpcjs.shop", podIp, serviceAccount: "admin"));
+            _api.Apply(KubeJson.Pod("shop", $"{workload}-grpcjs", podIp, serviceAccount: "admin"));
         }
 
         await using var cp = await StartControlPlaneAsync();
         await using var sidecar = cp.Connect(workload, "shop");
         var error = await sidecar.NextAsync(e => e.GetProperty("type").GetString() == "error", TimeSpan.FromSeconds(30));
         Assert.Equal(code, error.GetProperty("code").GetInt32());
+    }
+
+    [Fact]
+    public async Task RbacGrantsExactlyWhatTheControlPlaneAsks()
+    {
+        await using (var cp = await StartControlPlaneAsync())
+        {
+            await using var sidecar = cp.Connect("client", "shop");
+            await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
+        }
+
+        // (group, resource, verb) of every request the control plane made to the API server.
+        var asked = _api.Requests.Select(r =>
+        {
+            var (method, target) = (r.Split(' ')[0], r.Split(' ')[1]);
+            var path = target.Split('?')[0].Trim('/').Split('/');
+            var (group, rest) = path[0] == "api" ? ("", path[2..]) : (path[1], path[3..]);
+            var resource = rest is ["namespaces", _, var plural, ..] ? plural : rest[0];
+            var verb = method switch
+            {
+                "GET" when target.Contains("watch=true", StringComparison.Ordinal) => "watch",
+                "GET" when rest.Length % 2 == 1 => "list",
+                "GET" => "get",
+                var m => m.ToLowerInvariant(),
+            };
+            return (group, resource, verb);
+        }).ToHashSet();
+
+        var rbac = new YamlDotNet.RepresentationModel.YamlStream();
+        rbac.Load(new StringReader(File.ReadAllText(Path.Combine(RepoPaths.Root, "docker", "kubernetes", "rbac.yaml"))));
+        var granted = rbac.Documents
+            .Select(d => (YamlDotNet.RepresentationModel.YamlMappingNode)d.RootNode)
+            .Where(d => d.Children[new YamlDotNet.RepresentationModel.YamlScalarNode("kind")].ToString() == "ClusterRole")
+            .SelectMany(d => ((YamlDotNet.RepresentationModel.YamlSequenceNode)d.Children[new YamlDotNet.RepresentationModel.YamlScalarNode("rules")]).Children)
+            .Cast<YamlDotNet.RepresentationModel.YamlMappingNode>()
+            .SelectMany(rule =>
+                from g in Strings(rule, "apiGroups")
+                from res in Strings(rule, "resources")
+                from v in Strings(rule, "verbs")
+                select (g, res, v))
+            .ToHashSet();
+
+        Assert.Subset(granted, asked);
+        // The core and discovery rules are this source's (other groups belong to the CRD and Gateway API watches).
+        Assert.Equal(
+            asked.OrderBy(a => a.ToString()),
+            granted.Where(g => g.g is "" or "discovery.k8s.io").OrderBy(g => g.ToString()));
+
+        static IEnumerable<string> Strings(YamlDotNet.RepresentationModel.YamlMappingNode rule, string key) =>
+            ((YamlDotNet.RepresentationModel.YamlSequenceNode)rule.Children[new YamlDotNet.RepresentationModel.YamlScalarNode(key)]).Children.Select(c => c.ToString());
     }
 
     private async Task<TestControlPlane> StartControlPlaneAsync() =>
