@@ -50,6 +50,9 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(16, LogLevel.Information, "{Key} is no longer held back")]
     public static partial void NoLongerHeldBack(this ILogger logger, string key);
 
+    [LoggerMessage(17, LogLevel.Warning, "Sidecar {InstanceId} in {Namespace} from {Address} refused: {Reason}")]
+    public static partial void SidecarRefused(this ILogger logger, string instanceId, string @namespace, string address, string reason);
+
     [LoggerMessage(13, LogLevel.Information, "Control plane listening: gRPC on {Grpc}, monitoring on {Monitoring}, configuration from {Directory}")]
     public static partial void Listening(this ILogger logger, string grpc, string monitoring, string directory);
 

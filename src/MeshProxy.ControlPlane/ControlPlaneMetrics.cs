@@ -11,9 +11,20 @@ internal sealed class ControlPlaneMetrics
 {
     private static readonly double[] LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-    public ControlPlaneMetrics(ConnectionRegistry connections, ResourceDirectory directory)
+    public ControlPlaneMetrics(ConnectionRegistry connections, IConfigSource directory, Kubernetes.KubernetesSource? kubernetes = null)
     {
         Registry = new MetricsRegistry();
+        if (kubernetes is not null)
+        {
+            // Per watched kind: is its watch up, and for how long has it not been (alert on this: the mesh is serving a stale picture).
+            Registry.CallbackGauge("meshproxy_controlplane_kubernetes_connected", "1 while the informer of this kind is in contact with the Kubernetes API server, 0 while it is not (the last known state keeps serving).", ["resource"],
+                [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.Connected ? 1 : 0))]);
+            Registry.CallbackGauge("meshproxy_controlplane_kubernetes_disconnected_seconds", "Seconds since this kind's informer lost the Kubernetes API server; 0 while connected.", ["resource"],
+                [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.DisconnectedSince is { } since ? (DateTimeOffset.UtcNow - since).TotalSeconds : 0))]);
+            Registry.CallbackGauge("meshproxy_controlplane_kubernetes_relists", "Full relists of this kind after the first (a watch too old to resume, 410 Gone).", ["resource"],
+                [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.Relists))]);
+        }
+
         Registry.CallbackGauge("meshproxy_controlplane_connected_sidecars", "Sidecars with an open StreamSnapshots stream.", () => connections.Count);
         Registry.CallbackGauge("meshproxy_controlplane_invalid_resources", "Resources in the configuration directory that are refused (their last good version, if any, keeps serving).", () => directory.Current.InvalidResources);
         Registry.CallbackGauge("meshproxy_controlplane_held_back_resources", "Resources that parse but that the sidecars would refuse in the set (a route to an unknown service...): not pushed; their last good version, if any, keeps serving.", () => directory.Current.HeldBack.Count);

@@ -9,8 +9,14 @@ TlsKeyExchange.Restrict();
 
 const string Usage = """
     usage: meshproxy-controlplane --config-dir <dir> [--grpc <addr:port>] [--monitoring <addr:port>]
+           meshproxy-controlplane --source kubernetes [--kubeconfig <file>] [--config-dir <dir>] ...
 
       --config-dir <dir>        directory of resource YAML files, watched; also MESHPROXY_CONFIG_DIR
+      --source <s>              directory (default) or kubernetes: Services, EndpointSlices and Pods from the
+                                Kubernetes API (in-cluster service account, or --kubeconfig), beside the directory's
+                                resources when --config-dir is given too
+      --kubeconfig <file>       with --source kubernetes: the kubeconfig to use instead of the in-cluster account
+      --cluster-domain <d>      with --source kubernetes: a Service answers to name.ns.svc.<d>, default cluster.local
       --grpc <addr:port>        gRPC (h2c) listener, default 0.0.0.0:15010
       --monitoring <addr:port>  /ready, /metrics, /debug/syncz, /debug/configz; default 0.0.0.0:15014
       --keepalive-time <s>      HTTP/2 PING after this many idle seconds, default 30
@@ -20,6 +26,8 @@ const string Usage = """
 
 var configDir = Environment.GetEnvironmentVariable("MESHPROXY_CONFIG_DIR");
 var options = new ControlPlaneOptions { ConfigDirectory = string.Empty };
+var kubernetes = false;
+var clusterDomain = "cluster.local";
 CertificateServiceOptions? certificates = null;
 for (var i = 0; i < args.Length; i++)
 {
@@ -48,6 +56,15 @@ for (var i = 0; i < args.Length; i++)
             options = options with { PushWriteTimeout = push };
             i++;
             break;
+        case "--source" when i + 1 < args.Length && args[i + 1] is "kubernetes" or "directory":
+            kubernetes = args[++i] == "kubernetes";
+            break;
+        case "--kubeconfig" when i + 1 < args.Length:
+            options = options with { Kubeconfig = args[++i] };
+            break;
+        case "--cluster-domain" when i + 1 < args.Length && args[i + 1].Length > 0:
+            clusterDomain = args[++i];
+            break;
         case var _ when CertificateServiceOptions.TryReadArgument(args, ref i, ref certificates):
             break;
         case "--help" or "-h":
@@ -58,6 +75,17 @@ for (var i = 0; i < args.Length; i++)
             Console.Error.WriteLine(Usage);
             return 2;
     }
+}
+
+if (kubernetes)
+{
+    options = options with { Kubernetes = new MeshProxy.ControlPlane.Kubernetes.KubernetesSourceOptions { ClusterDomain = clusterDomain } };
+    configDir ??= string.Empty;
+}
+else if (options.Kubeconfig is not null)
+{
+    Console.Error.WriteLine("meshproxy-controlplane: --kubeconfig needs --source kubernetes");
+    return 2;
 }
 
 if (configDir is null)
@@ -89,6 +117,11 @@ catch (DirectoryNotFoundException ex)
 catch (IOException ex)
 {
     Console.Error.WriteLine($"meshproxy-controlplane: cannot start listening: {ex.Message}");
+    return 1;
+}
+catch (k8s.Exceptions.KubeConfigException ex)
+{
+    Console.Error.WriteLine($"meshproxy-controlplane: Kubernetes: {ex.Message}");
     return 1;
 }
 catch (CertificateAuthorityException ex)

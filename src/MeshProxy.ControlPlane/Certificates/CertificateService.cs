@@ -38,7 +38,7 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
     /// registers the CA's figures in <paramref name="registry"/>.
     /// </summary>
     /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
-    public static CertificateService Create(CertificateServiceOptions options, ResourceDirectory directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null)
+    public static CertificateService Create(CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Validate() is { } problem)

@@ -15,7 +15,7 @@ namespace MeshProxy.ControlPlane.Discovery;
 /// </summary>
 internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, IDisposable
 {
-    private readonly ResourceDirectory _directory;
+    private readonly IConfigSource _directory;
     private readonly SnapshotCache _cache;
     private readonly ConnectionRegistry _registry;
     private readonly ControlPlaneMetrics _metrics;
@@ -23,6 +23,7 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
     private readonly TimeSpan _writeTimeout;
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _pushSlots = new(MaxConcurrentPushes);
+    private readonly IWorkloadResolver? _resolver;
     private long _nonce;
 
     /// <summary>
@@ -43,9 +44,10 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
     private static readonly TimeSpan PushSlotWait = TimeSpan.FromSeconds(1);
 
     public DiscoveryService(
-        ResourceDirectory directory, SnapshotCache cache, ConnectionRegistry registry, ControlPlaneMetrics metrics,
-        TimeProvider time, TimeSpan writeTimeout, ILogger<DiscoveryService> logger)
+        IConfigSource directory, SnapshotCache cache, ConnectionRegistry registry, ControlPlaneMetrics metrics,
+        TimeProvider time, TimeSpan writeTimeout, ILogger<DiscoveryService> logger, IWorkloadResolver? resolver = null)
     {
+        _resolver = resolver;
         _directory = directory;
         _cache = cache;
         _registry = registry;
@@ -72,7 +74,21 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         }
 
         var http = context.GetHttpContext().Connection;
-        var connection = new SidecarConnection(node, $"{http.RemoteIpAddress}:{http.RemotePort}", _time.GetUtcNow());
+        Workload? workload = null;
+        if (_resolver is not null)
+        {
+            // The Node's claims are not trusted where the source knows the sidecar's Pod.
+            var resolved = _resolver.Resolve(node, http.RemoteIpAddress);
+            if (resolved.Workload is null)
+            {
+                _logger.SidecarRefused(node.InstanceId, node.Namespace, $"{http.RemoteIpAddress}", resolved.Refusal!);
+                throw new RpcException(new RpcStatus(resolved.Retry ? StatusCode.Unavailable : StatusCode.PermissionDenied, resolved.Refusal!));
+            }
+
+            workload = resolved.Workload;
+        }
+
+        var connection = new SidecarConnection(node, $"{http.RemoteIpAddress}:{http.RemotePort}", _time.GetUtcNow(), workload);
         _registry.Add(connection);
         _logger.SidecarConnected(connection.InstanceId, connection.Workload.Name, connection.Workload.Namespace, connection.Address);
         using var pushStop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
@@ -144,6 +160,11 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
             while (await connection.Wakeups.WaitToReadAsync(cancellationToken))
             {
                 connection.Wakeups.TryRead(out _);
+                if (_resolver?.Resolve(connection.Node, context.GetHttpContext().Connection.RemoteIpAddress).Workload is { } current)
+                {
+                    connection.Workload = current; // its Pod's labels or service account changed; a vanished Pod leaves the last known
+                }
+
                 var snapshot = _cache.Get(_directory.Current, connection.Workload);
                 if (snapshot.Version == connection.State.SentVersion)
                 {

@@ -24,11 +24,14 @@ internal sealed class SidecarConnection
     // Capacity 1 and DropWrite: any number of changes while a push is in progress coalesce into one more push.
     private readonly Channel<byte> _wake = Channel.CreateBounded<byte>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private volatile SyncState _state;
+    private volatile Workload _workload;
 
-    public SidecarConnection(Node node, string address, DateTimeOffset connectedAt)
+    /// <param name="workload">Who the sidecar serves when a source knows better than its Node (its Pod in the Kubernetes API).</param>
+    public SidecarConnection(Node node, string address, DateTimeOffset connectedAt, Workload? workload = null)
     {
         InstanceId = string.IsNullOrEmpty(node.InstanceId) ? $"{node.Workload}.{node.Namespace}@{address}" : node.InstanceId;
-        Workload = Workload.FromNode(node);
+        Node = node;
+        _workload = workload ?? Workload.FromNode(node);
         Address = address;
         ProxyVersion = node.ProxyVersion;
         ConnectedAt = connectedAt;
@@ -37,7 +40,14 @@ internal sealed class SidecarConnection
 
     public string InstanceId { get; }
 
-    public Workload Workload { get; }
+    public Node Node { get; }
+
+    /// <summary>Replaced when the workload's Pod changes (labels, service account); read at every push.</summary>
+    public Workload Workload
+    {
+        get => _workload;
+        set => _workload = value;
+    }
 
     public string Address { get; }
 

@@ -1,6 +1,7 @@
 using System.Net;
 using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Discovery;
+using MeshProxy.ControlPlane.Kubernetes;
 using MeshProxy.ControlPlane.Monitoring;
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.ControlPlane.Snapshots;
@@ -27,13 +28,16 @@ namespace MeshProxy.ControlPlane.Hosting;
 internal sealed class ControlPlaneHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
-    private readonly ResourceDirectory _directory;
+    private readonly ResourceDirectory? _directory;
+    private readonly KubernetesSource? _kubernetes;
     private readonly ControlPlaneTlsIdentity? _tls;
     private readonly DiscoveryService _discovery;
     private volatile bool _ready;
 
-    private ControlPlaneHost(WebApplication app, ResourceDirectory directory, DiscoveryService discovery, ConnectionRegistry registry, ControlPlaneMetrics metrics, CertificateService? certificates, ControlPlaneTlsIdentity? tls)
+    private ControlPlaneHost(WebApplication app, IConfigSource source, ResourceDirectory? directory, KubernetesSource? kubernetes, DiscoveryService discovery, ConnectionRegistry registry, ControlPlaneMetrics metrics, CertificateService? certificates, ControlPlaneTlsIdentity? tls)
     {
+        Source = source;
+        _kubernetes = kubernetes;
         _app = app;
         Certificates = certificates;
         _tls = tls;
@@ -43,7 +47,14 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         Metrics = metrics;
     }
 
-    public ResourceDirectory Directory => _directory;
+    /// <summary>The resource directory, when one is read.</summary>
+    public ResourceDirectory? Directory => _directory;
+
+    /// <summary>What is served: the directory, or the Kubernetes source (with the directory inside it, if any).</summary>
+    public IConfigSource Source { get; }
+
+    /// <summary>The Kubernetes source, when the control plane discovers from the API.</summary>
+    public KubernetesSource? Kubernetes => _kubernetes;
 
     public ConnectionRegistry Registry { get; }
 
@@ -126,36 +137,55 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             loggers.CreateLogger<ControlPlaneHost>().TlsGroupsNotLimited(notLimited);
         }
 
-        var directory = new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>(), options.Time);
-        // Read before the CA loads: its trust domain and TTLs come from MeshConfig.
+        ResourceDirectory? directory = options.ConfigDirectory.Length == 0 ? null
+            : new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>(), options.Time);
+        KubernetesSource? kubernetes = null;
+        // Read before the CA loads: its trust domain and TTLs come from MeshConfig. The Kubernetes source waits for
+        // its first list of everything: the ports open on a true state or not at all.
         try
         {
-            directory.Start();
+            directory?.Start();
+            if (options.Kubernetes is { } kube)
+            {
+                kubernetes = new KubernetesSource(options.KubernetesClient ?? KubernetesClients.Create(options.Kubeconfig), kube, directory, options.Time, loggers);
+                await kubernetes.StartAsync(cancellationToken);
+            }
         }
         catch
         {
-            directory.Dispose();
+            if (kubernetes is not null)
+            {
+                await kubernetes.DisposeAsync();
+            }
+
+            directory?.Dispose();
             await app.DisposeAsync();
             throw;
         }
 
+        IConfigSource source = (IConfigSource?)kubernetes ?? directory ?? throw new ArgumentException("neither a configuration directory nor the Kubernetes source", nameof(options));
         var registry = new ConnectionRegistry();
-        var metrics = new ControlPlaneMetrics(registry, directory);
-        discovery = new DiscoveryService(directory, new SnapshotCache(), registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>());
+        var metrics = new ControlPlaneMetrics(registry, source, kubernetes);
+        discovery = new DiscoveryService(source, new SnapshotCache(), registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>(), kubernetes);
         try
         {
-            certificates = options.Certificates is { } ca ? CertificateService.Create(ca, directory, metrics.Registry, loggers, options.Time) : null;
+            certificates = options.Certificates is { } ca ? CertificateService.Create(ca, source, metrics.Registry, loggers, options.Time) : null;
         }
         catch
         {
             discovery.Dispose();
-            directory.Dispose();
+            if (kubernetes is not null)
+            {
+                await kubernetes.DisposeAsync();
+            }
+
+            directory?.Dispose();
             await app.DisposeAsync();
             throw;
         }
 
-        host = new ControlPlaneHost(app, directory, discovery, registry, metrics, certificates, tls);
-        var monitoring = new MonitoringEndpoints(registry, directory, metrics, Ready);
+        host = new ControlPlaneHost(app, source, directory, kubernetes, discovery, registry, metrics, certificates, tls);
+        var monitoring = new MonitoringEndpoints(registry, source, metrics, Ready, kubernetes);
 
         if (tls is not null)
         {
@@ -189,7 +219,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         }
 
         host._ready = true;
-        loggers.CreateLogger<ControlPlaneHost>().Listening(host.GrpcEndPoint.ToString(), host.MonitoringEndPoint.ToString(), directory.Directory);
+        loggers.CreateLogger<ControlPlaneHost>().Listening(host.GrpcEndPoint.ToString(), host.MonitoringEndPoint.ToString(), source.Description);
         return host;
     }
 
@@ -211,7 +241,12 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             }
 
             Certificates?.Dispose();
-            _directory.Dispose();
+            if (_kubernetes is not null)
+            {
+                await _kubernetes.DisposeAsync();
+            }
+
+            _directory?.Dispose();
             await _app.DisposeAsync();
             _discovery.Dispose();
         }

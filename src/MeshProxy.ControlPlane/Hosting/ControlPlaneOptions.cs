@@ -4,7 +4,17 @@ namespace MeshProxy.ControlPlane.Hosting;
 
 public sealed record ControlPlaneOptions
 {
+    /// <summary>The resource directory; empty for none (allowed only with <see cref="Kubernetes"/>).</summary>
     public required string ConfigDirectory { get; init; }
+
+    /// <summary>Discover Services, EndpointSlices and Pods from the Kubernetes API too; null: the directory alone.</summary>
+    internal Kubernetes.KubernetesSourceOptions? Kubernetes { get; init; }
+
+    /// <summary>With <see cref="Kubernetes"/>: the kubeconfig file; null: the in-cluster service account.</summary>
+    public string? Kubeconfig { get; init; }
+
+    /// <summary>With <see cref="Kubernetes"/>, for tests: the client to use instead of one made from <see cref="Kubeconfig"/>.</summary>
+    internal k8s.IKubernetes? KubernetesClient { get; init; }
 
     /// <summary>gRPC, plaintext HTTP/2 (h2c). Istio's 15010.</summary>
     public IPEndPoint GrpcEndPoint { get; init; } = new(IPAddress.Any, 15010);

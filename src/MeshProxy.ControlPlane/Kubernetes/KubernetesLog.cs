@@ -25,4 +25,10 @@ internal static partial class KubernetesLog
 
     [LoggerMessage(106, LogLevel.Warning, "Watch of {Resource} reported an error: {Error}")]
     public static partial void WatchError(this ILogger logger, string resource, string error);
+
+    [LoggerMessage(110, LogLevel.Information, "Kubernetes configuration generation {Generation}: {Services} Services discovered, {Resources} resources served, {HeldBack} held back")]
+    public static partial void KubernetesStateBuilt(this ILogger logger, long generation, int services, int resources, int heldBack);
+
+    [LoggerMessage(111, LogLevel.Warning, "{Origin} is skipped: {Reason} (its last good translation keeps serving: {KeptLastGood})")]
+    public static partial void ServiceSkipped(this ILogger logger, string origin, string reason, bool keptLastGood);
 }

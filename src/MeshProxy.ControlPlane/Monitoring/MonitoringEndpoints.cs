@@ -11,7 +11,7 @@ namespace MeshProxy.ControlPlane.Monitoring;
 /// Port 15014: readiness, Prometheus metrics, and the debug views an operator (or `meshproxy
 /// proxy-status`) reads. Nothing here changes state, so every path is GET-only.
 /// </summary>
-internal sealed class MonitoringEndpoints(ConnectionRegistry registry, ResourceDirectory directory, ControlPlaneMetrics metrics, Func<bool> ready)
+internal sealed class MonitoringEndpoints(ConnectionRegistry registry, IConfigSource directory, ControlPlaneMetrics metrics, Func<bool> ready, Kubernetes.KubernetesSource? kubernetes = null)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -28,12 +28,36 @@ internal sealed class MonitoringEndpoints(ConnectionRegistry registry, ResourceD
 
         return context.Request.Path.Value switch
         {
-            "/ready" => ready() ? TextAsync(context, 200, "ready\n") : TextAsync(context, 503, "not ready\n"),
+            "/ready" => ready() ? TextAsync(context, 200, "ready\n" + KubernetesDetails()) : TextAsync(context, 503, "not ready\n"),
             "/metrics" => MetricsAsync(context),
             "/debug/syncz" => JsonAsync(context, Syncz()),
             "/debug/configz" => JsonAsync(context, Configz()),
             _ => TextAsync(context, 404, "not found: try /ready, /metrics, /debug/syncz, /debug/configz\n"),
         };
+    }
+
+    /// <summary>
+    /// Still ready while the API server is away (the last known state serves, as the sidecars' own saved snapshots
+    /// do), but it says so, one line per watched kind.
+    /// </summary>
+    private string KubernetesDetails()
+    {
+        if (kubernetes is null)
+        {
+            return string.Empty;
+        }
+
+        var text = new System.Text.StringBuilder();
+        foreach (var health in kubernetes.Health)
+        {
+            text.Append("kubernetes ").Append(health.Resource).Append(": ");
+            text.Append(health.Connected
+                ? "watching"
+                : $"API server unreachable since {health.DisconnectedSince:O} ({health.LastError}); serving the last known state");
+            text.Append('\n');
+        }
+
+        return text.ToString();
     }
 
     private List<SyncEntry> Syncz() => registry.All
@@ -53,7 +77,7 @@ internal sealed class MonitoringEndpoints(ConnectionRegistry registry, ResourceD
         var state = directory.Current;
         return new
         {
-            directory = directory.Directory,
+            directory = directory.Description,
             generation = state.Generation,
             resources = state.Resources.Select(r => new { key = r.Key, version = r.Version, source = r.Resource.Source.ToString() }),
             keptLastGood = state.KeptLastGood,

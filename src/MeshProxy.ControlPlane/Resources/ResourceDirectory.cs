@@ -16,7 +16,7 @@ namespace MeshProxy.ControlPlane.Resources;
 /// What parses is then checked as a set (<see cref="PushGate"/>): a resource the sidecars would refuse
 /// is held back, its last version that passed serving meanwhile.
 /// </summary>
-internal sealed class ResourceDirectory : IDisposable
+internal sealed class ResourceDirectory : IConfigSource, IDisposable
 {
     private readonly string _directory;
     private readonly TimeSpan _debounce;
@@ -40,6 +40,8 @@ internal sealed class ResourceDirectory : IDisposable
     public ConfigState Current => _current;
 
     public string Directory => _directory;
+
+    public string Description => _directory;
 
     /// <summary>Raised (on the reload thread) after a reload that changed what is served or what is wrong.</summary>
     public event Action<ConfigState>? Changed;

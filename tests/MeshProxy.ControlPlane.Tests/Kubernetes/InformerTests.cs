@@ -194,6 +194,24 @@ public sealed class InformerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AfterAnOutageOfAQuietClusterItIsConnectedAgainWithoutWaitingForAnEvent()
+    {
+        _server.Apply(KubeJson.Service("shop", "a"));
+        var informer = Start(KubernetesResource<V1Service>.Services);
+        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => _server.OpenWatches == 1, "the watch is open");
+
+        _server.SetReachable(false);
+        await EventuallyAsync(() => !informer.Health.Connected, "the informer noticed");
+        _server.SetReachable(true);
+        // No change, no bookmark: only the API server answering again.
+        await EventuallyAsync(() => { _time.Advance(TimeSpan.FromSeconds(30)); return informer.Health.Connected; }, "connected again");
+        await EventuallyAsync(() => _server.OpenWatches == 1, "the watch is open again");
+        Assert.Equal(0, informer.Health.Relists);
+        Assert.Single(informer.Current.Items);
+    }
+
+    [Fact]
     public async Task AMalformedObjectIsSkippedAndItsLastGoodVersionKept()
     {
         _server.Apply(KubeJson.Service("shop", "a", port: 80));

@@ -107,6 +107,14 @@ internal sealed class Informer<T> : IInformer
                     await ListAsync(cancellationToken).ConfigureAwait(false);
                     relist = false;
                 }
+                else if (failures > 0)
+                {
+                    // Back after a failure: a watch shows nothing until its first event, which in a quiet cluster may be
+                    // a minute away (the next bookmark). One object's list says at once whether the API server answers,
+                    // so /ready and the metrics tell the truth; the cache is left alone and the watch resumes where it was.
+                    await _resource.ListAsync(_client, new ListRequest(false, null, Limit: 1), cancellationToken).ConfigureAwait(false);
+                    MarkConnected(_health.Relists);
+                }
 
                 var gone = await WatchAsync(cancellationToken).ConfigureAwait(false);
                 failures = 0;

@@ -1,0 +1,258 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using k8s;
+using k8s.Models;
+using MeshProxy.Api.V1;
+using MeshProxy.Config.Parsing;
+using MeshProxy.ControlPlane.Discovery;
+using MeshProxy.ControlPlane.Kubernetes.Discovery;
+using MeshProxy.ControlPlane.Kubernetes.Informers;
+using MeshProxy.ControlPlane.Resources;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.ControlPlane.Kubernetes;
+
+/// <summary>
+/// The configuration as the Kubernetes API has it: Services, EndpointSlices and Pods watched (one informer each)
+/// and translated into mesh Services (<see cref="ServiceTranslator"/>), beside the resources of a directory when one
+/// is given (routes, policies, MeshConfig until they come as CRDs). Changes are coalesced for a short quiet time and
+/// the whole set goes through the same pre-push check as the directory's, so the push machinery downstream is the
+/// same. Nothing is served before every informer has listed once; while the API server is unreachable the last
+/// known state keeps serving (see <see cref="Health"/>). A Service that cannot be translated is skipped with a log
+/// line, and keeps its last good translation if it had one.
+/// Also the sidecars' <see cref="IWorkloadResolver"/>: a sidecar is who its Pod says, never what its Node claims.
+/// </summary>
+internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyncDisposable
+{
+    private readonly KubernetesSourceOptions _options;
+    private readonly ResourceDirectory? _directory;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Lock _lock = new();
+    private readonly PushGate _gate = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _running = [];
+    private readonly Dictionary<string, StoredResource> _lastGood = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _reported = new(StringComparer.Ordinal);
+    private readonly ITimer _debounce;
+    private volatile ConfigState _current = ConfigState.Empty;
+    private volatile bool _started;
+
+    public KubernetesSource(IKubernetes client, KubernetesSourceOptions options, ResourceDirectory? directory, TimeProvider time, ILoggerFactory loggers)
+    {
+        _options = options;
+        _directory = directory;
+        _time = time;
+        _logger = loggers.CreateLogger<KubernetesSource>();
+        var informerLogger = loggers.CreateLogger("MeshProxy.ControlPlane.Kubernetes.Informer");
+        Services = new Informer<V1Service>(client, KubernetesResource<V1Service>.Services, options.Informers, time, informerLogger);
+        EndpointSlices = new Informer<V1EndpointSlice>(client, KubernetesResource<V1EndpointSlice>.EndpointSlices, options.Informers, time, informerLogger);
+        Pods = new Informer<V1Pod>(client, KubernetesResource<V1Pod>.Pods, options.Informers, time, informerLogger);
+        Informers = [Services, EndpointSlices, Pods];
+        Description = $"kubernetes {client.BaseUri}" + (directory is null ? string.Empty : $" + {directory.Directory}");
+        _debounce = time.CreateTimer(_ => Rebuild(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+    }
+
+    public Informer<V1Service> Services { get; }
+
+    public Informer<V1EndpointSlice> EndpointSlices { get; }
+
+    public Informer<V1Pod> Pods { get; }
+
+    public IReadOnlyList<IInformer> Informers { get; }
+
+    public ConfigState Current => _current;
+
+    public string Description { get; }
+
+    public event Action<ConfigState>? Changed;
+
+    /// <summary>Every informer's link to the API server.</summary>
+    public IReadOnlyList<InformerHealth> Health => [.. Informers.Select(i => i.Health)];
+
+    /// <summary>
+    /// Starts the informers and waits for each one's first list, then builds the first state: until then there is
+    /// nothing true to serve (an empty set pushed now would withdraw every sidecar's services).
+    /// </summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var informer in Informers)
+        {
+            informer.Changed += Schedule;
+            _running.Add(Task.Run(() => informer.RunAsync(_stop.Token), CancellationToken.None));
+        }
+
+        if (_directory is not null)
+        {
+            _directory.Changed += _ => Schedule();
+        }
+
+        await Task.WhenAll(Informers.Select(i => i.Synced)).WaitAsync(cancellationToken).ConfigureAwait(false);
+        _started = true;
+        Rebuild();
+    }
+
+    public WorkloadResolution Resolve(Node node, IPAddress? remoteAddress)
+    {
+        var ns = string.IsNullOrEmpty(node.Namespace) ? "default" : node.Namespace;
+        // The sidecar names itself "<POD_NAME>.<namespace>" (ControlPlaneSource); the pod name alone is taken too.
+        var podName = node.InstanceId.EndsWith("." + ns, StringComparison.Ordinal) ? node.InstanceId[..^(ns.Length + 1)] : node.InstanceId;
+        if (podName.Length == 0)
+        {
+            return new WorkloadResolution(null, "node.instance_id must name the sidecar's pod (<pod>.<namespace>)");
+        }
+
+        if (!Pods.Current.Items.TryGetValue($"{ns}/{podName}", out var pod))
+        {
+            return new WorkloadResolution(null, $"pod {ns}/{podName} is not known (yet)", Retry: true);
+        }
+
+        if (remoteAddress is null || !PodWorkloads.HasAddress(pod, remoteAddress))
+        {
+            return new WorkloadResolution(null, $"the connection comes from {remoteAddress}, which is not an IP of pod {ns}/{podName}");
+        }
+
+        return new WorkloadResolution(PodWorkloads.From(pod), null);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _debounce.DisposeAsync().ConfigureAwait(false);
+        await Task.WhenAll(_running).ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    // A rollout is a burst of events across three kinds: one state for the burst, not one per event.
+    private void Schedule()
+    {
+        if (_started)
+        {
+            _debounce.Change(_options.Debounce, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    /// <summary>Translates everything the informers hold now, checks the set, and swaps it in when anything changed.</summary>
+    internal void Rebuild()
+    {
+        ConfigState state;
+        lock (_lock)
+        {
+            var services = Services.Current.Items;
+            var pods = Pods.Current.Items;
+            var slicesByService = EndpointSlices.Current.Items.Values
+                .Where(s => s.Metadata.Labels?.ContainsKey(ServiceTranslator.ServiceNameLabel) == true)
+                .ToLookup(s => $"{s.Metadata.NamespaceProperty}/{s.Metadata.Labels![ServiceTranslator.ServiceNameLabel]}", StringComparer.Ordinal);
+            V1Pod? PodOf(string ns, string name) => pods.GetValueOrDefault($"{ns}/{name}");
+
+            var directory = _directory?.Current;
+            var resources = new List<StoredResource>(directory?.Resources ?? []);
+            var taken = resources.Select(r => r.Key).ToHashSet(StringComparer.Ordinal);
+            var errors = new List<ConfigDiagnostic>(directory?.Errors ?? []);
+            var kept = new List<string>(directory?.KeptLastGood ?? []);
+            var invalid = directory?.InvalidResources ?? 0;
+            var present = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var (key, service) in services.OrderBy(s => s.Key, StringComparer.Ordinal))
+            {
+                var origin = $"kubernetes:services/{key}";
+                present.Add(origin);
+                string? problem;
+                StoredResource? stored = null;
+                var yaml = ServiceTranslator.Translate(service, slicesByService[key], PodOf, _options.ClusterDomain, out problem);
+                if (yaml is not null)
+                {
+                    var parsed = ResourceParser.ParseText(yaml, origin);
+                    if (parsed.IsValid && parsed.Resources is [var resource])
+                    {
+                        stored = new StoredResource(resource, yaml, Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(yaml)))[..12]);
+                    }
+                    else
+                    {
+                        problem = string.Join("; ", parsed.Errors.Select(e => $"{e.FieldPath}: {e.Reason}"));
+                    }
+                }
+
+                if (problem is not null)
+                {
+                    Report(origin, problem);
+                    invalid++;
+                    errors.Add(new ConfigDiagnostic(origin, 0, "spec", problem));
+                    if (_lastGood.TryGetValue(origin, out var last))
+                    {
+                        stored = last;
+                        kept.Add(last.Key);
+                    }
+                }
+                else
+                {
+                    Cleared(origin);
+                    _lastGood[origin] = stored!;
+                }
+
+                if (stored is null)
+                {
+                    continue;
+                }
+
+                if (!taken.Add(stored.Key))
+                {
+                    // The directory defines this Service itself: what the operator wrote wins over what was discovered.
+                    continue;
+                }
+
+                resources.Add(stored);
+            }
+
+            foreach (var gone in _lastGood.Keys.Where(k => !present.Contains(k)).ToList())
+            {
+                _lastGood.Remove(gone);
+                Cleared(gone);
+            }
+
+            var candidate = _gate.Apply(new ConfigState(_current.Generation + 1, resources, errors, directory?.Warnings ?? [], kept, invalid));
+            if (_current.Generation > 0 && SameContent(candidate, _current))
+            {
+                return;
+            }
+
+            _current = state = candidate;
+            _logger.KubernetesStateBuilt(state.Generation, services.Count, state.Resources.Count, state.HeldBack.Count);
+        }
+
+        Changed?.Invoke(state);
+    }
+
+    /// <summary>Logged once per object and reason, not at every rebuild.</summary>
+    private void Report(string origin, string problem)
+    {
+        if (_reported.TryGetValue(origin, out var before) && before == problem)
+        {
+            return;
+        }
+
+        _reported[origin] = problem;
+        _logger.ServiceSkipped(origin, problem, _lastGood.ContainsKey(origin));
+    }
+
+    private void Cleared(string origin) => _reported.Remove(origin);
+
+    private static bool SameContent(ConfigState a, ConfigState b) =>
+        a.Resources.Count == b.Resources.Count &&
+        a.Resources.Zip(b.Resources).All(p => p.First.Key == p.Second.Key && p.First.Version == p.Second.Version) &&
+        a.Errors.SequenceEqual(b.Errors) &&
+        a.HeldBack.Count == b.HeldBack.Count &&
+        a.HeldBack.Zip(b.HeldBack).All(p => p.First.SameAs(p.Second));
+}
+
+/// <summary>Settings of the Kubernetes source.</summary>
+internal sealed record KubernetesSourceOptions
+{
+    /// <summary>The cluster's DNS domain: a Service answers to name.ns.svc.&lt;this&gt;.</summary>
+    public string ClusterDomain { get; init; } = "cluster.local";
+
+    /// <summary>Quiet time after a change before the state is rebuilt (a rollout is a burst of events).</summary>
+    public TimeSpan Debounce { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    public InformerOptions Informers { get; init; } = new();
+}
