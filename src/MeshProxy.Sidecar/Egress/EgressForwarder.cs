@@ -74,8 +74,16 @@ internal sealed class EgressForwarder : IDisposable
             return new EgressOutcome(ResponseFlags.None, check.Decision);
         }
 
+        // The caller's own bytes (a header value the client refuses to encode): 400 DPE, as on the mesh's paths.
+        var failure = UpstreamFailure.Of(context, error);
+        if (failure.CallersFault)
+        {
+            await failure.RespondAsync(context, "egress", $"{host}:{port}", "outbound", _logger);
+            return new EgressOutcome(failure.Flags, check.Decision);
+        }
+
         // One line per failure (YARP's own line, with its stack trace, is filtered to Error by the host).
-        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+        var exception = failure.Exception;
         _logger.UpstreamFailed(ResponseFlags.UpstreamConnectionFailure.ToCode(), "outbound", context.Request.Method, "egress", $"{host}:{port}",
             $"{error}: {UpstreamFailure.Describe(exception)}");
         if (exception is not null)
