@@ -74,9 +74,10 @@ internal sealed class EgressForwarder : IDisposable
             return new EgressOutcome(ResponseFlags.None, check.Decision);
         }
 
-        // The caller's own bytes (a header value the client refuses to encode): 400 DPE, as on the mesh's paths.
+        // The caller's side, as on the mesh's paths: its own bytes (a header value the client refuses to encode,
+        // 400 DPE) or its going away (DC, a Debug line and a count).
         var failure = UpstreamFailure.Of(context, error);
-        if (failure.CallersFault)
+        if (failure.CallersFault || (failure.Flags & ResponseFlags.DownstreamConnectionTermination) != 0)
         {
             await failure.RespondAsync(context, "egress", $"{host}:{port}", "outbound", _logger);
             return new EgressOutcome(failure.Flags, check.Decision);

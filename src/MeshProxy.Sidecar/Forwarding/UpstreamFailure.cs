@@ -70,15 +70,20 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
             // YARP could not build for another reason stays a warning: that cause is not known to be the caller.
             logger.DownstreamRefused(Flags.ToCode(), direction, context.Request.Method, cluster, Reason);
         }
+        else if ((Flags & ResponseFlags.DownstreamConnectionTermination) != 0)
+        {
+            // The caller went away: one Debug line; the count and one summary line per interval are
+            // Telemetry/AbortedRequests.cs's (a client decides how often this happens).
+            logger.DownstreamAborted(Flags.ToCode(), direction, context.Request.Method, cluster, endpoint, Reason);
+        }
         else
         {
             logger.UpstreamFailed(Flags.ToCode(), direction, context.Request.Method, cluster, endpoint, Reason);
-        }
-
-        if (Exception is not null)
-        {
-            // The stack trace, for whoever turns Debug on; the line above says what happened.
-            logger.UpstreamFailureDetail(Flags.ToCode(), direction, endpoint, Exception);
+            if (Exception is not null)
+            {
+                // The stack trace, for whoever turns Debug on; the line above says what happened.
+                logger.UpstreamFailureDetail(Flags.ToCode(), direction, endpoint, Exception);
+            }
         }
 
         return StatusCode == 0

@@ -20,6 +20,8 @@ internal sealed class ProxyMetrics
     private readonly Gauge _connectionsActive;
     private readonly Counter _connectionsTotal;
     private readonly Counter _connectFailures;
+    private readonly Counter.Child _abortedInbound;
+    private readonly Counter.Child _abortedOutbound;
     private readonly Lock _configLock = new();
     private string? _currentVersion;
 
@@ -63,6 +65,10 @@ internal sealed class ProxyMetrics
             "meshproxy_listener_connections_total", "Connections accepted since start, per listener.", ["listener"]);
         _connectFailures = metrics.CreateCounter(
             "meshproxy_upstream_connect_failures_total", "Requests whose upstream connection could not be made (flag UF), per cluster.", ["cluster"]);
+        var aborted = metrics.CreateCounter(
+            "meshproxy_downstream_aborted_total", "Requests whose caller went away before the response was complete (flag DC), per direction.", ["direction"]);
+        _abortedInbound = aborted.WithLabels("inbound");
+        _abortedOutbound = aborted.WithLabels("outbound");
         AccessLogDropped = metrics.CreateCounter(
             "meshproxy_access_log_dropped_total", "Access log lines dropped because the writer could not keep up.");
         AccessLogWritten = metrics.CreateCounter(
@@ -118,6 +124,9 @@ internal sealed class ProxyMetrics
     }
 
     public void UpstreamConnectFailure(string cluster) => _connectFailures.WithLabels(cluster).Inc();
+
+    /// <summary>meshproxy_downstream_aborted_total{direction}: a request whose caller went away (flag DC).</summary>
+    public void DownstreamAborted(bool outbound) => (outbound ? _abortedOutbound : _abortedInbound).Inc();
 
     // ---- Egress (src/MeshProxy.Sidecar/Egress): refusals of traffic leaving the mesh. ----
     // Created on first use so that this block stays self-contained; both labels take a handful of fixed values.
