@@ -21,7 +21,11 @@ internal static partial class AuthorizationLog
         Message = "Authorization: {Count} policies apply to this workload ({Policies})")]
     public static partial void PoliciesCompiled(ILogger logger, int count, string policies);
 
-    /// <summary>Logs a denial (or a dry-run "would deny") with the policy and rule that decided it.</summary>
+    [LoggerMessage(EventId = 4005, EventName = "RequestAudited", Level = LogLevel.Information,
+        Message = "Audited {Method} {Path} from {Principal}: {Verdict} (AUDIT policy {Policy}, rule {Rule})")]
+    public static partial void RequestAudited(ILogger logger, string method, string path, string principal, string verdict, string policy, int rule);
+
+    /// <summary>Logs a denial (or a dry-run "would deny") with the policy and rule that decided it, and an AUDIT policy's match whatever the verdict.</summary>
     public static void Decision(ILogger logger, in AuthorizationRequest request, in AuthorizationDecision decision)
     {
         if (!logger.IsEnabled(LogLevel.Information))
@@ -30,6 +34,14 @@ internal static partial class AuthorizationLog
         }
 
         var principal = request.Principal ?? "(plaintext)";
+        if (decision.AuditPolicy is { } audit)
+        {
+            // What an AUDIT policy is for (Istio: the request is marked for audit logging): one line per
+            // matched request, allowed or denied, with the verdict the enforced policies reached.
+            var verdict = decision.Enforced.ToString();
+            RequestAudited(logger, request.Method, request.Path, principal, verdict, audit.Key, decision.AuditRuleIndex);
+        }
+
         if (!decision.Allowed)
         {
             var reason = decision.Explain();

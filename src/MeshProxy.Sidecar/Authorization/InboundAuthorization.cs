@@ -87,7 +87,7 @@ internal static class InboundAuthorization
             peer?.ServerName);
     }
 
-    /// <summary>The log line (denials and dry-run "would deny" only) and the counters.</summary>
+    /// <summary>The log line (denials, dry-run "would deny" and AUDIT matches only) and the counters.</summary>
     public static void Report(ProxyMetrics metrics, ILogger logger, in AuthorizationRequest request, in AuthorizationDecision decision)
     {
         AuthorizationLog.Decision(logger, request, decision);
@@ -96,6 +96,11 @@ internal static class InboundAuthorization
         if (decision.WouldDeny && decision.DryRun is { } dry)
         {
             metrics.AuthorizationDecision(WouldDeny, dry.Policy?.Key ?? ProxyMetrics.NoPolicy);
+        }
+
+        if (decision.AuditPolicy is { } audit)
+        {
+            metrics.AuthorizationAudited(audit.Key);
         }
     }
 

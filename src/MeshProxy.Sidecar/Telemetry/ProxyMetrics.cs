@@ -45,6 +45,11 @@ internal sealed class ProxyMetrics
         _authorizationDecisions.WithLabels(labels).Inc();
     }
 
+    private readonly Counter _authorizationAudits;
+
+    /// <summary>A request an AUDIT policy matched (whatever the verdict), by the policy's namespace/name.</summary>
+    public void AuthorizationAudited(string policy) => _authorizationAudits.WithLabels(policy).Inc();
+
     // ---- end of authorization ----------------------------------------------------------------------
 
     public ProxyMetrics(MetricsRegistry registry)
@@ -53,6 +58,8 @@ internal sealed class ProxyMetrics
         var metrics = registry.Factory;
         _authorizationDecisions = metrics.CreateCounter(
             "meshproxy_authorization_decisions_total", "Inbound authorization decisions, per action (allow, deny, would_deny) and deciding policy.", ["action", "policy"]);
+        _authorizationAudits = metrics.CreateCounter(
+            "meshproxy_authorization_audit_total", "Inbound requests matched by an AUDIT authorization policy (allowed or denied), per policy.", ["policy"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(

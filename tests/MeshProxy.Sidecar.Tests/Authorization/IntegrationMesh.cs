@@ -119,9 +119,17 @@ internal sealed class IntegrationMesh : IAsyncDisposable
         await Client.GetStringAsync(new Uri($"http://{Billing.Stats}/metrics"), ct);
 
     /// <summary>The value of one meshproxy_authorization_decisions_total series, 0 when it does not exist.</summary>
-    public async Task<double> DecisionsAsync(string action, string policy, CancellationToken ct)
+    public Task<double> DecisionsAsync(string action, string policy, CancellationToken ct) =>
+        SampleAsync($"meshproxy_authorization_decisions_total{{action=\"{action}\",policy=\"{policy}\"}}", ct);
+
+    /// <summary>meshproxy_authorization_audit_total{policy} on billing's stats port.</summary>
+    public Task<double> AuditedAsync(string policy, CancellationToken ct) =>
+        SampleAsync($"meshproxy_authorization_audit_total{{policy=\"{policy}\"}}", ct);
+
+    /// <summary>The value of one series (name and labels as written) on billing's stats port; 0 when absent.</summary>
+    private async Task<double> SampleAsync(string series, CancellationToken ct)
     {
-        var prefix = $"meshproxy_authorization_decisions_total{{action=\"{action}\",policy=\"{policy}\"}} ";
+        var prefix = series + " ";
         var line = (await MetricsAsync(ct)).Split('\n').FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal));
         return line is null ? 0 : double.Parse(line[prefix.Length..], System.Globalization.CultureInfo.InvariantCulture);
     }

@@ -161,6 +161,50 @@ public sealed class IntegrationTests
     }
 
     [Fact]
+    public async Task An_audit_policy_logs_and_counts_what_it_matches_and_decides_nothing()
+    {
+        // Issue 19 item 5: AUDIT decisions were evaluated and never reported.
+        await using var mesh = await IntegrationMesh.StartAsync(OnlyStoreCharges + """
+
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata: { name: audit-charges, namespace: test }
+            spec:
+              action: AUDIT
+              rules:
+                - to: [{ operation: { paths: ["/charges"] } }]
+            """);
+
+        using (var allowed = await mesh.SendAsync(mesh.Store, HttpMethod.Post, "/charges", Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+        }
+
+        using (var denied = await mesh.SendAsync(mesh.Other, HttpMethod.Post, "/charges", Ct))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
+        }
+
+        using (var unaudited = await mesh.SendAsync(mesh.Other, HttpMethod.Get, "/hello", Ct))
+        {
+            Assert.Equal(HttpStatusCode.OK, unaudited.StatusCode);
+        }
+
+        // Both requests to /charges audited, whatever their fate; the GET elsewhere not.
+        Assert.Equal(2, await mesh.AuditedAsync("test/audit-charges", Ct));
+        var lines = mesh.BillingLog.WithEvent(4005);
+        Assert.Equal(2, lines.Count);
+        Assert.Contains(lines, l => l.Contains("POST /charges", StringComparison.Ordinal) && l.Contains("allowed by ALLOW policy test/store-charges", StringComparison.Ordinal) &&
+                                     l.Contains("/sa/store", StringComparison.Ordinal) && l.Contains("test/audit-charges", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("POST /charges", StringComparison.Ordinal) && l.Contains("denied", StringComparison.Ordinal) &&
+                                     l.Contains("/sa/other", StringComparison.Ordinal));
+
+        // The AUDIT policy decided nothing: the store's POST and the GET reached the app, the other's POST did not.
+        Assert.Equal(2, mesh.App.Count);
+    }
+
+    [Fact]
     public async Task Without_a_policy_every_caller_is_allowed()
     {
         await using var mesh = await IntegrationMesh.StartAsync(string.Empty);
