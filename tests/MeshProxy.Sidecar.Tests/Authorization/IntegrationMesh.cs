@@ -119,6 +119,13 @@ internal sealed class IntegrationMesh : IAsyncDisposable
         await Client.GetStringAsync(new Uri($"http://{Billing.Stats}/metrics"), ct);
 
     /// <summary>The value of one meshproxy_authorization_decisions_total series, 0 when it does not exist.</summary>
+    /// <summary>Sends a request to billing through <paramref name="caller"/>'s sidecar and checks the status it gets.</summary>
+    public async Task ExpectAsync(TestSidecar caller, HttpMethod method, string path, HttpStatusCode expected, CancellationToken ct)
+    {
+        using var response = await SendAsync(caller, method, path, ct);
+        Assert.Equal(expected, response.StatusCode);
+    }
+
     public Task<double> DecisionsAsync(string action, string policy, CancellationToken ct) =>
         SampleAsync($"meshproxy_authorization_decisions_total{{action=\"{action}\",policy=\"{policy}\"}}", ct);
 

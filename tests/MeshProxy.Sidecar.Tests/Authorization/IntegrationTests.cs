@@ -175,15 +175,8 @@ public sealed class IntegrationTests
                 - to: [{ operation: { methods: ["POST"] } }]
             """);
 
-        using (var response = await mesh.SendAsync(mesh.Other, HttpMethod.Post, "/charges", Ct))
-        {
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        }
-
-        using (var response = await mesh.SendAsync(mesh.Other, HttpMethod.Get, "/charges", Ct))
-        {
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        }
+        await mesh.ExpectAsync(mesh.Other, HttpMethod.Post, "/charges", HttpStatusCode.OK, Ct);
+        await mesh.ExpectAsync(mesh.Other, HttpMethod.Get, "/charges", HttpStatusCode.OK, Ct);
 
         Assert.Equal(2, mesh.App.Count);
         Assert.Equal(1, await mesh.DecisionsAsync("would_deny", "test/trial-deny", Ct));
@@ -210,20 +203,9 @@ public sealed class IntegrationTests
                 - to: [{ operation: { paths: ["/charges"] } }]
             """);
 
-        using (var allowed = await mesh.SendAsync(mesh.Store, HttpMethod.Post, "/charges", Ct))
-        {
-            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
-        }
-
-        using (var denied = await mesh.SendAsync(mesh.Other, HttpMethod.Post, "/charges", Ct))
-        {
-            Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
-        }
-
-        using (var unaudited = await mesh.SendAsync(mesh.Other, HttpMethod.Get, "/hello", Ct))
-        {
-            Assert.Equal(HttpStatusCode.OK, unaudited.StatusCode);
-        }
+        await mesh.ExpectAsync(mesh.Store, HttpMethod.Post, "/charges", HttpStatusCode.OK, Ct);
+        await mesh.ExpectAsync(mesh.Other, HttpMethod.Post, "/charges", HttpStatusCode.Forbidden, Ct);
+        await mesh.ExpectAsync(mesh.Other, HttpMethod.Get, "/hello", HttpStatusCode.OK, Ct);
 
         // Both requests to /charges audited, whatever their fate; the GET elsewhere not.
         Assert.Equal(2, await mesh.AuditedAsync("test/audit-charges", Ct));
