@@ -12,6 +12,9 @@ internal enum PathRejection
     EncodedNull,
     InvalidCharacter,
     InvalidPercentEncoding,
+
+    /// <summary>A ';' (raw or %3B): a path parameter to servlet containers, an ordinary character elsewhere.</summary>
+    PathParameter,
 }
 
 /// <summary>
@@ -28,6 +31,12 @@ internal enum PathRejection
 /// non-ASCII characters, a malformed escape, a path not starting with '/'. Applications disagree on
 /// whether "%2F" separates segments and whether '\' is '/', so no single normal form is safe to
 /// authorize; refusing them is what Envoy's REJECT_REQUEST option does, and real clients do not send them.</item>
+/// <item>Refused: a path parameter, ';' raw or encoded (%3B). Servlet containers cut a segment at ';'
+/// ("/admin;x" is "/admin", "/public/..;/admin/x" is "/admin/x"), some frameworks decode "%3B" before they
+/// do, and most other stacks keep ';' as a character: no one spelling matches what every app will route,
+/// so a DENY on "/admin/*" could be walked around. Refusing is the default rather than stripping the
+/// parameters before matching: stripping is right only for apps that strip alike, and it would change the
+/// path of apps that do not; real clients hardly send ';' in paths (old ";jsessionid=" URL rewriting aside).</item>
 /// </list>
 /// Case is kept: paths are case-sensitive (RFC 3986 §6.2.2.1), so "/ADMIN" is a different path from
 /// "/admin", and a policy that must also cover an application matching paths case-insensitively has
@@ -97,6 +106,11 @@ internal static class PathNormalizer
                 return PathRejection.Backslash;
             }
 
+            if (c == ';')
+            {
+                return PathRejection.PathParameter;
+            }
+
             // '?' and '#' cannot be in a path: the caller must have split the query off.
             if (c < 0x21 || c > 0x7E || c == '?' || c == '#')
             {
@@ -161,6 +175,12 @@ internal static class PathNormalizer
             if (value is '/' or '\\')
             {
                 rejection = PathRejection.EncodedSlash;
+                return 0;
+            }
+
+            if (value == ';')
+            {
+                rejection = PathRejection.PathParameter;
                 return 0;
             }
 

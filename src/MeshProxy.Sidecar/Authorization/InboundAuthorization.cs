@@ -51,7 +51,7 @@ internal static class InboundAuthorization
     /// Makes <paramref name="path"/> the path the app receives. HttpRequest.Path (for telemetry and the
     /// access log) holds its decoded form; the exact normalized spelling travels to the forwarder in
     /// <see cref="AuthorizedPathFeature"/>, because YARP rebuilds the upstream URI from the decoded path
-    /// and would send "%3B" as ";" (which Java servlet containers treat as a path parameter): the app
+    /// and would send "%40" as "@" (its own re-encoding, not the matched spelling): the app
     /// must see the path that was matched, byte for byte.
     /// </summary>
     public static void UseNormalizedPath(HttpContext context, string path)
@@ -87,15 +87,20 @@ internal static class InboundAuthorization
             peer?.ServerName);
     }
 
-    /// <summary>The log line (denials and dry-run "would deny" only) and the counters.</summary>
-    public static void Report(ProxyMetrics metrics, ILogger logger, in AuthorizationRequest request, in AuthorizationDecision decision)
+    /// <summary>The log line (denials, dry-run "would deny" and AUDIT matches only) and the counters.</summary>
+    public static void Report(ProxyMetrics metrics, ILogger logger, HttpContext context, in AuthorizationRequest request, in AuthorizationDecision decision)
     {
-        AuthorizationLog.Decision(logger, request, decision);
+        AuthorizationLog.Decision(logger, context, request, decision);
         var enforced = decision.Enforced;
         metrics.AuthorizationDecision(decision.Allowed ? Allow : Deny, enforced.Policy?.Key ?? ProxyMetrics.NoPolicy);
         if (decision.WouldDeny && decision.DryRun is { } dry)
         {
             metrics.AuthorizationDecision(WouldDeny, dry.Policy?.Key ?? ProxyMetrics.NoPolicy);
+        }
+
+        if (decision.AuditPolicy is { } audit)
+        {
+            metrics.AuthorizationAudited(audit.Key);
         }
     }
 

@@ -74,8 +74,17 @@ internal sealed class EgressForwarder : IDisposable
             return new EgressOutcome(ResponseFlags.None, check.Decision);
         }
 
+        // The caller's side, as on the mesh's paths: its own bytes (a header value the client refuses to encode,
+        // 400 DPE) or its going away (DC, a Debug line and a count).
+        var failure = UpstreamFailure.Of(context, error);
+        if (failure.CallersFault || (failure.Flags & ResponseFlags.DownstreamConnectionTermination) != 0)
+        {
+            await failure.RespondAsync(context, "egress", $"{host}:{port}", "outbound", _logger);
+            return new EgressOutcome(failure.Flags, check.Decision);
+        }
+
         // One line per failure (YARP's own line, with its stack trace, is filtered to Error by the host).
-        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+        var exception = failure.Exception;
         _logger.UpstreamFailed(ResponseFlags.UpstreamConnectionFailure.ToCode(), "outbound", context.Request.Method, "egress", $"{host}:{port}",
             $"{error}: {UpstreamFailure.Describe(exception)}");
         if (exception is not null)

@@ -45,6 +45,13 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         UpstreamTiming.Of(httpContext)?.RequestSent();
         if (!IsInbound)
         {
+            // The mesh's own headers leave only as a sidecar wrote them. Whatever the app sent under their names
+            // is dropped on every outbound path (mesh over mTLS or plaintext, egress): a destination outside the
+            // mesh may trust XFCC from its proxy, so an app could otherwise claim any SPIFFE ID to it; and peer
+            // metadata is added back by AttemptTransformer only for an endpoint authenticated by mTLS.
+            // x-forwarded-for is the app's own claim and passes unchanged (README, Headers).
+            proxyRequest.Headers.Remove(ClientCertHeader);
+            proxyRequest.Headers.Remove(PeerMetadata.HeaderName);
             return;
         }
 

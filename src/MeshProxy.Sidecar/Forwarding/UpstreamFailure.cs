@@ -12,9 +12,9 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// <summary>
 /// What a forwarding error means for the caller: the status to answer with, the flag to record, a short
 /// reason (the most telling exception's type and message, no stack trace), and the exception itself for
-/// the Debug line.
+/// the Debug line. <paramref name="CallersFault"/>: the caller's own bytes are known to be the cause.
 /// </summary>
-internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusCode, string Reason, Exception? Exception = null)
+internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusCode, string Reason, Exception? Exception = null, bool CallersFault = false)
 {
     public static UpstreamFailure Classify(ForwarderError error, Exception? exception) => Build(error, exception) with { Exception = exception };
 
@@ -43,17 +43,47 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
     };
 
     /// <summary>What the forwarder's error on this request means.</summary>
-    public static UpstreamFailure Of(HttpContext context, ForwarderError error) =>
-        Classify(error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+    public static UpstreamFailure Of(HttpContext context, ForwarderError error)
+    {
+        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+        var failure = Classify(error, exception);
+
+        // A send that failed without a connect error, for a request the upstream client can never send: the
+        // caller's bytes are the cause, not the upstream (Forwarding/UnsendableRequest.cs).
+        return error == ForwarderError.Request && failure.Flags == ResponseFlags.UpstreamConnectionTermination &&
+               UnsendableRequest.FindHeader(context.Request) is { } header
+            ? new(ResponseFlags.DownstreamProtocolError, 400, UnsendableRequest.Reason(header), exception, CallersFault: true)
+            : failure;
+    }
 
     /// <summary>Logs the failure with its flag and, if nothing was sent yet, answers the caller clearly.</summary>
-    public Task RespondAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, string direction, ILogger logger)
+    public Task RespondAsync(HttpContext context, Cluster cluster, UpstreamEndpoint endpoint, string direction, ILogger logger) =>
+        RespondAsync(context, cluster.Name, endpoint.ToString(), direction, logger);
+
+    /// <inheritdoc cref="RespondAsync(HttpContext, Cluster, UpstreamEndpoint, string, ILogger)"/>
+    public Task RespondAsync(HttpContext context, string cluster, string endpoint, string direction, ILogger logger)
     {
-        logger.UpstreamFailed(Flags.ToCode(), direction, context.Request.Method, cluster.Name, endpoint.ToString(), Reason);
-        if (Exception is not null)
+        if (CallersFault)
         {
-            // The stack trace, for whoever turns Debug on; the line above says what happened.
-            logger.UpstreamFailureDetail(Flags.ToCode(), direction, endpoint.ToString(), Exception);
+            // The caller's own bytes: at Debug, so that a client cannot turn bad requests into warning lines
+            // (the access log and istio_requests_total{response_flags="DPE"} record every one). A request
+            // YARP could not build for another reason stays a warning: that cause is not known to be the caller.
+            logger.DownstreamRefused(Flags.ToCode(), direction, context.Request.Method, cluster, Reason);
+        }
+        else if ((Flags & ResponseFlags.DownstreamConnectionTermination) != 0)
+        {
+            // The caller went away: one Debug line; the count and one summary line per interval are
+            // Telemetry/AbortedRequests.cs's (a client decides how often this happens).
+            logger.DownstreamAborted(Flags.ToCode(), direction, context.Request.Method, cluster, endpoint, Reason);
+        }
+        else
+        {
+            logger.UpstreamFailed(Flags.ToCode(), direction, context.Request.Method, cluster, endpoint, Reason);
+            if (Exception is not null)
+            {
+                // The stack trace, for whoever turns Debug on; the line above says what happened.
+                logger.UpstreamFailureDetail(Flags.ToCode(), direction, endpoint, Exception);
+            }
         }
 
         return StatusCode == 0

@@ -68,7 +68,7 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
             //     method, normalized path, headers. Denials and dry-run "would deny" are logged and counted.
             var authorization = InboundAuthorization.RequestOf(context, snapshot, path);
             var decision = snapshot.Authorization.Evaluate(authorization);
-            InboundAuthorization.Report(telemetry.Proxy, logger, authorization, decision);
+            InboundAuthorization.Report(telemetry.Proxy, logger, context, authorization, decision);
             if (!decision.Allowed)
             {
                 await LocalReply.WriteAsync(context, StatusCodes.Status403Forbidden, ResponseFlags.None, InboundAuthorization.DeniedBody);

@@ -24,8 +24,8 @@ internal sealed class AttemptTransformer : HttpTransformer
     {
         await Inner.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
 
-        // Peer metadata is the sidecar's to send, and only to an endpoint it authenticated with mTLS.
-        proxyRequest.Headers.Remove(PeerMetadata.HeaderName);
+        // Peer metadata is the sidecar's to send, and only to an endpoint it authenticated with mTLS (the app's
+        // own was dropped by the outbound rules above).
         if (httpContext.Features.Get<RequestAttempts>() is { } attempts)
         {
             attempts.PrepareRequest(proxyRequest);

@@ -181,6 +181,13 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
                 var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
                 var timedOut = attempts.Timer?.IsCancellationRequested == true && !context.RequestAborted.IsCancellationRequested;
                 var kind = timedOut ? FailureKind.PerTryTimeout : Classify(error, exception);
+                if (kind == FailureKind.Reset && error == ForwarderError.Request && UnsendableRequest.FindHeader(context.Request) is not null)
+                {
+                    // Never left this sidecar, and no endpoint could take it: no latency sample, no outlier
+                    // count, no retry (and so nothing charged to the budget); answered 400 DPE below.
+                    return await FailedAsync(context, cluster, endpoint, attempts, error, FailureKind.Downstream, timedOut: false);
+                }
+
                 if (kind == FailureKind.Unsent && !context.Response.HasStarted && attempts.TryResendUnsent())
                 {
                     // Never sent: not this endpoint's failure (no outlier count, no latency sample), not a retry

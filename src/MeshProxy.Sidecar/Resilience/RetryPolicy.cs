@@ -189,4 +189,10 @@ internal enum FailureKind
 
     /// <summary>This sidecar's own failure before sending (no certificate, no socket): not retried, never the endpoint's fault.</summary>
     Own,
+
+    /// <summary>
+    /// The caller's own request cannot be sent as it is (a header value the upstream client refuses to encode,
+    /// Forwarding/UnsendableRequest.cs): 400 DPE, not retried (no endpoint could take it), never the endpoint's fault.
+    /// </summary>
+    Downstream,
 }

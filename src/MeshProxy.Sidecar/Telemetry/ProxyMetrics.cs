@@ -20,6 +20,8 @@ internal sealed class ProxyMetrics
     private readonly Gauge _connectionsActive;
     private readonly Counter _connectionsTotal;
     private readonly Counter _connectFailures;
+    private readonly Counter.Child _abortedInbound;
+    private readonly Counter.Child _abortedOutbound;
     private readonly Lock _configLock = new();
     private string? _currentVersion;
 
@@ -43,6 +45,11 @@ internal sealed class ProxyMetrics
         _authorizationDecisions.WithLabels(labels).Inc();
     }
 
+    private readonly Counter _authorizationAudits;
+
+    /// <summary>A request an AUDIT policy matched (whatever the verdict), by the policy's namespace/name.</summary>
+    public void AuthorizationAudited(string policy) => _authorizationAudits.WithLabels(policy).Inc();
+
     // ---- end of authorization ----------------------------------------------------------------------
 
     public ProxyMetrics(MetricsRegistry registry)
@@ -51,6 +58,8 @@ internal sealed class ProxyMetrics
         var metrics = registry.Factory;
         _authorizationDecisions = metrics.CreateCounter(
             "meshproxy_authorization_decisions_total", "Inbound authorization decisions, per action (allow, deny, would_deny) and deciding policy.", ["action", "policy"]);
+        _authorizationAudits = metrics.CreateCounter(
+            "meshproxy_authorization_audit_total", "Inbound requests matched by an AUDIT authorization policy (allowed or denied), per policy.", ["policy"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(
@@ -63,6 +72,10 @@ internal sealed class ProxyMetrics
             "meshproxy_listener_connections_total", "Connections accepted since start, per listener.", ["listener"]);
         _connectFailures = metrics.CreateCounter(
             "meshproxy_upstream_connect_failures_total", "Requests whose upstream connection could not be made (flag UF), per cluster.", ["cluster"]);
+        var aborted = metrics.CreateCounter(
+            "meshproxy_downstream_aborted_total", "Requests whose caller went away before the response was complete (flag DC), per direction.", ["direction"]);
+        _abortedInbound = aborted.WithLabels("inbound");
+        _abortedOutbound = aborted.WithLabels("outbound");
         AccessLogDropped = metrics.CreateCounter(
             "meshproxy_access_log_dropped_total", "Access log lines dropped because the writer could not keep up.");
         AccessLogWritten = metrics.CreateCounter(
@@ -118,6 +131,9 @@ internal sealed class ProxyMetrics
     }
 
     public void UpstreamConnectFailure(string cluster) => _connectFailures.WithLabels(cluster).Inc();
+
+    /// <summary>meshproxy_downstream_aborted_total{direction}: a request whose caller went away (flag DC).</summary>
+    public void DownstreamAborted(bool outbound) => (outbound ? _abortedOutbound : _abortedInbound).Inc();
 
     // ---- Egress (src/MeshProxy.Sidecar/Egress): refusals of traffic leaving the mesh. ----
     // Created on first use so that this block stays self-contained; both labels take a handful of fixed values.

@@ -48,6 +48,14 @@ internal static partial class SidecarLog
     [LoggerMessage(14, LogLevel.Warning, "Sidecar not ready SNR: {Direction} {Method} to {Destination} answered 503 after holding it {HeldSeconds}s: {Reason}")]
     public static partial void NotReady(this ILogger logger, string direction, string method, string destination, double heldSeconds, string reason);
 
+    /// <summary>A request refused because of the caller's own bytes (DPE): Debug, as a client controls how often it happens.</summary>
+    [LoggerMessage(18, LogLevel.Debug, "Request refused {Flags}: {Direction} {Method} to {Cluster}: {Reason}")]
+    public static partial void DownstreamRefused(this ILogger logger, string flags, string direction, string method, string cluster, string reason);
+
+    /// <summary>A request its caller aborted (DC): Debug, as the caller decides how often; Telemetry/AbortedRequests.cs sums them up.</summary>
+    [LoggerMessage(20, LogLevel.Debug, "Caller went away {Flags}: {Direction} {Method} to {Cluster} at {Endpoint}: {Reason}")]
+    public static partial void DownstreamAborted(this ILogger logger, string flags, string direction, string method, string cluster, string endpoint, string reason);
+
     [LoggerMessage(17, LogLevel.Warning, "TLS key exchange is not limited to X25519, P-256 and P-384 ({Reason}): a client can ask for a costly finite-field group")]
     public static partial void TlsGroupsNotLimited(this ILogger logger, string reason);
 }

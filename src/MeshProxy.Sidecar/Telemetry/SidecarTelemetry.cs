@@ -24,10 +24,14 @@ internal sealed class SidecarTelemetry : IDisposable
 
     private readonly ConditionalWeakTable<SidecarSnapshot, SnapshotLabels> _labels = new();
     private SnapshotLabels? _lastLabels;
+    private readonly bool _ownsAborts;
 
-    public SidecarTelemetry(SnapshotStore store, ILoggerFactory loggers, int accessLogCapacity = AccessLog.DefaultCapacity)
+    /// <param name="aborts">The summary of aborted requests; by default one on the system clock (tests give one on a fake clock).</param>
+    public SidecarTelemetry(SnapshotStore store, ILoggerFactory loggers, int accessLogCapacity = AccessLog.DefaultCapacity, AbortedRequests? aborts = null)
     {
         var logger = loggers.CreateLogger<SidecarTelemetry>();
+        _ownsAborts = aborts is null;
+        Aborts = aborts ?? new AbortedRequests(TimeProvider.System, loggers.CreateLogger<AbortedRequests>());
         Registry = new MetricsRegistry();
         Istio = new IstioMetrics(Registry);
         Proxy = new ProxyMetrics(Registry);
@@ -56,6 +60,8 @@ internal sealed class SidecarTelemetry : IDisposable
 
     public AccessLog AccessLog { get; }
 
+    public AbortedRequests Aborts { get; }
+
     /// <summary>Starts the clock; counts an undeclared request body; if sampled, starts the span and puts its context in the headers the next hop gets.</summary>
     public RequestRecord Start(HttpContext context, SidecarSnapshot snapshot, bool outbound)
     {
@@ -82,6 +88,13 @@ internal sealed class SidecarTelemetry : IDisposable
     /// <summary>Records the finished request: metrics, access log line, span. Called once the response is complete (or abandoned).</summary>
     public void Finish(HttpContext context, SidecarSnapshot snapshot, ref RequestRecord record, bool outbound)
     {
+        if ((record.Flags & ResponseFlags.DownstreamConnectionTermination) != 0)
+        {
+            // The caller went away: a count and the interval's summary line, not a line per request.
+            Aborts.Record(outbound);
+            Proxy.DownstreamAborted(outbound);
+        }
+
         var durationMs = Stopwatch.GetElapsedTime(record.Started).TotalMilliseconds;
         var request = context.Request;
         var response = context.Response;
@@ -175,6 +188,10 @@ internal sealed class SidecarTelemetry : IDisposable
     {
         AccessLog.Dispose();
         Tracing.Dispose();
+        if (_ownsAborts)
+        {
+            Aborts.Dispose();
+        }
     }
 
     /// <summary>The snapshot's label strings, built on its first request (or when it is applied) and reused by reference.</summary>

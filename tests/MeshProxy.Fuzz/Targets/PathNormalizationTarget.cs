@@ -6,8 +6,9 @@ namespace MeshProxy.Fuzz;
 /// <summary>
 /// The inbound path normalizer, whose output is both what policies match and what the app receives.
 /// Beyond "no exception": a refusal says why; an accepted path is in the normal form the normalizer
-/// documents, and normalizing it again changes nothing (a second pass that changed it would mean the
-/// app could see a path other than the one authorized).
+/// documents (with no ';', raw or encoded, since path parameters are refused), and normalizing it again
+/// changes nothing (a second pass that changed it would mean the app could see a path other than the one
+/// authorized).
 /// </summary>
 internal static class PathNormalizationTarget
 {
@@ -39,7 +40,7 @@ internal static class PathNormalizationTarget
         for (var i = 0; i < path.Length; i++)
         {
             var c = path[i];
-            FuzzTargets.Check(c is > ' ' and < (char)0x7F and not ('\\' or '?' or '#'), $"'{path}' has character {(int)c} at {i}");
+            FuzzTargets.Check(c is > ' ' and < (char)0x7F and not ('\\' or '?' or '#' or ';'), $"'{path}' has character {(int)c} at {i}");
             if (c != '%')
             {
                 continue;
@@ -47,7 +48,7 @@ internal static class PathNormalizationTarget
 
             FuzzTargets.Check(i + 2 < path.Length && char.IsAsciiHexDigitUpper(path[i + 1]) && char.IsAsciiHexDigitUpper(path[i + 2]), $"'{path}' has a malformed or lowercase escape at {i}");
             var value = Convert.ToByte(path.Substring(i + 1, 2), 16);
-            FuzzTargets.Check(value is not (0 or (byte)'/' or (byte)'\\'), $"'{path}' kept a refused escape at {i}");
+            FuzzTargets.Check(value is not (0 or (byte)'/' or (byte)'\\' or (byte)';'), $"'{path}' kept a refused escape at {i}");
             FuzzTargets.Check(!char.IsAsciiLetterOrDigit((char)value) && value is not ((byte)'-' or (byte)'.' or (byte)'_' or (byte)'~'), $"'{path}' kept an unreserved character encoded at {i}");
         }
     }

@@ -119,9 +119,24 @@ internal sealed class IntegrationMesh : IAsyncDisposable
         await Client.GetStringAsync(new Uri($"http://{Billing.Stats}/metrics"), ct);
 
     /// <summary>The value of one meshproxy_authorization_decisions_total series, 0 when it does not exist.</summary>
-    public async Task<double> DecisionsAsync(string action, string policy, CancellationToken ct)
+    /// <summary>Sends a request to billing through <paramref name="caller"/>'s sidecar and checks the status it gets.</summary>
+    public async Task ExpectAsync(TestSidecar caller, HttpMethod method, string path, HttpStatusCode expected, CancellationToken ct)
     {
-        var prefix = $"meshproxy_authorization_decisions_total{{action=\"{action}\",policy=\"{policy}\"}} ";
+        using var response = await SendAsync(caller, method, path, ct);
+        Assert.Equal(expected, response.StatusCode);
+    }
+
+    public Task<double> DecisionsAsync(string action, string policy, CancellationToken ct) =>
+        SampleAsync($"meshproxy_authorization_decisions_total{{action=\"{action}\",policy=\"{policy}\"}}", ct);
+
+    /// <summary>meshproxy_authorization_audit_total{policy} on billing's stats port.</summary>
+    public Task<double> AuditedAsync(string policy, CancellationToken ct) =>
+        SampleAsync($"meshproxy_authorization_audit_total{{policy=\"{policy}\"}}", ct);
+
+    /// <summary>The value of one series (name and labels as written) on billing's stats port; 0 when absent.</summary>
+    private async Task<double> SampleAsync(string series, CancellationToken ct)
+    {
+        var prefix = series + " ";
         var line = (await MetricsAsync(ct)).Split('\n').FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal));
         return line is null ? 0 : double.Parse(line[prefix.Length..], System.Globalization.CultureInfo.InvariantCulture);
     }

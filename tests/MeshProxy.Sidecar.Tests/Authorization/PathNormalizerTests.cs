@@ -54,6 +54,15 @@ public sealed class PathNormalizerTests
     [InlineData("", "NotAbsolute")]
     [InlineData("admin", "NotAbsolute")]
     [InlineData("*", "NotAbsolute")]
+    // Path parameters (issue 19): servlet containers map "/admin;x" to "/admin" and "/public/..;/admin/x" to
+    // "/admin/x"; other stacks keep ';' as a character. Refused, raw or encoded, wherever they appear.
+    [InlineData("/admin;x", "PathParameter")]
+    [InlineData("/admin;x/y", "PathParameter")]
+    [InlineData("/public/..;/admin/x", "PathParameter")]
+    [InlineData("/admin%3Bx", "PathParameter")]
+    [InlineData("/admin%3bx", "PathParameter")]
+    [InlineData("/a/b;jsessionid=0123", "PathParameter")]
+    [InlineData("/;", "PathParameter")]
     public void Refuses(string input, string expected)
     {
         Assert.False(PathNormalizer.TryNormalize(input, out var normalized, out var rejection));

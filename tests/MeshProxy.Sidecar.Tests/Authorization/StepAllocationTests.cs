@@ -51,7 +51,7 @@ public sealed class StepAllocationTests
             InboundAuthorization.UseNormalizedPath(context, path);
             var request = InboundAuthorization.RequestOf(context, snapshot, path);
             var decision = snapshot.Authorization.Evaluate(request);
-            InboundAuthorization.Report(metrics, NullLogger.Instance, request, decision);
+            InboundAuthorization.Report(metrics, NullLogger.Instance, context, request, decision);
             return decision.Allowed;
         }
 
