@@ -279,6 +279,11 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             env.Add(Env("DOTNET_GCHeapHardLimit", heap.ToString("X", CultureInfo.InvariantCulture)));
         }
 
+        if (options.GcGen0SizeBytes > 0)
+        {
+            env.Add(Env("DOTNET_GCgen0size", options.GcGen0SizeBytes.ToString("X", CultureInfo.InvariantCulture)));
+        }
+
         if (probers is { Count: > 0 })
         {
             env.Add(Env(SidecarEnvironment.AppProbers, probers.ToJsonString()));

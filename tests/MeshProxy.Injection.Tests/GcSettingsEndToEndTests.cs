@@ -4,7 +4,7 @@ namespace MeshProxy.Injection.Tests;
 
 /// <summary>
 /// The GC settings an injected pod's sidecar really runs with: the build's own (MeshProxy.Sidecar.csproj)
-/// and the heap limit the injector derives from the container's memory limit, read back from the start-up
+/// and the heap limit and gen0 budget the injector sets, read back from the start-up
 /// log of the real process given the injected container's DOTNET_* environment. With
 /// MESHPROXY_SIDECAR_BINARY (tests/run.sh sets it) that process is the published Native AOT build, whose
 /// runtime silently ignores a value it cannot parse; otherwise the JIT build beside the tests.
@@ -53,6 +53,8 @@ public sealed class GcSettingsEndToEndTests
             Assert.Contains("GC: workstation, non-concurrent, heaps 1,", line, StringComparison.Ordinal);
             // 75 % (the injector's default share) of 128 MiB = 100663296 bytes.
             Assert.Contains("heap hard limit 100663296 bytes", line, StringComparison.Ordinal);
+            // The injector's gen0 budget, 4 MiB.
+            Assert.EndsWith("gen0 budget 4194304 bytes", line, StringComparison.Ordinal);
         }
         finally
         {

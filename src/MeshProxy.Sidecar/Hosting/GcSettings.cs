@@ -12,7 +12,9 @@ namespace MeshProxy.Sidecar.Hosting;
 /// </summary>
 internal static class GcSettings
 {
-    /// <summary>One line, e.g. "workstation, non-concurrent, heaps 1, heap hard limit 201326592 bytes, conserve memory 0".</summary>
+    private const string Gen0SizeVariable = "DOTNET_GCgen0size";
+
+    /// <summary>One line, e.g. "workstation, non-concurrent, heaps 1, heap hard limit 201326592 bytes, conserve memory 0, gen0 budget 4194304 bytes".</summary>
     public static string Describe()
     {
         var variables = GC.GetConfigurationVariables();
@@ -32,6 +34,17 @@ internal static class GcSettings
         var limit = Number("GCHeapHardLimit");
         text.Append(limit > 0 ? string.Create(CultureInfo.InvariantCulture, $", heap hard limit {limit} bytes") : ", no heap hard limit")
             .Append(CultureInfo.InvariantCulture, $", conserve memory {Number("GCConserveMem")}");
+
+        // The runtime does not report the gen0 budget; what it was given is the next best thing. A value
+        // that is not bare hexadecimal is named as ignored, as Native AOT treats it.
+        var gen0 = Environment.GetEnvironmentVariable(Gen0SizeVariable);
+        text.Append(gen0 switch
+        {
+            null or "" => ", gen0 budget: the runtime's default",
+            _ when long.TryParse(gen0, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var bytes) && bytes > 0 =>
+                string.Create(CultureInfo.InvariantCulture, $", gen0 budget {bytes} bytes"),
+            _ => $", gen0 budget: the runtime's default ({Gen0SizeVariable}='{gen0}' is not bare hexadecimal and is ignored)",
+        });
         return text.ToString();
     }
 }
