@@ -85,8 +85,9 @@ write_nginx_proxy "$WORK/nginx" "$NGINX" "$NGINX_H2" "$BACKEND" $((MAX + 1024))
 write_haproxy "$WORK/haproxy.cfg" "$HAPROXY" "$HAPROXY_H2" "$BACKEND" $((MAX + 1024))
 write_mesh_config "$WORK/mesh.yaml" "$BACKEND" "$MESH_OUT" "$MESH_IN" "$SERVICE"
 
-# The sidecar's environment in run-load.sh: one core's worth of runtime.
-MESH_ENV=(DOTNET_PROCESSOR_COUNT=1)
+# The sidecar's environment in run-load.sh: one core's worth of runtime, and the gen0 budget an injected
+# pod gets (bare hexadecimal, which Native AOT needs).
+MESH_ENV=(DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_TieredPGO=1 DOTNET_GCgen0size=400000)
 # shellcheck disable=SC2206
 MESH_ENV+=(${MESHPROXY_BENCH_ENV:-})
 
