@@ -1,7 +1,14 @@
 # Shared by the benchmark harnesses (run-load.sh, run-idle-conns.sh, run-gc-settings.sh): process
 # control, free ports, and per-process-tree CPU, memory and context-switch readings from /proc.
-# The sourcing script defines log and die, WORK (its scratch directory), PIDS=() and KEEP, and
-# installs cleanup as its EXIT trap.
+# The sourcing script defines log, die and KEEP, then calls bench_init.
+
+bench_init() { # bench_init <prefix>: the scratch directory WORK, PIDS, and cleanup as the EXIT trap
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    chmod 755 "$WORK" # nginx workers drop to an unprivileged user and must read the payload
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
 
 cleanup() {
     local pid
@@ -93,8 +100,13 @@ mem_kb() { # mem_kb <pid> <VmRSS|VmHWM>: summed over the process tree
 now() { date +%s.%N; }
 
 # --- configurations -----------------------------------------------------------------------------
-# The same backend and proxies for every harness; <max> sizes their connection tables (and nginx's
-# file-descriptor limit), which the idle-connection run needs far above the load runs' 4096.
+# The same backend and proxies for every harness; <max> sizes their connection tables (and their
+# file-descriptor limits), which the idle-connection run needs far above the load runs' 4096.
+
+fd_budget() { # fd_budget <max>: two descriptors per connection (client and server side), capped at ulimit -n
+    local want=$((2 * $1 + 64)) have; have=$(ulimit -n)
+    echo $((want < have ? want : have))
+}
 
 write_backend() { # write_backend <dir> <port> <h2 port> <max>: nginx, one worker, a static 1 KiB file /1k
     local dir=$1 port=$2 h2=$3 max=$4
@@ -102,7 +114,7 @@ write_backend() { # write_backend <dir> <port> <h2 port> <max>: nginx, one worke
     head -c 1024 /dev/zero | tr '\0' 'x' >"$dir/www/1k"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
-worker_rlimit_nofile $((2 * max + 64));
+worker_rlimit_nofile $(fd_budget "$max");
 daemon off;
 pid $dir/nginx.pid;
 events { worker_connections $max; }
@@ -128,7 +140,7 @@ write_nginx_proxy() { # write_nginx_proxy <dir> <port> <h2 port> <backend port> 
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
-worker_rlimit_nofile $((2 * max + 64));
+worker_rlimit_nofile $(fd_budget "$max");
 daemon off;
 pid $dir/nginx.pid;
 events { worker_connections $max; }
@@ -157,8 +169,12 @@ EOF
 
 write_haproxy() { # write_haproxy <file> <port> <h2 port> <backend port> <max>: HTTP mode, one thread, server connections reused
     local file=$1 port=$2 h2=$3 backend=$4 max=$5
+    # haproxy refuses to start when it cannot raise its descriptor limit to two per connection (client
+    # and server side) unless strict-limits is off: then it warns. Idle client connections share a few
+    # server connections, so one descriptor each is what they really take.
     cat >"$file" <<EOF
 global
+    no strict-limits
     nbthread 1
     maxconn $max
 defaults

@@ -55,20 +55,15 @@ for t in taskset python3 curl nginx haproxy; do command -v "$t" >/dev/null || di
 (($(nproc) >= 2)) || die "needs at least 2 cores (one for the proxy, one for backend and client)"
 
 # Every proxy holds MAX downstream sockets plus its upstream pool; the client holds MAX. Raise the soft
-# limit as far as needed; a hard limit below it is an error, not a silently smaller run.
+# limit to the hard one; a hard limit below what the run needs is an error, not a silently smaller run.
 want=$((MAX + 1024))
-if (($(ulimit -n) < want)); then
-    ulimit -n "$want" 2>/dev/null || die "needs ulimit -n >= $want (hard limit $(ulimit -Hn)); use smaller --stages"
-fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(ulimit -n) >= want)) || die "needs ulimit -n >= $want (hard limit $(ulimit -Hn)); use smaller --stages"
 
 # --- scratch space and cleanup ------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/meshproxy-idle.XXXXXX)
-chmod 755 "$WORK" # nginx workers drop to an unprivileged user and must read the payload
-PIDS=()
 # shellcheck source=benchmarks/lib.sh
 source "$ROOT/benchmarks/lib.sh"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init meshproxy-idle
 
 # --- build --------------------------------------------------------------------------------------
 if ((BUILD)); then

@@ -74,13 +74,9 @@ for t in taskset python3 curl dotnet; do command -v "$t" >/dev/null || die "$t i
 (($(nproc) >= 2)) || die "needs at least 2 cores (one for the proxy, one for backend and load generator)"
 
 # --- scratch space and cleanup ------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/meshproxy-bench.XXXXXX)
-chmod 755 "$WORK" # nginx workers drop to an unprivileged user and must read the payload
-PIDS=()
 # shellcheck source=benchmarks/lib.sh
 source "$ROOT/benchmarks/lib.sh"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init meshproxy-bench
 
 # --- build MeshProxy ----------------------------------------------------------------------------
 if ((BUILD)); then
