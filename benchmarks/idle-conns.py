@@ -8,7 +8,9 @@ worker both count). Prints one JSON object: RSS before and at each stage, and ho
 proxy had closed by the time of each reading (a reading with closed connections is not an idle figure).
 
 usage: idle-conns.py --port P --pid PID [--host-header H] [--path /1k] [--stages 1000,10000]
-                     [--in-flight 64] [--settle 3]
+                     [--in-flight 64] [--settle 3] [--metrics URL]
+--metrics: a Prometheus endpoint with dotnet_total_memory_bytes (MeshProxy's stats listener): the managed
+heap is read beside RSS, to tell memory held by objects from native and runtime memory.
 Run by benchmarks/run-idle-conns.sh; the file-descriptor limit must allow the largest stage.
 """
 import argparse
@@ -17,6 +19,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 
 
 def tree_pids(pid):
@@ -42,6 +45,16 @@ def rss_kb(pid):
         except FileNotFoundError:
             pass
     return total
+
+
+def managed_bytes(url):
+    if not url:
+        return None
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("dotnet_total_memory_bytes "):
+                return int(float(line.split()[1]))
+    return None
 
 
 class Connection:
@@ -89,12 +102,13 @@ async def main():
     ap.add_argument("--stages", default="1000,10000")
     ap.add_argument("--in-flight", type=int, default=64)
     ap.add_argument("--settle", type=float, default=3.0)
+    ap.add_argument("--metrics", default="")
     args = ap.parse_args()
     stages = [int(s) for s in args.stages.split(",")]
     request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host_header}\r\n\r\n".encode()
 
     await asyncio.sleep(args.settle)
-    result = {"rss_before_kb": rss_kb(args.pid), "stages": []}
+    result = {"rss_before_kb": rss_kb(args.pid), "managed_before": managed_bytes(args.metrics), "stages": []}
     conns, watchers = [], []
     gate = asyncio.Semaphore(args.in_flight)
 
@@ -113,6 +127,7 @@ async def main():
         result["stages"].append({
             "connections": len(conns),
             "rss_kb": rss_kb(args.pid),
+            "managed": managed_bytes(args.metrics),
             "closed": sum(c.closed for c in conns),
             "open_seconds": round(opened, 2),
         })

@@ -92,12 +92,15 @@ RUNS="$WORK/runs.tsv"
 
 # one_run <label> <round> <port> <command...>: a fresh proxy, the client's stages, the proxy stopped.
 one_run() {
-    local label=$1 round=$2 port=$3 pid; shift 3
+    local label=$1 round=$2 port=$3 pid metrics=(); shift 3
     start "$label.$round" $PROXY_CORE "$@"
     pid=$LAST_PID
     wait_http "http://127.0.0.1:$port/1k" "$SERVICE"
+    # MeshProxy's stats listener (a free port) reports the managed heap: dotnet_total_memory_bytes.
+    local stats; stats=$(grep -o 'stats listener on [0-9.:]*' "$WORK/$label.$round.log" | awk '{ print $4 }' || true)
+    [[ -n $stats ]] && metrics=(--metrics "http://$stats/metrics")
     log "$label round $round: stages $STAGES"
-    taskset -c $LOAD_CORE python3 "$ROOT/benchmarks/idle-conns.py" --port "$port" --pid "$pid" --host-header "$SERVICE" --stages "$STAGES" \
+    taskset -c $LOAD_CORE python3 "$ROOT/benchmarks/idle-conns.py" --port "$port" --pid "$pid" --host-header "$SERVICE" --stages "$STAGES" "${metrics[@]}" \
         >"$WORK/$label.$round.json" 2>"$WORK/$label.$round.client.log" ||
         { cat "$WORK/$label.$round.client.log" >&2; die "$label: the client failed"; }
     printf '%s\t%s\t%s\n' "$label" "$round" "$(cat "$WORK/$label.$round.json")" >>"$RUNS"
@@ -172,7 +175,10 @@ for t in targets:
         detail.append(f"- {names[t]} round {k}: before {r['rss_before_kb'] / 1024:.1f} MB; " + "; ".join(
             f"{s['connections']:,}: {s['rss_kb'] / 1024:.1f} MB, {per_conn(r, i):,.0f} B/conn, opened in {s['open_seconds']} s"
             for i, s in enumerate(r["stages"])))
-table = "\n".join(lines + detail)
+managed = ["", "MeshProxy's managed heap (dotnet_total_memory_bytes from its stats listener, garbage not yet collected included), per connection: " + "; ".join(
+    f"at {n:,}: {med([(r['stages'][i]['managed'] - r['managed_before']) / n for r in runs['meshproxy']]):,.0f} bytes"
+    for i, n in enumerate(stages))] if "meshproxy" in runs and runs["meshproxy"][0].get("managed_before") is not None else []
+table = "\n".join(lines + managed + detail)
 print(table)
 if closed:
     print("\nWARNING: connections closed by the proxy during a stage:", closed)
