@@ -9,7 +9,7 @@ plus the run's metadata. The section is replaced in place; every other section o
 
 import math
 import os
-import re
+import sys
 
 env = os.environ
 HEADING = "## Core proxy path"
@@ -226,13 +226,6 @@ section = "\n".join(out)
 print(section)
 
 if env.get("WRITE") == "1":
-    path = env["RESULTS"]
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\n"
-    # The section runs from its heading to the next level-2 heading (or the end of the file).
-    pattern = re.compile(r"^## Core proxy path\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(path, "w").write(text)
-    print(f"\nwritten to {path}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from results_section import write_section
+    write_section(env["RESULTS"], "Core proxy path", section)

@@ -42,7 +42,7 @@ spec:
   endpoints: [{ address: 127.0.0.1, port: $E1 }, { address: 127.0.0.1, port: $E2 }]
 YML
   dll=$A; [ $v = B ] && dll=$B
-  env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_GCgen0size=0x400000 taskset -c 0 dotnet "$dll" --config "$WORK/$v.yaml" >"$WORK/$v.log" 2>&1 &
+  env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_GCgen0size=400000 taskset -c 0 dotnet "$dll" --config "$WORK/$v.yaml" >"$WORK/$v.log" 2>&1 &
   PID[$v]=$!; PIDS+=($!)
 done
 for v in A B; do for _ in $(seq 300); do curl -sf -o /dev/null -H 'Host: backend' "http://127.0.0.1:${OUT[$v]}/1k" && break; sleep 0.2; done; done

@@ -159,7 +159,7 @@ EOF
     # Each variant logs to its own access log file, so the two sidecars do not share one.
     sed -e "s/OTLP_SINK/127.0.0.1:$SINK/" -e "s#/tmp/meshproxy-bench-access.log#$WORK/$key.access.log#" \
         "$ROOT/benchmarks/$1/$2.yaml" >>"$WORK/$key.yaml"
-    env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_GCgen0size=0x400000 \
+    env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_GCgen0size=400000 \
         DOTNET_TieredCompilation=0 DOTNET_ReadyToRun=0 DOTNET_EnableWriteXorExecute=0 DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0 "${PROFILE_ENV[@]}" \
         valgrind --tool=callgrind --smc-check=all-non-file --dump-instr=no --callgrind-out-file="$WORK/$key.cg" \
         "$OUT/meshproxy-sidecar" --config "$WORK/$key.yaml" >"$WORK/$key.log" 2>&1 &

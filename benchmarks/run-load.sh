@@ -22,7 +22,7 @@
 #                  meshproxy-jit: the outbound listener of the trimmed JIT build, -p:PublishAot=false)
 # Environment: MESHPROXY_BENCH_EXTRA_CONFIG=<file> appends resources to the sidecar's bootstrap file;
 #   MESHPROXY_BENCH_ENV adds/overrides variables for the MeshProxy process
-#   (e.g. MESHPROXY_BENCH_ENV="DOTNET_GCgen0size=0x400000"), for experiments.
+#   (e.g. MESHPROXY_BENCH_ENV="DOTNET_GCgen0size=200000", bare hexadecimal), for experiments.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,99 +74,9 @@ for t in taskset python3 curl dotnet; do command -v "$t" >/dev/null || die "$t i
 (($(nproc) >= 2)) || die "needs at least 2 cores (one for the proxy, one for backend and load generator)"
 
 # --- scratch space and cleanup ------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/meshproxy-bench.XXXXXX)
-chmod 755 "$WORK" # nginx workers drop to an unprivileged user and must read the payload
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if ((KEEP)); then log "scratch kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start() { # start <name> <core> <cmd...>: runs in the background pinned to <core>; sets LAST_PID
-    local name=$1 core=$2; shift 2
-    taskset -c "$core" "$@" >"$WORK/$name.log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-stop() { # stop <pid>: TERM, wait, drop from PIDS
-    local pid=$1 p keep=()
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-free_ports() { # free_ports <n>: n ports the kernel considers free right now
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks: s.close()
-EOF
-}
-
-wait_http() { # wait_http <url> [host]: until a 200, at most 20 s
-    local url=$1 host=${2:-} code
-    for _ in $(seq 200); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' ${host:+-H "Host: $host"} "$url" || true)
-        [[ $code == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "no 200 from $url${host:+ (Host: $host)}; see $WORK/*.log"
-}
-
-tree_pids() { # the process and all its descendants
-    local pid=$1 child
-    echo "$pid"
-    for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do tree_pids "$child"; done
-}
-
-cpu_ticks() { # utime+stime over the process tree (all threads are counted in each process's line)
-    local total=0 pid f
-    for pid in $(tree_pids "$1"); do
-        # fields 14 and 15 after the ")" that ends the command name
-        f=$(sed 's/.*) //' /proc/"$pid"/stat 2>/dev/null) || continue
-        set -- $f
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total"
-}
-
-ctx_snapshot() { # "<tid> <voluntary+involuntary context switches>" for every thread in the process tree
-    local pid t
-    for pid in $(tree_pids "$1"); do
-        for t in /proc/"$pid"/task/*; do
-            awk -v tid="${t##*/}" '/ctxt_switches/ { n += $2 } END { if (NR) print tid, n }' "$t/status" 2>/dev/null || true
-        done
-    done
-}
-
-ctx_delta() { # ctx_delta <before file> <after file>: switches made in between by threads alive at the end
-    # (a thread that exits in between takes its last switches with it: a small undercount)
-    awk 'NR == FNR { before[$1] = $2; next } { d += $2 - ($1 in before ? before[$1] : 0) } END { print d + 0 }' "$1" "$2"
-}
-
-mem_kb() { # mem_kb <pid> <VmRSS|VmHWM>: summed over the process tree
-    local total=0 pid v
-    for pid in $(tree_pids "$1"); do
-        v=$(awk -v k="$2:" '$1 == k { print $2 }' /proc/"$pid"/status 2>/dev/null) || continue
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
-
-now() { date +%s.%N; }
+# shellcheck source=benchmarks/lib.sh
+source "$ROOT/benchmarks/lib.sh"
+bench_init meshproxy-bench
 
 # --- build MeshProxy ----------------------------------------------------------------------------
 if ((BUILD)); then
@@ -191,99 +101,10 @@ fi
 # --- ports and configs --------------------------------------------------------------------------
 read -r BACKEND BACKEND_H2 NGINX NGINX_H2 HAPROXY HAPROXY_H2 MESH_OUT MESH_IN <<<"$(free_ports 8)"
 
-mkdir -p "$WORK/backend/www" "$WORK/nginx"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/backend/www/1k"
-
-# The backend: one nginx worker, a static 1 KiB file, connections kept alive indefinitely.
-cat >"$WORK/backend/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/backend/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    # sendfile with HTTP/2 frames stalls responses ~40 ms (delayed ACK); a 1 KiB body gains nothing from it.
-    sendfile off;
-    open_file_cache max=16;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$BACKEND backlog=4096;
-        listen 127.0.0.1:$BACKEND_H2 http2 backlog=4096;
-        root $WORK/backend/www;
-    }
-}
-EOF
-
-# nginx as a reverse proxy: HTTP/1.1 to the backend over a keep-alive pool.
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    upstream backend {
-        server 127.0.0.1:$BACKEND;
-        keepalive 128;
-        keepalive_requests 100000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX backlog=4096;
-        listen 127.0.0.1:$NGINX_H2 http2 backlog=4096;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-
-# haproxy: HTTP mode, one thread, server connections reused across requests.
-cat >"$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-frontend fe
-    bind 127.0.0.1:$HAPROXY
-    bind 127.0.0.1:$HAPROXY_H2 proto h2
-    default_backend be
-backend be
-    server backend 127.0.0.1:$BACKEND
-EOF
-
-# MeshProxy: a workload whose app is the backend (inbound), and a Service whose endpoint is the backend (outbound).
-cat >"$WORK/mesh.yaml" <<EOF
-apiVersion: meshproxy.io/v1alpha1
-kind: Sidecar
-metadata: { name: bench, namespace: bench }
-spec:
-  workload: { serviceAccount: bench }
-  app: { port: $BACKEND, protocol: HTTP }
-  listeners: { outbound: $MESH_OUT, inbound: $MESH_IN, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-  drainDuration: 1s
----
-apiVersion: meshproxy.io/v1alpha1
-kind: Service
-metadata: { name: $SERVICE, namespace: bench }
-spec:
-  ports: [{ port: 80, protocol: HTTP }]
-  endpoints:
-    - { address: 127.0.0.1, port: $BACKEND }
-EOF
+write_backend "$WORK/backend" "$BACKEND" "$BACKEND_H2" 4096
+write_nginx_proxy "$WORK/nginx" "$NGINX" "$NGINX_H2" "$BACKEND" 4096
+write_haproxy "$WORK/haproxy.cfg" "$HAPROXY" "$HAPROXY_H2" "$BACKEND" 4096
+write_mesh_config "$WORK/mesh.yaml" "$BACKEND" "$MESH_OUT" "$MESH_IN" "$SERVICE"
 
 # Extra resources for A/B runs (benchmarks/run-cost.sh): appended to the sidecar's bootstrap file.
 if [[ -n ${MESHPROXY_BENCH_EXTRA_CONFIG:-} ]]; then
@@ -291,9 +112,11 @@ if [[ -n ${MESHPROXY_BENCH_EXTRA_CONFIG:-} ]]; then
 fi
 
 # One core's worth of runtime: the thread pool, GC and Kestrel size themselves from the processor count.
-# A 4 MiB gen0 budget instead of the one derived from this CPU's large L3: ~15 MB less committed heap
-# for a few more (sub-millisecond) gen0 collections.
-MESH_ENV=(DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_TieredPGO=1 DOTNET_GCgen0size=0x400000)
+# The 4 MiB gen0 budget an injected pod gets (src/MeshProxy.Injection, InjectorOptions.GcGen0SizeBytes),
+# in bare hexadecimal: Native AOT ignores "0x400000" (until 2026-12-07 this line said so, and the AOT
+# rows ran with the default budget). The workstation GC is the build's own setting since then, and the
+# gcServer=0 here only matters for older builds.
+MESH_ENV=(DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_TieredPGO=1 DOTNET_GCgen0size=400000)
 # shellcheck disable=SC2206
 MESH_ENV+=(${MESHPROXY_BENCH_ENV:-})
 

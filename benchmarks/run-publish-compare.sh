@@ -84,7 +84,7 @@ Y
     local t0 t1 sc
     t0=$(date +%s.%N)
     # shellcheck disable=SC2068
-    taskset -c 0 env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_TieredPGO=1 DOTNET_GCgen0size=0x400000 $@ --config "$w/mesh.yaml" >"$w/sidecar.log" 2>&1 &
+    taskset -c 0 env DOTNET_PROCESSOR_COUNT=1 DOTNET_gcServer=0 DOTNET_TieredPGO=1 DOTNET_GCgen0size=400000 $@ --config "$w/mesh.yaml" >"$w/sidecar.log" 2>&1 &
     sc=$!; PIDS+=("$sc")
     for _ in $(seq 1500); do
         [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "http://127.0.0.1:$outp/1k") == 200 ]] && break

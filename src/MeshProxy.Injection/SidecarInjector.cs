@@ -272,9 +272,16 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         };
         if (memoryLimit is { } limit && gcPercent > 0)
         {
-            // .NET reads GC settings from the environment as hexadecimal.
+            // .NET reads GC settings from the environment as hexadecimal, and without "0x": the JIT runtime
+            // accepts the prefix, but the Native AOT runtime (the sidecar as it ships) ignores such a value
+            // without a word (benchmarks/RESULTS.md, "GC settings of the sidecar").
             var heap = (long)(limit * gcPercent / 100m);
-            env.Add(Env("DOTNET_GCHeapHardLimit", "0x" + heap.ToString("X", CultureInfo.InvariantCulture)));
+            env.Add(Env("DOTNET_GCHeapHardLimit", heap.ToString("X", CultureInfo.InvariantCulture)));
+        }
+
+        if (options.GcGen0SizeBytes > 0)
+        {
+            env.Add(Env("DOTNET_GCgen0size", options.GcGen0SizeBytes.ToString("X", CultureInfo.InvariantCulture)));
         }
 
         if (probers is { Count: > 0 })

@@ -132,12 +132,12 @@ public sealed class InjectionGoldenTests
         Assert.Equal("200Mi", sidecar["resources"]!["requests"]!["memory"]!.GetValue<string>());
         Assert.Equal("1Gi", sidecar["resources"]!["limits"]!["memory"]!.GetValue<string>());
         Assert.Null(sidecar["resources"]!["limits"]!["cpu"]);
-        // 60% of 1 GiB = 644245094 bytes = 0x26666666.
-        Assert.Equal("0x26666666", Env(sidecar, "DOTNET_GCHeapHardLimit"));
+        // 60% of 1 GiB = 644245094 bytes = 0x26666666, written without "0x", which Native AOT's runtime would ignore.
+        Assert.Equal("26666666", Env(sidecar, "DOTNET_GCHeapHardLimit"));
 
         var defaults = Inject("multi-container-pod")["spec"]!["initContainers"]![1]!;
         Assert.Equal("256Mi", defaults["resources"]!["limits"]!["memory"]!.GetValue<string>());
-        Assert.Equal("0xC000000", Env(defaults, "DOTNET_GCHeapHardLimit")); // 75% of 256 MiB = 192 MiB
+        Assert.Equal("C000000", Env(defaults, "DOTNET_GCHeapHardLimit")); // 75% of 256 MiB = 192 MiB
     }
 
     [Fact]

@@ -93,6 +93,8 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
             _logger.TlsGroupsNotLimited(notLimited);
         }
 
+        _logger.GcSettingsResolved(GcSettings.Describe());
+
         var spec = _store.Current.Sidecar.Spec.Listeners;
         var time = _services.GetRequiredService<TimeProvider>();
         var admin = new AdminEndpoints(_store, this, _services.GetRequiredService<SidecarIdentity>(), time, _loggerFactory.CreateLogger<AdminEndpoints>());
