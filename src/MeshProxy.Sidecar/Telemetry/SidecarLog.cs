@@ -59,6 +59,6 @@ internal static partial class SidecarLog
     [LoggerMessage(17, LogLevel.Warning, "TLS key exchange is not limited to X25519, P-256 and P-384 ({Reason}): a client can ask for a costly finite-field group")]
     public static partial void TlsGroupsNotLimited(this ILogger logger, string reason);
 
-    [LoggerMessage(18, LogLevel.Information, "GC: {Settings}")]
+    [LoggerMessage(21, LogLevel.Information, "GC: {Settings}")]
     public static partial void GcSettingsResolved(this ILogger logger, string settings);
 }
