@@ -64,9 +64,9 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
 
         var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
         _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
-        await EventuallyAsync(() => source.Read([]).Resources.Count == 4, "three Services and the HTTPRoute's HttpRoute served");
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 4, "three Services and the HTTPRoute's HttpRoute served");
 
-        var snapshot = source.Read([]);
+        var snapshot = source.Read([], []);
         var route = Assert.IsType<HttpRouteResource>(snapshot.Resources.Single(r => r.Key == "HttpRoute/shop/reviews.gateway-api").Resource);
         Assert.Equal([90, 10], route.Spec.Http[0].Route.Select(d => d.Weight));
         Assert.DoesNotContain(snapshot.Resources, r => r.Key.Contains("broken", StringComparison.Ordinal));
@@ -92,10 +92,10 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
             parent["conditions"]!.AsArray().Select(c => $"{c!["type"]}:{c["status"]}:{c["reason"]}"));
 
         // Nothing changed: nothing is written again (informers see the status writes first).
-        await EventuallyAsync(() => source.Read([]).Objects.All(o => o.Object.Status.ValueKind == System.Text.Json.JsonValueKind.Object)
-            && source.Read([]).Routes.All(r => r.Route.Status.ValueKind == System.Text.Json.JsonValueKind.Object), "the informers saw the statuses");
+        await EventuallyAsync(() => source.Read([], []).Objects.All(o => o.Object.Status.ValueKind == System.Text.Json.JsonValueKind.Object)
+            && source.Read([], []).Routes.All(r => r.Route.Status.ValueKind == System.Text.Json.JsonValueKind.Object), "the informers saw the statuses");
         var patches = _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
-        await writer.WriteAsync(source.Read([]), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
+        await writer.WriteAsync(source.Read([], []), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
         Assert.Equal(patches, _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal)));
 
         // Only what the RBAC rules grant (CustomResourceRbacTests): lists and watches, and patches of /status.
@@ -111,7 +111,7 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         _server.Apply(MeshService("reviews", 80));
         var source = new CustomResourceSource(_client, new InformerOptions { InitialBackoff = TimeSpan.FromSeconds(1) }, _time, NullLogger.Instance);
         _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
-        await EventuallyAsync(() => source.Read([]).Resources.Count == 1, "the meshproxy.io Service is read while Istio's kind is missing");
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read while Istio's kind is missing");
         Assert.Contains(_server.Requests, r => r.Contains("/apis/security.istio.io/v1/authorizationpolicies", StringComparison.Ordinal));
 
         _server.RegisterResource("security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", namespaced: true);
@@ -123,7 +123,7 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         await EventuallyAsync(() =>
         {
             _time.Advance(TimeSpan.FromSeconds(5)); // the 404'd list is retried after its backoff
-            return source.Read([]).Resources.Any(r => r.Key == "AuthorizationPolicy/shop/deny-admin.istio");
+            return source.Read([], []).Resources.Any(r => r.Key == "AuthorizationPolicy/shop/deny-admin.istio");
         }, "the Istio policy is read once its CRD exists");
     }
 
