@@ -113,6 +113,10 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
         await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read while Istio's kind is missing");
         Assert.Contains(_server.Requests, r => r.Contains("/apis/security.istio.io/v1/authorizationpolicies", StringComparison.Ordinal));
+        // The absent kind counts as listed and empty (the Kubernetes source's first state waits for every Synced), and says why.
+        var istio = source.Informers.Single(i => i.Resource == "authorizationpolicies.security.istio.io");
+        Assert.True(istio.Synced.IsCompletedSuccessfully);
+        Assert.True(istio.Health is { NotServed: true, Connected: true });
 
         _server.RegisterResource("security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", namespaced: true);
         _server.Apply("""
@@ -125,6 +129,49 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
             _time.Advance(TimeSpan.FromSeconds(5)); // the 404'd list is retried after its backoff
             return source.Read([], []).Resources.Any(r => r.Key == "AuthorizationPolicy/shop/deny-admin.istio");
         }, "the Istio policy is read once its CRD exists");
+        Assert.False(istio.Health.NotServed);
+    }
+
+    [Fact]
+    public async Task Status_writes_that_fail_are_tried_again_after_a_backoff_and_the_loop_goes_on()
+    {
+        _server.Apply(MeshService("reviews", 80));
+        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
+        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read");
+
+        var refuse = true;
+        _server.BeforeRequest = r =>
+        {
+            if (Volatile.Read(ref refuse) && r.StartsWith("PATCH", StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException("the fake API server refuses this write (test)"); // answered 500
+            }
+        };
+        var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = source.Read([], []).Resources });
+        await using var publisher = new StatusPublisher(
+            new StatusWriter(_client, _time, NullLogger.Instance),
+            () => new StatusInputs(source.Read([], []), state, new Dictionary<string, SidecarCounts>()),
+            TimeSpan.FromMilliseconds(500),
+            _time,
+            NullLogger.Instance);
+        int Patches() => _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
+
+        publisher.Schedule();
+        _time.Advance(TimeSpan.FromMilliseconds(500));
+        await EventuallyAsync(() => Patches() == 1, "the first write is tried, and refused");
+
+        // Nothing is tried again before the backoff (1 s after the first failed pass)...
+        Volatile.Write(ref refuse, false);
+        _time.Advance(TimeSpan.FromMilliseconds(900));
+        await Task.Delay(TimeSpan.FromMilliseconds(300), TestContext.Current.CancellationToken);
+        Assert.Equal(1, Patches());
+        Assert.Null(_server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"]);
+
+        // ...and then it is, and succeeds.
+        _time.Advance(TimeSpan.FromMilliseconds(100));
+        await EventuallyAsync(() => _server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"] is JsonObject, "the write is tried again and lands");
+        Assert.Equal(2, Patches());
     }
 
     private static JsonNode Accepted(JsonObject obj) =>
