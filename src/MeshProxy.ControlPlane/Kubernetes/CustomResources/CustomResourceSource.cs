@@ -111,9 +111,18 @@ internal sealed class CustomResourceSource
 /// Writes what <see cref="ResourceStatus"/> and <see cref="GammaTranslator"/> computed onto the objects' status
 /// subresource (a JSON merge patch), only when it changed, so that a steady cluster costs no writes. On a route it
 /// replaces only the parents entries of this controller and keeps every other controller's.
+/// <para>
+/// Nor is a status written again that this writer already wrote for the same object (by uid), even when the object
+/// now holds another: with two control-plane replicas, each counting its own sidecars, each write would otherwise
+/// be an event that makes the other write its counts back, for ever. The last writer's counts stand until its
+/// sidecars' answers change. One pass at a time (the <see cref="StatusPublisher"/>'s loop).
+/// </para>
 /// </summary>
 internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogger logger)
 {
+    // Per object (uid and name), the status this writer last wrote; forgotten with the object.
+    private readonly Dictionary<string, string> _written = new(StringComparer.Ordinal);
+
     /// <summary>Patches every status that differs from what the object holds. Returns how many writes failed (logged; the caller retries).</summary>
     public async Task<int> WriteAsync(CustomResourceSnapshot snapshot, ConfigState state, IReadOnlyDictionary<string, SidecarCounts> counts, CancellationToken cancellationToken)
     {
@@ -134,8 +143,16 @@ internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogge
             failed += await PatchAsync(route, kind, RouteStatusJson(route, routeStatus, now), cancellationToken).ConfigureAwait(false) ? 0 : 1;
         }
 
+        var present = snapshot.Objects.Select(o => WrittenKey(o.Object, o.Kind)).Concat(snapshot.Routes.Select(r => WrittenKey(r.Route, r.Kind))).ToHashSet(StringComparer.Ordinal);
+        foreach (var gone in _written.Keys.Where(k => !present.Contains(k)).ToList())
+        {
+            _written.Remove(gone);
+        }
+
         return failed;
     }
+
+    private static string WrittenKey(CustomObject obj, CustomKind kind) => $"{kind.Plural}.{kind.Group}/{obj.Namespace}/{obj.Name}/{obj.Metadata.Uid}";
 
     private static JsonObject RouteStatusJson(CustomObject route, RouteStatus status, DateTimeOffset now)
     {
@@ -202,15 +219,19 @@ internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogge
     /// <summary>False when the write failed.</summary>
     private async Task<bool> PatchAsync(CustomObject obj, CustomKind kind, JsonObject status, CancellationToken cancellationToken)
     {
-        if (obj.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(obj.Status, JsonDocument.Parse(status.ToJsonString()).RootElement))
+        var text = status.ToJsonString();
+        var key = WrittenKey(obj, kind);
+        if ((obj.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(obj.Status, JsonDocument.Parse(text).RootElement))
+            || (_written.TryGetValue(key, out var mine) && mine == text))
         {
-            return true; // unchanged: no write
+            return true; // unchanged, or unchanged since this writer wrote it: no write
         }
 
         try
         {
             var patch = new V1Patch(new JsonObject { ["status"] = status }.ToJsonString(), V1Patch.PatchType.MergePatch);
             await client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(patch, kind.Group, kind.Version, obj.Namespace, kind.Plural, obj.Name, cancellationToken: cancellationToken).ConfigureAwait(false);
+            _written[key] = text;
             return true;
         }
         catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))

@@ -174,6 +174,43 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         Assert.Equal(2, Patches());
     }
 
+    [Fact]
+    public async Task Two_replicas_counting_their_own_sidecars_do_not_write_each_other_back_for_ever()
+    {
+        _server.Apply(MeshService("reviews", 80));
+        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
+        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read");
+        var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = source.Read([], []).Resources });
+        var (a, b) = (new StatusWriter(_client, _time, NullLogger.Instance), new StatusWriter(_client, _time, NullLogger.Instance));
+        var (countsA, countsB) = (Counts(2), Counts(3));
+        int Patches() => _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
+        int? Applied() => (int?)_server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"]?["sidecars"]?["applied"];
+        async Task SeenAsync(int applied)
+        {
+            Assert.Equal(applied, Applied());
+            await EventuallyAsync(() => source.Read([], []).Objects.Single().Object.Status is { ValueKind: System.Text.Json.JsonValueKind.Object } st
+                && st.GetProperty("sidecars").GetProperty("applied").GetInt32() == applied, "the informer saw the write");
+        }
+
+        await a.WriteAsync(source.Read([], []), state, countsA, TestContext.Current.CancellationToken);
+        await SeenAsync(2);
+        await b.WriteAsync(source.Read([], []), state, countsB, TestContext.Current.CancellationToken);
+        await SeenAsync(3);
+
+        // Each replica's next pass (the other's write is an event for it): neither writes back what it already wrote.
+        var before = Patches();
+        await a.WriteAsync(source.Read([], []), state, countsA, TestContext.Current.CancellationToken);
+        await b.WriteAsync(source.Read([], []), state, countsB, TestContext.Current.CancellationToken);
+        Assert.Equal(before, Patches());
+
+        // A replica whose own count changes writes it.
+        await a.WriteAsync(source.Read([], []), state, Counts(4), TestContext.Current.CancellationToken);
+        Assert.Equal(4, Applied());
+
+        static Dictionary<string, SidecarCounts> Counts(int applied) => new() { ["Service/shop/reviews"] = new(applied, 0) };
+    }
+
     private static JsonNode Accepted(JsonObject obj) =>
         obj["status"]!["conditions"]!.AsArray().Single(c => (string?)c!["type"] == "Accepted")!;
 
