@@ -135,10 +135,7 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
     [Fact]
     public async Task Status_writes_that_fail_are_tried_again_after_a_backoff_and_the_loop_goes_on()
     {
-        _server.Apply(MeshService("reviews", 80));
-        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
-        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
-        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read");
+        var source = await StartWithOneServiceAsync();
 
         var refuse = true;
         _server.BeforeRequest = r =>
@@ -177,10 +174,7 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
     [Fact]
     public async Task Two_replicas_counting_their_own_sidecars_do_not_write_each_other_back_for_ever()
     {
-        _server.Apply(MeshService("reviews", 80));
-        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
-        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
-        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read");
+        var source = await StartWithOneServiceAsync();
         var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = source.Read([], []).Resources });
         var (a, b) = (new StatusWriter(_client, _time, NullLogger.Instance), new StatusWriter(_client, _time, NullLogger.Instance));
         var (countsA, countsB) = (Counts(2), Counts(3));
@@ -209,6 +203,16 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         Assert.Equal(4, Applied());
 
         static Dictionary<string, SidecarCounts> Counts(int applied) => new() { ["Service/shop/reviews"] = new(applied, 0) };
+    }
+
+    /// <summary>A source running over the fake server, once it has read the one meshproxy.io Service "reviews".</summary>
+    private async Task<CustomResourceSource> StartWithOneServiceAsync()
+    {
+        _server.Apply(MeshService("reviews", 80));
+        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
+        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read");
+        return source;
     }
 
     private static JsonNode Accepted(JsonObject obj) =>
