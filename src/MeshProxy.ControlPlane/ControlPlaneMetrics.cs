@@ -21,7 +21,9 @@ internal sealed class ControlPlaneMetrics
                 [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.Connected ? 1 : 0))]);
             Registry.CallbackGauge("meshproxy_controlplane_kubernetes_disconnected_seconds", "Seconds since this kind's informer lost the Kubernetes API server; 0 while connected.", ["resource"],
                 [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.DisconnectedSince is { } since ? (DateTimeOffset.UtcNow - since).TotalSeconds : 0))]);
-            Registry.CallbackGauge("meshproxy_controlplane_kubernetes_relists", "Full relists of this kind after the first (a watch too old to resume, 410 Gone).", ["resource"],
+            Registry.CallbackGauge("meshproxy_controlplane_kubernetes_kind_served", "1 while the API server serves this kind, 0 while its list answers 404 (a CRD not installed: read as empty).", ["resource"],
+                [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.NotServed ? 0 : 1))]);
+                        Registry.CallbackGauge("meshproxy_controlplane_kubernetes_relists", "Full relists of this kind after the first (a watch too old to resume, 410 Gone).", ["resource"],
                 [.. kubernetes.Informers.Select(i => new CallbackSample([i.Resource], () => i.Health.Relists))]);
         }
 

@@ -58,6 +58,9 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         directory.Changed += _ => registry.WakeAll();
     }
 
+    /// <summary>Raised after a sidecar ACKed or NACKed its snapshot, or left (the Kubernetes source's statuses count them).</summary>
+    public event Action? SidecarsAnswered;
+
     public void Dispose() => _pushSlots.Dispose();
 
     public override async Task StreamSnapshots(IAsyncStreamReader<SnapshotRequest> reader, IServerStreamWriter<Snapshot> writer, ServerCallContext context)
@@ -115,6 +118,7 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         finally
         {
             _registry.Remove(connection);
+            SidecarsAnswered?.Invoke();
             await pushStop.CancelAsync();
             await pusher;
             _logger.SidecarDisconnected(connection.InstanceId, reason);
@@ -151,6 +155,8 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         {
             connection.RecordAck(request.VersionInfo, now);
         }
+
+        SidecarsAnswered?.Invoke();
     }
 
     private async Task PushLoopAsync(SidecarConnection connection, IServerStreamWriter<Snapshot> writer, ServerCallContext context, CancellationToken cancellationToken)

@@ -166,7 +166,15 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         IConfigSource source = (IConfigSource?)kubernetes ?? directory ?? throw new ArgumentException("neither a configuration directory nor the Kubernetes source", nameof(options));
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, source, kubernetes);
-        discovery = new DiscoveryService(source, new SnapshotCache(), registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>(), kubernetes);
+        var snapshots = new SnapshotCache();
+        discovery = new DiscoveryService(source, snapshots, registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>(), kubernetes);
+        if (kubernetes is not null)
+        {
+            // Statuses are written apart from the pushes: a sidecar's answer only schedules a write.
+            kubernetes.WriteStatuses(registry, snapshots);
+            discovery.SidecarsAnswered += kubernetes.SidecarsAnswered;
+        }
+
         try
         {
             certificates = options.Certificates is { } ca ? CertificateService.Create(ca, source, metrics.Registry, loggers, options.Time) : null;

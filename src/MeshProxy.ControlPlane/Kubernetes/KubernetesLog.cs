@@ -26,6 +26,9 @@ internal static partial class KubernetesLog
     [LoggerMessage(106, LogLevel.Warning, "Watch of {Resource} reported an error: {Error}")]
     public static partial void WatchError(this ILogger logger, string resource, string error);
 
+    [LoggerMessage(107, LogLevel.Information, "{Resource} is not served by the API server (404: its CRD is not installed); read as empty, listing again in {Seconds:F1}s and with backoff")]
+    public static partial void KindNotServed(this ILogger logger, string resource, double seconds);
+
     [LoggerMessage(110, LogLevel.Information, "Kubernetes configuration generation {Generation}: {Services} Services discovered, {Resources} resources served, {HeldBack} held back")]
     public static partial void KubernetesStateBuilt(this ILogger logger, long generation, int services, int resources, int heldBack);
 

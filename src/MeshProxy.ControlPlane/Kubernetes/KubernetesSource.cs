@@ -5,22 +5,32 @@ using k8s;
 using k8s.Models;
 using MeshProxy.Api.V1;
 using MeshProxy.Config.Parsing;
+using MeshProxy.Config.Resources;
 using MeshProxy.ControlPlane.Discovery;
+using MeshProxy.ControlPlane.Kubernetes.CustomResources;
 using MeshProxy.ControlPlane.Kubernetes.Discovery;
 using MeshProxy.ControlPlane.Kubernetes.Informers;
 using MeshProxy.ControlPlane.Resources;
+using MeshProxy.ControlPlane.Snapshots;
 using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.ControlPlane.Kubernetes;
 
 /// <summary>
 /// The configuration as the Kubernetes API has it: Services, EndpointSlices and Pods watched (one informer each)
-/// and translated into mesh Services (<see cref="ServiceTranslator"/>), beside the resources of a directory when one
-/// is given (routes, policies, MeshConfig until they come as CRDs). Changes are coalesced for a short quiet time and
-/// the whole set goes through the same pre-push check as the directory's, so the push machinery downstream is the
-/// same. Nothing is served before every informer has listed once; while the API server is unreachable the last
-/// known state keeps serving (see <see cref="Health"/>). A Service that cannot be translated is skipped with a log
-/// line, and keeps its last good translation if it had one.
+/// and translated into mesh Services (<see cref="ServiceTranslator"/>); the custom kinds (<see cref="CustomResourceSource"/>:
+/// every meshproxy.io kind, Istio's AuthorizationPolicy, the Gateway API's HTTPRoute/GRPCRoute with Service parents);
+/// and the resources of a directory when one is given. One resource key is served from one place, in this
+/// precedence: the directory (what the operator wrote by hand) over a custom resource over a discovered Service.
+/// Changes of any of them are coalesced for a short quiet time and the whole set goes through the same pre-push
+/// check as the directory's, so the push machinery downstream is the same.
+/// <para>
+/// Nothing is served before every informer has listed once; a custom kind whose CRD is not installed counts as
+/// listed and empty (its list answers 404; see <see cref="Informer{T}"/>), so an absent optional CRD never blocks the
+/// start. While the API server is unreachable the last known state keeps serving (see <see cref="Health"/>). A
+/// Service that cannot be translated, or a custom object the parser refuses, is skipped with a log line, and keeps
+/// its last good version if it had one; the object's status says why (<see cref="StatusPublisher"/>).
+/// </para>
 /// Also the sidecars' <see cref="IWorkloadResolver"/>: a sidecar is who its Pod says, never what its Node claims.
 /// </summary>
 internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyncDisposable
@@ -36,11 +46,18 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     private readonly Dictionary<string, StoredResource> _lastGood = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _reported = new(StringComparer.Ordinal);
     private readonly ITimer _debounce;
+    private readonly IKubernetes _client;
+    private readonly ILoggerFactory _loggers;
+    private readonly CustomResourceSource _custom;
     private volatile ConfigState _current = ConfigState.Empty;
+    private volatile CustomResourceSnapshot? _customSnapshot;
+    private volatile StatusPublisher? _status;
     private volatile bool _started;
 
     public KubernetesSource(IKubernetes client, KubernetesSourceOptions options, ResourceDirectory? directory, TimeProvider time, ILoggerFactory loggers)
     {
+        _client = client;
+        _loggers = loggers;
         _options = options;
         _directory = directory;
         _time = time;
@@ -49,7 +66,8 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
         Services = new Informer<V1Service>(client, KubernetesResource<V1Service>.Services, options.Informers, time, informerLogger);
         EndpointSlices = new Informer<V1EndpointSlice>(client, KubernetesResource<V1EndpointSlice>.EndpointSlices, options.Informers, time, informerLogger);
         Pods = new Informer<V1Pod>(client, KubernetesResource<V1Pod>.Pods, options.Informers, time, informerLogger);
-        Informers = [Services, EndpointSlices, Pods];
+        _custom = new CustomResourceSource(client, options.Informers, time, informerLogger);
+        Informers = [Services, EndpointSlices, Pods, .. _custom.Informers];
         Description = $"kubernetes {client.BaseUri}" + (directory is null ? string.Empty : $" + {directory.Directory}");
         _debounce = time.CreateTimer(_ => Rebuild(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
@@ -60,6 +78,7 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
 
     public Informer<V1Pod> Pods { get; }
 
+    /// <summary>Discovery's informers, then the custom kinds'.</summary>
     public IReadOnlyList<IInformer> Informers { get; }
 
     public ConfigState Current => _current;
@@ -77,11 +96,14 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     /// </summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        foreach (var informer in Informers)
+        foreach (var informer in new IInformer[] { Services, EndpointSlices, Pods })
         {
             informer.Changed += Schedule;
             _running.Add(Task.Run(() => informer.RunAsync(_stop.Token), CancellationToken.None));
         }
+
+        _custom.Changed += Schedule;
+        _running.Add(Task.Run(() => _custom.RunAsync(_stop.Token), CancellationToken.None));
 
         if (_directory is not null)
         {
@@ -92,6 +114,27 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
         _started = true;
         Rebuild();
     }
+
+    /// <summary>
+    /// Starts writing the custom objects' statuses (Accepted/Invalid, sidecars that applied or NACKed each, routes'
+    /// per-parent conditions) after every rebuild and every <see cref="SidecarsAnswered"/>, counted over the
+    /// sidecars connected to this control plane (<paramref name="sidecars"/>, their snapshots from <paramref name="snapshots"/>).
+    /// </summary>
+    public void WriteStatuses(ConnectionRegistry sidecars, SnapshotCache snapshots)
+    {
+        _status = new StatusPublisher(
+            new StatusWriter(_client, _time, _loggers.CreateLogger<StatusWriter>()),
+            () => _customSnapshot is { } snapshot && _current is { Generation: > 0 } state
+                ? new StatusInputs(snapshot, state, ResourceStatus.CountSidecars(state, sidecars.All, snapshots))
+                : null,
+            _options.StatusDebounce,
+            _time,
+            _loggers.CreateLogger<StatusPublisher>());
+        _status.Schedule();
+    }
+
+    /// <summary>A sidecar ACKed, NACKed or left: the counts in the statuses may have changed.</summary>
+    public void SidecarsAnswered() => _status?.Schedule();
 
     public WorkloadResolution Resolve(Node node, IPAddress? remoteAddress)
     {
@@ -120,6 +163,11 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     {
         await _stop.CancelAsync().ConfigureAwait(false);
         await _debounce.DisposeAsync().ConfigureAwait(false);
+        if (_status is { } status)
+        {
+            await status.DisposeAsync().ConfigureAwait(false);
+        }
+
         await Task.WhenAll(_running).ConfigureAwait(false);
         _stop.Dispose();
     }
@@ -133,52 +181,44 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
         }
     }
 
-    /// <summary>Translates everything the informers hold now, checks the set, and swaps it in when anything changed.</summary>
+    /// <summary>
+    /// Translates everything the informers hold now, checks the set, and swaps it in when anything changed; the
+    /// custom objects' statuses are due after every rebuild (their writer skips the ones that did not change).
+    /// </summary>
     internal void Rebuild()
     {
-        ConfigState state;
+        ConfigState? changed = null;
         lock (_lock)
         {
-            var services = Services.Current.Items;
-            var pods = Pods.Current.Items;
-            var slicesByService = EndpointSlices.Current.Items.Values
-                .Where(s => s.Metadata.Labels?.ContainsKey(ServiceTranslator.ServiceNameLabel) == true)
-                .ToLookup(s => $"{s.Metadata.NamespaceProperty}/{s.Metadata.Labels![ServiceTranslator.ServiceNameLabel]}", StringComparer.Ordinal);
-            V1Pod? PodOf(string ns, string name) => pods.GetValueOrDefault($"{ns}/{name}");
+            var present = new HashSet<string>(StringComparer.Ordinal);
+            var errors = new List<ConfigDiagnostic>();
+            var kept = new List<string>();
+            var invalid = 0;
+            var discovered = Discover(present, errors, kept, ref invalid);
 
             var directory = _directory?.Current;
             var resources = new List<StoredResource>(directory?.Resources ?? []);
             var taken = resources.Select(r => r.Key).ToHashSet(StringComparer.Ordinal);
-            var errors = new List<ConfigDiagnostic>(directory?.Errors ?? []);
-            var kept = new List<string>(directory?.KeptLastGood ?? []);
-            var invalid = directory?.InvalidResources ?? 0;
-            var present = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var (key, service) in services.OrderBy(s => s.Key, StringComparer.Ordinal))
-            {
-                var origin = $"kubernetes:services/{key}";
-                present.Add(origin);
-                string? problem;
-                StoredResource? stored = null;
-                var yaml = ServiceTranslator.Translate(service, slicesByService[key], PodOf, _options.ClusterDomain, out problem);
-                if (yaml is not null)
-                {
-                    var parsed = ResourceParser.ParseText(yaml, origin);
-                    if (parsed.IsValid && parsed.Resources is [var resource])
-                    {
-                        stored = new StoredResource(resource, yaml, Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(yaml)))[..12]);
-                    }
-                    else
-                    {
-                        problem = string.Join("; ", parsed.Errors.Select(e => $"{e.FieldPath}: {e.Reason}"));
-                    }
-                }
+            errors.AddRange(directory?.Errors ?? []);
+            kept.AddRange(directory?.KeptLastGood ?? []);
+            invalid += directory?.InvalidResources ?? 0;
+            var warnings = new List<ConfigDiagnostic>(directory?.Warnings ?? []);
 
-                if (problem is not null)
+            // Precedence, one key served from one place: the directory, then custom resources, then discovery.
+            var custom = _custom.Read(
+                resources.Select(r => r.Resource).OfType<ServiceResource>(),
+                discovered.Select(r => r.Resource).OfType<ServiceResource>());
+            foreach (var (_, _, read) in custom.Objects)
+            {
+                present.Add(read.Key);
+                warnings.AddRange(read.Warnings);
+                var stored = read.Resource;
+                if (stored is null)
                 {
-                    Report(origin, problem);
+                    Report(read.Key, ResourceStatus.FileFree(read.Errors));
                     invalid++;
-                    errors.Add(new ConfigDiagnostic(origin, 0, "spec", problem));
-                    if (_lastGood.TryGetValue(origin, out var last))
+                    errors.AddRange(read.Errors);
+                    if (_lastGood.TryGetValue(read.Key, out var last))
                     {
                         stored = last;
                         kept.Add(last.Key);
@@ -186,23 +226,17 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
                 }
                 else
                 {
-                    Cleared(origin);
-                    _lastGood[origin] = stored!;
+                    Cleared(read.Key);
+                    _lastGood[read.Key] = stored;
                 }
 
-                if (stored is null)
+                if (stored is not null && taken.Add(stored.Key))
                 {
-                    continue;
+                    resources.Add(stored);
                 }
-
-                if (!taken.Add(stored.Key))
-                {
-                    // The directory defines this Service itself: what the operator wrote wins over what was discovered.
-                    continue;
-                }
-
-                resources.Add(stored);
             }
+
+            resources.AddRange(custom.Generated.Concat(discovered).Where(r => taken.Add(r.Key)));
 
             foreach (var gone in _lastGood.Keys.Where(k => !present.Contains(k)).ToList())
             {
@@ -210,17 +244,82 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
                 Cleared(gone);
             }
 
-            var candidate = _gate.Apply(new ConfigState(_current.Generation + 1, resources, errors, directory?.Warnings ?? [], kept, invalid));
-            if (_current.Generation > 0 && SameContent(candidate, _current))
+            _customSnapshot = custom;
+            var candidate = _gate.Apply(new ConfigState(_current.Generation + 1, resources, errors, warnings, kept, invalid));
+            if (_current.Generation == 0 || !SameContent(candidate, _current))
             {
-                return;
+                _current = candidate;
+                changed = candidate;
+                _logger.KubernetesStateBuilt(candidate.Generation, Services.Current.Items.Count, candidate.Resources.Count, candidate.HeldBack.Count);
             }
-
-            _current = state = candidate;
-            _logger.KubernetesStateBuilt(state.Generation, services.Count, state.Resources.Count, state.HeldBack.Count);
         }
 
-        Changed?.Invoke(state);
+        if (changed is not null)
+        {
+            Changed?.Invoke(changed);
+        }
+
+        _status?.Schedule();
+    }
+
+    /// <summary>
+    /// Every Service the informers hold, as mesh Services in key order. One that cannot be translated is reported
+    /// (error, log line) and served from its last good translation if it had one.
+    /// </summary>
+    private List<StoredResource> Discover(HashSet<string> present, List<ConfigDiagnostic> errors, List<string> kept, ref int invalid)
+    {
+        var services = Services.Current.Items;
+        var pods = Pods.Current.Items;
+        var slicesByService = EndpointSlices.Current.Items.Values
+            .Where(s => s.Metadata.Labels?.ContainsKey(ServiceTranslator.ServiceNameLabel) == true)
+            .ToLookup(s => $"{s.Metadata.NamespaceProperty}/{s.Metadata.Labels![ServiceTranslator.ServiceNameLabel]}", StringComparer.Ordinal);
+        V1Pod? PodOf(string ns, string name) => pods.GetValueOrDefault($"{ns}/{name}");
+
+        var discovered = new List<StoredResource>();
+        foreach (var (key, service) in services.OrderBy(s => s.Key, StringComparer.Ordinal))
+        {
+            var origin = $"kubernetes:services/{key}";
+            present.Add(origin);
+            string? problem;
+            StoredResource? stored = null;
+            var yaml = ServiceTranslator.Translate(service, slicesByService[key], PodOf, _options.ClusterDomain, out problem);
+            if (yaml is not null)
+            {
+                var parsed = ResourceParser.ParseText(yaml, origin);
+                if (parsed.IsValid && parsed.Resources is [var resource])
+                {
+                    stored = new StoredResource(resource, yaml, Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(yaml)))[..12]);
+                }
+                else
+                {
+                    problem = string.Join("; ", parsed.Errors.Select(e => $"{e.FieldPath}: {e.Reason}"));
+                }
+            }
+
+            if (problem is not null)
+            {
+                Report(origin, problem);
+                invalid++;
+                errors.Add(new ConfigDiagnostic(origin, 0, "spec", problem));
+                if (_lastGood.TryGetValue(origin, out var last))
+                {
+                    stored = last;
+                    kept.Add(last.Key);
+                }
+            }
+            else
+            {
+                Cleared(origin);
+                _lastGood[origin] = stored!;
+            }
+
+            if (stored is not null)
+            {
+                discovered.Add(stored);
+            }
+        }
+
+        return discovered;
     }
 
     /// <summary>Logged once per object and reason, not at every rebuild.</summary>
@@ -253,6 +352,9 @@ internal sealed record KubernetesSourceOptions
 
     /// <summary>Quiet time after a change before the state is rebuilt (a rollout is a burst of events).</summary>
     public TimeSpan Debounce { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Quiet time before the custom objects' statuses are written after a change or a sidecar's ACK/NACK.</summary>
+    public TimeSpan StatusDebounce { get; init; } = TimeSpan.FromMilliseconds(500);
 
     public InformerOptions Informers { get; init; } = new();
 }

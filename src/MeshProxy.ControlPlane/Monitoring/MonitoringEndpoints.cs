@@ -38,7 +38,7 @@ internal sealed class MonitoringEndpoints(ConnectionRegistry registry, IConfigSo
 
     /// <summary>
     /// Still ready while the API server is away (the last known state serves, as the sidecars' own saved snapshots
-    /// do), but it says so, one line per watched kind.
+    /// do), but it says so, one line per watched kind (the custom kinds too; one whose CRD is absent says so).
     /// </summary>
     private string KubernetesDetails()
     {
@@ -51,9 +51,12 @@ internal sealed class MonitoringEndpoints(ConnectionRegistry registry, IConfigSo
         foreach (var health in kubernetes.Health)
         {
             text.Append("kubernetes ").Append(health.Resource).Append(": ");
-            text.Append(health.Connected
-                ? "watching"
-                : $"API server unreachable since {health.DisconnectedSince:O} ({health.LastError}); serving the last known state");
+            text.Append(health switch
+            {
+                { Connected: false } => $"API server unreachable since {health.DisconnectedSince:O} ({health.LastError}); serving the last known state",
+                { NotServed: true } => "not served by the API server (CRD not installed): none read, checked again with backoff",
+                _ => "watching",
+            });
             text.Append('\n');
         }
 

@@ -18,9 +18,13 @@ internal sealed record CustomKind(string Group, string Version, string Plural)
     public string ApiVersion => $"{Group}/{Version}";
 }
 
-/// <summary>What the custom kinds hold at one moment: the resources to serve, each object's reading, each route's status.</summary>
+/// <summary>
+/// What the custom kinds hold at one moment: the resources to serve (<see cref="Generated"/> the part made from the
+/// Gateway API routes, the rest read from objects), each object's reading, each route's status.
+/// </summary>
 internal sealed record CustomResourceSnapshot(
     IReadOnlyList<StoredResource> Resources,
+    IReadOnlyList<StoredResource> Generated,
     IReadOnlyList<(CustomObject Object, CustomKind Kind, CustomResourceRead Read)> Objects,
     IReadOnlyList<(CustomObject Route, CustomKind Kind, RouteStatus Status)> Routes);
 
@@ -64,10 +68,12 @@ internal sealed class CustomResourceSource
         Task.WhenAll(_informers.Select(i => i.Informer.RunAsync(cancellationToken)));
 
     /// <summary>
-    /// Reads every object of every kind; routes are resolved against <paramref name="services"/> (discovery's and
-    /// the meshproxy.io ones). Objects in key order, so the same cluster gives the same snapshot.
+    /// Reads every object of every kind. Routes are resolved against the Services of the whole served set, in its
+    /// precedence: <paramref name="preferred"/> (the directory's), then the meshproxy.io ones, then
+    /// <paramref name="fallback"/> (discovered from core Services), the first of a name winning. Objects in key
+    /// order, so the same cluster gives the same snapshot.
     /// </summary>
-    public CustomResourceSnapshot Read(IEnumerable<ServiceResource> services)
+    public CustomResourceSnapshot Read(IEnumerable<ServiceResource> preferred, IEnumerable<ServiceResource> fallback)
     {
         var resources = new List<StoredResource>();
         var objects = new List<(CustomObject, CustomKind, CustomResourceRead)>();
@@ -91,13 +97,13 @@ internal sealed class CustomResourceSource
             }
         }
 
-        var all = services.Concat(resources.Select(r => r.Resource).OfType<ServiceResource>());
+        var all = preferred.Concat(resources.Select(r => r.Resource).OfType<ServiceResource>()).Concat(fallback);
         var gamma = GammaTranslator.Translate(routes.Select(r => r.Route), all);
         resources.AddRange(gamma.Resources);
         var statuses = routes.Zip(routes.Select(r => gamma.Statuses.First(s => s.Kind == r.Route.Kind && s.Namespace == r.Route.Namespace && s.Name == r.Route.Name)))
             .Select(p => (p.First.Route, p.First.Kind, p.Second))
             .ToList();
-        return new CustomResourceSnapshot(resources, objects, statuses);
+        return new CustomResourceSnapshot(resources, gamma.Resources, objects, statuses);
     }
 }
 
@@ -105,24 +111,48 @@ internal sealed class CustomResourceSource
 /// Writes what <see cref="ResourceStatus"/> and <see cref="GammaTranslator"/> computed onto the objects' status
 /// subresource (a JSON merge patch), only when it changed, so that a steady cluster costs no writes. On a route it
 /// replaces only the parents entries of this controller and keeps every other controller's.
+/// <para>
+/// Nor is a status written again that this writer already wrote for the same object (by uid), even when the object
+/// now holds another: with two control-plane replicas, each counting its own sidecars, each write would otherwise
+/// be an event that makes the other write its counts back, for ever. The last writer's counts stand until its
+/// sidecars' answers change. One pass at a time (the <see cref="StatusPublisher"/>'s loop).
+/// </para>
 /// </summary>
 internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogger logger)
 {
-    public async Task WriteAsync(CustomResourceSnapshot snapshot, ConfigState state, IReadOnlyDictionary<string, SidecarCounts> counts, CancellationToken cancellationToken)
+    // Per object (uid and name), the status this writer last wrote; forgotten with the object.
+    private readonly Dictionary<string, string> _written = new(StringComparer.Ordinal);
+
+    /// <summary>Patches every status that differs from what the object holds. Returns how many writes failed (logged; the caller retries).</summary>
+    public async Task<int> WriteAsync(CustomResourceSnapshot snapshot, ConfigState state, IReadOnlyDictionary<string, SidecarCounts> counts, CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow();
         var heldBack = state.HeldBack.ToDictionary(h => h.Key, StringComparer.Ordinal);
+        var keptLastGood = state.KeptLastGood.ToHashSet(StringComparer.Ordinal);
+        var failed = 0;
         foreach (var (obj, kind, read) in snapshot.Objects)
         {
-            var status = ResourceStatus.Build(obj.Generation, read.Errors, heldBack.GetValueOrDefault(read.Key), counts.GetValueOrDefault(read.Key) ?? SidecarCounts.None, obj.Status, now);
-            await PatchAsync(obj, kind, status, cancellationToken).ConfigureAwait(false);
+            var status = ResourceStatus.Build(
+                obj.Generation, read.Errors, heldBack.GetValueOrDefault(read.Key), counts.GetValueOrDefault(read.Key) ?? SidecarCounts.None, obj.Status, now,
+                lastGoodServes: keptLastGood.Contains(read.Key));
+            failed += await PatchAsync(obj, kind, status, cancellationToken).ConfigureAwait(false) ? 0 : 1;
         }
 
         foreach (var (route, kind, routeStatus) in snapshot.Routes)
         {
-            await PatchAsync(route, kind, RouteStatusJson(route, routeStatus, now), cancellationToken).ConfigureAwait(false);
+            failed += await PatchAsync(route, kind, RouteStatusJson(route, routeStatus, now), cancellationToken).ConfigureAwait(false) ? 0 : 1;
         }
+
+        var present = snapshot.Objects.Select(o => WrittenKey(o.Object, o.Kind)).Concat(snapshot.Routes.Select(r => WrittenKey(r.Route, r.Kind))).ToHashSet(StringComparer.Ordinal);
+        foreach (var gone in _written.Keys.Where(k => !present.Contains(k)).ToList())
+        {
+            _written.Remove(gone);
+        }
+
+        return failed;
     }
+
+    private static string WrittenKey(CustomObject obj, CustomKind kind) => $"{kind.Plural}.{kind.Group}/{obj.Namespace}/{obj.Name}/{obj.Metadata.Uid}";
 
     private static JsonObject RouteStatusJson(CustomObject route, RouteStatus status, DateTimeOffset now)
     {
@@ -186,22 +216,29 @@ internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogge
         return new JsonObject { ["parents"] = parents };
     }
 
-    private async Task PatchAsync(CustomObject obj, CustomKind kind, JsonObject status, CancellationToken cancellationToken)
+    /// <summary>False when the write failed.</summary>
+    private async Task<bool> PatchAsync(CustomObject obj, CustomKind kind, JsonObject status, CancellationToken cancellationToken)
     {
-        if (obj.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(obj.Status, JsonDocument.Parse(status.ToJsonString()).RootElement))
+        var text = status.ToJsonString();
+        var key = WrittenKey(obj, kind);
+        if ((obj.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(obj.Status, JsonDocument.Parse(text).RootElement))
+            || (_written.TryGetValue(key, out var mine) && mine == text))
         {
-            return; // unchanged: no write
+            return true; // unchanged, or unchanged since this writer wrote it: no write
         }
 
         try
         {
             var patch = new V1Patch(new JsonObject { ["status"] = status }.ToJsonString(), V1Patch.PatchType.MergePatch);
             await client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(patch, kind.Group, kind.Version, obj.Namespace, kind.Plural, obj.Name, cancellationToken: cancellationToken).ConfigureAwait(false);
+            _written[key] = text;
+            return true;
         }
-        catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException)
+        catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
         {
-            // The object may be gone or the API away: the next change or resync writes it again.
+            // The object may be gone or the API away (a client timeout is a cancellation that is not ours): retried later.
             logger.StatusWriteFailed($"{kind.Plural}.{kind.Group}", obj.Namespace, obj.Name, ex.Message);
+            return false;
         }
     }
 }

@@ -62,17 +62,18 @@ internal static partial class ResourceStatus
 
     /// <summary>
     /// The status subresource for one object: <paramref name="errors"/> are the parser's, <paramref name="heldBack"/>
-    /// the pre-push check's. The condition keeps <paramref name="previous"/>'s lastTransitionTime while its status
-    /// and reason stay the same, as Kubernetes conditions do.
+    /// the pre-push check's; <paramref name="lastGoodServes"/> when the object's last accepted version keeps serving
+    /// in place of a refused edit. The condition keeps <paramref name="previous"/>'s lastTransitionTime while its
+    /// status and reason stay the same, as Kubernetes conditions do.
     /// </summary>
-    public static JsonObject Build(long generation, IReadOnlyList<ConfigDiagnostic> errors, HeldBackResource? heldBack, SidecarCounts counts, JsonElement previous, DateTimeOffset now)
+    public static JsonObject Build(long generation, IReadOnlyList<ConfigDiagnostic> errors, HeldBackResource? heldBack, SidecarCounts counts, JsonElement previous, DateTimeOffset now, bool lastGoodServes = false)
     {
         bool accepted;
         string reason;
         string message;
         if (errors.Count > 0)
         {
-            (accepted, reason, message) = (false, "Invalid", FileFree(errors) + "; not served");
+            (accepted, reason, message) = (false, "Invalid", FileFree(errors) + (lastGoodServes ? "; its last accepted version keeps serving" : "; not served"));
         }
         else if (heldBack is not null)
         {

@@ -15,8 +15,11 @@ internal sealed record InformerCache<T>(ImmutableDictionary<string, T> Items, st
     public static InformerCache<T> Empty { get; } = new(ImmutableDictionary.Create<string, T>(StringComparer.Ordinal), string.Empty);
 }
 
-/// <summary>How an informer's link to the API server is doing, for /ready, metrics and logs.</summary>
-internal sealed record InformerHealth(string Resource, bool Synced, bool Connected, DateTimeOffset? DisconnectedSince, string? LastError, long Relists);
+/// <summary>
+/// How an informer's link to the API server is doing, for /ready, metrics and logs. <see cref="NotServed"/>: the API
+/// server answered the list with 404, the kind is not installed (a CRD absent); it counts as listed and empty.
+/// </summary>
+internal sealed record InformerHealth(string Resource, bool Synced, bool Connected, DateTimeOffset? DisconnectedSince, string? LastError, long Relists, bool NotServed = false);
 
 /// <summary>What every informer shows the source that runs them, whatever its kind.</summary>
 internal interface IInformer
@@ -58,6 +61,12 @@ internal sealed record InformerOptions
 /// call) is answered by a fresh list, built aside and swapped in whole: consumers never see an empty or
 /// partial cache in between. While the API server cannot be reached the cache stays as it was.
 /// A malformed object is skipped with a log line; the key keeps its last good version.
+/// <para>
+/// A list answered 404 means the kind is not served (a CRD that is not installed, or was removed, which deletes its
+/// objects): the informer counts as synced with nothing in it, so an optional kind (Istio's, the Gateway API's)
+/// never holds up the first state, and lists again with backoff (up to <see cref="InformerOptions.MaxBackoff"/>)
+/// so that installing the CRD later is picked up without a restart.
+/// </para>
 /// </summary>
 internal sealed class Informer<T> : IInformer
     where T : class, IKubernetesObject<V1ObjectMeta>
@@ -132,6 +141,21 @@ internal sealed class Informer<T> : IInformer
             {
                 _logger.WatchExpired(Resource, _cache.ResourceVersion);
                 relist = true;
+            }
+            catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+            {
+                failures++;
+                relist = true;
+                var delay = Backoff(failures);
+                NotServed(delay);
+                try
+                {
+                    await Task.Delay(delay, _time, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
             }
             catch (Exception ex) when (ex is HttpRequestException or HttpOperationException or IOException or System.Runtime.Serialization.SerializationException or JsonException or OperationCanceledException or KubernetesException)
             {
@@ -281,10 +305,33 @@ internal sealed class Informer<T> : IInformer
         Changed?.Invoke();
     }
 
+    /// <summary>The kind is not served (404): listed, and empty. What it held before goes (its CRD is gone, and its objects with it).</summary>
+    private void NotServed(TimeSpan retry)
+    {
+        var health = _health;
+        var had = _cache.Items.Count > 0;
+        if (had)
+        {
+            _cache = InformerCache<T>.Empty;
+        }
+
+        if (!health.NotServed)
+        {
+            _logger.KindNotServed(Resource, retry.TotalSeconds);
+        }
+
+        _health = new InformerHealth(Resource, true, true, null, null, health.Relists, NotServed: true);
+        _synced.TrySetResult();
+        if (had)
+        {
+            Changed?.Invoke();
+        }
+    }
+
     private void MarkConnected(long relists)
     {
         var health = _health;
-        if (!health.Connected || health.Relists != relists || !health.Synced)
+        if (!health.Connected || health.Relists != relists || !health.Synced || health.NotServed)
         {
             if (health.DisconnectedSince is { } since)
             {

@@ -64,9 +64,9 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
 
         var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
         _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
-        await EventuallyAsync(() => source.Read([]).Resources.Count == 4, "three Services and the HTTPRoute's HttpRoute served");
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 4, "three Services and the HTTPRoute's HttpRoute served");
 
-        var snapshot = source.Read([]);
+        var snapshot = source.Read([], []);
         var route = Assert.IsType<HttpRouteResource>(snapshot.Resources.Single(r => r.Key == "HttpRoute/shop/reviews.gateway-api").Resource);
         Assert.Equal([90, 10], route.Spec.Http[0].Route.Select(d => d.Weight));
         Assert.DoesNotContain(snapshot.Resources, r => r.Key.Contains("broken", StringComparison.Ordinal));
@@ -92,10 +92,10 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
             parent["conditions"]!.AsArray().Select(c => $"{c!["type"]}:{c["status"]}:{c["reason"]}"));
 
         // Nothing changed: nothing is written again (informers see the status writes first).
-        await EventuallyAsync(() => source.Read([]).Objects.All(o => o.Object.Status.ValueKind == System.Text.Json.JsonValueKind.Object)
-            && source.Read([]).Routes.All(r => r.Route.Status.ValueKind == System.Text.Json.JsonValueKind.Object), "the informers saw the statuses");
+        await EventuallyAsync(() => source.Read([], []).Objects.All(o => o.Object.Status.ValueKind == System.Text.Json.JsonValueKind.Object)
+            && source.Read([], []).Routes.All(r => r.Route.Status.ValueKind == System.Text.Json.JsonValueKind.Object), "the informers saw the statuses");
         var patches = _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
-        await writer.WriteAsync(source.Read([]), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
+        await writer.WriteAsync(source.Read([], []), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
         Assert.Equal(patches, _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal)));
 
         // Only what the RBAC rules grant (CustomResourceRbacTests): lists and watches, and patches of /status.
@@ -111,8 +111,12 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         _server.Apply(MeshService("reviews", 80));
         var source = new CustomResourceSource(_client, new InformerOptions { InitialBackoff = TimeSpan.FromSeconds(1) }, _time, NullLogger.Instance);
         _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
-        await EventuallyAsync(() => source.Read([]).Resources.Count == 1, "the meshproxy.io Service is read while Istio's kind is missing");
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read while Istio's kind is missing");
         Assert.Contains(_server.Requests, r => r.Contains("/apis/security.istio.io/v1/authorizationpolicies", StringComparison.Ordinal));
+        // The absent kind counts as listed and empty (the Kubernetes source's first state waits for every Synced), and says why.
+        var istio = source.Informers.Single(i => i.Resource == "authorizationpolicies.security.istio.io");
+        Assert.True(istio.Synced.IsCompletedSuccessfully);
+        Assert.True(istio.Health is { NotServed: true, Connected: true });
 
         _server.RegisterResource("security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", namespaced: true);
         _server.Apply("""
@@ -123,8 +127,92 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         await EventuallyAsync(() =>
         {
             _time.Advance(TimeSpan.FromSeconds(5)); // the 404'd list is retried after its backoff
-            return source.Read([]).Resources.Any(r => r.Key == "AuthorizationPolicy/shop/deny-admin.istio");
+            return source.Read([], []).Resources.Any(r => r.Key == "AuthorizationPolicy/shop/deny-admin.istio");
         }, "the Istio policy is read once its CRD exists");
+        Assert.False(istio.Health.NotServed);
+    }
+
+    [Fact]
+    public async Task Status_writes_that_fail_are_tried_again_after_a_backoff_and_the_loop_goes_on()
+    {
+        var source = await StartWithOneServiceAsync();
+
+        var refuse = true;
+        _server.BeforeRequest = r =>
+        {
+            if (Volatile.Read(ref refuse) && r.StartsWith("PATCH", StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException("the fake API server refuses this write (test)"); // answered 500
+            }
+        };
+        var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = source.Read([], []).Resources });
+        await using var publisher = new StatusPublisher(
+            new StatusWriter(_client, _time, NullLogger.Instance),
+            () => new StatusInputs(source.Read([], []), state, new Dictionary<string, SidecarCounts>()),
+            TimeSpan.FromMilliseconds(500),
+            _time,
+            NullLogger.Instance);
+        int Patches() => _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
+
+        publisher.Schedule();
+        _time.Advance(TimeSpan.FromMilliseconds(500));
+        await EventuallyAsync(() => Patches() == 1, "the first write is tried, and refused");
+
+        // Nothing is tried again before the backoff (1 s after the first failed pass)...
+        Volatile.Write(ref refuse, false);
+        _time.Advance(TimeSpan.FromMilliseconds(900));
+        await Task.Delay(TimeSpan.FromMilliseconds(300), TestContext.Current.CancellationToken);
+        Assert.Equal(1, Patches());
+        Assert.Null(_server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"]);
+
+        // ...and then it is, and succeeds.
+        _time.Advance(TimeSpan.FromMilliseconds(100));
+        await EventuallyAsync(() => _server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"] is JsonObject, "the write is tried again and lands");
+        Assert.Equal(2, Patches());
+    }
+
+    [Fact]
+    public async Task Two_replicas_counting_their_own_sidecars_do_not_write_each_other_back_for_ever()
+    {
+        var source = await StartWithOneServiceAsync();
+        var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = source.Read([], []).Resources });
+        var (a, b) = (new StatusWriter(_client, _time, NullLogger.Instance), new StatusWriter(_client, _time, NullLogger.Instance));
+        var (countsA, countsB) = (Counts(2), Counts(3));
+        int Patches() => _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
+        int? Applied() => (int?)_server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"]?["sidecars"]?["applied"];
+        async Task SeenAsync(int applied)
+        {
+            Assert.Equal(applied, Applied());
+            await EventuallyAsync(() => source.Read([], []).Objects.Single().Object.Status is { ValueKind: System.Text.Json.JsonValueKind.Object } st
+                && st.GetProperty("sidecars").GetProperty("applied").GetInt32() == applied, "the informer saw the write");
+        }
+
+        await a.WriteAsync(source.Read([], []), state, countsA, TestContext.Current.CancellationToken);
+        await SeenAsync(2);
+        await b.WriteAsync(source.Read([], []), state, countsB, TestContext.Current.CancellationToken);
+        await SeenAsync(3);
+
+        // Each replica's next pass (the other's write is an event for it): neither writes back what it already wrote.
+        var before = Patches();
+        await a.WriteAsync(source.Read([], []), state, countsA, TestContext.Current.CancellationToken);
+        await b.WriteAsync(source.Read([], []), state, countsB, TestContext.Current.CancellationToken);
+        Assert.Equal(before, Patches());
+
+        // A replica whose own count changes writes it.
+        await a.WriteAsync(source.Read([], []), state, Counts(4), TestContext.Current.CancellationToken);
+        Assert.Equal(4, Applied());
+
+        static Dictionary<string, SidecarCounts> Counts(int applied) => new() { ["Service/shop/reviews"] = new(applied, 0) };
+    }
+
+    /// <summary>A source running over the fake server, once it has read the one meshproxy.io Service "reviews".</summary>
+    private async Task<CustomResourceSource> StartWithOneServiceAsync()
+    {
+        _server.Apply(MeshService("reviews", 80));
+        var source = new CustomResourceSource(_client, new InformerOptions(), _time, NullLogger.Instance);
+        _ = Task.Run(() => source.RunAsync(_stop.Token), TestContext.Current.CancellationToken);
+        await EventuallyAsync(() => source.Read([], []).Resources.Count == 1, "the meshproxy.io Service is read");
+        return source;
     }
 
     private static JsonNode Accepted(JsonObject obj) =>
