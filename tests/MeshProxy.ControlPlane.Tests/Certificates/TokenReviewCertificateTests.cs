@@ -137,7 +137,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task TokenReview_down_is_unavailable_and_the_sidecar_gets_its_svid_once_it_is_back()
+    public async Task TokenReview_down_is_unavailable_the_sidecar_retries_and_keeps_its_svid_until_reviews_are_back()
     {
         await using var kit = await StartAsync();
         var csr = await kit.OpensslCsrAsync("URI:" + Web);
@@ -155,7 +155,11 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         var store = new SvidStore();
         var client = new CertificateAuthorityClient(
             new ControlPlaneSpec(kit.ControlPlane.GrpcUri.ToString(), tokenFile), Path.Combine(kit.Work, "sidecar.yaml"), SpiffeId.ForWorkload(CaTestKit.TrustDomain, "shop", "web"), store,
-            new CertificateAuthorityClientOptions { Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) } },
+            new CertificateAuthorityClientOptions
+            {
+                RequestedTtl = TimeSpan.FromSeconds(6),
+                Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
+            },
             TimeProvider.System, NullLoggerFactory.Instance);
         await using (client)
         {
@@ -174,6 +178,16 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
             _api.SetReachable(true);
             await client.FirstCertificate.WaitAsync(TimeSpan.FromSeconds(20), TestContext.Current.CancellationToken);
             Assert.Equal(Web, store.SpiffeId!.Value);
+
+            // Reviews fail again when the SVID is due for renewal (half of its 6 s): the renewal is refused and retried,
+            // and the SVID in hand stays installed meanwhile; once reviews are back it is renewed.
+            var first = store.Current!.Certificate.SerialNumber;
+            _api.TokenReviewFailure = 503;
+            before = _api.TokenReviews;
+            await TestControlPlane.EventuallyAsync(() => Task.FromResult(_api.TokenReviews >= before + 2), "renewal attempts refused", TimeSpan.FromSeconds(20));
+            Assert.Equal(first, store.Current!.Certificate.SerialNumber);
+            _api.TokenReviewFailure = null;
+            await TestControlPlane.EventuallyAsync(() => Task.FromResult(store.Current!.Certificate.SerialNumber != first), "renewed once reviews are back", TimeSpan.FromSeconds(20));
         }
 
         Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"token_review_unavailable\"}", await kit.ControlPlane.MetricsAsync());
@@ -243,9 +257,10 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         Assert.Equal("pod shop/web-1?FAKE LOG LINE, service account shop/? (claimed by the token, unverified)", TokenReviewAuthenticator.ClaimedBy(token));
     }
 
+    // No backdating: a certificate of seconds would be past its half-life at once.
     private async Task<CaTestKit> StartAsync() =>
         await CaTestKit.StartAsync(
-            o => o with { TokenStoreFile = string.Empty },
+            o => o with { TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero },
             host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = _client },
             logs: _logs);
 
