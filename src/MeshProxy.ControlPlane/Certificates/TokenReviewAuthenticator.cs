@@ -57,6 +57,10 @@ internal sealed class TokenReviewAuthenticator(IKubernetes client, TokenReviewOp
         {
             throw;
         }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            throw Unavailable(claimed, $"no answer within {options.Timeout.TotalSeconds:0.#} s");
+        }
         catch (HttpOperationException ex) when (ex.Response.StatusCode is HttpStatusCode.BadRequest or HttpStatusCode.UnprocessableEntity)
         {
             // The API server would not even review it (a token too malformed for its validation): the token's fault.

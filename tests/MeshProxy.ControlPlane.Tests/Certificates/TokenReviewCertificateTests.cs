@@ -195,6 +195,33 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_review_that_hangs_is_unavailable_after_its_timeout_on_the_control_planes_clock()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var kit = await StartAsync(clock);
+        var csr = await kit.OpensslCsrAsync("URI:" + Web);
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _api.HoldTokenReviews = hold.Task;
+        try
+        {
+            var pending = kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-1"));
+            await TestControlPlane.EventuallyAsync(() => Task.FromResult(_api.TokenReviews == 1), "the review reached the API server");
+            Assert.False(pending.IsCompleted);
+
+            clock.Advance(TimeSpan.FromSeconds(5));
+            var answer = await pending;
+            Assert.True(answer.Code == Unavailable && answer.Details!.Contains("no answer within 5 s", StringComparison.Ordinal), $"code {answer.Code} {answer.Details}");
+        }
+        finally
+        {
+            hold.SetResult();
+        }
+
+        _api.HoldTokenReviews = null;
+        Assert.True((await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-1"))).Ok);
+    }
+
+    [Fact]
     public async Task Rbac_grants_exactly_create_on_tokenreviews_which_is_what_the_ca_asks()
     {
         await using (var kit = await StartAsync())
@@ -258,9 +285,10 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     }
 
     // No backdating: a certificate of seconds would be past its half-life at once.
-    private async Task<CaTestKit> StartAsync() =>
+    private async Task<CaTestKit> StartAsync(TimeProvider? time = null) =>
         await CaTestKit.StartAsync(
             o => o with { TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero },
+            time: time,
             host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = _client },
             logs: _logs);
 

@@ -19,7 +19,7 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// is gone (or was replaced under the same name) gets <c>authenticated</c> unset, an empty user and <c>status.error</c>
 /// (the API server's wording, approximated). An empty token is 400, as the API server answers.
 /// Test hooks: <see cref="TokenClock"/> (when tokens expire), <see cref="TokenReviewFailure"/> (answer every review
-/// with that HTTP status), <see cref="RewriteTokenReview"/> (rewrite the answer's text: a server that ignores
+/// with that HTTP status), <see cref="HoldTokenReviews"/> (answer none until a task completes), <see cref="RewriteTokenReview"/> (rewrite the answer's text: a server that ignores
 /// audiences, a broken body); <see cref="SetReachable"/> cuts reviews too.
 /// </summary>
 internal sealed partial class FakeKubernetesApiServer
@@ -40,7 +40,10 @@ internal sealed partial class FakeKubernetesApiServer
     /// <summary>When set, rewrites the text of every TokenReview answer before it is sent.</summary>
     public Func<string, string>? RewriteTokenReview { get; set; }
 
-    /// <summary>TokenReviews answered (any outcome).</summary>
+    /// <summary>When set, every TokenReview waits for this task before it is answered (an API server that hangs).</summary>
+    public Task? HoldTokenReviews { get; set; }
+
+    /// <summary>TokenReviews received (any outcome).</summary>
     public int TokenReviews => Volatile.Read(ref _tokenReviews);
 
     /// <summary>
@@ -97,6 +100,11 @@ internal sealed partial class FakeKubernetesApiServer
         }
 
         Interlocked.Increment(ref _tokenReviews);
+        if (HoldTokenReviews is { } hold)
+        {
+            await hold;
+        }
+
         if (TokenReviewFailure is { } failure)
         {
             await StatusAsync(context, failure, failure == 429 ? "TooManyRequests" : "ServiceUnavailable", "the server is currently unable to handle the request");
