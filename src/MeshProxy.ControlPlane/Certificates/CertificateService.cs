@@ -79,7 +79,7 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         if (token is null)
         {
             throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.MissingToken, peer, "unauthenticated",
-                "no bearer token: send the workload's bootstrap token as 'authorization: Bearer <token>'");
+                "no bearer token: send the workload's token (its bootstrap token, or on Kubernetes its pod's projected service-account token) as 'authorization: Bearer <token>'");
         }
 
         WorkloadIdentity? workload;
