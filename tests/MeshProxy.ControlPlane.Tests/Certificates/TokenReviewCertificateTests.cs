@@ -246,6 +246,58 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_control_plane_process_with_source_kubernetes_and_a_ca_issues_for_reviewed_tokens_only()
+    {
+        var work = RepoPaths.NewTempDirectory();
+        var config = Path.Combine(work, "config");
+        Directory.CreateDirectory(config);
+        await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), TestContext.Current.CancellationToken);
+        var kubeconfig = Path.Combine(work, "kubeconfig");
+        await File.WriteAllTextAsync(kubeconfig, $$"""
+            apiVersion: v1
+            kind: Config
+            clusters: [{ name: fake, cluster: { server: "{{_api.BaseUri.ToString().TrimEnd('/')}}" } }]
+            users: [{ name: controlplane, user: { token: control-plane-token } }]
+            contexts: [{ name: fake, context: { cluster: fake, user: controlplane } }]
+            current-context: fake
+            """, TestContext.Current.CancellationToken);
+        string[] args =
+        [
+            Path.Combine(AppContext.BaseDirectory, "meshproxy-controlplane.dll"), "--source", "kubernetes", "--kubeconfig", kubeconfig, "--config-dir", config,
+            "--grpc", "127.0.0.1:0", "--monitoring", "127.0.0.1:0", "--ca-dir", Path.Combine(work, "ca"),
+        ];
+
+        // A token store has no place beside TokenReview: refused at start-up, saying why.
+        var refused = await Run.ProcessAsync("dotnet", [.. args, "--token-store", Path.Combine(work, "tokens.json")]);
+        Assert.Equal(1, refused.Exit);
+        Assert.Contains("--token-store is for the directory source", refused.Stderr, StringComparison.Ordinal);
+
+        await using (var process = ExternalProcess.Start("dotnet", args, new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" }))
+        {
+            var listening = await process.WaitForLineAsync("Control plane listening", TimeSpan.FromSeconds(60));
+            var grpc = listening[(listening.IndexOf("gRPC on ", StringComparison.Ordinal) + "gRPC on ".Length)..].Split(',')[0];
+            var key = Path.Combine(work, "key.pem");
+            var csr = Path.Combine(work, "csr.pem");
+            await CaTestKit.RunAsync("openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", key);
+            await CaTestKit.RunAsync("openssl", "req", "-new", "-key", key, "-subj", "/CN=web", "-addext", "subjectAltName=URI:" + Web, "-out", csr);
+
+            async Task<System.Text.Json.JsonElement> RequestAsync(string token)
+            {
+                await using var peer = NodePeer.Start("ca_client.js", grpc, csr, token, "0");
+                return await peer.NextAsync(_ => true, TimeSpan.FromSeconds(20));
+            }
+
+            var issued = await RequestAsync(_api.CreateServiceAccountToken("shop", "web", pod: "web-1"));
+            Assert.True(issued.GetProperty("ok").GetBoolean(), issued.ToString());
+            var other = await RequestAsync(_api.CreateServiceAccountToken("shop", "web", pod: "web-1", audiences: ["vault"]));
+            Assert.Equal(PermissionDenied, other.GetProperty("code").GetInt32());
+            Assert.Equal(["POST /apis/authentication.k8s.io/v1/tokenreviews"], _api.Requests.Where(r => r.Contains("authentication.k8s.io", StringComparison.Ordinal)).Distinct());
+        }
+
+        Directory.Delete(work, recursive: true);
+    }
+
+    [Fact]
     public void The_token_store_is_for_the_directory_source_only()
     {
         var kubernetes = new CertificateServiceOptions { CaDirectory = "ca", TokenStoreFile = string.Empty, TokenReview = new TokenReviewOptions() };
