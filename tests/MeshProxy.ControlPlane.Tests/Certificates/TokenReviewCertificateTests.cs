@@ -332,7 +332,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     public void Claims_name_the_pod_and_service_account_without_control_characters()
     {
         var payload = """{"kubernetes.io":{"namespace":"shop","pod":{"name":"web-1\nFAKE LOG LINE"},"serviceaccount":{"name":7}}}""";
-        var token = $"x.{Convert.ToBase64String(Encoding.UTF8.GetBytes(payload)).TrimEnd('=').Replace('+', '-').Replace('/', '_')}.y";
+        var token = $"x.{FakeKubernetesApiServer.Base64Url(Encoding.UTF8.GetBytes(payload))}.y";
         Assert.Equal("pod shop/web-1?FAKE LOG LINE, service account shop/? (claimed by the token, unverified)", TokenReviewAuthenticator.ClaimedBy(token));
     }
 
@@ -348,13 +348,11 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     private static string Forge(string token, string serviceAccount, string pod)
     {
         var parts = token.Split('.');
-        var base64 = parts[1].Replace('-', '+').Replace('_', '/');
-        var claims = JsonNode.Parse(Convert.FromBase64String(base64.PadRight(base64.Length + ((4 - (base64.Length % 4)) % 4), '=')))!.AsObject();
+        var claims = JsonNode.Parse(FakeKubernetesApiServer.FromBase64Url(parts[1]))!.AsObject();
         claims["kubernetes.io"]!["serviceaccount"]!["name"] = serviceAccount;
         claims["kubernetes.io"]!["pod"]!["name"] = pod;
         claims["sub"] = $"system:serviceaccount:shop:{serviceAccount}";
-        var forged = Convert.ToBase64String(Encoding.UTF8.GetBytes(claims.ToJsonString())).TrimEnd('=').Replace('+', '-').Replace('/', '_');
-        return $"{parts[0]}.{forged}.{parts[2]}";
+        return $"{parts[0]}.{FakeKubernetesApiServer.Base64Url(Encoding.UTF8.GetBytes(claims.ToJsonString()))}.{parts[2]}";
     }
 
     private static string EditReview(string text, Action<JsonObject> edit)

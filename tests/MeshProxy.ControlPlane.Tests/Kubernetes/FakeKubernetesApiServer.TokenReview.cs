@@ -229,9 +229,10 @@ internal sealed partial class FakeKubernetesApiServer
 
     private static string Quoted(string[] values) => "[" + string.Join(" ", values.Select(v => JsonSerializer.Serialize(v))) + "]";
 
-    private static string Base64Url(ReadOnlySpan<byte> bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+    /// <summary>JWT's unpadded base64url (RFC 7515), for tests that take a token apart.</summary>
+    internal static string Base64Url(ReadOnlySpan<byte> bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 
-    private static byte[] FromBase64Url(string text)
+    internal static byte[] FromBase64Url(string text)
     {
         var base64 = text.Replace('-', '+').Replace('_', '/');
         return Convert.FromBase64String(base64.PadRight(base64.Length + ((4 - (base64.Length % 4)) % 4), '='));
