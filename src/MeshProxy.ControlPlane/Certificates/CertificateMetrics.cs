@@ -12,6 +12,12 @@ internal sealed class CertificateMetrics
     public const string InvalidToken = "invalid_token";
     public const string InvalidRequest = "invalid_request";
 
+    // Kubernetes mode (TokenReviewAuthenticator).
+    public const string TokenRejected = "token_rejected";
+    public const string TokenAudienceMismatch = "token_audience_mismatch";
+    public const string NotAServiceAccount = "not_a_service_account";
+    public const string TokenReviewUnavailable = "token_review_unavailable";
+
     // One interned string per reason, so that counting a refusal never allocates a label.
     private static readonly FrozenDictionary<SigningRefusal, string> Reasons = Enum.GetValues<SigningRefusal>().ToFrozenDictionary(r => r, SnakeCase);
 

@@ -10,8 +10,9 @@ using Microsoft.Extensions.Logging;
 namespace MeshProxy.ControlPlane.Certificates;
 
 /// <summary>
-/// meshproxy.v1.Certificates/CreateCertificate: authenticates the caller by its bearer token, then has the
-/// CA sign its CSR for exactly the SPIFFE ID that token entitles. Every refusal is a gRPC status with a
+/// meshproxy.v1.Certificates/CreateCertificate: authenticates the caller by its bearer token (a local bootstrap
+/// token, or in Kubernetes mode the pod's service-account token through TokenReview), then has the CA sign its CSR
+/// for exactly the SPIFFE ID that token entitles. Every refusal is a gRPC status with a
 /// message that says what to fix, a log line and a count by reason. Bound with MapGrpcService by ControlPlaneHost.
 /// </summary>
 internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase, IDisposable
@@ -34,11 +35,12 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
     public MeshCertificateAuthority Authority => _authority;
 
     /// <summary>
-    /// Loads the CA and the token store, follows MeshConfig changes of <paramref name="directory"/>, and
-    /// registers the CA's figures in <paramref name="registry"/>.
+    /// Loads the CA and the workloads' authenticator (the token store, or TokenReview on <paramref name="kubernetes"/>
+    /// when <see cref="CertificateServiceOptions.TokenReview"/> is set), follows MeshConfig changes of
+    /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>.
     /// </summary>
     /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
-    public static CertificateService Create(CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null)
+    public static CertificateService Create(CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Validate() is { } problem)
@@ -47,14 +49,21 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         }
 
         time ??= TimeProvider.System;
-        TokenStoreAuthenticator tokens;
-        try
+        IWorkloadAuthenticator tokens;
+        if (options.TokenReview is { } review)
         {
-            tokens = TokenStoreAuthenticator.Open(options.TokenStoreFile, loggers);
+            tokens = new TokenReviewAuthenticator(kubernetes ?? throw new CertificateAuthorityException("service-account tokens are reviewed by the Kubernetes API: run with --source kubernetes"), review, time);
         }
-        catch (Exception ex) when (ex is InvalidDataException or IOException or UnauthorizedAccessException)
+        else
         {
-            throw new CertificateAuthorityException(ex.Message, ex);
+            try
+            {
+                tokens = TokenStoreAuthenticator.Open(options.TokenStoreFile, loggers);
+            }
+            catch (Exception ex) when (ex is InvalidDataException or IOException or UnauthorizedAccessException)
+            {
+                throw new CertificateAuthorityException(ex.Message, ex);
+            }
         }
 
         var authority = MeshCertificateAuthority.Load(options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
@@ -69,14 +78,23 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         var token = BearerToken(context.RequestHeaders.GetValue("authorization"));
         if (token is null)
         {
-            throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.MissingToken, peer, null,
-                "no bearer token: send the workload's bootstrap token as 'authorization: Bearer <token>'");
+            throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.MissingToken, peer, "unauthenticated",
+                "no bearer token: send the workload's token (its bootstrap token, or on Kubernetes its pod's projected service-account token) as 'authorization: Bearer <token>'");
         }
 
-        var workload = await _authenticator.AuthenticateAsync(token, context.CancellationToken);
+        WorkloadIdentity? workload;
+        try
+        {
+            workload = await _authenticator.AuthenticateAsync(token, context.CancellationToken);
+        }
+        catch (WorkloadAuthenticationException ex)
+        {
+            throw Refuse(ex.Status, ex.Reason, peer, ex.Claimed, ex.Message);
+        }
+
         if (workload is null)
         {
-            throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.InvalidToken, peer, null,
+            throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.InvalidToken, peer, "unauthenticated",
                 "the bearer token is not valid: it matches no workload (create one with 'meshproxy token create')");
         }
 
@@ -125,10 +143,13 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
 
     public void Dispose() => _authority.Dispose();
 
-    private RpcException Refuse(StatusCode status, string reason, string peer, WorkloadIdentity? workload, string message)
+    private RpcException Refuse(StatusCode status, string reason, string peer, WorkloadIdentity? workload, string message) =>
+        Refuse(status, reason, peer, workload?.ToString() ?? "unauthenticated", message);
+
+    private RpcException Refuse(StatusCode status, string reason, string peer, string workload, string message)
     {
         _metrics.Refused(reason);
-        _logger.CertificateRefused(reason, workload?.ToString() ?? "unauthenticated", peer, message);
+        _logger.CertificateRefused(reason, workload, peer, message);
         return new RpcException(new RpcStatus(status, message));
     }
 

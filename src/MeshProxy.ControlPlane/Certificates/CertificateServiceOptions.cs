@@ -27,8 +27,15 @@ public sealed record CertificateServiceOptions
     /// </summary>
     public string? AdditionalRootsFile { get; init; }
 
-    /// <summary>The local bootstrap token store (<c>meshproxy token create</c> writes it).</summary>
+    /// <summary>The local bootstrap token store (<c>meshproxy token create</c> writes it); empty in Kubernetes mode.</summary>
     public required string TokenStoreFile { get; init; }
+
+    /// <summary>
+    /// Kubernetes mode (the host sets it with <c>--source kubernetes</c>; <c>--token-audience</c> too): workloads prove
+    /// themselves with their projected service-account token, reviewed by the API server, instead of a token from the
+    /// store. Null: the token store.
+    /// </summary>
+    internal TokenReviewOptions? TokenReview { get; init; }
 
     /// <summary>gRPC over TLS with a certificate this CA issues to the control plane itself (Istio's 15012); null: none.</summary>
     public IPEndPoint? TlsEndPoint { get; init; }
@@ -59,7 +66,13 @@ public sealed record CertificateServiceOptions
             return "the certificate authority needs --ca-dir (self-managed root) or --ca-cert-chain, --ca-key and --ca-root";
         }
 
-        return string.IsNullOrWhiteSpace(TokenStoreFile) ? "the certificate authority needs --token-store" : null;
+        if (TokenReview is not null)
+        {
+            return string.IsNullOrWhiteSpace(TokenStoreFile) ? null
+                : "--token-store is for the directory source: with --source kubernetes the CA checks each pod's service-account token through the API server (TokenReview)";
+        }
+
+        return string.IsNullOrWhiteSpace(TokenStoreFile) ? "the certificate authority needs --token-store (or --source kubernetes, which reviews service-account tokens)" : null;
     }
 
     /// <summary>
@@ -84,6 +97,7 @@ public sealed record CertificateServiceOptions
             "--ca-root" => current with { CaRootFile = value },
             "--ca-additional-roots" => current with { AdditionalRootsFile = value },
             "--token-store" => current with { TokenStoreFile = value },
+            "--token-audience" when value.Length > 0 => current with { TokenReview = (current.TokenReview ?? new()) with { Audience = value } },
             "--grpc-tls" when IPEndPoint.TryParse(value, out var tls) => current with { TlsEndPoint = tls },
             _ => null,
         };
@@ -103,7 +117,9 @@ public sealed record CertificateServiceOptions
           --ca-key <file>             its private key,
           --ca-root <file>            and the root(s) it chains to
           --ca-additional-roots <f> extra roots for the trust bundle (root rotation)
-          --token-store <file>      bootstrap tokens (meshproxy token create); required with a CA
+          --token-store <file>      bootstrap tokens (meshproxy token create); required with a CA, except with
+                                    --source kubernetes, where each pod's service-account token is checked by TokenReview
+          --token-audience <a>      with --source kubernetes: the audience of the pods' projected tokens, default meshproxy
           --grpc-tls <addr:port>    gRPC over TLS with a certificate from the CA, e.g. 0.0.0.0:15012
         """;
 }

@@ -140,6 +140,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         ResourceDirectory? directory = options.ConfigDirectory.Length == 0 ? null
             : new ResourceDirectory(options.ConfigDirectory, options.Debounce, loggers.CreateLogger<ResourceDirectory>(), options.Time);
         KubernetesSource? kubernetes = null;
+        k8s.IKubernetes? kubernetesClient = null;
         // Read before the CA loads: its trust domain and TTLs come from MeshConfig. The Kubernetes source waits for
         // its first list of everything: the ports open on a true state or not at all.
         try
@@ -147,7 +148,8 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             directory?.Start();
             if (options.Kubernetes is { } kube)
             {
-                kubernetes = new KubernetesSource(options.KubernetesClient ?? KubernetesClients.Create(options.Kubeconfig), kube, directory, options.Time, loggers);
+                kubernetesClient = options.KubernetesClient ?? KubernetesClients.Create(options.Kubeconfig);
+                kubernetes = new KubernetesSource(kubernetesClient, kube, directory, options.Time, loggers);
                 await kubernetes.StartAsync(cancellationToken);
             }
         }
@@ -177,7 +179,10 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
         try
         {
-            certificates = options.Certificates is { } ca ? CertificateService.Create(ca, source, metrics.Registry, loggers, options.Time) : null;
+            // On Kubernetes a workload proves itself with its pod's service-account token (TokenReview), not a stored token.
+            certificates = options.Certificates is { } ca
+                ? CertificateService.Create(kubernetesClient is null ? ca : ca with { TokenReview = ca.TokenReview ?? new() }, source, metrics.Registry, loggers, options.Time, kubernetesClient)
+                : null;
         }
         catch
         {

@@ -3,9 +3,15 @@ namespace MeshProxy.Identity.Bootstrap;
 /// <summary>The workload a bootstrap credential belongs to; the CA turns it into the SPIFFE ID it may sign for.</summary>
 public sealed record WorkloadIdentity(string Namespace, string ServiceAccount)
 {
+    /// <summary>
+    /// The pod the credential is bound to, when the authenticator proved one (a Kubernetes token bound to its pod);
+    /// named in log lines. The SPIFFE ID does not carry it: every replica of a workload shares one identity.
+    /// </summary>
+    public string? Pod { get; init; }
+
     public SpiffeId ToSpiffeId(string trustDomain) => SpiffeId.ForWorkload(trustDomain, Namespace, ServiceAccount);
 
-    public override string ToString() => $"{Namespace}/{ServiceAccount}";
+    public override string ToString() => Pod is null ? $"{Namespace}/{ServiceAccount}" : $"{Namespace}/{ServiceAccount} (pod {Namespace}/{Pod})";
 }
 
 /// <summary>

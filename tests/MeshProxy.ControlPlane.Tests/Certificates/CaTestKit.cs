@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using MeshProxy.ControlPlane.Certificates;
+using MeshProxy.ControlPlane.Hosting;
 using MeshProxy.ControlPlane.Tests.Infrastructure;
 using MeshProxy.Identity.Bootstrap;
 
@@ -34,7 +35,11 @@ internal sealed class CaTestKit : IAsyncDisposable
         """;
 
     /// <param name="time">The control plane's clock (certificate lifetimes are counted from it); null: the system clock.</param>
-    public static async Task<CaTestKit> StartAsync(Func<CertificateServiceOptions, CertificateServiceOptions>? configure = null, string ttl = "24h", string maxTtl = "48h", bool tls = false, TimeProvider? time = null)
+    /// <param name="host">Further control-plane options (the Kubernetes source, for TokenReview).</param>
+    /// <param name="logs">Keeps the control plane's log lines, when given.</param>
+    public static async Task<CaTestKit> StartAsync(
+        Func<CertificateServiceOptions, CertificateServiceOptions>? configure = null, string ttl = "24h", string maxTtl = "48h", bool tls = false, TimeProvider? time = null,
+        Func<ControlPlaneOptions, ControlPlaneOptions>? host = null, LogCapture? logs = null)
     {
         var work = RepoPaths.NewTempDirectory();
         var config = Path.Combine(work, "config");
@@ -47,7 +52,11 @@ internal sealed class CaTestKit : IAsyncDisposable
             TlsEndPoint = tls ? new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0) : null,
         };
         options = configure?.Invoke(options) ?? options;
-        var cp = await TestControlPlane.StartAsync(config, configure: o => o with { Certificates = options, Time = time ?? o.Time });
+        var cp = await TestControlPlane.StartAsync(config, configure: o =>
+        {
+            o = o with { Certificates = options, Time = time ?? o.Time };
+            return host is null ? o : host(o);
+        }, logs: logs);
         return new CaTestKit(cp, work);
     }
 

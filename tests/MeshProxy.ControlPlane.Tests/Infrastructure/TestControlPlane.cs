@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using MeshProxy.ControlPlane.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.ControlPlane.Tests.Infrastructure;
 
@@ -26,7 +27,8 @@ internal sealed class TestControlPlane : IAsyncDisposable
 
     public Uri MonitoringUri => new($"http://127.0.0.1:{Host.MonitoringEndPoint.Port}");
 
-    public static async Task<TestControlPlane> StartAsync(string? directory = null, int grpcPort = 0, Func<ControlPlaneOptions, ControlPlaneOptions>? configure = null)
+    /// <param name="logs">Keeps the control plane's log lines, when given.</param>
+    public static async Task<TestControlPlane> StartAsync(string? directory = null, int grpcPort = 0, Func<ControlPlaneOptions, ControlPlaneOptions>? configure = null, LogCapture? logs = null)
     {
         directory ??= RepoPaths.NewTempDirectory();
         var options = new ControlPlaneOptions
@@ -36,7 +38,7 @@ internal sealed class TestControlPlane : IAsyncDisposable
             MonitoringEndPoint = new IPEndPoint(IPAddress.Loopback, 0),
         };
         options = configure?.Invoke(options) ?? options;
-        var host = await ControlPlaneHost.StartAsync(options);
+        var host = await ControlPlaneHost.StartAsync(options, logs is null ? null : b => b.AddProvider(logs));
         return new TestControlPlane(host, directory);
     }
 

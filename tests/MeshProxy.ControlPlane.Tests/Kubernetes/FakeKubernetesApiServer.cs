@@ -29,13 +29,14 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// resourceVersion older than the last compaction gets an ERROR event carrying a Status with code
 /// 410 (reason Expired) and the stream ends, as the API server answers after etcd compacted.</item>
 /// </list>
+/// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
 /// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
 /// <see cref="Delete"/>, <see cref="Compact"/>, <see cref="SendBookmarks"/>, <see cref="SetReachable"/>.
 /// Not served: label/field selectors, server-side apply, strategic merge patch, RBAC, admission.
 /// </summary>
-internal sealed class FakeKubernetesApiServer : IAsyncDisposable
+internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly Lock _lock = new();
@@ -259,6 +260,11 @@ internal sealed class FakeKubernetesApiServer : IAsyncDisposable
         if (!_reachable)
         {
             context.Abort();
+            return;
+        }
+
+        if (await TryServeTokenReviewAsync(context))
+        {
             return;
         }
 
