@@ -77,13 +77,7 @@ public sealed class PathNormalizerTests
         Assert.True(PathNormalizer.TryNormalize(path, out var warm, out _));
         Assert.Same(path, warm);
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 1000; i++)
-        {
-            PathNormalizer.TryNormalize(path, out _, out _);
-        }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Allocations.AssertNone(() => PathNormalizer.TryNormalize(path, out _, out _), calls: 1000);
     }
 
     [Fact]
