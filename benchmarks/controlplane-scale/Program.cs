@@ -1,13 +1,20 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using Grpc.Core;
 using Grpc.Net.Client;
 using MeshProxy.Api.V1;
 
 // Usage: dotnet run -c Release --project benchmarks/controlplane-scale -- [sidecars=1000] [workloads=100] [services=50] [settle-seconds=2]
 //        ... -- live-heap [connections=1000] [services=50]   (where the memory goes: see LiveHeap.cs)
+//        ... -- kubernetes [scoped|unscoped]   (the Kubernetes source at cluster scale: see KubernetesScale.cs)
 // SCALE_HOLD=<seconds> keeps the control plane up that long once every sidecar is connected, and prints its pid,
 // so that a heap dump can be taken (dotnet-dump collect -p <pid>; RESULTS.md says what was found that way).
+if (args.Length > 0 && args[0] == "kubernetes")
+{
+    return await KubernetesScale.RunAsync(args[1..]);
+}
+
 if (args.Length > 0 && args[0] == "live-heap")
 {
     await LiveHeap.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 1000, args.Length > 2 ? int.Parse(args[2]) : 50, (i, port) => Service(i, port) + "---\n" + Route(i, i));
@@ -26,8 +33,8 @@ for (var i = 0; i < serviceCount; i++)
     File.WriteAllText(Path.Combine(dir, $"svc-{i:D2}.yaml"), Service(i, 9000 + i) + "---\n" + Route(i, i));
 }
 
-var grpcPort = FreePort();
-var monitoringPort = FreePort();
+var grpcPort = Measure.FreePort();
+var monitoringPort = Measure.FreePort();
 var cpDll = Path.Combine(AppContext.BaseDirectory, "meshproxy-controlplane.dll");
 var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
 foreach (var a in new[] { cpDll, "--config-dir", dir, "--grpc", $"127.0.0.1:{grpcPort}", "--monitoring", $"127.0.0.1:{monitoringPort}" })
@@ -44,10 +51,10 @@ cp.BeginErrorReadLine();
 try
 {
     using var http = new HttpClient();
-    await WaitAsync(async () => (await http.GetAsync($"http://127.0.0.1:{monitoringPort}/ready")).IsSuccessStatusCode);
+    await Measure.WaitAsync(async () => (await http.GetAsync($"http://127.0.0.1:{monitoringPort}/ready")).IsSuccessStatusCode);
     await Task.Delay(1000);
-    var rssBefore = Rss(cp.Id);
-    var gcBefore = await GcAsync(http, monitoringPort);
+    var rssBefore = Measure.Rss(cp.Id);
+    var gcBefore = await Measure.GcAsync(http, monitoringPort);
 
     var address = new Uri($"http://127.0.0.1:{grpcPort}");
     var clients = new List<SimulatedSidecar>(sidecars);
@@ -63,8 +70,8 @@ try
         {
             await Task.WhenAll(clients.Select(c => c.FirstAcked));
             await Task.Delay(settle);
-            rssWarm = Rss(cp.Id);
-            gcWarm = await GcAsync(http, monitoringPort);
+            rssWarm = Measure.Rss(cp.Id);
+            gcWarm = await Measure.GcAsync(http, monitoringPort);
         }
 
         clients.Add(SimulatedSidecar.Start(address, $"wl-{i % workloads:D3}", "bench", $"sc-{i:D4}"));
@@ -77,27 +84,23 @@ try
     await Task.WhenAll(clients.Select(c => c.FirstAcked));
     Console.WriteLine($"{sidecars} sidecars connected and ACKed their first snapshot in {connectWatch.Elapsed.TotalSeconds:F2} s");
     await Task.Delay(settle);
-    var rssConnected = Rss(cp.Id);
+    var rssConnected = Measure.Rss(cp.Id);
     if (Environment.GetEnvironmentVariable("SCALE_HOLD") is { } hold)
     {
         Console.WriteLine($"holding: control plane pid {cp.Id}");
         await Task.Delay(TimeSpan.FromSeconds(int.Parse(hold)));
     }
-    var gcConnected = await GcAsync(http, monitoringPort);
+    var gcConnected = await Measure.GcAsync(http, monitoringPort);
 
     // The change: one route now splits to another service; every sidecar can reach it, so all are affected.
     var changedAt = Stopwatch.GetTimestamp();
-    foreach (var c in clients)
-    {
-        c.ArmForChange(changedAt);
-    }
+    var acked = clients.Select(c => c.Arm(changedAt)).ToList();
 
     var temp = Path.Combine(dir, ".svc-00.tmp");
     File.WriteAllText(temp, Service(0, 9000) + "---\n" + Route(0, 1));
     File.Move(temp, Path.Combine(dir, "svc-00.yaml"), overwrite: true);
-    await Task.WhenAll(clients.Select(c => c.ChangeAcked)).WaitAsync(TimeSpan.FromSeconds(60));
-    var latencies = clients.Select(c => c.ChangeLatency.TotalMilliseconds).Order().ToArray();
-    await WaitAsync(async () =>
+    var latencies = (await Task.WhenAll(acked).WaitAsync(TimeSpan.FromSeconds(60))).Select(t => t.TotalMilliseconds).Order().ToArray();
+    await Measure.WaitAsync(async () =>
     {
         var syncz = await http.GetStringAsync($"http://127.0.0.1:{monitoringPort}/debug/syncz");
         return System.Text.Json.JsonDocument.Parse(syncz).RootElement.EnumerateArray().All(r => r.GetProperty("status").GetString() == "SYNCED");
@@ -156,114 +159,119 @@ static string Route(int i, int target) => $$"""
 
     """;
 
-// The control plane's own view of its heap, from its /metrics (dotnet_gc_*): at the last collection, and committed.
-static async Task<(double Heap, double Committed, double Gen2)> GcAsync(HttpClient http, int port)
-{
-    var metrics = await http.GetStringAsync($"http://127.0.0.1:{port}/metrics");
-    double Value(string series) => metrics.Split('\n').Where(l => l.StartsWith(series + " ", StringComparison.Ordinal))
-        .Select(l => double.Parse(l[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)).FirstOrDefault();
-    return (Value("dotnet_gc_heap_size_bytes"), Value("dotnet_gc_committed_bytes"), Value("dotnet_gc_collections_total{generation=\"2\"}"));
-}
-
-static long Rss(int pid)
-{
-    foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-    {
-        if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-        {
-            return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        }
-    }
-
-    return 0;
-}
-
-static int FreePort()
-{
-    using var l = new TcpListener(IPAddress.Loopback, 0);
-    l.Start();
-    return ((IPEndPoint)l.LocalEndpoint).Port;
-}
-
-static async Task WaitAsync(Func<Task<bool>> condition)
-{
-    var deadline = DateTime.UtcNow.AddSeconds(60);
-    while (DateTime.UtcNow < deadline)
-    {
-        try
-        {
-            if (await condition())
-            {
-                return;
-            }
-        }
-        catch (HttpRequestException)
-        {
-        }
-
-        await Task.Delay(100);
-    }
-
-    throw new TimeoutException("condition not met in 60 s");
-}
-
-/// <summary>One sidecar's side of StreamSnapshots over its own HTTP/2 connection: ACKs everything.</summary>
+/// <summary>
+/// One sidecar's side of StreamSnapshots over its own HTTP/2 connection, from its own source address when given
+/// (a pod's IP: the Kubernetes source checks that a sidecar connects from its pod): ACKs everything, and counts
+/// the pushes and bytes it received.
+/// </summary>
 internal sealed class SimulatedSidecar : IAsyncDisposable
 {
     private readonly GrpcChannel _channel;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly TaskCompletionSource _change = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private long _changedAt;
+    private Waiter? _waiter;
+    private long _pushes;
+    private long _bytes;
+    private long _retries;
     private Task _loop = Task.CompletedTask;
 
     // A channel each, as each real sidecar has: its own HTTP/2 connection.
-    private SimulatedSidecar(Uri address) => _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = new SocketsHttpHandler(), DisposeHttpClient = true });
+    private SimulatedSidecar(Uri address, IPAddress? local)
+    {
+        var handler = new SocketsHttpHandler();
+        if (local is not null)
+        {
+            handler.ConnectCallback = async (context, cancellationToken) =>
+            {
+                var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    socket.Bind(new IPEndPoint(local, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+    }
 
     public Task FirstAcked => _first.Task;
 
-    public Task ChangeAcked => _change.Task;
+    public long Pushes => Interlocked.Read(ref _pushes);
 
-    public TimeSpan ChangeLatency { get; private set; }
+    public long Bytes => Interlocked.Read(ref _bytes);
 
-    public static SimulatedSidecar Start(Uri address, string workload, string ns, string id)
+    /// <summary>Streams refused with UNAVAILABLE and tried again.</summary>
+    public long Retries => Interlocked.Read(ref _retries);
+
+    public static SimulatedSidecar Start(Uri address, string workload, string ns, string id, IPAddress? local = null, string? serviceAccount = null)
     {
-        var s = new SimulatedSidecar(address);
-        s._loop = s.RunAsync(new Node { Workload = workload, Namespace = ns, ServiceAccount = workload, InstanceId = id });
+        var s = new SimulatedSidecar(address, local);
+        s._loop = s.RunAsync(new Node { Workload = workload, Namespace = ns, ServiceAccount = serviceAccount ?? workload, InstanceId = id });
         return s;
     }
 
-    public void ArmForChange(long timestamp) => Volatile.Write(ref _changedAt, timestamp);
+    /// <summary>
+    /// Completes with the time from <paramref name="timestamp"/> until this sidecar ACKed the first snapshot that
+    /// <paramref name="matches"/> (any snapshot when null): what one change cost until this sidecar applied it.
+    /// </summary>
+    public Task<TimeSpan> Arm(long timestamp, Func<Snapshot, bool>? matches = null)
+    {
+        var waiter = new Waiter(timestamp, matches ?? (_ => true));
+        Volatile.Write(ref _waiter, waiter);
+        return waiter.Acked.Task;
+    }
 
     private async Task RunAsync(Node node)
     {
-        try
+        // A new pod's sidecar can be quicker than the control plane's informer: UNAVAILABLE ("pod not known yet") is
+        // retried, as the real sidecar does (it backs off from 200 ms; here a fixed 200 ms).
+        for (var attempt = 1; ; attempt++)
         {
-            using var call = new ConfigDiscovery.ConfigDiscoveryClient(_channel).StreamSnapshots(cancellationToken: _stop.Token);
-            await call.RequestStream.WriteAsync(new SnapshotRequest { Node = node });
-            while (await call.ResponseStream.MoveNext(_stop.Token))
+            try
             {
-                var snapshot = call.ResponseStream.Current;
-                await call.RequestStream.WriteAsync(new SnapshotRequest { VersionInfo = snapshot.VersionInfo, ResponseNonce = snapshot.Nonce });
-                var armed = Volatile.Read(ref _changedAt);
-                if (armed == 0)
-                {
-                    _first.TrySetResult();
-                }
-                else
-                {
-                    ChangeLatency = Stopwatch.GetElapsedTime(armed);
-                    _change.TrySetResult();
-                }
+                await StreamAsync(node);
+                return;
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Unavailable && attempt < 50 && !_stop.IsCancellationRequested)
+            {
+                Interlocked.Increment(ref _retries);
+                await Task.Delay(200);
+            }
+            catch (Exception ex) when (!_stop.IsCancellationRequested)
+            {
+                _first.TrySetException(ex);
+                Volatile.Read(ref _waiter)?.Acked.TrySetException(ex);
+                return;
+            }
+            catch (Exception)
+            {
+                return;
             }
         }
-        catch (Exception ex) when (!_stop.IsCancellationRequested)
+    }
+
+    private async Task StreamAsync(Node node)
+    {
+        using var call = new ConfigDiscovery.ConfigDiscoveryClient(_channel).StreamSnapshots(cancellationToken: _stop.Token);
+        await call.RequestStream.WriteAsync(new SnapshotRequest { Node = node });
+        while (await call.ResponseStream.MoveNext(_stop.Token))
         {
-            _first.TrySetException(ex);
-            _change.TrySetException(ex);
-        }
-        catch (Exception)
-        {
+            var snapshot = call.ResponseStream.Current;
+            Interlocked.Increment(ref _pushes);
+            Interlocked.Add(ref _bytes, snapshot.CalculateSize());
+            await call.RequestStream.WriteAsync(new SnapshotRequest { VersionInfo = snapshot.VersionInfo, ResponseNonce = snapshot.Nonce });
+            _first.TrySetResult();
+            if (Volatile.Read(ref _waiter) is { } waiter && waiter.Matches(snapshot))
+            {
+                waiter.Acked.TrySetResult(Stopwatch.GetElapsedTime(waiter.Since));
+            }
         }
     }
 
@@ -273,5 +281,14 @@ internal sealed class SimulatedSidecar : IAsyncDisposable
         await _loop;
         _channel.Dispose();
         _stop.Dispose();
+    }
+
+    private sealed class Waiter(long since, Func<Snapshot, bool> matches)
+    {
+        public long Since { get; } = since;
+
+        public Func<Snapshot, bool> Matches { get; } = matches;
+
+        public TaskCompletionSource<TimeSpan> Acked { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

@@ -29,8 +29,8 @@ internal static partial class KubernetesLog
     [LoggerMessage(107, LogLevel.Information, "{Resource} is not served by the API server (404: its CRD is not installed); read as empty, listing again in {Seconds:F1}s and with backoff")]
     public static partial void KindNotServed(this ILogger logger, string resource, double seconds);
 
-    [LoggerMessage(110, LogLevel.Information, "Kubernetes configuration generation {Generation}: {Services} Services discovered, {Resources} resources served, {HeldBack} held back")]
-    public static partial void KubernetesStateBuilt(this ILogger logger, long generation, int services, int resources, int heldBack);
+    [LoggerMessage(110, LogLevel.Information, "Kubernetes configuration generation {Generation}: {Services} Services discovered, {Resources} resources served, {HeldBack} held back; built in {Milliseconds:F0} ms")]
+    public static partial void KubernetesStateBuilt(this ILogger logger, long generation, int services, int resources, int heldBack, double milliseconds);
 
     [LoggerMessage(111, LogLevel.Warning, "{Origin} is skipped: {Reason} (its last good translation keeps serving: {KeptLastGood})")]
     public static partial void ServiceSkipped(this ILogger logger, string origin, string reason, bool keptLastGood);

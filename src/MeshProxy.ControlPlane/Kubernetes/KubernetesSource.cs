@@ -188,6 +188,7 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     internal void Rebuild()
     {
         ConfigState? changed = null;
+        var started = _time.GetTimestamp();
         lock (_lock)
         {
             var present = new HashSet<string>(StringComparer.Ordinal);
@@ -250,7 +251,7 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
             {
                 _current = candidate;
                 changed = candidate;
-                _logger.KubernetesStateBuilt(candidate.Generation, Services.Current.Items.Count, candidate.Resources.Count, candidate.HeldBack.Count);
+                _logger.KubernetesStateBuilt(candidate.Generation, Services.Current.Items.Count, candidate.Resources.Count, candidate.HeldBack.Count, _time.GetElapsedTime(started).TotalMilliseconds);
             }
         }
 
@@ -283,7 +284,13 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
             string? problem;
             StoredResource? stored = null;
             var yaml = ServiceTranslator.Translate(service, slicesByService[key], PodOf, _options.ClusterDomain, out problem);
-            if (yaml is not null)
+            if (yaml is not null && _lastGood.TryGetValue(origin, out var unchanged) && unchanged.Yaml == yaml)
+            {
+                // A rollout touches a few Services among thousands: the others translate to the same text as last time,
+                // and parsing that again was most of a rebuild's cost (benchmarks/RESULTS.md, "Kubernetes source at scale").
+                stored = unchanged;
+            }
+            else if (yaml is not null)
             {
                 var parsed = ResourceParser.ParseText(yaml, origin);
                 if (parsed.IsValid && parsed.Resources is [var resource])

@@ -30,18 +30,18 @@ internal sealed class SnapshotCache
             if (generation.State != state)
             {
                 // A newer state won the race; build for the one asked, uncached.
-                return Build(state, workload);
+                return Build(new SelectionIndex(state), workload);
             }
 
             PruneMessages(state);
         }
 
-        return generation.Snapshots.GetOrAdd(workload.ScopeKey, _ => Build(state, workload));
+        return generation.Snapshots.GetOrAdd(workload.ScopeKey, _ => Build(generation.Index.Value, workload));
     }
 
-    private WorkloadSnapshot Build(ConfigState state, Workload workload)
+    private WorkloadSnapshot Build(SelectionIndex index, Workload workload)
     {
-        var selected = WorkloadSelector.Select(state, workload);
+        var selected = WorkloadSelector.Select(index, workload);
         var messages = new List<ConfigResource>(selected.Count);
         var hashInput = new StringBuilder();
         foreach (var r in selected.OrderBy(r => r.Key, StringComparer.Ordinal))
@@ -76,6 +76,9 @@ internal sealed class SnapshotCache
     private sealed class Generation(ConfigState state)
     {
         public ConfigState State { get; } = state;
+
+        /// <summary>Built by the first workload of the generation to need it, shared by the rest.</summary>
+        public Lazy<SelectionIndex> Index { get; } = new(() => new SelectionIndex(state));
 
         public ConcurrentDictionary<string, WorkloadSnapshot> Snapshots { get; } = new(StringComparer.Ordinal);
     }

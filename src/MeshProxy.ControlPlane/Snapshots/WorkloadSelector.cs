@@ -28,35 +28,50 @@ internal static class WorkloadSelector
             InScope(r, w, mesh) && ((AuthorizationPolicyResource)r).Spec.MatchLabels.All(l => w.Labels.TryGetValue(l.Key, out var v) && v == l.Value),
     };
 
-    public static List<StoredResource> Select(ConfigState state, Workload workload)
-    {
-        var mesh = state.Resources.Select(r => r.Resource).OfType<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
-        var egress = state.Resources.Select(r => r.Resource).OfType<SidecarResource>()
-            .FirstOrDefault(s => s.Metadata.Namespace == workload.Namespace && s.Spec.Workload.Name == workload.Name)?.Spec.Egress;
+    public static List<StoredResource> Select(ConfigState state, Workload workload) => Select(new SelectionIndex(state), workload);
 
-        var services = state.Resources.Where(r => r.Resource is ServiceResource).ToList();
-        var routes = state.Resources.Where(r => r.Resource is HttpRouteResource).ToList();
-        var serviceByHost = new Dictionary<string, StoredResource>(StringComparer.OrdinalIgnoreCase);
-        foreach (var s in services)
+    public static List<StoredResource> Select(SelectionIndex index, Workload workload)
+    {
+        var state = index.State;
+        var mesh = index.Mesh;
+        var egress = index.SidecarEgress(workload);
+
+        // Sets by reference: StoredResource is a record, and hashing one by value hashes its whole YAML text
+        // (at 1000 Services that was most of the control plane's CPU after each change: benchmarks/RESULTS.md).
+        var reachable = new HashSet<StoredResource>(ReferenceEqualityComparer.Instance);
+        if (egress is null)
         {
-            foreach (var host in ((ServiceResource)s.Resource).Spec.Hosts)
+            reachable.UnionWith(index.Services);
+        }
+        else
+        {
+            foreach (var entry in egress)
             {
-                serviceByHost.TryAdd(host, s);
+                // An exact host is looked up; only a wildcard is matched against every Service. With a Sidecar scope
+                // per workload, matching each entry against each Service made this O(workloads x Services) per change.
+                var candidates = entry.Host.Contains('*', StringComparison.Ordinal) ? index.Services
+                    : index.ServicesByHost.GetValueOrDefault(entry.Host) ?? [];
+                foreach (var service in candidates)
+                {
+                    if (!reachable.Contains(service) && Allowed(entry, workload, (ServiceResource)service.Resource))
+                    {
+                        reachable.Add(service);
+                    }
+                }
             }
         }
 
-        var reachable = new HashSet<StoredResource>(services.Where(s => egress is null || Allowed(egress, workload, (ServiceResource)s.Resource)));
-        var selectedRoutes = new HashSet<StoredResource>();
+        var selectedRoutes = new HashSet<StoredResource>(ReferenceEqualityComparer.Instance);
 
         // A route is sent with every service it names (its hosts and its destinations), or the sidecar
         // could not build it; those services bring their own routes in turn, until nothing changes.
         for (var changed = true; changed;)
         {
             changed = false;
-            foreach (var route in routes)
+            foreach (var route in index.Routes)
             {
                 var spec = ((HttpRouteResource)route.Resource).Spec;
-                if (selectedRoutes.Contains(route) || !spec.Hosts.Any(h => serviceByHost.TryGetValue(h, out var s) && reachable.Contains(s)))
+                if (selectedRoutes.Contains(route) || !spec.Hosts.Any(h => index.ServiceByHost.TryGetValue(h, out var s) && reachable.Contains(s)))
                 {
                     continue;
                 }
@@ -65,7 +80,7 @@ internal static class WorkloadSelector
                 changed = true;
                 foreach (var host in spec.Hosts.Concat(spec.Http.SelectMany(r => r.Route).Select(d => d.Host)))
                 {
-                    if (serviceByHost.TryGetValue(host, out var target))
+                    if (index.ServiceByHost.TryGetValue(host, out var target))
                     {
                         reachable.Add(target);
                     }
@@ -98,6 +113,70 @@ internal static class WorkloadSelector
     private static bool InScope(Resource resource, Workload workload, MeshConfigSpec mesh) =>
         resource.Metadata.Namespace == workload.Namespace || resource.Metadata.Namespace == mesh.RootNamespace;
 
-    private static bool Allowed(IReadOnlyList<EgressHost> egress, Workload workload, ServiceResource service) =>
-        egress.Any(e => service.Spec.Hosts.Any(h => e.Matches(workload.Namespace, service.Metadata.Namespace, h)));
+    private static bool Allowed(EgressHost entry, Workload workload, ServiceResource service)
+    {
+        foreach (var host in service.Spec.Hosts)
+        {
+            if (entry.Matches(workload.Namespace, service.Metadata.Namespace, host))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+}
+
+/// <summary>
+/// What every workload's selection reads from one configuration state (the Services, routes, hosts and Sidecar
+/// scopes), computed once per state: the selection runs once per workload, and at a thousand Services rebuilding
+/// these for each of them cost more than the selection itself.
+/// </summary>
+internal sealed class SelectionIndex
+{
+    private readonly Dictionary<(string Namespace, string Workload), SidecarResource> _sidecars = [];
+
+    public SelectionIndex(ConfigState state)
+    {
+        State = state;
+        Mesh = state.Resources.Select(r => r.Resource).OfType<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
+        Services = [.. state.Resources.Where(r => r.Resource is ServiceResource)];
+        Routes = [.. state.Resources.Where(r => r.Resource is HttpRouteResource)];
+        foreach (var s in Services)
+        {
+            foreach (var host in ((ServiceResource)s.Resource).Spec.Hosts)
+            {
+                ServiceByHost.TryAdd(host, s);
+                if (!ServicesByHost.TryGetValue(host, out var all))
+                {
+                    ServicesByHost[host] = all = [];
+                }
+
+                all.Add(s);
+            }
+        }
+
+        foreach (var sidecar in state.Resources.Select(r => r.Resource).OfType<SidecarResource>())
+        {
+            _sidecars.TryAdd((sidecar.Metadata.Namespace, sidecar.Spec.Workload.Name), sidecar); // the first one wins, as before
+        }
+    }
+
+    public ConfigState State { get; }
+
+    public MeshConfigSpec Mesh { get; }
+
+    public List<StoredResource> Services { get; }
+
+    public List<StoredResource> Routes { get; }
+
+    /// <summary>The first Service naming each host: where a route's host or destination goes.</summary>
+    public Dictionary<string, StoredResource> ServiceByHost { get; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Every Service naming each host (a short name is a host in each namespace that has it): what an egress entry may reach.</summary>
+    public Dictionary<string, List<StoredResource>> ServicesByHost { get; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>The egress hosts of the workload's Sidecar resource; null without one (or without egress): every Service.</summary>
+    public IReadOnlyList<EgressHost>? SidecarEgress(Workload workload) =>
+        _sidecars.TryGetValue((workload.Namespace, workload.Name), out var sidecar) ? sidecar.Spec.Egress : null;
 }
