@@ -118,7 +118,8 @@ public sealed partial class DeploymentArtifactTests
         var container = Find("Deployment", "meshproxy-controlplane")["spec"]!["template"]!["spec"]!["containers"]!.AsArray().Single(c => S(c!["name"]) == "controlplane")!;
         foreach (var flag in container["args"]!.AsArray().Select(S).Where(a => a.StartsWith("--", StringComparison.Ordinal)))
         {
-            Assert.True(source.Contains($"case \"{flag}\"", StringComparison.Ordinal) || caSource.Contains($"\"{flag}\" =>", StringComparison.Ordinal), $"{flag} is not an option of the control plane");
+            Assert.True(source.Contains($"case \"{flag}\"", StringComparison.Ordinal) || caSource.Contains($"\"{flag}\" =>", StringComparison.Ordinal)
+                || caSource.Contains($"\"{flag}\" when", StringComparison.Ordinal), $"{flag} is not an option of the control plane");
         }
 
         var (entrypoint, _, _) = Dockerfile("controlplane.Dockerfile");

@@ -262,19 +262,7 @@ public sealed class CheckCommandTests : IAsyncLifetime
     {
         var dir = RepoPaths.NewTempDirectory();
         File.WriteAllText(Path.Combine(dir, "token"), token + "\n");
-        var bootstrap = Path.Combine(dir, $"{workload}.yaml");
-        File.WriteAllText(bootstrap, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: {{workload}}, namespace: shop }
-            spec:
-              workload: { serviceAccount: {{workload}} }
-              app: { port: 18080 }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "{{kit.ControlPlane.GrpcUri}}", tokenFile: token }
-
-            """);
+        var bootstrap = InProcessSidecar.WriteBootstrap(dir, workload, "shop", kit.ControlPlane.GrpcUri.ToString(), tokenFile: "token");
         var sidecar = await InProcessSidecar.StartAsync(bootstrap);
         var instance = sidecar.Source.InstanceId;
         // Its pod, as the API server knows it (the sidecar names itself <pod>.<namespace>; the control plane serves a

@@ -114,6 +114,8 @@ public sealed class WebhookCertificatePublisherTests : IAsyncLifetime
                 from verb in rule["verbs"]!.AsArray()
                 from name in rule["resourceNames"] is JsonArray names ? names.Select(n => "/" + n!.GetValue<string>()) : [string.Empty]
                 select $"{verb} {resource}{name}")
+            // Rules on other Secrets (the CA's own) are another component's business.
+            .Where(g => g.EndsWith($"/{Install.WebhookSecret}", StringComparison.Ordinal) || g.EndsWith($"/{Install.WebhookConfiguration}", StringComparison.Ordinal) || !g.Contains('/', StringComparison.Ordinal))
             .ToHashSet();
         Assert.Equal(granted.Order(StringComparer.Ordinal), asked.Order(StringComparer.Ordinal));
     }
