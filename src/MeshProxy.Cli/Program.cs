@@ -17,4 +17,11 @@ var crds = new Command("crds", "Print the meshproxy.io CustomResourceDefinitions
 crds.SetAction(_ => Console.Out.Write(MeshProxy.Config.Schema.CrdWriter.Write()));
 
 var root = new RootCommand("meshproxy: operate a MeshProxy mesh") { proxyStatus, validate, crds, TokenCommand.Create(), ExplainCommand.Create(), MeshProxy.Injection.Cli.KubeInjectCommand.Create() };
+foreach (var command in MeshProxy.Cli.Install.InstallCommand.Create())
+{
+    root.Subcommands.Add(command);
+}
+
+root.Subcommands.Add(MeshProxy.Cli.Check.CheckCommand.Create());
+
 return await root.Parse(args).InvokeAsync();

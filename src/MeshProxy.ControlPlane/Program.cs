@@ -17,6 +17,10 @@ const string Usage = """
                                 resources when --config-dir is given too
       --kubeconfig <file>       with --source kubernetes: the kubeconfig to use instead of the in-cluster account
       --cluster-domain <d>      with --source kubernetes: a Service answers to name.ns.svc.<d>, default cluster.local
+      --webhook-configuration <name>, --webhook-service <ns>/<name>, --webhook-secret <name>
+                                with --source kubernetes and a CA: keep the injector's serving certificate (in that
+                                Secret, in the Service's namespace) and the MutatingWebhookConfiguration's caBundle
+                                issued by the mesh CA
       --grpc <addr:port>        gRPC (h2c) listener, default 0.0.0.0:15010
       --monitoring <addr:port>  /ready, /metrics, /debug/syncz, /debug/configz; default 0.0.0.0:15014
       --keepalive-time <s>      HTTP/2 PING after this many idle seconds, default 30
@@ -28,6 +32,7 @@ var configDir = Environment.GetEnvironmentVariable("MESHPROXY_CONFIG_DIR");
 var options = new ControlPlaneOptions { ConfigDirectory = string.Empty };
 var kubernetes = false;
 var clusterDomain = "cluster.local";
+string? webhookConfiguration = null, webhookService = null, webhookSecret = null;
 CertificateServiceOptions? certificates = null;
 for (var i = 0; i < args.Length; i++)
 {
@@ -65,6 +70,15 @@ for (var i = 0; i < args.Length; i++)
         case "--cluster-domain" when i + 1 < args.Length && args[i + 1].Length > 0:
             clusterDomain = args[++i];
             break;
+        case "--webhook-configuration" when i + 1 < args.Length && args[i + 1].Length > 0:
+            webhookConfiguration = args[++i];
+            break;
+        case "--webhook-service" when i + 1 < args.Length && args[i + 1].Split('/') is [{ Length: > 0 }, { Length: > 0 }]:
+            webhookService = args[++i];
+            break;
+        case "--webhook-secret" when i + 1 < args.Length && args[i + 1].Length > 0:
+            webhookSecret = args[++i];
+            break;
         case var _ when CertificateServiceOptions.TryReadArgument(args, ref i, ref certificates):
             break;
         case "--help" or "-h":
@@ -86,6 +100,18 @@ else if (options.Kubeconfig is not null)
 {
     Console.Error.WriteLine("meshproxy-controlplane: --kubeconfig needs --source kubernetes");
     return 2;
+}
+
+if (webhookConfiguration is not null || webhookService is not null || webhookSecret is not null)
+{
+    if (webhookConfiguration is null || webhookService is null || webhookSecret is null || !kubernetes || certificates is null)
+    {
+        Console.Error.WriteLine("meshproxy-controlplane: --webhook-configuration, --webhook-service and --webhook-secret go together, with --source kubernetes and a CA (--ca-dir or --ca-cert-chain/--ca-key/--ca-root)");
+        return 2;
+    }
+
+    var service = webhookService.Split('/');
+    options = options with { Webhook = new MeshProxy.ControlPlane.Kubernetes.Webhook.WebhookCertificateOptions(webhookConfiguration, service[0], service[1], webhookSecret) };
 }
 
 if (configDir is null)

@@ -230,6 +230,48 @@ public sealed class CertificateAuthority : IDisposable
         return new IssuedCertificate(issued.ExportCertificatePem() + "\n" + _intermediatesPem, TrustBundle.Pem);
     }
 
+    /// <summary>
+    /// A TLS server certificate for DNS names, with a fresh ECDSA P-256 key: the injection webhook's serving certificate,
+    /// which the API server checks against the webhook's caBundle by DNS name (it knows no SPIFFE IDs). Server
+    /// authentication only; valid for <paramref name="lifetime"/> or until the CA's own certificate expires.
+    /// </summary>
+    /// <returns>The chain (leaf, then the CA's intermediates) and the private key, both PEM.</returns>
+    public (string ChainPem, string KeyPem) IssueServingCertificate(IReadOnlyList<string> dnsNames, TimeSpan lifetime)
+    {
+        ArgumentNullException.ThrowIfNull(dnsNames);
+        if (dnsNames.Count == 0 || lifetime <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("a serving certificate needs at least one DNS name and a positive lifetime");
+        }
+
+        var now = _time.GetUtcNow();
+        var caNotAfter = Certificates.NotAfter(_signer);
+        if (now >= caNotAfter)
+        {
+            throw new CertificateAuthorityException($"the CA certificate expired at {caNotAfter:O}");
+        }
+
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var leaf = new CertificateRequest(new X500DistinguishedName($"CN={dnsNames[0]}"), key, HashAlgorithmName.SHA256);
+        leaf.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, critical: true));
+        leaf.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, critical: true));
+        leaf.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(Certificates.ServerAuth)], critical: false));
+        var names = new SubjectAlternativeNameBuilder();
+        foreach (var name in dnsNames)
+        {
+            names.AddDnsName(name);
+        }
+
+        leaf.CertificateExtensions.Add(names.Build(critical: false));
+        leaf.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(leaf.PublicKey, critical: false));
+        leaf.CertificateExtensions.Add(_authorityKeyId);
+        var notBefore = Truncate(Max(now - _options.ClockSkewAllowance, Certificates.NotBefore(_signer)));
+        var notAfter = Truncate(Min(now + lifetime, caNotAfter));
+        using var issued = leaf.Create(_signer.SubjectName, SignatureGenerator(), notBefore, notAfter, NewSerialNumber());
+        Log.Issued(_logger, "DNS:" + string.Join(",DNS:", dnsNames), issued.SerialNumber, notAfter);
+        return (issued.ExportCertificatePem() + "\n" + _intermediatesPem, key.ExportPkcs8PrivateKeyPem() + "\n");
+    }
+
     private X509SignatureGenerator SignatureGenerator()
     {
         if (_signer.GetECDsaPrivateKey() is { } ecdsa)

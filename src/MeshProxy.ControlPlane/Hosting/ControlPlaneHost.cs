@@ -2,6 +2,7 @@ using System.Net;
 using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Discovery;
 using MeshProxy.ControlPlane.Kubernetes;
+using MeshProxy.ControlPlane.Kubernetes.Webhook;
 using MeshProxy.ControlPlane.Monitoring;
 using MeshProxy.ControlPlane.Resources;
 using MeshProxy.ControlPlane.Snapshots;
@@ -30,6 +31,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly ResourceDirectory? _directory;
     private readonly KubernetesSource? _kubernetes;
+    private WebhookCertificatePublisher? _webhook;
     private readonly ControlPlaneTlsIdentity? _tls;
     private readonly DiscoveryService _discovery;
     private volatile bool _ready;
@@ -205,6 +207,13 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             await tls.StartAsync(certificates!.Authority, options.Certificates!.ServiceAccount, loggers, options.Time, cancellationToken);
         }
 
+        if (options.Webhook is { } webhook && kubernetesClient is not null && certificates is not null)
+        {
+            host._webhook = new WebhookCertificatePublisher(
+                kubernetesClient, certificates.Authority, webhook, options.Kubernetes!.ClusterDomain, options.Time, loggers.CreateLogger<WebhookCertificatePublisher>());
+            host._webhook.Start();
+        }
+
         var monitoringPort = -1;
         // The monitoring port answers plain HTTP/1.1 by path; everything else is gRPC, routed by method path
         // (unknown services and methods are UNIMPLEMENTED).
@@ -251,6 +260,11 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             if (_tls is not null)
             {
                 await _tls.DisposeAsync();
+            }
+
+            if (_webhook is not null)
+            {
+                await _webhook.DisposeAsync();
             }
 
             Certificates?.Dispose();

@@ -50,6 +50,12 @@ public sealed record ControlPlaneOptions
     /// </summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// With <see cref="Kubernetes"/> and <see cref="Certificates"/>: keep the injection webhook's serving certificate and
+    /// caBundle from the mesh CA (Kubernetes/Webhook/WebhookCertificatePublisher); null: someone else provides them.
+    /// </summary>
+    internal Kubernetes.Webhook.WebhookCertificateOptions? Webhook { get; init; }
+
     /// <summary>The certificate authority and its CreateCertificate service; null: the control plane issues no certificates.</summary>
     public Certificates.CertificateServiceOptions? Certificates { get; init; }
 }

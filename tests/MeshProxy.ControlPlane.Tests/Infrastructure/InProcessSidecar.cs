@@ -37,8 +37,11 @@ internal sealed class InProcessSidecar : IAsyncDisposable
 
     public IPEndPoint InboundEndPoint => Endpoints.Inbound!;
 
-    /// <summary>Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>.</summary>
-    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080)
+    /// <summary>
+    /// Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>; with
+    /// <paramref name="tokenFile"/> (relative to the directory) the sidecar asks the CA for a certificate with that token.
+    /// </summary>
+    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080, string? tokenFile = null)
     {
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, $"{workload}.yaml");
@@ -51,7 +54,7 @@ internal sealed class InProcessSidecar : IAsyncDisposable
               app: { port: {{appPort}} }
               listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
               drainDuration: 0s
-              controlPlane: { address: "{{controlPlane}}" }
+              controlPlane: { address: "{{controlPlane}}"{{(tokenFile is null ? string.Empty : $", tokenFile: {tokenFile}")}} }
 
             """);
         return path;

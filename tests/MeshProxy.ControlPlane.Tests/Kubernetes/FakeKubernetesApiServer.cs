@@ -29,7 +29,8 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// resourceVersion older than the last compaction gets an ERROR event carrying a Status with code
 /// 410 (reason Expired) and the stream ends, as the API server answers after etcd compacted.</item>
 /// </list>
-/// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs.
+/// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs;
+/// SelfSubjectAccessReview, /version and the Service and Pod proxies: the .SelfSubjectAccessReview, .Version and .Proxy files.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
 /// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
@@ -264,6 +265,12 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         }
 
         if (await TryServeTokenReviewAsync(context))
+        {
+            return;
+        }
+
+        // meshproxy check's calls: FakeKubernetesApiServer.SelfSubjectAccessReview.cs, .Version.cs, .Proxy.cs.
+        if (await TryServeSelfSubjectAccessReviewAsync(context) || await TryServeVersionAsync(context) || await TryServeProxyAsync(context))
         {
             return;
         }
