@@ -27,17 +27,8 @@ public sealed partial class FolderCycleTests
     /// </summary>
     private static readonly string[] RemainingCycles =
     [
-        "Admin<->Hosting",
-        "Configuration<->Egress",
-        "Configuration<->Hosting",
-        "Configuration<->Resilience",
-        "Egress<->Listeners",
-        "Egress<->Telemetry",
         "Forwarding<->Resilience",
-        "Forwarding<->Routing",
-        "Forwarding<->Telemetry",
         "Resilience<->Routing",
-        "Resilience<->Telemetry",
     ];
 
     [Fact]
