@@ -2,7 +2,6 @@ using System.Text.Json;
 using MeshProxy.Sidecar.Configuration;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using MeshProxy.Sidecar.Hosting;
 using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Telemetry;
@@ -16,7 +15,7 @@ namespace MeshProxy.Sidecar.Admin;
 /// Commands are POST-only so that a stray GET (a browser, a crawler, a health check misconfigured onto
 /// this port) can never drain or stop the proxy.
 /// </summary>
-internal sealed class AdminEndpoints(SnapshotStore store, SidecarLifecycle lifecycle, SidecarIdentity identity, TimeProvider time, ILogger<AdminEndpoints> logger)
+internal sealed class AdminEndpoints(SnapshotStore store, ISidecarControl lifecycle, SidecarIdentity identity, TimeProvider time, ILogger<AdminEndpoints> logger)
 {
     public Task HandleAsync(HttpContext context)
     {

@@ -1,5 +1,4 @@
 using MeshProxy.Metrics;
-using MeshProxy.Sidecar.Hosting;
 using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Sidecar.Admin;
@@ -10,7 +9,7 @@ namespace MeshProxy.Sidecar.Admin;
 /// </summary>
 /// <remarks><paramref name="beforeScrape"/> brings metrics that cannot be callbacks (per-cluster ones) up to date;
 /// <paramref name="appProbes"/> answers the app's own kubelet probes, when the injector rewrote them here.</remarks>
-internal sealed class StatsEndpoints(SidecarLifecycle lifecycle, MetricsRegistry metrics, Action beforeScrape, AppProbes? appProbes)
+internal sealed class StatsEndpoints(ISidecarControl lifecycle, MetricsRegistry metrics, Action beforeScrape, AppProbes? appProbes)
 {
     public Task HandleAsync(HttpContext context)
     {

@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Hosting;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.Extensions.Logging;
 
@@ -18,6 +17,7 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
     private static readonly TimeSpan Debounce = TimeSpan.FromMilliseconds(150);
     private readonly string _path;
     private readonly SnapshotStore _store;
+    private readonly ISnapshotActivator _activator;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly Lock _reloadLock = new();
@@ -26,11 +26,12 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
 
     private readonly SidecarOverride? _podOverride;
 
-    public BootstrapFileSource(string path, SnapshotStore store, ILogger<BootstrapFileSource> logger, TimeProvider time, PodEnvironment pod)
+    public BootstrapFileSource(string path, SidecarOverride? podOverride, SnapshotStore store, ISnapshotActivator activator, ILogger<BootstrapFileSource> logger, TimeProvider time)
     {
         _path = Path.GetFullPath(path);
-        _podOverride = pod.SidecarOverride;
+        _podOverride = podOverride;
         _store = store;
+        _activator = activator;
         _logger = logger;
         _time = time;
     }
@@ -39,7 +40,7 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
     public SidecarSnapshot LoadInitial()
     {
         var snapshot = Load(File.ReadAllBytes(_path));
-        _store.Apply(snapshot);
+        _activator.Activate(snapshot);
         _logger.ConfigApplied(snapshot.Version, snapshot.Source);
         return snapshot;
     }
@@ -94,7 +95,7 @@ internal sealed class BootstrapFileSource : IConfigSource, IDisposable
                     _logger.ListenerChangeIgnored($"{current.Sidecar.Spec.Listeners} -> {snapshot.Sidecar.Spec.Listeners}");
                 }
 
-                _store.Apply(snapshot);
+                _activator.Activate(snapshot);
                 _logger.ConfigApplied(snapshot.Version, snapshot.Source);
             }
             catch (ConfigException ex)

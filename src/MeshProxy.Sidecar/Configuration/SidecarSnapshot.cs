@@ -55,6 +55,13 @@ internal sealed class SidecarSnapshot
     /// </summary>
     public bool Provisional { get => _provisional; init => _provisional = value; }
 
+    /// <summary>Every cluster the snapshot can send to: each service port's, each route destination's, and the inbound one.</summary>
+    public IEnumerable<Cluster> Clusters() =>
+        Services.VirtualHosts
+            .SelectMany(v => v.Rules.SelectMany(r => r.Destinations.Select(d => d.Cluster)).Prepend(v.DefaultCluster))
+            .Prepend(InboundCluster)
+            .Distinct();
+
     /// <summary>The resources this snapshot was built from, for /config_dump.</summary>
     public required IReadOnlyList<Resource> Resources { get; init; }
 

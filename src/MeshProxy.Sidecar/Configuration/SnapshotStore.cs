@@ -29,24 +29,18 @@ internal sealed class SnapshotStore
     /// <summary>Raised after a new snapshot is in force (not on the request path).</summary>
     public event Action<SidecarSnapshot>? Applied;
 
-    /// <summary>Raised with a snapshot about to be put in force, before any request can see it.</summary>
-    public event Action<SidecarSnapshot>? Publishing;
-
     public bool TryGetCurrent([NotNullWhen(true)] out SidecarSnapshot? snapshot)
     {
         snapshot = _current;
         return snapshot is not null;
     }
 
+    /// <summary>
+    /// Swaps <paramref name="snapshot"/> in. Only the runtime store calls this (Runtime/RuntimeStore.cs, through
+    /// <see cref="ISnapshotActivator"/>), once the snapshot's runtime state is built: sources go through the activator.
+    /// </summary>
     public void Apply(SidecarSnapshot snapshot)
     {
-        // Outlier ejections, latencies, budgets and breaker counters belong to clusters, not snapshots.
-        if (_current is { } previous)
-        {
-            Resilience.ClusterState.CarryOver(previous, snapshot);
-        }
-
-        Publishing?.Invoke(snapshot);
         _current = snapshot;
         // The error described what was refused instead of the snapshot then in force; a snapshot accepted
         // since makes it history, which the rejection counters and the log keep.

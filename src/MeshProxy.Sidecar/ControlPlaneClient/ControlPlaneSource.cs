@@ -23,6 +23,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private readonly Uri _address;
     private readonly string _snapshotPath;
     private readonly SnapshotStore _store;
+    private readonly ISnapshotActivator _activator;
     private readonly ControlPlaneClientOptions _options;
     private readonly ControlPlaneTls _tls;
     private readonly TimeProvider _time;
@@ -33,7 +34,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private int _disposed;
 
     public ControlPlaneSource(
-        SidecarResource bootstrap, string bootstrapPath, SnapshotStore store, ControlPlaneClientOptions options,
+        SidecarResource bootstrap, string bootstrapPath, SnapshotStore store, ISnapshotActivator activator, ControlPlaneClientOptions options,
         ControlPlaneTls tls, TimeProvider time, ILogger<ControlPlaneSource> logger)
     {
         var controlPlane = bootstrap.Spec.ControlPlane ?? throw new ArgumentException("the Sidecar resource names no control plane", nameof(bootstrap));
@@ -43,6 +44,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
             ? Path.GetFullPath(p, Path.GetDirectoryName(Path.GetFullPath(bootstrapPath))!)
             : Path.GetFullPath(bootstrapPath) + ".snapshot";
         _store = store;
+        _activator = activator;
         _options = options;
         _tls = tls;
         _time = time;
@@ -81,7 +83,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
             {
                 var saved = Snapshot.Parser.ParseFrom(File.ReadAllBytes(_snapshotPath));
                 var snapshot = SnapshotTranslator.Translate(saved, _bootstrap, _snapshotPath, _time.GetUtcNow());
-                _store.Apply(snapshot.Restamp(stale: true, provisional: false));
+                _activator.Activate(snapshot.Restamp(stale: true, provisional: false));
                 _logger.ServingSaved(snapshot.Version, _snapshotPath);
                 return;
             }
@@ -92,7 +94,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         }
 
         var provisional = SnapshotBuilder.Build(new ParseResult([_bootstrap], [], []), string.Empty, _address.ToString(), _time.GetUtcNow());
-        _store.Apply(provisional.Restamp(stale: false, provisional: true));
+        _activator.Activate(provisional.Restamp(stale: false, provisional: true));
         _logger.WaitingForFirstSnapshot(_address.ToString());
     }
 
@@ -198,7 +200,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         try
         {
             var snapshot = SnapshotTranslator.Translate(pushed, _bootstrap, _address.ToString(), now, w => _logger.SnapshotWarning(w.ToString()));
-            _store.Apply(snapshot);
+            _activator.Activate(snapshot);
             Save(pushed);
             _logger.SnapshotAcked(pushed.VersionInfo, pushed.Nonce, pushed.Resources.Count);
             return new SnapshotRequest { VersionInfo = pushed.VersionInfo, ResponseNonce = pushed.Nonce };

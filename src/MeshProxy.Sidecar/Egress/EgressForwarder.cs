@@ -1,10 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
-using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Forwarding;
-using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Telemetry;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
@@ -45,19 +43,17 @@ internal sealed class EgressForwarder : IDisposable
         });
     }
 
-    /// <summary>Decides and, if allowed, forwards; returns the flags for the request's telemetry.</summary>
     /// <summary>Forwards an allowed request or answers 403: the response flags and, when allowed, the decision (the request's destination labels).</summary>
-    public async Task<EgressOutcome> ForwardAsync(HttpContext context, SidecarSnapshot snapshot)
+    /// <param name="rules">The EgressPolicies of the snapshot the request is served on.</param>
+    /// <param name="workload">This workload, named in a denial's log line.</param>
+    /// <param name="original">Where the app really dialled, for a transparently captured connection (the listener's SO_ORIGINAL_DST).</param>
+    public async Task<EgressOutcome> ForwardAsync(HttpContext context, EgressRules rules, WorkloadSpec workload, IPEndPoint? original)
     {
-        var original = context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
-                       items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
-            ? ((OriginalDestinationFeature)o!).EndPoint
-            : null;
         var hostString = context.Request.Host;
         var host = hostString.Host.Trim('[', ']').TrimEnd('.');
         var port = hostString.Port ?? original?.Port ?? 80;
 
-        var check = await _gate.CheckAsync(snapshot, host, port, EgressTraffic.Http, original, context.RequestAborted);
+        var check = await _gate.CheckAsync(rules, workload, host, port, EgressTraffic.Http, original, context.RequestAborted);
         if (!check.Allowed)
         {
             await LocalReply.WriteAsync(context, StatusCodes.Status403Forbidden, ResponseFlags.NoRoute, DenialMessage(host, port, check.DenyReason!, original));

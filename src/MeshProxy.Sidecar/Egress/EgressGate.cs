@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
-using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.Extensions.Logging;
 
@@ -36,12 +36,12 @@ internal sealed record EgressCheck(EgressDecision Decision, string? DenyReason, 
 internal sealed class EgressGate(EgressResolver resolver, SidecarTelemetry telemetry, ILogger<EgressGate> logger)
 {
     public async Task<EgressCheck> CheckAsync(
-        SidecarSnapshot snapshot, string host, int port, EgressTraffic traffic, IPEndPoint? original, CancellationToken cancellationToken)
+        EgressRules rules, WorkloadSpec workload, string host, int port, EgressTraffic traffic, IPEndPoint? original, CancellationToken cancellationToken)
     {
-        var decision = snapshot.Egress.Decide(host, port, traffic);
+        var decision = rules.Decide(host, port, traffic);
         if (!decision.Allowed)
         {
-            return Deny(decision, EgressDenyReason.NotAllowed, host, port, traffic, original, snapshot);
+            return Deny(decision, EgressDenyReason.NotAllowed, host, port, traffic, original, workload);
         }
 
         // ALLOW_ANY with a captured connection: Istio's passthrough, to where the app dialled.
@@ -57,12 +57,12 @@ internal sealed class EgressGate(EgressResolver resolver, SidecarTelemetry telem
         }
         catch (SocketException)
         {
-            return Deny(decision, EgressDenyReason.Unresolvable, host, port, traffic, original, snapshot);
+            return Deny(decision, EgressDenyReason.Unresolvable, host, port, traffic, original, workload);
         }
 
         if (original is not null && !EgressResolver.Contains(addresses, original.Address))
         {
-            return Deny(decision, EgressDenyReason.Spoofed, host, port, traffic, original, snapshot);
+            return Deny(decision, EgressDenyReason.Spoofed, host, port, traffic, original, workload);
         }
 
         // A captured connection goes where it was sent (now known to be one of the name's addresses).
@@ -70,8 +70,8 @@ internal sealed class EgressGate(EgressResolver resolver, SidecarTelemetry telem
     }
 
     /// <summary>For a connection refused before any name was known (TLS without SNI).</summary>
-    public void DenyUnnamed(SidecarSnapshot snapshot, string reason, EgressTraffic traffic, IPEndPoint? original) =>
-        Deny(new EgressDecision(EgressVerdict.Denied, null), reason, "", original?.Port ?? 0, traffic, original, snapshot);
+    public void DenyUnnamed(WorkloadSpec workload, string reason, EgressTraffic traffic, IPEndPoint? original) =>
+        Deny(new EgressDecision(EgressVerdict.Denied, null), reason, "", original?.Port ?? 0, traffic, original, workload);
 
     public static string ProtocolLabel(EgressTraffic traffic) => traffic switch
     {
@@ -80,10 +80,10 @@ internal sealed class EgressGate(EgressResolver resolver, SidecarTelemetry telem
         _ => "connect",
     };
 
-    private EgressCheck Deny(EgressDecision decision, string reason, string host, int port, EgressTraffic traffic, IPEndPoint? original, SidecarSnapshot snapshot)
+    private EgressCheck Deny(EgressDecision decision, string reason, string host, int port, EgressTraffic traffic, IPEndPoint? original, WorkloadSpec workload)
     {
         var protocol = ProtocolLabel(traffic);
-        logger.EgressDenied(protocol, reason, host, port, original, snapshot.Workload.Namespace, snapshot.Workload.Name);
+        logger.EgressDenied(protocol, reason, host, port, original, workload.Namespace, workload.Name);
         telemetry.Proxy.EgressDenied(protocol, reason);
         return new EgressCheck(decision with { Verdict = EgressVerdict.Denied }, reason, []);
     }

@@ -1,5 +1,6 @@
 using System.Net.Http;
 using MeshProxy.Sidecar.Resilience;
+using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Forwarding;
 
@@ -8,7 +9,7 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// with the cluster's idle timeout and connection limit. Reference-counted so that a pool a new snapshot
 /// no longer uses is disposed only once the requests still sending through it are done.
 /// </summary>
-internal sealed class ClusterPool
+internal sealed class ClusterPool : IClusterConnections
 {
     private ReferenceCount _references = new(); // the transport's own, given up by Retire
 

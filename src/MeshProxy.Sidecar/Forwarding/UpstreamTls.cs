@@ -7,16 +7,10 @@ using System.Security.Cryptography.X509Certificates;
 using MeshProxy.Identity;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.Extensions.Logging;
 
 namespace MeshProxy.Sidecar.Forwarding;
-
-/// <summary>The server of an outbound mTLS connection is not one the destination may be; the request fails with flag UPI.</summary>
-internal sealed class UpstreamPeerRefusedException(string endpoint, PeerVerificationResult verdict)
-    : AuthenticationException($"server {endpoint} refused: {verdict}")
-{
-    public PeerVerificationResult Verdict { get; } = verdict;
-}
 
 /// <summary>
 /// Originates mutual TLS to mesh endpoints, as the ConnectCallback of the outbound mTLS handler: TCP, then

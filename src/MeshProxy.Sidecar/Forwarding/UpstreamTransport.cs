@@ -1,6 +1,5 @@
 using System.Net;
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
@@ -14,12 +13,12 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// one <see cref="ClusterPool"/> per cluster, so that each destination's idle timeout and connection limit
 /// (DestinationPolicy connectionPool) are its handler's own settings. Each pool has a plaintext handler and
 /// one whose connections are all mutual TLS (<see cref="UpstreamTls"/>): an address:port is either a
-/// sidecar or not, so the two never hold a connection to the same endpoint. Pools are attached to a
-/// snapshot's clusters before it is published; a cluster whose settings did not change keeps its pool
-/// (and its warm connections) across snapshots, and a pool no longer used is retired: closed once the
-/// requests still using it are done.
+/// sidecar or not, so the two never hold a connection to the same endpoint. Which cluster keeps which pool
+/// across snapshots is decided by Runtime/RuntimeBuilder.cs: a cluster whose settings did not change keeps its
+/// pool (and its warm connections), and a pool no longer used is retired there, closed once the requests still
+/// using it are done. This class only makes pools (<see cref="IClusterPools"/>) and picks the handler per send.
 /// </summary>
-internal sealed class UpstreamTransport : IDisposable
+internal sealed class UpstreamTransport : IClusterPools, IDisposable
 {
     /// <summary>Envoy's stream idle timeout default: a request or stream that moves no byte for 5 minutes is ended.</summary>
     public static readonly TimeSpan StreamIdleTimeout = TimeSpan.FromMinutes(5);
@@ -42,20 +41,13 @@ internal sealed class UpstreamTransport : IDisposable
 
     private readonly SidecarIdentity _identity;
     private readonly UpstreamTls _upstreamTls;
-    private readonly Lock _lock = new();
-    private Dictionary<string, ClusterPool> _pools = new(StringComparer.Ordinal);
 
-    public UpstreamTransport(SidecarIdentity identity, UpstreamTls upstreamTls, SnapshotStore snapshots)
+    public UpstreamTransport(SidecarIdentity identity, UpstreamTls upstreamTls)
     {
         _identity = identity;
         _upstreamTls = upstreamTls;
         Inbound = new HttpMessageInvoker(CreateHandler(ClusterPolicy.Default.Pool));
         Shared = CreatePool(ClusterPolicy.Default.Pool);
-        snapshots.Publishing += Attach;
-        if (snapshots.TryGetCurrent(out var current))
-        {
-            Attach(current);
-        }
     }
 
     public HttpMessageInvoker Inbound { get; }
@@ -69,7 +61,7 @@ internal sealed class UpstreamTransport : IDisposable
 
     /// <summary>The pool to send this cluster's request through, acquired: release it after the send.</summary>
     public ClusterPool Acquire(Cluster cluster) =>
-        cluster.Pool is { } pool && pool.TryAcquire() ? pool : AcquireShared();
+        cluster.Pool is ClusterPool pool && pool.TryAcquire() ? pool : AcquireShared();
 
     /// <summary>
     /// The rule for originating mTLS: the sidecar has an identity, and the endpoint names the service account
@@ -85,15 +77,6 @@ internal sealed class UpstreamTransport : IDisposable
     {
         Inbound.Dispose();
         Shared.Retire();
-        lock (_lock)
-        {
-            foreach (var pool in _pools.Values)
-            {
-                pool.Retire();
-            }
-
-            _pools = new Dictionary<string, ClusterPool>(StringComparer.Ordinal);
-        }
     }
 
     private ClusterPool AcquireShared()
@@ -102,46 +85,8 @@ internal sealed class UpstreamTransport : IDisposable
         return Shared;
     }
 
-    /// <summary>Gives every outbound cluster of <paramref name="snapshot"/> its pool; before it is published.</summary>
-    private void Attach(SidecarSnapshot snapshot)
-    {
-        lock (_lock)
-        {
-            var next = new Dictionary<string, ClusterPool>(StringComparer.Ordinal);
-            foreach (var cluster in ClusterState.ClustersOf(snapshot))
-            {
-                if (ReferenceEquals(cluster, snapshot.InboundCluster))
-                {
-                    continue;
-                }
-
-                var settings = cluster.Policy.Pool;
-                if (!next.TryGetValue(cluster.Name, out var pool))
-                {
-                    if (_pools.Remove(cluster.Name, out var kept) && kept.Settings == settings)
-                    {
-                        pool = kept;
-                    }
-                    else
-                    {
-                        kept?.Retire();
-                        pool = CreatePool(settings);
-                    }
-
-                    next[cluster.Name] = pool;
-                }
-
-                cluster.Pool = pool;
-            }
-
-            foreach (var dropped in _pools.Values)
-            {
-                dropped.Retire();
-            }
-
-            _pools = next;
-        }
-    }
+    /// <summary>A new pool with <paramref name="settings"/>, for the runtime builder to give a cluster (it retires it).</summary>
+    public ClusterPool Create(PoolSettings settings) => CreatePool(settings);
 
     private ClusterPool CreatePool(PoolSettings settings)
     {
@@ -208,4 +153,11 @@ internal sealed class UpstreamTransport : IDisposable
         KeepAlivePingTimeout = TimeSpan.FromSeconds(20),
         KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
     };
+}
+
+/// <summary>Makes a cluster's connection pool: the upstream-send layer's part of a snapshot's runtime state (Runtime/RuntimeBuilder.cs).</summary>
+internal interface IClusterPools
+{
+    /// <summary>A pool with these settings, held by its maker until retired (<see cref="ClusterPool.Retire"/>).</summary>
+    ClusterPool Create(PoolSettings settings);
 }

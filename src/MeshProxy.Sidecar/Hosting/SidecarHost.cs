@@ -64,7 +64,9 @@ internal static class SidecarHost
         var controlPlaneSidecar = bootstrap.OfKind<SidecarResource>().FirstOrDefault(s => s.Spec.ControlPlane is not null);
         if (controlPlaneSidecar is null)
         {
-            services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BootstrapFileSource>(sp, configPath));
+            services.AddSingleton(sp => new BootstrapFileSource(
+                configPath, pod.SidecarOverride, sp.GetRequiredService<SnapshotStore>(), sp.GetRequiredService<ISnapshotActivator>(),
+                sp.GetRequiredService<ILogger<BootstrapFileSource>>(), sp.GetRequiredService<TimeProvider>()));
             services.AddSingleton<IConfigSource>(sp => sp.GetRequiredService<BootstrapFileSource>());
         }
         else
@@ -83,6 +85,11 @@ internal static class SidecarHost
         services.AddSingleton<UpstreamIdentities>();
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<UpstreamTls>(sp, sp.GetRequiredService<ILoggerFactory>().CreateLogger<UpstreamTls>()));
         services.AddSingleton<UpstreamTransport>();
+        services.AddSingleton<IClusterPools>(sp => sp.GetRequiredService<UpstreamTransport>());
+
+        // Sources put snapshots in force through the runtime store, which builds each one's runtime state first.
+        services.AddSingleton<Runtime.RuntimeStore>();
+        services.AddSingleton<ISnapshotActivator>(sp => sp.GetRequiredService<Runtime.RuntimeStore>());
         services.AddHttpForwarder();
         services.AddSingleton<Resilience.IUpstreamSender, UpstreamSender>();
         services.AddSingleton<Resilience.ResilientForwarder>();

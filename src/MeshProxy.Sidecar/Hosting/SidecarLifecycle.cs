@@ -19,7 +19,7 @@ namespace MeshProxy.Sidecar.Hosting;
 /// listeners told to go (Connection: close, GOAWAY) for the drain period, during which outbound keeps
 /// serving the app (its last calls still work); then inbound, outbound and everything else closed.
 /// </summary>
-internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
+internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable, ISidecarControl
 {
     /// <summary>How long requests in flight get to finish once their listener stops accepting.</summary>
     private static readonly TimeSpan InFlightGrace = TimeSpan.FromSeconds(10);
@@ -247,6 +247,3 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable
         }
     }
 }
-
-/// <summary>The addresses the listeners actually bound (port 0 in the configuration becomes a real port).</summary>
-internal sealed record ListenerEndpoints(IPEndPoint? Outbound, IPEndPoint? Inbound, IPEndPoint? Admin, IPEndPoint? Stats);

@@ -6,6 +6,7 @@ using System.Text;
 using MeshProxy.Metrics.Istio;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Egress;
+using MeshProxy.Sidecar.Runtime;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -20,7 +21,7 @@ namespace MeshProxy.Sidecar.Listeners;
 /// its explicit proxy) is decided on the CONNECT authority and tunnelled. Everything else goes on, bytes
 /// unread, to HTTP (CleartextProtocolDetection, then Kestrel). Install after OriginalDestinationMiddleware.
 /// </summary>
-internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, SidecarTelemetry telemetry, ILogger<EgressConnections> logger)
+internal sealed class EgressConnections(RuntimeStore runtimes, EgressGate gate, SidecarTelemetry telemetry, ILogger<EgressConnections> logger)
 {
     /// <summary>How long a client gets to send its first bytes, its whole ClientHello or its CONNECT head.</summary>
     public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
@@ -46,7 +47,8 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
     private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var original = connection.Items.TryGetValue(typeof(OriginalDestinationFeature), out var o) ? ((OriginalDestinationFeature)o!).EndPoint : null;
-        var snapshot = store.Current;
+        var runtime = runtimes.Current;
+        var snapshot = runtime.Snapshot;
 
         // A captured connection to a mesh service's address is the mesh's own traffic: HTTP, as ever.
         if (original is not null && snapshot.Services.TryResolve(original, out _))
@@ -62,10 +64,10 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
             switch (await PeekOpeningAsync(connection.Transport.Input, original is not null, timeout.Token))
             {
                 case Opening.Tls:
-                    await PassThroughTlsAsync(connection, snapshot, original!, timeout);
+                    await PassThroughTlsAsync(connection, runtime, original!, timeout);
                     return;
                 case Opening.Connect:
-                    await TunnelConnectAsync(connection, snapshot, timeout);
+                    await TunnelConnectAsync(connection, runtime, timeout);
                     return;
                 case Opening.Nothing:
                     return;
@@ -129,8 +131,9 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
         }
     }
 
-    private async Task PassThroughTlsAsync(ConnectionContext connection, SidecarSnapshot snapshot, IPEndPoint original, CancellationTokenSource timeout)
+    private async Task PassThroughTlsAsync(ConnectionContext connection, RuntimeSnapshot runtime, IPEndPoint original, CancellationTokenSource timeout)
     {
+        var snapshot = runtime.Snapshot;
         var input = connection.Transport.Input;
         ClientHelloStatus status;
         string? serverName;
@@ -150,12 +153,12 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
 
         if (status != ClientHelloStatus.Complete || (serverName is null && snapshot.Egress.Mode == Config.Resources.OutboundTrafficMode.RegistryOnly))
         {
-            gate.DenyUnnamed(snapshot, EgressDenyReason.NoServerName, EgressTraffic.Tls, original);
+            gate.DenyUnnamed(snapshot.Workload, EgressDenyReason.NoServerName, EgressTraffic.Tls, original);
             connection.Abort();
             return;
         }
 
-        var check = await gate.CheckAsync(snapshot, serverName ?? "", original.Port, EgressTraffic.Tls, original, timeout.Token);
+        var check = await gate.CheckAsync(snapshot.Egress, snapshot.Workload, serverName ?? "", original.Port, EgressTraffic.Tls, original, timeout.Token);
         if (!check.Allowed)
         {
             connection.Abort();
@@ -175,11 +178,12 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
         }
 
         logger.TunnelOpened("tls", serverName, upstream.RemoteEndPoint, check.Decision.Policy);
-        await RelayAsync(connection, upstream, snapshot, check.Decision);
+        await RelayAsync(connection, upstream, runtime.Labels, check.Decision);
     }
 
-    private async Task TunnelConnectAsync(ConnectionContext connection, SidecarSnapshot snapshot, CancellationTokenSource timeout)
+    private async Task TunnelConnectAsync(ConnectionContext connection, RuntimeSnapshot runtime, CancellationTokenSource timeout)
     {
+        var snapshot = runtime.Snapshot;
         var input = connection.Transport.Input;
         string? requestLine = null;
         while (true)
@@ -211,7 +215,7 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
             return;
         }
 
-        var check = await gate.CheckAsync(snapshot, host, port, EgressTraffic.Tunnel, original: null, timeout.Token);
+        var check = await gate.CheckAsync(snapshot.Egress, snapshot.Workload, host, port, EgressTraffic.Tunnel, original: null, timeout.Token);
         if (!check.Allowed)
         {
             await WriteReplyAsync(output, "403 Forbidden", EgressForwarder.DenialMessage(host, port, check.DenyReason!, null), timeout.Token);
@@ -232,7 +236,7 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
 
         logger.TunnelOpened("connect", host, upstream.RemoteEndPoint, check.Decision.Policy);
         await output.WriteAsync("HTTP/1.1 200 Connection Established\r\n\r\n"u8.ToArray(), timeout.Token);
-        await RelayAsync(connection, upstream, snapshot, check.Decision);
+        await RelayAsync(connection, upstream, runtime.Labels, check.Decision);
     }
 
     /// <summary>"CONNECT host:port HTTP/1.x" with an explicit port; IPv6 literals in brackets.</summary>
@@ -271,11 +275,11 @@ internal sealed class EgressConnections(SnapshotStore store, EgressGate gate, Si
     /// an Istio TCP stream (reporter=source): its bytes are counted as they are copied, on the upstream's
     /// end, so only the tunnelled bytes count (not the CONNECT head or the sidecar's reply to it).
     /// </summary>
-    private async Task RelayAsync(ConnectionContext connection, Socket upstream, SidecarSnapshot snapshot, EgressDecision decision)
+    private async Task RelayAsync(ConnectionContext connection, Socket upstream, SnapshotLabels labels, EgressDecision decision)
     {
         var meter = telemetry.Istio.OpenTcpStream(new TcpLabels
         {
-            Workload = telemetry.LabelsFor(snapshot).Egress(decision),
+            Workload = labels.Egress(decision.Policy),
             ConnectionSecurityPolicy = PeerTelemetry.SourceSecurityPolicy,
         });
         try

@@ -3,6 +3,7 @@ using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Runtime;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
@@ -17,18 +18,19 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// policy: 400 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
 /// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
-internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<InboundPipeline> logger)
+internal sealed class InboundPipeline(RuntimeStore runtimes, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<InboundPipeline> logger)
 {
     private const string Direction = "inbound";
 
     public async Task HandleAsync(HttpContext context)
     {
         // 1. One snapshot for the whole request.
-        var snapshot = store.Current;
+        var runtime = runtimes.Current;
+        var snapshot = runtime.Snapshot;
         RequestIds.Ensure(context.Request);
 
         // T1. Telemetry: the clock starts; a sampled request gets a server span, continuing the caller's trace.
-        var record = telemetry.Start(context, snapshot, outbound: false);
+        var record = telemetry.Start(context, runtime.Labels, outbound: false);
         try
         {
             // 0. Control-plane mode before the first push: the placeholder snapshot has no policies, so
@@ -80,11 +82,11 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
             var endpoint = cluster.Endpoints[0];
             record.Cluster = cluster;
             record.Endpoint = endpoint;
-            telemetry.MeterUpgrade(context, snapshot, ref record, outbound: false);
+            telemetry.MeterUpgrade(context, runtime.Labels, ref record, outbound: false);
 
             // 3. Forward, streaming both bodies.
             var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,
-                UpstreamTransport.ConfigFor(cluster.Protocol), telemetry.LabelsFor(snapshot).InboundTransformer);
+                UpstreamTransport.ConfigFor(cluster.Protocol), runtime.InboundTransformer);
 
             // 4. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
             if (error != ForwarderError.None)
@@ -97,7 +99,7 @@ internal sealed class InboundPipeline(SnapshotStore store, IHttpForwarder forwar
         finally
         {
             // T2. Telemetry (reporter=destination): metrics, access log line, span end.
-            telemetry.Finish(context, snapshot, ref record, outbound: false);
+            telemetry.Finish(context, runtime.Labels, ref record, outbound: false);
         }
     }
 }

@@ -1,9 +1,11 @@
+using System.Net;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Runtime;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
@@ -23,18 +25,19 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
 internal sealed class OutboundPipeline(
-    SnapshotStore store, OutboundReadiness readiness, ResilientForwarder resilience, EgressForwarder egress, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
+    RuntimeStore runtimes, OutboundReadiness readiness, ResilientForwarder resilience, EgressForwarder egress, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
     public async Task HandleAsync(HttpContext context)
     {
         // 1. One snapshot for the whole request, however many are swapped in meanwhile.
-        var snapshot = store.Current;
+        var runtime = runtimes.Current;
+        var snapshot = runtime.Snapshot;
         RequestIds.Ensure(context.Request);
 
         // T1. Telemetry: the clock starts; a sampled request gets a client span, continuing the app's trace.
-        var record = telemetry.Start(context, snapshot, outbound: true);
+        var record = telemetry.Start(context, runtime.Labels, outbound: true);
         try
         {
             // 1a. Control-plane mode before the first push: the provisional snapshot knows no service, so the
@@ -47,19 +50,22 @@ internal sealed class OutboundPipeline(
                     return;
                 }
 
-                snapshot = store.Current;
+                runtime = runtimes.Current;
+                snapshot = runtime.Snapshot;
             }
 
             // 2. Destination: where the app really dialled (transparent capture), else the name it used.
-            var virtualHost = ResolveDestination(context, snapshot);
+            var original = OriginalDestination(context);
+            var virtualHost = ResolveDestination(context, snapshot, original);
             if (virtualHost is null)
             {
                 // 2e. Egress (Egress/README.md): not a mesh service, so outside the mesh. EgressPolicy
                 //     decides on Host and port; allowed goes to the addresses the sidecar resolved for
                 //     that name, denied is 403 NR.
-                var outcome = await egress.ForwardAsync(context, snapshot);
+                var outcome = await egress.ForwardAsync(context, snapshot.Egress, snapshot.Workload, original);
                 record.Flags |= outcome.Flags;
-                record.Egress = outcome.Allowed;
+                record.EgressAllowed = outcome.Allowed is not null;
+                record.EgressPolicy = outcome.Allowed?.Policy;
                 return;
             }
 
@@ -99,11 +105,11 @@ internal sealed class OutboundPipeline(
                 return;
             }
 
-            telemetry.MeterUpgrade(context, snapshot, ref record, outbound: true);
+            telemetry.MeterUpgrade(context, runtime.Labels, ref record, outbound: true);
 
             // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
             //    timeouts, retries within the budget; failures answered with their response flag.
-            var result = await resilience.ForwardAsync(context, cluster, rule, telemetry.LabelsFor(snapshot).PeerHeader);
+            var result = await resilience.ForwardAsync(context, cluster, rule, runtime.Labels.PeerHeader);
             record.Endpoint = result.Endpoint;
             record.Peer = result.Peer;
             record.PeerPrincipal = result.PeerPrincipal;
@@ -113,7 +119,7 @@ internal sealed class OutboundPipeline(
         finally
         {
             // T2. Telemetry (reporter=source): metrics, access log line, span end.
-            telemetry.Finish(context, snapshot, ref record, outbound: true);
+            telemetry.Finish(context, runtime.Labels, ref record, outbound: true);
         }
     }
 
@@ -142,13 +148,16 @@ internal sealed class OutboundPipeline(
         return false;
     }
 
-    private static VirtualHost? ResolveDestination(HttpContext context, SidecarSnapshot snapshot)
-    {
-        var services = snapshot.Services;
-        var original = context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
-                       items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
+    /// <summary>Where the app really dialled, on a transparently captured connection (SO_ORIGINAL_DST); else null.</summary>
+    private static IPEndPoint? OriginalDestination(HttpContext context) =>
+        context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
+        items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
             ? ((OriginalDestinationFeature)o!).EndPoint
             : null;
+
+    private static VirtualHost? ResolveDestination(HttpContext context, SidecarSnapshot snapshot, IPEndPoint? original)
+    {
+        var services = snapshot.Services;
         if (original is not null && services.TryResolve(original, out var byAddress))
         {
             return byAddress;

@@ -217,7 +217,7 @@ internal sealed class RequestAttempts
 
             if ((Flags & RefusedRetry) != 0)
             {
-                context.Response.Headers[Forwarding.LocalReply.FlagsHeader] = (Flags & RefusedRetry).ToCode();
+                context.Response.Headers[LocalReply.FlagsHeader] = (Flags & RefusedRetry).ToCode();
             }
         }
 

@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Net.Http;
-using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Telemetry;
 
 namespace MeshProxy.Sidecar.Resilience;
 

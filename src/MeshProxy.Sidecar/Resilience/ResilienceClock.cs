@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using MeshProxy.Sidecar.LoadBalancing;
 
 namespace MeshProxy.Sidecar.Resilience;
 
@@ -25,7 +26,7 @@ internal sealed class ResilienceClock
     public ResilienceClock(TimeProvider time)
     {
         Time = time;
-        _ticksPerMs = TicksPerMillisecond(time);
+        _ticksPerMs = HealthTime.TicksPerMillisecond(time);
         _system = ReferenceEquals(time, TimeProvider.System);
     }
 
@@ -38,19 +39,7 @@ internal sealed class ResilienceClock
     public long NowMs() => Milliseconds(Time.GetTimestamp());
 
     /// <summary>Milliseconds now on <paramref name="time"/>'s timestamp clock: what endpoint health is compared with.</summary>
-    public static long Milliseconds(TimeProvider time)
-    {
-        var perMs = TicksPerMillisecond(time);
-        var timestamp = time.GetTimestamp();
-        return perMs > 0 ? timestamp / perMs : (long)(timestamp * (1000.0 / time.TimestampFrequency));
-    }
-
-    /// <summary>Timestamp ticks per millisecond when a whole number (1,000,000 for Linux's Stopwatch, 10,000 for a FakeTimeProvider), else 0.</summary>
-    private static long TicksPerMillisecond(TimeProvider time)
-    {
-        var frequency = time.TimestampFrequency;
-        return frequency >= 1000 && frequency % 1000 == 0 ? frequency / 1000 : 0;
-    }
+    public static long Milliseconds(TimeProvider time) => HealthTime.Milliseconds(time);
 
     /// <summary>
     /// A per-try timer on this clock. A CancellationTokenSource with a timeout allocates itself, its timer and

@@ -1,7 +1,6 @@
 using System.Net.Http;
 using System.Net.Sockets;
 using MeshProxy.Config.Resources;
-using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;

@@ -192,7 +192,7 @@ internal enum FailureKind
 
     /// <summary>
     /// The caller's own request cannot be sent as it is (a header value the upstream client refuses to encode,
-    /// Forwarding/UnsendableRequest.cs): 400 DPE, not retried (no endpoint could take it), never the endpoint's fault.
+    /// Telemetry/UnsendableRequest.cs): 400 DPE, not retried (no endpoint could take it), never the endpoint's fault.
     /// </summary>
     Downstream,
 }

@@ -1,6 +1,6 @@
 using System.Net.Http;
 using System.Runtime.CompilerServices;
-using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Telemetry;
 using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Resilience;

@@ -55,7 +55,7 @@ internal static class UpstreamConnector
             // Out of descriptors or buffers here: this sidecar's own failure, not the endpoint's.
             state?.Connections.Exit();
             health?.CloseConnection();
-            throw new Forwarding.OwnFailureException("cannot open a socket: " + ex.Message, ex);
+            throw new Telemetry.OwnFailureException("cannot open a socket: " + ex.Message, ex);
         }
 
         try

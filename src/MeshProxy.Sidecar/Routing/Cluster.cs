@@ -38,14 +38,23 @@ internal sealed class Cluster
     /// <summary>Load balancing, circuit breaking, outlier detection and retry budget settings (DestinationPolicy).</summary>
     public ClusterPolicy Policy { get; }
 
-    /// <summary>Counters that outlive the snapshot: see <see cref="ClusterState.CarryOver"/>.</summary>
+    /// <summary>Counters that outlive the snapshot: carried over by Runtime/RuntimeBuilder.cs from the cluster of the same name.</summary>
     public ClusterState State { get; private set; } = null!;
 
-    /// <summary>Its upstream connections; set by <see cref="Forwarding.UpstreamTransport"/> before the snapshot is published.</summary>
-    public Forwarding.ClusterPool? Pool { get; internal set; }
+    /// <summary>
+    /// Its upstream connections (Forwarding/ClusterPool.cs), given by Runtime/RuntimeBuilder.cs before the snapshot is
+    /// put in force; null on a cluster outside a snapshot in force (tests, benchmarks) and on the inbound one.
+    /// </summary>
+    public IClusterConnections? Pool { get; private set; }
 
-    /// <summary>Takes over live state; only while the snapshot is being built, before any request sees it.</summary>
-    internal void AdoptState(ClusterState state)
+    /// <summary>Takes over live state and a pool; only while the runtime of a snapshot is built, before any request sees it.</summary>
+    internal void Adopt(ClusterState state, IClusterConnections? pool)
+    {
+        AdoptState(state);
+        Pool = pool;
+    }
+
+    private void AdoptState(ClusterState state)
     {
         State = state;
         foreach (var endpoint in Endpoints)
@@ -55,4 +64,17 @@ internal sealed class Cluster
 
         state.Forget(Endpoints);
     }
+}
+
+/// <summary>
+/// A cluster's upstream connections as routing holds them: opaque here, so that a snapshot's clusters can carry
+/// their pool without routing depending on the upstream-send layer that owns it (Forwarding/ClusterPool.cs, the
+/// one implementation, which the sender reads back by its own type).
+/// </summary>
+internal interface IClusterConnections
+{
+    /// <summary>False once the connections are retired and drained.</summary>
+    bool TryAcquire();
+
+    void Release();
 }

@@ -5,7 +5,7 @@ namespace MeshProxy.Sidecar.Telemetry;
 /// <summary>
 /// Requests whose caller went away (flag DC), summed up in one log line per interval. A client decides how
 /// often it aborts, so a line per abort at Warning let any client write the sidecar's log at will (two lines,
-/// ~1.5 KB per abort, before issue 19). Each abort is now one Debug line (Forwarding/UpstreamFailure.cs) and a
+/// ~1.5 KB per abort, before issue 19). Each abort is now one Debug line (Telemetry/UpstreamFailure.cs) and a
 /// count (<c>meshproxy_downstream_aborted_total</c>, and <c>istio_requests_total{response_flags="DC"}</c>);
 /// this class writes, at the end of an interval that had aborts, one Information line with their number per
 /// direction. An interval without an abort writes nothing and holds no timer: the first abort arms a one-shot

@@ -1,4 +1,3 @@
-using MeshProxy.Sidecar.Forwarding;
 
 namespace MeshProxy.Sidecar.Telemetry;
 

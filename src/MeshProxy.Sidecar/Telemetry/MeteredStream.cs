@@ -1,5 +1,4 @@
 using MeshProxy.Metrics.Istio;
-using MeshProxy.Sidecar.Forwarding;
 
 namespace MeshProxy.Sidecar.Telemetry;
 

@@ -177,7 +177,7 @@ internal sealed class MeshStateMetrics
     /// <summary>Clusters come from configuration; the bound keeps a pathological config from growing the exposition without end.</summary>
     private const int MaxClusters = 2048;
 
-    private static readonly (string Name, string Help, Func<Resilience.ResilienceStats, long> Read)[] ClusterCounters =
+    private static readonly (string Name, string Help, Func<ResilienceStats, long> Read)[] ClusterCounters =
     [
         ("meshproxy_upstream_retries_total", "Retry attempts (attempts after the first), per cluster.", s => s.Retries),
         ("meshproxy_upstream_retry_budget_exhausted_total", "Failures returned because the retry budget was spent (flag UO), per cluster.", s => s.RetriesExhausted),
@@ -261,11 +261,11 @@ internal sealed class MeshStateMetrics
     public void Refresh()
     {
         var snapshot = _snapshots.Current;
-        var now = Resilience.ResilienceClock.Milliseconds(_time);
+        var now = LoadBalancing.HealthTime.Milliseconds(_time);
         lock (_refreshLock)
         {
             var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var cluster in Resilience.ClusterState.ClustersOf(snapshot))
+            foreach (var cluster in snapshot.Clusters())
             {
                 if (!seen.Add(cluster.Name))
                 {

@@ -51,6 +51,9 @@ internal struct RequestRecord
     /// <summary>Outbound: attempts made upstream (ForwardResult.Attempts); 0 when none was (local reply before forwarding).</summary>
     public int Attempts;
 
-    /// <summary>Egress (not a mesh service): the decision that let the request out, for its destination labels; null when denied or not egress.</summary>
-    public Egress.EgressDecision? Egress;
+    /// <summary>Egress (not a mesh service) let the request out; false when denied or not egress.</summary>
+    public bool EgressAllowed;
+
+    /// <summary>Allowed egress: the EgressPolicy ("namespace/name") that let it out, for its destination labels; null under ALLOW_ANY.</summary>
+    public string? EgressPolicy;
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using MeshProxy.Metrics;
 using MeshProxy.Metrics.Istio;
 using MeshProxy.Metrics.Runtime;
@@ -13,7 +12,8 @@ namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// Telemetry on the request path: the pipelines call <see cref="Start"/> first and <see cref="Finish"/>
-/// last; in between they fill in a <see cref="RequestRecord"/>. Finish records Istio's request metrics
+/// last, with the labels of the snapshot they serve the request on (built with the snapshot's runtime state,
+/// Runtime/RuntimeBuilder.cs); in between they fill in a <see cref="RequestRecord"/>. Finish records Istio's request metrics
 /// (always), queues an access log line (when on) and ends the span (when sampled). Nothing here
 /// allocates for an unsampled request with a declared body length, except the access log's queue slot.
 /// </summary>
@@ -22,8 +22,6 @@ internal sealed class SidecarTelemetry : IDisposable
     private const string Inbound = "inbound";
     private const string Outbound = "outbound";
 
-    private readonly ConditionalWeakTable<SidecarSnapshot, SnapshotLabels> _labels = new();
-    private SnapshotLabels? _lastLabels;
     private readonly bool _ownsAborts;
 
     /// <param name="aborts">The summary of aborted requests; by default one on the system clock (tests give one on a fake clock).</param>
@@ -63,8 +61,9 @@ internal sealed class SidecarTelemetry : IDisposable
     public AbortedRequests Aborts { get; }
 
     /// <summary>Starts the clock; counts an undeclared request body; if sampled, starts the span and puts its context in the headers the next hop gets.</summary>
-    public RequestRecord Start(HttpContext context, SidecarSnapshot snapshot, bool outbound)
+    public RequestRecord Start(HttpContext context, SnapshotLabels labels, bool outbound)
     {
+        var snapshot = labels.Snapshot;
         var record = new RequestRecord { Started = Stopwatch.GetTimestamp() };
         if (snapshot.Mesh.AccessLog.Enabled)
         {
@@ -86,8 +85,9 @@ internal sealed class SidecarTelemetry : IDisposable
     }
 
     /// <summary>Records the finished request: metrics, access log line, span. Called once the response is complete (or abandoned).</summary>
-    public void Finish(HttpContext context, SidecarSnapshot snapshot, ref RequestRecord record, bool outbound)
+    public void Finish(HttpContext context, SnapshotLabels labels, ref RequestRecord record, bool outbound)
     {
+        var snapshot = labels.Snapshot;
         if ((record.Flags & ResponseFlags.DownstreamConnectionTermination) != 0)
         {
             // The caller went away: a count and the interval's summary line, not a line per request.
@@ -107,7 +107,7 @@ internal sealed class SidecarTelemetry : IDisposable
         var flags = record.Flags.ToCode();
 
         var peer = outbound ? null : PeerTelemetry.Of(context);
-        var workload = WorkloadOf(context, snapshot, record, peer, outbound);
+        var workload = WorkloadOf(context, labels, record, peer, outbound);
         var security = outbound ? PeerTelemetry.SourceSecurityPolicy : PeerTelemetry.SecurityPolicy(peer);
 
         Istio.RecordRequest(
@@ -139,7 +139,7 @@ internal sealed class SidecarTelemetry : IDisposable
                 record.StartTime, outbound ? Outbound : Inbound, request.Method, request.Path.Value ?? string.Empty,
                 request.QueryString.Value ?? string.Empty, request.Protocol, code, record.Flags, requestBytes, responseBytes, durationMs,
                 UpstreamTiming.Of(context)?.ServiceTimeMs ?? -1, record.Endpoint, record.Cluster?.Name, record.RouteName,
-                First(headers, Forwarding.RequestIds.HeaderName), First(headers, "host"), First(headers, "user-agent"), First(headers, "x-forwarded-for"),
+                First(headers, RequestIds.HeaderName), First(headers, "host"), First(headers, "user-agent"), First(headers, "x-forwarded-for"),
                 connection.RemoteIpAddress, connection.RemotePort, peer?.Principal));
         }
 
@@ -154,7 +154,7 @@ internal sealed class SidecarTelemetry : IDisposable
     /// (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) gets its upgrade features replaced by a meter, so the
     /// WebSocket's bytes are counted in istio_tcp_* as they pass. Other requests only pay the two feature reads.
     /// </summary>
-    public void MeterUpgrade(HttpContext context, SidecarSnapshot snapshot, ref RequestRecord record, bool outbound)
+    public void MeterUpgrade(HttpContext context, SnapshotLabels snapshotLabels, ref RequestRecord record, bool outbound)
     {
         var features = context.Features;
         var upgrade = features.Get<IHttpUpgradeFeature>();
@@ -167,11 +167,11 @@ internal sealed class SidecarTelemetry : IDisposable
         var peer = outbound ? null : PeerTelemetry.Of(context);
         var labels = new TcpLabels
         {
-            Workload = WorkloadOf(context, snapshot, record, peer, outbound),
+            Workload = WorkloadOf(context, snapshotLabels, record, peer, outbound),
             ConnectionSecurityPolicy = outbound ? PeerTelemetry.SourceSecurityPolicy : PeerTelemetry.SecurityPolicy(peer),
         };
         var cluster = record.Cluster ?? record.Destination?.DefaultCluster;
-        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect, outbound && cluster is not null ? (LabelsFor(snapshot), cluster) : null);
+        var metered = new MeteredUpgrade(Istio, labels, upgrade, connect, outbound && cluster is not null ? (snapshotLabels, cluster) : null);
         record.Upgrade = metered;
         if (upgrade is not null)
         {
@@ -194,36 +194,20 @@ internal sealed class SidecarTelemetry : IDisposable
         }
     }
 
-    /// <summary>The snapshot's label strings, built on its first request (or when it is applied) and reused by reference.</summary>
-    internal SnapshotLabels LabelsFor(SidecarSnapshot snapshot)
-    {
-        var last = Volatile.Read(ref _lastLabels);
-        if (last?.Snapshot == snapshot)
-        {
-            return last;
-        }
-
-        var labels = _labels.GetValue(snapshot, static s => new SnapshotLabels(s));
-        Volatile.Write(ref _lastLabels, labels);
-        return labels;
-    }
-
     private void OnApplied(SidecarSnapshot snapshot)
     {
         Proxy.ConfigApplied(snapshot);
-        var labels = LabelsFor(snapshot);
-        Tracing.Apply(snapshot, labels.LocalCanonicalService);
+        Tracing.Apply(snapshot, SnapshotLabels.CanonicalServiceOf(snapshot.Workload));
     }
 
     /// <summary>Who talked to whom. Outbound, the peer is the upstream; inbound, the caller authenticated by mTLS (null on plaintext).</summary>
-    private IstioWorkloadLabels WorkloadOf(HttpContext context, SidecarSnapshot snapshot, in RequestRecord record, Identity.PeerIdentity? peer, bool outbound)
+    private static IstioWorkloadLabels WorkloadOf(HttpContext context, SnapshotLabels labels, in RequestRecord record, Identity.PeerIdentity? peer, bool outbound)
     {
-        var labels = LabelsFor(snapshot);
         return outbound
             ? (record.Cluster ?? record.Destination?.DefaultCluster) is { } cluster ? labels.Outbound(cluster, record.Peer, record.PeerPrincipal)
-                : record.Egress is { } egress ? labels.Egress(egress)
+                : record.EgressAllowed ? labels.Egress(record.EgressPolicy)
                 : labels.OutboundBlackHole
-            : labels.Inbound(CalledAs(snapshot, context.Request), peer, peer is null ? null : PeerMetadata.Parse(First(context.Request.Headers, PeerMetadata.HeaderName)));
+            : labels.Inbound(CalledAs(labels.Snapshot, context.Request), peer, peer is null ? null : PeerMetadata.Parse(First(context.Request.Headers, PeerMetadata.HeaderName)));
     }
 
     private static VirtualHost? CalledAs(SidecarSnapshot snapshot, HttpRequest request) =>
@@ -278,7 +262,7 @@ internal sealed class SidecarTelemetry : IDisposable
             });
             span.SetTag("user_agent.original", request.Headers.UserAgent.ToString());
             span.SetTag("client.address", context.Connection.RemoteIpAddress?.ToString());
-            span.SetTag("meshproxy.request_id", First(request.Headers, Forwarding.RequestIds.HeaderName));
+            span.SetTag("meshproxy.request_id", First(request.Headers, RequestIds.HeaderName));
         }
 
         return span;

@@ -7,10 +7,11 @@ using MeshProxy.Sidecar.Routing;
 namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
-/// The metric label values of one snapshot, built once when the snapshot is first used: this
-/// workload's side of every series, and the destination side of every outbound cluster. Requests copy
-/// these string instances into their labels, so the metrics registry finds a series by reference and
-/// recording allocates nothing.
+/// The metric label values of one snapshot, built with the snapshot's runtime state before it is put in force
+/// (Runtime/RuntimeBuilder.cs): this workload's side of every series, and the destination side of every
+/// outbound cluster. Requests copy these string instances into their labels, so the metrics registry finds a
+/// series by reference and recording allocates nothing; a cluster whose labels did not change keeps the
+/// previous snapshot's instances, so its series are found by reference across a configuration change too.
 /// </summary>
 internal sealed class SnapshotLabels
 {
@@ -30,19 +31,20 @@ internal sealed class SnapshotLabels
     // tunnel through one policy carries the same label strings.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IstioWorkloadLabels> _egressPolicies = new(StringComparer.Ordinal);
 
-    public SnapshotLabels(SidecarSnapshot snapshot)
+    /// <param name="previous">The labels of the snapshot this one replaces, whose equal values are reused.</param>
+    public SnapshotLabels(SidecarSnapshot snapshot, SnapshotLabels? previous = null)
     {
         Snapshot = snapshot;
         _workload = snapshot.Workload;
         var labels = _workload.Labels;
         LocalPrincipal = SpiffeId(snapshot.Mesh.TrustDomain, _workload.Namespace, _workload.ServiceAccount);
-        LocalApp = Label(labels, "app") ?? Label(labels, "app.kubernetes.io/name") ?? _workload.Name;
+        LocalApp = AppOf(_workload);
         LocalVersion = Label(labels, "version") ?? Label(labels, "app.kubernetes.io/version");
-        LocalCanonicalService = Label(labels, "service.istio.io/canonical-name") ?? LocalApp;
+        LocalCanonicalService = CanonicalServiceOf(_workload);
         LocalCanonicalRevision = Label(labels, "service.istio.io/canonical-revision") ?? LocalVersion;
         LocalServiceFqdn = $"{LocalApp}.{_workload.Namespace}.svc.cluster.local";
 
-        _inbound = new IstioWorkloadLabels
+        _inbound = Reuse(previous?._inbound, new IstioWorkloadLabels
         {
             Reporter = Destination,
 
@@ -58,18 +60,19 @@ internal sealed class SnapshotLabels
             DestinationCanonicalRevision = LocalCanonicalRevision,
             DestinationServiceName = LocalApp,
             DestinationServiceNamespace = _workload.Namespace,
-        };
+        });
 
         var virtualHosts = snapshot.Services.VirtualHosts.ToList();
         var clusters = virtualHosts
             .SelectMany(v => v.Rules.SelectMany(r => r.Destinations.Select(d => d.Cluster)).Append(v.DefaultCluster))
             .Distinct();
-        _outbound = clusters.ToFrozenDictionary(c => c, OutboundFor);
+        var before = previous?._outbound.ToDictionary(p => p.Key.Name, p => p.Value, StringComparer.Ordinal);
+        _outbound = clusters.ToFrozenDictionary(c => c, c => Reuse(before?.GetValueOrDefault(c.Name), OutboundFor(c)));
         _inboundServices = virtualHosts.ToFrozenDictionary(v => v, v => v.ServiceFqdn);
-        OutboundBlackHole = OutboundBase() with { DestinationServiceName = BlackHoleCluster };
-        PeerHeader = PeerMetadata.Encode(_workload.Name, _workload.Namespace, LocalCanonicalService, LocalCanonicalRevision, LocalApp, LocalVersion);
-        InboundTransformer = Forwarding.MeshRequestTransformer.InboundWith(PeerHeader);
-        _egressPassthrough = OutboundBase() with { DestinationServiceName = PassthroughCluster };
+        OutboundBlackHole = Reuse(previous?.OutboundBlackHole, OutboundBase() with { DestinationServiceName = BlackHoleCluster });
+        var peerHeader = PeerMetadata.Encode(_workload.Name, _workload.Namespace, LocalCanonicalService, LocalCanonicalRevision, LocalApp, LocalVersion);
+        PeerHeader = peerHeader == previous?.PeerHeader ? previous.PeerHeader : peerHeader;
+        _egressPassthrough = Reuse(previous?._egressPassthrough, OutboundBase() with { DestinationServiceName = PassthroughCluster });
     }
 
     /// <summary>Istio's name for the destination of egress allowed by ALLOW_ANY rather than by a policy.</summary>
@@ -79,9 +82,6 @@ internal sealed class SnapshotLabels
 
     /// <summary>This workload's peer metadata header value (Telemetry/PeerMetadata.cs).</summary>
     public string PeerHeader { get; }
-
-    /// <summary>The inbound forwarder's header rules, answering mTLS callers with <see cref="PeerHeader"/>.</summary>
-    public Forwarding.MeshRequestTransformer InboundTransformer { get; }
 
     public string LocalPrincipal { get; }
 
@@ -104,8 +104,13 @@ internal sealed class SnapshotLabels
     /// destination is the EgressPolicy that allowed it, or PassthroughCluster under ALLOW_ANY. Never the
     /// host the app named, which a wildcard policy would let the app choose without bound.
     /// </summary>
-    public IstioWorkloadLabels Egress(Egress.EgressDecision decision) =>
-        decision.Policy is { } policy ? _egressPolicies.GetOrAdd(policy, EgressPolicyLabels) : _egressPassthrough;
+    /// <param name="policy">The EgressPolicy ("namespace/name") that allowed it; null under ALLOW_ANY.</param>
+    public IstioWorkloadLabels Egress(string? policy) =>
+        policy is not null ? _egressPolicies.GetOrAdd(policy, EgressPolicyLabels) : _egressPassthrough;
+
+    /// <summary>The workload's canonical service (Istio's label, else its app), which also names its traces' service.</summary>
+    public static string CanonicalServiceOf(WorkloadSpec workload) =>
+        Label(workload.Labels, "service.istio.io/canonical-name") ?? AppOf(workload);
 
     public static string SpiffeId(string trustDomain, string ns, string serviceAccount) =>
         $"spiffe://{trustDomain}/ns/{ns}/sa/{serviceAccount}";
@@ -196,6 +201,13 @@ internal sealed class SnapshotLabels
             DestinationServiceNamespace = slash < 0 ? null : policy[..slash],
         };
     }
+
+    /// <summary>An equal earlier instance if there is one: the registry then finds the series by reference.</summary>
+    private static IstioWorkloadLabels Reuse(IstioWorkloadLabels? earlier, IstioWorkloadLabels built) =>
+        earlier is { } e && e.Equals(built) ? e : built;
+
+    private static string AppOf(WorkloadSpec workload) =>
+        Label(workload.Labels, "app") ?? Label(workload.Labels, "app.kubernetes.io/name") ?? workload.Name;
 
     private static string? Label(IReadOnlyDictionary<string, string> labels, string name) =>
         labels.TryGetValue(name, out var value) && !string.IsNullOrEmpty(value) ? value : null;

@@ -1,4 +1,5 @@
 using System.Net;
+using MeshProxy.Sidecar.Admin;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.ControlPlaneClient;
 using MeshProxy.Sidecar.Hosting;

@@ -1,5 +1,5 @@
 using System.Net;
-using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Telemetry;
 using MeshProxy.Sidecar.Tests.Identity;
 
 namespace MeshProxy.Sidecar.Tests.Authorization;

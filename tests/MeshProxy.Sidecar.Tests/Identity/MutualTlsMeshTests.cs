@@ -4,7 +4,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using MeshProxy.Identity;
-using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Telemetry;
 
 namespace MeshProxy.Sidecar.Tests.Identity;
 

@@ -172,7 +172,7 @@ public sealed class ConnectionPoolTests
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 2 } }"));
         await using var sidecar = await TestSidecar.StartAsync(yaml);
         using var client = Client();
-        var state = ClusterState.ClustersOf(sidecar.Store.Current).Single(c => c.Name.Contains("svc", StringComparison.Ordinal)).State;
+        var state = sidecar.Store.Current.Clusters().Single(c => c.Name.Contains("svc", StringComparison.Ordinal)).State;
 
         // Until a connection has read the server's SETTINGS the limit is unknown; one request teaches it.
         using (var warm = new HttpRequestMessage(HttpMethod.Get, new Uri(sidecar.OutboundUri, "/warm")))

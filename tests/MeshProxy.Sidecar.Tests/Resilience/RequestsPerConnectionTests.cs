@@ -132,7 +132,7 @@ public sealed class RequestsPerConnectionTests
         await using var backend = await CountingBackend.StartAsync(HttpProtocols.Http2);
         await using var sidecar = await StartSidecarAsync(backend, "HTTP2", "{ tcp: { maxConnections: 1 }, http: { maxRequestsPerConnection: 4 } }");
         using var client = Client();
-        var state = ClusterState.ClustersOf(sidecar.Store.Current).Single(c => c.Name.Contains("svc", StringComparison.Ordinal)).State;
+        var state = sidecar.Store.Current.Clusters().Single(c => c.Name.Contains("svc", StringComparison.Ordinal)).State;
         using var stop = new CancellationTokenSource();
         var maxOpen = 0;
         var sampler = Task.Run(async () =>

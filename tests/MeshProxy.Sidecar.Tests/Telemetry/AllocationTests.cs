@@ -42,6 +42,7 @@ public sealed class AllocationTests
         var snapshot = SnapshotBuilder.Build(ResourceParser.ParseText(Yaml, "alloc.yaml"), "v1", "alloc.yaml", DateTimeOffset.UtcNow);
         store.Apply(snapshot);
         using var telemetry = new SidecarTelemetry(store, NullLoggerFactory.Instance);
+        var labels = new SnapshotLabels(snapshot);
         var cluster = outbound ? snapshot.Services.VirtualHosts.Single().DefaultCluster : snapshot.InboundCluster;
         var context = new DefaultHttpContext();
         context.Request.Method = HttpMethods.Get;
@@ -53,9 +54,9 @@ public sealed class AllocationTests
 
         void Once()
         {
-            var record = telemetry.Start(context, snapshot, outbound);
+            var record = telemetry.Start(context, labels, outbound);
             record.Cluster = cluster;
-            telemetry.Finish(context, snapshot, ref record, outbound);
+            telemetry.Finish(context, labels, ref record, outbound);
         }
 
         for (var i = 0; i < 100; i++)

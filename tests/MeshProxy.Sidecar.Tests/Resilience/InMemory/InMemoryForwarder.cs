@@ -1,9 +1,9 @@
 using System.Text;
 using MeshProxy.Config.Parsing;
 using MeshProxy.Sidecar.Configuration;
-using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Telemetry;
 using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;

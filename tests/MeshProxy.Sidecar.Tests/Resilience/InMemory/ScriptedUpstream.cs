@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;

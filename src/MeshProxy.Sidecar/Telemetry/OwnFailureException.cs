@@ -1,4 +1,4 @@
-namespace MeshProxy.Sidecar.Forwarding;
+namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// A failure on this sidecar's side of an outbound attempt — no certificate to originate mTLS with, no

@@ -1,8 +1,8 @@
 using Microsoft.AspNetCore.Http;
 
-namespace MeshProxy.Sidecar.Forwarding;
+namespace MeshProxy.Sidecar.Telemetry;
 
-/// <summary>x-request-id: kept when the caller sent one, made up otherwise, and forwarded either way.</summary>
+/// <summary>x-request-id: kept when the caller sent one, made up otherwise, and forwarded either way; the access log and spans carry it.</summary>
 internal static class RequestIds
 {
     public const string HeaderName = "x-request-id";

@@ -2,12 +2,11 @@ using System.Net.Http;
 using System.Net.Sockets;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
-using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
 
-namespace MeshProxy.Sidecar.Forwarding;
+namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// What a forwarding error means for the caller: the status to answer with, the flag to record, a short
@@ -49,7 +48,7 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
         var failure = Classify(error, exception);
 
         // A send that failed without a connect error, for a request the upstream client can never send: the
-        // caller's bytes are the cause, not the upstream (Forwarding/UnsendableRequest.cs).
+        // caller's bytes are the cause, not the upstream (Telemetry/UnsendableRequest.cs).
         return error == ForwarderError.Request && failure.Flags == ResponseFlags.UpstreamConnectionTermination &&
                UnsendableRequest.FindHeader(context.Request) is { } header
             ? new(ResponseFlags.DownstreamProtocolError, 400, UnsendableRequest.Reason(header), exception, CallersFault: true)

@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.AspNetCore.Http;
 
-namespace MeshProxy.Sidecar.Forwarding;
+namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// What in the caller's own request the upstream HTTP client refuses to send. Kestrel accepts header values

@@ -1,4 +1,4 @@
-namespace MeshProxy.Sidecar.Forwarding;
+namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// The pass-through part of a stream layer: every read, write and flush goes to <see cref="Inner"/>, each
@@ -9,8 +9,8 @@ namespace MeshProxy.Sidecar.Forwarding;
 /// than through the span and memory forms. What Stream builds on those (CopyTo, CopyToAsync, ReadByte,
 /// WriteByte, Begin/End) is left to Stream, so it goes through a layer's reads and writes too; timeouts are
 /// not passed on (no layer has needed them). Layers wrap connections and bodies as they flow: none can seek.
-/// It lives in Forwarding because what it wraps is what the sidecar forwards: the upstream connections this
-/// folder's transport hands to Resilience's layers, and the bodies and tunnels Telemetry counts.
+/// It lives in Telemetry, the lowest folder with layers of its own (the bodies and tunnels it counts), so that
+/// the layers of the upstream send above it (requests per connection, the server's stream limit) can use it too.
 /// </summary>
 /// <param name="inner">The stream every member passes to.</param>
 /// <param name="leaveOpen">True when <paramref name="inner"/> belongs to someone else: disposing the layer then leaves it open.</param>

@@ -1,10 +1,10 @@
-using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Yarp.ReverseProxy.Forwarder;
 
-namespace MeshProxy.Sidecar.Resilience;
+namespace MeshProxy.Sidecar.Forwarding;
 
 /// <summary>
 /// The outbound header rules (<see cref="MeshRequestTransformer"/>), plus what attempts need: the

@@ -1,7 +1,6 @@
-using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 
-namespace MeshProxy.Sidecar.Forwarding;
+namespace MeshProxy.Sidecar.Telemetry;
 
 /// <summary>
 /// A response the sidecar makes itself (no route, upstream failure...). It names its flag in a header
