@@ -30,6 +30,7 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// 410 (reason Expired) and the stream ends, as the API server answers after etcd compacted.</item>
 /// </list>
 /// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs.
+/// ConfigMaps and the checks the API server makes on them: FakeKubernetesApiServer.ConfigMaps.cs.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
 /// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
@@ -60,6 +61,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         RegisterResource("", "v1", "services", "Service", namespaced: true);
         RegisterResource("", "v1", "pods", "Pod", namespaced: true);
         RegisterResource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced: true);
+        RegisterConfigMaps();
     }
 
     public Uri BaseUri { get; private set; } = null!;
@@ -264,6 +266,11 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         }
 
         if (await TryServeTokenReviewAsync(context))
+        {
+            return;
+        }
+
+        if (await TryRefuseConfigMapWriteAsync(context))
         {
             return;
         }
