@@ -105,10 +105,13 @@ public sealed partial class DeploymentArtifactTests
         var program = Path.Combine(RepoPaths.Root, "src", "MeshProxy.ControlPlane", "Program.cs");
         Assert.SkipUnless(File.Exists(program), "src/MeshProxy.ControlPlane is not on this branch yet (branch controlplane)");
         var source = File.ReadAllText(program);
+        // The certificate authority's options are read by CertificateServiceOptions.TryReadArgument (a switch expression).
+        var certificateOptions = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "MeshProxy.ControlPlane", "Certificates", "CertificateServiceOptions.cs"));
         var container = Find("Deployment", "meshproxy-controlplane")["spec"]!["template"]!["spec"]!["containers"]!.AsArray().Single(c => S(c!["name"]) == "controlplane")!;
         foreach (var flag in container["args"]!.AsArray().Select(S).Where(a => a.StartsWith("--", StringComparison.Ordinal)))
         {
-            Assert.Contains($"case \"{flag}\"", source, StringComparison.Ordinal);
+            Assert.True(source.Contains($"case \"{flag}\"", StringComparison.Ordinal) || certificateOptions.Contains($"\"{flag}\" =>", StringComparison.Ordinal)
+                || certificateOptions.Contains($"\"{flag}\" when", StringComparison.Ordinal), $"{flag} is not an option of meshproxy-controlplane");
         }
 
         var (entrypoint, _, _) = Dockerfile("controlplane.Dockerfile");
