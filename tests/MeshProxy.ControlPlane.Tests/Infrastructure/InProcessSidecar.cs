@@ -37,9 +37,13 @@ internal sealed class InProcessSidecar : IAsyncDisposable
 
     public IPEndPoint InboundEndPoint => Endpoints.Inbound!;
 
-    /// <summary>Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>.</summary>
-    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080)
+    /// <summary>
+    /// Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>; with
+    /// <paramref name="tokenFile"/> (and <paramref name="caFile"/> for https://) it asks the control plane's CA for its SVID.
+    /// </summary>
+    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080, string? tokenFile = null, string? caFile = null)
     {
+        var credentials = (tokenFile is null ? string.Empty : $", tokenFile: {tokenFile}") + (caFile is null ? string.Empty : $", caFile: {caFile}");
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, $"{workload}.yaml");
         File.WriteAllText(path, $$"""
@@ -51,11 +55,17 @@ internal sealed class InProcessSidecar : IAsyncDisposable
               app: { port: {{appPort}} }
               listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
               drainDuration: 0s
-              controlPlane: { address: "{{controlPlane}}" }
+              controlPlane: { address: "{{controlPlane}}"{{credentials}} }
 
             """);
         return path;
     }
+
+    /// <summary>The CA client retrying within a second (for <see cref="StartAsync"/>'s configure).</summary>
+    public static void FastCertificateAuthority(IServiceCollection services) => services.AddSingleton(new MeshProxy.Sidecar.Identity.CertificateAuthorityClientOptions
+    {
+        Rotation = new MeshProxy.Identity.SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
+    });
 
     public static async Task<InProcessSidecar> StartAsync(string bootstrapPath, Action<IServiceCollection>? configure = null)
     {

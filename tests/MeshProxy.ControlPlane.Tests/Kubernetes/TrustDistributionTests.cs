@@ -2,7 +2,6 @@ using System.Text.Json.Nodes;
 using MeshProxy.ControlPlane.Kubernetes;
 using MeshProxy.ControlPlane.Tests.Certificates;
 using MeshProxy.ControlPlane.Tests.Infrastructure;
-using MeshProxy.Identity;
 using MeshProxy.Sidecar.Identity;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -161,23 +160,11 @@ public sealed class TrustDistributionTests : IAsyncLifetime
         var work = RepoPaths.NewTempDirectory();
         // caFile is what the kubelet would mount from the ConfigMap.
         await File.WriteAllTextAsync(Path.Combine(work, "root-cert.pem"), Held("shop"), TestContext.Current.CancellationToken);
-        var bootstrap = Path.Combine(work, "web.yaml");
-        await File.WriteAllTextAsync(bootstrap, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: web, namespace: shop }
-            spec:
-              workload: { serviceAccount: web }
-              app: { port: 18080 }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "https://127.0.0.1:{{kit.ControlPlane.Host.GrpcTlsEndPoint!.Port}}", tokenFile: web.token, caFile: root-cert.pem }
-
-            """, TestContext.Current.CancellationToken);
+        var bootstrap = InProcessSidecar.WriteBootstrap(work, "web", "shop", $"https://127.0.0.1:{kit.ControlPlane.Host.GrpcTlsEndPoint!.Port}", tokenFile: "web.token", caFile: "root-cert.pem");
         var tokenFile = Path.Combine(work, "web.token");
 
         string serial;
-        await using (var sidecar = await InProcessSidecar.StartAsync(bootstrap, Fast))
+        await using (var sidecar = await InProcessSidecar.StartAsync(bootstrap, InProcessSidecar.FastCertificateAuthority))
         {
             // Its pod (named as the sidecar names itself) and the pod's projected token, as the kubelet would provide.
             var pod = PodOf(sidecar);
@@ -195,7 +182,7 @@ public sealed class TrustDistributionTests : IAsyncLifetime
         // No token any more: a restarted sidecar can only prove itself with the SVID it saved.
         File.Delete(tokenFile);
         var reviews = _api.TokenReviews;
-        await using (var restarted = await InProcessSidecar.StartAsync(bootstrap, Fast))
+        await using (var restarted = await InProcessSidecar.StartAsync(bootstrap, InProcessSidecar.FastCertificateAuthority))
         {
             var pod = PodOf(restarted);
             _api.Apply(KubeJson.Pod("shop", pod, "127.0.0.1", serviceAccount: "web", app: "web"));
@@ -261,11 +248,6 @@ public sealed class TrustDistributionTests : IAsyncLifetime
             "-out", cert, "-subj", "/O=test/CN=" + name, "-days", "30", "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
         return await File.ReadAllTextAsync(cert);
     }
-
-    private static void Fast(IServiceCollection services) => services.AddSingleton(new CertificateAuthorityClientOptions
-    {
-        Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
-    });
 
     private static Task EventuallyAsync(Func<bool> condition, string what, TimeSpan? timeout = null) =>
         TestControlPlane.EventuallyAsync(() => Task.FromResult(condition()), what, timeout ?? TimeSpan.FromSeconds(30));
