@@ -198,6 +198,37 @@ public sealed class TrustDistributionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_sidecar_whose_svid_proves_another_service_account_than_the_pod_it_claims_is_refused()
+    {
+        await using var kit = await StartAsync(tls: true);
+        await EventuallyAsync(() => Held("shop") is not null, "the trust bundle in shop");
+        var work = RepoPaths.NewTempDirectory();
+        await File.WriteAllTextAsync(Path.Combine(work, "root-cert.pem"), Held("shop"), TestContext.Current.CancellationToken);
+        var bootstrap = InProcessSidecar.WriteBootstrap(work, "api", "shop", $"https://127.0.0.1:{kit.ControlPlane.Host.GrpcTlsEndPoint!.Port}", tokenFile: "api.token", caFile: "root-cert.pem");
+        var tokenFile = Path.Combine(work, "api.token");
+
+        // api's sidecar in api's pod gets api's SVID, saved beside its snapshot.
+        await using (var sidecar = await InProcessSidecar.StartAsync(bootstrap, InProcessSidecar.FastCertificateAuthority))
+        {
+            var pod = PodOf(sidecar);
+            _api.Apply(KubeJson.Pod("shop", pod, "127.0.0.1", serviceAccount: "api", app: "api"));
+            await File.WriteAllTextAsync(tokenFile, _api.CreateServiceAccountToken("shop", "api", pod: pod), TestContext.Current.CancellationToken);
+            var identity = sidecar.Services.GetRequiredService<SidecarIdentity>();
+            await EventuallyAsync(() => identity.Store.Current is not null && File.Exists(sidecar.Source.SnapshotPath + ".key.pem"), "api's SVID, saved", TimeSpan.FromSeconds(30));
+        }
+
+        // The same SVID, now from a pod that runs as web: refused, whatever the SVID's own validity.
+        File.Delete(tokenFile);
+        await using var impostor = await InProcessSidecar.StartAsync(bootstrap, InProcessSidecar.FastCertificateAuthority);
+        _api.Apply(KubeJson.Pod("shop", PodOf(impostor), "127.0.0.1", serviceAccount: "web", app: "web"));
+        await EventuallyAsync(() => _logs.WithEvent(40).Any(l => l.Contains(impostor.Source.InstanceId, StringComparison.Ordinal)
+            && l.Contains("(workload_mismatch)", StringComparison.Ordinal)
+            && l.Contains("the credential proves service account shop/api, but the stream claims pod", StringComparison.Ordinal)), "the SVID's stream refused");
+        Assert.True(impostor.Store.Current.Stale);
+        Assert.DoesNotContain((await kit.ControlPlane.SynczAsync()).EnumerateArray(), s => s.GetProperty("instanceId").GetString() == impostor.Source.InstanceId);
+    }
+
+    [Fact]
     public async Task Rbac_grants_exactly_the_configmap_and_namespace_requests_the_trust_bundle_makes()
     {
         await using (var kit = await StartAsync())
