@@ -58,4 +58,16 @@ internal static partial class ControlPlaneLog
 
     [LoggerMessage(17, LogLevel.Warning, "TLS key exchange is not limited to X25519, P-256 and P-384 ({Reason}): a client can ask for a costly finite-field group")]
     public static partial void TlsGroupsNotLimited(this ILogger logger, string reason);
+
+    [LoggerMessage(40, LogLevel.Warning, "Config stream of {InstanceId} from {Address} refused ({Reason}); its credential: {Credential}: {Message}")]
+    public static partial void StreamRefused(this ILogger logger, string instanceId, string address, string credential, string reason, string message);
+
+    [LoggerMessage(41, LogLevel.Warning, "TLS client certificate from {Address} refused (not an SVID of this mesh): {Reason}")]
+    public static partial void ClientCertificateRefused(this ILogger logger, string address, string reason);
+
+    [LoggerMessage(42, LogLevel.Information, "Trust bundle ConfigMap {Namespace}/{Name} {Action} ({Roots} roots)")]
+    public static partial void TrustBundleWritten(this ILogger logger, string @namespace, string name, string action, int roots);
+
+    [LoggerMessage(43, LogLevel.Warning, "Trust bundle ConfigMap {Namespace}/{Name} could not be written ({Error}); retrying in {Seconds}s")]
+    public static partial void TrustBundleWriteFailed(this ILogger logger, string @namespace, string name, string error, double seconds);
 }

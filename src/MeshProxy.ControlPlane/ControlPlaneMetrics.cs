@@ -34,6 +34,8 @@ internal sealed class ControlPlaneMetrics
         Registry.CallbackGauge("meshproxy_controlplane_config_generation", "Configuration generation; increases at every change of the directory.", () => directory.Current.Generation);
         Pushes = Registry.Factory.CreateCounter("meshproxy_controlplane_pushes_total", "Snapshots sent to sidecars.");
         Nacks = Registry.Factory.CreateCounter("meshproxy_controlplane_nacks_total", "Snapshots refused by a sidecar.");
+        StreamRefusals = Registry.Factory.CreateCounter(
+            "meshproxy_controlplane_stream_refusals_total", "Config streams (and TLS client certificates) refused, by reason: missing_credential, token_rejected, workload_mismatch...", ["reason"]);
         PushLatency = Registry.Factory.CreateHistogram(
             "meshproxy_controlplane_push_latency_seconds", "Time from sending a snapshot to its ACK or NACK.", new HistogramConfiguration { Buckets = LatencyBuckets });
         ProcessMetrics.Register(Registry);
@@ -47,4 +49,7 @@ internal sealed class ControlPlaneMetrics
     public Counter Nacks { get; }
 
     public Histogram PushLatency { get; }
+
+    /// <summary>Kubernetes mode's refusals of a config stream's credential or claim (see StreamAuthenticator).</summary>
+    public Counter StreamRefusals { get; }
 }

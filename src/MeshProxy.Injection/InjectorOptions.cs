@@ -12,8 +12,12 @@ public sealed record InjectorOptions
 
     public string ImagePullPolicy { get; init; } = "IfNotPresent";
 
-    /// <summary>The address the sidecar streams its configuration from (the control plane's 15010 or 15012).</summary>
-    public string ControlPlaneAddress { get; init; } = "http://meshproxy-controlplane.meshproxy-system.svc:15010";
+    /// <summary>
+    /// The address the sidecar streams its configuration from and sends its CSRs to: the control plane's gRPC over TLS
+    /// (15012), checked against the trust bundle the pod mounts (caFile). An http:// address (plaintext 15010) is for
+    /// a control plane outside Kubernetes only: the config stream and the token would cross the network in clear.
+    /// </summary>
+    public string ControlPlaneAddress { get; init; } = "https://meshproxy-controlplane.meshproxy-system.svc:15012";
 
     /// <summary>Audience of the projected ServiceAccount token the sidecar presents to the control plane.</summary>
     public string TokenAudience { get; init; } = "meshproxy";

@@ -23,6 +23,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
     public const string CertsVolume = "meshproxy-certs";
     public const string SnapshotVolume = "meshproxy-snapshot";
     public const string PodInfoVolume = "meshproxy-podinfo";
+    public const string TrustBundleVolume = "meshproxy-ca-root-cert";
 
     public const string TokenDirectory = "/var/run/secrets/meshproxy/tokens";
     public const string CertsDirectory = "/var/run/secrets/meshproxy/certs";
@@ -35,7 +36,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
     /// <summary>The bootstrap's app port for a pod that declares none: the schema requires one, and nothing is captured to it.</summary>
     private const int NominalAppPort = 8080;
 
-    private static readonly string[] VolumeNames = [TokenVolume, CertsVolume, SnapshotVolume, PodInfoVolume];
+    private static readonly string[] VolumeNames = [TokenVolume, CertsVolume, SnapshotVolume, PodInfoVolume, TrustBundleVolume];
     private static readonly string[] ContainerLists = ["containers", "initContainers"];
 
     public InjectorOptions Options => options;
@@ -339,6 +340,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             Mount(CertsVolume, CertsDirectory, readOnly: false),
             Mount(SnapshotVolume, SnapshotDirectory, readOnly: false),
             Mount(PodInfoVolume, PodInfoDirectory, readOnly: true),
+            Mount(TrustBundleVolume, SidecarEnvironment.TrustBundleDirectory, readOnly: true),
         };
         return container;
     }
@@ -371,6 +373,17 @@ public sealed partial class SidecarInjector(InjectorOptions options)
                     new JsonObject { ["path"] = "bootstrap.yaml", ["fieldRef"] = new JsonObject { ["fieldPath"] = $"metadata.annotations['{Annotations.Bootstrap}']" } },
                     new JsonObject { ["path"] = "labels", ["fieldRef"] = new JsonObject { ["fieldPath"] = "metadata.labels" } },
                 },
+            },
+        },
+        // The control plane keeps this ConfigMap in every meshed namespace; until it exists the kubelet holds the pod
+        // in ContainerCreating and retries the mount (not optional: a sidecar without caFile can trust nothing).
+        new JsonObject
+        {
+            ["name"] = TrustBundleVolume,
+            ["configMap"] = new JsonObject
+            {
+                ["name"] = SidecarEnvironment.TrustBundleConfigMap,
+                ["items"] = new JsonArray { new JsonObject { ["key"] = SidecarEnvironment.TrustBundleKey, ["path"] = SidecarEnvironment.TrustBundleKey } },
             },
         },
     ];
@@ -502,7 +515,9 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         text.Append($"  workload: {{ name: {Q(workload)}, serviceAccount: {Q(serviceAccount)}, labels: {{ {labelText} }} }}\n");
         text.Append($"  app: {{ port: {app?.Port ?? NominalAppPort}, protocol: {app?.Protocol ?? "HTTP"} }}\n");
         text.Append($"  drainDuration: {drain}\n");
-        text.Append($"  controlPlane: {{ address: {Q(options.ControlPlaneAddress)}, tokenFile: {Q(TokenDirectory + "/token")}, snapshotPath: {Q(SnapshotDirectory + "/snapshot.bin")} }}\n");
+        // caFile only for https://: an http:// control plane (set by the operator on purpose) has no certificate to check.
+        var caFile = options.ControlPlaneAddress.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? $", caFile: {Q(SidecarEnvironment.TrustBundleFile)}" : string.Empty;
+        text.Append($"  controlPlane: {{ address: {Q(options.ControlPlaneAddress)}, tokenFile: {Q(TokenDirectory + "/token")}{caFile}, snapshotPath: {Q(SnapshotDirectory + "/snapshot.bin")} }}\n");
         return text.ToString();
     }
 

@@ -177,6 +177,40 @@ public sealed class InjectionGoldenTests
     }
 
     [Fact]
+    public void The_patch_points_the_sidecar_at_tls_15012_with_the_mounted_trust_bundle_as_ca_file()
+    {
+        // From the patch itself, as the API server would apply it.
+        var pod = ReadPod("multi-container-pod");
+        var (_, patch) = Review(pod, new InjectorOptions());
+        var injected = JsonPatch.Apply(pod, patch!);
+        var sidecar = injected["spec"]!["initContainers"]![1]!;
+        Assert.Equal("https://meshproxy-controlplane.meshproxy-system.svc:15012", Env(sidecar, MeshProxy.Config.Resources.SidecarEnvironment.ControlPlane));
+
+        var bootstrap = ResourceParser.ParseText(injected["metadata"]!["annotations"]![Annotations.Bootstrap]!.GetValue<string>(), "bootstrap.yaml");
+        Assert.Empty(bootstrap.Errors);
+        var controlPlane = bootstrap.OfKind<MeshProxy.Config.Resources.SidecarResource>().Single().Spec.ControlPlane!;
+        Assert.Equal("https://meshproxy-controlplane.meshproxy-system.svc:15012", controlPlane.Address);
+        Assert.Equal("/var/run/secrets/meshproxy/ca/root-cert.pem", controlPlane.CaFile);
+        Assert.Equal("/var/run/secrets/meshproxy/tokens/token", controlPlane.TokenFile);
+
+        // caFile is the ConfigMap's key, mounted read-only where caFile says.
+        var mount = sidecar["volumeMounts"]!.AsArray().Single(m => m!["name"]!.GetValue<string>() == "meshproxy-ca-root-cert")!;
+        Assert.Equal("/var/run/secrets/meshproxy/ca", mount["mountPath"]!.GetValue<string>());
+        Assert.True(mount["readOnly"]!.GetValue<bool>());
+        var volume = injected["spec"]!["volumes"]!.AsArray().Single(v => v!["name"]!.GetValue<string>() == "meshproxy-ca-root-cert")!;
+        Assert.Equal("meshproxy-ca-root-cert", volume["configMap"]!["name"]!.GetValue<string>());
+        Assert.Equal("root-cert.pem", volume["configMap"]!["items"]![0]!["key"]!.GetValue<string>());
+        Assert.Equal("root-cert.pem", volume["configMap"]!["items"]![0]!["path"]!.GetValue<string>());
+        Assert.Null(volume["configMap"]!["optional"]);
+        Assert.DoesNotContain(":15010", injected.ToJsonString(), StringComparison.Ordinal);
+
+        // An operator who points sidecars at a plaintext control plane on purpose gets no caFile (nothing to check).
+        var (_, plainPatch) = Review(ReadPod("multi-container-pod"), new InjectorOptions { ControlPlaneAddress = "http://cp.example:15010" });
+        var plain = JsonPatch.Apply(ReadPod("multi-container-pod"), plainPatch!);
+        Assert.DoesNotContain("caFile", plain["metadata"]!["annotations"]![Annotations.Bootstrap]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Annotation_keys_with_slashes_are_escaped_in_the_patch_paths()
     {
         var (_, patch) = Review(ReadPod("exclusions"), Options);

@@ -9,6 +9,7 @@ using k8s;
 using k8s.Autorest;
 using k8s.Models;
 using MeshProxy.Cli.Install;
+using MeshProxy.Config.Resources;
 using MeshProxy.Config.Schema;
 
 namespace MeshProxy.Cli.Check;
@@ -26,9 +27,9 @@ internal sealed record CheckResult(string Group, string Name, bool Ok, string De
 internal sealed class MeshChecks(IKubernetes client, InstallOptions install, TimeProvider time)
 {
     /// <summary>The trust-bundle ConfigMap the control plane keeps in every meshed namespace, and its key (SidecarEnvironment's).</summary>
-    public const string TrustBundleConfigMap = "meshproxy-ca-root-cert";
+    public const string TrustBundleConfigMap = SidecarEnvironment.TrustBundleConfigMap;
 
-    public const string TrustBundleKey = "root-cert.pem";
+    public const string TrustBundleKey = SidecarEnvironment.TrustBundleKey;
 
     public const int MonitoringPort = 15014;
 

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using MeshProxy.Config.Resources;
 using MeshProxy.Config.Schema;
 using MeshProxy.Injection;
 using MeshProxy.Injection.Hosting;
@@ -87,9 +88,15 @@ internal static class Manifests
             // The Kubernetes source lists and watches Services, EndpointSlices and Pods; informers never get one by one.
             Rule([""], ["services", "pods"], ["list", "watch"]),
             Rule(["discovery.k8s.io"], ["endpointslices"], ["list", "watch"]),
-            // The CA asks the API server whose projected service-account token a CSR carries (not system:auth-delegator,
+            // Whose projected service-account token a CSR (the CA) or a config stream carries (not system:auth-delegator,
             // which also grants subjectaccessreviews).
             Rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+            // The trust bundle in every meshed namespace (TrustBundlePublisher; TrustDistributionTests checks these rules):
+            // namespaces for the injection label; ConfigMaps of that one name only (asked for with a field selector, so
+            // list and watch can be limited by name; create cannot be).
+            Rule([""], ["namespaces"], ["list", "watch"]),
+            Rule([""], ["configmaps"], ["create"]),
+            Rule([""], ["configmaps"], ["list", "watch", "update"], [SidecarEnvironment.TrustBundleConfigMap]),
             // Custom resources: listed and watched cluster-wide, only their status written (merge patch).
             Rule(["meshproxy.io"], [.. MeshPlurals], ["list", "watch"]),
             Rule(["meshproxy.io"], [.. MeshPlurals.Select(p => p + "/status")], ["patch"]),
@@ -166,9 +173,9 @@ internal static class Manifests
         o.ControlPlaneReplicas,
         annotations: new JsonObject { ["prometheus.io/scrape"] = "true", ["prometheus.io/port"] = $"{MonitoringPort}", ["prometheus.io/path"] = "/metrics" },
         container: Container(o, "controlplane", ControlPlaneArgs(o), command: null)
-            .With("ports", new JsonArray(Port("grpc", GrpcPort), Port("grpc-tls", GrpcTlsPort), Port("http-monitoring", MonitoringPort)))
+            .With("ports", new JsonArray(Port("grpc-tls", GrpcTlsPort), Port("http-monitoring", MonitoringPort)))
             .With("readinessProbe", new JsonObject { ["httpGet"] = new JsonObject { ["path"] = "/ready", ["port"] = MonitoringPort }, ["periodSeconds"] = 5 })
-            .With("livenessProbe", new JsonObject { ["tcpSocket"] = new JsonObject { ["port"] = GrpcPort }, ["periodSeconds"] = 15, ["failureThreshold"] = 4 })
+            .With("livenessProbe", new JsonObject { ["tcpSocket"] = new JsonObject { ["port"] = GrpcTlsPort }, ["periodSeconds"] = 15, ["failureThreshold"] = 4 })
             .With("resources", Resources("200m", "256Mi", "1Gi"))
             .With("volumeMounts", new JsonArray(Mount("config", ConfigMount), Mount("ca", CaMount, readOnly: false))),
         volumes: new JsonArray(
@@ -182,7 +189,9 @@ internal static class Manifests
         "--source", "kubernetes",
         "--config-dir", ConfigMount,
         "--cluster-domain", o.ClusterDomain,
-        "--grpc", $"0.0.0.0:{GrpcPort}",
+        // Sidecars reach the control plane over TLS only (their config stream authenticated by token or SVID);
+        // plaintext gRPC stays on the pod's loopback, for kubectl port-forward.
+        "--grpc", $"127.0.0.1:{GrpcPort}",
         "--grpc-tls", $"0.0.0.0:{GrpcTlsPort}",
         "--monitoring", $"0.0.0.0:{MonitoringPort}",
         "--ca-dir", CaMount,
@@ -195,7 +204,7 @@ internal static class Manifests
     private static JsonObject ControlPlaneService(InstallOptions o) => Service(
         o,
         o.ControlPlane,
-        new JsonArray(ServicePort("grpc", GrpcPort, GrpcPort), ServicePort("grpc-tls", GrpcTlsPort, GrpcTlsPort), ServicePort("http-monitoring", MonitoringPort, MonitoringPort)));
+        new JsonArray(ServicePort("grpc-tls", GrpcTlsPort, GrpcTlsPort), ServicePort("http-monitoring", MonitoringPort, MonitoringPort)));
 
     private static JsonObject InjectorDeployment(InstallOptions o) => Deployment(
         o,
@@ -220,7 +229,8 @@ internal static class Manifests
         "--tls-key", $"{WebhookCertMount}/tls.key",
         "--sidecar-image", o.SidecarImage,
         "--init-image", o.InitImage,
-        "--control-plane", $"http://{o.ControlPlane}.{o.Namespace}.svc:{GrpcPort}",
+        // The injector gives sidecars caFile (the trust-bundle ConfigMap it mounts) for an https:// control plane.
+        "--control-plane", $"https://{o.ControlPlane}.{o.Namespace}.svc:{GrpcTlsPort}",
         "--kubernetes-version", o.KubernetesVersion,
     ]);
 

@@ -153,7 +153,8 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         return new RpcException(new RpcStatus(status, message));
     }
 
-    private static string? BearerToken(string? authorization)
+    /// <summary>The token of an <c>authorization: Bearer</c> header (the config stream reads it the same way); null when there is none.</summary>
+    internal static string? BearerToken(string? authorization)
     {
         // The scheme is case-insensitive (RFC 9110 11.1); the token itself is not.
         if (authorization is null || !authorization.StartsWith(BearerPrefix, StringComparison.OrdinalIgnoreCase))

@@ -26,6 +26,12 @@ internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
     public SvidStore Store => _store;
 
     /// <summary>
+    /// Kubernetes mode (set by the host): the check of an optional client certificate, made per connection (the
+    /// config stream's SVID, see Discovery/StreamAuthenticator). Null: no certificate is asked for.
+    /// </summary>
+    public Func<Microsoft.AspNetCore.Connections.ConnectionContext, RemoteCertificateValidationCallback>? ClientCertificates { get; set; }
+
+    /// <summary>
     /// Issues the first certificate (in process, so at once) and starts renewing it. Call before the
     /// listener accepts connections: until then a handshake has no certificate to present and fails.
     /// </summary>
@@ -48,13 +54,15 @@ internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
         listen.Protocols = HttpProtocols.Http2;
         listen.UseHttps(new TlsHandshakeCallbackOptions
         {
-            OnConnection = _ => ValueTask.FromResult(new SslServerAuthenticationOptions
+            OnConnection = context => ValueTask.FromResult(new SslServerAuthenticationOptions
             {
                 ServerCertificateContext = _store.CertificateContext,
                 EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
                 ApplicationProtocols = [SslApplicationProtocol.Http2],
                 // Callers authenticate with their bootstrap token; they have no certificate before their first CSR.
-                ClientCertificateRequired = false,
+                // With ClientCertificates set a certificate is asked for, and one presented must pass that check.
+                ClientCertificateRequired = ClientCertificates is not null,
+                RemoteCertificateValidationCallback = ClientCertificates?.Invoke(context.Connection),
             }),
         });
     }

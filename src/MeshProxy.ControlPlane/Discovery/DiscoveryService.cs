@@ -24,6 +24,7 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _pushSlots = new(MaxConcurrentPushes);
     private readonly IWorkloadResolver? _resolver;
+    private readonly StreamAuthenticator? _authenticator;
     private long _nonce;
 
     /// <summary>
@@ -36,6 +37,9 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
     /// </summary>
     internal const int MaxConcurrentPushes = 64;
 
+    /// <summary>The refusal reason (metric label) of a stream whose credential proves another workload than it claims.</summary>
+    internal const string WorkloadMismatch = "workload_mismatch";
+
     /// <summary>
     /// A slot normally turns over in well under a millisecond. Sidecars that stopped reading hold theirs
     /// until the write timeout; past this wait a push goes ahead without a slot, so they can delay the
@@ -45,9 +49,10 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
 
     public DiscoveryService(
         IConfigSource directory, SnapshotCache cache, ConnectionRegistry registry, ControlPlaneMetrics metrics,
-        TimeProvider time, TimeSpan writeTimeout, ILogger<DiscoveryService> logger, IWorkloadResolver? resolver = null)
+        TimeProvider time, TimeSpan writeTimeout, ILogger<DiscoveryService> logger, IWorkloadResolver? resolver = null, StreamAuthenticator? authenticator = null)
     {
         _resolver = resolver;
+        _authenticator = authenticator;
         _directory = directory;
         _cache = cache;
         _registry = registry;
@@ -80,12 +85,19 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
         Workload? workload = null;
         if (_resolver is not null)
         {
+            // Who is asking first (an unproven caller learns nothing about pods), then who it claims to be.
+            var proven = _authenticator is null ? null : await _authenticator.AuthenticateAsync(context, node.InstanceId);
             // The Node's claims are not trusted where the source knows the sidecar's Pod.
             var resolved = _resolver.Resolve(node, http.RemoteIpAddress);
             if (resolved.Workload is null)
             {
                 _logger.SidecarRefused(node.InstanceId, node.Namespace, $"{http.RemoteIpAddress}", resolved.Refusal!);
                 throw new RpcException(new RpcStatus(resolved.Retry ? StatusCode.Unavailable : StatusCode.PermissionDenied, resolved.Refusal!));
+            }
+
+            if (proven is not null && Mismatch(proven, resolved) is { } mismatch)
+            {
+                throw _authenticator!.Refuse(StatusCode.PermissionDenied, WorkloadMismatch, node.InstanceId, $"{http.RemoteIpAddress}", proven.ToString(), mismatch);
             }
 
             workload = resolved.Workload;
@@ -123,6 +135,23 @@ internal sealed class DiscoveryService : ConfigDiscovery.ConfigDiscoveryBase, ID
             await pusher;
             _logger.SidecarDisconnected(connection.InstanceId, reason);
         }
+    }
+
+    /// <summary>
+    /// Why a proven identity may not have the workload its stream claims: config is served only for the namespace and
+    /// service account the credential proved, and, when it names one (a pod-bound token), only for that pod.
+    /// </summary>
+    internal static string? Mismatch(Identity.Bootstrap.WorkloadIdentity proven, WorkloadResolution resolved)
+    {
+        var claimed = resolved.Workload!;
+        if (proven.Namespace != claimed.Namespace || proven.ServiceAccount != claimed.ServiceAccount)
+        {
+            return $"the credential proves service account {proven.Namespace}/{proven.ServiceAccount}, but the stream claims pod {claimed.Namespace}/{resolved.Pod}, which runs as {claimed.Namespace}/{claimed.ServiceAccount}";
+        }
+
+        return proven.Pod is { } pod && pod != resolved.Pod
+            ? $"the credential is bound to pod {proven.Namespace}/{pod}, but the stream claims pod {claimed.Namespace}/{resolved.Pod}"
+            : null;
     }
 
     private void Handle(SidecarConnection connection, SnapshotRequest request)

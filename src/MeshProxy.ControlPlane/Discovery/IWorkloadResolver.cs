@@ -14,4 +14,8 @@ internal interface IWorkloadResolver
 }
 
 /// <summary>The workload, or why not; <see cref="Retry"/>: the answer may change (a Pod not seen yet), so UNAVAILABLE rather than PERMISSION_DENIED.</summary>
-internal sealed record WorkloadResolution(Workload? Workload, string? Refusal, bool Retry = false);
+internal sealed record WorkloadResolution(Workload? Workload, string? Refusal, bool Retry = false)
+{
+    /// <summary>The name of the Pod the sidecar was resolved to (a credential bound to a pod must name this one).</summary>
+    public string? Pod { get; init; }
+}

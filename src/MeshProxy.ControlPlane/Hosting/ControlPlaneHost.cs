@@ -2,6 +2,7 @@ using System.Net;
 using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Discovery;
 using MeshProxy.ControlPlane.Kubernetes;
+using MeshProxy.ControlPlane.Kubernetes.TrustBundle;
 using MeshProxy.ControlPlane.Kubernetes.Webhook;
 using MeshProxy.ControlPlane.Monitoring;
 using MeshProxy.ControlPlane.Resources;
@@ -34,6 +35,7 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
     private WebhookCertificatePublisher? _webhook;
     private readonly ControlPlaneTlsIdentity? _tls;
     private readonly DiscoveryService _discovery;
+    private TrustBundlePublisher? _trustBundle;
     private volatile bool _ready;
 
     private ControlPlaneHost(WebApplication app, IConfigSource source, ResourceDirectory? directory, KubernetesSource? kubernetes, DiscoveryService discovery, ConnectionRegistry registry, ControlPlaneMetrics metrics, CertificateService? certificates, ControlPlaneTlsIdentity? tls)
@@ -69,6 +71,9 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
     public IPEndPoint? GrpcTlsEndPoint { get; private set; }
 
     public IPEndPoint GrpcEndPoint { get; private set; } = null!;
+
+    /// <summary>Kubernetes mode with a CA: the trust-bundle ConfigMap in every meshed namespace.</summary>
+    internal TrustBundlePublisher? TrustBundle => _trustBundle;
 
     public IPEndPoint MonitoringEndPoint { get; private set; } = null!;
 
@@ -171,7 +176,16 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, source, kubernetes);
         var snapshots = new SnapshotCache();
-        discovery = new DiscoveryService(source, snapshots, registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>(), kubernetes);
+        // Kubernetes mode: a config stream is served only to the workload its credential proves (token or SVID).
+        StreamAuthenticator? authenticator = kubernetesClient is null ? null : new StreamAuthenticator(
+            new TokenReviewAuthenticator(kubernetesClient, options.Certificates?.TokenReview ?? new TokenReviewOptions(), options.Time),
+            () => certificates?.Authority, metrics, new MeshProxy.Identity.PeerCertificateVerifier(options.Time), loggers.CreateLogger<StreamAuthenticator>());
+        if (tls is not null && authenticator is not null)
+        {
+            tls.ClientCertificates = authenticator.CertificateCallback;
+        }
+
+        discovery = new DiscoveryService(source, snapshots, registry, metrics, options.Time, options.PushWriteTimeout, loggers.CreateLogger<DiscoveryService>(), kubernetes, authenticator);
         if (kubernetes is not null)
         {
             // Statuses are written apart from the pushes: a sidecar's answer only schedules a write.
@@ -240,6 +254,15 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             loggers.CreateLogger<ControlPlaneTlsIdentity>().TlsReady(tls.SpiffeId!.Value, host.GrpcTlsEndPoint.ToString());
         }
 
+        if (kubernetes is not null && certificates is not null)
+        {
+            // The CA's bundle changes when MeshConfig reloads it (the CA follows Changed first: it subscribed earlier).
+            var publisher = new TrustBundlePublisher(kubernetesClient!, kubernetes.Pods, () => certificates.Authority.Current.BundlePem, options.Kubernetes!.Informers, options.Time, loggers);
+            source.Changed += _ => publisher.Schedule();
+            host._trustBundle = publisher;
+            publisher.Start();
+        }
+
         host._ready = true;
         loggers.CreateLogger<ControlPlaneHost>().Listening(host.GrpcEndPoint.ToString(), host.MonitoringEndPoint.ToString(), source.Description);
         return host;
@@ -265,6 +288,11 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             if (_webhook is not null)
             {
                 await _webhook.DisposeAsync();
+            }
+
+            if (_trustBundle is not null)
+            {
+                await _trustBundle.DisposeAsync();
             }
 
             Certificates?.Dispose();

@@ -156,7 +156,7 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
             return new WorkloadResolution(null, $"the connection comes from {remoteAddress}, which is not an IP of pod {ns}/{podName}");
         }
 
-        return new WorkloadResolution(PodWorkloads.From(pod), null);
+        return new WorkloadResolution(PodWorkloads.From(pod), null) { Pod = podName };
     }
 
     public async ValueTask DisposeAsync()

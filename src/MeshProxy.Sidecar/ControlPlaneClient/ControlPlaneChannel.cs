@@ -8,7 +8,8 @@ namespace MeshProxy.Sidecar.ControlPlaneClient;
 /// </summary>
 internal static class ControlPlaneChannel
 {
-    public static GrpcChannel Create(Uri address, ControlPlaneTls? tls, ControlPlaneClientOptions options)
+    /// <param name="clientCertificate">The SVID to present as the TLS client certificate (https:// only), or null.</param>
+    public static GrpcChannel Create(Uri address, ControlPlaneTls? tls, ControlPlaneClientOptions options, MeshProxy.Identity.X509Svid? clientCertificate = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (address.Scheme == Uri.UriSchemeHttps && tls is not { IsTls: true })
@@ -16,7 +17,7 @@ internal static class ControlPlaneChannel
             throw new ArgumentException("an https:// control plane needs its TLS trust (controlPlane.caFile)", nameof(tls));
         }
 
-        var handler = tls?.CreateHandler() ?? new SocketsHttpHandler();
+        var handler = tls?.CreateHandler(clientCertificate) ?? new SocketsHttpHandler();
         handler.KeepAlivePingDelay = options.KeepAlivePingDelay;
         handler.KeepAlivePingTimeout = options.KeepAlivePingTimeout;
         // Always, not only while calls are open: the config stream sits idle for hours, which is exactly when a

@@ -26,6 +26,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private readonly ISnapshotActivator _activator;
     private readonly ControlPlaneClientOptions _options;
     private readonly ControlPlaneTls _tls;
+    private readonly ControlPlaneCredentials _credentials;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Node _node;
@@ -35,7 +36,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
 
     public ControlPlaneSource(
         SidecarResource bootstrap, string bootstrapPath, SnapshotStore store, ISnapshotActivator activator, ControlPlaneClientOptions options,
-        ControlPlaneTls tls, TimeProvider time, ILogger<ControlPlaneSource> logger)
+        ControlPlaneTls tls, ControlPlaneCredentials credentials, TimeProvider time, ILogger<ControlPlaneSource> logger)
     {
         var controlPlane = bootstrap.Spec.ControlPlane ?? throw new ArgumentException("the Sidecar resource names no control plane", nameof(bootstrap));
         _bootstrap = bootstrap;
@@ -47,6 +48,7 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
         _activator = activator;
         _options = options;
         _tls = tls;
+        _credentials = credentials;
         _time = time;
         _logger = logger;
         var workload = bootstrap.Spec.Workload;
@@ -171,9 +173,12 @@ internal sealed class ControlPlaneSource : IConfigSource, IHostedService, IAsync
     private async Task<bool> StreamOnceAsync(CancellationToken cancellationToken)
     {
         _logger.Connecting(_address.ToString(), _node.InstanceId);
-        // A fresh channel (and connection) per stream: a connection that keepalive found dead is never reused.
-        using var channel = ControlPlaneChannel.Create(_address, _tls, _options);
-        using var call = new ConfigDiscovery.ConfigDiscoveryClient(channel).StreamSnapshots(cancellationToken: cancellationToken);
+        // A fresh channel (and connection) per stream: a connection that keepalive found dead is never reused, and
+        // the credential is chosen again (the token until the first SVID, then the SVID).
+        var certificate = _credentials.Certificate();
+        var headers = await _credentials.HeadersAsync(certificate is not null, cancellationToken);
+        using var channel = ControlPlaneChannel.Create(_address, _tls, _options, certificate);
+        using var call = new ConfigDiscovery.ConfigDiscoveryClient(channel).StreamSnapshots(headers, cancellationToken: cancellationToken);
 
         // What we serve (saved or pushed earlier) is announced, so the control plane's status is right from the start.
         var current = _store.Current;

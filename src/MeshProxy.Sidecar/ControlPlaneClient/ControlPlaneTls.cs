@@ -49,7 +49,8 @@ internal sealed class ControlPlaneTls
     public bool IsTls { get; }
 
     /// <summary>The transport under one control-plane GrpcChannel (ControlPlaneChannel): null for http:// (h2c), a pinned TLS handler for https://.</summary>
-    public SocketsHttpHandler? CreateHandler() => IsTls
+    /// <param name="clientCertificate">Presented when the control plane asks for a client certificate (its config stream takes the SVID as the credential).</param>
+    public SocketsHttpHandler? CreateHandler(X509Svid? clientCertificate = null) => IsTls
         ? new SocketsHttpHandler
         {
             SslOptions = new SslClientAuthenticationOptions
@@ -57,6 +58,8 @@ internal sealed class ControlPlaneTls
                 EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
                 RemoteCertificateValidationCallback = Validate,
+                // The leaf, its key and the intermediates, sent as the chain.
+                ClientCertificateContext = clientCertificate?.CertificateContext,
             },
         }
         : null;

@@ -74,6 +74,7 @@ internal static class SidecarHost
             bootstrap.ThrowIfInvalid();
             services.AddSingleton(new ControlPlaneClientOptions());
             services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ControlPlaneTls>(sp, controlPlaneSidecar, configPath));
+            services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ControlPlaneCredentials>(sp, controlPlaneSidecar, configPath, sp.GetRequiredService<SidecarIdentity>().Store));
             services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ControlPlaneSource>(sp, controlPlaneSidecar, configPath));
             services.AddSingleton<IConfigSource>(sp => sp.GetRequiredService<ControlPlaneSource>());
         }

@@ -93,7 +93,7 @@ internal sealed class CertificateAuthorityClient : IHostedService, IAsyncDisposa
 
     private async Task<IssuedCertificate> IssueAsync(string csrPem, CancellationToken cancellationToken)
     {
-        var token = (await File.ReadAllTextAsync(_tokenFile, cancellationToken)).Trim();
+        var token = await ControlPlaneCredentials.ReadTokenAsync(_tokenFile, cancellationToken);
         CreateCertificateResponse response;
         try
         {

@@ -139,10 +139,7 @@ public sealed class ControlPlaneTlsTrustTests
         return bootstrap;
     }
 
-    private static void Fast(IServiceCollection services) => services.AddSingleton(new CertificateAuthorityClientOptions
-    {
-        Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
-    });
+    private static void Fast(IServiceCollection services) => InProcessSidecar.FastCertificateAuthority(services);
 
     private static Task<TestControlPlane> StartAsync(string config, string caDirectory, string tokens, string serviceAccount = ControlPlaneTlsIdentityAccount) =>
         TestControlPlane.StartAsync(config, configure: o => o with

@@ -40,10 +40,11 @@ internal sealed class InProcessSidecar : IAsyncDisposable
 
     /// <summary>
     /// Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>; with
-    /// <paramref name="tokenFile"/> (relative to the directory) the sidecar asks the CA for a certificate with that token.
+    /// <paramref name="tokenFile"/> (and <paramref name="caFile"/> for https://) it asks the control plane's CA for its SVID.
     /// </summary>
-    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080, string? tokenFile = null)
+    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080, string? tokenFile = null, string? caFile = null)
     {
+        var credentials = (tokenFile is null ? string.Empty : $", tokenFile: {tokenFile}") + (caFile is null ? string.Empty : $", caFile: {caFile}");
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, $"{workload}.yaml");
         File.WriteAllText(path, $$"""
@@ -55,11 +56,17 @@ internal sealed class InProcessSidecar : IAsyncDisposable
               app: { port: {{appPort}} }
               listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
               drainDuration: 0s
-              controlPlane: { address: "{{controlPlane}}"{{(tokenFile is null ? string.Empty : $", tokenFile: {tokenFile}")}} }
+              controlPlane: { address: "{{controlPlane}}"{{credentials}} }
 
             """);
         return path;
     }
+
+    /// <summary>The CA client retrying within a second (for <see cref="StartAsync"/>'s configure).</summary>
+    public static void FastCertificateAuthority(IServiceCollection services) => services.AddSingleton(new MeshProxy.Sidecar.Identity.CertificateAuthorityClientOptions
+    {
+        Rotation = new MeshProxy.Identity.SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromMilliseconds(500) },
+    });
 
     public static async Task<InProcessSidecar> StartAsync(string bootstrapPath, Action<IServiceCollection>? configure = null)
     {

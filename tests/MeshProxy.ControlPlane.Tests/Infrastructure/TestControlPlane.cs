@@ -45,6 +45,10 @@ internal sealed class TestControlPlane : IAsyncDisposable
     public NodePeer Connect(string workload, string ns, params string[] labels) =>
         NodePeer.Start("discovery_client.js", [GrpcAddress, workload, ns, .. labels]);
 
+    /// <summary>A grpc-js sidecar that sends <paramref name="token"/> as its bearer credential (Kubernetes mode asks for one).</summary>
+    public NodePeer ConnectWithToken(string token, string workload, string ns, params string[] labels) =>
+        NodePeer.Start("discovery_client.js", ["--token", token, GrpcAddress, workload, ns, .. labels]);
+
     public async Task<JsonElement> SynczAsync() =>
         await Http.GetFromJsonAsync<JsonElement>(new Uri(MonitoringUri, "/debug/syncz"));
 

@@ -30,7 +30,8 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// 410 (reason Expired) and the stream ends, as the API server answers after etcd compacted.</item>
 /// </list>
 /// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs;
-/// SelfSubjectAccessReview, /version and the Service and Pod proxies: the .SelfSubjectAccessReview, .Version and .Proxy files.
+/// SelfSubjectAccessReview, /version and the Service and Pod proxies: the .SelfSubjectAccessReview, .Version and .Proxy files;
+/// ConfigMaps and the checks the API server makes on them: FakeKubernetesApiServer.ConfigMaps.cs.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
 /// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
@@ -61,6 +62,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         RegisterResource("", "v1", "services", "Service", namespaced: true);
         RegisterResource("", "v1", "pods", "Pod", namespaced: true);
         RegisterResource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced: true);
+        RegisterConfigMaps();
     }
 
     public Uri BaseUri { get; private set; } = null!;
@@ -269,8 +271,9 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
             return;
         }
 
-        // meshproxy check's calls: FakeKubernetesApiServer.SelfSubjectAccessReview.cs, .Version.cs, .Proxy.cs.
-        if (await TryServeSelfSubjectAccessReviewAsync(context) || await TryServeVersionAsync(context) || await TryServeProxyAsync(context))
+        // meshproxy check's calls: FakeKubernetesApiServer.SelfSubjectAccessReview.cs, .Version.cs, .Proxy.cs; ConfigMap write checks: .ConfigMaps.cs.
+        if (await TryServeSelfSubjectAccessReviewAsync(context) || await TryServeVersionAsync(context) || await TryServeProxyAsync(context)
+            || await TryRefuseConfigMapWriteAsync(context))
         {
             return;
         }

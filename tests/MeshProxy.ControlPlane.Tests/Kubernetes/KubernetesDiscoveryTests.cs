@@ -46,7 +46,7 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
     public async Task DiscoversScalesAndRollsAServiceAndSurvivesTheApiServerGoingAway()
     {
         await using var cp = await StartControlPlaneAsync();
-        await using var sidecar = cp.Connect("client", "shop");
+        await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
 
         var first = await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(["10.1.0.1 backend", "10.1.0.2 backend"], Endpoints(first));
@@ -97,7 +97,7 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
              "spec":{"type":"ExternalName","externalName":"api.payments.example","ports":[{"name":"https","port":443}]}}
             """);
         await using var cp = await StartControlPlaneAsync();
-        await using var sidecar = cp.Connect("client", "shop");
+        await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
         var first = await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
         Assert.Contains(Resources(first), r => r.GetProperty("name").GetString() == "payments");
 
@@ -129,7 +129,9 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         }
 
         await using var cp = await StartControlPlaneAsync();
-        await using var sidecar = cp.Connect(workload, "shop");
+        // A valid token (the config stream asks for one): what is refused is the claim, not the credential.
+        var token = podIp is null ? _api.CreateServiceAccountToken("shop", workload) : _api.CreateServiceAccountToken("shop", "admin", pod: $"{workload}-grpcjs");
+        await using var sidecar = cp.ConnectWithToken(token, workload, "shop");
         var error = await sidecar.NextAsync(e => e.GetProperty("type").GetString() == "error", TimeSpan.FromSeconds(30));
         Assert.Equal(code, error.GetProperty("code").GetInt32());
     }
@@ -147,59 +149,21 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
 
         await using (var cp = await StartControlPlaneAsync())
         {
-            await using var sidecar = cp.Connect("client", "shop");
+            await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
             await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
             await TestControlPlane.EventuallyAsync(
                 () => Task.FromResult(objects.All(o => _api.Get(o.ApiVersion, o.Kind, "shop", o.Name)?["status"] is JsonObject)),
                 "every custom object has a status", TimeSpan.FromSeconds(30));
         }
 
-        // (group, resource, verb) of every request the control plane made to the API server.
-        var asked = _api.Requests.Select(r =>
-        {
-            var (method, target) = (r.Split(' ')[0], r.Split(' ')[1]);
-            var path = target.Split('?')[0].Trim('/').Split('/');
-            var (group, rest) = path[0] == "api" ? ("", path[2..]) : (path[1], path[3..]);
-            var resource = rest switch
-            {
-                ["namespaces", _, var plural, _, "status"] => plural + "/status",
-                [var plural, _, "status"] => plural + "/status",
-                ["namespaces", _, var plural, ..] => plural,
-                _ => rest[0],
-            };
-            var verb = method switch
-            {
-                "GET" when target.Contains("watch=true", StringComparison.Ordinal) => "watch",
-                "GET" when rest.Length % 2 == 1 => "list",
-                "GET" => "get",
-                var m => m.ToLowerInvariant(),
-            };
-            return (group, resource, verb);
-        }).ToHashSet();
-
-        var rbac = new YamlDotNet.RepresentationModel.YamlStream();
-        rbac.Load(new StringReader(File.ReadAllText(Path.Combine(RepoPaths.Root, "docker", "kubernetes", "rbac.yaml"))));
-        var granted = rbac.Documents
-            .Select(d => (YamlDotNet.RepresentationModel.YamlMappingNode)d.RootNode)
-            .Where(d => d.Children[new YamlDotNet.RepresentationModel.YamlScalarNode("kind")].ToString() == "ClusterRole")
-            .SelectMany(d => ((YamlDotNet.RepresentationModel.YamlSequenceNode)d.Children[new YamlDotNet.RepresentationModel.YamlScalarNode("rules")]).Children)
-            .Cast<YamlDotNet.RepresentationModel.YamlMappingNode>()
-            .SelectMany(rule =>
-                from g in Strings(rule, "apiGroups")
-                from res in Strings(rule, "resources")
-                from v in Strings(rule, "verbs")
-                select (g, res, v))
-            // The CA's one rule (create tokenreviews) is checked against the CA's requests in
-            // TokenReviewCertificateTests, the webhook caBundle's in WebhookCertificatePublisherTests; this control plane
-            // runs without a CA.
-            .Where(r => r.g is not ("authentication.k8s.io" or "admissionregistration.k8s.io"))
-            .ToHashSet();
+        // The trust-bundle ConfigMaps (and the namespaces that decide where they go) are written only with a CA:
+        // TrustDistributionTests checks those rules against a control plane that has one. This one runs without a CA;
+        // its config stream still reviews the sidecar's token (create tokenreviews).
+        // The webhook's caBundle (admissionregistration.k8s.io) is checked in WebhookCertificatePublisherTests.
+        var granted = RbacRules.Granted().Where(r => r.Resource is not ("configmaps" or "namespaces") && r.Group != "admissionregistration.k8s.io");
 
         // Exactly: nothing asked is refused, nothing granted goes unused.
-        Assert.Equal(granted.OrderBy(g => g.ToString()), asked.OrderBy(a => a.ToString()));
-
-        static IEnumerable<string> Strings(YamlDotNet.RepresentationModel.YamlMappingNode rule, string key) =>
-            ((YamlDotNet.RepresentationModel.YamlSequenceNode)rule.Children[new YamlDotNet.RepresentationModel.YamlScalarNode(key)]).Children.Select(c => c.ToString());
+        Assert.Equal(granted.Order(), RbacRules.Asked(_api.Requests).Order());
     }
 
     [Fact]
@@ -218,7 +182,7 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
             """);
 
         await using var cp = await StartControlPlaneAsync();
-        await using var sidecar = cp.Connect("client", "shop");
+        await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
 
         // The GAMMA route on the discovered Service, to it and to a meshproxy.io Service; Istio's policy; our policy.
         var first = await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
@@ -274,7 +238,7 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         RegisterCustomKinds();
         var directory = RepoPaths.NewTempDirectory();
         await using var cp = await TestControlPlane.StartAsync(directory, configure: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = _client });
-        await using var sidecar = cp.Connect("client", "shop");
+        await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
         Assert.Equal(["10.1.0.1 backend", "10.1.0.2 backend"], Endpoints(await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30))));
 
         // A meshproxy.io Service of the same name takes over from the discovered one...
@@ -310,7 +274,7 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         // A generous bound, so that a start blocked on the absent kinds fails here rather than hanging the run.
         await using var cp = await StartControlPlaneAsync(new KubernetesSourceOptions { Informers = new() { MaxBackoff = TimeSpan.FromSeconds(2) } })
             .WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
-        await using var sidecar = cp.Connect("client", "shop");
+        await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
         await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
         Assert.Contains("kubernetes httproutes.gateway.networking.k8s.io: not served by the API server", (await ReadyAsync(cp)).Body);
         Assert.Contains("meshproxy_controlplane_kubernetes_kind_served{resource=\"httproutes.gateway.networking.k8s.io\"} 0", await cp.MetricsAsync());
@@ -360,6 +324,9 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         var parsed = MeshProxy.Config.Parsing.ResourceParser.ParseText(route.GetProperty("yaml").GetString()!, "pushed");
         return [.. parsed.OfKind<HttpRouteResource>().Single().Spec.Http[0].Route.Select(d => d.Weight)];
     }
+
+    /// <summary>The projected token of the grpc-js sidecar's pod (client-grpcjs, service account client-sa).</summary>
+    private string ClientToken() => _api.CreateServiceAccountToken("shop", "client-sa", pod: "client-grpcjs");
 
     private static Task EventuallyAsync(Func<bool> condition, string what) =>
         TestControlPlane.EventuallyAsync(() => Task.FromResult(condition()), what, TimeSpan.FromSeconds(30));

@@ -1,15 +1,22 @@
 // A sidecar as grpc-js sees it: streams snapshots from the control plane under test.
-// Usage: node discovery_client.js <host:port> <workload> <namespace> [label=value...]
+// Usage: node discovery_client.js [--token <bearer token>] <host:port> <workload> <namespace> [label=value...]
 // stdout: one JSON line per event: {"type":"snapshot",version,nonce,resources:[...]} | {"type":"error",code,details} | {"type":"end"}
 // stdin: one command per line: "ack" (ACK the last snapshot), "nack <reason>", "end" (half-close).
 'use strict';
 const readline = require('readline');
 const { grpc, ConfigDiscovery, emit } = require('./discovery_common');
 
-const [address, workload, namespace, ...labelArgs] = process.argv.slice(2);
+let args = process.argv.slice(2);
+const metadata = new grpc.Metadata();
+if (args[0] === '--token') {
+  // As a sidecar sends its service-account token on the config stream.
+  metadata.add('authorization', `Bearer ${args[1]}`);
+  args = args.slice(2);
+}
+const [address, workload, namespace, ...labelArgs] = args;
 const labels = Object.fromEntries(labelArgs.map((l) => l.split('=')));
 const client = new ConfigDiscovery(address, grpc.credentials.createInsecure());
-const call = client.StreamSnapshots();
+const call = client.StreamSnapshots(metadata);
 let last = null;
 let acked = '';
 

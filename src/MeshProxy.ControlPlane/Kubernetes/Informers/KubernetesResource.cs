@@ -59,6 +59,13 @@ internal sealed class KubernetesResource<T>
     public static KubernetesResource<V1EndpointSlice> EndpointSlices { get; } = Typed<V1EndpointSlice, V1EndpointSliceList>("endpointslices.discovery.k8s.io", (c, r, ct) =>
         c.DiscoveryV1.ListEndpointSliceForAllNamespacesWithHttpMessagesAsync(r.AllowWatchBookmarks, r.Continue, limit: r.Limit, resourceVersion: r.ResourceVersion, timeoutSeconds: r.TimeoutSeconds, watch: r.Watch, cancellationToken: ct));
 
+    /// <summary>
+    /// ConfigMaps of one name in every namespace (the trust bundle's): the API server selects them
+    /// (<c>fieldSelector=metadata.name=...</c>), so a cluster's other ConfigMaps are never listed, held or watched.
+    /// </summary>
+    public static KubernetesResource<V1ConfigMap> ConfigMapsNamed(string name) => Typed<V1ConfigMap, V1ConfigMapList>("configmaps", (c, r, ct) =>
+        c.CoreV1.ListConfigMapForAllNamespacesWithHttpMessagesAsync(r.AllowWatchBookmarks, r.Continue, fieldSelector: $"metadata.name={name}", limit: r.Limit, resourceVersion: r.ResourceVersion, timeoutSeconds: r.TimeoutSeconds, watch: r.Watch, cancellationToken: ct));
+
     /// <summary>Any served group/version/plural (a CRD, Gateway API), cluster-wide, read into <typeparamref name="T"/> item by item.</summary>
     public static KubernetesResource<T> Custom(string group, string version, string plural)
     {
