@@ -173,4 +173,19 @@ public sealed class PeerAuthenticationTests
     }
 
     private static MtlsMode? ModeOf(string text) => text == "UNSET" ? null : Enum.Parse<MtlsMode>(text, ignoreCase: true);
+
+    [Fact]
+    public void A_sidecars_workload_labels_default_to_its_metadata_labels_also_when_spec_workload_is_written()
+    {
+        // Workload selectors (PeerAuthentication, AuthorizationPolicy, EgressPolicy) read these: a sidecar whose
+        // labels were silently empty was matched by no workload-scope policy.
+        var sidecar = Assert.IsType<SidecarResource>(Assert.Single(ResourceParser.ParseText("""
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Sidecar
+            metadata: { name: billing, namespace: shop, labels: { app: billing } }
+            spec: { workload: { serviceAccount: billing }, app: { port: 8080 } }
+            """, "sidecar.yaml").ThrowIfInvalid().Resources));
+
+        Assert.Equal("billing", sidecar.Spec.Workload.Labels["app"]);
+    }
 }

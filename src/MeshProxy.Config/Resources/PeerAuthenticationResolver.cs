@@ -1,5 +1,16 @@
 namespace MeshProxy.Config.Resources;
 
+public static class MtlsModes
+{
+    /// <summary>The mode as configuration writes it: STRICT, PERMISSIVE, DISABLE.</summary>
+    public static string ToName(this MtlsMode mode) => mode switch
+    {
+        MtlsMode.Permissive => "PERMISSIVE",
+        MtlsMode.Disable => "DISABLE",
+        _ => "STRICT",
+    };
+}
+
 /// <summary>One mode in effect and the resource that set it ("PeerAuthentication/ns/name", "MeshConfig/ns/name" or "default").</summary>
 public sealed record MtlsSetting(MtlsMode Mode, string SetBy)
 {
