@@ -1,6 +1,4 @@
 using System.Buffers;
-using System.IO.Pipelines;
-using System.Net.Sockets;
 using MeshProxy.Sidecar.Egress;
 using Microsoft.AspNetCore.Connections;
 
@@ -35,33 +33,8 @@ internal static class InboundDetection
     private const byte TlsHandshakeRecord = 0x16;
 
     /// <summary>Reads until the opening is known; every byte stays unread for whoever handles the connection next.</summary>
-    public static async Task<InboundOpening> ReadAsync(ConnectionContext connection)
-    {
-        var input = connection.Transport.Input;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
-        timeout.CancelAfter(KestrelLimits.FirstBytesTimeout);
-        try
-        {
-            while (true)
-            {
-                var result = await input.ReadAsync(timeout.Token);
-                var opening = Classify(result.Buffer, result.IsCompleted);
-                if (opening is null)
-                {
-                    // A beginning of a ClientHello: wait for the rest.
-                    input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-                    continue;
-                }
-
-                input.AdvanceTo(result.Buffer.Start);
-                return opening.Value;
-            }
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or ConnectionResetException or SocketException or IOException or InvalidOperationException)
-        {
-            return InboundOpening.Nothing;
-        }
-    }
+    public static async Task<InboundOpening> ReadAsync(ConnectionContext connection) =>
+        await FirstBytes.PeekAsync<InboundOpening>(connection, static (buffer, completed) => Classify(buffer, completed)) ?? InboundOpening.Nothing;
 
     /// <summary>The opening of <paramref name="buffer"/>, or null while more bytes could still decide it.</summary>
     /// <param name="completed">The client has finished sending: no more bytes will come.</param>
