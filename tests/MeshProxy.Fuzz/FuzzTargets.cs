@@ -16,6 +16,7 @@ internal static class FuzzTargets
     {
         ["path"] = PathNormalizationTarget.Run,
         ["clienthello"] = ClientHelloTarget.Run,
+        ["inbound"] = InboundDetectionTarget.Run,
         ["yaml"] = YamlResourcesTarget.Run,
         ["origdst"] = OriginalDestinationTarget.Run,
     };

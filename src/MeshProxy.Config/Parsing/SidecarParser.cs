@@ -11,7 +11,8 @@ internal static class SidecarParser
             workloadMap?.String("name") ?? meta.Name,
             meta.Namespace,
             workloadMap?.String("serviceAccount") ?? "default",
-            workloadMap?.StringMap("labels") ?? meta.Labels);
+            // The documented default: StringMap answers an absent field with an empty map, never null.
+            workloadMap is not null && workloadMap.Has("labels") ? workloadMap.StringMap("labels") : meta.Labels);
         workloadMap?.Finish();
 
         var appMap = spec.Map("app", required: true);

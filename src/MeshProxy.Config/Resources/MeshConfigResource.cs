@@ -32,11 +32,15 @@ public sealed record MeshConfigSpec(
         TracingSpec.Default);
 }
 
-/// <summary>Inbound mutual TLS: STRICT requires a client certificate; PERMISSIVE also accepts plaintext (for migration).</summary>
+/// <summary>
+/// Inbound mutual TLS: STRICT requires a client certificate; PERMISSIVE also accepts plaintext (for migration);
+/// DISABLE accepts plaintext only (PeerAuthentication only: MeshConfig's mesh-wide switch offers the first two).
+/// </summary>
 public enum MtlsMode
 {
     Strict,
     Permissive,
+    Disable,
 }
 
 /// <summary>What happens to outbound traffic for a destination the mesh does not know (Istio's outboundTrafficPolicy.mode).</summary>

@@ -223,6 +223,15 @@ public static partial class CrdWriter
             }
         }
 
+        foreach (var dependency in insideList ? [] : schema.Dependencies ?? [])
+        {
+            rules.Add(new YamlMappingNode
+            {
+                { "rule", Text($"!has(self.{dependency.Property}) || has(self.{dependency.Needs})") },
+                { "message", Text(dependency.Message) },
+            });
+        }
+
         if (rules.Children.Count > 0)
         {
             node.Add("x-kubernetes-validations", rules);

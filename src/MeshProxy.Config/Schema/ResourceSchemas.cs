@@ -17,7 +17,7 @@ public static class ResourceSchemas
 
     public static IReadOnlyList<KindSchema> All { get; } =
     [
-        Sidecar(), Service(), HttpRoute(), DestinationPolicy(), EgressPolicy(), MeshConfig(), AuthorizationPolicy(),
+        Sidecar(), Service(), HttpRoute(), DestinationPolicy(), EgressPolicy(), MeshConfig(), AuthorizationPolicy(), PeerAuthentication(),
     ];
 
     public static KindSchema Of(string kind) => All.First(k => k.Kind == kind);
@@ -209,6 +209,30 @@ public static class ResourceSchemas
                     P("values", Strings("Values, one of which must match.", "default")),
                     P("notValues", Strings("Values none of which may match.", "test"))) with { Required = ["key"], AtLeastOneOf = ["values", "notValues"] })))))),
         [Column("Action", ".spec.action", "string", "ALLOW, DENY or AUDIT")]);
+
+    private static KindSchema PeerAuthentication() => new(
+        PeerAuthenticationResource.KindName, "peerauthentications", ["mppeerauth"],
+        "Which inbound connections workloads accept, with Istio's PeerAuthentication semantics: mesh-wide in the root namespace " +
+        "without a selector, namespace-wide without one, per workload with one; the most specific mode wins (port, workload, " +
+        "namespace, mesh, then MeshConfig mtls.mode, STRICT by default). Unknown fields are refused, never ignored.",
+        Obj("Selected workloads and their mTLS modes.",
+            P("selector", Obj("Workloads of this namespace it applies to; absent = the whole namespace (the mesh, in the root namespace).",
+                P("matchLabels", Labels("Labels a workload must all carry (at least one).")))
+                with { Required = ["matchLabels"] }),
+            P("mtls", Obj("The mode for every port of the selected workloads.", P("mode", Enum(MtlsModeDescription, PeerMtlsModes)))),
+            P("portLevelMtls", new SchemaNode(SchemaType.Mapping, "Modes per workload target port (needs a selector): the port number to its mode.")
+            {
+                AdditionalProperties = Obj("The mode on this port.", P("mode", Enum(MtlsModeDescription, PeerMtlsModes))) with { Required = ["mode"] },
+                KeyExample = "8080",
+            }))
+            with { Dependencies = [new("portLevelMtls", "selector", "portLevelMtls needs a workload selector")] },
+        [Column("Mode", ".spec.mtls.mode", "string", "STRICT, PERMISSIVE, DISABLE or UNSET (inherited)")]);
+
+    private const string MtlsModeDescription =
+        "STRICT: mTLS with a verified SPIFFE peer only; PERMISSIVE: mTLS and plaintext (no peer identity); DISABLE: plaintext only; UNSET (default): inherited.";
+
+    // A property, not a field: the kinds above are built in a static initializer that runs before later fields are set.
+    private static IReadOnlyList<string> PeerMtlsModes => ["UNSET", "STRICT", "PERMISSIVE", "DISABLE"];
 
     private static SchemaNode StringMatch(string description, string example) =>
         Obj(description + " Exactly one of exact, prefix or regex.",

@@ -27,6 +27,9 @@ public sealed record SchemaNode(SchemaType Type, string Description)
     /// <summary>A map whose keys the user chooses (labels, header names): the schema of every value.</summary>
     public SchemaNode? AdditionalProperties { get; init; }
 
+    /// <summary>A key of such a map the parser accepts (a port number, say), for documents built from the schema.</summary>
+    public string KeyExample { get; init; } = "x-key";
+
     public IReadOnlyList<string>? Enum { get; init; }
 
     public double? Minimum { get; init; }
@@ -41,6 +44,9 @@ public sealed record SchemaNode(SchemaType Type, string Description)
     /// <summary>Properties of which at most one may be set (a CEL rule for the API server, as the parser requires).</summary>
     public IReadOnlyList<string>? AtMostOneOf { get; init; }
 
+    /// <summary>Properties that may be set only with another one (a CEL rule for the API server, as the parser requires).</summary>
+    public IReadOnlyList<SchemaDependency>? Dependencies { get; init; }
+
     /// <summary>A value of this leaf the parser accepts; for strings the text, for others the JSON literal.</summary>
     public string? Example { get; init; }
 
@@ -48,6 +54,9 @@ public sealed record SchemaNode(SchemaType Type, string Description)
 }
 
 public sealed record SchemaProperty(string Name, SchemaNode Node);
+
+/// <summary><see cref="Property"/> may be set only when <see cref="Needs"/> is.</summary>
+public sealed record SchemaDependency(string Property, string Needs, string Message);
 
 /// <summary>A kubectl column: its name, JSONPath and type (string, integer, date).</summary>
 public sealed record PrinterColumn(string Name, string JsonPath, string Type, string Description);

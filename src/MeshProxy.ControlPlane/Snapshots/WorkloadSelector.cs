@@ -11,6 +11,7 @@ namespace MeshProxy.ControlPlane.Snapshots;
 /// those services' hosts.</item>
 /// <item>What applies to it: each kind in <see cref="AppliesTo"/>, one predicate per kind. A new
 /// workload-selected kind (AuthorizationPolicy, say) is one more entry there.</item>
+/// <item>PeerAuthentication: the policies in effect by Istio's precedence (<see cref="PeerAuthenticationResolver.InEffect"/>).</item>
 /// </list>
 /// Sidecar resources are never sent: a sidecar has its own, from its bootstrap; the control plane's
 /// copies only scope what their workload may reach.
@@ -89,11 +90,18 @@ internal static class WorkloadSelector
         }
 
         var reachableHosts = reachable.SelectMany(s => ((ServiceResource)s.Resource).Spec.Hosts).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        // PeerAuthentication is resolved here, not per resource: only the policies in effect for this workload (one
+        // per level at most: mesh, namespace, workload) are sent, so a second namespace-wide policy that loses to the
+        // first by name never reaches the sidecar, and changing it pushes nothing.
+        var peerAuthentication = PeerAuthenticationResolver.InEffect(
+            state.Resources.Select(r => r.Resource).OfType<PeerAuthenticationResource>(), workload.Namespace, workload.Labels, mesh.RootNamespace).ToHashSet();
+
         var result = new List<StoredResource>();
         foreach (var r in state.Resources)
         {
             var include = r.Resource switch
             {
+                PeerAuthenticationResource pa => peerAuthentication.Contains(pa),
                 ServiceResource => reachable.Contains(r),
                 HttpRouteResource => selectedRoutes.Contains(r),
                 DestinationPolicyResource dp => reachableHosts.Contains(dp.Spec.Host),

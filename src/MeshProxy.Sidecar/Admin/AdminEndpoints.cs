@@ -1,3 +1,4 @@
+using MeshProxy.Config.Resources;
 using System.Text.Json;
 using MeshProxy.Sidecar.Configuration;
 using System.Security.Cryptography;
@@ -52,6 +53,7 @@ internal sealed class AdminEndpoints(SnapshotStore store, ISidecarControl lifecy
             snapshot.Workload,
             new ConfigDumpListeners(endpoints.Outbound?.ToString(), endpoints.Inbound?.ToString(), endpoints.Admin?.ToString(), endpoints.Stats?.ToString()),
             new ConfigDumpInbound(snapshot.InboundCluster.Name, snapshot.InboundCluster.Protocol),
+            InboundMtlsDump(snapshot),
             snapshot.Services.VirtualHosts.Select(v => new ConfigDumpVirtualHost(
                 v.ServiceFqdn,
                 v.Port,
@@ -65,6 +67,26 @@ internal sealed class AdminEndpoints(SnapshotStore store, ISidecarControl lifecy
         return JsonSerializer.SerializeAsync(context.Response.Body, dump, AdminJsonContext.Default.ConfigDump, context.RequestAborted);
     }
 
+    /// <summary>
+    /// The app's port and every port-level mode, in port order, each with the resource that set its mode; null without
+    /// an identity, when inbound is plaintext whatever the configuration says (local development only).
+    /// </summary>
+    private ConfigDumpInboundMtls? InboundMtlsDump(SidecarSnapshot snapshot)
+    {
+        if (!identity.Enabled)
+        {
+            return null;
+        }
+
+        var mtls = snapshot.InboundMtls;
+        var ports = mtls.Ports.Keys.Append(snapshot.Sidecar.Spec.App.Port).Distinct().Order().Select(port =>
+        {
+            var setting = mtls.For(port);
+            return new ConfigDumpMtlsPort(port, setting.Mode.ToName(), setting.SetBy);
+        });
+        return new ConfigDumpInboundMtls(new ConfigDumpMtlsMode(mtls.Workload.Mode.ToName(), mtls.Workload.SetBy), ports);
+    }
+
     /// <summary>The workload's SVID (chain, SPIFFE ID, validity, seconds to expiry) and trust bundle, as Envoy's /certs shows them.</summary>
     private Task CertsAsync(HttpContext context)
     {
@@ -74,7 +96,7 @@ internal sealed class AdminEndpoints(SnapshotStore store, ISidecarControl lifecy
         var counters = identity.Counters;
         var certs = new CertsDump(
             identity.Enabled,
-            store.Current.Mesh.Mtls,
+            store.Current.InboundMtls.Workload.Mode,
             store.Current.Mesh.TrustDomain,
             svid?.SpiffeId.Value,
             svid?.NotBefore,
@@ -88,6 +110,7 @@ internal sealed class AdminEndpoints(SnapshotStore store, ISidecarControl lifecy
                 counters.InboundHandshakeFailures,
                 counters.PlaintextAccepted,
                 counters.PlaintextRefused,
+                counters.TlsOnDisabledPort,
                 counters.OutboundHandshakes,
                 counters.OutboundPeerRefused,
                 counters.OutboundHandshakeFailures));

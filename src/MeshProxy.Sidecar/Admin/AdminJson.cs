@@ -19,6 +19,7 @@ internal sealed record ConfigDump(
     WorkloadSpec Workload,
     ConfigDumpListeners Listeners,
     ConfigDumpInbound Inbound,
+    ConfigDumpInboundMtls? InboundMtls,
     IEnumerable<ConfigDumpVirtualHost> VirtualHosts,
     IEnumerable<ConfigDumpResource> Resources);
 
@@ -29,6 +30,13 @@ internal sealed record ConfigDumpError(string File, int Line, string Field, stri
 internal sealed record ConfigDumpListeners(string? Outbound, string? Inbound, string? Admin, string? Stats);
 
 internal sealed record ConfigDumpInbound(string Cluster, AppProtocol Protocol);
+
+/// <summary>The inbound mTLS mode of every port without a port-level mode (<see cref="Default"/>), and of each port that has one or is the app's.</summary>
+internal sealed record ConfigDumpInboundMtls(ConfigDumpMtlsMode Default, IEnumerable<ConfigDumpMtlsPort> Ports);
+
+internal sealed record ConfigDumpMtlsMode(string Mode, string SetBy);
+
+internal sealed record ConfigDumpMtlsPort(int Port, string Mode, string SetBy);
 
 internal sealed record ConfigDumpVirtualHost(
     string Service,
@@ -67,6 +75,7 @@ internal sealed record HandshakeCounts(
     long InboundHandshakeFailures,
     long PlaintextAccepted,
     long PlaintextRefused,
+    long TlsRefusedOnDisabledPort,
     long Outbound,
     long OutboundPeerRefused,
     long OutboundHandshakeFailures);

@@ -34,6 +34,12 @@ internal sealed class SidecarSnapshot
     /// <summary>Mesh-wide settings: the MeshConfig resource if there is one, else the defaults.</summary>
     public required MeshConfigSpec Mesh { get; init; }
 
+    /// <summary>
+    /// The inbound mTLS mode per port (PeerAuthentication over MeshConfig's mtls.mode), read by the inbound listener
+    /// once per connection: a new snapshot changes the mode of the next connections, never of open ones.
+    /// </summary>
+    public InboundMtls InboundMtls { get; init; } = InboundMtls.Strict;
+
     /// <summary>The EgressPolicies that apply to this workload, compiled, with the mesh's outboundTrafficPolicy.</summary>
     public EgressRules Egress { get; init; } = EgressRules.Empty(OutboundTrafficMode.RegistryOnly);
 

@@ -101,6 +101,8 @@ internal static class SnapshotBuilder
             Mesh = mesh,
             Authorization = authorization,
             Egress = EgressRules.Compile(parsed.OfKind<EgressPolicyResource>(), sidecar, mesh),
+            InboundMtls = PeerAuthenticationResolver.Resolve(
+                parsed.OfKind<PeerAuthenticationResource>(), workload.Namespace, workload.Labels, parsed.OfKind<MeshConfigResource>().FirstOrDefault()),
             Resources = parsed.Resources,
         };
     }

@@ -26,6 +26,9 @@ internal static class ClientHelloParser
     /// <summary>A ClientHello bigger than this is refused (real ones, post-quantum key shares included, stay far below).</summary>
     public const int MaxHandshakeLength = 16 * 1024;
 
+    /// <summary>The most bytes a listener buffers to read one ClientHello: it may be split over records, each with a 5-byte header.</summary>
+    public const int MaxBufferedBytes = MaxHandshakeLength + (4 * 1024);
+
     private const byte HandshakeRecord = 0x16;
     private const byte ClientHelloType = 0x01;
     private const int RecordHeaderLength = 5;

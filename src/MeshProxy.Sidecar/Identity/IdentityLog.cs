@@ -11,8 +11,8 @@ internal static partial class IdentityLog
     [LoggerMessage(402, LogLevel.Information, "Inbound TLS handshake from {Remote} failed: {Error}")]
     public static partial void InboundHandshakeFailed(this ILogger logger, string remote, string error);
 
-    [LoggerMessage(403, LogLevel.Warning, "Inbound plaintext connection from {Remote} refused: mTLS mode is STRICT")]
-    public static partial void PlaintextRefused(this ILogger logger, string remote);
+    [LoggerMessage(403, LogLevel.Warning, "Inbound plaintext connection from {Remote} to port {Port} refused: mTLS mode STRICT (set by {SetBy})")]
+    public static partial void PlaintextRefused(this ILogger logger, string remote, int port, string setBy);
 
     [LoggerMessage(404, LogLevel.Warning, "Inbound connection from {Remote} refused: no SVID yet (the identity source has not delivered one)")]
     public static partial void NoSvidYet(this ILogger logger, string remote);
@@ -40,4 +40,7 @@ internal static partial class IdentityLog
 
     [LoggerMessage(412, LogLevel.Warning, "Inbound TLS handshakes over the rate limit: {Refused} connection(s) closed before their handshake in the last {Seconds:0}s or so (meshproxy_tls_handshakes_shed_total)")]
     public static partial void HandshakesShed(this ILogger logger, long refused, double seconds);
+
+    [LoggerMessage(420, LogLevel.Warning, "Inbound TLS connection from {Remote} to port {Port} refused: mTLS mode DISABLE (set by {SetBy}) serves plaintext only")]
+    public static partial void TlsRefusedOnDisabledPort(this ILogger logger, string remote, int port, string setBy);
 }

@@ -16,6 +16,7 @@ internal sealed class TlsCounters
     private long _inboundHandshakesShed;
     private long _plaintextRefused;
     private long _plaintextAccepted;
+    private long _tlsOnDisabledPort;
     private long _outboundHandshakes;
     private long _outboundHandshakeFailures;
 
@@ -34,8 +35,11 @@ internal sealed class TlsCounters
     /// <summary>Plaintext connections refused by STRICT mode.</summary>
     public long PlaintextRefused => Interlocked.Read(ref _plaintextRefused);
 
-    /// <summary>Plaintext connections accepted by PERMISSIVE mode.</summary>
+    /// <summary>Plaintext connections accepted by PERMISSIVE or DISABLE mode.</summary>
     public long PlaintextAccepted => Interlocked.Read(ref _plaintextAccepted);
+
+    /// <summary>TLS connections refused because their port's mode is DISABLE (plaintext only).</summary>
+    public long TlsOnDisabledPort => Interlocked.Read(ref _tlsOnDisabledPort);
 
     public long OutboundHandshakes => Interlocked.Read(ref _outboundHandshakes);
 
@@ -59,6 +63,8 @@ internal sealed class TlsCounters
     internal void CountPlaintextRefused() => Interlocked.Increment(ref _plaintextRefused);
 
     internal void CountPlaintextAccepted() => Interlocked.Increment(ref _plaintextAccepted);
+
+    internal void CountTlsOnDisabledPort() => Interlocked.Increment(ref _tlsOnDisabledPort);
 
     internal void CountOutboundHandshake() => Interlocked.Increment(ref _outboundHandshakes);
 

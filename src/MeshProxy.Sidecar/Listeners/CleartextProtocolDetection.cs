@@ -1,6 +1,4 @@
 using System.Buffers;
-using System.IO.Pipelines;
-using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
@@ -60,35 +58,8 @@ internal sealed class CleartextProtocolDetection(ListenerDrain? drain = null)
     }
 
     /// <summary>True for the HTTP/2 preface, false for anything else, null if the client sent nothing in time.</summary>
-    private static async Task<bool?> StartsWithPrefaceAsync(ConnectionContext connection)
-    {
-        var input = connection.Transport.Input;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
-        timeout.CancelAfter(KestrelLimits.FirstBytesTimeout);
-        try
-        {
-            while (true)
-            {
-                var result = await input.ReadAsync(timeout.Token);
-                var buffer = result.Buffer;
-                var decision = Classify(buffer);
-                if (decision is null && !result.IsCompleted)
-                {
-                    // Everything seen matches the preface so far: wait for more bytes.
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                    continue;
-                }
-
-                // Consume and examine nothing: the chosen handler's first read returns these bytes at once.
-                input.AdvanceTo(buffer.Start);
-                return decision ?? false;
-            }
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or ConnectionResetException or SocketException or IOException or InvalidOperationException)
-        {
-            return null;
-        }
-    }
+    private static Task<bool?> StartsWithPrefaceAsync(ConnectionContext connection) =>
+        FirstBytes.PeekAsync<bool>(connection, static (buffer, completed) => Classify(buffer) ?? (completed ? false : null));
 
     internal static bool? Classify(ReadOnlySequence<byte> buffer)
     {

@@ -28,9 +28,6 @@ internal sealed class EgressConnections(RuntimeStore runtimes, EgressGate gate, 
 
     private const int MaxConnectHead = 8 * 1024;
 
-    // A ClientHello may be split over records, each with a 5-byte header; beyond this it is refused.
-    private const int MaxClientHelloBytes = ClientHelloParser.MaxHandshakeLength + 4 * 1024;
-
     private static readonly byte[] ConnectPrefix = "CONNECT "u8.ToArray();
     private static readonly byte[] HeadEnd = "\r\n\r\n"u8.ToArray();
 
@@ -141,7 +138,7 @@ internal sealed class EgressConnections(RuntimeStore runtimes, EgressGate gate, 
         {
             var result = await input.ReadAsync(timeout.Token);
             status = ClientHelloParser.TryParse(result.Buffer, out serverName);
-            if (status == ClientHelloStatus.NeedMore && !result.IsCompleted && result.Buffer.Length < MaxClientHelloBytes)
+            if (status == ClientHelloStatus.NeedMore && !result.IsCompleted && result.Buffer.Length < ClientHelloParser.MaxBufferedBytes)
             {
                 input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
                 continue;

@@ -7,6 +7,7 @@ using MeshProxy.Config.Resources;
 using MeshProxy.Identity;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -20,21 +21,20 @@ namespace MeshProxy.Sidecar.Listeners;
 /// Mutual TLS on the inbound listener, as a Kestrel connection middleware running SslStream itself.
 /// Kestrel's own UseHttps needs its HTTPS configuration service, which only the WebApplication/WebHost
 /// builders register; doing the handshake here instead keeps the listener a plain KestrelServer and gives
-/// us what UseHttps would not: the first-byte split of PERMISSIVE mode, the SVID picked per handshake from
-/// the store, the mesh verifier's reason for every refusal, and the peer's SPIFFE ID set once per connection.
+/// us what UseHttps would not: the mode per port (PeerAuthentication: STRICT, PERMISSIVE, DISABLE) applied to what the
+/// client opened with (<see cref="InboundDetection"/>), the SVID picked per handshake from the store, the mesh
+/// verifier's reason for every refusal, and the peer's SPIFFE ID set once per connection.
 /// Kestrel then sees an ordinary TLS connection: ITlsConnectionFeature (scheme https, client certificate)
 /// and ITlsApplicationProtocolFeature (ALPN h2 or http/1.1, which picks the HTTP/2 or HTTP/1.1 handler).
 /// </summary>
-internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, HandshakeRateLimit handshakes, TimeProvider time, ILogger logger)
+internal sealed class InboundTls(
+    SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, HandshakeRateLimit handshakes, ProxyMetrics metrics, TimeProvider time, ILogger logger)
 {
     /// <summary>How often a flood of refused handshakes is logged: the count is in the metric, one line says it is happening.</summary>
     private static readonly TimeSpan ShedLogInterval = TimeSpan.FromSeconds(10);
 
     private long _shedLoggedAt = long.MinValue;
     private long _shedAtLastLog;
-
-    /// <summary>The first byte of a TLS record carrying a handshake message (RFC 8446 5.1, content type 22).</summary>
-    private const byte TlsHandshakeRecord = 0x16;
 
     /// <summary>Installs the middleware; it must run before the cleartext HTTP/2 detection.</summary>
     public void Install(ListenOptions listen)
@@ -49,26 +49,43 @@ internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapsho
     private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var remote = connection.RemoteEndPoint?.ToString() ?? "unknown";
-        var first = await PeekFirstByteAsync(connection);
-        if (first is null)
+        var opening = await InboundDetection.ReadAsync(connection);
+        if (opening == InboundOpening.Nothing)
         {
             connection.Abort();
             return;
         }
 
-        if (first != TlsHandshakeRecord)
+        // The mode in force when the client has spoken: a PeerAuthentication change applies to the next connection,
+        // and the ones already open keep what they were accepted under.
+        var snapshot = snapshots.Current;
+        var port = connection.Items.TryGetValue(typeof(OriginalDestinationFeature), out var original)
+            ? ((OriginalDestinationFeature)original!).EndPoint.Port
+            : snapshot.Sidecar.Spec.App.Port;
+        var mtls = snapshot.InboundMtls.For(port);
+        switch (opening)
         {
-            if (snapshots.Current.Mesh.Mtls == MtlsMode.Permissive)
-            {
+            case InboundOpening.Plaintext when mtls.Mode is MtlsMode.Permissive or MtlsMode.Disable:
+                // No peer identity: principal- and namespace-based policy denies these requests.
                 identity.Counters.CountPlaintextAccepted();
+                metrics.InboundPlaintextConnection(port, mtls.Mode);
                 await next(connection);
                 return;
-            }
-
-            identity.Counters.CountPlaintextRefused();
-            logger.PlaintextRefused(remote);
-            connection.Abort();
-            return;
+            case InboundOpening.Plaintext:
+                identity.Counters.CountPlaintextRefused();
+                logger.PlaintextRefused(remote, port, mtls.SetBy);
+                connection.Abort();
+                return;
+            case InboundOpening.Tls when mtls.Mode == MtlsMode.Disable:
+                identity.Counters.CountTlsOnDisabledPort();
+                logger.TlsRefusedOnDisabledPort(remote, port, mtls.SetBy);
+                connection.Abort();
+                return;
+            case InboundOpening.Malformed:
+                identity.Counters.CountInboundHandshakeFailure();
+                logger.InboundHandshakeFailed(remote, "not a well-formed TLS ClientHello");
+                connection.Abort();
+                return;
         }
 
         if (!handshakes.TryAcquire())
@@ -174,26 +191,6 @@ internal sealed class InboundTls(SidecarIdentity identity, SnapshotStore snapsho
 
         var shed = identity.Counters.InboundHandshakesShed;
         logger.HandshakesShed(shed - Interlocked.Exchange(ref _shedAtLastLog, shed), ShedLogInterval.TotalSeconds);
-    }
-
-    /// <summary>The first byte the client sent, left unread for whoever handles the connection; null if it sent nothing in time.</summary>
-    private static async Task<byte?> PeekFirstByteAsync(ConnectionContext connection)
-    {
-        var input = connection.Transport.Input;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
-        timeout.CancelAfter(KestrelLimits.FirstBytesTimeout);
-        try
-        {
-            var result = await input.ReadAsync(timeout.Token);
-            var buffer = result.Buffer;
-            byte? first = buffer.IsEmpty ? null : buffer.FirstSpan[0];
-            input.AdvanceTo(buffer.Start);
-            return first;
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or ConnectionResetException or SocketException or IOException or InvalidOperationException)
-        {
-            return null;
-        }
     }
 
     private static string Describe(Exception ex)

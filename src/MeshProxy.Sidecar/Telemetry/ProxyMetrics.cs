@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using MeshProxy.Config.Resources;
 using MeshProxy.Identity;
 using MeshProxy.Metrics;
 using Prometheus;
@@ -52,6 +55,19 @@ internal sealed class ProxyMetrics
 
     // ---- end of authorization ----------------------------------------------------------------------
 
+    private readonly Counter _inboundPlaintext;
+    private readonly ConcurrentDictionary<(int Port, MtlsMode Mode), Counter.Child> _inboundPlaintextByPort = new();
+
+    /// <summary>
+    /// A plaintext connection accepted on a PERMISSIVE or DISABLE port. Ports are the workload's captured ones (65535 at
+    /// most); each series' child is looked up once, then found again without allocating.
+    /// </summary>
+    public void InboundPlaintextConnection(int port, MtlsMode mode) =>
+        _inboundPlaintextByPort.GetOrAdd(
+            (port, mode),
+            static (key, family) => family.WithLabels(key.Port.ToString(CultureInfo.InvariantCulture), key.Mode.ToName()),
+            _inboundPlaintext).Inc();
+
     public ProxyMetrics(MetricsRegistry registry)
     {
         Registry = registry;
@@ -60,6 +76,10 @@ internal sealed class ProxyMetrics
             "meshproxy_authorization_decisions_total", "Inbound authorization decisions, per action (allow, deny, would_deny) and deciding policy.", ["action", "policy"]);
         _authorizationAudits = metrics.CreateCounter(
             "meshproxy_authorization_audit_total", "Inbound requests matched by an AUDIT authorization policy (allowed or denied), per policy.", ["policy"]);
+        _inboundPlaintext = metrics.CreateCounter(
+            "meshproxy_inbound_plaintext_connections_total",
+            "Plaintext inbound connections accepted, per workload port and its mTLS mode (PERMISSIVE, DISABLE): none on a PERMISSIVE port for a while means STRICT is safe there.",
+            ["port", "mode"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(
@@ -226,7 +246,7 @@ internal sealed class MeshStateMetrics
                 .. reasons.Select(r => new CallbackSample(["outbound", ReasonLabel(r)], () => tls.OutboundRefusedFor(r))),
             ]);
         registry.CallbackCounter(
-            "meshproxy_tls_plaintext_connections_total", "Plaintext inbound connections on an mTLS sidecar: accepted (PERMISSIVE) or refused (STRICT).", ["outcome"],
+            "meshproxy_tls_plaintext_connections_total", "Plaintext inbound connections on an mTLS sidecar: accepted (PERMISSIVE, DISABLE) or refused (STRICT); per port: meshproxy_inbound_plaintext_connections_total.", ["outcome"],
             [new(["accepted"], () => tls.PlaintextAccepted), new(["refused"], () => tls.PlaintextRefused)]);
 
         _clusterCounters = [.. ClusterCounters.Select(c => registry.Factory.CreateCounter(c.Name, c.Help, ["cluster"]))];

@@ -107,7 +107,7 @@ public sealed class CrdSchemaTests
             var text = SchemaSamples.Document(kind, s => shape.StartsWith(s, StringComparison.Ordinal), (shape, wrong));
             var errors = ResourceParser.ParseText(text, kind).Errors;
 
-            var field = shape.Replace("[]", "[0]", StringComparison.Ordinal).Replace(".*", ".x-key", StringComparison.Ordinal);
+            var field = SchemaSamples.FieldPath(ResourceSchemas.Of(kind).Spec, shape);
             Assert.True(errors.Any(e => e.FieldPath == field), $"{kind} {field} ({CrdWriter.OpenApiType(node.Type)}) given {wrong.ToJsonString()}: {string.Join("; ", errors)}");
         }
     }

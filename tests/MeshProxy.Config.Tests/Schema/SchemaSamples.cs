@@ -66,7 +66,7 @@ internal static partial class SchemaSamples
             case SchemaType.List:
                 return new JsonArray(Build(node.Items!, shape + "[]", include, replace));
             case SchemaType.Mapping when node.AdditionalProperties is { } values:
-                return new JsonObject { ["x-key"] = Build(values, shape + ".*", include, replace) };
+                return new JsonObject { [node.KeyExample] = Build(values, shape + ".*", include, replace) };
             case SchemaType.Mapping:
                 var result = new JsonObject();
                 var chosen = node.Properties
@@ -85,6 +85,14 @@ internal static partial class SchemaSamples
                     chosen.Add(some[0]);
                 }
 
+                foreach (var dependency in node.Dependencies ?? [])
+                {
+                    if (chosen.Contains(dependency.Property) && !chosen.Contains(dependency.Needs))
+                    {
+                        chosen.Add(dependency.Needs);
+                    }
+                }
+
                 foreach (var p in node.Properties.Where(p => chosen.Contains(p.Name)))
                 {
                     result[p.Name] = Build(p.Node, $"{shape}.{p.Name}", include, replace);
@@ -96,6 +104,37 @@ internal static partial class SchemaSamples
             default:
                 return JsonNode.Parse(node.Example ?? throw new InvalidOperationException($"{shape} has no example"))!;
         }
+    }
+
+    /// <summary>The field path of a shape in a document built by <see cref="Document"/>: list items [0], map keys their example.</summary>
+    public static string FieldPath(SchemaNode root, string shape)
+    {
+        var node = root;
+        var parts = shape.Split('.');
+        var path = new List<string> { parts[0] };
+        foreach (var part in parts.Skip(1))
+        {
+            if (part == "*")
+            {
+                path.Add(node.KeyExample);
+                node = node.AdditionalProperties!;
+                continue;
+            }
+
+            var name = part.TrimEnd('[', ']');
+            node = node.Property(name)!;
+            if (part.EndsWith("[]", StringComparison.Ordinal))
+            {
+                path.Add(name + "[0]");
+                node = node.Items!;
+            }
+            else
+            {
+                path.Add(name);
+            }
+        }
+
+        return string.Join('.', path);
     }
 
     /// <summary>What an API server's structural validation would say about <paramref name="value"/> (types, enums, bounds, required, unknown fields).</summary>

@@ -24,6 +24,8 @@ internal sealed class MtlsMesh : IAsyncDisposable
 
     public LogCapture BillingLog { get; } = new();
 
+    private Func<string?, MeshYaml> _billingConfig = null!;
+
     public LogCapture StoreLog { get; } = new();
 
     public HttpClient Client { get; } = new(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(30) };
@@ -36,7 +38,9 @@ internal sealed class MtlsMesh : IAsyncDisposable
         string mode = "STRICT",
         string protocol = "HTTP",
         IReadOnlyList<string>? subjectAltNames = null,
-        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? configureBilling = null)
+        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? configureBilling = null,
+        string? billingPolicies = null,
+        string? billingLabels = null)
     {
         var pki = MeshPki.Shared;
         var mesh = new MtlsMesh();
@@ -45,8 +49,13 @@ internal sealed class MtlsMesh : IAsyncDisposable
         {
             mesh.BillingApp = await Backend.StartAsync("billing", http2Only: protocol != "HTTP");
             mesh.BillingFiles = pki.WriteFiles(Path.Combine(root, "billing"), billingSvid, billingBundle);
+            mesh._billingConfig = policies =>
+            {
+                var yaml = new MeshYaml("billing", mesh.BillingApp.Port, protocol, tls: mesh.BillingFiles, labels: billingLabels).Mtls(mode);
+                return policies is null ? yaml : yaml.Raw(policies);
+            };
             mesh.Billing = await TestSidecar.StartAsync(
-                new MeshYaml("billing", mesh.BillingApp.Port, protocol, tls: mesh.BillingFiles).Mtls(mode), services =>
+                mesh._billingConfig(billingPolicies), services =>
                 {
                     mesh.BillingLog.Register(services);
                     configureBilling?.Invoke(services);
@@ -62,6 +71,14 @@ internal sealed class MtlsMesh : IAsyncDisposable
             await mesh.DisposeAsync();
             throw;
         }
+    }
+
+    /// <summary>Rewrites billing's bootstrap file with other policies (raw YAML documents) and waits until its sidecar applied it.</summary>
+    public async Task SetBillingPoliciesAsync(string? policies)
+    {
+        var before = Billing.Store.Current.Version;
+        await File.WriteAllTextAsync(Billing.ConfigPath, _billingConfig(policies).ToString(), TestContext.Current.CancellationToken);
+        await Eventually.TrueAsync(() => Billing.Store.Current.Version != before, "billing's sidecar to apply its new configuration");
     }
 
     public HttpRequestMessage ToBilling(string path, Version? version = null)

@@ -7,15 +7,17 @@ internal sealed class MeshYaml
 {
     private readonly StringBuilder _docs = new();
 
-    public MeshYaml(string workload, int appPort, string appProtocol = "HTTP", string drain = "1s", int outboundPort = 0, int inboundPort = 0, Identity.TlsFiles? tls = null)
+    /// <param name="labels">The workload's labels as a YAML flow mapping's inside ("app: billing"), for policies' selectors.</param>
+    public MeshYaml(string workload, int appPort, string appProtocol = "HTTP", string drain = "1s", int outboundPort = 0, int inboundPort = 0, Identity.TlsFiles? tls = null, string? labels = null)
     {
+        var labelsField = labels is null ? string.Empty : $", labels: {{ {labels} }}";
         var tlsSection = tls is null
             ? string.Empty
             : $"  tls: {{ certificateChainFile: {tls.Chain}, privateKeyFile: {tls.Key}, trustBundleFile: {tls.Bundle} }}\n";
         _docs.Append($"""
             apiVersion: meshproxy.io/v1alpha1
             kind: Sidecar
-            metadata: {"{"} name: {workload}, namespace: test {"}"}
+            metadata: {"{"} name: {workload}, namespace: test{labelsField} {"}"}
             spec:
               workload: {"{"} serviceAccount: {workload} {"}"}
               app: {"{"} port: {appPort}, protocol: {appProtocol} {"}"}
