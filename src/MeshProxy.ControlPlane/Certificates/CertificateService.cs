@@ -40,7 +40,8 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
     /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>.
     /// </summary>
     /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
-    public static CertificateService Create(CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null)
+    public static async Task<CertificateService> CreateAsync(
+        CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Validate() is { } problem)
@@ -66,7 +67,26 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
             }
         }
 
-        var authority = MeshCertificateAuthority.Load(options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+        MeshCertificateAuthority authority;
+        if (options.KubernetesCa is { } kubeCa)
+        {
+            var client = kubernetes ?? throw new CertificateAuthorityException("--ca-secret needs --source kubernetes");
+            var shared = await KubernetesCa.StartAsync(client, kubeCa, () => MeshCertificateAuthority.MeshOf(directory.Current), options.ClockSkewAllowance, time, loggers, cancellationToken);
+            try
+            {
+                authority = MeshCertificateAuthority.FromKubernetes(shared, options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+            }
+            catch
+            {
+                shared.Dispose();
+                throw;
+            }
+        }
+        else
+        {
+            authority = MeshCertificateAuthority.Load(options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+        }
+
         directory.Changed += authority.OnConfigChanged;
         var metrics = new CertificateMetrics(registry, authority);
         return new CertificateService(authority, tokens, metrics, loggers.CreateLogger<CertificateService>());
@@ -106,6 +126,11 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         if (request.ValiditySeconds < 0)
         {
             throw Refuse(StatusCode.InvalidArgument, CertificateMetrics.InvalidRequest, peer, workload, $"validity_seconds is {request.ValiditySeconds}; it must be positive, or 0 for the mesh default");
+        }
+
+        if (_authority.Unavailable is { } unavailable)
+        {
+            throw Refuse(StatusCode.Unavailable, CertificateMetrics.CaUnavailable, peer, workload, unavailable);
         }
 
         var ca = _authority.Current;

@@ -29,7 +29,8 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// resourceVersion older than the last compaction gets an ERROR event carrying a Status with code
 /// 410 (reason Expired) and the stream ends, as the API server answers after etcd compacted.</item>
 /// </list>
-/// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs.
+/// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs;
+/// Secrets and Leases with their kinds' own checks: FakeKubernetesApiServer.Secrets.cs.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
 /// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
@@ -60,6 +61,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         RegisterResource("", "v1", "services", "Service", namespaced: true);
         RegisterResource("", "v1", "pods", "Pod", namespaced: true);
         RegisterResource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced: true);
+        RegisterSecretsAndLeases();
     }
 
     public Uri BaseUri { get; private set; } = null!;
@@ -550,6 +552,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 
             var key = Key(type, ns, bodyName);
             var current = CurrentLocked(key);
+            ValidateSecretOrLease(type, current, body);
             if (name is null)
             {
                 if (current is not null)
