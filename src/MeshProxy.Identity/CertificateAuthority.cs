@@ -166,8 +166,9 @@ public sealed class CertificateAuthority : IDisposable
 
         if (!Certificates.IsCa(signer) || Certificates.KeyUsage(signer) is { } usage && !usage.HasFlag(X509KeyUsageFlags.KeyCertSign))
         {
+            var subject = signer.Subject;
             signer.Dispose();
-            throw new CertificateAuthorityException($"{chainName}: '{signer.Subject}' is not a CA certificate that may sign certificates (needs CA:true and keyCertSign)");
+            throw new CertificateAuthorityException($"{chainName}: '{subject}' is not a CA certificate that may sign certificates (needs CA:true and keyCertSign)");
         }
 
         // What a leaf must be sent with: the signer itself unless it is the root, then anything between it and the root.
