@@ -102,6 +102,12 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
                 "no bearer token: send the workload's token (its bootstrap token, or on Kubernetes its pod's projected service-account token) as 'authorization: Bearer <token>'");
         }
 
+        // Before authenticating: a replica that may be behind a root rotation signs nothing, so it need not review tokens.
+        if (_authority.Unavailable is { } unavailable)
+        {
+            throw Refuse(StatusCode.Unavailable, CertificateMetrics.CaUnavailable, peer, "unauthenticated", unavailable);
+        }
+
         WorkloadIdentity? workload;
         try
         {
@@ -126,11 +132,6 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         if (request.ValiditySeconds < 0)
         {
             throw Refuse(StatusCode.InvalidArgument, CertificateMetrics.InvalidRequest, peer, workload, $"validity_seconds is {request.ValiditySeconds}; it must be positive, or 0 for the mesh default");
-        }
-
-        if (_authority.Unavailable is { } unavailable)
-        {
-            throw Refuse(StatusCode.Unavailable, CertificateMetrics.CaUnavailable, peer, workload, unavailable);
         }
 
         var ca = _authority.Current;

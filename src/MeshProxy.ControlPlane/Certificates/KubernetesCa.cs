@@ -38,6 +38,9 @@ internal sealed record KubernetesCaOptions
     /// </summary>
     public TimeSpan ViewTtl { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>How long one round's API calls may take (on the control plane's clock): a hung connection must not stall the loop.</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     public static string DefaultNamespace()
     {
         const string ServiceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -214,8 +217,11 @@ internal sealed class KubernetesCa : IDisposable
     }
 
     /// <summary>One round: renew or take the Lease, read the Secret, and as leader take the rotation's next step.</summary>
-    internal async Task RefreshAsync(CancellationToken cancellationToken)
+    internal async Task RefreshAsync(CancellationToken stopping)
     {
+        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
+        var cancellationToken = linked.Token;
         try
         {
             var leader = false;
@@ -223,7 +229,7 @@ internal sealed class KubernetesCa : IDisposable
             {
                 leader = !_plugin && await _lease.TryAcquireAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (Exception ex) when (IsTransient(ex))
+            catch (Exception ex) when (IsTransient(ex) || (ex is OperationCanceledException && timeout.IsCancellationRequested && !stopping.IsCancellationRequested))
             {
                 // Not the leader this round; reading the Secret (and so signing) does not depend on the Lease.
                 _logger.LeaseUnavailable(_options.Namespace, _options.LeaseName, Describe(ex));
@@ -265,9 +271,10 @@ internal sealed class KubernetesCa : IDisposable
                 await StepAsync(secret, state, cancellationToken).ConfigureAwait(false);
             }
         }
-        catch (Exception ex) when (IsTransient(ex))
+        catch (Exception ex) when (IsTransient(ex) || (ex is OperationCanceledException && timeout.IsCancellationRequested && !stopping.IsCancellationRequested))
         {
-            _logger.CaSecretUnreadable(_options.Namespace, _plugin ? _options.PluginSecretName : _options.SecretName, Describe(ex));
+            var error = ex is OperationCanceledException ? $"no answer within {_options.RequestTimeout.TotalSeconds:0.#} s" : Describe(ex);
+            _logger.CaSecretUnreadable(_options.Namespace, _plugin ? _options.PluginSecretName : _options.SecretName, error);
         }
     }
 
@@ -309,7 +316,7 @@ internal sealed class KubernetesCa : IDisposable
     private (string Cert, string Key) NewRoot()
     {
         var mesh = _mesh();
-        return CertificateAuthority.GenerateRootPem(new CertificateAuthorityOptions { TrustDomain = mesh.TrustDomain, MaxTtl = mesh.MaxCertificateTtl, ClockSkewAllowance = _clockSkew }, _time);
+        return CertificateAuthority.GenerateRootPem(new CertificateAuthorityOptions { TrustDomain = mesh.TrustDomain, DefaultTtl = mesh.CertificateTtl, MaxTtl = mesh.MaxCertificateTtl, ClockSkewAllowance = _clockSkew }, _time);
     }
 
     private async Task<V1Secret?> GetAsync(string name, CancellationToken cancellationToken)

@@ -13,9 +13,10 @@ namespace MeshProxy.ControlPlane.Tests.Certificates;
 /// </summary>
 internal static class MtlsEcho
 {
-    public static TlsEchoServer Server(SvidStore store, string trustDomain)
+    /// <param name="time">The clock certificates are checked on (a test's fake clock, when the CA runs on it).</param>
+    public static TlsEchoServer Server(SvidStore store, string trustDomain, TimeProvider? time = null)
     {
-        var verify = new PeerCertificateVerifier().CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Client);
+        var verify = new PeerCertificateVerifier(time).CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Client);
         return new TlsEchoServer(() => new SslServerAuthenticationOptions
         {
             ServerCertificateContext = store.CertificateContext,
@@ -45,7 +46,11 @@ internal sealed class MtlsEchoClient : IAsyncDisposable
 
     public X509Certificate2 ServerCertificate { get; }
 
-    public static async Task<MtlsEchoClient> ConnectAsync(int port, SvidStore store, string trustDomain, CancellationToken cancellationToken = default)
+    public static Task<MtlsEchoClient> ConnectAsync(int port, SvidStore store, string trustDomain, CancellationToken cancellationToken = default) =>
+        ConnectAsync(port, store, trustDomain, null, cancellationToken);
+
+    /// <param name="time">The clock the server's certificate is checked on (a test's fake clock, when the CA runs on it).</param>
+    public static async Task<MtlsEchoClient> ConnectAsync(int port, SvidStore store, string trustDomain, TimeProvider? time, CancellationToken cancellationToken = default)
     {
         var socket = new TcpClient();
         try
@@ -56,7 +61,7 @@ internal sealed class MtlsEchoClient : IAsyncDisposable
             {
                 TargetHost = "mesh",
                 ClientCertificateContext = store.CertificateContext,
-                RemoteCertificateValidationCallback = new PeerCertificateVerifier().CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Server),
+                RemoteCertificateValidationCallback = new PeerCertificateVerifier(time).CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Server),
                 EnabledSslProtocols = SslProtocols.Tls13,
             }, cancellationToken);
             return new MtlsEchoClient(socket, tls, new X509Certificate2(tls.RemoteCertificate!));
