@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json.Nodes;
 using MeshProxy.Config.Resources;
@@ -68,37 +67,8 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         await using var echo = MtlsEcho.Server(server.Store, TrustDomain, _clock);
 
         // Load: four loops, each a new mutual-TLS connection (a full handshake, both sides verified) and one echo.
-        using var stopLoad = new CancellationTokenSource();
-        var ok = 0;
-        var failures = new List<string>();
-        var issuers = new HashSet<string>();
-        var load = Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
-        {
-            while (!stopLoad.IsCancellationRequested)
-            {
-                try
-                {
-                    await using var c = await MtlsEchoClient.ConnectAsync(echo.Port, client.Store, TrustDomain, _clock);
-                    if (await c.EchoAsync("ping " + i) != "ping " + i)
-                    {
-                        throw new IOException("bad echo");
-                    }
-
-                    Interlocked.Increment(ref ok);
-                    lock (issuers)
-                    {
-                        issuers.Add(c.ServerCertificate.Issuer);
-                    }
-                }
-                catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or SocketException)
-                {
-                    lock (failures)
-                    {
-                        failures.Add($"{_clock.GetUtcNow():HH:mm:ss} phase {Phase()}: {ex.Message} (server expires {server.Store.NotAfter:HH:mm:ss}, client {client.Store.NotAfter:HH:mm:ss})");
-                    }
-                }
-            }
-        })).ToArray();
+        var load = new MtlsLoad(echo.Port, client.Store, TrustDomain, _clock,
+            ex => $"{_clock.GetUtcNow():HH:mm:ss} phase {Phase()}: {ex.Message} (server expires {server.Store.NotAfter:HH:mm:ss}, client {client.Store.NotAfter:HH:mm:ss})");
 
         // The operator asks; the leader generates the next root into the Secret and both replicas publish {old, new}.
         Annotate(CaSecrets.RotateAnnotation, "now");
@@ -140,16 +110,15 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         }
 
         await Task.Delay(500, TestContext.Current.CancellationToken);
-        await stopLoad.CancelAsync();
-        await Task.WhenAll(load);
+        await load.DisposeAsync();
         await server.Client.DisposeAsync();
         await client.Client.DisposeAsync();
 
-        Assert.Empty(failures);
-        Assert.True(ok > 50, $"only {ok} requests");
+        Assert.Empty(load.Failures);
+        Assert.True(load.Ok > 50, $"only {load.Ok} requests");
         using var old = X509Certificate2.CreateFromPem(oldRoot);
-        Assert.Contains(old.Subject, issuers);
-        Assert.Contains(newRoot.Subject, issuers);
+        Assert.Contains(old.Subject, load.Issuers);
+        Assert.Contains(newRoot.Subject, load.Issuers);
         Assert.True(server.Store.TrustBundle!.Contains(newRoot));
         Assert.Single(server.Store.TrustBundle!.Roots);
         Assert.Equal(newRoot.Subject, client.Store.Current!.Certificate.Issuer);

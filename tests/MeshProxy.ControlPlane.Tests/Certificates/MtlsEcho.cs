@@ -85,3 +85,80 @@ internal sealed class MtlsEchoClient : IAsyncDisposable
         _socket.Dispose();
     }
 }
+
+/// <summary>
+/// Load for a rotation test: <paramref name="loops"/> loops, each opening a new mutual-TLS connection to the echo server
+/// (a full handshake, both sides verified) and echoing one line per iteration, until disposed. Counts successes,
+/// keeps every failure (described by <c>describe</c>) and the issuers of the certificates the server presented.
+/// </summary>
+internal sealed class MtlsLoad : IAsyncDisposable
+{
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<string> _failures = [];
+    private readonly HashSet<string> _issuers = [];
+    private readonly Task[] _loops;
+    private int _ok;
+
+    public MtlsLoad(int port, SvidStore client, string trustDomain, TimeProvider? time = null, Func<Exception, string>? describe = null, int loops = 4)
+    {
+        _loops = [.. Enumerable.Range(0, loops).Select(i => Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await using var c = await MtlsEchoClient.ConnectAsync(port, client, trustDomain, time);
+                    if (await c.EchoAsync("ping " + i) != "ping " + i)
+                    {
+                        throw new IOException("bad echo");
+                    }
+
+                    Interlocked.Increment(ref _ok);
+                    lock (_issuers)
+                    {
+                        _issuers.Add(c.ServerCertificate.Issuer);
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or AuthenticationException or SocketException)
+                {
+                    lock (_failures)
+                    {
+                        _failures.Add(describe?.Invoke(ex) ?? ex.Message);
+                    }
+                }
+            }
+        }))];
+    }
+
+    public int Ok => Volatile.Read(ref _ok);
+
+    public IReadOnlyList<string> Failures
+    {
+        get
+        {
+            lock (_failures)
+            {
+                return [.. _failures];
+            }
+        }
+    }
+
+    public IReadOnlySet<string> Issuers
+    {
+        get
+        {
+            lock (_issuers)
+            {
+                return _issuers.ToHashSet();
+            }
+        }
+    }
+
+    /// <summary>Stops the loops and waits for them.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_loops);
+        _stop.Dispose();
+    }
+}
