@@ -118,22 +118,57 @@ public sealed class CertificateAuthority : IDisposable
         time ??= TimeProvider.System;
         logger ??= NullLogger.Instance;
 
-        TrustBundle roots;
-        X509Certificate2Collection chain;
+        string chainPem, keyPem, rootsPem;
         try
         {
-            roots = TrustBundle.FromPem(File.ReadAllText(rootCertPath));
-            chain = Certificates.ReadAll(File.ReadAllText(certChainPath), certChainPath);
+            rootsPem = File.ReadAllText(rootCertPath);
+            chainPem = File.ReadAllText(certChainPath);
+            keyPem = File.ReadAllText(keyPath);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new CertificateAuthorityException($"Cannot read the CA certificates: {ex.Message}", ex);
         }
 
-        var signer = LoadWithKey(certChainPath, keyPath);
+        return FromPem(chainPem, keyPem, rootsPem, options, time, logger, certChainPath, rootCertPath);
+    }
+
+    /// <summary>
+    /// <see cref="LoadFromPemFiles"/> from text already in memory (a Kubernetes Secret's keys): the key never touches a
+    /// disk. <paramref name="chainName"/> and <paramref name="rootsName"/> name the texts in error messages.
+    /// </summary>
+    /// <exception cref="CertificateAuthorityException">Unreadable PEM, a key that does not match, a signer that is not a CA, or a chain that does not reach the root.</exception>
+    public static CertificateAuthority FromPem(
+        string certChainPem, string keyPem, string rootsPem, CertificateAuthorityOptions options, TimeProvider? time = null, ILogger? logger = null,
+        string chainName = "certificate chain", string rootsName = "roots")
+    {
+        ArgumentNullException.ThrowIfNull(certChainPem);
+        ArgumentNullException.ThrowIfNull(keyPem);
+        ArgumentNullException.ThrowIfNull(rootsPem);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        time ??= TimeProvider.System;
+        logger ??= NullLogger.Instance;
+
+        TrustBundle roots;
+        X509Certificate2Collection chain;
+        X509Certificate2 signer;
+        try
+        {
+            roots = TrustBundle.FromPem(rootsPem);
+            chain = Certificates.ReadAll(certChainPem, chainName);
+            signer = X509Certificate2.CreateFromPem(certChainPem, keyPem);
+        }
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException)
+        {
+            throw new CertificateAuthorityException($"Cannot load the CA certificate ({chainName}) with its key: {ex.Message}", ex);
+        }
+
         if (!Certificates.IsCa(signer) || Certificates.KeyUsage(signer) is { } usage && !usage.HasFlag(X509KeyUsageFlags.KeyCertSign))
         {
-            throw new CertificateAuthorityException($"{certChainPath}: '{signer.Subject}' is not a CA certificate that may sign certificates (needs CA:true and keyCertSign)");
+            var subject = signer.Subject;
+            signer.Dispose();
+            throw new CertificateAuthorityException($"{chainName}: '{subject}' is not a CA certificate that may sign certificates (needs CA:true and keyCertSign)");
         }
 
         // What a leaf must be sent with: the signer itself unless it is the root, then anything between it and the root.
@@ -150,11 +185,25 @@ public sealed class CertificateAuthority : IDisposable
             if (!x509Chain.Build(signer))
             {
                 var status = string.Join("; ", x509Chain.ChainStatus.Select(s => s.StatusInformation.Trim()));
-                throw new CertificateAuthorityException($"{certChainPath}: the signing certificate does not chain to a root in {rootCertPath}: {status}");
+                signer.Dispose();
+                throw new CertificateAuthorityException($"{chainName}: the signing certificate does not chain to a root in {rootsName}: {status}");
             }
         }
 
         return new CertificateAuthority(signer, intermediates, roots, options, time, logger);
+    }
+
+    /// <summary>
+    /// A new self-signed ECDSA P-256 root for <paramref name="options"/>' trust domain, as PEM (certificate, PKCS#8 key),
+    /// for a caller that keeps it elsewhere than in files (a Kubernetes Secret).
+    /// </summary>
+    public static (string CertificatePem, string KeyPem) GenerateRootPem(CertificateAuthorityOptions options, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        using var root = NewRoot(key, options, time ?? TimeProvider.System);
+        return (root.ExportCertificatePem() + "\n", key.ExportPkcs8PrivateKeyPem() + "\n");
     }
 
     /// <summary>
@@ -397,18 +446,25 @@ public sealed class CertificateAuthority : IDisposable
         }
 
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var subject = new X500DistinguishedName($"O={options.TrustDomain}, CN=MeshProxy root CA");
+        using var root = NewRoot(key, options, time);
+
+        // Key first: a crash between the two leaves a lone key, which LoadOrCreate refuses rather than replaces.
+        FilePermissions.WriteSecretAtomically(keyPath, key.ExportPkcs8PrivateKeyPem() + "\n");
+        File.WriteAllText(certPath, root.ExportCertificatePem() + "\n");
+    }
+
+    private static X509Certificate2 NewRoot(ECDsa key, CertificateAuthorityOptions options, TimeProvider time)
+    {
+        // A random tag in the name: during a rotation two roots of one trust domain are trusted side by side, and
+        // people (and logs) tell them apart by subject.
+        var subject = new X500DistinguishedName($"O={options.TrustDomain}, CN=MeshProxy root CA {Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4))}");
         var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, critical: true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(
             X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign | X509KeyUsageFlags.DigitalSignature, critical: true));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, critical: false));
         var now = Truncate(time.GetUtcNow());
-        using var root = request.CreateSelfSigned(now - options.ClockSkewAllowance, now + options.RootValidity);
-
-        // Key first: a crash between the two leaves a lone key, which LoadOrCreate refuses rather than replaces.
-        FilePermissions.WriteSecretAtomically(keyPath, key.ExportPkcs8PrivateKeyPem() + "\n");
-        File.WriteAllText(certPath, root.ExportCertificatePem() + "\n");
+        return request.CreateSelfSigned(now - options.ClockSkewAllowance, now + options.RootValidity);
     }
 
     private static X509Certificate2 LoadWithKey(string certPath, string keyPath)

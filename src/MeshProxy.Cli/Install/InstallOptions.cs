@@ -24,11 +24,8 @@ internal sealed partial record InstallOptions
 
     public string Tag { get; init; } = "latest";
 
-    /// <summary>
-    /// One until the CA's root is shared by replicas (issue 18 item 2): with the root in an emptyDir, each replica would
-    /// make its own, and sidecars and the webhook would be split between two roots.
-    /// </summary>
-    public int ControlPlaneReplicas { get; init; } = 1;
+    /// <summary>Two: the replicas share one CA root (Secret meshproxy-ca, created once under a Lease), so either signs.</summary>
+    public int ControlPlaneReplicas { get; init; } = 2;
 
     public int InjectorReplicas { get; init; } = 2;
 

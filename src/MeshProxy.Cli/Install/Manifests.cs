@@ -26,7 +26,10 @@ internal static class Manifests
     private const int GrpcTlsPort = 15012;
     private const int MonitoringPort = 15014;
     private const string ConfigMount = "/etc/meshproxy/config";
-    private const string CaMount = "/var/run/meshproxy/ca";
+    private const string CaSecret = "meshproxy-ca";
+
+    // Istio's plug-in CA layout, read when present (KubernetesCa).
+    private const string PluginCaSecret = "cacerts";
     private const string WebhookCertMount = "/etc/meshproxy/webhook";
 
     /// <summary>The files, in apply order, without the CRDs (which <see cref="CrdWriter"/> writes, ahead of them).</summary>
@@ -131,7 +134,13 @@ internal static class Manifests
         ["metadata"] = Metadata(o, o.ControlPlane, namespaced: true),
         ["rules"] = new JsonArray(
             Rule([""], ["secrets"], ["create"]),
-            Rule([""], ["secrets"], ["get", "update"], [o.WebhookSecret])),
+            Rule([""], ["secrets"], ["get", "update"], [o.WebhookSecret]),
+            // The CA (KubernetesCa): reads the plug-in CA and the shared root, updates the root for a rotation, under the
+            // Lease of the same name that replicas take and renew (KubernetesCaTests checks these against its requests).
+            Rule([""], ["secrets"], ["get"], [PluginCaSecret, CaSecret]),
+            Rule([""], ["secrets"], ["update"], [CaSecret]),
+            Rule(["coordination.k8s.io"], ["leases"], ["get", "update"], [CaSecret]),
+            Rule(["coordination.k8s.io"], ["leases"], ["create"])),
     };
 
     private static JsonObject RoleBinding(InstallOptions o) => new()
@@ -177,11 +186,10 @@ internal static class Manifests
             .With("readinessProbe", new JsonObject { ["httpGet"] = new JsonObject { ["path"] = "/ready", ["port"] = MonitoringPort }, ["periodSeconds"] = 5 })
             .With("livenessProbe", new JsonObject { ["tcpSocket"] = new JsonObject { ["port"] = GrpcTlsPort }, ["periodSeconds"] = 15, ["failureThreshold"] = 4 })
             .With("resources", Resources("200m", "256Mi", "1Gi"))
-            .With("volumeMounts", new JsonArray(Mount("config", ConfigMount), Mount("ca", CaMount, readOnly: false))),
-        volumes: new JsonArray(
-            new JsonObject { ["name"] = "config", ["configMap"] = new JsonObject { ["name"] = o.ConfigMap } },
-            // The CA's self-managed root, per pod until the CA keeps its root in a Secret (issue 18 item 2).
-            new JsonObject { ["name"] = "ca", ["emptyDir"] = new JsonObject { ["medium"] = "Memory" } }));
+            // The CA's Secret and Lease are in the pod's own namespace; the pod name is its Lease holderIdentity.
+            .With("env", new JsonArray(FieldEnv("POD_NAMESPACE", "metadata.namespace"), FieldEnv("POD_NAME", "metadata.name")))
+            .With("volumeMounts", new JsonArray(Mount("config", ConfigMount))),
+        volumes: new JsonArray(new JsonObject { ["name"] = "config", ["configMap"] = new JsonObject { ["name"] = o.ConfigMap } }));
 
     /// <summary>The control plane's command line; each option is the program's own (DeploymentArtifactTests checks).</summary>
     private static JsonArray ControlPlaneArgs(InstallOptions o) => Strings(
@@ -194,7 +202,10 @@ internal static class Manifests
         "--grpc", $"127.0.0.1:{GrpcPort}",
         "--grpc-tls", $"0.0.0.0:{GrpcTlsPort}",
         "--monitoring", $"0.0.0.0:{MonitoringPort}",
-        "--ca-dir", CaMount,
+        // The CA's root lives in Secret meshproxy-ca of this namespace, created once under Lease meshproxy-ca, so every
+        // replica (and every revision: the name is not suffixed) signs with one root; Istio's plug-in CA in Secret cacerts
+        // wins when present. No key on disk.
+        "--ca-secret", CaSecret,
         // The injector's serving certificate and the webhook's caBundle come from this CA (WebhookCertificatePublisher).
         "--webhook-configuration", o.WebhookConfiguration,
         "--webhook-service", $"{o.Namespace}/{o.Injector}",
@@ -461,6 +472,9 @@ internal static class Manifests
     private static JsonObject Port(string name, int port) => new() { ["name"] = name, ["containerPort"] = port };
 
     private static JsonObject ServicePort(string name, int port, int targetPort) => new() { ["name"] = name, ["port"] = port, ["targetPort"] = targetPort };
+
+    private static JsonObject FieldEnv(string name, string fieldPath) =>
+        new() { ["name"] = name, ["valueFrom"] = new JsonObject { ["fieldRef"] = new JsonObject { ["fieldPath"] = fieldPath } } };
 
     private static JsonObject Mount(string name, string path, bool readOnly = true) => new() { ["name"] = name, ["mountPath"] = path, ["readOnly"] = readOnly };
 

@@ -18,6 +18,9 @@ internal sealed class CertificateMetrics
     public const string NotAServiceAccount = "not_a_service_account";
     public const string TokenReviewUnavailable = "token_review_unavailable";
 
+    // Kubernetes mode: this replica could not read the CA Secret for too long (KubernetesCa.Unavailable).
+    public const string CaUnavailable = "ca_unavailable";
+
     // One interned string per reason, so that counting a refusal never allocates a label.
     private static readonly FrozenDictionary<SigningRefusal, string> Reasons = Enum.GetValues<SigningRefusal>().ToFrozenDictionary(r => r, SnakeCase);
 

@@ -40,7 +40,8 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
     /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>.
     /// </summary>
     /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
-    public static CertificateService Create(CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null)
+    public static async Task<CertificateService> CreateAsync(
+        CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Validate() is { } problem)
@@ -66,7 +67,26 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
             }
         }
 
-        var authority = MeshCertificateAuthority.Load(options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+        MeshCertificateAuthority authority;
+        if (options.KubernetesCa is { } kubeCa)
+        {
+            var client = kubernetes ?? throw new CertificateAuthorityException("--ca-secret needs --source kubernetes");
+            var shared = await KubernetesCa.StartAsync(client, kubeCa, () => MeshCertificateAuthority.MeshOf(directory.Current), options.ClockSkewAllowance, time, loggers, cancellationToken);
+            try
+            {
+                authority = MeshCertificateAuthority.FromKubernetes(shared, options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+            }
+            catch
+            {
+                shared.Dispose();
+                throw;
+            }
+        }
+        else
+        {
+            authority = MeshCertificateAuthority.Load(options, MeshCertificateAuthority.MeshOf(directory.Current), time, loggers);
+        }
+
         directory.Changed += authority.OnConfigChanged;
         var metrics = new CertificateMetrics(registry, authority);
         return new CertificateService(authority, tokens, metrics, loggers.CreateLogger<CertificateService>());
@@ -80,6 +100,12 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         {
             throw Refuse(StatusCode.Unauthenticated, CertificateMetrics.MissingToken, peer, "unauthenticated",
                 "no bearer token: send the workload's token (its bootstrap token, or on Kubernetes its pod's projected service-account token) as 'authorization: Bearer <token>'");
+        }
+
+        // Before authenticating: a replica that may be behind a root rotation signs nothing, so it need not review tokens.
+        if (_authority.Unavailable is { } unavailable)
+        {
+            throw Refuse(StatusCode.Unavailable, CertificateMetrics.CaUnavailable, peer, "unauthenticated", unavailable);
         }
 
         WorkloadIdentity? workload;

@@ -37,6 +37,13 @@ public sealed record CertificateServiceOptions
     /// </summary>
     internal TokenReviewOptions? TokenReview { get; init; }
 
+    /// <summary>
+    /// Kubernetes mode without <see cref="CaDirectory"/> or operator files: the root lives in a Secret in the control
+    /// plane's namespace, shared by every replica (<c>--ca-secret</c> names it); Istio's plug-in Secret <c>cacerts</c>
+    /// takes precedence. No key is written to disk. The host sets it whenever a CA is asked for in Kubernetes mode.
+    /// </summary>
+    internal KubernetesCaOptions? KubernetesCa { get; init; }
+
     /// <summary>gRPC over TLS with a certificate this CA issues to the control plane itself (Istio's 15012); null: none.</summary>
     public IPEndPoint? TlsEndPoint { get; init; }
 
@@ -54,6 +61,27 @@ public sealed record CertificateServiceOptions
         if (UsesOperatorCa && CaDirectory is not null)
         {
             return "--ca-dir and --ca-cert-chain/--ca-key/--ca-root are alternatives; give one CA";
+        }
+
+        if (KubernetesCa is not null)
+        {
+            if (UsesOperatorCa || CaDirectory is not null)
+            {
+                return "--ca-secret keeps the CA in a Kubernetes Secret; --ca-dir and --ca-cert-chain/--ca-key/--ca-root keep it in files: give one";
+            }
+
+            if (TokenReview is null)
+            {
+                return "--ca-secret needs --source kubernetes";
+            }
+
+            if (AdditionalRootsFile is not null)
+            {
+                return "--ca-additional-roots is for a CA in files: a root kept in a Secret is rotated by annotating it (meshproxy.io/rotate-root)";
+            }
+
+            return string.IsNullOrWhiteSpace(TokenStoreFile) ? null
+                : "--token-store is for the directory source: with --source kubernetes the CA checks each pod's service-account token through the API server (TokenReview)";
         }
 
         if (UsesOperatorCa && (CaCertChainFile is null || CaKeyFile is null || CaRootFile is null))
@@ -97,6 +125,7 @@ public sealed record CertificateServiceOptions
             "--ca-root" => current with { CaRootFile = value },
             "--ca-additional-roots" => current with { AdditionalRootsFile = value },
             "--token-store" => current with { TokenStoreFile = value },
+            "--ca-secret" when value.Length > 0 => current with { KubernetesCa = (current.KubernetesCa ?? new()) with { SecretName = value } },
             "--token-audience" when value.Length > 0 => current with { TokenReview = (current.TokenReview ?? new()) with { Audience = value } },
             "--grpc-tls" when IPEndPoint.TryParse(value, out var tls) => current with { TlsEndPoint = tls },
             _ => null,
@@ -117,6 +146,9 @@ public sealed record CertificateServiceOptions
           --ca-key <file>             its private key,
           --ca-root <file>            and the root(s) it chains to
           --ca-additional-roots <f> extra roots for the trust bundle (root rotation)
+          --ca-secret <name>        with --source kubernetes and no --ca-dir/--ca-cert-chain (the default there): the root
+                                    lives in this Secret of the control plane's namespace (POD_NAMESPACE), default
+                                    meshproxy-ca, shared by every replica; an Istio plug-in CA in Secret cacerts wins
           --token-store <file>      bootstrap tokens (meshproxy token create); required with a CA, except with
                                     --source kubernetes, where each pod's service-account token is checked by TokenReview
           --token-audience <a>      with --source kubernetes: the audience of the pods' projected tokens, default meshproxy

@@ -2,7 +2,7 @@ using System.Net;
 using MeshProxy.ControlPlane.Certificates;
 using MeshProxy.ControlPlane.Discovery;
 using MeshProxy.ControlPlane.Kubernetes;
-using MeshProxy.ControlPlane.Kubernetes.TrustBundle;
+using MeshProxy.ControlPlane.Kubernetes.TrustDistribution;
 using MeshProxy.ControlPlane.Kubernetes.Webhook;
 using MeshProxy.ControlPlane.Monitoring;
 using MeshProxy.ControlPlane.Resources;
@@ -196,8 +196,15 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         try
         {
             // On Kubernetes a workload proves itself with its pod's service-account token (TokenReview), not a stored token.
+            // And unless files are named, the CA's root lives in a Secret shared by every replica, never on disk.
             certificates = options.Certificates is { } ca
-                ? CertificateService.Create(kubernetesClient is null ? ca : ca with { TokenReview = ca.TokenReview ?? new() }, source, metrics.Registry, loggers, options.Time, kubernetesClient)
+                ? await CertificateService.CreateAsync(
+                    kubernetesClient is null ? ca : ca with
+                    {
+                        TokenReview = ca.TokenReview ?? new(),
+                        KubernetesCa = ca.KubernetesCa ?? (ca.CaDirectory is null && !ca.UsesOperatorCa ? new() : null),
+                    },
+                    source, metrics.Registry, loggers, options.Time, kubernetesClient, cancellationToken)
                 : null;
         }
         catch

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using MeshProxy.Config.Resources;
 using MeshProxy.ControlPlane.Certificates;
@@ -130,37 +129,7 @@ public sealed class CertificateAuthorityClientTests
             await using var echo = MtlsEcho.Server(server.Store, TrustDomain);
 
             // Load: four loops, each a new mutual-TLS connection and one echo per iteration.
-            using var stopLoad = new CancellationTokenSource();
-            var ok = 0;
-            var failures = new List<string>();
-            var issuers = new HashSet<string>();
-            var load = Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
-            {
-                while (!stopLoad.IsCancellationRequested)
-                {
-                    try
-                    {
-                        await using var c = await MtlsEchoClient.ConnectAsync(echo.Port, client.Store, TrustDomain);
-                        if (await c.EchoAsync("ping " + i) != "ping " + i)
-                        {
-                            throw new IOException("bad echo");
-                        }
-
-                        Interlocked.Increment(ref ok);
-                        lock (issuers)
-                        {
-                            issuers.Add(c.ServerCertificate.Issuer);
-                        }
-                    }
-                    catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or SocketException)
-                    {
-                        lock (failures)
-                        {
-                            failures.Add(ex.Message);
-                        }
-                    }
-                }
-            })).ToArray();
+            var load = new MtlsLoad(echo.Port, client.Store, TrustDomain);
 
             await Task.Delay(2000, TestContext.Current.CancellationToken);
 
@@ -178,12 +147,11 @@ public sealed class CertificateAuthorityClientTests
                 "bundles shrink to root B", TimeSpan.FromSeconds(20));
             await Task.Delay(1000, TestContext.Current.CancellationToken);
 
-            await stopLoad.CancelAsync();
-            await Task.WhenAll(load);
-            Assert.Empty(failures);
-            Assert.True(ok > 50, $"only {ok} requests");
-            Assert.Contains(certA.Subject, issuers);
-            Assert.Contains(certB.Subject, issuers);
+            await load.DisposeAsync();
+            Assert.Empty(load.Failures);
+            Assert.True(load.Ok > 50, $"only {load.Ok} requests");
+            Assert.Contains(certA.Subject, load.Issuers);
+            Assert.Contains(certB.Subject, load.Issuers);
             Assert.True(server.Store.TrustBundle!.Contains(certB));
         }
 

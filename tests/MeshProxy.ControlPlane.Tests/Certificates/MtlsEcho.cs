@@ -13,9 +13,10 @@ namespace MeshProxy.ControlPlane.Tests.Certificates;
 /// </summary>
 internal static class MtlsEcho
 {
-    public static TlsEchoServer Server(SvidStore store, string trustDomain)
+    /// <param name="time">The clock certificates are checked on (a test's fake clock, when the CA runs on it).</param>
+    public static TlsEchoServer Server(SvidStore store, string trustDomain, TimeProvider? time = null)
     {
-        var verify = new PeerCertificateVerifier().CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Client);
+        var verify = new PeerCertificateVerifier(time).CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Client);
         return new TlsEchoServer(() => new SslServerAuthenticationOptions
         {
             ServerCertificateContext = store.CertificateContext,
@@ -45,7 +46,11 @@ internal sealed class MtlsEchoClient : IAsyncDisposable
 
     public X509Certificate2 ServerCertificate { get; }
 
-    public static async Task<MtlsEchoClient> ConnectAsync(int port, SvidStore store, string trustDomain, CancellationToken cancellationToken = default)
+    public static Task<MtlsEchoClient> ConnectAsync(int port, SvidStore store, string trustDomain, CancellationToken cancellationToken = default) =>
+        ConnectAsync(port, store, trustDomain, null, cancellationToken);
+
+    /// <param name="time">The clock the server's certificate is checked on (a test's fake clock, when the CA runs on it).</param>
+    public static async Task<MtlsEchoClient> ConnectAsync(int port, SvidStore store, string trustDomain, TimeProvider? time, CancellationToken cancellationToken = default)
     {
         var socket = new TcpClient();
         try
@@ -56,7 +61,7 @@ internal sealed class MtlsEchoClient : IAsyncDisposable
             {
                 TargetHost = "mesh",
                 ClientCertificateContext = store.CertificateContext,
-                RemoteCertificateValidationCallback = new PeerCertificateVerifier().CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Server),
+                RemoteCertificateValidationCallback = new PeerCertificateVerifier(time).CreateCallback(() => store.TrustBundle!, trustDomain, PeerRole.Server),
                 EnabledSslProtocols = SslProtocols.Tls13,
             }, cancellationToken);
             return new MtlsEchoClient(socket, tls, new X509Certificate2(tls.RemoteCertificate!));
@@ -78,5 +83,82 @@ internal sealed class MtlsEchoClient : IAsyncDisposable
     {
         await _tls.DisposeAsync();
         _socket.Dispose();
+    }
+}
+
+/// <summary>
+/// Load for a rotation test: <paramref name="loops"/> loops, each opening a new mutual-TLS connection to the echo server
+/// (a full handshake, both sides verified) and echoing one line per iteration, until disposed. Counts successes,
+/// keeps every failure (described by <c>describe</c>) and the issuers of the certificates the server presented.
+/// </summary>
+internal sealed class MtlsLoad : IAsyncDisposable
+{
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<string> _failures = [];
+    private readonly HashSet<string> _issuers = [];
+    private readonly Task[] _loops;
+    private int _ok;
+
+    public MtlsLoad(int port, SvidStore client, string trustDomain, TimeProvider? time = null, Func<Exception, string>? describe = null, int loops = 4)
+    {
+        _loops = [.. Enumerable.Range(0, loops).Select(i => Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await using var c = await MtlsEchoClient.ConnectAsync(port, client, trustDomain, time);
+                    if (await c.EchoAsync("ping " + i) != "ping " + i)
+                    {
+                        throw new IOException("bad echo");
+                    }
+
+                    Interlocked.Increment(ref _ok);
+                    lock (_issuers)
+                    {
+                        _issuers.Add(c.ServerCertificate.Issuer);
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or AuthenticationException or SocketException)
+                {
+                    lock (_failures)
+                    {
+                        _failures.Add(describe?.Invoke(ex) ?? ex.Message);
+                    }
+                }
+            }
+        }))];
+    }
+
+    public int Ok => Volatile.Read(ref _ok);
+
+    public IReadOnlyList<string> Failures
+    {
+        get
+        {
+            lock (_failures)
+            {
+                return [.. _failures];
+            }
+        }
+    }
+
+    public IReadOnlySet<string> Issuers
+    {
+        get
+        {
+            lock (_issuers)
+            {
+                return _issuers.ToHashSet();
+            }
+        }
+    }
+
+    /// <summary>Stops the loops and waits for them.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_loops);
+        _stop.Dispose();
     }
 }

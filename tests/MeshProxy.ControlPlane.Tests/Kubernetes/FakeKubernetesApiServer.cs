@@ -32,6 +32,7 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// TokenReview (authentication.k8s.io/v1) for the service-account tokens it mints: FakeKubernetesApiServer.TokenReview.cs;
 /// SelfSubjectAccessReview, /version and the Service and Pod proxies: the .SelfSubjectAccessReview, .Version and .Proxy files;
 /// ConfigMaps and the checks the API server makes on them: FakeKubernetesApiServer.ConfigMaps.cs.
+/// Secrets and Leases with their kinds' own checks: FakeKubernetesApiServer.Secrets.cs.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
 /// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
@@ -63,6 +64,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         RegisterResource("", "v1", "pods", "Pod", namespaced: true);
         RegisterResource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced: true);
         RegisterConfigMaps();
+        RegisterSecretsAndLeases();
     }
 
     public Uri BaseUri { get; private set; } = null!;
@@ -560,6 +562,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 
             var key = Key(type, ns, bodyName);
             var current = CurrentLocked(key);
+            ValidateSecretOrLease(type, current, body);
             if (name is null)
             {
                 if (current is not null)

@@ -7,7 +7,7 @@ using MeshProxy.Config.Resources;
 using MeshProxy.ControlPlane.Kubernetes.Informers;
 using Microsoft.Extensions.Logging;
 
-namespace MeshProxy.ControlPlane.Kubernetes.TrustBundle;
+namespace MeshProxy.ControlPlane.Kubernetes.TrustDistribution;
 
 /// <summary>
 /// Keeps the ConfigMap <c>meshproxy-ca-root-cert</c> (key <c>root-cert.pem</c>: every root of the CA's published

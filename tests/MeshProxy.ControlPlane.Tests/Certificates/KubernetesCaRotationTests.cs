@@ -1,0 +1,241 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json.Nodes;
+using MeshProxy.Config.Resources;
+using MeshProxy.ControlPlane.Certificates;
+using MeshProxy.ControlPlane.Kubernetes;
+using MeshProxy.ControlPlane.Tests.Infrastructure;
+using MeshProxy.ControlPlane.Tests.Kubernetes;
+using MeshProxy.Identity;
+using MeshProxy.Sidecar.Identity;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+
+namespace MeshProxy.ControlPlane.Tests.Certificates;
+
+/// <summary>
+/// Root rotation of the Kubernetes-kept root with two replicas, on one fake clock shared by the control planes, the
+/// sidecars' CA clients and the mutual-TLS peers (certificates live 10 minutes, the shortest MeshConfig allows; each
+/// phase waits ~10.6 minutes of that clock). Each replica reaches the fake API server through its own relay, so one can
+/// be cut off.
+/// </summary>
+public sealed class KubernetesCaRotationTests : IAsyncLifetime
+{
+    private const string Ns = KubernetesCaTests.Ns;
+    private const string TrustDomain = CaTestKit.TrustDomain;
+
+    private readonly FakeTimeProvider _clock = new(DateTimeOffset.UtcNow);
+    private readonly LogCapture _logs = new();
+    private readonly List<IAsyncDisposable> _owned = [];
+    private FakeKubernetesApiServer _api = null!;
+    private string _work = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _api = await FakeKubernetesApiServer.StartAsync();
+        _api.TokenClock = _clock;
+        _api.Apply(KubeJson.Namespace("shop"));
+        _api.Apply(KubeJson.Pod("shop", "web-1", "10.1.0.1", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "api-1", "10.1.0.2", serviceAccount: "api", app: "api"));
+        _work = RepoPaths.NewTempDirectory();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        for (var i = _owned.Count - 1; i >= 0; i--)
+        {
+            await _owned[i].DisposeAsync();
+        }
+
+        await _api.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Rotation_adds_the_new_root_first_switches_then_drops_the_old_one_and_mutual_tls_never_fails()
+    {
+        var (a, _) = await StartReplicaAsync("replica-a");
+        var (b, _) = await StartReplicaAsync("replica-b");
+        var oldRoot = RootInSecret();
+
+        // api gets its certificates from replica a, web from replica b: both roots and bundles must agree across replicas.
+        var server = Workload(a, "api");
+        var client = Workload(b, "web");
+        await server.Client.StartAsync(TestContext.Current.CancellationToken);
+        await client.Client.StartAsync(TestContext.Current.CancellationToken);
+        // A first attempt that lost a race with start-up is retried after a backoff on the shared clock: move it on.
+        await AdvanceUntilAsync(() => server.Client.FirstCertificate.IsCompletedSuccessfully && client.Client.FirstCertificate.IsCompletedSuccessfully, "both workloads hold a certificate", TimeSpan.FromSeconds(1));
+        await using var echo = MtlsEcho.Server(server.Store, TrustDomain, _clock);
+
+        // Load: four loops, each a new mutual-TLS connection (a full handshake, both sides verified) and one echo.
+        var load = new MtlsLoad(echo.Port, client.Store, TrustDomain, _clock,
+            ex => $"{_clock.GetUtcNow():HH:mm:ss} phase {Phase()}: {ex.Message} (server expires {server.Store.NotAfter:HH:mm:ss}, client {client.Store.NotAfter:HH:mm:ss})");
+
+        // The operator asks; the leader generates the next root into the Secret and both replicas publish {old, new}.
+        Annotate(CaSecrets.RotateAnnotation, "now");
+        var phases = new List<string>();
+        string? nextRoot = null;
+        var maxRoots = 0;
+        // 2 s of the clock per 30 ms: a 10-minute certificate lasts seconds of real time, so renewals keep up on a busy machine.
+        for (var step = 0; step < 3000 && !(phases.Contains("switched") && Phase() == "none"); step++)
+        {
+            _clock.Advance(TimeSpan.FromSeconds(2));
+            await Task.Delay(30, TestContext.Current.CancellationToken);
+            var phase = Phase();
+            if (phases.Count == 0 || phases[^1] != phase)
+            {
+                phases.Add(phase);
+            }
+
+            if (phase == "adding")
+            {
+                nextRoot ??= KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.NextRootCert);
+                Assert.Equal(nextRoot, KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.NextRootCert));
+            }
+
+            maxRoots = Math.Max(maxRoots, Math.Max(server.Store.TrustBundle!.Roots.Length, client.Store.TrustBundle!.Roots.Length));
+        }
+
+        // Every phase in order, none skipped (the first may already be 'adding' after the first 10 s).
+        Assert.Equal(["none", "adding", "switched", "none"], Collapse(["none", .. phases]));
+        Assert.Equal(2, maxRoots);
+        Assert.NotNull(nextRoot);
+        using var newRoot = X509Certificate2.CreateFromPem(nextRoot);
+        Assert.Equal(nextRoot.Trim(), RootInSecret().Trim());
+
+        // Sidecars move to the new root at their renewals; then their bundles shrink to it alone.
+        for (var step = 0; step < 1000 && !(server.Store.TrustBundle!.Roots.Length == 1 && client.Store.TrustBundle!.Roots.Length == 1 && server.Store.Current!.Certificate.Issuer == newRoot.Subject); step++)
+        {
+            _clock.Advance(TimeSpan.FromSeconds(2));
+            await Task.Delay(30, TestContext.Current.CancellationToken);
+        }
+
+        await Task.Delay(500, TestContext.Current.CancellationToken);
+        await load.DisposeAsync();
+        await server.Client.DisposeAsync();
+        await client.Client.DisposeAsync();
+
+        Assert.Empty(load.Failures);
+        Assert.True(load.Ok > 50, $"only {load.Ok} requests");
+        using var old = X509Certificate2.CreateFromPem(oldRoot);
+        Assert.Contains(old.Subject, load.Issuers);
+        Assert.Contains(newRoot.Subject, load.Issuers);
+        Assert.True(server.Store.TrustBundle!.Contains(newRoot));
+        Assert.Single(server.Store.TrustBundle!.Roots);
+        Assert.Equal(newRoot.Subject, client.Store.Current!.Certificate.Issuer);
+        Assert.Equal(3, _logs.WithEvent(126).Count);  // three steps, each written once
+    }
+
+    [Fact]
+    public async Task A_replica_that_loses_the_lease_mid_rotation_stops_signing_and_the_new_holder_finishes_with_the_same_next_root()
+    {
+        var (a, relayA) = await StartReplicaAsync("replica-a");
+        var (b, _) = await StartReplicaAsync("replica-b");
+        Assert.True(a.ControlPlane.Host.Certificates!.Authority.Kubernetes!.IsLeader);
+        var token = _api.CreateServiceAccountToken("shop", "web", pod: "web-1", lifetime: TimeSpan.FromDays(30));
+        var csr = await a.OpensslCsrAsync("URI:" + CaTestKit.SpiffeId("shop", "web"));
+
+        // a (the holder) starts the rotation: the next root is in the Secret, both replicas publish both roots.
+        Annotate(CaSecrets.RotateAnnotation, "now");
+        await AdvanceUntilAsync(() => Phase() == "adding", "a steps into 'adding'");
+        var nextRoot = KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.NextRootCert);
+        await AdvanceUntilAsync(() => BundleOf(a).Count == 2 && BundleOf(b).Count == 2, "both replicas publish {old, new}");
+
+        // a is cut off from the API server (its open connections hang, new ones are refused): it loses the Lease
+        // without knowing, and once its view of the Secret is 30 s old it signs nothing.
+        relayA.Target = new IPEndPoint(IPAddress.Loopback, ClosedPort.Next());
+        relayA.Freeze();
+        await AdvanceUntilAsync(() => a.ControlPlane.Host.Certificates!.Authority.Unavailable is not null, "a stops signing");
+        var refused = await a.RequestAsync(csr, token);
+        Assert.Equal(14, refused.Code);  // UNAVAILABLE: the sidecar retries, through the Service, on b
+        Assert.Contains("ca_unavailable", refused.Details, StringComparison.Ordinal);
+        Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"ca_unavailable\"} 1", await a.ControlPlane.MetricsAsync());
+
+        // b takes the Lease and finishes the rotation from the Secret's state: the root a generated, not one of its own.
+        await AdvanceUntilAsync(() => Phase() == "switched", "b steps into 'switched'");
+        Assert.Equal("replica-b", _api.Get("coordination.k8s.io/v1", "Lease", Ns, "meshproxy-ca")!["spec"]!["holderIdentity"]!.GetValue<string>());
+        Assert.Equal(nextRoot, KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.RootCert));
+        var fromB = await b.RequestAsync(csr, token);
+        Assert.True(fromB.Ok, fromB.Details);
+        using (var issuer = X509Certificate2.CreateFromPem(nextRoot))
+        using (var leaf = X509Certificate2.CreateFromPem(fromB.Chain[0]))
+        {
+            Assert.Equal(issuer.Subject, leaf.Issuer);
+        }
+
+        Assert.Equal(2, fromB.Bundle.Length);
+
+        // a comes back: it reads the Secret and signs as b does (same root, same bundle), not with what it held.
+        relayA.Target = new IPEndPoint(IPAddress.Loopback, _api.BaseUri.Port);
+        await AdvanceUntilAsync(() => a.ControlPlane.Host.Certificates!.Authority.Unavailable is null, "a reads the Secret again");
+        var fromA = await a.RequestAsync(csr, token);
+        Assert.True(fromA.Ok, fromA.Details);
+        Assert.Equal(fromB.Bundle, fromA.Bundle);
+        using (var leafA = X509Certificate2.CreateFromPem(fromA.Chain[0]))
+        using (var leafB = X509Certificate2.CreateFromPem(fromB.Chain[0]))
+        {
+            Assert.Equal(leafB.Issuer, leafA.Issuer);
+        }
+
+        await AdvanceUntilAsync(() => Phase() == "none", "the old root is dropped");
+        Assert.Equal(nextRoot, KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.RootCert));
+    }
+
+    private static List<string> Collapse(List<string> phases) => [.. phases.Where((p, i) => i == 0 || phases[i - 1] != p)];
+
+    private string Phase() =>
+        _api.Get("v1", "Secret", Ns, "meshproxy-ca")!["metadata"]!["annotations"]?[CaSecrets.PhaseAnnotation]?.GetValue<string>() ?? "none";
+
+    private string RootInSecret() => KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.RootCert);
+
+    private static IReadOnlyList<string> BundleOf(CaTestKit kit) => kit.ControlPlane.Host.Certificates!.Authority.Current.BundlePem;
+
+    private void Annotate(string name, string value) =>
+        _api.ApplyRaw("v1", "Secret", Ns, "meshproxy-ca", s =>
+        {
+            s["metadata"]!["annotations"] = new JsonObject { [name] = value };
+            return s;
+        });
+
+    /// <summary>Moves the shared clock 5 s at a time (a refresh interval) until <paramref name="condition"/> holds.</summary>
+    private async Task AdvanceUntilAsync(Func<bool> condition, string what, TimeSpan? stride = null)
+    {
+        for (var step = 0; step < 600; step++)
+        {
+            if (condition())
+            {
+                return;
+            }
+
+            _clock.Advance(stride ?? TimeSpan.FromSeconds(5));
+            await Task.Delay(30, TestContext.Current.CancellationToken);
+        }
+
+        Assert.Fail($"never happened: {what}");
+    }
+
+    private async Task<(CaTestKit Kit, TcpRelay Relay)> StartReplicaAsync(string identity)
+    {
+        var relay = new TcpRelay(new IPEndPoint(IPAddress.Loopback, _api.BaseUri.Port));
+        _owned.Add(relay);
+        var client = new k8s.Kubernetes(new k8s.KubernetesClientConfiguration { Host = $"http://127.0.0.1:{relay.Port}" });
+        var kit = await CaTestKit.StartAsync(
+            o => o with { CaDirectory = null, TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero, KubernetesCa = new KubernetesCaOptions { Namespace = Ns, Identity = identity } },
+            ttl: "10m", maxTtl: "10m", time: _clock,
+            host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = client },
+            logs: _logs);
+        _owned.Add(kit);
+        return (kit, relay);
+    }
+
+    private (CertificateAuthorityClient Client, SvidStore Store) Workload(CaTestKit kit, string serviceAccount)
+    {
+        var tokenFile = Path.Combine(_work, serviceAccount + ".token");
+        File.WriteAllText(tokenFile, _api.CreateServiceAccountToken("shop", serviceAccount, pod: serviceAccount + "-1", lifetime: TimeSpan.FromDays(30)));
+        var store = new SvidStore();
+        var client = new CertificateAuthorityClient(
+            new ControlPlaneSpec($"http://{kit.ControlPlane.GrpcAddress}", tokenFile), Path.Combine(_work, "sidecar.yaml"), SpiffeId.ForWorkload(TrustDomain, "shop", serviceAccount), store,
+            new CertificateAuthorityClientOptions { Rotation = new SvidRotatorOptions { InitialBackoff = TimeSpan.FromMilliseconds(100), MaxBackoff = TimeSpan.FromSeconds(1) } },
+            _clock, LoggerFactory.Create(b => b.AddProvider(_logs)));
+        return (client, store);
+    }
+}
