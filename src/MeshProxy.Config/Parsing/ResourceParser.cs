@@ -36,6 +36,7 @@ public static partial class ResourceParser
         [AuthorizationPolicyResource.KindName] = AuthorizationPolicyParser.Parse,
         [DestinationPolicyResource.KindName] = DestinationPolicyParser.Parse,
         [EgressPolicyResource.KindName] = EgressPolicyParser.Parse,
+        [RequestAuthenticationResource.KindName] = RequestAuthenticationParser.Parse,
     };
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;

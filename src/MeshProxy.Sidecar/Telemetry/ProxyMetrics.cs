@@ -50,6 +50,14 @@ internal sealed class ProxyMetrics
     /// <summary>A request an AUDIT policy matched (whatever the verdict), by the policy's namespace/name.</summary>
     public void AuthorizationAudited(string policy) => _authorizationAudits.WithLabels(policy).Inc();
 
+    private readonly Counter _requestAuthentication;
+
+    /// <summary>
+    /// One request to a workload some RequestAuthentication applies to: result "valid", "no_token" or the
+    /// reason a token was refused (Authentication/RequestAuthentication.Label: a fixed set).
+    /// </summary>
+    public void RequestAuthentication(string result) => _requestAuthentication.WithLabels(result).Inc();
+
     // ---- end of authorization ----------------------------------------------------------------------
 
     public ProxyMetrics(MetricsRegistry registry)
@@ -60,6 +68,8 @@ internal sealed class ProxyMetrics
             "meshproxy_authorization_decisions_total", "Inbound authorization decisions, per action (allow, deny, would_deny) and deciding policy.", ["action", "policy"]);
         _authorizationAudits = metrics.CreateCounter(
             "meshproxy_authorization_audit_total", "Inbound requests matched by an AUDIT authorization policy (allowed or denied), per policy.", ["policy"]);
+        _requestAuthentication = metrics.CreateCounter(
+            "meshproxy_request_authentication_total", "Inbound requests to a workload with RequestAuthentication, per result (valid, no_token, or why the token was refused).", ["result"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(
