@@ -1,4 +1,5 @@
 using MeshProxy.Config.Resources;
+using YamlDotNet.RepresentationModel;
 
 namespace MeshProxy.Config.Parsing;
 
@@ -8,7 +9,8 @@ namespace MeshProxy.Config.Parsing;
 /// </summary>
 internal static class RequestAuthenticationParser
 {
-    private static readonly string[] Unsupported = ["fromCookies", "outputPayloadToHeader", "timeout"];
+    private static readonly string[] SpecFields = ["selector", "jwtRules"];
+    private static readonly string[] RuleFields = ["issuer", "audiences", "jwks", "jwksUri", "fromHeaders", "fromParams", "forwardOriginalToken", "outputClaimToHeaders"];
 
     // Headers the sidecar owns or that frame the message: a claim must not overwrite them.
     private static readonly string[] ReservedHeaders = ["host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "x-forwarded-client-cert"];
@@ -18,10 +20,7 @@ internal static class RequestAuthenticationParser
         var selector = spec.Map("selector");
         var matchLabels = selector?.StringMap("matchLabels") ?? new Dictionary<string, string>();
         selector?.RejectUnknown();
-        if (spec.Has("targetRef") || spec.Has("targetRefs"))
-        {
-            spec.Error(spec.Has("targetRef") ? "targetRef" : "targetRefs", "is not supported; select workloads with selector.matchLabels");
-        }
+        RejectUnknown(spec, SpecFields);
 
         var rules = new List<JwtRule>();
         var issuers = new HashSet<string>(StringComparer.Ordinal);
@@ -38,19 +37,12 @@ internal static class RequestAuthenticationParser
             }
         }
 
-        spec.RejectUnknown();
         return new RequestAuthenticationResource(meta, source, new RequestAuthenticationSpec(matchLabels, rules));
     }
 
     private static JwtRule? ParseRule(YamlMap rule)
     {
-        foreach (var field in Unsupported)
-        {
-            if (rule.Has(field))
-            {
-                rule.Error(field, "is not supported");
-            }
-        }
+        RejectUnknown(rule, RuleFields);
 
         var issuer = rule.String("issuer", required: true);
         var audiences = rule.Strings("audiences");
@@ -133,7 +125,6 @@ internal static class RequestAuthenticationParser
             outputs.Add(new ClaimToHeader(header.ToLowerInvariant(), claim));
         }
 
-        rule.RejectUnknown();
         if (issuer is null)
         {
             return null;
@@ -145,6 +136,23 @@ internal static class RequestAuthenticationParser
             noLocation ? JwtRule.DefaultHeaders : headers,
             noLocation ? JwtRule.DefaultParams : parameters,
             forward, outputs);
+    }
+
+    /// <summary>Istio fields this sidecar does not implement get a reason; anything else is an unknown field. Both are errors.</summary>
+    private static void RejectUnknown(YamlMap map, string[] known)
+    {
+        foreach (var key in ((YamlMappingNode)map.Node).Children.Keys.OfType<YamlScalarNode>().Select(k => k.Value ?? string.Empty).ToList())
+        {
+            if (!known.Contains(key))
+            {
+                map.Error(key, key switch
+                {
+                    "targetRef" or "targetRefs" => "is not supported; select workloads with selector.matchLabels",
+                    "fromCookies" or "outputPayloadToHeader" or "timeout" => "is not supported",
+                    _ => $"unknown field (known: {string.Join(", ", known)}); refused rather than ignored, since ignoring it could accept tokens nobody meant to",
+                });
+            }
+        }
     }
 
     private static bool IsHeaderName(string name) =>

@@ -213,6 +213,12 @@ public sealed record JsonWebKeySet(IReadOnlyList<JsonWebKey> Keys, IReadOnlyList
             return null;
         }
 
+        // TryDecodeFromChars throws (rather than returning false) on characters outside the alphabet.
+        if (!Base64Url.IsValid(text))
+        {
+            return null;
+        }
+
         var buffer = new byte[Base64Url.GetMaxDecodedLength(text.Length)];
         return Base64Url.TryDecodeFromChars(text, buffer, out var written) ? buffer[..written] : null;
     }

@@ -222,7 +222,7 @@ public static class ResourceSchemas
             P("jwtRules", List("Trusted issuers, one rule each.", Obj("One issuer: its keys, the audiences accepted, where the token is.",
                 P("issuer", Str("The token's iss must equal this.", "https://issuer.example.com")),
                 P("audiences", Strings("The token's aud must name one of these; absent = not checked.", "billing")),
-                P("jwks", Str("The JWK Set (JSON) inline: RSA (2048+ bits), EC P-256/P-384/P-521 or Ed25519 keys.", "{\"keys\":[]}")),
+                P("jwks", Str("The JWK Set (JSON) inline: RSA (2048+ bits), EC P-256/P-384/P-521 or Ed25519 keys.", "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec-1\",\"x\":\"Ww1DyiyX1fEJpWMqsgzu-jFWp9_RSQSDqve68E3_bJ8\",\"y\":\"LMAPTe3ZnO2lSOpzTPKFE05feNjhJv7ML1GWCcHd-dg\"}]}")),
                 P("jwksUri", Str("Where the JWK Set is fetched from (https; refreshed, the last good set kept through an outage).", "https://issuer.example.com/.well-known/jwks.json")),
                 P("fromHeaders", List("Headers the token is read from; default Authorization with prefix \"Bearer \".", Obj("One header.",
                     P("name", Str("Header name.", "x-jwt-assertion")),

@@ -132,7 +132,7 @@ internal sealed class JwtToken
         }
 
         var signature = new byte[Base64Url.GetMaxDecodedLength(signatureText.Length)];
-        if (!Base64Url.TryDecodeFromChars(signatureText, signature, out var signatureLength) || signatureLength == 0)
+        if (!TryDecode(signatureText, signature, out var signatureLength) || signatureLength == 0)
         {
             return false;
         }
@@ -142,6 +142,28 @@ internal sealed class JwtToken
         jwt = new JwtToken(algorithm, keyId, signingInput, signature[..signatureLength], payload, iss.GetString()!);
         failure = JwtFailure.None;
         return true;
+    }
+
+    /// <summary>
+    /// Base64url without padding (RFC 7515 2). Base64Url.TryDecodeFromChars throws on some malformed input (a
+    /// length of 4n+1, say) instead of returning false, so validity is checked first and a throw still caught.
+    /// </summary>
+    private static bool TryDecode(ReadOnlySpan<char> text, Span<byte> destination, out int written)
+    {
+        written = 0;
+        if (text.Length % 4 == 1 || !Base64Url.IsValid(text))
+        {
+            return false;
+        }
+
+        try
+        {
+            return Base64Url.TryDecodeFromChars(text, destination, out written);
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
     }
 
     private static bool IsBase64Url(ReadOnlySpan<char> text)
@@ -161,7 +183,7 @@ internal sealed class JwtToken
     {
         value = default;
         var bytes = new byte[Base64Url.GetMaxDecodedLength(text.Length)];
-        if (!Base64Url.TryDecodeFromChars(text, bytes, out var length))
+        if (!TryDecode(text, bytes, out var length))
         {
             return false;
         }
