@@ -90,7 +90,8 @@ internal sealed class JwtToken
         var headerText = token[..first];
         var payloadText = token[(first + 1)..second];
         var signatureText = token[(second + 1)..];
-        if (signatureText.IndexOf('.') >= 0 || !IsBase64Url(headerText) || !IsBase64Url(payloadText) || !IsBase64Url(signatureText))
+        // An empty signature is what an alg "none" token carries: it is refused below, for its algorithm.
+        if (signatureText.IndexOf('.') >= 0 || !IsBase64Url(headerText) || !IsBase64Url(payloadText) || (!signatureText.IsEmpty && !IsBase64Url(signatureText)))
         {
             return false;
         }
