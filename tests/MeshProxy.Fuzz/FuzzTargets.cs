@@ -18,6 +18,7 @@ internal static class FuzzTargets
         ["clienthello"] = ClientHelloTarget.Run,
         ["yaml"] = YamlResourcesTarget.Run,
         ["origdst"] = OriginalDestinationTarget.Run,
+        ["jwt"] = JwtTokenTarget.Run,
     };
 
     public static void Check(bool condition, string what)

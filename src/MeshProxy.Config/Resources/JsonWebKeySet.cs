@@ -48,6 +48,13 @@ public sealed record JsonWebKeySet(IReadOnlyList<JsonWebKey> Keys, IReadOnlyList
             return false;
         }
 
+        // Utf8JsonReader does not check the bytes inside strings, and GetString would throw on them later.
+        if (!System.Text.Unicode.Utf8.IsValid(utf8))
+        {
+            error = "is not UTF-8 text";
+            return false;
+        }
+
         JsonElement root;
         try
         {

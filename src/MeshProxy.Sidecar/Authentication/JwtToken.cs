@@ -184,7 +184,8 @@ internal sealed class JwtToken
     {
         value = default;
         var bytes = new byte[Base64Url.GetMaxDecodedLength(text.Length)];
-        if (!TryDecode(text, bytes, out var length))
+        // Utf8JsonReader does not check the bytes inside strings; GetString would then throw on a claim. Found by the fuzz target.
+        if (!TryDecode(text, bytes, out var length) || !System.Text.Unicode.Utf8.IsValid(bytes.AsSpan(0, length)))
         {
             return false;
         }
