@@ -40,6 +40,41 @@ public sealed record JwtRule(
     public static readonly IReadOnlyList<JwtHeaderLocation> DefaultHeaders = [new("authorization", "Bearer ")];
 
     public static readonly IReadOnlyList<string> DefaultParams = ["access_token"];
+
+    /// <summary>
+    /// The audience check on a token's claims (a JSON object): without <see cref="Audiences"/> any aud passes;
+    /// otherwise aud, a string or a list of strings, must name one of them. Shared by the sidecar and `meshproxy explain`.
+    /// </summary>
+    public bool AcceptsAudience(System.Text.Json.JsonElement claims)
+    {
+        if (Audiences.Count == 0)
+        {
+            return true;
+        }
+
+        if (!claims.TryGetProperty("aud", out var aud))
+        {
+            return false;
+        }
+
+        if (aud.ValueKind == System.Text.Json.JsonValueKind.String)
+        {
+            return Audiences.Contains(aud.GetString()!);
+        }
+
+        if (aud.ValueKind == System.Text.Json.JsonValueKind.Array)
+        {
+            foreach (var item in aud.EnumerateArray())
+            {
+                if (item.ValueKind == System.Text.Json.JsonValueKind.String && Audiences.Contains(item.GetString()!))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
 }
 
 /// <summary>A header the token is read from (name lowercased), after <see cref="Prefix"/> (compared case-insensitively; empty for none).</summary>

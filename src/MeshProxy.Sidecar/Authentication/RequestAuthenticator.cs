@@ -162,33 +162,7 @@ internal sealed class RequestAuthenticator
             }
         }
 
-        if (rule.Audiences.Count == 0)
-        {
-            return JwtFailure.None;
-        }
-
-        if (!payload.TryGetProperty("aud", out var aud))
-        {
-            return JwtFailure.AudienceNotAllowed;
-        }
-
-        if (aud.ValueKind == JsonValueKind.String)
-        {
-            return rule.Audiences.Contains(aud.GetString()!) ? JwtFailure.None : JwtFailure.AudienceNotAllowed;
-        }
-
-        if (aud.ValueKind == JsonValueKind.Array)
-        {
-            foreach (var item in aud.EnumerateArray())
-            {
-                if (item.ValueKind == JsonValueKind.String && rule.Audiences.Contains(item.GetString()!))
-                {
-                    return JwtFailure.None;
-                }
-            }
-        }
-
-        return JwtFailure.AudienceNotAllowed;
+        return rule.AcceptsAudience(payload) ? JwtFailure.None : JwtFailure.AudienceNotAllowed;
     }
 
     /// <summary>
