@@ -50,7 +50,7 @@ internal static class RequestAuthentication
     public static Task RefuseAsync(HttpContext context, ProxyMetrics metrics, ILogger logger, in AuthenticationResult result, string path, string? principal)
     {
         var label = Label(result.Failure);
-        metrics.RequestAuthentication(label);
+        metrics.RequestAuthenticated(label);
         AuthenticationLog.TokenRefused(logger, context.Request.Method, path, principal ?? "(plaintext)", label, result.Issuer ?? "-");
 
         // LocalReply clears the response's headers; the challenge is added as it starts.

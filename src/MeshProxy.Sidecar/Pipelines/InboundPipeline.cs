@@ -79,7 +79,7 @@ internal sealed class InboundPipeline(
                     return;
                 }
 
-                telemetry.Proxy.RequestAuthentication(authentication.Auth is null ? RequestAuthentication.NoToken : RequestAuthentication.Valid);
+                telemetry.Proxy.RequestAuthenticated(authentication.Auth is null ? RequestAuthentication.NoToken : RequestAuthentication.Valid);
                 auth = authentication.Auth;
             }
 

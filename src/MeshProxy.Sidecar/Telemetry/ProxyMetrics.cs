@@ -54,9 +54,9 @@ internal sealed class ProxyMetrics
 
     /// <summary>
     /// One request to a workload some RequestAuthentication applies to: result "valid", "no_token" or the
-    /// reason a token was refused (Authentication/RequestAuthentication.Label: a fixed set).
+    /// reason a token was refused (a fixed set of JWT outcomes).
     /// </summary>
-    public void RequestAuthentication(string result) => _requestAuthentication.WithLabels(result).Inc();
+    public void RequestAuthenticated(string result) => _requestAuthentication.WithLabels(result).Inc();
 
     // ---- end of authorization ----------------------------------------------------------------------
 
