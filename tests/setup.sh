@@ -27,7 +27,7 @@ fi
 # SharpFuzz.CommandLine (instruments the fuzz targets' assemblies), pinned in .config/dotnet-tools.json.
 dotnet tool restore >/dev/null
 
-if [ ! -d tests/peers/node_modules/@grpc/grpc-js ] || [ tests/peers/package-lock.json -nt tests/peers/node_modules ]; then
+if [ ! -d tests/peers/node_modules/@grpc/grpc-js ] || [ ! -d tests/peers/node_modules/jose ] || [ tests/peers/package-lock.json -nt tests/peers/node_modules ]; then
   echo "setup: npm ci in tests/peers"
   (cd tests/peers && npm ci --no-audit --no-fund --loglevel=error)
 fi

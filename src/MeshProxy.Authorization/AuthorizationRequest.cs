@@ -24,8 +24,10 @@ internal readonly struct AuthorizationRequest
         string method,
         string path,
         IHeaderDictionary? headers = null,
-        string? sni = null)
+        string? sni = null,
+        RequestAuth? auth = null)
     {
+        Auth = auth;
         Principal = principal;
         SourceIp = sourceIp;
         Host = host;
@@ -58,6 +60,12 @@ internal readonly struct AuthorizationRequest
     public IHeaderDictionary? Headers { get; }
 
     public string? Sni { get; }
+
+    /// <summary>The validated JWT, if the request carried one a RequestAuthentication accepted; null otherwise.</summary>
+    public RequestAuth? Auth { get; }
+
+    /// <summary>"iss/sub" of the validated JWT; empty without one, so requestPrincipals: ["*"] never matches then.</summary>
+    public ReadOnlySpan<char> RequestPrincipal => Auth is null ? default : Auth.Principal.AsSpan();
 
     /// <summary>The principal as Istio writes it in policies: the SPIFFE ID without "spiffe://". Empty on plaintext.</summary>
     public ReadOnlySpan<char> PrincipalName => Principal.AsSpan(_principalName.Start, _principalName.Length);

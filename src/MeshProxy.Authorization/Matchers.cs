@@ -136,9 +136,12 @@ internal sealed class SourceMatcher(AuthorizationSource source)
     private readonly StringMatcher[] _notNamespaces = StringMatcher.ParseAll(source.NotNamespaces);
     private readonly IpMatcher _ipBlocks = new(source.IpBlocks);
     private readonly IpMatcher _notIpBlocks = new(source.NotIpBlocks);
+    private readonly StringMatcher[] _requestPrincipals = StringMatcher.ParseAll(source.RequestPrincipals);
+    private readonly StringMatcher[] _notRequestPrincipals = StringMatcher.ParseAll(source.NotRequestPrincipals);
 
     public bool Matches(in AuthorizationRequest request) =>
         StringMatcher.Holds(_principals, _notPrincipals, request.PrincipalName) &&
+        StringMatcher.Holds(_requestPrincipals, _notRequestPrincipals, request.RequestPrincipal) &&
         StringMatcher.Holds(_namespaces, _notNamespaces, request.SourceNamespace) &&
         IpMatcher.Holds(_ipBlocks, _notIpBlocks, request.SourceIp);
 }
@@ -189,6 +192,11 @@ internal abstract class ConditionMatcher
             return new HeaderCondition(header, condition, denyDirection: action != AuthorizationAction.Allow);
         }
 
+        if (condition.ClaimPath is { } path)
+        {
+            return new ClaimCondition(path, condition);
+        }
+
         return condition.Key switch
         {
             AuthorizationConditionKeys.SourceIp => new SourceIpCondition(condition),
@@ -196,6 +204,9 @@ internal abstract class ConditionMatcher
             AuthorizationConditionKeys.SourcePrincipal => new SpanCondition(condition, SpanCondition.Field.Principal),
             AuthorizationConditionKeys.SourceNamespace => new SpanCondition(condition, SpanCondition.Field.Namespace),
             AuthorizationConditionKeys.ConnectionSni => new SpanCondition(condition, SpanCondition.Field.Sni),
+            AuthorizationConditionKeys.RequestPrincipal => new SpanCondition(condition, SpanCondition.Field.RequestPrincipal),
+            AuthorizationConditionKeys.RequestAudiences => new ClaimCondition(["aud"], condition),
+            AuthorizationConditionKeys.RequestPresenter => new ClaimCondition(["azp"], condition),
             _ => throw new ArgumentException($"unsupported condition key '{condition.Key}'", nameof(condition)),
         };
     }
@@ -208,6 +219,7 @@ internal sealed class SpanCondition(AuthorizationCondition condition, SpanCondit
         Principal,
         Namespace,
         Sni,
+        RequestPrincipal,
     }
 
     private readonly StringMatcher[] _values = StringMatcher.ParseAll(condition.Values, ignoreCase: field == Field.Sni);
@@ -219,9 +231,34 @@ internal sealed class SpanCondition(AuthorizationCondition condition, SpanCondit
         {
             Field.Principal => request.PrincipalName,
             Field.Namespace => request.SourceNamespace,
+            Field.RequestPrincipal => request.RequestPrincipal,
             _ => request.Sni.AsSpan(),
         };
         return StringMatcher.Holds(_values, _notValues, value);
+    }
+}
+
+/// <summary>
+/// A claim of the validated JWT (request.auth.claims[...], and aud / azp for request.auth.audiences / presenter):
+/// values holds when one value of the claim (one element, for a list claim) matches; notValues holds when none
+/// does. Without a token, or without the claim, values never holds and notValues always does. The claims come
+/// from a signed token, so unlike a header a caller cannot add a second copy to tip the reading.
+/// </summary>
+internal sealed class ClaimCondition(IReadOnlyList<string> path, AuthorizationCondition condition) : ConditionMatcher
+{
+    private readonly string[] _path = [.. path];
+    private readonly StringMatcher[] _values = StringMatcher.ParseAll(condition.Values);
+    private readonly StringMatcher[] _notValues = StringMatcher.ParseAll(condition.NotValues);
+
+    public override bool Holds(in AuthorizationRequest request)
+    {
+        var auth = request.Auth;
+        if (_values.Length > 0 && (auth is null || !auth.AnyValueMatches(_path, _values)))
+        {
+            return false;
+        }
+
+        return _notValues.Length == 0 || auth is null || !auth.AnyValueMatches(_path, _notValues);
     }
 }
 

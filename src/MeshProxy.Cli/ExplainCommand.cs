@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.CommandLine;
 using System.Net;
 using MeshProxy.Config.Parsing;
@@ -25,7 +26,8 @@ internal static class ExplainCommand
         string Host,
         int Port,
         string Path,
-        IReadOnlyList<string> Headers);
+        IReadOnlyList<string> Headers,
+        string? JwtClaims = null);
 
     public static Command Create()
     {
@@ -39,15 +41,19 @@ internal static class ExplainCommand
         var port = new Option<int>("--port") { Description = "The port the caller dialled on the workload", DefaultValueFactory = _ => 80 };
         var path = new Option<string>("--path") { Description = "The request path, as sent (it is normalized as the sidecar does)", DefaultValueFactory = _ => "/" };
         var header = new Option<string[]>("--header") { Description = "A request header, name=value (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var jwtClaims = new Option<string>("--jwt-claims")
+        {
+            Description = "The claims (JSON object) of a JWT the request carries, taken as validly signed: iss and aud are checked against the RequestAuthentications that apply, then policies see iss/sub and the claims",
+        };
 
         var command = new Command("explain", "Print ALLOW or DENY for one request to a workload, and the authorization policy and rule that decided it")
         {
-            configDir, workload, labels, source, sourceIp, method, host, port, path, header,
+            configDir, workload, labels, source, sourceIp, method, host, port, path, header, jwtClaims,
         };
         command.SetAction(parse => Run(
             new Query(
                 parse.GetValue(configDir)!, parse.GetValue(workload)!, parse.GetValue(labels), parse.GetValue(source), parse.GetValue(sourceIp),
-                parse.GetValue(method)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(path)!, parse.GetValue(header) ?? []),
+                parse.GetValue(method)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(path)!, parse.GetValue(header) ?? [], parse.GetValue(jwtClaims)),
             Console.Out,
             Console.Error));
         return command;
@@ -159,7 +165,56 @@ internal static class ExplainCommand
             return 1;
         }
 
-        var request = new AuthorizationRequest(query.Source, sourceIp, query.Host, query.Port, query.Method, normalized, headers);
+        // JWT: what the sidecar's authentication step would make of the token's claims (its signature taken as valid).
+        RequestAuth? auth = null;
+        var jwtText = "no token";
+        if (query.JwtClaims is { } claimsText)
+        {
+            JsonElement claims;
+            try
+            {
+                claims = JsonDocument.Parse(claimsText).RootElement;
+            }
+            catch (JsonException ex)
+            {
+                error.WriteLine($"meshproxy explain: --jwt-claims is not JSON: {ex.Message}");
+                return 2;
+            }
+
+            if (RequestAuth.FromClaims(claims) is not { } candidate)
+            {
+                error.WriteLine("meshproxy explain: --jwt-claims must be a JSON object with a string iss");
+                return 2;
+            }
+
+            var rules = parsed.OfKind<RequestAuthenticationResource>()
+                .Where(r => (r.Metadata.Namespace == ns || r.Metadata.Namespace == rootNamespace) && r.Spec.Selects(workloadLabels))
+                .SelectMany(r => r.Spec.JwtRules)
+                .ToList();
+            if (rules.Count == 0)
+            {
+                // The sidecar does not look at tokens then: the request reaches policy as one without a token.
+                jwtText = "carried but not validated: no RequestAuthentication applies, so policies see no request principal";
+            }
+            else
+            {
+                var issuerRules = rules.Where(r => r.Issuer == claims.GetProperty("iss").GetString()).ToList();
+                var refusal = issuerRules.Count == 0 ? "its issuer is not in any RequestAuthentication that applies"
+                    : issuerRules.Any(r => r.AcceptsAudience(claims)) ? null
+                    : "its aud names none of the audiences of its issuer's rule";
+                if (refusal is not null)
+                {
+                    output.WriteLine("DENY (401)");
+                    output.WriteLine($"  refused before authorization: the JWT is invalid: {refusal}");
+                    return 1;
+                }
+
+                auth = candidate;
+                jwtText = $"request principal {candidate.Principal}";
+            }
+        }
+
+        var request = new AuthorizationRequest(query.Source, sourceIp, query.Host, query.Port, query.Method, normalized, headers, auth: auth);
         var decision = engine.Evaluate(request);
         var decisive = decision.Enforced;
 
@@ -169,6 +224,7 @@ internal static class ExplainCommand
         output.WriteLine($"  rule:      {(decisive.RuleIndex >= 0 ? decisive.RuleIndex.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")}");
         output.WriteLine($"  request:   {query.Method} {query.Host}:{query.Port}{normalized}{(normalized == rawPath ? string.Empty : $" (normalized from {rawPath})")} from {query.Source ?? "a plaintext caller"}");
         output.WriteLine($"  workload:  {ns}/{name} ({labelText}{(query.Labels is null && sidecar is null ? "; no Sidecar resource found" : string.Empty)})");
+        output.WriteLine($"  jwt:       {jwtText}");
         output.WriteLine($"  policies:  {applying}");
         return decision.Allowed ? 0 : 1;
     }

@@ -191,7 +191,9 @@ public sealed class AuthorizationPolicyParserTests
     }
 
     [Theory]
-    [InlineData("request.auth.claims[iss]", "JWT")]
+    [InlineData("request.auth.claims[]", "not a claim key")]
+    [InlineData("request.auth.claims[a]x", "not a claim key")]
+    [InlineData("request.auth.issuer", "unknown key")]
     [InlineData("remote.ip", "X-Forwarded-For")]
     [InlineData("destination.labels[app]", "unknown key")]
     [InlineData("request.headers[]", "not a header name")]
@@ -227,7 +229,7 @@ public sealed class AuthorizationPolicyParserTests
     [InlineData("from: []", "spec.rules[0].from", "must not be empty")]
     [InlineData("from:\n    - source: {}", "spec.rules[0].from[0].source", "at least one")]
     [InlineData("to:\n    - {}", "spec.rules[0].to[0].operation", "is required")]
-    [InlineData("from:\n    - source:\n        requestPrincipals: [\"*\"]", "spec.rules[0].from[0].source.requestPrincipals", "JWT")]
+    [InlineData("from:\n    - source:\n        requestPrincipals: [\"a*b\"]", "spec.rules[0].from[0].source.requestPrincipals[0]", "'*' may only stand alone")]
     [InlineData("from:\n    - source:\n        remoteIpBlocks: [\"1.2.3.4\"]", "spec.rules[0].from[0].source.remoteIpBlocks", "X-Forwarded-For")]
     public void Ambiguous_or_unsupported_rules_are_refused_not_ignored(string rule, string path, string reason)
     {

@@ -45,6 +45,58 @@ public sealed class ExplainCommandTests
     }
 
     [Fact]
+    public void Jwt_claims_are_checked_against_request_authentication_then_matched_by_policy()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies + """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: RequestAuthentication
+            metadata: { name: jwt, namespace: shop }
+            spec:
+              jwtRules:
+              - issuer: https://issuer.example
+                audiences: [billing]
+                jwksUri: https://issuer.example/jwks
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata: { name: admins-refund, namespace: shop }
+            spec:
+              rules:
+                - from: [{ source: { requestPrincipals: ["https://issuer.example/*"] } }]
+                  to: [{ operation: { paths: ["/refunds"] } }]
+                  when: [{ key: "request.auth.claims[groups]", values: ["admins"] }]
+            """);
+        (int, string) Run(string? claims)
+        {
+            var output = new StringWriter();
+            var code = ExplainCommand.Run(new ExplainCommand.Query(dir, "shop/billing", null, null, "127.0.0.1", "POST", "billing", 80, "/refunds", [], claims), output, output);
+            return (code, output.ToString());
+        }
+
+        var (code, text) = Run("""{"iss":"https://issuer.example","sub":"alice","aud":"billing","groups":["admins"]}""");
+        Assert.Equal(0, code);
+        Assert.Contains("allowed by ALLOW policy shop/admins-refund rule 0", text, StringComparison.Ordinal);
+        Assert.Contains("jwt:       request principal https://issuer.example/alice", text, StringComparison.Ordinal);
+
+        (code, text) = Run("""{"iss":"https://issuer.example","sub":"bob","aud":"billing","groups":["staff"]}""");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (403)", text, StringComparison.Ordinal);
+
+        (code, text) = Run("""{"iss":"https://issuer.example","sub":"alice","aud":"other","groups":["admins"]}""");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (401)", text, StringComparison.Ordinal);
+        Assert.Contains("aud names none", text, StringComparison.Ordinal);
+
+        (code, text) = Run("""{"iss":"https://evil.example","sub":"alice"}""");
+        Assert.StartsWith("DENY (401)", text, StringComparison.Ordinal);
+
+        (code, _) = Run("[1]");
+        Assert.Equal(2, code);
+    }
+
+    [Fact]
     public void Prints_the_decision_and_the_policy_and_rule_that_made_it()
     {
         var dir = RepoPaths.NewTempDirectory();

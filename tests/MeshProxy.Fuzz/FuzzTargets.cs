@@ -19,6 +19,7 @@ internal static class FuzzTargets
         ["inbound"] = InboundDetectionTarget.Run,
         ["yaml"] = YamlResourcesTarget.Run,
         ["origdst"] = OriginalDestinationTarget.Run,
+        ["jwt"] = JwtTokenTarget.Run,
     };
 
     public static void Check(bool condition, string what)

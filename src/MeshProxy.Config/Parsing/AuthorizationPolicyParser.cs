@@ -17,7 +17,7 @@ internal static class AuthorizationPolicyParser
 
     private static readonly string[] SpecFields = ["selector", "action", "rules", "dryRun"];
     private static readonly string[] RuleFields = ["from", "to", "when"];
-    private static readonly string[] SourceFields = ["principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"];
+    private static readonly string[] SourceFields = ["principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "requestPrincipals", "notRequestPrincipals"];
     private static readonly string[] OperationFields = ["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"];
     private static readonly string[] ConditionFields = ["key", "values", "notValues"];
 
@@ -97,7 +97,9 @@ internal static class AuthorizationPolicyParser
             Patterns(source, "namespaces"),
             Patterns(source, "notNamespaces"),
             IpBlocks(source, "ipBlocks"),
-            IpBlocks(source, "notIpBlocks"));
+            IpBlocks(source, "notIpBlocks"),
+            Patterns(source, "requestPrincipals"),
+            Patterns(source, "notRequestPrincipals"));
         RequireSomething(source, SourceFields, "source");
         return result;
     }
@@ -175,16 +177,24 @@ internal static class AuthorizationPolicyParser
                 case AuthorizationConditionKeys.SourcePrincipal:
                     read = (m, k) => Patterns(m, k, StripSpiffeScheme);
                     break;
-                case AuthorizationConditionKeys.SourceNamespace or AuthorizationConditionKeys.ConnectionSni:
+                case AuthorizationConditionKeys.SourceNamespace or AuthorizationConditionKeys.ConnectionSni
+                    or AuthorizationConditionKeys.RequestPrincipal or AuthorizationConditionKeys.RequestAudiences or AuthorizationConditionKeys.RequestPresenter:
+                    read = (m, k) => Patterns(m, k);
+                    break;
+                case var claims when claims.StartsWith(AuthorizationConditionKeys.ClaimsPrefix, StringComparison.Ordinal):
+                    if (AuthorizationConditionKeys.ParseClaimPath(claims) is null)
+                    {
+                        when.Error("key", $"'{key}' is not a claim key: write request.auth.claims[name], or request.auth.claims[outer][inner] for a nested claim");
+                        return null;
+                    }
+
                     read = (m, k) => Patterns(m, k);
                     break;
                 case "remote.ip":
                     when.Error("key", "remote.ip is not supported: the sidecar does not trust X-Forwarded-For or PROXY protocol; use source.ip");
                     return null;
                 default:
-                    when.Error("key", key.StartsWith("request.auth.", StringComparison.Ordinal)
-                        ? $"'{key}' needs JWT authentication, which is not supported"
-                        : $"unknown key '{key}' (supported: {string.Join(", ", AuthorizationConditionKeys.Supported)})");
+                    when.Error("key", $"unknown key '{key}' (supported: {string.Join(", ", AuthorizationConditionKeys.Supported)})");
                     return null;
             }
         }
@@ -369,7 +379,6 @@ internal static class AuthorizationPolicyParser
             {
                 var reason = key switch
                 {
-                    "requestPrincipals" or "notRequestPrincipals" => "needs JWT authentication, which is not supported",
                     "remoteIpBlocks" or "notRemoteIpBlocks" => "is not supported: the sidecar does not trust X-Forwarded-For or PROXY protocol; use ipBlocks",
                     "targetRef" or "targetRefs" => "is not supported; select workloads with selector.matchLabels",
                     "provider" => "is not supported (CUSTOM action)",

@@ -37,6 +37,7 @@ public static partial class ResourceParser
         [DestinationPolicyResource.KindName] = DestinationPolicyParser.Parse,
         [EgressPolicyResource.KindName] = EgressPolicyParser.Parse,
         [PeerAuthenticationResource.KindName] = PeerAuthenticationParser.Parse,
+        [RequestAuthenticationResource.KindName] = RequestAuthenticationParser.Parse,
     };
 
     public static IReadOnlyCollection<string> KnownKinds => Kinds.Keys;

@@ -43,7 +43,8 @@ public sealed record AuthorizationRule(
 /// <summary>
 /// Every non-empty field must hold. A positive field holds when the value matches one entry; a "not"
 /// field holds when the value matches none. Principals and namespaces come from the peer's SPIFFE ID;
-/// without mTLS there is none, so a positive field never holds and a "not" field always does.
+/// without mTLS there is none, so a positive field never holds and a "not" field always does. Request
+/// principals ("iss/sub") come from a JWT a RequestAuthentication validated; likewise absent without one.
 /// </summary>
 public sealed record AuthorizationSource(
     IReadOnlyList<string> Principals,
@@ -51,7 +52,9 @@ public sealed record AuthorizationSource(
     IReadOnlyList<string> Namespaces,
     IReadOnlyList<string> NotNamespaces,
     IReadOnlyList<string> IpBlocks,
-    IReadOnlyList<string> NotIpBlocks);
+    IReadOnlyList<string> NotIpBlocks,
+    IReadOnlyList<string> RequestPrincipals,
+    IReadOnlyList<string> NotRequestPrincipals);
 
 public sealed record AuthorizationOperation(
     IReadOnlyList<string> Hosts,
@@ -71,12 +74,22 @@ public sealed record AuthorizationCondition(string Key, IReadOnlyList<string> Va
         Key.StartsWith(AuthorizationConditionKeys.HeaderPrefix, StringComparison.Ordinal) && Key.EndsWith(']')
             ? Key[AuthorizationConditionKeys.HeaderPrefix.Length..^1].ToLowerInvariant()
             : null;
+
+    /// <summary>
+    /// The claim path of a request.auth.claims[name] or request.auth.claims[outer][inner] key (Istio's nested
+    /// form); null for other keys or a malformed path (empty name, stray bracket).
+    /// </summary>
+    public IReadOnlyList<string>? ClaimPath => AuthorizationConditionKeys.ParseClaimPath(Key);
 }
 
-/// <summary>The `when` keys that make sense without JWT authentication.</summary>
+/// <summary>The `when` keys the engine evaluates.</summary>
 public static class AuthorizationConditionKeys
 {
     public const string HeaderPrefix = "request.headers[";
+    public const string ClaimsPrefix = "request.auth.claims";
+    public const string RequestPrincipal = "request.auth.principal";
+    public const string RequestAudiences = "request.auth.audiences";
+    public const string RequestPresenter = "request.auth.presenter";
     public const string SourceIp = "source.ip";
     public const string SourceNamespace = "source.namespace";
     public const string SourcePrincipal = "source.principal";
@@ -84,5 +97,39 @@ public static class AuthorizationConditionKeys
     public const string ConnectionSni = "connection.sni";
 
     public static readonly IReadOnlyList<string> Supported =
-        ["request.headers[<name>]", SourceIp, SourceNamespace, SourcePrincipal, DestinationPort, ConnectionSni];
+    [
+        "request.headers[<name>]", SourceIp, SourceNamespace, SourcePrincipal, DestinationPort, ConnectionSni,
+        RequestPrincipal, RequestAudiences, RequestPresenter, "request.auth.claims[<name>]([<name>]...)",
+    ];
+
+    /// <summary>request.auth.claims[a][b] as ["a", "b"]; null when the key is not a well-formed claims key.</summary>
+    public static IReadOnlyList<string>? ParseClaimPath(string key)
+    {
+        if (!key.StartsWith(ClaimsPrefix + "[", StringComparison.Ordinal) || !key.EndsWith(']'))
+        {
+            return null;
+        }
+
+        var path = new List<string>();
+        var rest = key.AsSpan(ClaimsPrefix.Length);
+        while (!rest.IsEmpty)
+        {
+            if (rest[0] != '[')
+            {
+                return null;
+            }
+
+            var close = rest.IndexOf(']');
+            var name = rest[1..close];
+            if (name.IsEmpty || name.IndexOfAny('[', ']') >= 0)
+            {
+                return null;
+            }
+
+            path.Add(name.ToString());
+            rest = rest[(close + 1)..];
+        }
+
+        return path.Count is > 0 and <= 8 ? path : null;
+    }
 }

@@ -17,7 +17,7 @@ public static class ResourceSchemas
 
     public static IReadOnlyList<KindSchema> All { get; } =
     [
-        Sidecar(), Service(), HttpRoute(), DestinationPolicy(), EgressPolicy(), MeshConfig(), AuthorizationPolicy(), PeerAuthentication(),
+        Sidecar(), Service(), HttpRoute(), DestinationPolicy(), EgressPolicy(), MeshConfig(), AuthorizationPolicy(), PeerAuthentication(), RequestAuthentication(),
     ];
 
     public static KindSchema Of(string kind) => All.First(k => k.Kind == kind);
@@ -190,8 +190,10 @@ public static class ResourceSchemas
                     P("namespaces", Strings("Peer namespaces.", "default")),
                     P("notNamespaces", Strings("Namespaces that must not match.", "test")),
                     P("ipBlocks", Strings("Peer IPs or CIDR blocks.", "10.0.0.0/8")),
-                    P("notIpBlocks", Strings("IPs or blocks that must not match.", "10.1.0.0/16")))
-                    with { AtLeastOneOf = ["principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"] }))
+                    P("notIpBlocks", Strings("IPs or blocks that must not match.", "10.1.0.0/16")),
+                    P("requestPrincipals", Strings("JWT principals (iss/sub) a RequestAuthentication validated, with '*' prefix or suffix.", "https://issuer.example.com/alice")),
+                    P("notRequestPrincipals", Strings("JWT principals that must not match.", "https://issuer.example.com/bob")))
+                    with { AtLeastOneOf = ["principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "requestPrincipals", "notRequestPrincipals"] }))
                     with { Required = ["source"] })),
                 P("to", List("Operations.", Obj("One operation.", P("operation", Obj("Request attributes; at least one field.",
                     P("hosts", Strings("Host header values, without port.", "reviews")),
@@ -205,7 +207,8 @@ public static class ResourceSchemas
                     with { AtLeastOneOf = ["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"] }))
                     with { Required = ["operation"] })),
                 P("when", List("Conditions, all of which must hold.", Obj("One condition.",
-                    P("key", Str("request.headers[<name>], source.ip, source.namespace, source.principal, destination.port or connection.sni.", "source.namespace")),
+                    P("key", Str("request.headers[<name>], source.ip, source.namespace, source.principal, destination.port, connection.sni, " +
+                        "request.auth.principal, request.auth.audiences, request.auth.presenter or request.auth.claims[<name>] (nested: [<a>][<b>]).", "source.namespace")),
                     P("values", Strings("Values, one of which must match.", "default")),
                     P("notValues", Strings("Values none of which may match.", "test"))) with { Required = ["key"], AtLeastOneOf = ["values", "notValues"] })))))),
         [Column("Action", ".spec.action", "string", "ALLOW, DENY or AUDIT")]);
@@ -233,6 +236,28 @@ public static class ResourceSchemas
 
     // A property, not a field: the kinds above are built in a static initializer that runs before later fields are set.
     private static IReadOnlyList<string> PeerMtlsModes => ["UNSET", "STRICT", "PERMISSIVE", "DISABLE"];
+
+    private static KindSchema RequestAuthentication() => new(
+        RequestAuthenticationResource.KindName, "requestauthentications", ["mpra"],
+        "Which JSON Web Tokens the selected workloads accept (Istio's RequestAuthentication): a request with a token no rule " +
+        "validates gets 401; one without a token is left to AuthorizationPolicy (requestPrincipals, request.auth.*). Unknown fields are refused.",
+        Obj("Selected workloads and the issuers they trust.",
+            P("selector", Obj("Workloads it applies to; absent = all of the namespace (or mesh, in the root namespace).", P("matchLabels", Labels("Labels a workload must all carry.")))),
+            P("jwtRules", List("Trusted issuers, one rule each.", Obj("One issuer: its keys, the audiences accepted, where the token is.",
+                P("issuer", Str("The token's iss must equal this.", "https://issuer.example.com")),
+                P("audiences", Strings("The token's aud must name one of these; absent = not checked.", "billing")),
+                P("jwks", Str("The JWK Set (JSON) inline: RSA (2048+ bits), EC P-256/P-384/P-521 or Ed25519 keys.", "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec-1\",\"x\":\"Ww1DyiyX1fEJpWMqsgzu-jFWp9_RSQSDqve68E3_bJ8\",\"y\":\"LMAPTe3ZnO2lSOpzTPKFE05feNjhJv7ML1GWCcHd-dg\"}]}")),
+                P("jwksUri", Str("Where the JWK Set is fetched from (https; refreshed, the last good set kept through an outage).", "https://issuer.example.com/.well-known/jwks.json")),
+                P("fromHeaders", List("Headers the token is read from; default Authorization with prefix \"Bearer \".", Obj("One header.",
+                    P("name", Str("Header name.", "x-jwt-assertion")),
+                    P("prefix", Str("Text before the token, such as \"Bearer \".", "Bearer "))) with { Required = ["name"] })),
+                P("fromParams", Strings("Query parameters the token is read from; default access_token (when fromHeaders is absent too).", "access_token")),
+                P("forwardOriginalToken", Bool("Keep the token's header for the app; default false (removed once validated).", false)),
+                P("outputClaimToHeaders", List("Claims copied into request headers for the app (any such header the caller sent is removed).", Obj("One claim.",
+                    P("header", Str("Header to set.", "x-jwt-sub")),
+                    P("claim", Str("Top-level claim (string, number or boolean).", "sub"))) with { Required = ["header", "claim"] })))
+                with { Required = ["issuer"], AtLeastOneOf = ["jwks", "jwksUri"], AtMostOneOf = ["jwks", "jwksUri"] }))),
+        [Column("Issuers", ".spec.jwtRules[*].issuer", "string", "Trusted issuers")]);
 
     private static SchemaNode StringMatch(string description, string example) =>
         Obj(description + " Exactly one of exact, prefix or regex.",

@@ -27,6 +27,8 @@ internal static class WorkloadSelector
             InScope(r, w, mesh) && ((EgressPolicyResource)r).Spec.Selects(w.Labels),
         [AuthorizationPolicyResource.KindName] = (r, w, mesh) =>
             InScope(r, w, mesh) && ((AuthorizationPolicyResource)r).Spec.MatchLabels.All(l => w.Labels.TryGetValue(l.Key, out var v) && v == l.Value),
+        [RequestAuthenticationResource.KindName] = (r, w, mesh) =>
+            InScope(r, w, mesh) && ((RequestAuthenticationResource)r).Spec.Selects(w.Labels),
     };
 
     public static List<StoredResource> Select(ConfigState state, Workload workload) => Select(new SelectionIndex(state), workload);

@@ -67,7 +67,7 @@ internal static class InboundAuthorization
     }
 
     /// <summary>What the engine looks at. The port is the one the caller dialled: the original destination of a captured connection, else the app's port (what a policy's ports name).</summary>
-    public static AuthorizationRequest RequestOf(HttpContext context, SidecarSnapshot snapshot, string path)
+    public static AuthorizationRequest RequestOf(HttpContext context, SidecarSnapshot snapshot, string path, RequestAuth? auth = null)
     {
         var connection = context.Connection;
         var port = context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
@@ -84,7 +84,8 @@ internal static class InboundAuthorization
             request.Method,
             path,
             request.Headers,
-            peer?.ServerName);
+            peer?.ServerName,
+            auth);
     }
 
     /// <summary>The log line (denials, dry-run "would deny" and AUDIT matches only) and the counters.</summary>

@@ -1,5 +1,6 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Authorization;
+using MeshProxy.Sidecar.Authentication;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Routing;
 
@@ -48,6 +49,12 @@ internal sealed class SidecarSnapshot
     /// policy set takes effect in the same reference swap as the rest of the configuration.
     /// </summary>
     public required AuthorizationEngine Authorization { get; init; }
+
+    /// <summary>
+    /// The RequestAuthentications that apply to this workload, compiled (inline keys built); null when none
+    /// does, so the inbound step costs a null check for workloads without JWT.
+    /// </summary>
+    public RequestAuthenticator? Authentication { get; init; }
 
     /// <summary>
     /// Control-plane mode: restored from the saved copy because the control plane could not be reached;

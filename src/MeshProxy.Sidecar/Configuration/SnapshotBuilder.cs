@@ -4,6 +4,7 @@ using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using MeshProxy.Config.Validation;
 using MeshProxy.Authorization;
+using MeshProxy.Sidecar.Authentication;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Resilience;
@@ -100,6 +101,8 @@ internal static class SnapshotBuilder
             Services = new ServiceTable(hosts, addresses),
             Mesh = mesh,
             Authorization = authorization,
+            Authentication = RequestAuthenticator.Build(
+                parsed.OfKind<RequestAuthenticationResource>(), workload.Namespace, workload.Labels, mesh.RootNamespace),
             Egress = EgressRules.Compile(parsed.OfKind<EgressPolicyResource>(), sidecar, mesh),
             InboundMtls = PeerAuthenticationResolver.Resolve(
                 parsed.OfKind<PeerAuthenticationResource>(), workload.Namespace, workload.Labels, parsed.OfKind<MeshConfigResource>().FirstOrDefault()),

@@ -101,6 +101,8 @@ internal static class SidecarHost
         services.AddSingleton(new OutboundReadinessOptions());
         services.AddSingleton<OutboundReadiness>();
         services.AddSingleton<OutboundPipeline>();
+        services.AddSingleton(new Authentication.JwksCacheOptions());
+        services.AddSingleton<Authentication.JwksCache>();
         services.AddSingleton<InboundPipeline>();
         var caMode = controlPlaneSidecar?.Spec.ControlPlane?.TokenFile is not null;
         if (caMode)

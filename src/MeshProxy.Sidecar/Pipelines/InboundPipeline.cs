@@ -1,4 +1,5 @@
 using MeshProxy.Authorization;
+using MeshProxy.Sidecar.Authentication;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
@@ -15,10 +16,11 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
 /// snapshot (503 until the control plane's first push) -> request id -> telemetry start -> the caller's SPIFFE ID (verified once per connection by
 /// Listeners/InboundTls.cs; null on PERMISSIVE plaintext) -> authorization (method guard, path normalization,
-/// policy: 400 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
+/// JWT request authentication when a RequestAuthentication applies, policy: 400 / 401 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
 /// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
-internal sealed class InboundPipeline(RuntimeStore runtimes, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, ILogger<InboundPipeline> logger)
+internal sealed class InboundPipeline(
+    RuntimeStore runtimes, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, JwksCache jwks, TimeProvider time, ILogger<InboundPipeline> logger)
 {
     private const string Direction = "inbound";
 
@@ -66,9 +68,27 @@ internal sealed class InboundPipeline(RuntimeStore runtimes, IHttpForwarder forw
 
             InboundAuthorization.UseNormalizedPath(context, path);
 
-            // A3. Policy: the peer's verified SPIFFE ID (none on plaintext), source address, host, port,
-            //     method, normalized path, headers. Denials and dry-run "would deny" are logged and counted.
-            var authorization = InboundAuthorization.RequestOf(context, snapshot, path);
+            // A3. Request authentication (only when a RequestAuthentication applies to the workload): a token that
+            //     no rule validates is refused with 401; no token is left to policy; a valid one gives the policy
+            //     its request principal and claims (Authentication/README.md).
+            RequestAuth? auth = null;
+            if (snapshot.Authentication is { } authenticator)
+            {
+                var authentication = await authenticator.AuthenticateAsync(context, jwks, time);
+                if (authentication.Refused)
+                {
+                    await RequestAuthentication.RefuseAsync(context, telemetry.Proxy, logger, authentication, path, Identity.PeerIdentity.Of(context)?.Principal);
+                    return;
+                }
+
+                telemetry.Proxy.RequestAuthenticated(authentication.Auth is null ? RequestAuthentication.NoToken : RequestAuthentication.Valid);
+                auth = authentication.Auth;
+            }
+
+            // A4. Policy: the peer's verified SPIFFE ID (none on plaintext), source address, host, port,
+            //     method, normalized path, headers, the JWT's principal and claims. Denials and dry-run
+            //     "would deny" are logged and counted.
+            var authorization = InboundAuthorization.RequestOf(context, snapshot, path, auth);
             var decision = snapshot.Authorization.Evaluate(authorization);
             InboundAuthorization.Report(telemetry.Proxy, logger, context, authorization, decision);
             if (!decision.Allowed)

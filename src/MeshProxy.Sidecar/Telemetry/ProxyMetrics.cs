@@ -53,6 +53,14 @@ internal sealed class ProxyMetrics
     /// <summary>A request an AUDIT policy matched (whatever the verdict), by the policy's namespace/name.</summary>
     public void AuthorizationAudited(string policy) => _authorizationAudits.WithLabels(policy).Inc();
 
+    private readonly Counter _requestAuthentication;
+
+    /// <summary>
+    /// One request to a workload some RequestAuthentication applies to: result "valid", "no_token" or the
+    /// reason a token was refused (a fixed set of JWT outcomes).
+    /// </summary>
+    public void RequestAuthenticated(string result) => _requestAuthentication.WithLabels(result).Inc();
+
     // ---- end of authorization ----------------------------------------------------------------------
 
     private readonly Counter _inboundPlaintext;
@@ -80,6 +88,8 @@ internal sealed class ProxyMetrics
             "meshproxy_inbound_plaintext_connections_total",
             "Plaintext inbound connections accepted, per workload port and its mTLS mode (PERMISSIVE, DISABLE): none on a PERMISSIVE port for a while means STRICT is safe there.",
             ["port", "mode"]);
+        _requestAuthentication = metrics.CreateCounter(
+            "meshproxy_request_authentication_total", "Inbound requests to a workload with RequestAuthentication, per result (valid, no_token, or why the token was refused).", ["result"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(

@@ -69,7 +69,7 @@ public sealed class CrdSchemaTests
     [MemberData(nameof(Leaves))]
     public void Each_field_alone_parses_with_its_schema_type(string kind, string leaf)
     {
-        var result = ResourceParser.ParseText(SchemaSamples.Document(kind, shape => leaf.StartsWith(shape, StringComparison.Ordinal)), kind);
+        var result = ResourceParser.ParseText(SchemaSamples.Document(kind, shape => SchemaSamples.IsOnPath(leaf, shape)), kind);
 
         Assert.Empty(result.Errors);
         Assert.DoesNotContain(result.Warnings, w => w.Reason.Contains("unknown field", StringComparison.Ordinal));
@@ -82,7 +82,7 @@ public sealed class CrdSchemaTests
         var node = SchemaSamples.Walk(ResourceSchemas.Of(kind).Spec, "spec").First(w => w.Shape == leaf).Node;
         foreach (var value in node.Enum ?? [])
         {
-            var text = SchemaSamples.Document(kind, shape => leaf.StartsWith(shape, StringComparison.Ordinal), (leaf, JsonValue.Create(value)));
+            var text = SchemaSamples.Document(kind, shape => SchemaSamples.IsOnPath(leaf, shape), (leaf, JsonValue.Create(value)));
             Assert.Empty(ResourceParser.ParseText(text, kind).Errors);
         }
     }
@@ -104,7 +104,7 @@ public sealed class CrdSchemaTests
                 SchemaType.Text => new JsonObject { ["x"] = 1 },
                 _ => JsonValue.Create("not-a-value"), // a number or boolean field refuses text
             };
-            var text = SchemaSamples.Document(kind, s => shape.StartsWith(s, StringComparison.Ordinal), (shape, wrong));
+            var text = SchemaSamples.Document(kind, s => SchemaSamples.IsOnPath(shape, s), (shape, wrong));
             var errors = ResourceParser.ParseText(text, kind).Errors;
 
             var field = SchemaSamples.FieldPath(ResourceSchemas.Of(kind).Spec, shape);

@@ -38,6 +38,13 @@ internal static partial class SchemaSamples
     }
 
     /// <summary>
+    /// True when <paramref name="shape"/> is <paramref name="leaf"/> or one of the fields above it: a whole-segment
+    /// prefix, so that selecting spec.x.jwksUri does not also select its sibling spec.x.jwks.
+    /// </summary>
+    public static bool IsOnPath(string leaf, string shape) =>
+        leaf.StartsWith(shape, StringComparison.Ordinal) && (leaf.Length == shape.Length || leaf[shape.Length] is '.' or '[');
+
+    /// <summary>
     /// A document of <paramref name="kind"/> (as JSON, which is YAML) whose spec holds the required fields and those
     /// <paramref name="include"/> selects, each set to its example (or, for <paramref name="replace"/>'s shape, that value).
     /// Of properties that exclude each other only the first is written unless another is selected.

@@ -43,7 +43,8 @@ internal sealed class IntegrationMesh : IAsyncDisposable
 
     public HttpClient Client { get; } = new(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(30) };
 
-    public static async Task<IntegrationMesh> StartAsync(string policies, string mode = "STRICT")
+    /// <param name="billingServices">Services for billing's sidecar beyond the log capture (a JWKS cache on a fake clock, say).</param>
+    public static async Task<IntegrationMesh> StartAsync(string policies, string mode = "STRICT", Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? billingServices = null)
     {
         var pki = MeshPki.Shared;
         var mesh = new IntegrationMesh(await ReceiptApp.StartAsync());
@@ -56,7 +57,11 @@ internal sealed class IntegrationMesh : IAsyncDisposable
                 billingYaml.Raw(policies);
             }
 
-            mesh.Billing = await TestSidecar.StartAsync(billingYaml, mesh.BillingLog.Register);
+            mesh.Billing = await TestSidecar.StartAsync(billingYaml, services =>
+            {
+                mesh.BillingLog.Register(services);
+                billingServices?.Invoke(services);
+            });
             mesh.Store = await mesh.StartCallerAsync(root, "store", "store");
             mesh.OtherSvid = pki.FreshSvid("rootA", "other");
             mesh.Other = await mesh.StartCallerAsync(root, "other", mesh.OtherSvid);
@@ -134,7 +139,7 @@ internal sealed class IntegrationMesh : IAsyncDisposable
         SampleAsync($"meshproxy_authorization_audit_total{{policy=\"{policy}\"}}", ct);
 
     /// <summary>The value of one series (name and labels as written) on billing's stats port; 0 when absent.</summary>
-    private async Task<double> SampleAsync(string series, CancellationToken ct)
+    public async Task<double> SampleAsync(string series, CancellationToken ct)
     {
         var prefix = series + " ";
         var line = (await MetricsAsync(ct)).Split('\n').FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal));
@@ -167,7 +172,7 @@ internal sealed class IntegrationMesh : IAsyncDisposable
     }
 }
 
-/// <summary>The app behind billing's sidecar: counts every request it receives and remembers its method and raw target.</summary>
+/// <summary>The app behind billing's sidecar: counts every request it receives and remembers its method, raw target and headers.</summary>
 internal sealed class ReceiptApp : IAsyncDisposable
 {
     private readonly WebApplication _app;
@@ -184,6 +189,9 @@ internal sealed class ReceiptApp : IAsyncDisposable
 
     public ConcurrentQueue<string> Received { get; } = new();
 
+    /// <summary>The headers of each request received, in order (names lowercased, copies joined by ',').</summary>
+    public ConcurrentQueue<IReadOnlyDictionary<string, string>> ReceivedHeaders { get; } = new();
+
     public static async Task<ReceiptApp> StartAsync()
     {
         var builder = WebApplication.CreateSlimBuilder();
@@ -195,6 +203,7 @@ internal sealed class ReceiptApp : IAsyncDisposable
         {
             var line = $"{context.Request.Method} {context.Features.Get<IHttpRequestFeature>()!.RawTarget}";
             receipts.Received.Enqueue(line);
+            receipts.ReceivedHeaders.Enqueue(context.Request.Headers.ToDictionary(h => h.Key.ToLowerInvariant(), h => h.Value.ToString(), StringComparer.Ordinal));
             Interlocked.Increment(ref receipts._count);
             await context.Response.WriteAsync("received " + line);
         });

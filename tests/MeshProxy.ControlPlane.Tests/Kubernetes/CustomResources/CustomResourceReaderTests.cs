@@ -80,9 +80,9 @@ public sealed class CustomResourceReaderTests
 
     [Theory]
     [InlineData("""{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}""", "spec.action", "CUSTOM")]
-    [InlineData("""{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}""", "spec.rules[0].from[0].source.requestPrincipals", "JWT")]
+    [InlineData("""{"rules":[{"from":[{"source":{"remoteIpBlocks":["10.0.0.0/8"]}}]}]}""", "spec.rules[0].from[0].source.remoteIpBlocks", "X-Forwarded-For")]
     [InlineData("""{"targetRefs":[{"kind":"Service","name":"x"}],"rules":[{}]}""", "spec.targetRefs", "not supported")]
-    [InlineData("""{"rules":[{"when":[{"key":"request.auth.claims[groups]","values":["a"]}]}]}""", "spec.rules[0].when[0].key", "JWT")]
+    [InlineData("""{"rules":[{"when":[{"key":"request.auth.claims[]","values":["a"]}]}]}""", "spec.rules[0].when[0].key", "not a claim key")]
     public void An_istio_field_that_cannot_be_honoured_makes_the_policy_invalid_never_ignored(string spec, string field, string reason)
     {
         var read = CustomResourceReader.Read(Object($$"""
