@@ -12,7 +12,8 @@ using MeshProxy.ControlPlane.Tests.Kubernetes;
 /// <item>1000 Services over 10 namespaces, 10,090 endpoints, 2000 pods: 190 Deployments of 10 pods, each backing
 /// five or six Services, and one Deployment "hot" of 100 pods behind the Service "hot".</item>
 /// <item>Every pod is a sidecar: one simulated sidecar per pod, each on its own HTTP/2 connection from its pod's
-/// IP (127.1.x.y: the source checks that a sidecar connects from its pod's address).</item>
+/// IP (127.1.x.y: the source checks that a sidecar connects from its pod's address), with its pod's projected
+/// service-account token (reviewed through TokenReview, as the config stream requires in Kubernetes mode).</item>
 /// <item>Scoped (the default): each Deployment's Sidecar resource lets it reach five Services, and one Deployment
 /// in ten also "hot", as Istio's Sidecar egress scoping does; so a change to "hot" concerns 190 sidecars.
 /// Unscoped: no Sidecar resources, every sidecar reaches every Service (every change concerns all 2000).</item>
@@ -165,7 +166,7 @@ internal static class KubernetesScale
             var all = apps.Append(hot).SelectMany(d => d.Pods).ToList();
             for (var i = 0; i < all.Count; i++)
             {
-                sidecars[all[i]] = Connect(address, all[i]);
+                sidecars[all[i]] = Connect(api, address, all[i]);
                 if (i % 100 == 99)
                 {
                     await Task.Delay(20); // the accept queue is 512: no storm of 2000 connections at once
@@ -195,7 +196,7 @@ internal static class KubernetesScale
                 newHot.Pods.AddRange(fresh);
                 foreach (var pod in fresh)
                 {
-                    sidecars[pod] = Connect(address, pod);
+                    sidecars[pod] = Connect(api, address, pod);
                 }
 
                 await Task.WhenAll(fresh.Select(p => sidecars[p].FirstAcked)).WaitAsync(TimeSpan.FromMinutes(2));
@@ -281,8 +282,9 @@ internal static class KubernetesScale
     private static string? Hot(Snapshot snapshot) =>
         snapshot.Resources.FirstOrDefault(r => r.Kind == "Service" && r.Name == "hot" && r.Namespace == HotNamespace)?.Yaml;
 
-    private static SimulatedSidecar Connect(Uri address, Pod pod) =>
-        SimulatedSidecar.Start(address, pod.Deployment, pod.Namespace, $"{pod.Name}.{pod.Namespace}", pod.Ip, serviceAccount: pod.Deployment);
+    private static SimulatedSidecar Connect(FakeKubernetesApiServer api, Uri address, Pod pod) =>
+        SimulatedSidecar.Start(address, pod.Deployment, pod.Namespace, $"{pod.Name}.{pod.Namespace}", pod.Ip, serviceAccount: pod.Deployment,
+            token: api.CreateServiceAccountToken(pod.Namespace, pod.Deployment, pod: pod.Name));
 
     private static Pod NewPod(FakeKubernetesApiServer api, Deployment deployment)
     {

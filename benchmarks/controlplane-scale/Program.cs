@@ -173,6 +173,7 @@ internal sealed class SimulatedSidecar : IAsyncDisposable
     private long _pushes;
     private long _bytes;
     private long _retries;
+    private Metadata? _headers;
     private Task _loop = Task.CompletedTask;
 
     // A channel each, as each real sidecar has: its own HTTP/2 connection.
@@ -210,9 +211,11 @@ internal sealed class SimulatedSidecar : IAsyncDisposable
     /// <summary>Streams refused with UNAVAILABLE and tried again.</summary>
     public long Retries => Interlocked.Read(ref _retries);
 
-    public static SimulatedSidecar Start(Uri address, string workload, string ns, string id, IPAddress? local = null, string? serviceAccount = null)
+    /// <param name="token">The pod's service-account token, sent as a bearer credential: the Kubernetes source's config stream
+    /// serves only the workload the reviewed token proves.</param>
+    public static SimulatedSidecar Start(Uri address, string workload, string ns, string id, IPAddress? local = null, string? serviceAccount = null, string? token = null)
     {
-        var s = new SimulatedSidecar(address, local);
+        var s = new SimulatedSidecar(address, local) { _headers = token is null ? null : new Metadata { { "authorization", "Bearer " + token } } };
         s._loop = s.RunAsync(new Node { Workload = workload, Namespace = ns, ServiceAccount = serviceAccount ?? workload, InstanceId = id });
         return s;
     }
@@ -259,7 +262,7 @@ internal sealed class SimulatedSidecar : IAsyncDisposable
 
     private async Task StreamAsync(Node node)
     {
-        using var call = new ConfigDiscovery.ConfigDiscoveryClient(_channel).StreamSnapshots(cancellationToken: _stop.Token);
+        using var call = new ConfigDiscovery.ConfigDiscoveryClient(_channel).StreamSnapshots(_headers, cancellationToken: _stop.Token);
         await call.RequestStream.WriteAsync(new SnapshotRequest { Node = node });
         while (await call.ResponseStream.MoveNext(_stop.Token))
         {

@@ -156,7 +156,7 @@ public sealed class CheckCommandTests : IAsyncLifetime
         _api.Apply(KubeJson.Pod("shop", "api-grpcjs", "127.0.0.1", serviceAccount: "api", app: "api"));
         // grpc-js does not retry the stream the control plane refuses while the pod is unknown: wait for the informer.
         await TestControlPlane.EventuallyAsync(() => Task.FromResult(kit.ControlPlane.Host.Kubernetes!.Pods.Current.Items.ContainsKey("shop/api-grpcjs")), "the pod known");
-        await using (var nacking = kit.ControlPlane.Connect("api", "shop"))
+        await using (var nacking = kit.ControlPlane.ConnectWithToken(_api.CreateServiceAccountToken("shop", "api", pod: "api-grpcjs"), "api", "shop"))
         {
             await nacking.NextSnapshotAsync();
             await nacking.SendAsync("nack bad route");
@@ -171,26 +171,16 @@ public sealed class CheckCommandTests : IAsyncLifetime
         }
 
         await TestControlPlane.EventuallyAsync(async () => (await kit.ControlPlane.SynczAsync()).GetArrayLength() == 1, "the grpc-js peer gone");
-        await using (var refused = await StartSidecarAsync(kit, "cart", _api.CreateServiceAccountToken("shop", "cart", audiences: ["vault"]), expectCertificate: false))
-        {
-            var (noCertRc, noCertResults) = await CheckAsync(preInstall: false);
-            Assert.Equal(1, noCertRc);
-            AssertFailures(noCertResults, new() { ["every sidecar has a valid certificate"] = $"{refused.Source.InstanceId} (no certificate yet)" });
-        }
-
-        await TestControlPlane.EventuallyAsync(async () => (await kit.ControlPlane.SynczAsync()).GetArrayLength() == 1, "the refused sidecar gone");
-        await BrokenAsync("a namespace with another CA's roots, and a new meshed namespace without the bundle",
-            () =>
-            {
-                _api.Apply(TrustBundle("shop", string.Concat(otherCa.Current.BundlePem)));
-                _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"pay","labels":{"meshproxy.io/rev":"default"}}}""");
-            },
-            new() { ["trust bundles are consistent"] = "pay (no ConfigMap meshproxy-ca-root-cert), shop (other roots than the mesh CA's)" },
-            () =>
-            {
-                _api.Apply(TrustBundle("shop", bundle));
-                _api.Delete("v1", "Namespace", "", "pay");
-            });
+        // A sidecar refused a certificate (a wrong-audience token) is refused its config stream too since both are
+        // authenticated by the same token, so it never shows as synced-without-certificate here; the "no certificate
+        // yet" reason is left to a CA outage, which this kit does not stage.
+        // A namespace with another CA's roots, or a meshed one without the bundle: the control plane's trust-bundle
+        // publisher repairs both within a pass (TrustDistributionTests), faster than a check could see them here, and the
+        // new namespace (labelled for a revision) gets its ConfigMap: the check passes again without a hand repair.
+        _api.Apply(TrustBundle("shop", string.Concat(otherCa.Current.BundlePem)));
+        _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"pay","labels":{"meshproxy.io/rev":"default"}}}""");
+        await TestControlPlane.EventuallyAsync(async () => (await CheckAsync(preInstall: false)).Rc == 0, "the trust bundles repaired by the control plane");
+        _api.Delete("v1", "Namespace", "", "pay");
 
         var crd = _api.Get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "sidecars.meshproxy.io")!;
         await BrokenAsync("a CRD deleted",

@@ -120,7 +120,7 @@ public sealed partial class InstallManifestTests
         // The canary injector sends sidecars to the canary control plane.
         var injector = Container([.. canary.Values], "meshproxy-injector-canary");
         var args = injector["args"]!.AsArray().Select(a => a!.GetValue<string>()).ToList();
-        Assert.Equal("http://meshproxy-controlplane-canary.meshproxy-system.svc:15010", args[args.IndexOf("--control-plane") + 1]);
+        Assert.Equal("https://meshproxy-controlplane-canary.meshproxy-system.svc:15012", args[args.IndexOf("--control-plane") + 1]);
     }
 
     /// <summary>Namespace labels, pod labels, and the revision whose webhook must inject (null: none) — exactly one webhook of all, or none.</summary>

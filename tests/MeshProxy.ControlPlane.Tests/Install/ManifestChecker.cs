@@ -182,8 +182,10 @@ internal sealed class ManifestChecker(InstallOptions options, List<JsonObject> o
             Expect(what, groups.Count > 0 && resources.Count > 0 && verbs.Count > 0, "a rule lacks apiGroups, resources or verbs");
             Expect(what, !groups.Concat(resources).Concat(verbs).Contains("*"), "a rule grants a wildcard");
             Expect(what, verbs.All(Verbs.Contains), $"unknown verb in [{string.Join(", ", verbs)}]");
-            // resourceNames cannot restrict create, list, watch or deletecollection: such a rule would grant nothing.
-            Expect(what, rule["resourceNames"] is null || !verbs.Any(v => v is "create" or "list" or "watch" or "deletecollection"), "resourceNames with a verb they cannot restrict");
+            // resourceNames cannot restrict create or deletecollection (the name is not in the URL): such a rule would grant
+            // nothing. list and watch they can, for a client that asks with a metadata.name field selector (the RBAC
+            // documentation's rule; the trust-bundle publisher asks so).
+            Expect(what, rule["resourceNames"] is null || !verbs.Any(v => v is "create" or "deletecollection"), "resourceNames with a verb they cannot restrict");
         }
     }
 

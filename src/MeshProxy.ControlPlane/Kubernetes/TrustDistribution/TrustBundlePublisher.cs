@@ -14,7 +14,7 @@ namespace MeshProxy.ControlPlane.Kubernetes.TrustDistribution;
 /// bundle, PEM) in every meshed namespace, as Istio keeps <c>istio-ca-root-cert</c>: the injector mounts it as the
 /// sidecar's <c>controlPlane.caFile</c>, the only thing that vouches for the control plane on 15012.
 /// <para>
-/// <b>Meshed</b>: a namespace labelled <c>meshproxy-injection=enabled</c> (the webhook's namespaceSelector: its
+/// <b>Meshed</b>: a namespace labelled <c>meshproxy-injection=enabled</c> or <c>meshproxy.io/rev</c> (the webhooks' namespaceSelectors: its
 /// ConfigMap is there before the first pod), or one holding a pod the injector touched (annotation
 /// <c>sidecar.meshproxy.io/status</c>: pods opted in by their own label in an unlabelled namespace; the kubelet holds
 /// such a pod until the ConfigMap it mounts exists, then retries the mount). A namespace being deleted is left
@@ -33,6 +33,12 @@ internal sealed class TrustBundlePublisher : IAsyncDisposable
 {
     /// <summary>The namespace label of the injection webhook's namespaceSelector (docker/kubernetes/webhook.yaml).</summary>
     public const string InjectionLabel = "meshproxy-injection";
+
+    /// <summary>
+    /// The namespace label that picks a control-plane revision's webhook (<c>meshproxy install --revision</c>): such a
+    /// namespace is meshed too. Every revision signs with the one root (Secret meshproxy-ca), so any revision may write it.
+    /// </summary>
+    public const string RevisionLabel = "meshproxy.io/rev";
 
     /// <summary>The annotation the injector puts on every pod it injects (MeshProxy.Injection's Annotations.Status).</summary>
     public const string InjectedAnnotation = "sidecar.meshproxy.io/status";
@@ -117,7 +123,8 @@ internal sealed class TrustBundlePublisher : IAsyncDisposable
         }
 
         var meshed = new SortedSet<string>(
-            live.Values.Where(ns => ns.Metadata.Labels?.TryGetValue(InjectionLabel, out var value) == true && value == "enabled").Select(ns => ns.Metadata.Name),
+            live.Values.Where(ns => ns.Metadata.Labels?.TryGetValue(InjectionLabel, out var value) == true && value == "enabled"
+                || ns.Metadata.Labels?.ContainsKey(RevisionLabel) == true).Select(ns => ns.Metadata.Name),
             StringComparer.Ordinal);
         foreach (var pod in pods)
         {
