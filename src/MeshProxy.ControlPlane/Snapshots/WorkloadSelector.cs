@@ -74,7 +74,7 @@ internal static class WorkloadSelector
             foreach (var route in index.Routes)
             {
                 var spec = ((HttpRouteResource)route.Resource).Spec;
-                if (selectedRoutes.Contains(route) || !spec.Hosts.Any(h => index.ServiceByHost.TryGetValue(h, out var s) && reachable.Contains(s)))
+                if (selectedRoutes.Contains(route) || !spec.Hosts.Any(h => index.FirstService(h) is { } s && reachable.Contains(s)))
                 {
                     continue;
                 }
@@ -83,7 +83,7 @@ internal static class WorkloadSelector
                 changed = true;
                 foreach (var host in spec.Hosts.Concat(spec.Http.SelectMany(r => r.Route).Select(d => d.Host)))
                 {
-                    if (index.ServiceByHost.TryGetValue(host, out var target))
+                    if (index.FirstService(host) is { } target)
                     {
                         reachable.Add(target);
                     }
@@ -156,7 +156,6 @@ internal sealed class SelectionIndex
         {
             foreach (var host in ((ServiceResource)s.Resource).Spec.Hosts)
             {
-                ServiceByHost.TryAdd(host, s);
                 if (!ServicesByHost.TryGetValue(host, out var all))
                 {
                     ServicesByHost[host] = all = [];
@@ -180,8 +179,8 @@ internal sealed class SelectionIndex
 
     public List<StoredResource> Routes { get; }
 
-    /// <summary>The first Service naming each host: where a route's host or destination goes.</summary>
-    public Dictionary<string, StoredResource> ServiceByHost { get; } = new(StringComparer.OrdinalIgnoreCase);
+    /// <summary>The first Service naming the host: where a route's host or destination goes.</summary>
+    public StoredResource? FirstService(string host) => ServicesByHost.TryGetValue(host, out var all) ? all[0] : null;
 
     /// <summary>Every Service naming each host (a short name is a host in each namespace that has it): what an egress entry may reach.</summary>
     public Dictionary<string, List<StoredResource>> ServicesByHost { get; } = new(StringComparer.OrdinalIgnoreCase);
