@@ -172,7 +172,12 @@ public static class ResourceSchemas
             P("tracing", Obj("OpenTelemetry tracing.",
                 P("sampling", Num("Percent of requests traced; default 1.", 0, 100, 1)),
                 P("propagation", Enum("Header format; default w3c.", ["w3c", "b3", "b3multi"])),
-                P("otlpEndpoint", Str("OTLP/HTTP collector URL.", "http://127.0.0.1:4318"))))),
+                P("otlpEndpoint", Str("OTLP/HTTP collector URL.", "http://127.0.0.1:4318")))),
+            P("pathNormalization", Obj("How inbound paths are normalized before policy matching; the app receives the normalized path.",
+                P("normalization", Enum("STRICT (default) is MERGE_SLASHES plus a 400 for '\\', %2F and %5C; NONE, BASE, MERGE_SLASHES and DECODE_AND_MERGE_SLASHES as in Istio.",
+                    ["STRICT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"])),
+                P("pathParameters", Enum("';' in a path: REJECT (default) answers 400, STRIP removes each segment's ';...' as servlet containers do, KEEP treats it as a character.",
+                    ["REJECT", "STRIP", "KEEP"]))))),
         [Column("Trust-Domain", ".spec.trustDomain", "string", "SPIFFE trust domain")]);
 
     private static KindSchema AuthorizationPolicy() => new(
