@@ -253,6 +253,7 @@ public static class ResourceSchemas
                 P("audiences", Strings("The token's aud must name one of these; absent = not checked.", "billing")),
                 P("jwks", Str("The JWK Set (JSON) inline: RSA (2048+ bits), EC P-256/P-384/P-521 or Ed25519 keys.", "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec-1\",\"x\":\"Ww1DyiyX1fEJpWMqsgzu-jFWp9_RSQSDqve68E3_bJ8\",\"y\":\"LMAPTe3ZnO2lSOpzTPKFE05feNjhJv7ML1GWCcHd-dg\"}]}")),
                 P("jwksUri", Str("Where the JWK Set is fetched from (https; refreshed, the last good set kept through an outage).", "https://issuer.example.com/.well-known/jwks.json")),
+                P("jwksFile", Str("A JWK Set file on the sidecar's host (a mounted Secret or ConfigMap); re-read every 30 s, the last good set kept.", "/etc/meshproxy/jwks/keys.json")),
                 P("fromHeaders", List("Headers the token is read from; default Authorization with prefix \"Bearer \".", Obj("One header.",
                     P("name", Str("Header name.", "x-jwt-assertion")),
                     P("prefix", Str("Text before the token, such as \"Bearer \".", "Bearer "))) with { Required = ["name"] })),
@@ -261,7 +262,7 @@ public static class ResourceSchemas
                 P("outputClaimToHeaders", List("Claims copied into request headers for the app (any such header the caller sent is removed).", Obj("One claim.",
                     P("header", Str("Header to set.", "x-jwt-sub")),
                     P("claim", Str("Top-level claim (string, number or boolean).", "sub"))) with { Required = ["header", "claim"] })))
-                with { Required = ["issuer"], AtLeastOneOf = ["jwks", "jwksUri"], AtMostOneOf = ["jwks", "jwksUri"] }))),
+                with { Required = ["issuer"], AtLeastOneOf = ["jwks", "jwksUri", "jwksFile"], AtMostOneOf = ["jwks", "jwksUri", "jwksFile"] }))),
         [Column("Issuers", ".spec.jwtRules[*].issuer", "string", "Trusted issuers")]);
 
     private static SchemaNode StringMatch(string description, string example) =>
