@@ -135,7 +135,8 @@ internal static class ExplainCommand
             headers.Append(key, value);
         }
 
-        var rootNamespace = (parsed.OfKind<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default).RootNamespace;
+        var mesh = parsed.OfKind<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
+        var rootNamespace = mesh.RootNamespace;
         var engine = AuthorizationEngine.Build(parsed.OfKind<AuthorizationPolicyResource>(), ns, workloadLabels, rootNamespace);
 
         var labelText = workloadLabels.Count == 0 ? "no labels" : string.Join(',', workloadLabels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}"));
@@ -158,10 +159,10 @@ internal static class ExplainCommand
             rawPath = rawPath[..q];
         }
 
-        if (!PathNormalizer.TryNormalize(rawPath, out var normalized, out var rejection))
+        if (!PathNormalizer.TryNormalize(rawPath, mesh.PathNormalization, out var normalized, out var rejection))
         {
             output.WriteLine("DENY (400)");
-            output.WriteLine($"  refused before authorization: path '{query.Path}': {rejection}");
+            output.WriteLine($"  refused before authorization: path '{query.Path}': {rejection} (MeshConfig pathNormalization {Describe(mesh.PathNormalization)})");
             return 1;
         }
 
@@ -222,7 +223,7 @@ internal static class ExplainCommand
         output.WriteLine($"  {decision.Explain()}");
         output.WriteLine($"  policy:    {(decisive.Policy is null ? "none (default)" : $"{decisive.Policy.Key} ({decisive.Policy.ActionName})")}");
         output.WriteLine($"  rule:      {(decisive.RuleIndex >= 0 ? decisive.RuleIndex.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")}");
-        output.WriteLine($"  request:   {query.Method} {query.Host}:{query.Port}{normalized}{(normalized == rawPath ? string.Empty : $" (normalized from {rawPath})")} from {query.Source ?? "a plaintext caller"}");
+        output.WriteLine($"  request:   {query.Method} {query.Host}:{query.Port}{normalized}{(normalized == rawPath ? string.Empty : $" (normalized from {rawPath}, pathNormalization {Describe(mesh.PathNormalization)})")} from {query.Source ?? "a plaintext caller"}");
         output.WriteLine($"  workload:  {ns}/{name} ({labelText}{(query.Labels is null && sidecar is null ? "; no Sidecar resource found" : string.Empty)})");
         output.WriteLine($"  jwt:       {jwtText}");
         output.WriteLine($"  policies:  {applying}");
@@ -246,5 +247,19 @@ internal static class ExplainCommand
         }
 
         return true;
+    }
+
+    /// <summary>The MeshConfig spelling of a pathNormalization, as an operator wrote it.</summary>
+    private static string Describe(PathNormalizationSpec spec)
+    {
+        var normalization = spec.Normalization switch
+        {
+            PathNormalization.None => "NONE",
+            PathNormalization.Base => "BASE",
+            PathNormalization.MergeSlashes => "MERGE_SLASHES",
+            PathNormalization.DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
+            _ => "STRICT",
+        };
+        return $"{normalization}, pathParameters {spec.PathParameters.ToString().ToUpperInvariant()}";
     }
 }

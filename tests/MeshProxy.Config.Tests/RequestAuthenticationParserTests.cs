@@ -75,6 +75,8 @@ public sealed class RequestAuthenticationParserTests
     [InlineData("- issuer: a", "spec.jwtRules[0]", "exactly one of jwks")]
     [InlineData("- issuer: a\n    jwksUri: https://x/j\n    jwks: '{\"keys\":[]}'", "spec.jwtRules[0]", "exactly one of jwks")]
     [InlineData("- issuer: a\n    jwksUri: ftp://x/j", "spec.jwtRules[0].jwksUri", "http")]
+    [InlineData("- issuer: a\n    jwksUri: https://x/j\n    jwksFile: /etc/jwks.json", "spec.jwtRules[0]", "exactly one of jwks")]
+    [InlineData("- issuer: a\n    jwksFile: keys/jwks.json", "spec.jwtRules[0].jwksFile", "not an absolute path")]
     [InlineData("- issuer: a\n    jwks: 'not json'", "spec.jwtRules[0].jwks", "not JSON")]
     [InlineData("- issuer: a\n    jwks: '{\"keys\":[]}'", "spec.jwtRules[0].jwks", "no keys")]
     [InlineData("- issuer: a\n    jwks: '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'", "spec.jwtRules[0].jwks", "symmetric")]

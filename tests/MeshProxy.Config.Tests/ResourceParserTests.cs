@@ -47,6 +47,8 @@ public sealed class ResourceParserTests
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  controlPlane: { address: 'https://cp:15012' }\n", 6, "spec.controlPlane.caFile", "needs caFile")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - route:\n        - destination: { host: a }\n          weight: 60\n        - destination: { host: c }\n          weight: 30\n", 7, "spec.http[0].route", "add up to 90")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { prefix: /a, exact: /b } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri", "exactly one of")]
+    [InlineData("kind: MeshConfig\nmetadata: { name: mesh }\nspec:\n  pathNormalization: { normalization: DEFAULT }\n", 5, "spec.pathNormalization.normalization", "'DEFAULT' is not one of")]
+    [InlineData("kind: MeshConfig\nmetadata: { name: mesh }\nspec:\n  pathNormalization: { pathParameters: CUT }\n", 5, "spec.pathNormalization.pathParameters", "'CUT' is not one of")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { regex: '(' } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri.regex", "not a valid regular expression")]
     public void Errors_name_file_line_field_and_reason(string yaml, int line, string field, string reason)
     {

@@ -123,7 +123,7 @@ public sealed class ExplainCommandTests
         (code, text) = Explain(dir, Store, "GET", "/x/..//%61dmin/users");
         Assert.Equal(1, code);
         Assert.Contains("denied by DENY policy meshproxy-system/no-admin rule 0", text, StringComparison.Ordinal);
-        Assert.Contains("/admin/users (normalized from /x/..//%61dmin/users)", text, StringComparison.Ordinal);
+        Assert.Contains("/admin/users (normalized from /x/..//%61dmin/users, pathNormalization STRICT, pathParameters REJECT)", text, StringComparison.Ordinal);
 
         (code, text) = Explain(dir, Store, "post", "/charges");
         Assert.Equal(1, code);
@@ -133,6 +133,35 @@ public sealed class ExplainCommandTests
         (code, text) = Explain(dir, Other, "POST", "/charges", labels: "app=store");
         Assert.Equal(0, code);
         Assert.Contains("allowed: no ALLOW policy applies", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Paths_are_normalized_as_mesh_config_says()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies);
+        const string Store = "spiffe://cluster.local/ns/shop/sa/store";
+        var (code, text) = Explain(dir, Store, "GET", "/public/..;/admin/x");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (400)", text, StringComparison.Ordinal);
+        Assert.Contains("PathParameter (MeshConfig pathNormalization STRICT, pathParameters REJECT)", text, StringComparison.Ordinal);
+
+        Yaml.Write(dir, "mesh.yaml", """
+            apiVersion: meshproxy.io/v1alpha1
+            kind: MeshConfig
+            metadata: { name: mesh, namespace: meshproxy-system }
+            spec:
+              pathNormalization: { normalization: MERGE_SLASHES, pathParameters: STRIP }
+            """);
+        (code, text) = Explain(dir, Store, "GET", "/public/..;/admin/x");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (403)", text, StringComparison.Ordinal);
+        Assert.Contains("/admin/x (normalized from /public/..;/admin/x, pathNormalization MERGE_SLASHES, pathParameters STRIP)", text, StringComparison.Ordinal);
+
+        // MERGE_SLASHES reads '\\' as '/' where STRICT refuses it.
+        (code, text) = Explain(dir, Store, "GET", "/x\\..\\admin");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (403)", text, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -84,5 +84,5 @@ public class PathNormalizerBenchmarks
     public string Path { get; set; } = string.Empty;
 
     [Benchmark]
-    public string Normalize() => PathNormalizer.TryNormalize(Path, out var normalized, out _) ? normalized : string.Empty;
+    public string Normalize() => PathNormalizer.TryNormalize(Path, MeshProxy.Config.Resources.PathNormalizationSpec.Default, out var normalized, out _) ? normalized : string.Empty;
 }

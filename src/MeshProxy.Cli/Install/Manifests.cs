@@ -103,8 +103,8 @@ internal static class Manifests
             // Custom resources: listed and watched cluster-wide, only their status written (merge patch).
             Rule(["meshproxy.io"], [.. MeshPlurals], ["list", "watch"]),
             Rule(["meshproxy.io"], [.. MeshPlurals.Select(p => p + "/status")], ["patch"]),
-            Rule(["security.istio.io"], ["authorizationpolicies"], ["list", "watch"]),
-            Rule(["security.istio.io"], ["authorizationpolicies/status"], ["patch"]),
+            Rule(["security.istio.io"], [.. IstioSecurityPlurals], ["list", "watch"]),
+            Rule(["security.istio.io"], [.. IstioSecurityPlurals.Select(p => p + "/status")], ["patch"]),
             Rule(["gateway.networking.k8s.io"], ["httproutes", "grpcroutes"], ["list", "watch"]),
             Rule(["gateway.networking.k8s.io"], ["httproutes/status", "grpcroutes/status"], ["patch"]),
             // The webhook's caBundle, filled from the mesh CA: this revision's configuration only.
@@ -113,6 +113,9 @@ internal static class Manifests
 
     // The kinds the control plane watches are the kinds with a schema (CustomResourceSource.MeshKinds), so a new kind is granted with its CRD.
     private static IEnumerable<string> MeshPlurals => ResourceSchemas.All.Select(k => k.Plural);
+
+    // Istio's policies the control plane reads unchanged (CustomResourceSource.IstioSecurityKinds).
+    private static readonly string[] IstioSecurityPlurals = ["authorizationpolicies", "peerauthentications", "requestauthentications"];
 
     private static JsonObject ClusterRoleBinding(InstallOptions o) => new()
     {

@@ -7,6 +7,8 @@ internal static class MeshConfigParser
     private static readonly IReadOnlyList<string> MtlsModes = ["STRICT", "PERMISSIVE"];
     private static readonly IReadOnlyList<string> OutboundModes = ["REGISTRY_ONLY", "ALLOW_ANY"];
     private static readonly IReadOnlyList<string> Propagations = ["w3c", "b3", "b3multi"];
+    private static readonly IReadOnlyList<string> Normalizations = ["STRICT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"];
+    private static readonly IReadOnlyList<string> PathParameterModes = ["REJECT", "STRIP", "KEEP"];
 
     public static Resource? Parse(ObjectMeta meta, SourceLocation source, YamlMap spec)
     {
@@ -66,6 +68,27 @@ internal static class MeshConfigParser
             trace.Finish();
         }
 
-        return new MeshConfigResource(meta, source, new MeshConfigSpec(trustDomain, rootNamespace, ttl, maxTtl, mtls, outbound, accessLog, tracing));
+        var pathNormalization = d.PathNormalization;
+        if (spec.Map("pathNormalization") is { } paths)
+        {
+            var normalization = paths.Enum("normalization", Normalizations) switch
+            {
+                "NONE" => PathNormalization.None,
+                "BASE" => PathNormalization.Base,
+                "MERGE_SLASHES" => PathNormalization.MergeSlashes,
+                "DECODE_AND_MERGE_SLASHES" => PathNormalization.DecodeAndMergeSlashes,
+                _ => PathNormalization.Strict,
+            };
+            var parameters = paths.Enum("pathParameters", PathParameterModes) switch
+            {
+                "STRIP" => PathParameterHandling.Strip,
+                "KEEP" => PathParameterHandling.Keep,
+                _ => PathParameterHandling.Reject,
+            };
+            pathNormalization = new PathNormalizationSpec(normalization, parameters);
+            paths.Finish();
+        }
+
+        return new MeshConfigResource(meta, source, new MeshConfigSpec(trustDomain, rootNamespace, ttl, maxTtl, mtls, outbound, accessLog, tracing, pathNormalization));
     }
 }

@@ -10,7 +10,7 @@ namespace MeshProxy.Config.Parsing;
 internal static class RequestAuthenticationParser
 {
     private static readonly string[] SpecFields = ["selector", "jwtRules"];
-    private static readonly string[] RuleFields = ["issuer", "audiences", "jwks", "jwksUri", "fromHeaders", "fromParams", "forwardOriginalToken", "outputClaimToHeaders"];
+    private static readonly string[] RuleFields = ["issuer", "audiences", "jwks", "jwksUri", "jwksFile", "fromHeaders", "fromParams", "forwardOriginalToken", "outputClaimToHeaders"];
 
     // Headers the sidecar owns or that frame the message: a claim must not overwrite them.
     private static readonly string[] ReservedHeaders = ["host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "x-forwarded-client-cert"];
@@ -48,10 +48,17 @@ internal static class RequestAuthenticationParser
         var audiences = rule.Strings("audiences");
         var jwksText = rule.String("jwks");
         var jwksUri = rule.String("jwksUri");
+        var jwksFile = rule.String("jwksFile");
         JsonWebKeySet? jwks = null;
-        if ((jwksText is null) == (jwksUri is null))
+        if ((jwksText is null ? 0 : 1) + (jwksUri is null ? 0 : 1) + (jwksFile is null ? 0 : 1) != 1)
         {
-            rule.Sink.Error(rule.Node, rule.Path, "needs exactly one of jwks (the keys inline) or jwksUri (where to fetch them)");
+            rule.Sink.Error(rule.Node, rule.Path, "needs exactly one of jwks (the keys inline), jwksUri (where to fetch them) or jwksFile (a file the sidecar reads)");
+        }
+
+        if (jwksFile is not null && !jwksFile.StartsWith('/'))
+        {
+            // Relative to what? The sidecar's working directory is nobody's choice; a mounted volume has an absolute path.
+            rule.Error("jwksFile", $"'{jwksFile}' is not an absolute path");
         }
 
         if (jwksText is not null)
@@ -132,7 +139,7 @@ internal static class RequestAuthenticationParser
 
         // Istio's defaults apply only when neither location list is written.
         var noLocation = headers.Count == 0 && parameters.Count == 0;
-        return new JwtRule(issuer, audiences, jwks, jwksUri,
+        return new JwtRule(issuer, audiences, jwks, jwksUri, jwksFile,
             noLocation ? JwtRule.DefaultHeaders : headers,
             noLocation ? JwtRule.DefaultParams : parameters,
             forward, outputs);

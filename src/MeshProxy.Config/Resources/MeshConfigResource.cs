@@ -19,7 +19,8 @@ public sealed record MeshConfigSpec(
     MtlsMode Mtls,
     OutboundTrafficMode OutboundTrafficPolicy,
     AccessLogSpec AccessLog,
-    TracingSpec Tracing)
+    TracingSpec Tracing,
+    PathNormalizationSpec PathNormalization)
 {
     public static MeshConfigSpec Default { get; } = new(
         "cluster.local",
@@ -29,7 +30,8 @@ public sealed record MeshConfigSpec(
         MtlsMode.Strict,
         OutboundTrafficMode.RegistryOnly,
         AccessLogSpec.Default,
-        TracingSpec.Default);
+        TracingSpec.Default,
+        PathNormalizationSpec.Default);
 }
 
 /// <summary>
@@ -71,4 +73,48 @@ public enum TracePropagation
 public sealed record TracingSpec(double SamplingPercent, TracePropagation Propagation, string? OtlpEndpoint)
 {
     public static TracingSpec Default { get; } = new(1.0, TracePropagation.W3C, null);
+}
+
+/// <summary>
+/// How an inbound request's path is brought to the one form that policies match and the app receives
+/// (Istio's meshConfig.pathNormalization, plus a choice for ';' path parameters, which Istio leaves alone).
+/// The default, <see cref="PathNormalization.Strict"/> with <see cref="PathParameterHandling.Reject"/>,
+/// refuses every spelling on which applications are known to disagree rather than guess how the app
+/// will read it (src/MeshProxy.Authorization/README.md, "Paths").
+/// </summary>
+public sealed record PathNormalizationSpec(PathNormalization Normalization, PathParameterHandling PathParameters)
+{
+    public static PathNormalizationSpec Default { get; } = new(PathNormalization.Strict, PathParameterHandling.Reject);
+}
+
+/// <summary>The normalization steps applied; each option adds to the one before it, except <see cref="Strict"/>.</summary>
+public enum PathNormalization
+{
+    /// <summary>MERGE_SLASHES, and a 400 for '\', %2F and %5C, which applications read in different ways.</summary>
+    Strict,
+
+    /// <summary>Nothing changes: policies match the path as sent (Istio's NONE; open to CVE-2021-31920-style bypasses).</summary>
+    None,
+
+    /// <summary>RFC 3986: unreserved escapes decoded, hex in uppercase, dot segments resolved, '\' read as '/' (Istio's BASE).</summary>
+    Base,
+
+    /// <summary>BASE, then repeated slashes merged (Istio's MERGE_SLASHES).</summary>
+    MergeSlashes,
+
+    /// <summary>%2F and %5C decoded to '/' first, then MERGE_SLASHES (Istio's DECODE_AND_MERGE_SLASHES).</summary>
+    DecodeAndMergeSlashes,
+}
+
+/// <summary>What a ';' in a path means before matching.</summary>
+public enum PathParameterHandling
+{
+    /// <summary>A 400 for ';' raw or encoded: servlet containers cut a segment at ';', most other stacks do not.</summary>
+    Reject,
+
+    /// <summary>Each segment's ";..." removed before matching and forwarding, as servlet containers do; %3B still refused.</summary>
+    Strip,
+
+    /// <summary>';' is an ordinary character (Istio's behaviour); only for apps that do not cut segments at ';'.</summary>
+    Keep,
 }

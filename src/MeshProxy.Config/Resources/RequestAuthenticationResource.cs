@@ -21,8 +21,9 @@ public sealed record RequestAuthenticationSpec(IReadOnlyDictionary<string, strin
 }
 
 /// <summary>
-/// One issuer. Keys come from <see cref="Jwks"/> (inline, validated when parsed) or <see cref="JwksUri"/>
-/// (fetched and cached by the sidecar); exactly one is set. Empty <see cref="Audiences"/> does not check
+/// One issuer. Keys come from <see cref="Jwks"/> (inline, validated when parsed), <see cref="JwksUri"/>
+/// (fetched and cached by the sidecar) or <see cref="JwksFile"/> (a file on the sidecar's host, a mounted Secret or
+/// ConfigMap, read and re-read by the sidecar); exactly one is set. Empty <see cref="Audiences"/> does not check
 /// the token's aud. Where the token is looked for: <see cref="FromHeaders"/> and <see cref="FromParams"/>,
 /// or, with neither written, the Authorization header with the "Bearer " prefix and the access_token query
 /// parameter (Istio's defaults).
@@ -32,6 +33,7 @@ public sealed record JwtRule(
     IReadOnlyList<string> Audiences,
     JsonWebKeySet? Jwks,
     string? JwksUri,
+    string? JwksFile,
     IReadOnlyList<JwtHeaderLocation> FromHeaders,
     IReadOnlyList<string> FromParams,
     bool ForwardOriginalToken,

@@ -172,7 +172,12 @@ public static class ResourceSchemas
             P("tracing", Obj("OpenTelemetry tracing.",
                 P("sampling", Num("Percent of requests traced; default 1.", 0, 100, 1)),
                 P("propagation", Enum("Header format; default w3c.", ["w3c", "b3", "b3multi"])),
-                P("otlpEndpoint", Str("OTLP/HTTP collector URL.", "http://127.0.0.1:4318"))))),
+                P("otlpEndpoint", Str("OTLP/HTTP collector URL.", "http://127.0.0.1:4318")))),
+            P("pathNormalization", Obj("How inbound paths are normalized before policy matching; the app receives the normalized path.",
+                P("normalization", Enum("STRICT (default) is MERGE_SLASHES plus a 400 for '\\', %2F and %5C; NONE, BASE, MERGE_SLASHES and DECODE_AND_MERGE_SLASHES as in Istio.",
+                    ["STRICT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"])),
+                P("pathParameters", Enum("';' in a path: REJECT (default) answers 400, STRIP removes each segment's ';...' as servlet containers do, KEEP treats it as a character.",
+                    ["REJECT", "STRIP", "KEEP"]))))),
         [Column("Trust-Domain", ".spec.trustDomain", "string", "SPIFFE trust domain")]);
 
     private static KindSchema AuthorizationPolicy() => new(
@@ -248,6 +253,7 @@ public static class ResourceSchemas
                 P("audiences", Strings("The token's aud must name one of these; absent = not checked.", "billing")),
                 P("jwks", Str("The JWK Set (JSON) inline: RSA (2048+ bits), EC P-256/P-384/P-521 or Ed25519 keys.", "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec-1\",\"x\":\"Ww1DyiyX1fEJpWMqsgzu-jFWp9_RSQSDqve68E3_bJ8\",\"y\":\"LMAPTe3ZnO2lSOpzTPKFE05feNjhJv7ML1GWCcHd-dg\"}]}")),
                 P("jwksUri", Str("Where the JWK Set is fetched from (https; refreshed, the last good set kept through an outage).", "https://issuer.example.com/.well-known/jwks.json")),
+                P("jwksFile", Str("A JWK Set file on the sidecar's host (a mounted Secret or ConfigMap); re-read every 30 s, the last good set kept.", "/etc/meshproxy/jwks/keys.json")),
                 P("fromHeaders", List("Headers the token is read from; default Authorization with prefix \"Bearer \".", Obj("One header.",
                     P("name", Str("Header name.", "x-jwt-assertion")),
                     P("prefix", Str("Text before the token, such as \"Bearer \".", "Bearer "))) with { Required = ["name"] })),
@@ -256,7 +262,7 @@ public static class ResourceSchemas
                 P("outputClaimToHeaders", List("Claims copied into request headers for the app (any such header the caller sent is removed).", Obj("One claim.",
                     P("header", Str("Header to set.", "x-jwt-sub")),
                     P("claim", Str("Top-level claim (string, number or boolean).", "sub"))) with { Required = ["header", "claim"] })))
-                with { Required = ["issuer"], AtLeastOneOf = ["jwks", "jwksUri"], AtMostOneOf = ["jwks", "jwksUri"] }))),
+                with { Required = ["issuer"], AtLeastOneOf = ["jwks", "jwksUri", "jwksFile"], AtMostOneOf = ["jwks", "jwksUri", "jwksFile"] }))),
         [Column("Issuers", ".spec.jwtRules[*].issuer", "string", "Trusted issuers")]);
 
     private static SchemaNode StringMatch(string description, string example) =>

@@ -13,13 +13,21 @@ internal sealed class JwksCacheOptions
     /// <summary>After a failed fetch, how long until the next try (the last good set keeps serving meanwhile).</summary>
     public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How often a jwksFile is read again. A mounted Secret or ConfigMap changes on disk within about a minute of
+    /// its update (the kubelet's sync period), and a read is cheap, so this is short.
+    /// </summary>
+    public TimeSpan FileRefreshInterval { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>One fetch, connection to last byte.</summary>
     public TimeSpan FetchTimeout { get; init; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>
-/// The JWK Sets of jwksUri rules, fetched by the sidecar and shared by every snapshot (a new snapshot does not
-/// refetch). A set is fetched on first use (that first request waits, up to the fetch timeout), then served from
+/// The JWK Sets of jwksUri and jwksFile rules, fetched (or read) by the sidecar and shared by every snapshot (a new
+/// snapshot does not refetch). A source starting with '/' is a file (the parser requires absolute paths and
+/// absolute http(s) URLs, so the two cannot be confused); it is re-read every
+/// <see cref="JwksCacheOptions.FileRefreshInterval"/>, with the same keep-the-last-good rules as a fetch. A set is fetched on first use (that first request waits, up to the fetch timeout), then served from
 /// memory and refreshed in the background once <see cref="JwksCacheOptions.RefreshInterval"/> has passed on the
 /// injected clock. A failed or unusable fetch (unreachable, not 200, not a JWK Set, no usable key) keeps the last
 /// good set: an outage of the issuer's key server does not log every user out. Until a first fetch succeeds,
@@ -53,7 +61,7 @@ internal sealed class JwksCache : IDisposable
         };
     }
 
-    /// <summary>The set for <paramref name="uri"/>; null when it has never been fetched successfully.</summary>
+    /// <summary>The set for <paramref name="uri"/> (a URL or a file's absolute path); null when it has never been fetched successfully.</summary>
     public ValueTask<JwtKeySet?> GetAsync(string uri, CancellationToken cancellationToken)
     {
         var entry = _entries.GetOrAdd(uri, static u => new Entry(u));
@@ -109,34 +117,24 @@ internal sealed class JwksCache : IDisposable
         try
         {
             using var timeout = new CancellationTokenSource(_options.FetchTimeout, _time);
-            using var response = await _client.GetAsync(entry.Uri, HttpCompletionOption.ResponseHeadersRead, timeout.Token).ConfigureAwait(false);
-            if (!response.IsSuccessStatusCode)
+            if (entry.IsFile)
             {
-                failure = $"HTTP {(int)response.StatusCode}";
+                (fetched, failure) = Parse(await ReadFileBoundedAsync(entry.Uri, timeout.Token).ConfigureAwait(false));
             }
             else
             {
-                var body = await ReadBoundedAsync(response.Content, timeout.Token).ConfigureAwait(false);
-                if (body is null)
-                {
-                    failure = $"the body is larger than {JsonWebKeySet.MaxBytes} bytes";
-                }
-                else if (!JsonWebKeySet.TryParse(body, out var set, out var why))
-                {
-                    failure = $"the body {why}";
-                }
-                else
-                {
-                    fetched = JwtKeySet.Build(set);
-                    failure = fetched.Count == 0 ? "no key in the set can verify tokens" : null;
-                    if (fetched.Skipped.Count > 0)
-                    {
-                        AuthenticationLog.JwksKeysSkipped(_logger, entry.Uri, string.Join("; ", fetched.Skipped));
-                    }
-                }
+                using var response = await _client.GetAsync(entry.Uri, HttpCompletionOption.ResponseHeadersRead, timeout.Token).ConfigureAwait(false);
+                (fetched, failure) = response.IsSuccessStatusCode
+                    ? Parse(await ReadBoundedAsync(response.Content, timeout.Token).ConfigureAwait(false))
+                    : (null, $"HTTP {(int)response.StatusCode}");
+            }
+
+            if (fetched is { Skipped.Count: > 0 })
+            {
+                AuthenticationLog.JwksKeysSkipped(_logger, entry.Uri, string.Join("; ", fetched.Skipped));
             }
         }
-        catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or IOException)
+        catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or IOException or UnauthorizedAccessException)
         {
             failure = ex is OperationCanceledException ? $"no answer within {_options.FetchTimeout.TotalSeconds:0.#} s" : ex.Message;
         }
@@ -145,7 +143,7 @@ internal sealed class JwksCache : IDisposable
         if (failure is null)
         {
             entry.Keys = fetched;
-            entry.NextFetchAt = now + _options.RefreshInterval.Ticks;
+            entry.NextFetchAt = now + (entry.IsFile ? _options.FileRefreshInterval : _options.RefreshInterval).Ticks;
             AuthenticationLog.JwksFetched(_logger, entry.Uri, fetched!.Count);
         }
         else
@@ -153,6 +151,29 @@ internal sealed class JwksCache : IDisposable
             entry.NextFetchAt = now + _options.RetryInterval.Ticks;
             AuthenticationLog.JwksFetchFailed(_logger, entry.Uri, failure, entry.Keys is null ? "no keys yet: its tokens are refused" : $"keeping the last good set ({entry.Keys.Count} keys)");
         }
+    }
+
+    /// <summary>The keys of a body (null: larger than a JWK Set may be), or why there are none.</summary>
+    private static (JwtKeySet? Keys, string? Failure) Parse(byte[]? body)
+    {
+        if (body is null)
+        {
+            return (null, $"the body is larger than {JsonWebKeySet.MaxBytes} bytes");
+        }
+
+        if (!JsonWebKeySet.TryParse(body, out var set, out var why))
+        {
+            return (null, $"the body {why}");
+        }
+
+        var keys = JwtKeySet.Build(set);
+        return (keys, keys.Count == 0 ? "no key in the set can verify tokens" : null);
+    }
+
+    private static async Task<byte[]?> ReadFileBoundedAsync(string path, CancellationToken cancellationToken)
+    {
+        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 4096, useAsync: true);
+        return await ReadBoundedAsync(stream, cancellationToken).ConfigureAwait(false);
     }
 
     private static async Task<byte[]?> ReadBoundedAsync(HttpContent content, CancellationToken cancellationToken)
@@ -163,6 +184,11 @@ internal sealed class JwksCache : IDisposable
         }
 
         await using var stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        return await ReadBoundedAsync(stream, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task<byte[]?> ReadBoundedAsync(Stream stream, CancellationToken cancellationToken)
+    {
         var buffer = new byte[JsonWebKeySet.MaxBytes + 1];
         var total = 0;
         int read;
@@ -179,6 +205,8 @@ internal sealed class JwksCache : IDisposable
         private volatile JwtKeySet? _keys;
 
         public string Uri { get; } = uri;
+
+        public bool IsFile { get; } = uri.StartsWith('/');
 
         public JwtKeySet? Keys { get => _keys; set => _keys = value; }
 

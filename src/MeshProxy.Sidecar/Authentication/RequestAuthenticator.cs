@@ -110,7 +110,7 @@ internal sealed class RequestAuthenticator
                 continue;
             }
 
-            var keys = rule.InlineKeys ?? await cache.GetAsync(rule.Spec.JwksUri!, context.RequestAborted).ConfigureAwait(false);
+            var keys = rule.InlineKeys ?? await cache.GetAsync(rule.Spec.JwksUri ?? rule.Spec.JwksFile!, context.RequestAborted).ConfigureAwait(false);
             var outcome = keys is null ? JwtFailure.KeysUnavailable : keys.Verify(jwt);
             if (outcome == JwtFailure.None)
             {

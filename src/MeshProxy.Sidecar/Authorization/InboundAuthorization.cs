@@ -1,4 +1,5 @@
 using MeshProxy.Authorization;
+using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Telemetry;
@@ -32,7 +33,7 @@ internal static class InboundAuthorization
     /// "%25" and friends from the normalizer. An absolute-form or '*' target has no origin-form path and
     /// is refused (NotAbsolute): callers in the mesh send origin-form.
     /// </summary>
-    public static bool TryNormalizePath(HttpContext context, out string path, out PathRejection rejection)
+    public static bool TryNormalizePath(HttpContext context, PathNormalizationSpec options, out string path, out PathRejection rejection)
     {
         var raw = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? string.Empty;
         var query = raw.IndexOf('?', StringComparison.Ordinal);
@@ -44,7 +45,7 @@ internal static class InboundAuthorization
         var input = decoded is not null && rawPath.SequenceEqual(decoded) ? decoded
             : query < 0 ? raw
             : raw[..query];
-        return PathNormalizer.TryNormalize(input, out path, out rejection);
+        return PathNormalizer.TryNormalize(input, options, out path, out rejection);
     }
 
     /// <summary>

@@ -16,6 +16,8 @@ internal sealed class MeshRequestTransformer : HttpTransformer
 {
     public const string ClientCertHeader = "x-forwarded-client-cert";
 
+    private static readonly UriCreationOptions ExactPath = new() { DangerousDisablePathAndQueryCanonicalization = true };
+
     // Inbound: this workload's peer metadata, answered to callers authenticated by mTLS.
     private readonly string? _peerHeader;
 
@@ -56,11 +58,13 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         }
 
         // Authorization normalized the path: send its exact spelling, not YARP's re-encoding of the decoded one.
+        // System.Uri would canonicalize it once more (resolve dot segments, decode some escapes), which under a
+        // weaker pathNormalization (NONE, BASE) would hand the app a path other than the one policy matched.
         if (httpContext.Features.Get<Authorization.AuthorizedPathFeature>() is { } authorized)
         {
             proxyRequest.RequestUri = new Uri(
                 string.Concat(destinationPrefix.AsSpan().TrimEnd('/'), authorized.Path, httpContext.Request.QueryString.Value),
-                UriKind.Absolute);
+                in ExactPath);
         }
 
         var headers = proxyRequest.Headers;

@@ -56,9 +56,9 @@ internal sealed class InboundPipeline(
                 return;
             }
 
-            // A2. Path: normalized from the raw request target; spellings that cannot be authorized safely
-            //     (encoded slashes, backslashes, broken escapes) are refused.
-            if (!InboundAuthorization.TryNormalizePath(context, out var path, out var rejection))
+            // A2. Path: normalized from the raw request target as MeshConfig's pathNormalization says; spellings
+            //     that cannot be authorized safely (by default encoded slashes, backslashes, ';', broken escapes) are refused.
+            if (!InboundAuthorization.TryNormalizePath(context, snapshot.Mesh.PathNormalization, out var path, out var rejection))
             {
                 InboundAuthorization.ReportRejected(telemetry.Proxy, logger, context, rejection.ToString());
                 record.Flags |= ResponseFlags.DownstreamProtocolError;

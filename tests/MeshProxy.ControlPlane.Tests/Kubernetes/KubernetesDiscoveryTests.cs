@@ -180,6 +180,14 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
             {"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"deny-admin","namespace":"shop"},
              "spec":{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin/*"]}}]}]}}
             """);
+        _api.Apply("""
+            {"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication","metadata":{"name":"default","namespace":"shop"},
+             "spec":{"mtls":{"mode":"STRICT"}}}
+            """);
+        _api.Apply("""
+            {"apiVersion":"security.istio.io/v1","kind":"RequestAuthentication","metadata":{"name":"jwt","namespace":"shop"},
+             "spec":{"selector":{"matchLabels":{"app":"backend"}},"jwtRules":[{"issuer":"https://issuer.example","jwksUri":"https://issuer.example/jwks"}]}}
+            """);
 
         await using var cp = await StartControlPlaneAsync();
         await using var sidecar = cp.ConnectWithToken(ClientToken(), "client", "shop");
@@ -188,6 +196,7 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         var first = await sidecar.NextSnapshotAsync(TimeSpan.FromSeconds(30));
         Assert.Equal([90, 10], Weights(first));
         Assert.Contains(Resources(first), r => r.GetProperty("kind").GetString() == "AuthorizationPolicy" && r.GetProperty("name").GetString() == "deny-admin.istio");
+        Assert.Contains(Resources(first), r => r.GetProperty("kind").GetString() == "PeerAuthentication" && r.GetProperty("name").GetString() == "default.istio");
         var pool = Resources(first).Single(r => r.GetProperty("name").GetString() == "backend-pool");
         await sidecar.SendAsync("ack");
 
@@ -195,6 +204,8 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
         await EventuallyAsync(() => Condition("DestinationPolicy", "backend-pool") is ("True", "Accepted", _) && Sidecars("DestinationPolicy", "backend-pool") == (1, 0),
             "the policy's status says Accepted, applied by one sidecar");
         await EventuallyAsync(() => Condition("AuthorizationPolicy", "deny-admin", "security.istio.io/v1") is ("True", "Accepted", _), "Istio's policy's status says Accepted");
+        await EventuallyAsync(() => Condition("PeerAuthentication", "default", "security.istio.io/v1") is ("True", "Accepted", _)
+            && Condition("RequestAuthentication", "jwt", "security.istio.io/v1") is ("True", "Accepted", _), "Istio's PeerAuthentication and RequestAuthentication say Accepted");
         await EventuallyAsync(() => RouteParents() is ["backend meshproxy.io/controlplane Accepted:True ResolvedRefs:True"], "the route's status for its Service parent");
 
         // An HTTPRoute moves traffic: the new weights are pushed.
@@ -299,6 +310,8 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
     private static IEnumerable<(string ApiVersion, string Kind, string Plural)> CustomKinds() =>
         ResourceSchemas.All.Select(k => ($"{ResourceSchemas.Group}/{ResourceSchemas.Version}", k.Kind, k.Plural))
             .Append(("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies"))
+            .Append(("security.istio.io/v1", "PeerAuthentication", "peerauthentications"))
+            .Append(("security.istio.io/v1", "RequestAuthentication", "requestauthentications"))
             .Append(("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"))
             .Append(("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"));
 

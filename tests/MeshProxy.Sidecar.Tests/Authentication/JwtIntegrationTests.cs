@@ -186,6 +186,42 @@ public sealed class JwtIntegrationTests
     }
 
     [Fact]
+    public async Task Keys_from_a_jwks_file_are_read_again_on_the_clock_and_a_broken_or_missing_file_keeps_the_last_good_set()
+    {
+        var jose = await JoseTokens.MintAsync();
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var options = new JwksCacheOptions { FileRefreshInterval = TimeSpan.FromSeconds(30), RetryInterval = TimeSpan.FromSeconds(30) };
+        var file = Path.Combine(Directory.CreateTempSubdirectory("meshproxy-jwks-").FullName, "keys.json");
+        await File.WriteAllTextAsync(file, jose.Jwks, Ct);
+        await using var mesh = await IntegrationMesh.StartAsync(
+            Policies($"jwksFile: {file}"),
+            billingServices: services => services.AddSingleton(sp => new JwksCache(options, time, sp.GetRequiredService<ILogger<JwksCache>>())));
+
+        await ExpectAsync(mesh, "/api/x", jose.Token("rs256"), HttpStatusCode.OK);
+
+        // The mounted Secret is updated: the file is read again once the interval has passed on the clock, not before.
+        await File.WriteAllTextAsync(file, jose.RotatedJwks, Ct);
+        time.Advance(TimeSpan.FromSeconds(29));
+        await ExpectAsync(mesh, "/api/x", jose.Token("rotated"), HttpStatusCode.Unauthorized);
+        time.Advance(TimeSpan.FromSeconds(2));
+        await ExpectAsync(mesh, "/api/x", jose.Token("rotated"), HttpStatusCode.Unauthorized);
+        await Eventually.TrueAsync(() => mesh.BillingLog.WithEvent(4102).Count == 2, "the file read again after the interval", 20_000);
+        await ExpectAsync(mesh, "/api/x", jose.Token("rotated"), HttpStatusCode.OK);
+
+        // Half-written, then gone: the last good set keeps serving.
+        await File.WriteAllTextAsync(file, "{\"keys\": [", Ct);
+        time.Advance(TimeSpan.FromSeconds(31));
+        await ExpectAsync(mesh, "/api/x", jose.Token("rotated"), HttpStatusCode.OK);
+        await Eventually.TrueAsync(() => mesh.BillingLog.WithEvent(4103).Count == 1, "a failed read of the broken file", 20_000);
+        File.Delete(file);
+        time.Advance(TimeSpan.FromSeconds(31));
+        await ExpectAsync(mesh, "/api/x", jose.Token("rotated"), HttpStatusCode.OK);
+        await Eventually.TrueAsync(() => mesh.BillingLog.WithEvent(4103).Count == 2, "a failed read of the missing file", 20_000);
+        Assert.All(mesh.BillingLog.WithEvent(4103), l => Assert.Contains("keeping the last good set (1 keys)", l, StringComparison.Ordinal));
+        await ExpectAsync(mesh, "/api/x", jose.Token("rs256"), HttpStatusCode.Unauthorized); // rotated out
+    }
+
+    [Fact]
     public async Task An_issuer_whose_keys_were_never_fetched_gets_401_not_a_pass()
     {
         var jose = await JoseTokens.MintAsync();

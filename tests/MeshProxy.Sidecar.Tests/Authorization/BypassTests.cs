@@ -1,4 +1,5 @@
 using MeshProxy.Authorization;
+using MeshProxy.Config.Resources;
 using static MeshProxy.Sidecar.Tests.Authorization.PolicyFixture;
 
 namespace MeshProxy.Sidecar.Tests.Authorization;
@@ -29,7 +30,7 @@ public sealed class BypassTests
             return "400 method";
         }
 
-        if (!PathNormalizer.TryNormalize(rawPath, out var path, out var rejection))
+        if (!PathNormalizer.TryNormalize(rawPath, PathNormalizationSpec.Default, out var path, out var rejection))
         {
             return $"400 {rejection}";
         }

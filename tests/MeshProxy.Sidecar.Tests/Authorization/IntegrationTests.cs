@@ -159,6 +159,95 @@ public sealed class IntegrationTests
         Assert.Equal(0, mesh.App.Count);
     }
 
+    private const string NoAdmin = """
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: no-admin, namespace: test }
+        spec:
+          action: DENY
+          rules:
+            - to: [{ operation: { paths: ["/admin", "/admin/*"] } }]
+        """;
+
+    [Fact]
+    public async Task Stripped_path_parameters_are_matched_and_forwarded_as_a_servlet_container_reads_them()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { pathParameters: STRIP }");
+        const string Host = "Host: billing\r\nConnection: close\r\n";
+        foreach (var path in new[] { "/admin;x", "/admin;x/y", "/public/..;/admin/x", "/admin;a=1;b=2" })
+        {
+            var (status, response) = await mesh.SendRawAsync("store", $"GET {path} HTTP/1.1\r\n{Host}\r\n", Ct);
+            Assert.True(status == 403, $"GET {path}: {response}");
+        }
+
+        // An encoded ';' is still refused: frameworks disagree on whether it is decoded before the cut.
+        var (encoded, encodedResponse) = await mesh.SendRawAsync("store", $"GET /admin%3Bx HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(encoded == 400 && encodedResponse.Contains("PathParameter", StringComparison.Ordinal), encodedResponse);
+
+        var (ok, body) = await mesh.SendRawAsync("store", $"GET /public;jsessionid=0123/page?q=1 HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(ok == 200, body);
+        Assert.Equal(["GET /public/page?q=1"], mesh.App.Received);
+        Assert.Contains(mesh.BillingLog.WithEvent(4001), l => l.Contains("GET /admin/x (sent as /public/..;/admin/x)", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Decode_and_merge_slashes_reads_encoded_slashes_as_separators()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { normalization: DECODE_AND_MERGE_SLASHES }");
+        const string Host = "Host: billing\r\nConnection: close\r\n";
+        foreach (var path in new[] { "/admin%2Fx", "/public%2F..%2Fadmin", "/public%5C..%5Cadmin%2f%2fx", "/public\\..\\admin" })
+        {
+            var (status, response) = await mesh.SendRawAsync("store", $"GET {path} HTTP/1.1\r\n{Host}\r\n", Ct);
+            Assert.True(status == 403, $"GET {path}: {response}");
+        }
+
+        var (ok, body) = await mesh.SendRawAsync("store", $"GET /a%5Cb//c%2fd HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(ok == 200, body);
+        Assert.Equal(["GET /a/b/c/d"], mesh.App.Received);
+    }
+
+    [Fact]
+    public async Task Base_keeps_empty_segments_and_encoded_slashes_and_the_app_gets_that_exact_spelling()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { normalization: BASE }");
+        const string Host = "Host: billing\r\nConnection: close\r\n";
+
+        // Not /admin to BASE: "//admin" keeps its empty segment and "%2F" stays encoded (Istio's BASE; why it is not the default).
+        foreach (var path in new[] { "/x/..//admin", "/admin%2fx" })
+        {
+            var (status, response) = await mesh.SendRawAsync("store", $"GET {path} HTTP/1.1\r\n{Host}\r\n", Ct);
+            Assert.True(status == 200, $"GET {path}: {response}");
+        }
+
+        var (denied, deniedResponse) = await mesh.SendRawAsync("store", $"GET /x\\..\\%61dmin HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(denied == 403, deniedResponse);
+        Assert.Equal(["GET //admin", "GET /admin%2Fx"], mesh.App.Received);
+    }
+
+    [Fact]
+    public async Task None_matches_and_forwards_the_path_exactly_as_sent()
+    {
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { normalization: NONE, pathParameters: KEEP }");
+        const string Host = "Host: billing\r\nConnection: close\r\n";
+        var (denied, deniedResponse) = await mesh.SendRawAsync("store", $"GET /admin/x HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(denied == 403, deniedResponse);
+
+        // What NONE means: these are not "/admin/*" to policy, and the app receives them byte for byte (neither the
+        // sidecar nor System.Uri resolves "..", decodes "%61" or cuts at ';'); an app that does is open to them.
+        string[] paths = ["/public/../admin/x", "/%61dmin/x", "/admin;x", "/a//b"];
+        foreach (var path in paths)
+        {
+            var (status, response) = await mesh.SendRawAsync("store", $"GET {path} HTTP/1.1\r\n{Host}\r\n", Ct);
+            Assert.True(status == 200, $"GET {path}: {response}");
+        }
+
+        Assert.Equal(paths.Select(p => $"GET {p}"), mesh.App.Received);
+
+        // Still refused in every mode: an encoded NUL and a broken escape.
+        var (broken, brokenResponse) = await mesh.SendRawAsync("store", $"GET /a%zz HTTP/1.1\r\n{Host}\r\n", Ct);
+        Assert.True(broken == 400, brokenResponse);
+    }
+
     [Fact]
     public async Task A_dry_run_deny_counts_would_deny_without_denying()
     {

@@ -1,9 +1,12 @@
 using MeshProxy.Authorization;
+using MeshProxy.Config.Resources;
 
 namespace MeshProxy.Sidecar.Tests.Authorization;
 
 public sealed class PathNormalizerTests
 {
+    private static readonly PathNormalizationSpec Default = PathNormalizationSpec.Default;
+
     [Theory]
     [InlineData("/", "/")]
     [InlineData("/admin", "/admin")]
@@ -28,12 +31,12 @@ public sealed class PathNormalizerTests
     [InlineData("/a/.b/..c/...", "/a/.b/..c/...")]
     public void Normalizes(string input, string expected)
     {
-        Assert.True(PathNormalizer.TryNormalize(input, out var normalized, out var rejection), rejection.ToString());
+        Assert.True(PathNormalizer.TryNormalize(input, Default, out var normalized, out var rejection), rejection.ToString());
         Assert.Equal(expected, normalized);
         Assert.Equal(PathRejection.None, rejection);
 
         // Normalizing is idempotent: the app receives a path that normalizes to itself.
-        Assert.True(PathNormalizer.TryNormalize(normalized, out var again, out _));
+        Assert.True(PathNormalizer.TryNormalize(normalized, Default, out var again, out _));
         Assert.Equal(normalized, again);
     }
 
@@ -65,7 +68,7 @@ public sealed class PathNormalizerTests
     [InlineData("/;", "PathParameter")]
     public void Refuses(string input, string expected)
     {
-        Assert.False(PathNormalizer.TryNormalize(input, out var normalized, out var rejection));
+        Assert.False(PathNormalizer.TryNormalize(input, Default, out var normalized, out var rejection));
         Assert.Equal(expected, rejection.ToString());
         Assert.Equal(string.Empty, normalized);
     }
@@ -74,17 +77,17 @@ public sealed class PathNormalizerTests
     public void A_clean_path_is_returned_as_is_without_allocating()
     {
         const string path = "/api/v1/charges/42";
-        Assert.True(PathNormalizer.TryNormalize(path, out var warm, out _));
+        Assert.True(PathNormalizer.TryNormalize(path, Default, out var warm, out _));
         Assert.Same(path, warm);
 
-        Allocations.AssertNone(() => PathNormalizer.TryNormalize(path, out _, out _), calls: 1000);
+        Allocations.AssertNone(() => PathNormalizer.TryNormalize(path, Default, out _, out _), calls: 1000);
     }
 
     [Fact]
     public void A_path_that_only_looked_dirty_is_returned_as_is()
     {
         const string path = "/a%3Fb";
-        Assert.True(PathNormalizer.TryNormalize(path, out var normalized, out _));
+        Assert.True(PathNormalizer.TryNormalize(path, Default, out var normalized, out _));
         Assert.Same(path, normalized);
     }
 
@@ -93,9 +96,97 @@ public sealed class PathNormalizerTests
     {
         var segment = new string('a', 300);
         var path = $"/{segment}//{segment}/../{segment}/%62";
-        Assert.True(PathNormalizer.TryNormalize(path, out var normalized, out _));
+        Assert.True(PathNormalizer.TryNormalize(path, Default, out var normalized, out _));
         Assert.Equal($"/{segment}/{segment}/b", normalized);
     }
+
+    /// <summary>MeshConfig pathNormalization: Istio's examples for each mode, and the path-parameter choices.</summary>
+    [Theory]
+    // NONE: nothing changes; only what cannot be a path at all is refused.
+    [InlineData("NONE", "REJECT", "/a/../b", "/a/../b")]
+    [InlineData("NONE", "REJECT", "/%61dmin//x/./", "/%61dmin//x/./")]
+    [InlineData("NONE", "REJECT", "/a\\b%2fc%5c", "/a\\b%2fc%5c")]
+    [InlineData("NONE", "REJECT", "/a;b", "400 PathParameter")]
+    [InlineData("NONE", "REJECT", "/a%00", "400 EncodedNull")]
+    [InlineData("NONE", "REJECT", "/a%g0", "400 InvalidPercentEncoding")]
+    [InlineData("NONE", "KEEP", "/a;b/%3bc", "/a;b/%3bc")]
+    [InlineData("NONE", "STRIP", "/public/..;/admin", "/public/../admin")]
+    // BASE: RFC 3986 plus '\' read as '/'; empty segments kept, %2F kept (uppercased).
+    [InlineData("BASE", "REJECT", "/a/../b", "/b")]
+    [InlineData("BASE", "REJECT", "/\\da", "//da")]
+    [InlineData("BASE", "REJECT", "/a\\..\\b", "/b")]
+    [InlineData("BASE", "REJECT", "/a//b", "/a//b")]
+    [InlineData("BASE", "REJECT", "//a/./b/", "//a/b/")]
+    [InlineData("BASE", "REJECT", "/a//../b", "/a/b")]
+    [InlineData("BASE", "REJECT", "/a/%2fb/%41", "/a/%2Fb/A")]
+    [InlineData("BASE", "REJECT", "/a//", "/a//")]
+    // MERGE_SLASHES: BASE, then slashes merged.
+    [InlineData("MERGE_SLASHES", "REJECT", "/a//b", "/a/b")]
+    [InlineData("MERGE_SLASHES", "REJECT", "/a\\\\b", "/a/b")]
+    [InlineData("MERGE_SLASHES", "REJECT", "/a%2f%2fb", "/a%2F%2Fb")]
+    // DECODE_AND_MERGE_SLASHES: %2F and %5C decoded first.
+    [InlineData("DECODE_AND_MERGE_SLASHES", "REJECT", "/a%2fb", "/a/b")]
+    [InlineData("DECODE_AND_MERGE_SLASHES", "REJECT", "/a%5Cb", "/a/b")]
+    [InlineData("DECODE_AND_MERGE_SLASHES", "REJECT", "/public%2F..%2F%2Fadmin", "/admin")]
+    [InlineData("DECODE_AND_MERGE_SLASHES", "REJECT", "/a%252Fb", "/a%252Fb")]
+    [InlineData("DECODE_AND_MERGE_SLASHES", "REJECT", "/a%3Bb", "400 PathParameter")]
+    // STRICT (the default): MERGE_SLASHES with '\', %2F and %5C refused.
+    [InlineData("STRICT", "REJECT", "/a%2fb", "400 EncodedSlash")]
+    [InlineData("STRICT", "REJECT", "/a\\b", "400 Backslash")]
+    [InlineData("STRICT", "REJECT", "/a//./b", "/a/b")]
+    // Path parameters: STRIP cuts each segment at ';' before the rest, as servlet containers do.
+    [InlineData("STRICT", "STRIP", "/admin;x", "/admin")]
+    [InlineData("STRICT", "STRIP", "/admin;x/y", "/admin/y")]
+    [InlineData("STRICT", "STRIP", "/public/..;/admin/x", "/admin/x")]
+    [InlineData("STRICT", "STRIP", "/a;b;c/d;e=1/", "/a/d/")]
+    [InlineData("STRICT", "STRIP", "/;x/a", "/a")]
+    [InlineData("BASE", "STRIP", "/;x/a", "//a")]
+    [InlineData("STRICT", "STRIP", "/admin%3Bx", "400 PathParameter")]
+    [InlineData("STRICT", "STRIP", "/a;%zz", "400 InvalidPercentEncoding")]
+    [InlineData("STRICT", "KEEP", "/admin;x/../y", "/y")]
+    [InlineData("STRICT", "KEEP", "/admin%3bx", "/admin%3Bx")]
+    public void Each_mode_normalizes_as_documented(string normalization, string parameters, string input, string expected)
+    {
+        var options = Options(normalization, parameters);
+        var accepted = PathNormalizer.TryNormalize(input, options, out var normalized, out var rejection);
+        Assert.Equal(expected, accepted ? normalized : $"400 {rejection}");
+        if (accepted)
+        {
+            // Every mode is idempotent: the app receives a path that normalizes to itself.
+            Assert.True(PathNormalizer.TryNormalize(normalized, options, out var again, out _));
+            Assert.Equal(normalized, again);
+        }
+    }
+
+    [Theory]
+    [InlineData("NONE", "REJECT")]
+    [InlineData("BASE", "KEEP")]
+    [InlineData("MERGE_SLASHES", "STRIP")]
+    [InlineData("DECODE_AND_MERGE_SLASHES", "REJECT")]
+    public void A_clean_path_costs_nothing_in_any_mode(string normalization, string parameters)
+    {
+        var options = Options(normalization, parameters);
+        const string path = "/api/v1/charges/42";
+        Assert.True(PathNormalizer.TryNormalize(path, options, out var same, out _));
+        Assert.Same(path, same);
+        Allocations.AssertNone(() => PathNormalizer.TryNormalize(path, options, out _, out _), calls: 1000);
+    }
+
+    private static PathNormalizationSpec Options(string normalization, string parameters) => new(
+        normalization switch
+        {
+            "NONE" => PathNormalization.None,
+            "BASE" => PathNormalization.Base,
+            "MERGE_SLASHES" => PathNormalization.MergeSlashes,
+            "DECODE_AND_MERGE_SLASHES" => PathNormalization.DecodeAndMergeSlashes,
+            _ => PathNormalization.Strict,
+        },
+        parameters switch
+        {
+            "STRIP" => PathParameterHandling.Strip,
+            "KEEP" => PathParameterHandling.Keep,
+            _ => PathParameterHandling.Reject,
+        });
 
     [Theory]
     [InlineData("GET", true)]

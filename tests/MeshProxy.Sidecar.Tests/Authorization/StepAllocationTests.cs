@@ -43,7 +43,7 @@ public sealed class StepAllocationTests
 
         bool Step()
         {
-            if (!MethodGuard.IsAcceptable(context.Request.Method) || !InboundAuthorization.TryNormalizePath(context, out var path, out _))
+            if (!MethodGuard.IsAcceptable(context.Request.Method) || !InboundAuthorization.TryNormalizePath(context, snapshot.Mesh.PathNormalization, out var path, out _))
             {
                 return false;
             }

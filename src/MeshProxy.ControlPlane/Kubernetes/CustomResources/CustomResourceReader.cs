@@ -11,7 +11,8 @@ namespace MeshProxy.ControlPlane.Kubernetes.CustomResources;
 internal sealed record CustomResourceRead(string Key, StoredResource? Resource, IReadOnlyList<ConfigDiagnostic> Errors, IReadOnlyList<ConfigDiagnostic> Warnings);
 
 /// <summary>
-/// A meshproxy.io custom object, or Istio's security.istio.io AuthorizationPolicy, into the resource model through
+/// A meshproxy.io custom object, or one of Istio's security.istio.io policies (AuthorizationPolicy, PeerAuthentication,
+/// RequestAuthentication: our kinds take their spec unchanged), into the resource model through
 /// the same parser as the directory's files: the object is rewritten as the document a file would hold (apiVersion,
 /// kind, metadata name/namespace/labels/annotations, spec unchanged) and parsed, named by its key
 /// (<c>Kind/namespace/name</c>) where a file name would be. So a CRD object and a file can never mean different
@@ -49,8 +50,12 @@ internal static class CustomResourceReader
         return new CustomResourceRead(key, resource, parsed.Errors, parsed.Warnings);
     }
 
+    /// <summary>The security.istio.io kinds whose spec our parser reads with Istio's meaning (and refuses, field by field, what it cannot honour).</summary>
+    public static readonly IReadOnlyList<string> IstioSecurityKinds =
+        [AuthorizationPolicyResource.KindName, PeerAuthenticationResource.KindName, RequestAuthenticationResource.KindName];
+
     private static bool IsIstioPolicy(CustomObject obj) =>
-        obj.Kind == AuthorizationPolicyResource.KindName && IstioSecurityApiVersions.Contains(obj.ApiVersion);
+        IstioSecurityKinds.Contains(obj.Kind) && IstioSecurityApiVersions.Contains(obj.ApiVersion);
 
     private static string ServedName(CustomObject obj) => IsIstioPolicy(obj) ? obj.Name + IstioNameSuffix : obj.Name;
 

@@ -30,7 +30,7 @@ internal sealed record CustomResourceSnapshot(
 
 /// <summary>
 /// Watches the custom kinds the mesh reads from the API: every meshproxy.io kind, Istio's security.istio.io/v1
-/// AuthorizationPolicy, and the Gateway API's HTTPRoute and GRPCRoute, each through an <see cref="Informer{T}"/>.
+/// AuthorizationPolicy, PeerAuthentication and RequestAuthentication, and the Gateway API's HTTPRoute and GRPCRoute, each through an <see cref="Informer{T}"/>.
 /// A kind whose CRD is not installed answers 404 to its list: its informer logs it and tries again with backoff, so
 /// installing the CRD later is picked up, and the other kinds are not held up meanwhile.
 /// <para>
@@ -43,7 +43,14 @@ internal sealed class CustomResourceSource
     public static readonly IReadOnlyList<CustomKind> MeshKinds =
         [.. ResourceSchemas.All.Select(k => new CustomKind(ResourceSchemas.Group, ResourceSchemas.Version, k.Plural))];
 
-    public static readonly CustomKind IstioAuthorizationPolicies = new("security.istio.io", "v1", "authorizationpolicies");
+    /// <summary>Istio's policies, read with Istio's semantics so that a team leaving Istio keeps them (CustomResourceReader).</summary>
+    public static readonly IReadOnlyList<CustomKind> IstioSecurityKinds =
+    [
+        new("security.istio.io", "v1", "authorizationpolicies"),
+        new("security.istio.io", "v1", "peerauthentications"),
+        new("security.istio.io", "v1", "requestauthentications"),
+    ];
+
     public static readonly CustomKind HttpRoutes = new("gateway.networking.k8s.io", "v1", "httproutes");
     public static readonly CustomKind GrpcRoutes = new("gateway.networking.k8s.io", "v1", "grpcroutes");
 
@@ -51,7 +58,7 @@ internal sealed class CustomResourceSource
 
     public CustomResourceSource(IKubernetes client, InformerOptions options, TimeProvider time, ILogger logger)
     {
-        foreach (var kind in MeshKinds.Append(IstioAuthorizationPolicies).Append(HttpRoutes).Append(GrpcRoutes))
+        foreach (var kind in MeshKinds.Concat(IstioSecurityKinds).Append(HttpRoutes).Append(GrpcRoutes))
         {
             var informer = new Informer<CustomObject>(client, KubernetesResource<CustomObject>.Custom(kind.Group, kind.Version, kind.Plural), options, time, logger);
             informer.Changed += () => Changed?.Invoke();

@@ -31,7 +31,7 @@ public sealed class CustomResourceRbacTests
         }
 
         var used = CustomResourceSource.MeshKinds
-            .Append(CustomResourceSource.IstioAuthorizationPolicies)
+            .Concat(CustomResourceSource.IstioSecurityKinds)
             .Append(CustomResourceSource.HttpRoutes)
             .Append(CustomResourceSource.GrpcRoutes)
             .SelectMany(k => new[] { $"list {k.Plural}.{k.Group}", $"watch {k.Plural}.{k.Group}", $"patch {k.Plural}/status.{k.Group}" })

@@ -78,6 +78,42 @@ public sealed class CustomResourceReaderTests
         Assert.Equal(["cluster.local/ns/shop/sa/web"], policy.Spec.Rules[0].From[0].Principals);
     }
 
+    [Fact]
+    public void Istio_peer_and_request_authentication_are_read_unchanged_under_names_of_their_own()
+    {
+        // As Istio's documentation writes them: namespace-wide STRICT with one port PERMISSIVE; a JWT rule with headers out.
+        var peer = CustomResourceReader.Read(Object("""
+            {"apiVersion":"security.istio.io/v1beta1","kind":"PeerAuthentication",
+             "metadata":{"name":"default","namespace":"shop"},
+             "spec":{"selector":{"matchLabels":{"app":"billing"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8081":{"mode":"PERMISSIVE"}}}}
+            """));
+        Assert.Empty(peer.Errors);
+        Assert.Equal("PeerAuthentication/shop/default.istio", peer.Key);
+        var peerSpec = Assert.IsType<PeerAuthenticationResource>(peer.Resource!.Resource).Spec;
+        Assert.Equal(MtlsMode.Strict, peerSpec.Mode);
+        Assert.Equal(MtlsMode.Permissive, peerSpec.PortLevel[8081]);
+
+        var jwt = CustomResourceReader.Read(Object("""
+            {"apiVersion":"security.istio.io/v1","kind":"RequestAuthentication",
+             "metadata":{"name":"jwt","namespace":"shop"},
+             "spec":{"selector":{"matchLabels":{"app":"billing"}},
+                     "jwtRules":[{"issuer":"https://issuer.example","audiences":["billing"],"jwksUri":"https://issuer.example/jwks",
+                                  "forwardOriginalToken":true,"outputClaimToHeaders":[{"header":"x-sub","claim":"sub"}]}]}}
+            """));
+        Assert.Empty(jwt.Errors);
+        Assert.Equal("RequestAuthentication/shop/jwt.istio", jwt.Key);
+        var rule = Assert.Single(Assert.IsType<RequestAuthenticationResource>(jwt.Resource!.Resource).Spec.JwtRules);
+        Assert.Equal("https://issuer.example", rule.Issuer);
+
+        // What Istio offers and MeshProxy cannot honour refuses the object, never silently drops the field.
+        var cookies = CustomResourceReader.Read(Object("""
+            {"apiVersion":"security.istio.io/v1","kind":"RequestAuthentication","metadata":{"name":"c","namespace":"shop"},
+             "spec":{"jwtRules":[{"issuer":"https://issuer.example","jwksUri":"https://issuer.example/jwks","fromCookies":["session"]}]}}
+            """));
+        Assert.Null(cookies.Resource);
+        Assert.Contains(cookies.Errors, e => e.FieldPath.EndsWith("fromCookies", StringComparison.Ordinal) && e.Reason.Contains("not supported", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("""{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}""", "spec.action", "CUSTOM")]
     [InlineData("""{"rules":[{"from":[{"source":{"remoteIpBlocks":["10.0.0.0/8"]}}]}]}""", "spec.rules[0].from[0].source.remoteIpBlocks", "X-Forwarded-For")]
