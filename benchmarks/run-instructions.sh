@@ -21,17 +21,20 @@
 # Work that depends on wall time rather than requests (Kestrel's 1 s heartbeat, timers) is in the
 # counts too; the idle line measures it, and it is well under 1 % of a round.
 #
-# usage: benchmarks/run-instructions.sh [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile]
-#   Writes the "Instructions per request" section of benchmarks/RESULTS.md. Takes ~15 min per feature.
+# usage: benchmarks/run-instructions.sh [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]
+#   Writes the "Instructions per request" section of benchmarks/RESULTS.md (not with --no-write: the
+#   table is only printed). Takes ~15 min per feature.
+#   MESHPROXY_INSTRUCTIONS_OUT: the publish folder (default benchmarks/out), so that two builds
+#   published up front can be counted one after the other with --skip-build.
 #   --profile  also prints, per feature, the methods whose own instructions per request differ most
 #              between off and on in the last round (benchmarks/callgrind-methods.py, JIT code named
 #              through the runtime's perf map)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT="$ROOT/benchmarks/out"
+OUT=${MESHPROXY_INSTRUCTIONS_OUT:-$ROOT/benchmarks/out}
 COMMAND_LINE="benchmarks/run-instructions.sh${*:+ $*}"
 
-features=() rounds=5 requests=3000 warm=1500 build=1 profile=0
+features=() rounds=5 requests=3000 warm=1500 build=1 profile=0 write=1
 for arg in "$@"; do
     case $arg in
         resilience|telemetry) features+=("$arg") ;;
@@ -40,8 +43,9 @@ for arg in "$@"; do
         --warmup=[1-9]*) warm=${arg#--warmup=} ;;
         --skip-build) build=0 ;;
         --profile) profile=1 ;;
+        --no-write) write=0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile]" >&2; exit 2 ;;
+        *) echo "usage: $0 [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]" >&2; exit 2 ;;
     esac
 done
 ((${#features[@]})) || features=(resilience telemetry)
@@ -224,9 +228,9 @@ for feature in "${features[@]}"; do
     for variant in off on; do kill -TERM "${PID_OF[$feature-$variant]}" 2>/dev/null || true; done
 done
 
-python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" <<'PY'
+python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" "$write" <<'PY'
 import datetime, re, statistics, sys
-results, rows, command, requests, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+results, rows, command, requests, rounds, write = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 data, idle = {}, {}
 for line in open(rows):
     feature, variant, r, n = line.split()
@@ -250,9 +254,11 @@ for feature in dict.fromkeys(f for f, _ in data):
                  f"{per_round[0]:.3f}x .. {per_round[-1]:.3f}x | {goals[feature]} | "
                  f"{idle.get((feature, 'off'), 0):,} / {idle.get((feature, 'on'), 0):,} |")
 section = "\n".join(lines) + "\n"
+print(section)
+if not write:
+    sys.exit(0)
 text = open(results).read()
 pattern = re.compile(r"^## Instructions per request\n.*?(?=^## |\Z)", re.S | re.M)
 text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
 open(results, "w").write(text)
-print(section)
 PY

@@ -231,7 +231,7 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
             PrepareNextTry(context, attempts, originalResponseBody);
             previous = endpoint;
             attempts.Next();
-            var pause = RetryPolicy.Backoff(attempts.Attempt - 1);
+            var pause = RetryDecision.Backoff(attempts.Attempt - 1);
             if (attempts.HasDeadline && attempts.Remaining < pause)
             {
                 pause = attempts.Remaining > TimeSpan.Zero ? attempts.Remaining : TimeSpan.Zero;
@@ -385,7 +385,7 @@ internal static class Outlier
 {
     public static void Record(Cluster cluster, UpstreamEndpoint endpoint, AttemptResult result, long nowMs, ILogger logger)
     {
-        if (cluster.Policy.Outlier is not { } policy || result == AttemptResult.Neutral)
+        if (cluster.Policy.OutlierDetection is not { } policy || result == AttemptResult.Neutral)
         {
             return;
         }
