@@ -19,19 +19,27 @@
 # pages); idle thread-pool workers block instead of spinning (spinning adds instructions that
 # depend on timing, not on work).
 # Work that depends on wall time rather than requests (Kestrel's 1 s heartbeat, timers) is in the
-# counts too; the idle line measures it, and it is well under 1 % of a round.
+# counts too: ~120,000-170,000 instructions a second (the idle line). On a quiet machine a round lasts
+# under a minute and that is under 1 % of it; on a loaded one a round under callgrind can last many
+# minutes, and the same build then counts several percent more per request. So each round's wall time is
+# recorded too, and the table also gives the count net of idle work: the round's count less the idle
+# rate (instructions per second of the idle line) times the round's seconds. Compare builds counted at
+# different times on the net figures.
 #
-# usage: benchmarks/run-instructions.sh [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile]
-#   Writes the "Instructions per request" section of benchmarks/RESULTS.md. Takes ~15 min per feature.
+# usage: benchmarks/run-instructions.sh [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]
+#   Writes the "Instructions per request" section of benchmarks/RESULTS.md (not with --no-write: the
+#   table is only printed). Takes ~15 min per feature.
+#   MESHPROXY_INSTRUCTIONS_OUT: the publish folder (default benchmarks/out), so that two builds
+#   published up front can be counted one after the other with --skip-build.
 #   --profile  also prints, per feature, the methods whose own instructions per request differ most
 #              between off and on in the last round (benchmarks/callgrind-methods.py, JIT code named
 #              through the runtime's perf map)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT="$ROOT/benchmarks/out"
+OUT=${MESHPROXY_INSTRUCTIONS_OUT:-$ROOT/benchmarks/out}
 COMMAND_LINE="benchmarks/run-instructions.sh${*:+ $*}"
 
-features=() rounds=5 requests=3000 warm=1500 build=1 profile=0
+features=() rounds=5 requests=3000 warm=1500 build=1 profile=0 write=1
 for arg in "$@"; do
     case $arg in
         resilience|telemetry) features+=("$arg") ;;
@@ -40,8 +48,9 @@ for arg in "$@"; do
         --warmup=[1-9]*) warm=${arg#--warmup=} ;;
         --skip-build) build=0 ;;
         --profile) profile=1 ;;
+        --no-write) write=0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile]" >&2; exit 2 ;;
+        *) echo "usage: $0 [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]" >&2; exit 2 ;;
     esac
 done
 ((${#features[@]})) || features=(resilience telemetry)
@@ -190,14 +199,16 @@ load() { # load <key> <requests> [warm]: fixed request count; a measured round f
     grep -q "status codes: $2 2xx" <<<"$out" || { echo "$out" >&2; die "$1: not every request answered 200"; }
 }
 
-counted() { # counted <key> <command...>: instructions the sidecar executed while the command ran
-    local key=$1 pid=${PID_OF[$1]} latest; shift
+counted() { # counted <key> <command...>: instructions the sidecar executed while the command ran, a tab, and the seconds it took
+    local key=$1 pid=${PID_OF[$1]} latest start end; shift
     callgrind_control -z "$pid" >/dev/null 2>&1
+    start=$EPOCHREALTIME
     "$@"
     callgrind_control -d "$pid" >/dev/null 2>&1
+    end=$EPOCHREALTIME
     latest=$(ls -t "$WORK/$key.cg".* | head -1)
     cp "$latest" "$WORK/$key.last"
-    awk '/^summary:/ { print $2 }' "$latest"
+    awk -v s="$start" -v e="$end" '/^summary:/ { printf "%s\t%.1f\n", $2, e - s }' "$latest"
 }
 
 for feature in "${features[@]}"; do
@@ -212,9 +223,9 @@ for feature in "${features[@]}"; do
     done
     for ((r = 1; r <= rounds; r++)); do
         for variant in off on; do
-            n=$(counted "$feature-$variant" load "$feature-$variant" "$requests")
-            log "$feature round $r/$rounds $variant: $n instructions, $((n / requests)) per request"
-            echo -e "$feature\t$variant\t$r\t$n" >>"$WORK/rows.tsv"
+            read -r n secs <<<"$(counted "$feature-$variant" load "$feature-$variant" "$requests")"
+            log "$feature round $r/$rounds $variant: $n instructions in $secs s, $((n / requests)) per request"
+            echo -e "$feature\t$variant\t$r\t$n\t$secs" >>"$WORK/rows.tsv"
         done
     done
     if ((profile)); then
@@ -224,35 +235,45 @@ for feature in "${features[@]}"; do
     for variant in off on; do kill -TERM "${PID_OF[$feature-$variant]}" 2>/dev/null || true; done
 done
 
-python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" <<'PY'
+python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" "$write" <<'PY'
 import datetime, re, statistics, sys
-results, rows, command, requests, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-data, idle = {}, {}
-for line in open(rows):
-    feature, variant, r, n = line.split()
+results, rows, command, requests, rounds, write = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
+data, idle, net = {}, {}, {}
+rows = [line.split() for line in open(rows)]
+for feature, variant, r, n, secs in rows:
     if r == "idle":
-        idle[(feature, variant)] = int(n)
-    else:
+        idle[(feature, variant)] = (int(n), float(secs))
+for feature, variant, r, n, secs in rows:
+    if r != "idle":
         data.setdefault((feature, variant), []).append(int(n) / requests)
+        idle_n, idle_secs = idle.get((feature, variant), (0, 1.0))
+        net.setdefault((feature, variant), []).append((int(n) - idle_n / idle_secs * float(secs)) / requests)
 goals = {"resilience": "within 5 %", "telemetry": "<= 1.11x (0.9x req/s)"}
 lines = ["## Instructions per request", "",
          f"- Date: {datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%MZ')}; command: `{command}`.",
          f"- MeshProxy outbound under callgrind, HTTP/1.1 GETs of 1 KiB from nginx, 16 connections; {rounds} rounds of {requests} requests per variant,",
          "  off and on alternating, after a warm-up; median instructions per request (the dump's total over the requests).",
          "  Tiered compilation and ReadyToRun off (every method fully optimized once, no PGO): the on/off ratio is what is compared.",
-         "  Idle: instructions in 10 s without requests (timers, heartbeat), which every round also contains.", "",
-         "| feature | off | on | on/off | per round on/off | goal | idle off / on (10 s) |", "|---|---:|---:|---:|---|---|---|"]
+         "  Idle: instructions in ~10 s without requests (timers, heartbeat), which every round also contains in proportion",
+         "  to its wall time; net: each round's count less that idle rate times the round's seconds.", "",
+         "| feature | off | on | on/off | per round on/off | net of idle: off | on | on/off | goal | idle off / on (per s) |",
+         "|---|---:|---:|---:|---|---:|---:|---:|---|---|"]
 for feature in dict.fromkeys(f for f, _ in data):
     off, on = data[(feature, "off")], data[(feature, "on")]
+    net_off, net_on = net[(feature, "off")], net[(feature, "on")]
     per_round = sorted(b / a for a, b in zip(off, on))
     ratio = statistics.median(on) / statistics.median(off)
+    rate = {v: idle[(feature, v)][0] / idle[(feature, v)][1] if (feature, v) in idle else 0 for v in ("off", "on")}
     lines.append(f"| {feature} | {statistics.median(off):,.0f} | {statistics.median(on):,.0f} | {ratio:.3f}x | "
-                 f"{per_round[0]:.3f}x .. {per_round[-1]:.3f}x | {goals[feature]} | "
-                 f"{idle.get((feature, 'off'), 0):,} / {idle.get((feature, 'on'), 0):,} |")
+                 f"{per_round[0]:.3f}x .. {per_round[-1]:.3f}x | {statistics.median(net_off):,.0f} | {statistics.median(net_on):,.0f} | "
+                 f"{statistics.median(net_on) / statistics.median(net_off):.3f}x | {goals[feature]} | "
+                 f"{rate['off']:,.0f} / {rate['on']:,.0f} |")
 section = "\n".join(lines) + "\n"
+print(section)
+if not write:
+    sys.exit(0)
 text = open(results).read()
 pattern = re.compile(r"^## Instructions per request\n.*?(?=^## |\Z)", re.S | re.M)
 text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
 open(results, "w").write(text)
-print(section)
 PY

@@ -84,7 +84,8 @@ internal static class SnapshotBuilder
             sidecar.Spec.Workload.Name,
             sidecar.Spec.Workload.Namespace,
             app.Protocol,
-            [new UpstreamEndpoint("127.0.0.1", app.Port, 1, null)]);
+            [new UpstreamEndpoint("127.0.0.1", app.Port, 1, null)],
+            new ClusterState());
 
         var mesh = parsed.OfKind<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
         var workload = sidecar.Spec.Workload;
@@ -126,7 +127,7 @@ internal static class SnapshotBuilder
                     .Select(e => new UpstreamEndpoint(e.Address, e.Port ?? port.TargetPort, e.Weight, e.ServiceAccount))
                     .ToList();
                 clusters[(service, port.Port)] = new Cluster(
-                    $"outbound|{port.Port}||{fqdn}", service.Metadata.Name, service.Metadata.Namespace, port.Protocol, endpoints, clusterPolicy);
+                    $"outbound|{port.Port}||{fqdn}", service.Metadata.Name, service.Metadata.Namespace, port.Protocol, endpoints, new ClusterState(), clusterPolicy);
             }
         }
 

@@ -26,7 +26,7 @@ internal sealed class AttemptTransformer : HttpTransformer
 
         // Peer metadata is the sidecar's to send, and only to an endpoint it authenticated with mTLS (the app's
         // own was dropped by the outbound rules above).
-        if (httpContext.Features.Get<RequestAttempts>() is { } attempts)
+        if (httpContext.Features.Find<RequestAttempts>() is { } attempts)
         {
             attempts.PrepareRequest(proxyRequest);
             if (attempts.Mtls && attempts.PeerHeader is { } peerHeader)
@@ -39,7 +39,7 @@ internal sealed class AttemptTransformer : HttpTransformer
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
     {
         var copy = await Inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
-        if (proxyResponse is null || httpContext.Features.Get<RequestAttempts>() is not { } attempts)
+        if (proxyResponse is null || httpContext.Features.Find<RequestAttempts>() is not { } attempts)
         {
             return copy;
         }
@@ -53,7 +53,7 @@ internal sealed class AttemptTransformer : HttpTransformer
         // A WebSocket's stream is counted open after this (the forwarder transforms the 101 before it
         // switches): its istio_tcp_* series then names the same destination workload as the request's.
         var features = httpContext.Features;
-        if ((features.Get<IHttpUpgradeFeature>() as MeteredUpgrade ?? features.Get<IHttpExtendedConnectFeature>() as MeteredUpgrade) is { } upgrade)
+        if ((features.Find<IHttpUpgradeFeature>() as MeteredUpgrade ?? features.Find<IHttpExtendedConnectFeature>() as MeteredUpgrade) is { } upgrade)
         {
             upgrade.DestinationAnswered(attempts.Peer, attempts.PeerPrincipal);
         }

@@ -51,16 +51,28 @@ internal sealed class MeshRequestTransformer : HttpTransformer
             // is dropped on every outbound path (mesh over mTLS or plaintext, egress): a destination outside the
             // mesh may trust XFCC from its proxy, so an app could otherwise claim any SPIFFE ID to it; and peer
             // metadata is added back by AttemptTransformer only for an endpoint authenticated by mTLS.
-            // x-forwarded-for is the app's own claim and passes unchanged (README, Headers).
-            proxyRequest.Headers.Remove(ClientCertHeader);
-            proxyRequest.Headers.Remove(PeerMetadata.HeaderName);
+            // x-forwarded-for is the app's own claim and passes unchanged (README, Headers). The copy above takes
+            // them only from the app's request, so they are looked for there: Kestrel's headers answer an absent name
+            // at once, while HttpHeaders.Remove parses and validates the name before it looks (per request, for
+            // headers an app hardly ever sends).
+            var sent = httpContext.Request.Headers;
+            if (sent.ContainsKey(ClientCertHeader))
+            {
+                proxyRequest.Headers.Remove(ClientCertHeader);
+            }
+
+            if (sent.ContainsKey(PeerMetadata.HeaderName))
+            {
+                proxyRequest.Headers.Remove(PeerMetadata.HeaderName);
+            }
+
             return;
         }
 
         // Authorization normalized the path: send its exact spelling, not YARP's re-encoding of the decoded one.
         // System.Uri would canonicalize it once more (resolve dot segments, decode some escapes), which under a
         // weaker pathNormalization (NONE, BASE) would hand the app a path other than the one policy matched.
-        if (httpContext.Features.Get<Authorization.AuthorizedPathFeature>() is { } authorized)
+        if (httpContext.Features.Find<Authorization.AuthorizedPathFeature>() is { } authorized)
         {
             proxyRequest.RequestUri = new Uri(
                 string.Concat(destinationPrefix.AsSpan().TrimEnd('/'), authorized.Path, httpContext.Request.QueryString.Value),
@@ -89,7 +101,7 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         }
 
         headers.Remove("x-forwarded-proto");
-        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Features.Get<ITlsConnectionFeature>() is null ? "http" : "https");
+        headers.TryAddWithoutValidation("x-forwarded-proto", httpContext.Features.Find<ITlsConnectionFeature>() is null ? "http" : "https");
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
@@ -124,8 +136,8 @@ internal sealed class MeshRequestTransformer : HttpTransformer
         if (proxyResponse is not null && proxyResponse.Content.Headers.ContentLength is null &&
             proxyResponse.StatusCode != System.Net.HttpStatusCode.SwitchingProtocols)
         {
-            var body = httpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>()!;
-            httpContext.Features.Set<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>(new CountingResponseBodyFeature(body));
+            var body = httpContext.Features.Find<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>()!;
+            httpContext.Features.Put<Microsoft.AspNetCore.Http.Features.IHttpResponseBodyFeature>(new CountingResponseBodyFeature(body));
         }
 
         // Inbound is the last transformer (no retries): the response is the caller's, so headers the app

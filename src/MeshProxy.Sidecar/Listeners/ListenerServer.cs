@@ -121,7 +121,7 @@ internal sealed class ListenerServer : IAsyncDisposable
             // Kestrel clears extra features between requests but keeps their list, so setting this one
             // again costs no allocation after a connection's first request.
             context.Timing.Reset();
-            contextFeatures.Set(context.Timing);
+            contextFeatures.Put(context.Timing);
             return context;
         }
 

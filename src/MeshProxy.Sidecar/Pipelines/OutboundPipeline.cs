@@ -150,7 +150,7 @@ internal sealed class OutboundPipeline(
 
     /// <summary>Where the app really dialled, on a transparently captured connection (SO_ORIGINAL_DST); else null.</summary>
     private static IPEndPoint? OriginalDestination(HttpContext context) =>
-        context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
+        context.Features.Find<IConnectionItemsFeature>()?.Items is { } items &&
         items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
             ? ((OriginalDestinationFeature)o!).EndPoint
             : null;

@@ -12,7 +12,7 @@ namespace MeshProxy.Sidecar.Resilience;
 /// name in the snapshot it replaces, and each endpoint the health of the endpoint with the same
 /// address, so a config change does not forget ejections, latencies or the budget.
 /// </summary>
-internal sealed class ClusterState
+internal sealed class ClusterState : IClusterState, IClusterStats
 {
     private readonly ConcurrentDictionary<string, EndpointHealth> _endpoints = new(StringComparer.Ordinal);
     private int _activeRequests;
@@ -53,10 +53,10 @@ internal sealed class ClusterState
         }
     }
 
-    /// <summary>The health record of the endpoint at <paramref name="key"/> (address:port), made on first sight.</summary>
+    /// <inheritdoc/>
     public EndpointHealth HealthOf(string key) => _endpoints.GetOrAdd(key, static _ => new EndpointHealth());
 
-    /// <summary>Drops the records of endpoints no longer in the cluster.</summary>
+    /// <inheritdoc/>
     public void Forget(IReadOnlyList<UpstreamEndpoint> current)
     {
         if (_endpoints.Count <= current.Count)
@@ -99,4 +99,14 @@ internal sealed class ClusterState
     }
 
     public void EndRetry() => Interlocked.Decrement(ref _activeRetries);
+}
+
+/// <summary>The attempt loop's view of a routing <see cref="Cluster"/>: its live state by its own type.</summary>
+internal static class ClusterStateOfCluster
+{
+    extension(Cluster cluster)
+    {
+        /// <summary>The cluster's <see cref="ClusterState"/> (routing holds it as <see cref="IClusterState"/>).</summary>
+        public ClusterState State => (ClusterState)cluster.LiveState;
+    }
 }

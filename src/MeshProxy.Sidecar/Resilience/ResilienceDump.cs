@@ -22,7 +22,7 @@ internal static class ResilienceDump
             stats.Overflow,
             stats.Timeouts,
             stats.Ejections,
-            cluster.Policy.Outlier is { } od
+            cluster.Policy.OutlierDetection is { } od
                 ? new OutlierDumpState(od.Consecutive5xx, od.ConsecutiveGatewayErrors, od.ConsecutiveLocalOriginFailures, od.SplitExternalLocalOriginErrors, od.IsDefault)
                 : null,
             cluster.Endpoints.Select(e => new ResilienceEndpointState(

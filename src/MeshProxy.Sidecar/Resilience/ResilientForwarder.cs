@@ -56,15 +56,15 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
             state.Budget.Deposit(policy.Budget);
             // Restored as a feature, not by assigning Response.Body: that would wrap the body in a stream
             // feature that flushes headers early and breaks gRPC trailers-only responses.
-            var originalResponseBody = context.Features.Get<IHttpResponseBodyFeature>()!;
-            context.Features.Set(attempts);
+            var originalResponseBody = context.Features.Find<IHttpResponseBodyFeature>()!;
+            context.Features.Put(attempts);
             try
             {
                 return await RunAsync(context, cluster, attempts, originalResponseBody);
             }
             finally
             {
-                context.Features.Set<RequestAttempts>(null);
+                context.Features.Put<RequestAttempts>(null);
             }
         }
         finally
@@ -177,7 +177,7 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
             }
             else
             {
-                var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+                var exception = context.Features.Find<IForwarderErrorFeature>()?.Exception;
                 var timedOut = attempts.Timer?.IsCancellationRequested == true && !context.RequestAborted.IsCancellationRequested;
                 var kind = timedOut ? FailureKind.PerTryTimeout : Classify(error, exception);
                 if (kind == FailureKind.Reset && error == ForwarderError.Request && UnsendableRequest.FindHeader(context.Request) is not null)
@@ -231,7 +231,7 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
             PrepareNextTry(context, attempts, originalResponseBody);
             previous = endpoint;
             attempts.Next();
-            var pause = RetryPolicy.Backoff(attempts.Attempt - 1);
+            var pause = RetryDecision.Backoff(attempts.Attempt - 1);
             if (attempts.HasDeadline && attempts.Remaining < pause)
             {
                 pause = attempts.Remaining > TimeSpan.Zero ? attempts.Remaining : TimeSpan.Zero;
@@ -254,8 +254,8 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
         context.Response.Clear();
         UpstreamTiming.Of(context)?.Reset(); // the dropped response is not the one the caller gets
         attempts.Peer = null;
-        context.Features.Set(originalResponseBody);
-        context.Features.Set<IForwarderErrorFeature>(null);
+        context.Features.Put(originalResponseBody);
+        context.Features.Put<IForwarderErrorFeature>(null);
         attempts.Body?.Rewind();
     }
 
@@ -298,7 +298,7 @@ internal sealed class ResilientForwarder(IUpstreamSender sender, TimeProvider ti
             return request.Headers.TransferEncoding.Count > 0;
         }
 
-        return context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
+        return context.Features.Find<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
     }
 
     private static AttemptResult ResultOf(int status) => status switch
@@ -385,7 +385,7 @@ internal static class Outlier
 {
     public static void Record(Cluster cluster, UpstreamEndpoint endpoint, AttemptResult result, long nowMs, ILogger logger)
     {
-        if (cluster.Policy.Outlier is not { } policy || result == AttemptResult.Neutral)
+        if (cluster.Policy.OutlierDetection is not { } policy || result == AttemptResult.Neutral)
         {
             return;
         }

@@ -1,3 +1,5 @@
+using MeshProxy.Sidecar.Routing;
+
 namespace MeshProxy.Sidecar.Resilience;
 
 /// <summary>

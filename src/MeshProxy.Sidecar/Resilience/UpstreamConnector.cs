@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net.Http;
 using System.Net.Sockets;
 using MeshProxy.Sidecar.LoadBalancing;
+using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Resilience;
 

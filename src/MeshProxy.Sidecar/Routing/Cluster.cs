@@ -1,6 +1,5 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.LoadBalancing;
-using MeshProxy.Sidecar.Resilience;
 
 namespace MeshProxy.Sidecar.Routing;
 
@@ -10,7 +9,7 @@ namespace MeshProxy.Sidecar.Routing;
 /// </summary>
 internal sealed class Cluster
 {
-    public Cluster(string name, string serviceName, string serviceNamespace, AppProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints, ClusterPolicy? policy = null)
+    public Cluster(string name, string serviceName, string serviceNamespace, AppProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints, IClusterState state, ClusterPolicy? policy = null)
     {
         Name = name;
         ServiceName = serviceName;
@@ -19,7 +18,7 @@ internal sealed class Cluster
         Endpoints = endpoints;
         Policy = policy ?? ClusterPolicy.Default;
         Picker = EndpointPickers.Create(Policy.LoadBalancer, endpoints);
-        AdoptState(new ClusterState());
+        AdoptState(state);
     }
 
     /// <summary>outbound|port||host, the Envoy/Istio convention; inbound|port|| for the local app.</summary>
@@ -38,8 +37,12 @@ internal sealed class Cluster
     /// <summary>Load balancing, circuit breaking, outlier detection and retry budget settings (DestinationPolicy).</summary>
     public ClusterPolicy Policy { get; }
 
-    /// <summary>Counters that outlive the snapshot: carried over by Runtime/RuntimeBuilder.cs from the cluster of the same name.</summary>
-    public ClusterState State { get; private set; } = null!;
+    /// <summary>
+    /// Counters that outlive the snapshot (Resilience/ClusterState.cs, which the attempt loop reads back by its own
+    /// type): fresh when the snapshot is built, carried over by Runtime/RuntimeBuilder.cs from the cluster of the
+    /// same name.
+    /// </summary>
+    public IClusterState LiveState { get; private set; } = null!;
 
     /// <summary>
     /// Its upstream connections (Forwarding/ClusterPool.cs), given by Runtime/RuntimeBuilder.cs before the snapshot is
@@ -48,15 +51,15 @@ internal sealed class Cluster
     public IClusterConnections? Pool { get; private set; }
 
     /// <summary>Takes over live state and a pool; only while the runtime of a snapshot is built, before any request sees it.</summary>
-    internal void Adopt(ClusterState state, IClusterConnections? pool)
+    internal void Adopt(IClusterState state, IClusterConnections? pool)
     {
         AdoptState(state);
         Pool = pool;
     }
 
-    private void AdoptState(ClusterState state)
+    private void AdoptState(IClusterState state)
     {
-        State = state;
+        LiveState = state;
         foreach (var endpoint in Endpoints)
         {
             endpoint.Health = state.HealthOf(endpoint.Key);
@@ -77,4 +80,18 @@ internal interface IClusterConnections
     bool TryAcquire();
 
     void Release();
+}
+
+/// <summary>
+/// A cluster's live state as routing holds it: only what routing does with it (hand each endpoint its health
+/// record, forget the records of endpoints gone), so that a snapshot's clusters carry their state without routing
+/// depending on the attempt loop that owns it (Resilience/ClusterState.cs, the one implementation).
+/// </summary>
+internal interface IClusterState
+{
+    /// <summary>The health record of the endpoint at <paramref name="key"/> (address:port), made on first sight.</summary>
+    EndpointHealth HealthOf(string key);
+
+    /// <summary>Drops the records of endpoints no longer in the cluster.</summary>
+    void Forget(IReadOnlyList<UpstreamEndpoint> current);
 }

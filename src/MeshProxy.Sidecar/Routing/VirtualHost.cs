@@ -63,7 +63,7 @@ internal sealed class RouteRule(string name, IReadOnlyList<HttpMatch> matches, I
     public RetryPolicySpec? Retries { get; } = retries;
 
     /// <summary>The retries compiled for the attempt loop (Istio's default when the rule sets none).</summary>
-    public Resilience.RetryPolicy RetryPolicy { get; } = Resilience.RetryPolicy.From(retries);
+    public RetryPolicy RetryPolicy { get; } = RetryPolicy.From(retries);
 
     public bool Matches(HttpRequest request)
     {

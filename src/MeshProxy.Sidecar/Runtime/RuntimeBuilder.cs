@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Resilience;
+using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 
 namespace MeshProxy.Sidecar.Runtime;
@@ -13,7 +14,7 @@ namespace MeshProxy.Sidecar.Runtime;
 /// while the pool settings are the same (warm connections survive a config change); pools no cluster keeps are
 /// retired (closed once the requests still in them are done); the labels reuse equal values of the previous
 /// ones; the inbound transformer is kept while the peer metadata it answers with is the same. Each layer's part
-/// is its own: the state is Resilience's <see cref="ClusterState"/>, pools come from Forwarding's
+/// is its own: the state is Resilience's <see cref="ClusterState"/> (routing holds it as <see cref="IClusterState"/>), pools come from Forwarding's
 /// <see cref="IClusterPools"/>, labels are Telemetry's <see cref="SnapshotLabels"/>.
 /// </summary>
 internal static class RuntimeBuilder
@@ -24,10 +25,10 @@ internal static class RuntimeBuilder
     /// </summary>
     public static RuntimeSnapshot Build(SidecarSnapshot next, RuntimeSnapshot? previous, IClusterPools pools)
     {
-        var states = new Dictionary<string, ClusterState>(StringComparer.Ordinal);
+        var states = new Dictionary<string, IClusterState>(StringComparer.Ordinal);
         foreach (var cluster in previous?.Snapshot.Clusters() ?? [])
         {
-            states.TryAdd(cluster.Name, cluster.State);
+            states.TryAdd(cluster.Name, cluster.LiveState);
         }
 
         var before = previous?.Pools ?? FrozenDictionary<string, ClusterPool>.Empty;
@@ -42,7 +43,7 @@ internal static class RuntimeBuilder
                 kept[cluster.Name] = pool;
             }
 
-            cluster.Adopt(states.GetValueOrDefault(cluster.Name) ?? cluster.State, pool);
+            cluster.Adopt(states.GetValueOrDefault(cluster.Name) ?? cluster.LiveState, pool);
         }
 
         foreach (var (name, pool) in before)

@@ -9,7 +9,7 @@ namespace MeshProxy.Sidecar.Runtime;
 /// A snapshot in force with its runtime state: what requests on it use besides the configuration, built once by
 /// <see cref="RuntimeBuilder"/> before any request can see it. The pipelines read it once per request
 /// (<see cref="RuntimeStore.Current"/>), so the configuration, the labels and the transformer always match. Each
-/// cluster's live state and pool are on the cluster itself (<see cref="Routing.Cluster.State"/>,
+/// cluster's live state and pool are on the cluster itself (<see cref="Routing.Cluster.LiveState"/>,
 /// <see cref="Routing.Cluster.Pool"/>), where the attempt loop and the sender find them without a lookup.
 /// </summary>
 internal sealed class RuntimeSnapshot

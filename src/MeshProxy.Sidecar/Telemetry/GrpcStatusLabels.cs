@@ -18,7 +18,7 @@ internal static class GrpcStatusLabels
     /// <summary>From the trailers, or from the headers of a trailers-only response; "unknown" when absent or not a defined code.</summary>
     public static string Of(HttpContext context)
     {
-        var trailers = context.Features.Get<IHttpResponseTrailersFeature>()?.Trailers;
+        var trailers = context.Features.Find<IHttpResponseTrailersFeature>()?.Trailers;
         if (trailers is not null && trailers.TryGetValue(HeaderName, out var fromTrailers))
         {
             return Label(fromTrailers);

@@ -297,12 +297,11 @@ internal sealed class MeshStateMetrics
             var seen = new HashSet<string>(StringComparer.Ordinal);
             foreach (var cluster in snapshot.Clusters())
             {
-                if (!seen.Add(cluster.Name))
+                if (!seen.Add(cluster.Name) || cluster.LiveState is not IClusterStats { Stats: var stats })
                 {
                     continue;
                 }
 
-                var stats = cluster.State.Stats;
                 if (!_lastSeen.TryGetValue(cluster.Name, out var last))
                 {
                     if (_lastSeen.Count >= MaxClusters)

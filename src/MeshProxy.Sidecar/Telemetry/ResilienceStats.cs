@@ -51,3 +51,12 @@ internal sealed class ResilienceStats
 
     internal void Resent() => Interlocked.Increment(ref _resentUnsent);
 }
+
+/// <summary>
+/// What holds a cluster's <see cref="ResilienceStats"/> (Resilience/ClusterState.cs, a routing cluster's live state):
+/// the exporter finds them through this, as telemetry does not depend on the layer that counts.
+/// </summary>
+internal interface IClusterStats
+{
+    ResilienceStats Stats { get; }
+}

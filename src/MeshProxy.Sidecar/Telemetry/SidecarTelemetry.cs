@@ -71,7 +71,7 @@ internal sealed class SidecarTelemetry : IDisposable
         }
 
         var request = context.Request;
-        if (request.ContentLength is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: true })
+        if (request.ContentLength is null && context.Features.Find<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: true })
         {
             request.Body = record.RequestBody = new CountingStream(request.Body);
         }
@@ -102,7 +102,7 @@ internal sealed class SidecarTelemetry : IDisposable
         // Envoy's convention: a request whose caller left before any response has code 0.
         var code = !response.HasStarted && (record.Flags & ResponseFlags.DownstreamConnectionTermination) != 0 ? 0 : response.StatusCode;
         var requestBytes = request.ContentLength ?? record.RequestBody?.Count ?? 0;
-        var responseBytes = response.ContentLength ?? (context.Features.Get<IHttpResponseBodyFeature>() as CountingResponseBodyFeature)?.Count ?? 0;
+        var responseBytes = response.ContentLength ?? (context.Features.Find<IHttpResponseBodyFeature>() as CountingResponseBodyFeature)?.Count ?? 0;
         var grpc = GrpcStatusLabels.IsGrpc(request);
         var flags = record.Flags.ToCode();
 
@@ -157,8 +157,8 @@ internal sealed class SidecarTelemetry : IDisposable
     public void MeterUpgrade(HttpContext context, SnapshotLabels snapshotLabels, ref RequestRecord record, bool outbound)
     {
         var features = context.Features;
-        var upgrade = features.Get<IHttpUpgradeFeature>();
-        var connect = features.Get<IHttpExtendedConnectFeature>();
+        var upgrade = features.Find<IHttpUpgradeFeature>();
+        var connect = features.Find<IHttpExtendedConnectFeature>();
         if (upgrade is not { IsUpgradableRequest: true } && connect is not { IsExtendedConnect: true })
         {
             return;
@@ -175,12 +175,12 @@ internal sealed class SidecarTelemetry : IDisposable
         record.Upgrade = metered;
         if (upgrade is not null)
         {
-            features.Set<IHttpUpgradeFeature>(metered);
+            features.Put<IHttpUpgradeFeature>(metered);
         }
 
         if (connect is not null)
         {
-            features.Set<IHttpExtendedConnectFeature>(metered);
+            features.Put<IHttpExtendedConnectFeature>(metered);
         }
     }
 

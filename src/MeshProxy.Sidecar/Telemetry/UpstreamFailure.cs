@@ -44,7 +44,7 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
     /// <summary>What the forwarder's error on this request means.</summary>
     public static UpstreamFailure Of(HttpContext context, ForwarderError error)
     {
-        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+        var exception = context.Features.Find<IForwarderErrorFeature>()?.Exception;
         var failure = Classify(error, exception);
 
         // A send that failed without a connect error, for a request the upstream client can never send: the

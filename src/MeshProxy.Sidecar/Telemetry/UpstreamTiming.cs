@@ -16,7 +16,7 @@ internal sealed class UpstreamTiming
     private long _sent;
     private long _headers;
 
-    public static UpstreamTiming? Of(HttpContext context) => context.Features.Get<UpstreamTiming>();
+    public static UpstreamTiming? Of(HttpContext context) => context.Features.Find<UpstreamTiming>();
 
     /// <summary>Forgets the previous request's (or a dropped attempt's) times.</summary>
     public void Reset()

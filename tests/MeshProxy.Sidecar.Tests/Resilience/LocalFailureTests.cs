@@ -14,6 +14,7 @@ using MeshProxy.Sidecar.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 using Yarp.ReverseProxy.Forwarder;
+using MeshProxy.Sidecar.Routing;
 
 namespace MeshProxy.Sidecar.Tests.Resilience;
 
@@ -94,9 +95,9 @@ public sealed class LocalFailureTests
     {
         var policy = OutlierPolicy.Default;
         Assert.True(policy.IsDefault);
-        Assert.Same(policy, ClusterPolicy.Default.Outlier);
-        Assert.Same(policy, ClusterPolicy.From(new DestinationPolicySpec("svc", LoadBalancerKind.LeastRequest, ConnectionPoolSpec.Default, null, RetryBudgetSpec.Default)).Outlier);
-        Assert.Null(ClusterPolicy.From(new DestinationPolicySpec("svc", LoadBalancerKind.LeastRequest, ConnectionPoolSpec.Default, OutlierDetectionSpec.Disabled, RetryBudgetSpec.Default)).Outlier);
+        Assert.Same(policy, ClusterPolicy.Default.OutlierDetection);
+        Assert.Same(policy, ClusterPolicy.From(new DestinationPolicySpec("svc", LoadBalancerKind.LeastRequest, ConnectionPoolSpec.Default, null, RetryBudgetSpec.Default)).OutlierDetection);
+        Assert.Null(ClusterPolicy.From(new DestinationPolicySpec("svc", LoadBalancerKind.LeastRequest, ConnectionPoolSpec.Default, OutlierDetectionSpec.Disabled, RetryBudgetSpec.Default)).OutlierDetection);
         Assert.Equal(TimeSpan.FromSeconds(30), policy.BaseEjectionTime);
         Assert.Equal(1, policy.MaxEjected(2));
 

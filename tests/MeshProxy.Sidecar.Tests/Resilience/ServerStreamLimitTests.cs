@@ -85,7 +85,7 @@ public sealed class ServerStreamLimitTests
     }
 
     private static Cluster Http2Cluster(int maxConnections) => new(
-        "outbound|80||svc", "svc", "test", AppProtocol.Http2, [],
+        "outbound|80||svc", "svc", "test", AppProtocol.Http2, [], new ClusterState(),
         new ClusterPolicy(LoadBalancerKind.LeastRequest, new CircuitLimits(maxConnections, int.MaxValue, int.MaxValue, int.MaxValue), null,
             RetryBudgetPolicy.Default, ClusterPolicy.DefaultConnectTimeout, ClusterPolicy.DefaultIdleTimeout));
 

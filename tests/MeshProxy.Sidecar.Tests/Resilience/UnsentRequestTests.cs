@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Resilience;
+using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Telemetry;
 using Yarp.ReverseProxy.Forwarder;
 

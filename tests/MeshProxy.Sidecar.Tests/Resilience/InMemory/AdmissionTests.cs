@@ -1,3 +1,5 @@
+using MeshProxy.Sidecar.Resilience;
+
 namespace MeshProxy.Sidecar.Tests.Resilience.InMemory;
 
 /// <summary>

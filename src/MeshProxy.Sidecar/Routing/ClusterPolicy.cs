@@ -1,12 +1,13 @@
 using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.LoadBalancing;
 
-namespace MeshProxy.Sidecar.Resilience;
+namespace MeshProxy.Sidecar.Routing;
 
 /// <summary>
 /// How one cluster is treated, compiled once per snapshot from its DestinationPolicy (or the defaults
-/// when it has none). Immutable: the counters these limits are checked against live in
-/// <see cref="ClusterState"/>, which survives snapshot swaps.
+/// when it has none). Settings only, part of the cluster's definition: the layers after routing act on
+/// them (the attempt loop, connection limits, the pool); the counters these limits are checked against
+/// live in the cluster's state (Resilience/ClusterState.cs), which survives snapshot swaps.
 /// </summary>
 internal sealed class ClusterPolicy
 {
@@ -27,7 +28,7 @@ internal sealed class ClusterPolicy
     {
         LoadBalancer = loadBalancer;
         Limits = limits;
-        Outlier = outlier;
+        OutlierDetection = outlier;
         Budget = budget;
         ConnectTimeout = connectTimeout;
         IdleTimeout = idleTimeout;
@@ -42,7 +43,8 @@ internal sealed class ClusterPolicy
 
     public CircuitLimits Limits { get; }
 
-    public OutlierPolicy? Outlier { get; }
+    /// <summary>Outlier detection (Istio's outlierDetection); null when it is turned off.</summary>
+    public OutlierPolicy? OutlierDetection { get; }
 
     public RetryBudgetPolicy Budget { get; }
 
@@ -54,7 +56,7 @@ internal sealed class ClusterPolicy
     /// <summary>Requests (HTTP/1.1) or streams (HTTP/2) an upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
     public int MaxRequestsPerConnection { get; }
 
-    /// <summary>Whether attempts must be marked for <see cref="RequestsPerConnection"/>: the limit is set and the cluster speaks HTTP/1.1 upstream.</summary>
+    /// <summary>Whether attempts must be marked for the per-connection limit (Resilience/RequestsPerConnection.cs): the limit is set and the cluster speaks HTTP/1.1 upstream.</summary>
     public bool LimitsRequestsPerConnection(bool http2) => !http2 && MaxRequestsPerConnection != int.MaxValue;
 
     /// <summary>Whether attempts go through the pool's rotating handler generations (Forwarding/HandlerGenerations.cs): the limit is set and the cluster speaks HTTP/2 upstream.</summary>
