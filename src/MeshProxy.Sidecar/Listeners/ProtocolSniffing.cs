@@ -5,8 +5,8 @@ namespace MeshProxy.Sidecar.Listeners;
 
 /// <summary>
 /// Whether a captured connection to a mesh service port not declared TCP speaks HTTP, from its first bytes (Istio's
-/// protocol sniffing): an HTTP/1.x request line and the HTTP/2 preface both open with a method token of capital
-/// letters and a space ("GET ", "PRI "). Anything else (a TLS ClientHello, a database handshake) is a byte stream; so
+/// protocol sniffing): an HTTP/1.x request line and the HTTP/2 preface both open with a known method and a space
+/// ("GET ", "PRI "). Anything else (a TLS ClientHello, a database handshake, a custom method) is a byte stream; so
 /// is a client that sends nothing within <see cref="Window"/>, which is how a server-speaks-first protocol looks from
 /// here (its client waits for a banner). A port declared TCP is never sniffed and never waits.
 /// </summary>
@@ -19,8 +19,21 @@ internal static class ProtocolSniffing
     /// </summary>
     public static readonly TimeSpan Window = TimeSpan.FromSeconds(1);
 
-    /// <summary>The longest method token looked for (RFC 9110 methods in use are at most 7 letters; extensions a few more).</summary>
-    private const int MaxMethod = 20;
+    /// <summary>
+    /// The methods looked for, each with its space: RFC 9110's, PATCH, WebDAV's, and "PRI" (the HTTP/2 preface). A known
+    /// list rather than any capital letters, so that a client-first protocol whose commands look like methods
+    /// (SMTP's "HELO ", Redis' inline "PING ") is not taken for HTTP.
+    /// </summary>
+    private static readonly byte[][] Methods =
+    [
+        .. new[]
+        {
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PRI",
+            "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKCALENDAR",
+        }.Select(m => System.Text.Encoding.ASCII.GetBytes(m + " ")),
+    ];
+
+    private const int Longest = 11; // "MKCALENDAR "
 
     /// <summary>True for HTTP; false for a byte stream, including a client silent for the window. Every byte stays unread.</summary>
     public static async Task<bool> IsHttpAsync(ConnectionContext connection, TimeProvider time) =>
@@ -29,23 +42,21 @@ internal static class ProtocolSniffing
     /// <summary>True: HTTP; false: not; null: not yet known.</summary>
     internal static bool? Classify(ReadOnlySequence<byte> buffer, bool completed)
     {
-        var length = (int)Math.Min(buffer.Length, MaxMethod + 1);
-        Span<byte> head = stackalloc byte[MaxMethod + 1];
+        var length = (int)Math.Min(buffer.Length, Longest);
+        Span<byte> head = stackalloc byte[Longest];
         buffer.Slice(0, length).CopyTo(head);
-        for (var i = 0; i < length; i++)
+        var seen = head[..length];
+        var couldBe = false;
+        foreach (var method in Methods)
         {
-            var b = head[i];
-            if (b == (byte)' ')
+            if (seen.StartsWith(method))
             {
-                return i > 0;
+                return true;
             }
 
-            if (b is < (byte)'A' or > (byte)'Z')
-            {
-                return false;
-            }
+            couldBe |= method.AsSpan().StartsWith(seen);
         }
 
-        return length > MaxMethod || completed ? false : null;
+        return couldBe && !completed ? null : false;
     }
 }

@@ -35,7 +35,7 @@ internal static class Splice
     {
         using var idle = new CancellationTokenSource(idleTimeout, time);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(closed, idle.Token);
-        var activity = new Activity(idle, idleTimeout);
+        var activity = new IdleTimer(idle, idleTimeout);
         var toUpstream = CopyAsync(downstream.Read, upstream, activity, meter, received: true, stop);
         var toDownstream = CopyAsync(upstream.Read, downstream, activity, meter, received: false, stop);
         var completed = await toUpstream & await toDownstream;
@@ -43,7 +43,7 @@ internal static class Splice
     }
 
     /// <returns>True when the source ended cleanly and the end was passed on; false when the stream was cut.</returns>
-    private static async Task<bool> CopyAsync(Stream from, StreamEnd to, Activity activity, TcpStreamMeter meter, bool received, CancellationTokenSource stop)
+    private static async Task<bool> CopyAsync(Stream from, StreamEnd to, IdleTimer activity, TcpStreamMeter meter, bool received, CancellationTokenSource stop)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
@@ -89,7 +89,7 @@ internal static class Splice
             or ConnectionResetException or ConnectionAbortedException or System.Security.Authentication.AuthenticationException;
 
     /// <summary>Re-arms the idle timer whenever a chunk moves, whichever way.</summary>
-    private sealed class Activity(CancellationTokenSource idle, TimeSpan timeout)
+    private sealed class IdleTimer(CancellationTokenSource idle, TimeSpan timeout)
     {
         public void Touch()
         {

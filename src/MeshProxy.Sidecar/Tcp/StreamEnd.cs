@@ -30,7 +30,7 @@ internal sealed class StreamEnd(Stream read, Stream write, Func<ValueTask> close
         var input = connection.Transport.Input.AsStream(leaveOpen: true);
         if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket)
         {
-            return new StreamEnd(input, new NetworkStream(socket, ownsSocket: false), () =>
+            return new StreamEnd(input, new SocketWriter(socket), () =>
             {
                 ShutdownSend(socket);
                 return ValueTask.CompletedTask;
@@ -67,5 +67,49 @@ internal sealed class StreamEnd(Stream read, Stream write, Func<ValueTask> close
         {
             // Already reset or closed: nothing left to tell the peer.
         }
+    }
+
+    /// <summary>
+    /// Writes straight to a socket Kestrel owns. Not a NetworkStream, whose constructor refuses a socket that .NET
+    /// marked not connected after a cancelled operation (Kestrel's own receive, once a first-bytes wait timed out),
+    /// although the connection is open.
+    /// </summary>
+    private sealed class SocketWriter(Socket socket) : Stream
+    {
+        public override bool CanRead => false;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            while (!buffer.IsEmpty)
+            {
+                var sent = await socket.SendAsync(buffer, SocketFlags.None, cancellationToken);
+                buffer = buffer[sent..];
+            }
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer, offset, count).GetAwaiter().GetResult();
+
+        public override void Flush()
+        {
+        }
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
