@@ -133,13 +133,17 @@ internal sealed class AuthorizationEngine
         // No rules: the policy matches nothing (an ALLOW without rules allows nothing).
         private readonly RuleMatcher[] _rules = [.. policy.Spec.Rules.Select(r => new RuleMatcher(r, policy.Spec.Action))];
 
+        // The same rules as a TCP connection reads them (TcpRules): null where the rule never matches one.
+        private readonly RuleMatcher?[] _tcpRules = [.. policy.Spec.Rules.Select(r => TcpRules.ForTcp(r, policy.Spec.Action) is { } tcp ? new RuleMatcher(tcp, policy.Spec.Action) : null)];
+
         public PolicyInfo Info { get; } = new(policy.Metadata.Namespace, policy.Metadata.Name, policy.Spec.Action, policy.Spec.DryRun);
 
         public int MatchingRule(in AuthorizationRequest request)
         {
-            for (var i = 0; i < _rules.Length; i++)
+            var rules = request.IsTcp ? _tcpRules : _rules;
+            for (var i = 0; i < rules.Length; i++)
             {
-                if (_rules[i].Matches(request))
+                if (rules[i]?.Matches(request) == true)
                 {
                     return i;
                 }

@@ -41,6 +41,16 @@ internal readonly struct AuthorizationRequest
         _hostNameLength = FindHostNameLength(host);
     }
 
+    /// <summary>
+    /// What authorization looks at for a TCP connection (no HTTP request): the peer, its address, the port it dialled and
+    /// the SNI. The engine applies Istio's rule for the HTTP-only fields of such a connection (<see cref="TcpRules"/>).
+    /// </summary>
+    public static AuthorizationRequest ForConnection(string? principal, IPAddress? sourceIp, int port, string? sni) =>
+        new(principal, sourceIp, string.Empty, port, string.Empty, string.Empty, headers: null, sni) { IsTcp = true };
+
+    /// <summary>A TCP connection rather than an HTTP request: rules are read as <see cref="TcpRules"/> says.</summary>
+    public bool IsTcp { get; init; }
+
     /// <summary>The peer's SPIFFE ID from its verified client certificate; null on plaintext.</summary>
     public string? Principal { get; }
 

@@ -27,6 +27,48 @@ internal static partial class AuthorizationLog
         Message = "Audited {Method} {Path} (sent as {SentPath}) from {Principal}: {Verdict} (AUDIT policy {Policy}, rule {Rule})")]
     public static partial void RequestAudited(ILogger logger, string method, string path, string sentPath, string principal, string verdict, string policy, int rule);
 
+    [LoggerMessage(EventId = 4006, EventName = "ConnectionDenied", Level = LogLevel.Information,
+        Message = "Denied TCP connection to port {Port} from {Principal} ({Source}): {Reason} (policy {Policy}, rule {Rule})")]
+    public static partial void ConnectionDenied(ILogger logger, int port, string principal, string? source, string reason, string policy, int rule);
+
+    [LoggerMessage(EventId = 4007, EventName = "ConnectionAudited", Level = LogLevel.Information,
+        Message = "Audited TCP connection to port {Port} from {Principal}: {Verdict} (AUDIT policy {Policy}, rule {Rule})")]
+    public static partial void ConnectionAudited(ILogger logger, int port, string principal, string verdict, string policy, int rule);
+
+    [LoggerMessage(EventId = 4008, EventName = "ConnectionDryRunWouldDeny", Level = LogLevel.Information,
+        Message = "Dry run would deny TCP connection to port {Port} from {Principal}: {Reason} (policy {Policy}, rule {Rule})")]
+    public static partial void ConnectionWouldBeDenied(ILogger logger, int port, string principal, string reason, string policy, int rule);
+
+    /// <summary>A TCP connection's denial, dry-run "would deny" or AUDIT match: as for a request, without method or path.</summary>
+    public static void ConnectionDecision(ILogger logger, in AuthorizationRequest request, in AuthorizationDecision decision)
+    {
+        if (!logger.IsEnabled(LogLevel.Information) || (decision.Allowed && !decision.WouldDeny && decision.AuditPolicy is null))
+        {
+            return;
+        }
+
+        var principal = request.Principal ?? "(plaintext)";
+        if (decision.AuditPolicy is { } audit)
+        {
+            var verdict = decision.Enforced.ToString();
+            ConnectionAudited(logger, request.Port, principal, verdict, audit.Key, decision.AuditRuleIndex);
+        }
+
+        if (!decision.Allowed)
+        {
+            var reason = decision.Explain();
+            var source = request.SourceIp?.ToString();
+            var policy = decision.Enforced.Policy?.Key ?? "-";
+            ConnectionDenied(logger, request.Port, principal, source, reason, policy, decision.Enforced.RuleIndex);
+        }
+        else if (decision.WouldDeny && decision.DryRun is { } dry)
+        {
+            var reason = dry.ToString();
+            var policy = dry.Policy?.Key ?? "-";
+            ConnectionWouldBeDenied(logger, request.Port, principal, reason, policy, dry.RuleIndex);
+        }
+    }
+
     /// <summary>Logs a denial (or a dry-run "would deny") with the policy and rule that decided it, and an AUDIT policy's match whatever the verdict.</summary>
     /// <remarks>
     /// A line names the path as matched (normalized) and as sent (the raw request target up to '?'), so that

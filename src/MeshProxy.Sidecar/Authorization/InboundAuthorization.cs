@@ -93,6 +93,18 @@ internal static class InboundAuthorization
     public static void Report(ProxyMetrics metrics, ILogger logger, HttpContext context, in AuthorizationRequest request, in AuthorizationDecision decision)
     {
         AuthorizationLog.Decision(logger, context, request, decision);
+        Count(metrics, decision);
+    }
+
+    /// <summary>A TCP connection's decision (Tcp/TcpProxy.cs): logged as a connection (no method or path), counted as a request's.</summary>
+    public static void ReportConnection(ProxyMetrics metrics, ILogger logger, in AuthorizationRequest request, in AuthorizationDecision decision)
+    {
+        AuthorizationLog.ConnectionDecision(logger, request, decision);
+        Count(metrics, decision);
+    }
+
+    private static void Count(ProxyMetrics metrics, in AuthorizationDecision decision)
+    {
         var enforced = decision.Enforced;
         metrics.AuthorizationDecision(decision.Allowed ? Allow : Deny, enforced.Policy?.Key ?? ProxyMetrics.NoPolicy);
         if (decision.WouldDeny && decision.DryRun is { } dry)

@@ -37,21 +37,47 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
         // The TCP connection comes from the resilience layer's connector, so mTLS destinations get
         // the same per-destination connect timeout and connection limit as plaintext ones.
         var transport = await Resilience.UpstreamConnector.ConnectAsync(context, cancellationToken);
+        var alpn = context.InitialRequestMessage.Version.Major >= 2 ? MeshTls.OutboundAlpnHttp2 : MeshTls.OutboundAlpnHttp11;
+        var (ssl, principal) = await SecureAsync(transport, svid, bundle, endPoint, alpn, cancellationToken);
+
+        // Telemetry's destination_principal (reporter=source). The request that made this connection
+        // went to this endpoint (a pool's connections are per host and port), so its endpoint record is
+        // this server's; the requests that later use the connection read it from there.
+        if (context.InitialRequestMessage.Options.TryGetValue(Resilience.RequestAttempts.EndpointOption, out var endpoint))
+        {
+            endpoint.Health.VerifiedPrincipal = principal;
+        }
+
+        return ssl;
+    }
+
+    /// <summary>
+    /// mTLS over an open connection to a mesh endpoint for a TCP stream (Tcp/TcpProxy.cs): the same SVID, trust bundle,
+    /// expected identities and refusal accounting as an HTTP connection, with the TCP ALPN. The stream owns
+    /// <paramref name="transport"/>, and disposes it on failure.
+    /// </summary>
+    /// <returns>The secured stream and the server's proven SPIFFE ID.</returns>
+    public Task<(SslStream Stream, string Principal)> ConnectTcpAsync(Stream transport, DnsEndPoint endPoint, CancellationToken cancellationToken)
+    {
+        if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
+        {
+            transport.Dispose();
+            throw new OwnFailureException($"no certificate yet: cannot originate mTLS to {endPoint.Host}:{endPoint.Port}");
+        }
+
+        return SecureAsync(transport, svid, bundle, endPoint, MeshTls.OutboundAlpnTcp, cancellationToken);
+    }
+
+    /// <summary>The handshake over <paramref name="transport"/>, counted and (a refused server) logged; the transport is disposed on failure.</summary>
+    private async Task<(SslStream Stream, string Principal)> SecureAsync(
+        Stream transport, X509Svid svid, TrustBundle bundle, DnsEndPoint endPoint, List<SslApplicationProtocol> alpn, CancellationToken cancellationToken)
+    {
         var ssl = new SslStream(transport, leaveInnerStreamOpen: false);
         try
         {
-            var principal = await AuthenticateAsync(ssl, svid, bundle, endPoint, context.InitialRequestMessage.Version, cancellationToken);
+            var principal = await AuthenticateAsync(ssl, svid, bundle, endPoint, alpn, cancellationToken);
             identity.Counters.CountOutboundHandshake();
-
-            // Telemetry's destination_principal (reporter=source). The request that made this connection
-            // went to this endpoint (a pool's connections are per host and port), so its endpoint record is
-            // this server's; the requests that later use the connection read it from there.
-            if (context.InitialRequestMessage.Options.TryGetValue(Resilience.RequestAttempts.EndpointOption, out var endpoint))
-            {
-                endpoint.Health.VerifiedPrincipal = principal;
-            }
-
-            return ssl;
+            return (ssl, principal);
         }
         catch (UpstreamPeerRefusedException ex)
         {
@@ -69,7 +95,7 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
     }
 
     /// <returns>The server's proven SPIFFE ID, as the string instance of the snapshot's expected set (so metrics see one instance per identity, not one per handshake).</returns>
-    private async Task<string> AuthenticateAsync(SslStream ssl, X509Svid svid, TrustBundle bundle, DnsEndPoint endPoint, Version version, CancellationToken cancellationToken)
+    private async Task<string> AuthenticateAsync(SslStream ssl, X509Svid svid, TrustBundle bundle, DnsEndPoint endPoint, List<SslApplicationProtocol> alpn, CancellationToken cancellationToken)
     {
         var name = $"{endPoint.Host}:{endPoint.Port}";
 
@@ -84,7 +110,7 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
             ClientCertificateContext = svid.CertificateContext,
             EnabledSslProtocols = MeshTls.Protocols,
             CipherSuitesPolicy = MeshTls.CipherSuitesPolicy,
-            ApplicationProtocols = version.Major >= 2 ? MeshTls.OutboundAlpnHttp2 : MeshTls.OutboundAlpnHttp11,
+            ApplicationProtocols = alpn,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             AllowRenegotiation = false,
             RemoteCertificateValidationCallback = (_, certificate, chain, _) =>

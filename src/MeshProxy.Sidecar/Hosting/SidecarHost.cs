@@ -97,6 +97,7 @@ internal static class SidecarHost
         services.AddSingleton<EgressResolver>();
         services.AddSingleton<EgressGate>();
         services.AddSingleton<EgressForwarder>();
+        services.AddSingleton<Tcp.TcpProxy>();
         services.AddSingleton<Listeners.EgressConnections>();
         services.AddSingleton(new OutboundReadinessOptions());
         services.AddSingleton<OutboundReadiness>();

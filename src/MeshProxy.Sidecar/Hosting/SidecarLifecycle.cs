@@ -111,7 +111,7 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable, ISide
         var inboundTls = identity.Enabled
             ? new InboundTls(
                 identity, _store, _services.GetRequiredService<PeerCertificateVerifier>(), _services.GetRequiredService<HandshakeRateLimit>(),
-                _telemetry.Proxy, _services.GetRequiredService<TimeProvider>(), _loggerFactory.CreateLogger<InboundTls>())
+                _telemetry.Proxy, _services.GetRequiredService<Tcp.TcpProxy>(), _services.GetRequiredService<TimeProvider>(), _loggerFactory.CreateLogger<InboundTls>())
             : null;
         _inboundServer = await StartAsync("inbound", new IPEndPoint(IPAddress.Parse(spec.InboundAddress), spec.Inbound), _inbound.HandleAsync, acceptHttp2: true, listen =>
         {

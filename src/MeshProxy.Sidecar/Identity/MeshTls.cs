@@ -38,8 +38,17 @@ internal static class MeshTls
     public static readonly CipherSuitesPolicy? CipherSuitesPolicy =
         OperatingSystem.IsLinux() || OperatingSystem.IsMacOS() ? new CipherSuitesPolicy(CipherSuites) : null;
 
-    /// <summary>What inbound offers, in order of preference.</summary>
-    public static readonly List<SslApplicationProtocol> InboundAlpn = [SslApplicationProtocol.Http2, SslApplicationProtocol.Http11];
+    /// <summary>
+    /// The ALPN of a TCP stream between sidecars (Tcp/README.md): a byte stream, not HTTP, whose first bytes each way
+    /// are the sending sidecar's peer metadata. Our own value, as Istio has its own ("istio-peer-exchange"): an
+    /// inbound sidecar that does not know it refuses the handshake rather than parse the stream as HTTP.
+    /// </summary>
+    public static readonly SslApplicationProtocol Tcp = new("meshproxy-tcp/1");
+
+    /// <summary>What inbound offers, in order of preference (a client offers exactly one, so each is chosen by its client).</summary>
+    public static readonly List<SslApplicationProtocol> InboundAlpn = [SslApplicationProtocol.Http2, SslApplicationProtocol.Http11, Tcp];
+
+    public static readonly List<SslApplicationProtocol> OutboundAlpnTcp = [Tcp];
 
     public static readonly List<SslApplicationProtocol> OutboundAlpnHttp2 = [SslApplicationProtocol.Http2];
 

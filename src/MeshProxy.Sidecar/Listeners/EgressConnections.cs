@@ -18,10 +18,13 @@ namespace MeshProxy.Sidecar.Listeners;
 /// The outbound listener's connection-level egress, before any HTTP parsing: a transparently captured
 /// connection that opens with a TLS ClientHello is decided on its SNI and original port and passed
 /// through untouched; a connection whose first request is HTTP CONNECT (the app using the sidecar as
-/// its explicit proxy) is decided on the CONNECT authority and tunnelled. Everything else goes on, bytes
-/// unread, to HTTP (CleartextProtocolDetection, then Kestrel). Install after OriginalDestinationMiddleware.
+/// its explicit proxy) is decided on the CONNECT authority and tunnelled. A captured connection to a mesh service goes
+/// to the TCP proxy when its port is declared TCP or its first bytes are not HTTP (<see cref="ProtocolSniffing"/>).
+/// Everything else goes on, bytes unread, to HTTP (CleartextProtocolDetection, then Kestrel). Install after
+/// OriginalDestinationMiddleware.
 /// </summary>
-internal sealed class EgressConnections(RuntimeStore runtimes, EgressGate gate, SidecarTelemetry telemetry, ILogger<EgressConnections> logger)
+internal sealed class EgressConnections(
+    RuntimeStore runtimes, EgressGate gate, SidecarTelemetry telemetry, Tcp.TcpProxy tcp, TimeProvider time, ILogger<EgressConnections> logger)
 {
     /// <summary>How long a client gets to send its first bytes, its whole ClientHello or its CONNECT head.</summary>
     public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
@@ -47,9 +50,17 @@ internal sealed class EgressConnections(RuntimeStore runtimes, EgressGate gate, 
         var runtime = runtimes.Current;
         var snapshot = runtime.Snapshot;
 
-        // A captured connection to a mesh service's address is the mesh's own traffic: HTTP, as ever.
-        if (original is not null && snapshot.Services.TryResolve(original, out _))
+        // A captured connection to a mesh service's address is the mesh's own traffic: HTTP on to the outbound pipeline,
+        // anything else a byte stream to the service (Tcp/README.md). A port declared TCP is never sniffed: its server
+        // may speak first, and its client then sends nothing.
+        if (original is not null && snapshot.Services.TryResolve(original, out var service))
         {
+            if (service!.DefaultCluster.Protocol == Config.Resources.AppProtocol.Tcp || !await ProtocolSniffing.IsHttpAsync(connection, time))
+            {
+                await tcp.OutboundAsync(connection, runtime, service);
+                return;
+            }
+
             await next(connection);
             return;
         }

@@ -10,13 +10,16 @@ internal static class FirstBytes
     /// <summary>
     /// Reads until <paramref name="classify"/> decides (given the bytes so far and whether the client has finished
     /// sending), leaving every byte unread for the chosen handler; null when the client sent nothing decisive within
-    /// <see cref="KestrelLimits.FirstBytesTimeout"/> or the connection failed.
+    /// <see cref="KestrelLimits.FirstBytesTimeout"/> (or the shorter <paramref name="window"/>, on <paramref name="time"/>) or the connection failed.
     /// </summary>
-    public static async Task<T?> PeekAsync<T>(ConnectionContext connection, Func<ReadOnlySequence<byte>, bool, T?> classify)
+    public static async Task<T?> PeekAsync<T>(ConnectionContext connection, Func<ReadOnlySequence<byte>, bool, T?> classify, TimeSpan? window = null, TimeProvider? time = null)
         where T : struct
     {
         var input = connection.Transport.Input;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+        using var windowTimer = window is { } w ? new CancellationTokenSource(w, time ?? TimeProvider.System) : null;
+        using var timeout = windowTimer is null
+            ? CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed)
+            : CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed, windowTimer.Token);
         timeout.CancelAfter(KestrelLimits.FirstBytesTimeout);
         try
         {

@@ -33,8 +33,9 @@ internal static class InboundDetection
     private const byte TlsHandshakeRecord = 0x16;
 
     /// <summary>Reads until the opening is known; every byte stays unread for whoever handles the connection next.</summary>
-    public static async Task<InboundOpening> ReadAsync(ConnectionContext connection) =>
-        await FirstBytes.PeekAsync<InboundOpening>(connection, static (buffer, completed) => Classify(buffer, completed)) ?? InboundOpening.Nothing;
+    /// <param name="window">A shorter wait than the first-bytes timeout (a TCP port under PERMISSIVE, whose plaintext client may wait for a banner), on <paramref name="time"/>.</param>
+    public static async Task<InboundOpening> ReadAsync(ConnectionContext connection, TimeSpan? window = null, TimeProvider? time = null) =>
+        await FirstBytes.PeekAsync<InboundOpening>(connection, static (buffer, completed) => Classify(buffer, completed), window, time) ?? InboundOpening.Nothing;
 
     /// <summary>The opening of <paramref name="buffer"/>, or null while more bytes could still decide it.</summary>
     /// <param name="completed">The client has finished sending: no more bytes will come.</param>

@@ -28,7 +28,8 @@ namespace MeshProxy.Sidecar.Listeners;
 /// and ITlsApplicationProtocolFeature (ALPN h2 or http/1.1, which picks the HTTP/2 or HTTP/1.1 handler).
 /// </summary>
 internal sealed class InboundTls(
-    SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, HandshakeRateLimit handshakes, ProxyMetrics metrics, TimeProvider time, ILogger logger)
+    SidecarIdentity identity, SnapshotStore snapshots, PeerCertificateVerifier verifier, HandshakeRateLimit handshakes, ProxyMetrics metrics,
+    Tcp.TcpProxy tcp, TimeProvider time, ILogger logger)
 {
     /// <summary>How often a flood of refused handshakes is logged: the count is in the metric, one line says it is happening.</summary>
     private static readonly TimeSpan ShedLogInterval = TimeSpan.FromSeconds(10);
@@ -49,8 +50,18 @@ internal sealed class InboundTls(
     private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var remote = connection.RemoteEndPoint?.ToString() ?? "unknown";
-        var opening = await InboundDetection.ReadAsync(connection);
-        if (opening == InboundOpening.Nothing)
+        var port = connection.Items.TryGetValue(typeof(OriginalDestinationFeature), out var original)
+            ? ((OriginalDestinationFeature)original!).EndPoint.Port
+            : snapshots.Current.Sidecar.Spec.App.Port;
+
+        // The app's port declared TCP: a plaintext client of a server that speaks first sends nothing, so where
+        // plaintext is allowed it is not waited for long (PERMISSIVE), or at all (DISABLE, where TLS is refused anyway).
+        var tcpPort = IsTcpPort(snapshots.Current, port);
+        var tcpMode = tcpPort ? snapshots.Current.InboundMtls.For(port).Mode : MtlsMode.Strict;
+        var opening = tcpMode == MtlsMode.Disable
+            ? InboundOpening.Plaintext
+            : await InboundDetection.ReadAsync(connection, tcpMode == MtlsMode.Permissive ? ProtocolSniffing.Window : null, time);
+        if (opening == InboundOpening.Nothing && tcpMode != MtlsMode.Permissive)
         {
             connection.Abort();
             return;
@@ -59,17 +70,17 @@ internal sealed class InboundTls(
         // The mode in force when the client has spoken: a PeerAuthentication change applies to the next connection,
         // and the ones already open keep what they were accepted under.
         var snapshot = snapshots.Current;
-        var port = connection.Items.TryGetValue(typeof(OriginalDestinationFeature), out var original)
-            ? ((OriginalDestinationFeature)original!).EndPoint.Port
-            : snapshot.Sidecar.Spec.App.Port;
         var mtls = snapshot.InboundMtls.For(port);
         switch (opening)
         {
-            case InboundOpening.Plaintext when mtls.Mode is MtlsMode.Permissive or MtlsMode.Disable:
-                // No peer identity: principal- and namespace-based policy denies these requests.
+            case InboundOpening.Plaintext or InboundOpening.Nothing when mtls.Mode is MtlsMode.Permissive or MtlsMode.Disable:
+                // No peer identity: principal- and namespace-based policy denies these requests (and TCP streams).
                 identity.Counters.CountPlaintextAccepted();
                 metrics.InboundPlaintextConnection(port, mtls.Mode);
-                await next(connection);
+                await (tcpPort ? tcp.InboundAsync(connection, tls: null, peer: null, port) : next(connection));
+                return;
+            case InboundOpening.Nothing:
+                connection.Abort();
                 return;
             case InboundOpening.Plaintext:
                 identity.Counters.CountPlaintextRefused();
@@ -104,10 +115,14 @@ internal sealed class InboundTls(
             return;
         }
 
-        await HandshakeAndServeAsync(connection, next, svid, bundle, remote);
+        await HandshakeAndServeAsync(connection, next, svid, bundle, remote, port);
     }
 
-    private async Task HandshakeAndServeAsync(ConnectionContext connection, ConnectionDelegate next, X509Svid svid, TrustBundle bundle, string remote)
+    /// <summary>The app's port, when the Sidecar declares its protocol TCP (app.protocol).</summary>
+    private static bool IsTcpPort(SidecarSnapshot snapshot, int port) =>
+        snapshot.Sidecar.Spec.App is { Protocol: AppProtocol.Tcp } app && app.Port == port;
+
+    private async Task HandshakeAndServeAsync(ConnectionContext connection, ConnectionDelegate next, X509Svid svid, TrustBundle bundle, string remote, int port)
     {
         var original = connection.Transport;
         var ssl = new SslStream(new DuplexPipeStream(original), leaveInnerStreamOpen: true);
@@ -159,7 +174,23 @@ internal sealed class InboundTls(
         identity.Counters.CountInboundHandshake();
         // A completed handshake ran the callback with a valid verdict: the client certificate is required.
         var clientCertificate = ssl.RemoteCertificate as X509Certificate2 ?? peerCertificate!;
-        connection.Items[typeof(PeerIdentity)] = PeerIdentity.Create(verdict!.SpiffeId!, clientCertificate, svid.SpiffeId, ssl.TargetHostName);
+        var peer = PeerIdentity.Create(verdict!.SpiffeId!, clientCertificate, svid.SpiffeId, ssl.TargetHostName);
+        if (ssl.NegotiatedApplicationProtocol == MeshTls.Tcp)
+        {
+            // A TCP stream from another sidecar (Tcp/README.md): not HTTP, whatever the port says.
+            try
+            {
+                await tcp.InboundAsync(connection, ssl, peer, port);
+            }
+            finally
+            {
+                await ssl.DisposeAsync();
+            }
+
+            return;
+        }
+
+        connection.Items[typeof(PeerIdentity)] = peer;
         var tls = new TlsFeature(clientCertificate, ssl.NegotiatedApplicationProtocol.Protocol);
         connection.Features.Set<ITlsConnectionFeature>(tls);
         connection.Features.Set<ITlsApplicationProtocolFeature>(tls);

@@ -33,6 +33,17 @@ public sealed class ServiceTranslatorTests
         Assert.Equal(Enum.Parse<AppProtocol>(expected), service.Spec.Ports.Single().Protocol);
     }
 
+    [Theory]
+    [InlineData(5432, "Tcp")] // listed: TCP although the port is named http
+    [InlineData(80, "Http")]  // not listed: its name decides
+    public void PortsListedInTheOpaquePortsAnnotationAreTcp(int port, string expected)
+    {
+        var json = KubeJson.Service("shop", "db", port: port, portName: "http")
+            .Replace("\"labels\":{", "\"annotations\":{\"meshproxy.io/opaque-ports\":\"x, 5432,\"},\"labels\":{", StringComparison.Ordinal);
+        var service = Translate(json, []);
+        Assert.Equal(Enum.Parse<AppProtocol>(expected), service.Spec.Ports.Single().Protocol);
+    }
+
     [Fact]
     public void HostsAddressesAndPortsOfAClusterIpService()
     {

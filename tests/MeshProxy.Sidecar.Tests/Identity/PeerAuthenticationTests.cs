@@ -13,14 +13,15 @@ public sealed class PeerAuthenticationTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private static string Namespace(string mode) => $"""
+    /// <summary>A namespace-wide PeerAuthentication with <paramref name="mode"/> (also used by Tcp/TcpPeerAuthenticationTests).</summary>
+    internal static string Namespace(string mode) => $"""
         apiVersion: meshproxy.io/v1alpha1
         kind: PeerAuthentication
         metadata: {"{"} name: default, namespace: test {"}"}
         spec: {"{"} mtls: {"{"} mode: {mode} {"}"} {"}"}
         """;
 
-    private const string OnlyStore = """
+    internal const string OnlyStore = """
 
         ---
         apiVersion: meshproxy.io/v1alpha1

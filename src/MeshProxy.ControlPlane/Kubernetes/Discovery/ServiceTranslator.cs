@@ -70,7 +70,7 @@ internal static class ServiceTranslator
                 yaml.Append(", targetPort: ").Append(target.ToString(CultureInfo.InvariantCulture));
             }
 
-            if (Protocol(port) is { } protocol)
+            if ((IsOpaque(service, port) ? "TCP" : Protocol(port)) is { } protocol)
             {
                 yaml.Append(", protocol: ").Append(protocol);
             }
@@ -96,6 +96,31 @@ internal static class ServiceTranslator
 
         skipped = null;
         return yaml.ToString();
+    }
+
+    /// <summary>The Service annotation listing ports to proxy as opaque TCP whatever their name or appProtocol says.</summary>
+    public const string OpaquePortsAnnotation = "meshproxy.io/opaque-ports";
+
+    /// <summary>
+    /// True when the Service's <see cref="OpaquePortsAnnotation"/> (comma-separated port numbers, "5432,6379") lists the
+    /// port: the sidecars then never sniff it (its server may speak first). A malformed entry is ignored, never an error.
+    /// </summary>
+    public static bool IsOpaque(V1Service service, V1ServicePort port)
+    {
+        if (service.Metadata.Annotations?.TryGetValue(OpaquePortsAnnotation, out var list) != true || list is null)
+        {
+            return false;
+        }
+
+        foreach (var entry in list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (int.TryParse(entry, NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number == port.Port)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The mesh protocol of a port, or null to leave it to the sidecar's default.</summary>

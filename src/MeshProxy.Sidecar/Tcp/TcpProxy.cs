@@ -1,0 +1,221 @@
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using MeshProxy.Authorization;
+using MeshProxy.Metrics.Istio;
+using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.LoadBalancing;
+using MeshProxy.Sidecar.Routing;
+using MeshProxy.Sidecar.Runtime;
+using MeshProxy.Sidecar.Telemetry;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.Extensions.Logging;
+
+namespace MeshProxy.Sidecar.Tcp;
+
+/// <summary>
+/// Mesh traffic that is not HTTP, proxied as a byte stream (Tcp/README.md). Outbound: a captured connection to a
+/// mesh service's TCP port goes to one endpoint of the service, over mTLS with the TCP ALPN when the endpoint runs a
+/// sidecar, under the cluster's connection limit and connect timeout. Inbound: a connection that arrived as such a
+/// stream (or as plaintext on a TCP port a PERMISSIVE or DISABLE mode lets through) is authorized by principal,
+/// namespace, source address and port, then spliced to the app's port. Both report Istio's TCP metrics with the
+/// peer's labels, exchanged in-band (<see cref="PeerPreamble"/>).
+/// </summary>
+internal sealed class TcpProxy(
+    RuntimeStore runtimes, SidecarIdentity identity, UpstreamTls upstreamTls, SidecarTelemetry telemetry, TimeProvider time, ILogger<TcpProxy> logger)
+{
+    /// <summary>Outbound: a captured connection whose original destination is <paramref name="service"/>'s TCP port.</summary>
+    public async Task OutboundAsync(ConnectionContext connection, RuntimeSnapshot runtime, VirtualHost service)
+    {
+        // Route rules match HTTP requests; a byte stream goes to the port's own cluster.
+        var cluster = service.DefaultCluster;
+        var labels = runtime.Labels;
+        var limit = cluster.Policy.Limits.MaxConnections;
+        if (!cluster.State.Connections.TryEnter(limit))
+        {
+            logger.ConnectionOverflow(cluster.Name, limit);
+            Refused(labels.Outbound(cluster, null, null), PeerTelemetry.SourceSecurityPolicy, ResponseFlags.UpstreamOverflow);
+            connection.Abort();
+            return;
+        }
+
+        StreamEnd? upstream = null;
+        try
+        {
+            var endpoint = cluster.Picker.Pick(HealthTime.Milliseconds(time));
+            if (endpoint is null)
+            {
+                logger.NoEndpoint(cluster.Name);
+                Refused(labels.Outbound(cluster, null, null), PeerTelemetry.SourceSecurityPolicy, ResponseFlags.NoHealthyUpstream);
+                connection.Abort();
+                return;
+            }
+
+            using var setup = CancellationTokenSource.CreateLinkedTokenSource(CloseRequested(connection));
+            PeerMetadata? peer = null;
+            string? principal = null;
+            endpoint.Health.OpenConnection();
+            try
+            {
+                var socket = await ConnectAsync(endpoint.Address, endpoint.Port, cluster.Policy.ConnectTimeout, setup.Token);
+                if (endpoint.Identity is not null && identity.Enabled)
+                {
+                    setup.CancelAfter(MeshTls.HandshakeTimeout);
+                    var (ssl, proven) = await upstreamTls.ConnectTcpAsync(new NetworkStream(socket, ownsSocket: true), new DnsEndPoint(endpoint.Address, endpoint.Port), setup.Token);
+                    upstream = StreamEnd.OfTls(ssl);
+                    principal = proven;
+                    await PeerPreamble.WriteAsync(ssl, labels.PeerHeader, setup.Token);
+                    peer = await PeerPreamble.ReadAsync(ssl, setup.Token);
+                }
+                else
+                {
+                    upstream = StreamEnd.OfSocket(socket);
+                }
+            }
+            catch (Exception ex) when (Splice.IsStreamFailure(ex) || ex is OwnFailureException or InvalidDataException or EndOfStreamException)
+            {
+                // The inbound sidecar closes a stream its policy denies before it sends its metadata: that lands here too.
+                logger.UpstreamConnectFailed(cluster.Name, endpoint.Key, ex.Message);
+                Refused(labels.Outbound(cluster, null, principal), PeerTelemetry.SourceSecurityPolicy, ResponseFlags.UpstreamConnectionFailure);
+                connection.Abort();
+                return;
+            }
+            finally
+            {
+                endpoint.Health.CloseConnection();
+            }
+
+            var meter = telemetry.Istio.OpenTcpStream(new TcpLabels
+            {
+                Workload = labels.Outbound(cluster, peer, principal),
+                ConnectionSecurityPolicy = PeerTelemetry.SourceSecurityPolicy,
+            });
+            await SpliceAsync(connection, StreamEnd.OfConnection(connection), upstream, meter, cluster.Policy.IdleTimeout, cluster.Name);
+        }
+        finally
+        {
+            if (upstream is not null)
+            {
+                await upstream.DisposeAsync();
+            }
+
+            cluster.State.Connections.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Inbound: a stream to this workload's <paramref name="port"/>, over mTLS (<paramref name="tls"/>, with the
+    /// peer it proved) or plaintext (both null) where the port's mode allows it.
+    /// </summary>
+    public async Task InboundAsync(ConnectionContext connection, SslStream? tls, PeerIdentity? peer, int port)
+    {
+        var runtime = runtimes.Current;
+        var snapshot = runtime.Snapshot;
+        var labels = runtime.Labels;
+        var security = PeerTelemetry.SecurityPolicy(peer);
+        if (snapshot.Provisional)
+        {
+            // As for HTTP: nothing is judged by the empty policy set of the placeholder snapshot.
+            Refused(labels.Inbound(null, peer, null), security, ResponseFlags.NoRoute);
+            connection.Abort();
+            return;
+        }
+
+        var remote = (connection.RemoteEndPoint as IPEndPoint)?.Address;
+        var request = AuthorizationRequest.ForConnection(peer?.Principal, remote, port, peer?.ServerName);
+        var decision = snapshot.Authorization.Evaluate(request);
+        InboundAuthorization.ReportConnection(telemetry.Proxy, logger, request, decision);
+        if (!decision.Allowed)
+        {
+            // Envoy's RBAC network filter: the connection is closed before a byte reaches the app or the app's
+            // first byte (a banner) reaches the caller.
+            Refused(labels.Inbound(null, peer, null), security, ResponseFlags.None);
+            connection.Abort();
+            return;
+        }
+
+        var app = snapshot.InboundCluster;
+        StreamEnd? upstream = null;
+        PeerMetadata? metadata = null;
+        try
+        {
+            using var setup = CancellationTokenSource.CreateLinkedTokenSource(CloseRequested(connection));
+            setup.CancelAfter(MeshTls.HandshakeTimeout);
+            if (tls is not null)
+            {
+                await PeerPreamble.WriteAsync(tls, labels.PeerHeader, setup.Token);
+                metadata = await PeerPreamble.ReadAsync(tls, setup.Token);
+            }
+
+            upstream = StreamEnd.OfSocket(await ConnectAsync(app.Endpoints[0].Address, port, app.Policy.ConnectTimeout, setup.Token));
+        }
+        catch (Exception ex) when (Splice.IsStreamFailure(ex) || ex is InvalidDataException or EndOfStreamException)
+        {
+            logger.UpstreamConnectFailed(app.Name, $"{app.Endpoints[0].Address}:{port}", ex.Message);
+            Refused(labels.Inbound(null, peer, metadata), security, ResponseFlags.UpstreamConnectionFailure);
+            if (upstream is not null)
+            {
+                await upstream.DisposeAsync();
+            }
+
+            connection.Abort();
+            return;
+        }
+
+        await using (upstream)
+        {
+            var meter = telemetry.Istio.OpenTcpStream(new TcpLabels { Workload = labels.Inbound(null, peer, metadata), ConnectionSecurityPolicy = security });
+            var downstream = tls is null ? StreamEnd.OfConnection(connection) : StreamEnd.OfTls(tls);
+            await SpliceAsync(connection, downstream, upstream, meter, app.Policy.IdleTimeout, app.Name);
+        }
+    }
+
+    private async Task SpliceAsync(ConnectionContext connection, StreamEnd downstream, StreamEnd upstream, TcpStreamMeter meter, TimeSpan idleTimeout, string cluster)
+    {
+        // The listener stopping (the end of a drain, shutdown) asks its connections to close: a byte stream has no
+        // notice to give between requests, so it ends then, as Envoy's TCP proxy does when its listener is drained.
+        // Not ConnectionClosed: Kestrel fires it when the client's side ends, which for a stream is a half-close (its
+        // reply may still be coming), even before the stream is set up (a client may send its request and its end at
+        // once); a client that is really gone fails the splice's reads and writes.
+        try
+        {
+            var outcome = await Splice.RunAsync(downstream, upstream, meter, idleTimeout, time, CloseRequested(connection));
+            if (outcome == Splice.Outcome.IdleTimeout)
+            {
+                logger.IdleTimeout(cluster, idleTimeout.TotalSeconds);
+            }
+        }
+        finally
+        {
+            meter.Close();
+        }
+    }
+
+    /// <summary>Fires when the connection's listener stops (<see cref="SpliceAsync"/> says why not ConnectionClosed).</summary>
+    private static CancellationToken CloseRequested(ConnectionContext connection) =>
+        connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested ?? CancellationToken.None;
+
+    /// <summary>A stream that ended before it began: counted opened and closed with the flag that says why.</summary>
+    private void Refused(IstioWorkloadLabels workload, string security, ResponseFlags flags) =>
+        telemetry.Istio.OpenTcpStream(new TcpLabels { Workload = workload, ConnectionSecurityPolicy = security, ResponseFlags = flags == ResponseFlags.None ? null : flags.ToCode() }).Close();
+
+    private static async Task<Socket> ConnectAsync(string address, int port, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timer.CancelAfter(timeout);
+            await socket.ConnectAsync(IPAddress.TryParse(address, out var ip) ? new IPEndPoint(ip, port) : new DnsEndPoint(address, port), timer.Token);
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+}
