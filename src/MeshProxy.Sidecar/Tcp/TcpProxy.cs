@@ -6,6 +6,7 @@ using MeshProxy.Metrics.Istio;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Identity;
+using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.LoadBalancing;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Runtime;

@@ -16,7 +16,7 @@ internal static class JwtTokenTarget
 {
     private static readonly JwtKeySet Keys = MakeKeys();
 
-    private static readonly JwtRule Rule = new("https://issuer.fuzz", ["aud"], null, null, JwtRule.DefaultHeaders, JwtRule.DefaultParams, false, []);
+    private static readonly JwtRule Rule = new("https://issuer.fuzz", ["aud"], null, null, null, JwtRule.DefaultHeaders, JwtRule.DefaultParams, false, []);
 
     public static void Run(ReadOnlySpan<byte> input)
     {
