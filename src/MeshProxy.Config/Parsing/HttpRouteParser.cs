@@ -17,8 +17,9 @@ internal static class HttpRouteParser
         foreach (var rule in spec.Maps("http", required: true))
         {
             var matches = rule.Maps("match").Select(ParseMatch).ToList();
+            var redirect = ParseRedirect(rule.Map("redirect"));
             var destinations = new List<HttpRouteDestination>();
-            foreach (var r in rule.Maps("route", required: true))
+            foreach (var r in rule.Maps("route", required: redirect is null))
             {
                 var destination = r.Map("destination", required: true);
                 var host = destination?.String("host", required: true);
@@ -59,12 +60,31 @@ internal static class HttpRouteParser
                 retries.Finish();
             }
 
+            var headerMap = rule.Map("headers");
+            var headers = headerMap is null ? null : new HeaderOperations(ParseMutation(headerMap.Map("request")), ParseMutation(headerMap.Map("response")));
+            headerMap?.Finish();
+            var rewrite = ParseRewrite(rule.Map("rewrite"));
+
+            // Istio's rule: a rule forwards (route) or answers a redirect, never both; a redirect is not rewritten.
+            if (redirect is not null && destinations.Count > 0)
+            {
+                rule.Error("redirect", "a rule has either route or redirect, not both");
+            }
+
+            if (redirect is not null && rewrite is not null)
+            {
+                rule.Error("rewrite", "a rule with a redirect is not rewritten (set the redirect's path and authority instead)");
+            }
+
             rules.Add(new HttpRouteRule(
                 rule.String("name") ?? $"rule-{rules.Count}",
                 matches,
                 destinations,
                 rule.Duration("timeout", TimeSpan.FromMilliseconds(1), TimeSpan.FromHours(24)),
-                retryPolicy));
+                retryPolicy,
+                headers is { Request: null, Response: null } ? null : headers,
+                rewrite,
+                redirect));
             rule.Finish();
         }
 
@@ -73,17 +93,194 @@ internal static class HttpRouteParser
 
     private static HttpMatch ParseMatch(YamlMap match)
     {
-        var uri = ParseStringMatch(match.Map("uri"));
+        var uri = ParseStringMatch(match.Map("uri"), StringMatchKind.PathPrefix);
         var method = ParseStringMatch(match.Map("method"));
         var headers = match.NamedMaps("headers")
             .Select(h => ParseStringMatch(h.Value) is { } v ? new HeaderMatch(h.Name.ToLowerInvariant(), v) : null)
             .OfType<HeaderMatch>()
             .ToList();
+
+        // Istio's queryParams: exact or regex only (as in Istio: no prefix); anything else is refused, not ignored.
+        var queryParams = new List<QueryParamMatch>();
+        foreach (var (name, value) in match.NamedMaps("queryParams"))
+        {
+            var exact = value.String("exact");
+            var regex = value.String("regex");
+            value.RejectUnknown();
+            if ((exact is null) == (regex is null))
+            {
+                value.Sink.Error(value.Node, value.Path, "must have exactly one of exact or regex");
+                continue;
+            }
+
+            try
+            {
+                queryParams.Add(new QueryParamMatch(name, exact is not null ? new StringMatch(StringMatchKind.Exact, exact) : new StringMatch(StringMatchKind.Regex, regex!)));
+            }
+            catch (ArgumentException ex)
+            {
+                value.Error("regex", $"not a valid regular expression: {ex.Message}");
+            }
+        }
+
         match.Finish();
-        return new HttpMatch(uri, method, headers);
+        return new HttpMatch(uri, method, headers, queryParams);
     }
 
-    internal static StringMatch? ParseStringMatch(YamlMap? map)
+    private static HeaderMutation? ParseMutation(YamlMap? map)
+    {
+        if (map is null)
+        {
+            return null;
+        }
+
+        var set = HeaderValues(map, "set");
+        var add = HeaderValues(map, "add");
+        var remove = new List<string>();
+        var names = map.Strings("remove");
+        for (var i = 0; i < names.Count; i++)
+        {
+            if (HeaderNameProblem(names[i]) is { } problem)
+            {
+                map.Sink.Error(map.Find("remove"), $"{map.Child("remove")}[{i}]", problem);
+            }
+            else
+            {
+                remove.Add(names[i].ToLowerInvariant());
+            }
+        }
+
+        map.Finish();
+        return new HeaderMutation(set, add, remove);
+    }
+
+    private static List<KeyValuePair<string, string>> HeaderValues(YamlMap map, string key)
+    {
+        var result = new List<KeyValuePair<string, string>>();
+        foreach (var (name, value) in map.StringMap(key))
+        {
+            if (HeaderNameProblem(name) is { } problem)
+            {
+                map.Sink.Error(map.Find(key), $"{map.Child(key)}.{name}", problem);
+            }
+            else if (value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            {
+                map.Sink.Error(map.Find(key), $"{map.Child(key)}.{name}", "a header value must not contain CR, LF or NUL");
+            }
+            else
+            {
+                result.Add(new(name.ToLowerInvariant(), value));
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Why <paramref name="name"/> cannot be changed by a route, or null: an RFC 9110 token, and not a header the proxy itself owns.</summary>
+    private static string? HeaderNameProblem(string name)
+    {
+        if (name.Length == 0 || name.AsSpan().IndexOfAnyExcept(HeaderTokenChars) >= 0)
+        {
+            return $"'{name}' is not a header name (an RFC 9110 token)";
+        }
+
+        return FramingHeaders.Contains(name.ToLowerInvariant())
+            ? $"'{name}' is a connection or framing header the proxy owns; it cannot be changed by a route{(name.Equals("host", StringComparison.OrdinalIgnoreCase) ? " (use rewrite.authority)" : string.Empty)}"
+            : null;
+    }
+
+    private static readonly System.Buffers.SearchValues<char> HeaderTokenChars =
+        System.Buffers.SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+
+    private static readonly HashSet<string> FramingHeaders =
+        ["host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade", "te"];
+
+    private static PathRewrite? ParsePath(YamlMap map, PathRewriteKind istioUri)
+    {
+        var found = new List<PathRewrite>();
+        foreach (var (key, kind) in new[] { ("uri", istioUri), ("replaceFullPath", PathRewriteKind.ReplaceFullPath), ("replacePrefixMatch", PathRewriteKind.ReplacePrefixMatch) })
+        {
+            if (map.String(key) is { } value)
+            {
+                if (!value.StartsWith('/') && !(kind != PathRewriteKind.ReplaceFullPath && value.Length == 0))
+                {
+                    map.Error(key, "a path must start with '/'");
+                }
+                else if (value.AsSpan().IndexOfAny('?', '#') >= 0 || value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+                {
+                    map.Error(key, "a path must not contain '?', '#', CR, LF or NUL");
+                }
+
+                found.Add(new PathRewrite(kind, value));
+            }
+        }
+
+        if (found.Count > 1)
+        {
+            map.Sink.Error(map.Node, map.Path, "set at most one of uri, replaceFullPath or replacePrefixMatch");
+        }
+
+        return found.Count == 1 ? found[0] : null;
+    }
+
+    private static HttpRewrite? ParseRewrite(YamlMap? map)
+    {
+        if (map is null)
+        {
+            return null;
+        }
+
+        var path = ParsePath(map, PathRewriteKind.Uri);
+        var authority = Authority(map);
+        map.Finish();
+        if (path is null && authority is null)
+        {
+            map.Sink.Error(map.Node, map.Path, "set a path (uri, replaceFullPath or replacePrefixMatch) or authority");
+        }
+
+        return new HttpRewrite(path, authority);
+    }
+
+    private static readonly IReadOnlyList<string> RedirectCodes = ["301", "302", "303", "307", "308"];
+
+    private static HttpRedirect? ParseRedirect(YamlMap? map)
+    {
+        if (map is null)
+        {
+            return null;
+        }
+
+        // Istio's redirect.uri replaces the whole path.
+        var path = ParsePath(map, PathRewriteKind.ReplaceFullPath);
+        var authority = Authority(map);
+        var port = map.Port("port");
+        var scheme = map.Enum("scheme", ["http", "https"]);
+        var code = map.Integer("redirectCode", 301, 308);
+        if (code is { } c && !RedirectCodes.Contains(c.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+        {
+            map.Error("redirectCode", $"must be one of {string.Join(", ", RedirectCodes)}");
+        }
+
+        map.Finish();
+        return new HttpRedirect(path, authority, port, scheme, (int)(code ?? 301));
+    }
+
+    private static readonly System.Buffers.SearchValues<char> NotInAuthority = System.Buffers.SearchValues.Create(" /?#@\r\n\0\t");
+
+    /// <summary>A host name, optionally with a port, as it goes into Host or Location.</summary>
+    private static string? Authority(YamlMap map)
+    {
+        var authority = map.String("authority");
+        if (authority is not null && (authority.Length == 0 || authority.AsSpan().IndexOfAny(NotInAuthority) >= 0))
+        {
+            map.Error("authority", $"'{authority}' is not a host name");
+            return null;
+        }
+
+        return authority;
+    }
+
+    internal static StringMatch? ParseStringMatch(YamlMap? map, StringMatchKind? extra = null)
     {
         if (map is null)
         {
@@ -104,6 +301,19 @@ internal static class HttpRouteParser
             found.Add(new StringMatch(StringMatchKind.Prefix, prefix));
         }
 
+        if (extra == StringMatchKind.PathPrefix && map.String("pathPrefix") is { } pathPrefix)
+        {
+            specified++;
+            if (!pathPrefix.StartsWith('/'))
+            {
+                map.Error("pathPrefix", "a path prefix must start with '/'");
+            }
+            else
+            {
+                found.Add(new StringMatch(StringMatchKind.PathPrefix, pathPrefix));
+            }
+        }
+
         if (map.String("regex") is { } regex)
         {
             specified++;
@@ -120,7 +330,7 @@ internal static class HttpRouteParser
         map.Finish();
         if (specified != 1)
         {
-            map.Sink.Error(map.Node, map.Path, "must have exactly one of exact, prefix or regex");
+            map.Sink.Error(map.Node, map.Path, extra == StringMatchKind.PathPrefix ? "must have exactly one of exact, prefix, pathPrefix or regex" : "must have exactly one of exact, prefix or regex");
             return null;
         }
 

@@ -82,17 +82,24 @@ public static class ResourceSchemas
 
     private static KindSchema HttpRoute() => new(
         HttpRouteResource.KindName, "httproutes", ["mproute"],
-        "HTTP routing for services (Istio VirtualService, HTTP part): ordered rules, each with matches and weighted destinations; the first rule that matches wins.",
+        "HTTP routing for services (Istio VirtualService, HTTP part): ordered rules, each with matches and weighted destinations or a redirect, header changes and a rewrite; the first rule that matches wins.",
         Obj("Hosts and rules.",
             P("hosts", Strings("Services this route applies to (one route per service).", "reviews")),
             P("http", List("Rules, tried in order.", Obj("One rule.",
                 P("name", Str("Rule name; default rule-<n>.", "canary")),
                 P("match", List("Conditions; the rule matches when any of them holds (or there is none).", Obj("All conditions must hold.",
-                    P("uri", StringMatch("Request path.", "/api")),
+                    P("uri", UriMatch()),
                     P("method", StringMatch("Request method.", "GET")),
                     P("headers", new SchemaNode(SchemaType.Mapping, "Header name (lowercased) to the match its value must satisfy.")
                     {
                         AdditionalProperties = StringMatch("Header value.", "v2"),
+                    }),
+                    P("queryParams", new SchemaNode(SchemaType.Mapping, "Query parameter name (case-sensitive) to the match its first value must satisfy.")
+                    {
+                        AdditionalProperties = Obj("Parameter value (decoded). Exactly one of exact or regex.",
+                            P("exact", Str("Equal to this.", "2")),
+                            P("regex", Str("Whole value matches this regular expression.", "[0-9]+"))) with { AtLeastOneOf = ["exact", "regex"], AtMostOneOf = ["exact", "regex"] },
+                        KeyExample = "version",
                     })))),
                 P("route", List("Weighted destinations.", Obj("One destination.",
                     P("destination", Obj("A Service's host and port.",
@@ -100,12 +107,30 @@ public static class ResourceSchemas
                         P("port", Obj("Service port.", P("number", Port("Required if the Service has several ports.", 80)))))
                         with { Required = ["host"] }),
                     P("weight", Int("Share in percent (0-100); several must add up to 100.", 0, 100, 100))) with { Required = ["destination"] })),
+                P("redirect", Obj("Answer with a redirect instead of forwarding (Istio HTTPRedirect; unset parts keep the request's).",
+                    P("uri", Str("New path (the whole path, as Istio's redirect.uri).", "/v2/login")),
+                    P("replaceFullPath", Str("New path, the whole path.", "/v2/login")),
+                    P("replacePrefixMatch", Str("Replaces the uri prefix the request matched (Gateway API ReplacePrefixMatch); no prefix matched: put in front.", "/v2")),
+                    P("authority", Str("New host name of Location.", "reviews.example.com")),
+                    P("port", Port("Port of Location; default the scheme's (80/443) when scheme is set, else the service port called. 80 for http and 443 for https are left out.", 8443)),
+                    P("scheme", Enum("Scheme of Location; default the request's.", ["https", "http"])),
+                    P("redirectCode", Int("Status: 301 (default), 302, 303, 307 or 308.", 301, 308, 302)))
+                    with { AtMostOneOf = ["uri", "replaceFullPath", "replacePrefixMatch"] }),
+                P("rewrite", Obj("What the destination sees instead (Istio HTTPRewrite); not with redirect.",
+                    P("uri", Str("Replaces the matched uri prefix when the rule matched by prefix or pathPrefix, else the whole path (Istio).", "/v2")),
+                    P("replaceFullPath", Str("Replaces the whole path.", "/v2/login")),
+                    P("replacePrefixMatch", Str("Replaces the uri prefix the request matched (Gateway API ReplacePrefixMatch: /foo -> /xyz turns /foo/bar into /xyz/bar); no prefix matched: put in front.", "/v2")),
+                    P("authority", Str("Replaces the Host (:authority) header.", "reviews-v2.shop")))
+                    with { AtLeastOneOf = ["uri", "replaceFullPath", "replacePrefixMatch", "authority"], AtMostOneOf = ["uri", "replaceFullPath", "replacePrefixMatch"] }),
+                P("headers", Obj("Header changes (Istio Headers): set, then add, then remove.",
+                    P("request", HeaderMutation("Before the request is sent to the destination.")),
+                    P("response", HeaderMutation("Before the response goes back to the caller.")))),
                 P("timeout", Dur("Whole request, retries included (1ms-24h).", "10s")),
                 P("retries", Obj("Istio's HTTPRetry.",
                     P("attempts", Int("Retries (0-10).", 0, 10, 2)),
                     P("perTryTimeout", Dur("Timeout of each attempt.", "2s")),
                     P("retryOn", Str("Comma list of conditions (5xx, gateway-error, reset, connect-failure, refused-stream, retriable-4xx, retriable-status-codes, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable) or status codes.", "5xx,connect-failure")))
-                    with { Required = ["attempts"] })) with { Required = ["route"] })))
+                    with { Required = ["attempts"] })) with { AtLeastOneOf = ["route", "redirect"], AtMostOneOf = ["route", "redirect"] })))
             with { Required = ["hosts", "http"] },
         [Column("Hosts", ".spec.hosts", "string", "Services routed")]);
 
@@ -270,6 +295,19 @@ public static class ResourceSchemas
             P("exact", Str("Equal to this.", example)),
             P("prefix", Str("Starts with this.", example)),
             P("regex", Str("Whole value matches this regular expression.", example + ".*"))) with { AtLeastOneOf = ["exact", "prefix", "regex"], AtMostOneOf = ["exact", "prefix", "regex"] };
+
+    private static SchemaNode UriMatch() =>
+        Obj("Request path. Exactly one of exact, prefix, pathPrefix or regex.",
+            P("exact", Str("Equal to this.", "/api")),
+            P("prefix", Str("Starts with this (character by character).", "/api")),
+            P("pathPrefix", Str("Whole path segments (Gateway API PathPrefix): /api matches /api, /api/ and /api/v1, not /apiv1.", "/api")),
+            P("regex", Str("Whole value matches this regular expression.", "/api.*"))) with { AtLeastOneOf = ["exact", "prefix", "pathPrefix", "regex"], AtMostOneOf = ["exact", "prefix", "pathPrefix", "regex"] };
+
+    private static SchemaNode HeaderMutation(string description) =>
+        Obj(description,
+            P("set", new SchemaNode(SchemaType.Mapping, "Header name to the value that replaces every value it had.") { AdditionalProperties = Str("Header value.", "v2"), KeyExample = "x-version" }),
+            P("add", new SchemaNode(SchemaType.Mapping, "Header name to a value appended to those it has.") { AdditionalProperties = Str("Header value.", "canary"), KeyExample = "x-tags" }),
+            P("remove", Strings("Header names to remove.", "x-debug")));
 
     private static SchemaProperty P(string name, SchemaNode node) => new(name, node);
 

@@ -157,9 +157,9 @@ internal static class SnapshotBuilder
                     }
                 }
 
-                if (destinations.Count > 0)
+                if (destinations.Count > 0 || rule.Redirect is not null)
                 {
-                    rules.Add(new RouteRule(rule.Name, rule.Match, destinations, rule.Timeout, rule.Retries));
+                    rules.Add(new RouteRule(rule.Name, rule.Match, destinations, rule.Timeout, rule.Retries, RouteFilters.From(rule)));
                 }
             }
 

@@ -20,7 +20,8 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// snapshot -> request id -> telemetry start -> [no configuration yet: held, else 503 SNR]
 /// -> destination (captured address, else Host/:authority)
 /// -> [not a mesh service: egress, decided by EgressPolicy]
-/// -> route match -> [mTLS destination and no certificate yet: held, else 503 SNR]
+/// -> route match -> [the rule's header changes and rewrite; a redirect answered here]
+/// -> [mTLS destination and no certificate yet: held, else 503 SNR]
 /// -> load balancing, retries, timeouts, circuit breaking, forwarding
 /// -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
@@ -81,6 +82,14 @@ internal sealed class OutboundPipeline(
             else
             {
                 rule = virtualHost.Match(context.Request);
+
+                // 3b. The rule's header changes and rewrite (Routing/RouteFilters.cs); a redirect is answered here.
+                if (rule?.Filters is { } filters && filters.Apply(context, rule, virtualHost.Port))
+                {
+                    record.RouteName = rule.Name;
+                    return;
+                }
+
                 cluster = rule?.PickCluster();
                 if (cluster is null)
                 {

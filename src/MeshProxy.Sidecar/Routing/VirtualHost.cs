@@ -1,5 +1,6 @@
 using MeshProxy.Config.Resources;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.WebUtilities;
 
 namespace MeshProxy.Sidecar.Routing;
 
@@ -46,8 +47,9 @@ internal sealed class VirtualHost(string serviceName, string serviceNamespace, i
 /// <summary>A destination of a rule with its share of the traffic.</summary>
 internal sealed record WeightedCluster(Cluster Cluster, int Weight);
 
-/// <summary>One compiled HTTP route rule.</summary>
-internal sealed class RouteRule(string name, IReadOnlyList<HttpMatch> matches, IReadOnlyList<WeightedCluster> destinations, TimeSpan? timeout, RetryPolicySpec? retries)
+/// <summary>One compiled HTTP route rule; a redirect rule has no destinations and always has <see cref="Filters"/>.</summary>
+internal sealed class RouteRule(
+    string name, IReadOnlyList<HttpMatch> matches, IReadOnlyList<WeightedCluster> destinations, TimeSpan? timeout, RetryPolicySpec? retries, RouteFilters? filters = null)
 {
     private readonly WeightedCluster[] _destinations = [.. destinations];
     private readonly int _totalWeight = destinations.Sum(d => d.Weight);
@@ -61,6 +63,9 @@ internal sealed class RouteRule(string name, IReadOnlyList<HttpMatch> matches, I
     public TimeSpan? Timeout { get; } = timeout;
 
     public RetryPolicySpec? Retries { get; } = retries;
+
+    /// <summary>Header changes, rewrite or redirect; null when the rule has none.</summary>
+    public RouteFilters? Filters { get; } = filters;
 
     /// <summary>The retries compiled for the attempt loop (Istio's default when the rule sets none).</summary>
     public RetryPolicy RetryPolicy { get; } = RetryPolicy.From(retries);
@@ -81,6 +86,20 @@ internal sealed class RouteRule(string name, IReadOnlyList<HttpMatch> matches, I
         }
 
         return false;
+    }
+
+    /// <summary>The first of the rule's conditions that <paramref name="request"/> satisfies (null when it has none): what a prefix rewrite replaces.</summary>
+    public HttpMatch? MatchedCondition(HttpRequest request)
+    {
+        for (var i = 0; i < MatchConditions.Count; i++)
+        {
+            if (MatchOne(MatchConditions[i], request))
+            {
+                return MatchConditions[i];
+            }
+        }
+
+        return null;
     }
 
     /// <summary>A weighted random choice; with one destination no random number is drawn.</summary>
@@ -134,6 +153,33 @@ internal sealed class RouteRule(string name, IReadOnlyList<HttpMatch> matches, I
             }
 
             if (!any)
+            {
+                return false;
+            }
+        }
+
+        return match.QueryParams.Count == 0 || QueryMatches(match.QueryParams, request.QueryString.Value);
+    }
+
+    /// <summary>
+    /// Every parameter present with its first value (decoded) matching; names compared exactly, as the Gateway API
+    /// says (the request's query collection would compare them ignoring case). Read without building that collection.
+    /// </summary>
+    private static bool QueryMatches(IReadOnlyList<QueryParamMatch> conditions, string? query)
+    {
+        foreach (var condition in conditions)
+        {
+            var found = false;
+            foreach (var pair in new QueryStringEnumerable(query))
+            {
+                if (pair.DecodeName().Span.SequenceEqual(condition.Name))
+                {
+                    found = condition.Value.IsMatch(pair.DecodeValue().Span);
+                    break;
+                }
+            }
+
+            if (!found)
             {
                 return false;
             }

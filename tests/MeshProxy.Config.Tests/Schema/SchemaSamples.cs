@@ -47,11 +47,12 @@ internal static partial class SchemaSamples
     /// <summary>
     /// A document of <paramref name="kind"/> (as JSON, which is YAML) whose spec holds the required fields and those
     /// <paramref name="include"/> selects, each set to its example (or, for <paramref name="replace"/>'s shape, that value).
-    /// Of properties that exclude each other only the first is written unless another is selected.
+    /// Of properties that exclude each other only the first is written unless another is selected (the last with
+    /// <paramref name="lastOfExclusive"/>, so that a subtree excluded by an earlier one is written too).
     /// </summary>
-    public static string Document(string kind, Func<string, bool> include, (string Shape, JsonNode Value)? replace = null)
+    public static string Document(string kind, Func<string, bool> include, (string Shape, JsonNode Value)? replace = null, bool lastOfExclusive = false)
     {
-        var spec = Build(ResourceSchemas.Of(kind).Spec, "spec", include, replace);
+        var spec = Build(ResourceSchemas.Of(kind).Spec, "spec", include, replace, lastOfExclusive);
         return new JsonObject
         {
             ["apiVersion"] = Resources.Resource.ApiVersion,
@@ -61,7 +62,7 @@ internal static partial class SchemaSamples
         }.ToJsonString();
     }
 
-    private static JsonNode Build(SchemaNode node, string shape, Func<string, bool> include, (string Shape, JsonNode Value)? replace)
+    private static JsonNode Build(SchemaNode node, string shape, Func<string, bool> include, (string Shape, JsonNode Value)? replace, bool last = false)
     {
         if (replace is { } r && r.Shape == shape)
         {
@@ -71,9 +72,9 @@ internal static partial class SchemaSamples
         switch (node.Type)
         {
             case SchemaType.List:
-                return new JsonArray(Build(node.Items!, shape + "[]", include, replace));
+                return new JsonArray(Build(node.Items!, shape + "[]", include, replace, last));
             case SchemaType.Mapping when node.AdditionalProperties is { } values:
-                return new JsonObject { [node.KeyExample] = Build(values, shape + ".*", include, replace) };
+                return new JsonObject { [node.KeyExample] = Build(values, shape + ".*", include, replace, last) };
             case SchemaType.Mapping:
                 var result = new JsonObject();
                 var chosen = node.Properties
@@ -83,7 +84,7 @@ internal static partial class SchemaSamples
                 if (node.AtMostOneOf is { } exclusive && chosen.Count(exclusive.Contains) > 1)
                 {
                     // Only the whole-document sample selects several at once: it keeps the first.
-                    var keep = exclusive.First(chosen.Contains);
+                    var keep = last ? exclusive.Last(chosen.Contains) : exclusive.First(chosen.Contains);
                     chosen.RemoveAll(n => exclusive.Contains(n) && n != keep);
                 }
 
@@ -102,7 +103,7 @@ internal static partial class SchemaSamples
 
                 foreach (var p in node.Properties.Where(p => chosen.Contains(p.Name)))
                 {
-                    result[p.Name] = Build(p.Node, $"{shape}.{p.Name}", include, replace);
+                    result[p.Name] = Build(p.Node, $"{shape}.{p.Name}", include, replace, last);
                 }
 
                 return result;

@@ -25,12 +25,15 @@ internal sealed record GammaResult(IReadOnlyList<StoredResource> Resources, IRea
 /// Gateway API for the mesh (GAMMA): HTTPRoutes and GRPCRoutes (gateway.networking.k8s.io/v1) whose parentRefs are
 /// Services become MeshProxy HttpRoutes, one per parent Service, with the rules of every route attached to it
 /// ordered by the Gateway API's precedence (exact path, then the longest prefix, then method, then the most header
-/// matches; ties to the oldest route, then namespace/name). Each (rule, match) becomes one rule of ours, so the
-/// first-match order of our model gives the Gateway API's most-specific-match semantics.
+/// matches, then the most query parameter matches; ties to the oldest route, then namespace/name). Each (rule, match)
+/// becomes one rule of ours, so the first-match order of our model gives the Gateway API's most-specific-match semantics.
+/// Filters map onto the route model: RequestHeaderModifier/ResponseHeaderModifier to headers.request/response,
+/// URLRewrite to rewrite, RequestRedirect to redirect (the rule then forwards nowhere), PathPrefix matches to
+/// uri.pathPrefix so that ReplacePrefixMatch replaces whole segments.
 /// <para>
-/// Nothing is silently dropped: a field the route model cannot honour yet (filters, query parameter matches,
-/// session persistence...) makes the route not Accepted with reason UnsupportedValue naming it, and the route is
-/// not served; a backendRef that cannot be resolved sets ResolvedRefs False (InvalidKind, RefNotPermitted,
+/// Nothing is silently dropped: a field the route model cannot honour (RequestMirror, ExtensionRef and other filter
+/// types, per-backend filters, session persistence...) makes the route not Accepted with reason UnsupportedValue
+/// naming it, and the route is not served; a backendRef that cannot be resolved sets ResolvedRefs False (InvalidKind, RefNotPermitted,
 /// BackendNotFound) and its rule is not served (the Gateway API asks for a 500 there, which the route model has
 /// no way to say yet). The generated document goes through the same parser as every resource.
 /// </para>
@@ -192,17 +195,13 @@ internal static partial class GammaTranslator
             }
         }
 
-        if (rule.TryGetProperty("filters", out var filters) && filters.ValueKind == JsonValueKind.Array)
-        {
-            var f = 0;
-            foreach (var filter in filters.EnumerateArray())
-            {
-                unsupported.Add($"{field}.filters[{f++}]: {Text(filter, "type") ?? "a filter"} is not supported yet by the sidecar's route model");
-            }
-        }
+        var filters = Filters(rule, grpc, field, unsupported);
+        var redirect = filters.ContainsKey("redirect");
 
-        var destinations = Backends(route, rule, field, services, unresolved);
+        // A redirect rule forwards nowhere: its backendRefs, if any, are still resolved for ResolvedRefs, never used.
+        var destinations = redirect && !rule.TryGetProperty("backendRefs", out _) ? null : Backends(route, rule, field, services, unresolved);
         var timeout = new JsonObject();
+        TimeSpan? requestTimeout = null, backendTimeout = null;
         if (!grpc && rule.TryGetProperty("timeouts", out var timeouts) && timeouts.ValueKind == JsonValueKind.Object)
         {
             foreach (var t in timeouts.EnumerateObject())
@@ -218,10 +217,12 @@ internal static partial class GammaTranslator
                     {
                         case "request":
                             timeout["timeout"] = text;
+                            requestTimeout = duration;
                             break;
                         case "backendRequest":
                             // One attempt's timeout: without retries that is Istio's perTryTimeout with no retries.
                             timeout["retries"] = new JsonObject { ["attempts"] = 0, ["perTryTimeout"] = text };
+                            backendTimeout = duration;
                             break;
                         default:
                             unsupported.Add($"{field}.timeouts.{t.Name}: not supported");
@@ -231,7 +232,12 @@ internal static partial class GammaTranslator
             }
         }
 
-        if (destinations is null)
+        if (backendTimeout > requestTimeout)
+        {
+            unsupported.Add($"{field}.timeouts.backendRequest: {backendTimeout} is longer than timeouts.request ({requestTimeout}); it must not be");
+        }
+
+        if (destinations is null && !redirect)
         {
             return result; // its backends are unresolved: ResolvedRefs says which, and the rule is not served
         }
@@ -248,13 +254,31 @@ internal static partial class GammaTranslator
                 ours["match"] = new JsonArray(match.Json);
             }
 
-            ours["route"] = destinations.DeepClone();
+            if (filters.ContainsKey("replacePrefixMatch") && match.Rank != 1)
+            {
+                // The Gateway API: ReplacePrefixMatch only with PathPrefix matches (no match is PathPrefix "/").
+                unsupported.Add($"{field}.matches[{i}].path: ReplacePrefixMatch needs a PathPrefix match");
+            }
+
+            if (!redirect)
+            {
+                ours["route"] = destinations!.DeepClone();
+            }
+
             foreach (var (k, v) in timeout)
             {
                 ours[k] = v!.DeepClone();
             }
 
-            result.Add(new RuleEntry(ours, match.Rank, match.Length, match.HasMethod, match.Headers, order, r, i));
+            foreach (var (k, v) in filters)
+            {
+                if (k != "replacePrefixMatch")
+                {
+                    ours[k] = v!.DeepClone();
+                }
+            }
+
+            result.Add(new RuleEntry(ours, match.Rank, match.Length, match.HasMethod, match.Headers, match.QueryParams, order, r, i));
         }
 
         return result;
@@ -345,7 +369,7 @@ internal static partial class GammaTranslator
     private static MatchShape HttpMatch(JsonElement match, string field, List<string> unsupported)
     {
         var json = new JsonObject();
-        var shape = new MatchShape(json, Rank: 1, Length: 1, HasMethod: false, Headers: 0);
+        var shape = new MatchShape(json, Rank: 1, Length: 1, HasMethod: false, Headers: 0, QueryParams: 0);
         if (match.ValueKind != JsonValueKind.Object)
         {
             return shape;
@@ -353,9 +377,9 @@ internal static partial class GammaTranslator
 
         foreach (var property in match.EnumerateObject())
         {
-            if (property.Name is not ("path" or "headers" or "method"))
+            if (property.Name is not ("path" or "headers" or "method" or "queryParams"))
             {
-                unsupported.Add($"{field}.{property.Name}: {(property.Name == "queryParams" ? "query parameter matches are" : "this match is")} not supported yet by the sidecar's route model");
+                unsupported.Add($"{field}.{property.Name}: this match is not supported");
             }
         }
 
@@ -369,13 +393,9 @@ internal static partial class GammaTranslator
                     shape = shape with { Rank = 0, Length = value.Length };
                     break;
                 case "PathPrefix":
-                    // Gateway API prefixes match whole path segments: /foo matches /foo and /foo/bar, not /foobar.
-                    var trimmed = value.TrimEnd('/');
-                    if (trimmed.Length > 0)
-                    {
-                        json["uri"] = new JsonObject { ["regex"] = Regex.Escape(trimmed) + "(/.*)?" };
-                    }
-
+                    // Gateway API prefixes match whole path segments: /foo matches /foo and /foo/bar, not /foobar;
+                    // the route model's pathPrefix says the same, and a prefix rewrite replaces exactly those segments.
+                    json["uri"] = new JsonObject { ["pathPrefix"] = value };
                     shape = shape with { Rank = 1, Length = value.Length };
                     break;
                 case "RegularExpression":
@@ -394,13 +414,13 @@ internal static partial class GammaTranslator
             shape = shape with { HasMethod = true };
         }
 
-        return shape with { Headers = Headers(match, json, field, unsupported) };
+        return shape with { Headers = Headers(match, json, field, unsupported), QueryParams = QueryParams(match, json, field, unsupported) };
     }
 
     private static MatchShape GrpcMatch(JsonElement match, string field, List<string> unsupported)
     {
         var json = new JsonObject();
-        var shape = new MatchShape(json, Rank: 1, Length: 1, HasMethod: false, Headers: 0);
+        var shape = new MatchShape(json, Rank: 1, Length: 1, HasMethod: false, Headers: 0, QueryParams: 0);
         if (match.ValueKind != JsonValueKind.Object)
         {
             return shape;
@@ -499,6 +519,190 @@ internal static partial class GammaTranslator
         return result.Count;
     }
 
+    private static int QueryParams(JsonElement match, JsonObject json, string field, List<string> unsupported)
+    {
+        if (!match.TryGetProperty("queryParams", out var queryParams) || queryParams.ValueKind != JsonValueKind.Array)
+        {
+            return 0;
+        }
+
+        var result = new JsonObject();
+        var q = 0;
+        foreach (var param in queryParams.EnumerateArray())
+        {
+            var name = Text(param, "name") ?? string.Empty; // compared exactly: query parameter names are case-sensitive
+            var kind = (Text(param, "type") ?? "Exact") switch
+            {
+                "Exact" => "exact",
+                "RegularExpression" => "regex",
+                _ => null,
+            };
+            if (kind is null)
+            {
+                unsupported.Add($"{field}.queryParams[{q}].type: '{Text(param, "type")}' is not a query parameter match type");
+            }
+            else if (!result.ContainsKey(name))
+            {
+                result[name] = new JsonObject { [kind] = Text(param, "value") ?? string.Empty }; // the first entry for a name counts
+            }
+
+            q++;
+        }
+
+        if (result.Count > 0)
+        {
+            json["queryParams"] = result;
+        }
+
+        return result.Count;
+    }
+
+    /// <summary>
+    /// The rule's filters as fields of our rule (headers, rewrite, redirect), plus "replacePrefixMatch" as a marker when
+    /// a path modifier replaces the prefix (its matches must then be PathPrefix). What cannot be mapped is named in
+    /// <paramref name="unsupported"/>.
+    /// </summary>
+    private static JsonObject Filters(JsonElement rule, bool grpc, string field, List<string> unsupported)
+    {
+        var result = new JsonObject();
+        if (!rule.TryGetProperty("filters", out var filters) || filters.ValueKind != JsonValueKind.Array)
+        {
+            return result;
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var f = 0;
+        foreach (var filter in filters.EnumerateArray())
+        {
+            var at = $"{field}.filters[{f++}]";
+            var type = Text(filter, "type") ?? string.Empty;
+            if (!seen.Add(type))
+            {
+                unsupported.Add($"{at}: {type} appears more than once in a rule");
+                continue;
+            }
+
+            switch (type)
+            {
+                case "RequestHeaderModifier" when filter.TryGetProperty("requestHeaderModifier", out var modifier):
+                    HeaderModifier(result, "request", modifier);
+                    break;
+                case "ResponseHeaderModifier" when filter.TryGetProperty("responseHeaderModifier", out var modifier):
+                    HeaderModifier(result, "response", modifier);
+                    break;
+                case "URLRewrite" when !grpc && filter.TryGetProperty("urlRewrite", out var rewrite):
+                    var ours = new JsonObject();
+                    if (Text(rewrite, "hostname") is { } hostname)
+                    {
+                        ours["authority"] = hostname;
+                    }
+
+                    PathModifier(rewrite, ours, result, $"{at}.urlRewrite", unsupported);
+                    result["rewrite"] = ours;
+                    break;
+                case "RequestRedirect" when !grpc && filter.TryGetProperty("requestRedirect", out var redirect):
+                    result["redirect"] = Redirect(redirect, result, $"{at}.requestRedirect", unsupported);
+                    break;
+                case "RequestHeaderModifier" or "ResponseHeaderModifier" or "URLRewrite" or "RequestRedirect" when !grpc || type.EndsWith("HeaderModifier", StringComparison.Ordinal):
+                    unsupported.Add($"{at}: type {type} without its {char.ToLowerInvariant(type[0])}{type[1..]} field");
+                    break;
+                default:
+                    unsupported.Add($"{at}: {(type.Length == 0 ? "a filter without a type" : type)} is not supported by the mesh's sidecars{(type is "RequestMirror" or "ExtensionRef" ? string.Empty : grpc ? " for a GRPCRoute" : string.Empty)}");
+                    break;
+            }
+        }
+
+        if (result.ContainsKey("rewrite") && result.ContainsKey("redirect"))
+        {
+            unsupported.Add($"{field}.filters: URLRewrite and RequestRedirect cannot be used in one rule");
+        }
+
+        return result;
+
+        static void HeaderModifier(JsonObject result, string direction, JsonElement modifier)
+        {
+            var ours = new JsonObject();
+            foreach (var list in (string[])["set", "add"])
+            {
+                if (modifier.TryGetProperty(list, out var entries) && entries.ValueKind == JsonValueKind.Array)
+                {
+                    var map = new JsonObject();
+                    foreach (var entry in entries.EnumerateArray())
+                    {
+                        // Names are case-insensitive; the CRD keeps them unique, the first one counts otherwise.
+                        var name = (Text(entry, "name") ?? string.Empty).ToLowerInvariant();
+                        if (!map.ContainsKey(name))
+                        {
+                            map[name] = Text(entry, "value") ?? string.Empty;
+                        }
+                    }
+
+                    ours[list] = map;
+                }
+            }
+
+            if (modifier.TryGetProperty("remove", out var remove) && remove.ValueKind == JsonValueKind.Array)
+            {
+                ours["remove"] = new JsonArray([.. remove.EnumerateArray().Where(r => r.ValueKind == JsonValueKind.String).Select(r => (JsonNode)r.GetString()!)]);
+            }
+
+            var headers = result["headers"] as JsonObject ?? new JsonObject();
+            headers[direction] = ours;
+            result["headers"] = headers;
+        }
+    }
+
+    private static JsonObject Redirect(JsonElement redirect, JsonObject result, string field, List<string> unsupported)
+    {
+        // The Gateway API's defaults: 302, and the port left to the route model, whose rules are the Gateway API's
+        // (the scheme's well-known port when a scheme is set, else the port the request was sent to).
+        var ours = new JsonObject { ["redirectCode"] = 302 };
+        if (Text(redirect, "scheme") is { } scheme)
+        {
+            ours["scheme"] = scheme;
+        }
+
+        if (Text(redirect, "hostname") is { } hostname)
+        {
+            ours["authority"] = hostname;
+        }
+
+        if (redirect.TryGetProperty("port", out var port) && port.TryGetInt32(out var number))
+        {
+            ours["port"] = number;
+        }
+
+        if (redirect.TryGetProperty("statusCode", out var code) && code.TryGetInt32(out var status))
+        {
+            ours["redirectCode"] = status;
+        }
+
+        PathModifier(redirect, ours, result, field, unsupported);
+        return ours;
+    }
+
+    private static void PathModifier(JsonElement filter, JsonObject ours, JsonObject result, string field, List<string> unsupported)
+    {
+        if (!filter.TryGetProperty("path", out var path))
+        {
+            return;
+        }
+
+        switch (Text(path, "type"))
+        {
+            case "ReplaceFullPath":
+                ours["replaceFullPath"] = Text(path, "replaceFullPath") ?? string.Empty;
+                break;
+            case "ReplacePrefixMatch":
+                ours["replacePrefixMatch"] = Text(path, "replacePrefixMatch") ?? string.Empty;
+                result["replacePrefixMatch"] = true;
+                break;
+            case var other:
+                unsupported.Add($"{field}.path.type: '{other}' is not a path modifier type");
+                break;
+        }
+    }
+
     /// <summary>A reference to a Service (group "" or "core", kind Service); <paramref name="defaultKind"/> applies when kind is left out.</summary>
     private static bool IsServiceRef(JsonElement reference, string defaultGroup, string defaultKind)
     {
@@ -526,10 +730,10 @@ internal static partial class GammaTranslator
         ["spec"] = new JsonObject { ["hosts"] = new JsonArray(host), ["http"] = rules },
     }.ToJsonString();
 
-    private sealed record MatchShape(JsonObject Json, int Rank, int Length, bool HasMethod, int Headers);
+    private sealed record MatchShape(JsonObject Json, int Rank, int Length, bool HasMethod, int Headers, int QueryParams);
 
     /// <summary>One (rule, match) of one route, with what the Gateway API orders matches by.</summary>
-    private sealed record RuleEntry(JsonObject Rule, int Rank, int Length, bool HasMethod, int Headers, int RouteOrder, int RuleIndex, int MatchIndex)
+    private sealed record RuleEntry(JsonObject Rule, int Rank, int Length, bool HasMethod, int Headers, int QueryParams, int RouteOrder, int RuleIndex, int MatchIndex)
     {
         public static IComparer<RuleEntry> Precedence { get; } = Comparer<RuleEntry>.Create((a, b) =>
         {
@@ -537,6 +741,7 @@ internal static partial class GammaTranslator
             if (c == 0) c = b.Length.CompareTo(a.Length);          // the longest path first
             if (c == 0) c = b.HasMethod.CompareTo(a.HasMethod);    // a method match first
             if (c == 0) c = b.Headers.CompareTo(a.Headers);        // the most header matches first
+            if (c == 0) c = b.QueryParams.CompareTo(a.QueryParams); // the most query parameter matches first
             if (c == 0) c = a.RouteOrder.CompareTo(b.RouteOrder);  // the oldest route, then namespace/name
             if (c == 0) c = a.RuleIndex.CompareTo(b.RuleIndex);
             if (c == 0) c = a.MatchIndex.CompareTo(b.MatchIndex);

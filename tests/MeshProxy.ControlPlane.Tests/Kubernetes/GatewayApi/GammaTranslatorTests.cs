@@ -166,9 +166,15 @@ public sealed class GammaTranslatorTests
     }
 
     [Theory]
-    [InlineData("""[{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"a","value":"b"}]}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0]: RequestHeaderModifier")]
-    [InlineData("""[{"filters":[{"type":"URLRewrite","urlRewrite":{"path":{"type":"ReplaceFullPath","replaceFullPath":"/"}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0]: URLRewrite")]
-    [InlineData("""[{"matches":[{"queryParams":[{"name":"v","value":"2"}]}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].matches[0].queryParams: query parameter matches")]
+    [InlineData("""[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"reviews-v2","port":9080}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0]: RequestMirror is not supported")]
+    [InlineData("""[{"filters":[{"type":"ExtensionRef","extensionRef":{"group":"x.io","kind":"Lua","name":"f"}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0]: ExtensionRef is not supported")]
+    [InlineData("""[{"filters":[{"type":"URLRewrite","urlRewrite":{"hostname":"a"}},{"type":"RequestRedirect","requestRedirect":{"scheme":"https"}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "URLRewrite and RequestRedirect cannot be used in one rule")]
+    [InlineData("""[{"matches":[{"path":{"type":"Exact","value":"/a"}}],"filters":[{"type":"URLRewrite","urlRewrite":{"path":{"type":"ReplacePrefixMatch","replacePrefixMatch":"/b"}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].matches[0].path: ReplacePrefixMatch needs a PathPrefix match")]
+    [InlineData("""[{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"a","value":"1"}]}},{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"b","value":"2"}]}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "RequestHeaderModifier appears more than once")]
+    [InlineData("""[{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"Host","value":"x"}]}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "'host' is a connection or framing header")]
+    [InlineData("""[{"filters":[{"type":"RequestRedirect","requestRedirect":{"statusCode":418}}]}]""", "redirectCode")]
+    [InlineData("""[{"matches":[{"queryParams":[{"type":"Prefix","name":"v","value":"2"}]}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].matches[0].queryParams[0].type: 'Prefix'")]
+    [InlineData("""[{"timeouts":{"request":"1s","backendRequest":"2s"},"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "timeouts.backendRequest")]
     [InlineData("""[{"sessionPersistence":{"type":"Cookie"},"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].sessionPersistence: not supported")]
     [InlineData("""[{"matches":[{"path":{"type":"RegularExpression","value":"/(["}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "not a valid regular expression")]
     [InlineData("""[{"timeouts":{"request":"soon"},"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].timeouts.request")]
@@ -179,6 +185,114 @@ public sealed class GammaTranslatorTests
         Assert.Null(route);
         AssertCondition(status, "Accepted", false, "UnsupportedValue");
         Assert.Contains(message, status.Parents[0].Conditions[0].Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_GRPCRoute_takes_header_modifiers_and_refuses_the_HTTP_only_filters()
+    {
+        var (route, status) = TranslateOne(Route("""
+            [{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"add":[{"name":"X-Tenant","value":"a"}]}},
+                         {"type":"ResponseHeaderModifier","responseHeaderModifier":{"remove":["x-internal"]}}],
+              "backendRefs":[{"name":"reviews-v2","port":9080}]}]
+            """, kind: "GRPCRoute"));
+
+        AssertCondition(status, "Accepted", true, "Accepted");
+        var rule = Assert.Single(route!.Spec.Http);
+        Assert.Equal([new("x-tenant", "a")], rule.Headers!.Request!.Add);
+        Assert.Equal(["x-internal"], rule.Headers.Response!.Remove);
+
+        var (refused, refusal) = TranslateOne(Route("""
+            [{"filters":[{"type":"URLRewrite","urlRewrite":{"hostname":"x"}}],"backendRefs":[{"name":"reviews-v2","port":9080}]}]
+            """, kind: "GRPCRoute"));
+        Assert.Null(refused);
+        AssertCondition(refusal, "Accepted", false, "UnsupportedValue");
+        Assert.Contains("URLRewrite is not supported by the mesh's sidecars for a GRPCRoute", refusal.Parents[0].Conditions[0].Message, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string, string> FilterCases() => new()
+    {
+        // Gateway API filter JSON (on a PathPrefix /api match), what our rule holds afterwards
+        { """{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"X-Env","value":"prod"}],"add":[{"name":"X-Tag","value":"a"}],"remove":["X-Debug"]}}""",
+          "request set x-env=prod add x-tag=a remove x-debug" },
+        { """{"type":"ResponseHeaderModifier","responseHeaderModifier":{"set":[{"name":"Cache-Control","value":"no-store"}]}}""",
+          "response set cache-control=no-store" },
+        { """{"type":"URLRewrite","urlRewrite":{"hostname":"reviews.internal","path":{"type":"ReplacePrefixMatch","replacePrefixMatch":"/v2"}}}""",
+          "rewrite ReplacePrefixMatch:/v2 authority=reviews.internal" },
+        { """{"type":"URLRewrite","urlRewrite":{"path":{"type":"ReplaceFullPath","replaceFullPath":"/index"}}}""",
+          "rewrite ReplaceFullPath:/index" },
+        { """{"type":"RequestRedirect","requestRedirect":{"scheme":"https","hostname":"shop.example","statusCode":301}}""",
+          "redirect 301 https://shop.example: path=" },
+        { """{"type":"RequestRedirect","requestRedirect":{"port":8080,"path":{"type":"ReplacePrefixMatch","replacePrefixMatch":"/new"}}}""",
+          "redirect 302 (request)://(request):8080 path=ReplacePrefixMatch:/new" },
+    };
+
+    [Theory]
+    [MemberData(nameof(FilterCases))]
+    public void HTTPRoute_filters_become_the_rules_header_changes_rewrite_or_redirect(string filter, string expected)
+    {
+        var redirect = filter.Contains("RequestRedirect", StringComparison.Ordinal);
+        var backends = redirect ? string.Empty : ",\"backendRefs\":[{\"name\":\"reviews-v1\",\"port\":80}]";
+        var (route, status) = TranslateOne(Route($$$"""
+            [{"matches":[{"path":{"type":"PathPrefix","value":"/api"}}],"filters":[{{{filter}}}]{{{backends}}}}]
+            """));
+
+        AssertCondition(status, "Accepted", true, "Accepted");
+        AssertCondition(status, "ResolvedRefs", true, "ResolvedRefs");
+        var rule = Assert.Single(route!.Spec.Http);
+        Assert.Equal(new StringMatch(StringMatchKind.PathPrefix, "/api"), rule.Match[0].Uri);
+        Assert.Equal(redirect, rule.Route.Count == 0);
+        Assert.Equal(expected, Describe(rule));
+
+        static string Describe(HttpRouteRule rule)
+        {
+            if (rule.Redirect is { } r)
+            {
+                return $"redirect {r.StatusCode} {r.Scheme ?? "(request)"}://{r.Authority ?? "(request)"}:{r.Port?.ToString(System.Globalization.CultureInfo.InvariantCulture)} path={(r.Path is { } p ? $"{p.Kind}:{p.Value}" : "")}";
+            }
+
+            if (rule.Rewrite is { } w)
+            {
+                return $"rewrite {(w.Path is { } p ? $"{p.Kind}:{p.Value}" : "")}{(w.Authority is { } a ? $" authority={a}" : "")}";
+            }
+
+            var (direction, m) = rule.Headers!.Request is { } req ? ("request", req) : ("response", rule.Headers.Response!);
+            return string.Join(' ', new[]
+            {
+                direction,
+                m.Set.Count > 0 ? "set " + string.Join(',', m.Set.Select(h => $"{h.Key}={h.Value}")) : null,
+                m.Add.Count > 0 ? "add " + string.Join(',', m.Add.Select(h => $"{h.Key}={h.Value}")) : null,
+                m.Remove.Count > 0 ? "remove " + string.Join(',', m.Remove) : null,
+            }.OfType<string>());
+        }
+    }
+
+    [Fact]
+    public void Query_parameter_matches_carry_over_case_sensitive_first_entry_wins_and_count_in_the_precedence()
+    {
+        var (route, status) = TranslateOne(Route("""
+            [{"matches":[{"path":{"type":"PathPrefix","value":"/api"}}],"backendRefs":[{"name":"reviews-v1","port":80}]},
+             {"matches":[{"path":{"type":"PathPrefix","value":"/api"},"queryParams":[{"name":"Version","value":"2"},{"type":"RegularExpression","name":"tenant","value":"a.*"},{"name":"Version","value":"ignored"}]}],
+              "backendRefs":[{"name":"reviews-v1","port":80}]}]
+            """));
+
+        AssertCondition(status, "Accepted", true, "Accepted");
+        Assert.Equal(["r.1.0", "r.0.0"], route!.Spec.Http.Select(r => r.Name)); // same path: more query matches first
+        Assert.Equal([("Version", StringMatchKind.Exact, "2"), ("tenant", StringMatchKind.Regex, "a.*")],
+            route.Spec.Http[0].Match[0].QueryParams.Select(q => (q.Name, q.Value.Kind, q.Value.Value)));
+    }
+
+    [Fact]
+    public void A_redirect_rule_needs_no_backend_and_its_backends_are_still_resolved_for_the_status()
+    {
+        var (route, status) = TranslateOne(Route("""
+            [{"filters":[{"type":"RequestRedirect","requestRedirect":{"scheme":"https"}}],"backendRefs":[{"name":"nope","port":80}]}]
+            """));
+
+        AssertCondition(status, "Accepted", true, "Accepted");
+        AssertCondition(status, "ResolvedRefs", false, "BackendNotFound");
+        var rule = Assert.Single(route!.Spec.Http);
+        Assert.Empty(rule.Route);
+        Assert.Equal(new HttpRedirect(null, null, null, "https", 302), rule.Redirect);
     }
 
     [Theory]
