@@ -125,6 +125,30 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         Assert.Equal(3, _logs.WithEvent(126).Count);  // three steps, each written once
     }
 
+    /// <summary>
+    /// Issue 18 leftover: the trust-bundle ConfigMap follows a rotation step as it happens, not at the publisher's 30 s
+    /// resync. The clock moves by one CA refresh (5 s) only, so nothing but the step's own event can write the ConfigMap.
+    /// </summary>
+    [Fact]
+    public async Task The_trust_bundle_configmap_follows_a_rotation_step_without_waiting_for_the_resync()
+    {
+        _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
+        var (a, _) = await StartReplicaAsync("replica-a");
+        var oldRoot = RootInSecret();
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([oldRoot.Trim()])), "the first bundle in shop", TimeSpan.FromSeconds(30));
+
+        Annotate(CaSecrets.RotateAnnotation, "now");
+        var refresh = new KubernetesCaOptions().RefreshInterval;
+        Assert.True(refresh * 2 < MeshProxy.ControlPlane.Kubernetes.TrustDistribution.TrustBundlePublisher.Resync);
+        _clock.Advance(refresh);
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(Phase() == "adding"), "the leader stepped into 'adding'", TimeSpan.FromSeconds(30));
+        var nextRoot = KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.NextRootCert);
+        await TestControlPlane.EventuallyAsync(
+            () => Task.FromResult(RootsHeld("shop").Order(StringComparer.Ordinal).SequenceEqual(new[] { oldRoot.Trim(), nextRoot.Trim() }.Order(StringComparer.Ordinal))),
+            "both roots in shop's ConfigMap", TimeSpan.FromSeconds(30));
+        Assert.Equal(2, a.ControlPlane.Host.Certificates!.Authority.Current.BundlePem.Count);
+    }
+
     [Fact]
     public async Task A_replica_that_loses_the_lease_mid_rotation_stops_signing_and_the_new_holder_finishes_with_the_same_next_root()
     {
@@ -184,6 +208,21 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
 
     private string Phase() =>
         _api.Get("v1", "Secret", Ns, "meshproxy-ca")!["metadata"]!["annotations"]?[CaSecrets.PhaseAnnotation]?.GetValue<string>() ?? "none";
+
+    /// <summary>The roots in the namespace's trust-bundle ConfigMap, one PEM each (trimmed); none without it.</summary>
+    private List<string> RootsHeld(string ns)
+    {
+        var pem = _api.Get("v1", "ConfigMap", ns, "meshproxy-ca-root-cert")?["data"]?["root-cert.pem"]?.GetValue<string>() ?? string.Empty;
+        var roots = new List<string>();
+        const string End = "-----END CERTIFICATE-----";
+        for (var at = pem.IndexOf("-----BEGIN", StringComparison.Ordinal); at >= 0; at = pem.IndexOf("-----BEGIN", at + 1, StringComparison.Ordinal))
+        {
+            var end = pem.IndexOf(End, at, StringComparison.Ordinal);
+            roots.Add(pem[at..(end + End.Length)].Trim());
+        }
+
+        return roots;
+    }
 
     private string RootInSecret() => KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.RootCert);
 
