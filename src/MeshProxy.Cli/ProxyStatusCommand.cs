@@ -34,14 +34,8 @@ internal static class ProxyStatusCommand
                 return await RunAsync(addresses.Length > 0 ? addresses : [LocalControlPlane], Console.Out, Console.Error, ct);
             }
 
-            IKubernetes client;
-            try
+            if (KubeconfigClient.TryCreate(path, "meshproxy proxy-status", Console.Error) is not { } client)
             {
-                client = new Kubernetes(path is null ? KubernetesClientConfiguration.BuildDefaultConfig() : KubernetesClientConfiguration.BuildConfigFromConfigFile(path));
-            }
-            catch (Exception ex) when (ex is k8s.Exceptions.KubeConfigException or IOException or UnauthorizedAccessException)
-            {
-                Console.Error.WriteLine($"meshproxy proxy-status: no Kubernetes API to ask: {ex.Message}");
                 return 1;
             }
 

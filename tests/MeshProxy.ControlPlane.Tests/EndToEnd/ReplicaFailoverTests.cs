@@ -47,15 +47,7 @@ public sealed class ReplicaFailoverTests : IAsyncLifetime
         _config = Path.Combine(_work, "config");
         Directory.CreateDirectory(_config);
         await File.WriteAllTextAsync(Path.Combine(_config, "mesh.yaml"), CaTestKit.MeshYaml(), Ct);
-        _kubeconfig = Path.Combine(_work, "kubeconfig");
-        await File.WriteAllTextAsync(_kubeconfig, $$"""
-            apiVersion: v1
-            kind: Config
-            clusters: [{ name: fake, cluster: { server: "{{_api.BaseUri.ToString().TrimEnd('/')}}" } }]
-            users: [{ name: controlplane, user: { token: control-plane-token } }]
-            contexts: [{ name: fake, context: { cluster: fake, user: controlplane } }]
-            current-context: fake
-            """, Ct);
+        _kubeconfig = _api.WriteKubeconfig(Path.Combine(_work, "kubeconfig"));
     }
 
     public async ValueTask DisposeAsync()
