@@ -277,7 +277,7 @@ the mesh is up:
   payments       https://$payments_host:443 (openssl s_server on 127.0.0.1, CA $pay/ca-cert.pem)
   metrics        curl -s 127.0.0.1:16020/metrics        (15020 store, 16020 billing, 17020 reporting)
   config dump    curl -s 127.0.0.1:16000/config_dump    (15000 store, 16000 billing, 17000 reporting; /certs too)
-  sync status    $bin/cli/meshproxy proxy-status
+  sync status    $bin/cli/meshproxy proxy-status --control-plane http://127.0.0.1:15014
   try a call     curl -s -X POST 127.0.0.1:18001/call/billing/charges
   policies       $here/config/ (watched: edit and call again)
   logs           $logs

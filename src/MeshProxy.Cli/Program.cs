@@ -1,13 +1,7 @@
 using System.CommandLine;
 using MeshProxy.Cli;
 
-var controlPlane = new Option<Uri>("--control-plane")
-{
-    Description = "The control plane's monitoring address",
-    DefaultValueFactory = _ => new Uri("http://127.0.0.1:15014"),
-};
-var proxyStatus = new Command("proxy-status", "Every sidecar connected to the control plane and whether it has applied its latest snapshot") { controlPlane };
-proxyStatus.SetAction((parse, ct) => ProxyStatusCommand.RunAsync(parse.GetValue(controlPlane)!, Console.Out, Console.Error, ct));
+var proxyStatus = ProxyStatusCommand.Create();
 
 var path = new Argument<string>("path") { Description = "A resource file, or a directory of *.yaml / *.yml files" };
 var validate = new Command("validate", "Check resources; print every error as file:line: field: reason (exit 1 if any)") { path };

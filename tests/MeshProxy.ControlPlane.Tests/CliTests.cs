@@ -20,7 +20,7 @@ public sealed class CliTests
         await TestControlPlane.EventuallyAsync(async () => (await cp.SynczAsync()).EnumerateArray().Count(r => r.GetProperty("status").GetString() != "STALE") == 2, "answers recorded");
 
         var output = new StringWriter();
-        var rc = await ProxyStatusCommand.RunAsync(cp.MonitoringUri, output, new StringWriter(), TestContext.Current.CancellationToken);
+        var rc = await ProxyStatusCommand.RunAsync([cp.MonitoringUri], output, new StringWriter(), TestContext.Current.CancellationToken);
         Assert.Equal(0, rc);
         var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.StartsWith("NAME", lines[0]);
@@ -34,9 +34,10 @@ public sealed class CliTests
     public async Task Proxy_status_against_nothing_fails_clearly()
     {
         var error = new StringWriter();
-        var rc = await ProxyStatusCommand.RunAsync(new Uri("http://127.0.0.1:1"), new StringWriter(), error, TestContext.Current.CancellationToken);
+        var rc = await ProxyStatusCommand.RunAsync([new Uri("http://127.0.0.1:1")], new StringWriter(), error, TestContext.Current.CancellationToken);
         Assert.Equal(1, rc);
-        Assert.Contains("cannot read http://127.0.0.1:1/debug/syncz", error.ToString());
+        Assert.Contains("cannot read /debug/syncz of http://127.0.0.1:1/", error.ToString());
+        Assert.Contains("0 of 1 replicas (at the addresses given) answered", error.ToString());
     }
 
     [Fact]

@@ -19,15 +19,8 @@ internal static class CheckCommand
         var command = new Command("check", "Check a cluster before (--pre) or after installing: one line per check, exit 1 if any fails") { pre, kubeconfig, ns, revision };
         command.SetAction(async (parse, ct) =>
         {
-            IKubernetes client;
-            try
+            if (KubeconfigClient.TryCreate(parse.GetValue(kubeconfig), "meshproxy check", Console.Error) is not { } client)
             {
-                var path = parse.GetValue(kubeconfig);
-                client = new Kubernetes(path is null ? KubernetesClientConfiguration.BuildDefaultConfig() : KubernetesClientConfiguration.BuildConfigFromConfigFile(path));
-            }
-            catch (Exception ex) when (ex is k8s.Exceptions.KubeConfigException or IOException or UnauthorizedAccessException)
-            {
-                Console.Error.WriteLine($"meshproxy check: no Kubernetes API to check: {ex.Message}");
                 return 1;
             }
 

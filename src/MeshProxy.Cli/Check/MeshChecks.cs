@@ -20,8 +20,8 @@ internal sealed record CheckResult(string Group, string Name, bool Ok, string De
 /// <summary>
 /// What <c>meshproxy check</c> verifies, each as the API documents it: reachability (<c>/version</c>), permissions
 /// (SelfSubjectAccessReview, as <c>kubectl auth can-i</c>), objects and their status, and — through the API server's
-/// service and pod proxies, so no port-forward is needed — the injector's /healthz, the control plane's /debug/syncz
-/// and each sidecar's certificate gauge. Every name comes from <see cref="InstallOptions"/>: it checks what
+/// service and pod proxies, so no port-forward is needed — the injector's /healthz, every control-plane replica's
+/// /debug/syncz (each knows only its own streams) and each sidecar's certificate gauge. Every name comes from <see cref="InstallOptions"/>: it checks what
 /// <c>meshproxy install</c> with the same options made.
 /// </summary>
 internal sealed class MeshChecks(IKubernetes client, InstallOptions install, TimeProvider time)
@@ -31,7 +31,7 @@ internal sealed class MeshChecks(IKubernetes client, InstallOptions install, Tim
 
     public const string TrustBundleKey = SidecarEnvironment.TrustBundleKey;
 
-    public const int MonitoringPort = 15014;
+    public const int MonitoringPort = ControlPlaneReplicas.MonitoringPort;
 
     public const int SidecarStatsPort = 15020;
 
@@ -102,7 +102,7 @@ internal sealed class MeshChecks(IKubernetes client, InstallOptions install, Tim
         var configured = await Run("webhook", "webhook is configured with the mesh CA's caBundle", () => WebhookConfiguredAsync(cancellationToken));
         await Run("webhook", "injector's serving certificate is valid for the caBundle", () => configured ? ServingCertificateAsync(cancellationToken) : Skipped());
         await Run("webhook", "injector is answering", () => InjectorAnsweringAsync(cancellationToken));
-        var rows = new List<JsonObject>();
+        var rows = new List<SyncRow>();
         var synced = await Run("data-plane", "every sidecar is synced", () => SidecarsSyncedAsync(rows, cancellationToken));
         await Run("data-plane", "every sidecar has a valid certificate", () => synced || rows.Count > 0 ? SidecarCertificatesAsync(rows, cancellationToken) : Skipped());
         await Run("data-plane", "trust bundles are consistent", () => configured ? TrustBundlesAsync(cancellationToken) : Skipped());
@@ -316,34 +316,46 @@ internal sealed class MeshChecks(IKubernetes client, InstallOptions install, Tim
     private async Task<string> InjectorAnsweringAsync(CancellationToken cancellationToken)
     {
         var body = await client.CoreV1.ConnectGetNamespacedServiceProxyWithPathAsync($"https:{install.Injector}:443", install.Namespace, "healthz", cancellationToken: cancellationToken);
-        return Shorten(await TextAsync(body));
+        return Shorten(await ControlPlaneReplicas.TextAsync(body));
     }
 
-    private async Task<string> SidecarsSyncedAsync(List<JsonObject> rows, CancellationToken cancellationToken)
+    /// <summary>Every replica's streams (each knows only its own: ControlPlaneReplicas asks them all, as proxy-status does).</summary>
+    private async Task<string> SidecarsSyncedAsync(List<SyncRow> rows, CancellationToken cancellationToken)
     {
-        var text = await client.CoreV1.ConnectGetNamespacedServiceProxyWithPathAsync($"http:{install.ControlPlane}:{MonitoringPort}", install.Namespace, "debug/syncz", cancellationToken: cancellationToken);
-        rows.AddRange((JsonNode.Parse(await TextAsync(text) is { Length: > 0 } json ? json : "[]") as JsonArray ?? []).OfType<JsonObject>());
-        var behind = rows.Where(r => Text(r, "status") != "SYNCED").Select(r => $"{Text(r, "instanceId")} ({Text(r, "status") ?? "STALE"})").ToList();
+        var fleet = await ControlPlaneReplicas.ReadAsync(client, install, cancellationToken);
+        rows.AddRange(fleet.Rows);
+        if (fleet.Replicas.Count == 0)
+        {
+            throw new CheckFailed($"no running pod of {install.Namespace}/{install.ControlPlane} to ask");
+        }
+
+        if (fleet.Unreachable.Count > 0)
+        {
+            throw new CheckFailed($"cannot read /debug/syncz of {string.Join(", ", fleet.Unreachable)}: the sidecars it serves are unknown");
+        }
+
+        var behind = rows.Where(r => r.Status != "SYNCED").Select(r => $"{r.InstanceId} ({r.Status ?? "STALE"})").ToList();
+        var across = fleet.Replicas.Count == 1 ? string.Empty : $" across {fleet.Replicas.Count} replicas";
         return behind.Count == 0
-            ? rows.Count == 0 ? "no sidecar connected" : $"{rows.Count} sidecars"
+            ? rows.Count == 0 ? $"no sidecar connected{across}" : $"{rows.Count} sidecars{across}"
             : throw new CheckFailed($"{behind.Count} of {rows.Count} not synced: {string.Join(", ", behind.Take(10))} (meshproxy proxy-status)");
     }
 
     /// <summary>Each sidecar's own view: its meshproxy_certificate_expiry_seconds gauge, read through the API server's pod proxy.</summary>
-    private async Task<string> SidecarCertificatesAsync(List<JsonObject> rows, CancellationToken cancellationToken)
+    private async Task<string> SidecarCertificatesAsync(List<SyncRow> rows, CancellationToken cancellationToken)
     {
         var bad = new List<string>();
         var soonest = double.MaxValue;
         foreach (var row in rows)
         {
-            var ns = Text(row, "namespace") ?? string.Empty;
-            var instance = Text(row, "instanceId") ?? string.Empty;
+            var ns = row.Namespace;
+            var instance = row.InstanceId;
             // The sidecar names itself <pod>.<namespace> (POD_NAME from the downward API).
             var pod = instance.EndsWith("." + ns, StringComparison.Ordinal) ? instance[..^(ns.Length + 1)] : instance;
             string metrics;
             try
             {
-                metrics = await TextAsync(await client.CoreV1.ConnectGetNamespacedPodProxyWithPathAsync($"{pod}:{SidecarStatsPort}", ns, "stats/prometheus", cancellationToken: cancellationToken));
+                metrics = await ControlPlaneReplicas.TextAsync(await client.CoreV1.ConnectGetNamespacedPodProxyWithPathAsync($"{pod}:{SidecarStatsPort}", ns, "stats/prometheus", cancellationToken: cancellationToken));
             }
             catch (HttpOperationException ex)
             {
@@ -427,30 +439,9 @@ internal sealed class MeshChecks(IKubernetes client, InstallOptions install, Tim
         }
     }
 
-    /// <summary>A proxied body, whichever way the client hands it over.</summary>
-    private static async Task<string> TextAsync(object? body)
-    {
-        switch (body)
-        {
-            case null:
-                return string.Empty;
-            case Stream stream:
-                await using (stream)
-                {
-                    using var reader = new StreamReader(stream);
-                    return await reader.ReadToEndAsync();
-                }
-
-            default:
-                return body.ToString() ?? string.Empty;
-        }
-    }
-
     private static string Named(string resource, string group) => group.Length == 0 ? resource : $"{resource}.{group}";
 
     private static IEnumerable<string> Strings(JsonNode? node) => (node as JsonArray ?? []).Select(n => n!.GetValue<string>());
-
-    private static string? Text(JsonObject row, string key) => row[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
 
     private static string Shorten(string? text) => text is null ? string.Empty : text.Length <= 200 ? text.Trim() : text[..200].Trim() + "...";
 

@@ -28,6 +28,15 @@ internal enum RotationPhase
 
     /// <summary>The next root has become the current one and signs; the previous root stays in the bundle.</summary>
     Switched,
+
+    /// <summary>A plug-in CA (Secret cacerts) appeared: the self-managed root still signs; the plug-in's roots joined the bundle.</summary>
+    PluginAdding,
+
+    /// <summary>The plug-in CA signs; the self-managed root stays in the bundle until every certificate it signed expired.</summary>
+    PluginSwitched,
+
+    /// <summary>The switch is done: the plug-in CA signs and is the whole bundle; the self-managed root is kept only as a record.</summary>
+    Plugin,
 }
 
 /// <summary>
@@ -36,14 +45,27 @@ internal enum RotationPhase
 /// Switched), with the phase and when it began in annotations. Every replica derives what it signs with and the bundle it
 /// publishes from this one object, so they cannot disagree for longer than one refresh.
 /// </summary>
+/// <remarks>
+/// The switch to a plug-in CA that appears while the mesh runs on the self-managed root follows the same three steps,
+/// recorded here too so that every replica agrees: PluginAdding (<see cref="NextCertPem"/> holds the plug-in's roots, no
+/// key: that stays in Secret cacerts), PluginSwitched, then Plugin, after which the replicas follow cacerts alone.
+/// </remarks>
 internal sealed record CaRootState(string RootCertPem, string RootKeyPem, RotationPhase Phase, DateTimeOffset Since, string? NextCertPem, string? NextKeyPem, string? PreviousCertPem, bool RotationRequested)
 {
-    public CaPem ToPem(string origin) => Phase switch
+    /// <summary>What a replica signs with in this state; <paramref name="plugin"/> is Secret cacerts as read now (null: absent).</summary>
+    /// <exception cref="CertificateAuthorityException">The state needs the plug-in CA to sign and it is absent.</exception>
+    public CaPem ToPem(string origin, CaPem? plugin = null) => Phase switch
     {
         RotationPhase.Adding => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + NextCertPem, origin, Phase),
         RotationPhase.Switched => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + PreviousCertPem, origin, Phase),
+        RotationPhase.PluginAdding => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + NextCertPem, origin, Phase),
+        RotationPhase.PluginSwitched => PluginOrThrow(plugin, origin) with { BundlePem = NextCertPem + RootCertPem, Phase = Phase },
+        RotationPhase.Plugin => PluginOrThrow(plugin, origin),
         _ => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem, origin, Phase),
     };
+
+    private static CaPem PluginOrThrow(CaPem? plugin, string origin) =>
+        plugin ?? throw new CertificateAuthorityException($"{origin} says the mesh has switched to the plug-in CA, but its Secret (cacerts) is gone: restore it");
 }
 
 /// <summary>Reads and writes the CA's Secrets. Pure: no I/O, so every malformed shape is a unit test.</summary>
@@ -75,10 +97,13 @@ internal static class CaSecrets
             null => RotationPhase.None,
             "adding" => RotationPhase.Adding,
             "switched" => RotationPhase.Switched,
-            var other => throw new CertificateAuthorityException($"{origin}: annotation {PhaseAnnotation} is '{other}'; expected adding or switched (or none)"),
+            "plugin-adding" => RotationPhase.PluginAdding,
+            "plugin-switched" => RotationPhase.PluginSwitched,
+            "plugin" => RotationPhase.Plugin,
+            var other => throw new CertificateAuthorityException($"{origin}: annotation {PhaseAnnotation} is '{other}'; expected adding, switched, plugin-adding, plugin-switched or plugin (or none)"),
         };
         var since = DateTimeOffset.MinValue;
-        if (phase != RotationPhase.None && !DateTimeOffset.TryParse(Annotation(secret, SinceAnnotation), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out since))
+        if (phase is not (RotationPhase.None or RotationPhase.Plugin) && !DateTimeOffset.TryParse(Annotation(secret, SinceAnnotation), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out since))
         {
             throw new CertificateAuthorityException($"{origin}: annotation {SinceAnnotation} must be an RFC 3339 time during a rotation");
         }
@@ -88,7 +113,7 @@ internal static class CaSecrets
             Text(secret, RootKey, origin),
             phase,
             since,
-            phase == RotationPhase.Adding ? Text(secret, NextRootCert, origin) : null,
+            phase is RotationPhase.Adding or RotationPhase.PluginAdding or RotationPhase.PluginSwitched ? Text(secret, NextRootCert, origin) : null,
             phase == RotationPhase.Adding ? Text(secret, NextRootKey, origin) : null,
             phase == RotationPhase.Switched ? Text(secret, PreviousRootCert, origin) : null,
             Annotation(secret, RotateAnnotation) is not null);
@@ -134,7 +159,11 @@ internal static class CaSecrets
 
         if (state.Phase != RotationPhase.None)
         {
-            annotations[PhaseAnnotation] = state.Phase == RotationPhase.Adding ? "adding" : "switched";
+            annotations[PhaseAnnotation] = PhaseName(state.Phase);
+        }
+
+        if (state.Phase is not (RotationPhase.None or RotationPhase.Plugin))
+        {
             annotations[SinceAnnotation] = state.Since.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture);
         }
 
@@ -142,6 +171,10 @@ internal static class CaSecrets
         {
             data[NextRootCert] = Encoding.UTF8.GetBytes(state.NextCertPem!);
             data[NextRootKey] = Encoding.UTF8.GetBytes(state.NextKeyPem!);
+        }
+        else if (state.Phase is RotationPhase.PluginAdding or RotationPhase.PluginSwitched)
+        {
+            data[NextRootCert] = Encoding.UTF8.GetBytes(state.NextCertPem!);
         }
         else if (state.Phase == RotationPhase.Switched)
         {
@@ -171,10 +204,24 @@ internal static class CaSecrets
     /// <paramref name="wait"/> has passed since the phase began, so that no certificate issued before it is still valid
     /// (the caller makes <paramref name="wait"/> the longest certificate lifetime plus how stale a replica's view may be).
     /// </summary>
-    public static CaRootState? NextStep(CaRootState state, DateTimeOffset now, TimeSpan wait, Func<(string Cert, string Key)> newRoot)
+    /// <param name="pluginRoots">The roots of the plug-in CA in Secret cacerts, read now; null when there is none (or it is broken).
+    /// One appearing while the self-managed root signs starts the switch to it (after any root rotation in progress), with
+    /// the same waits; one that changes its roots before the switch starts the wait again; one that goes away before the
+    /// switch cancels it (the self-managed root never stopped signing).</param>
+    public static CaRootState? NextStep(CaRootState state, DateTimeOffset now, TimeSpan wait, Func<(string Cert, string Key)> newRoot, string? pluginRoots = null)
     {
         switch (state.Phase)
         {
+            case RotationPhase.None when pluginRoots is not null:
+                return state with { Phase = RotationPhase.PluginAdding, Since = now, NextCertPem = pluginRoots, NextKeyPem = null, PreviousCertPem = null };
+            case RotationPhase.PluginAdding when pluginRoots is null:
+                return state with { Phase = RotationPhase.None, Since = DateTimeOffset.MinValue, NextCertPem = null };
+            case RotationPhase.PluginAdding when pluginRoots != state.NextCertPem:
+                return state with { Since = now, NextCertPem = pluginRoots };
+            case RotationPhase.PluginAdding when now >= state.Since + wait:
+                return state with { Phase = RotationPhase.PluginSwitched, Since = now };
+            case RotationPhase.PluginSwitched when pluginRoots is not null && now >= state.Since + wait:
+                return state with { Phase = RotationPhase.Plugin, Since = DateTimeOffset.MinValue, NextCertPem = null };
             case RotationPhase.None when state.RotationRequested || NearExpiry(state.RootCertPem, now):
                 var (cert, key) = newRoot();
                 return state with { Phase = RotationPhase.Adding, Since = now, NextCertPem = cert, NextKeyPem = key, RotationRequested = false };
@@ -186,6 +233,17 @@ internal static class CaSecrets
                 return null;
         }
     }
+
+    /// <summary>The phase as the Secret's annotation spells it (and the logs say it).</summary>
+    public static string PhaseName(RotationPhase phase) => phase switch
+    {
+        RotationPhase.Adding => "adding",
+        RotationPhase.Switched => "switched",
+        RotationPhase.PluginAdding => "plugin-adding",
+        RotationPhase.PluginSwitched => "plugin-switched",
+        RotationPhase.Plugin => "plugin",
+        _ => "none",
+    };
 
     public static string Name(V1Secret secret) => $"Secret {secret.Metadata?.NamespaceProperty}/{secret.Metadata?.Name}";
 

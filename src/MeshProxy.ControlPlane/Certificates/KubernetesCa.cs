@@ -15,7 +15,7 @@ internal sealed record KubernetesCaOptions
     /// <summary>The Secret holding the self-managed root; the Lease that guards writing it has the same name.</summary>
     public string SecretName { get; init; } = "meshproxy-ca";
 
-    /// <summary>Istio's plug-in CA Secret; when it exists at start-up it is the CA and nothing is generated.</summary>
+    /// <summary>Istio's plug-in CA Secret; when it exists at start-up it is the CA and nothing is generated; created later, it is switched to.</summary>
     public string PluginSecretName { get; init; } = "cacerts";
 
     public string LeaseName => SecretName;
@@ -70,6 +70,9 @@ internal sealed record KubernetesCaOptions
 /// <item>else the self-managed root in Secret <c>meshproxy-ca</c>: created once, by the replica holding the Lease of that
 /// name (a create answered 409 AlreadyExists means another won: its Secret is read), and rotated by the Lease holder in
 /// three phases (<see cref="CaSecrets.NextStep"/>), each an update carrying the resourceVersion it read.</item>
+/// <item>A <c>cacerts</c> created while the self-managed root signs is switched to in the same three phases (its roots
+/// join the bundle; it signs; the old root leaves the bundle), recorded in <c>meshproxy-ca</c>, after which every
+/// replica follows <c>cacerts</c> alone, as if it had been there at start-up.</item>
 /// </list>
 /// Each replica reads the Secret every <see cref="KubernetesCaOptions.RefreshInterval"/> and signs with what it holds;
 /// when it could not read it for <see cref="KubernetesCaOptions.ViewTtl"/> it stops signing (<see cref="Unavailable"/>),
@@ -146,8 +149,11 @@ internal sealed class KubernetesCa : IDisposable
             try
             {
                 var plugin = await GetAsync(_options.PluginSecretName, cancellationToken).ConfigureAwait(false);
-                if (plugin is not null)
+                var secret = await GetAsync(_options.SecretName, cancellationToken).ConfigureAwait(false);
+                var root = secret is null ? null : CaSecrets.ReadRoot(secret);
+                if (plugin is not null && root is null or { Phase: RotationPhase.Plugin })
                 {
+                    // A mesh that started on the plug-in CA, or finished switching to it: cacerts alone from here on.
                     _plugin = true;
                     var pem = CaSecrets.ReadPlugin(plugin);
                     MarkRead();
@@ -155,11 +161,11 @@ internal sealed class KubernetesCa : IDisposable
                     return pem;
                 }
 
-                var secret = await GetAsync(_options.SecretName, cancellationToken).ConfigureAwait(false);
                 if (secret is not null)
                 {
+                    // The self-managed root, or a switch to a plug-in CA under way (the root Secret says where it stands).
                     MarkRead();
-                    return CaSecrets.ReadRoot(secret).ToPem(CaSecrets.Name(secret));
+                    return root!.ToPem(CaSecrets.Name(secret), plugin is null ? null : CaSecrets.ReadPlugin(plugin));
                 }
 
                 if (await _lease.TryAcquireAsync(cancellationToken).ConfigureAwait(false))
@@ -245,6 +251,7 @@ internal sealed class KubernetesCa : IDisposable
 
             CaPem pem;
             CaRootState? state = null;
+            CaPem? plugin = null;
             try
             {
                 if (_plugin)
@@ -254,7 +261,14 @@ internal sealed class KubernetesCa : IDisposable
                 else
                 {
                     state = CaSecrets.ReadRoot(secret);
-                    pem = state.ToPem(CaSecrets.Name(secret));
+                    // A plug-in CA created while running is switched to with the rotation's steps (CaSecrets.NextStep).
+                    plugin = await ReadPluginAsync(cancellationToken).ConfigureAwait(false);
+                    pem = state.ToPem(CaSecrets.Name(secret), plugin);
+                    if (state.Phase == RotationPhase.Plugin)
+                    {
+                        _plugin = true;
+                        _logger.PluginCaFound(pem.Origin);
+                    }
                 }
             }
             catch (CertificateAuthorityException ex)
@@ -266,9 +280,9 @@ internal sealed class KubernetesCa : IDisposable
 
             MarkRead();
             Adopt(pem);
-            if (leader && state is not null)
+            if (leader && state is not null && !_plugin)
             {
-                await StepAsync(secret, state, cancellationToken).ConfigureAwait(false);
+                await StepAsync(secret, state, plugin?.RootsPem, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (Exception ex) when (IsTransient(ex) || (ex is OperationCanceledException && timeout.IsCancellationRequested && !stopping.IsCancellationRequested))
@@ -278,12 +292,32 @@ internal sealed class KubernetesCa : IDisposable
         }
     }
 
-    private async Task StepAsync(V1Secret secret, CaRootState state, CancellationToken cancellationToken)
+    /// <summary>Secret cacerts as a plug-in CA now; null when absent, or when malformed (logged: the switch waits for a good one).</summary>
+    private async Task<CaPem?> ReadPluginAsync(CancellationToken cancellationToken)
+    {
+        var secret = await GetAsync(_options.PluginSecretName, cancellationToken).ConfigureAwait(false);
+        if (secret is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return CaSecrets.ReadPlugin(secret);
+        }
+        catch (CertificateAuthorityException ex)
+        {
+            _logger.CaSecretInvalid(CaSecrets.Name(secret), ex.Message);
+            return null;
+        }
+    }
+
+    private async Task StepAsync(V1Secret secret, CaRootState state, string? pluginRoots, CancellationToken cancellationToken)
     {
         var mesh = _mesh();
         // No certificate issued under the previous phase, by any replica however stale its view, outlives this.
         var wait = _options.ViewTtl + mesh.MaxCertificateTtl + _clockSkew + _options.RefreshInterval;
-        var next = CaSecrets.NextStep(state, _time.GetUtcNow(), wait, NewRoot);
+        var next = CaSecrets.NextStep(state, _time.GetUtcNow(), wait, NewRoot, pluginRoots);
         if (next is null)
         {
             return;
@@ -292,8 +326,27 @@ internal sealed class KubernetesCa : IDisposable
         try
         {
             var written = await _client.CoreV1.ReplaceNamespacedSecretAsync(CaSecrets.Write(secret.Metadata, next), _options.SecretName, _options.Namespace, cancellationToken: cancellationToken).ConfigureAwait(false);
-            _logger.RotationStep(CaSecrets.Name(written), next.Phase == RotationPhase.None ? "done: the previous root left the bundle" : next.Phase == RotationPhase.Adding ? "adding: the next root joined the bundle" : "switched: the new root signs, the previous one stays in the bundle", _options.Identity);
-            Adopt(next.ToPem(CaSecrets.Name(written)));
+            _logger.RotationStep(CaSecrets.Name(written), next.Phase switch
+            {
+                RotationPhase.None when state.Phase == RotationPhase.PluginAdding => "none: the plug-in CA went away before the switch, the self-managed root signs on alone",
+                RotationPhase.None => "done: the previous root left the bundle",
+                RotationPhase.Adding => "adding: the next root joined the bundle",
+                RotationPhase.Switched => "switched: the new root signs, the previous one stays in the bundle",
+                RotationPhase.PluginAdding => "plugin-adding: the plug-in CA's roots joined the bundle",
+                RotationPhase.PluginSwitched => "plugin-switched: the plug-in CA signs, the self-managed root stays in the bundle",
+                _ => "plugin: the self-managed root left the bundle; the plug-in CA alone from now on",
+            }, _options.Identity);
+            try
+            {
+                var pem = next.ToPem(CaSecrets.Name(written), next.Phase is RotationPhase.PluginSwitched or RotationPhase.Plugin ? await ReadPluginAsync(cancellationToken).ConfigureAwait(false) : null);
+                _plugin = next.Phase == RotationPhase.Plugin;
+                Adopt(pem);
+            }
+            catch (CertificateAuthorityException ex)
+            {
+                // cacerts went away between our read and our write: the next round reads both again.
+                _logger.CaSecretInvalid(CaSecrets.Name(written), ex.Message);
+            }
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
         {

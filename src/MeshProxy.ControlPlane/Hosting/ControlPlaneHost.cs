@@ -263,9 +263,11 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
 
         if (kubernetes is not null && certificates is not null)
         {
-            // The CA's bundle changes when MeshConfig reloads it (the CA follows Changed first: it subscribed earlier).
+            // The CA's bundle changes when MeshConfig reloads it (the CA follows Changed first: it subscribed earlier), and
+            // at each step of a root rotation or a switch of CA (the CA's own Changed): either schedules a pass at once.
             var publisher = new TrustBundlePublisher(kubernetesClient!, kubernetes.Pods, () => certificates.Authority.Current.BundlePem, options.Kubernetes!.Informers, options.Time, loggers);
             source.Changed += _ => publisher.Schedule();
+            certificates.Authority.Changed += _ => publisher.Schedule();
             host._trustBundle = publisher;
             publisher.Start();
         }

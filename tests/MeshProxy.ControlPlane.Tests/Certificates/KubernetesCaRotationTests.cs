@@ -125,6 +125,124 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         Assert.Equal(3, _logs.WithEvent(126).Count);  // three steps, each written once
     }
 
+    /// <summary>
+    /// Issue 18 leftover: the trust-bundle ConfigMap follows a rotation step as it happens, not at the publisher's 30 s
+    /// resync: the step is taken by one refresh round called directly, with the clock standing still.
+    /// </summary>
+    [Fact]
+    public async Task The_trust_bundle_configmap_follows_a_rotation_step_without_waiting_for_the_resync()
+    {
+        _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
+        var (a, _) = await StartReplicaAsync("replica-a");
+        var oldRoot = RootInSecret();
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([oldRoot.Trim()])), "the first bundle in shop", TimeSpan.FromSeconds(30));
+
+        Annotate(CaSecrets.RotateAnnotation, "now");
+        // One refresh round of the CA, run directly: the clock does not move, so no timer (the publisher's resync or
+        // retry, an informer's) can write the ConfigMap; only the step's own event can.
+        await a.ControlPlane.Host.Certificates!.Authority.Kubernetes!.RefreshAsync(TestContext.Current.CancellationToken);
+        Assert.Equal("adding", Phase());
+        var nextRoot = KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.NextRootCert);
+        await TestControlPlane.EventuallyAsync(
+            () => Task.FromResult(RootsHeld("shop").Order(StringComparer.Ordinal).SequenceEqual(new[] { oldRoot.Trim(), nextRoot.Trim() }.Order(StringComparer.Ordinal))),
+            "both roots in shop's ConfigMap", TimeSpan.FromSeconds(30));
+        Assert.Equal(2, a.ControlPlane.Host.Certificates!.Authority.Current.BundlePem.Count);
+    }
+
+    /// <summary>
+    /// Issue 18 leftover: Istio's plug-in CA Secret (cacerts) created while the mesh runs on the self-managed root is
+    /// switched to with the rotation's rules: its root joins the bundle first, then it signs, then the old root leaves,
+    /// each step once every certificate of the step before has expired; mutual TLS never fails; the trust-bundle
+    /// ConfigMap and both replicas end on the plug-in's root alone.
+    /// </summary>
+    [Fact]
+    public async Task A_plugin_ca_created_while_running_is_switched_to_with_both_roots_trusted_until_every_certificate_is_reissued()
+    {
+        _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
+        var (a, _) = await StartReplicaAsync("replica-a");
+        var (b, _) = await StartReplicaAsync("replica-b");
+        using var oldRoot = X509Certificate2.CreateFromPem(RootInSecret());
+        var server = Workload(a, "api");
+        var client = Workload(b, "web");
+        await server.Client.StartAsync(TestContext.Current.CancellationToken);
+        await client.Client.StartAsync(TestContext.Current.CancellationToken);
+        await AdvanceUntilAsync(() => server.Client.FirstCertificate.IsCompletedSuccessfully && client.Client.FirstCertificate.IsCompletedSuccessfully, "both workloads hold a certificate", TimeSpan.FromSeconds(1));
+        // At every step each workload's SVID (with its intermediates) must verify as a peer against the other's bundle.
+        var verifier = new PeerCertificateVerifier(_clock);
+        var refusals = new List<string>();
+        var issuers = new HashSet<string>(StringComparer.Ordinal);
+        void CheckPeers()
+        {
+            foreach (var (own, peer) in new[] { (server, client), (client, server) })
+            {
+                issuers.Add(own.Store.Current!.Certificate.Issuer);
+                if (verifier.VerifyOwn(own.Store.Current!, peer.Store.TrustBundle!, TrustDomain) is { } refused)
+                {
+                    refusals.Add($"{_clock.GetUtcNow():HH:mm:ss} phase {Phase()}: {own.Store.Current!.SpiffeId} refused as {refused.Role}: {refused.Result.Message}");
+                }
+            }
+        }
+
+        // The operator creates cacerts (a corporate root and an intermediate for the mesh).
+        var pki = new OpenSslCa(RepoPaths.NewTempDirectory(), "URI:" + CaTestKit.SpiffeId("shop", "web"));
+        pki.MakeRoot("root", "/O=corp/CN=Corp Root");
+        pki.Issue("ca", "root", KubernetesCaTests.IntermediateExtensions);
+        var corpRoot = File.ReadAllText(pki.Cert("root"));
+        _api.Apply(KubernetesCaTests.PluginSecret(File.ReadAllText(pki.Cert("ca")), File.ReadAllText(pki.Key("ca")), corpRoot, File.ReadAllText(pki.Cert("ca")) + corpRoot));
+        using var corp = X509Certificate2.CreateFromPem(corpRoot);
+
+        var phases = new List<string>();
+        var maxRoots = 0;
+        for (var step = 0; step < 3000 && Phase() != "plugin"; step++)
+        {
+            _clock.Advance(TimeSpan.FromSeconds(2));
+            await Task.Delay(30, TestContext.Current.CancellationToken);
+            var phase = Phase();
+            if (phases.Count == 0 || phases[^1] != phase)
+            {
+                phases.Add(phase);
+            }
+
+            if (phase == "plugin-adding")
+            {
+                // Both roots trusted everywhere before anything is signed by the new CA.
+                using var signing = X509Certificate2.CreateFromPem(a.ControlPlane.Host.Certificates!.Authority.Current.BundlePem[0]);
+                Assert.Equal(oldRoot.Subject, signing.Subject);
+            }
+
+            maxRoots = Math.Max(maxRoots, Math.Max(server.Store.TrustBundle!.Roots.Length, client.Store.TrustBundle!.Roots.Length));
+            CheckPeers();
+        }
+
+        // The last step may land between the loop's record and its condition.
+        phases.Add(Phase());
+        Assert.Equal(["none", "plugin-adding", "plugin-switched", "plugin"], Collapse(["none", .. phases]));
+        Assert.Equal(2, maxRoots);
+
+        // The sidecars move to the plug-in CA at their renewals, then trust its root alone.
+        for (var step = 0; step < 1000 && !(server.Store.TrustBundle!.Roots.Length == 1 && client.Store.TrustBundle!.Roots.Length == 1 && server.Store.Current!.Certificate.Issuer.Contains("CN=ca", StringComparison.Ordinal)); step++)
+        {
+            _clock.Advance(TimeSpan.FromSeconds(2));
+            await Task.Delay(30, TestContext.Current.CancellationToken);
+            CheckPeers();
+        }
+
+        await server.Client.DisposeAsync();
+        await client.Client.DisposeAsync();
+
+        Assert.True(refusals.Count == 0, $"{refusals.Count} refusals:\n{string.Join("\n", refusals.Take(3))}");
+        Assert.Contains(oldRoot.Subject, issuers);
+        Assert.Contains(issuers, i => i.Contains("CN=ca", StringComparison.Ordinal));
+        Assert.True(server.Store.TrustBundle!.Contains(corp));
+        Assert.Single(server.Store.TrustBundle!.Roots);
+        foreach (var kit in new[] { a, b })
+        {
+            Assert.Equal(corpRoot.Trim(), Assert.Single(kit.ControlPlane.Host.Certificates!.Authority.Current.BundlePem).Trim());
+        }
+
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([corpRoot.Trim()])), "the corp root alone in shop's ConfigMap", TimeSpan.FromSeconds(30));
+    }
+
     [Fact]
     public async Task A_replica_that_loses_the_lease_mid_rotation_stops_signing_and_the_new_holder_finishes_with_the_same_next_root()
     {
@@ -184,6 +302,21 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
 
     private string Phase() =>
         _api.Get("v1", "Secret", Ns, "meshproxy-ca")!["metadata"]!["annotations"]?[CaSecrets.PhaseAnnotation]?.GetValue<string>() ?? "none";
+
+    /// <summary>The roots in the namespace's trust-bundle ConfigMap, one PEM each (trimmed); none without it.</summary>
+    private List<string> RootsHeld(string ns)
+    {
+        var pem = _api.Get("v1", "ConfigMap", ns, "meshproxy-ca-root-cert")?["data"]?["root-cert.pem"]?.GetValue<string>() ?? string.Empty;
+        var roots = new List<string>();
+        const string End = "-----END CERTIFICATE-----";
+        for (var at = pem.IndexOf("-----BEGIN", StringComparison.Ordinal); at >= 0; at = pem.IndexOf("-----BEGIN", at + 1, StringComparison.Ordinal))
+        {
+            var end = pem.IndexOf(End, at, StringComparison.Ordinal);
+            roots.Add(pem[at..(end + End.Length)].Trim());
+        }
+
+        return roots;
+    }
 
     private string RootInSecret() => KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.RootCert);
 

@@ -251,6 +251,13 @@ public sealed class KubernetesCaTests : IAsyncLifetime
 
     private void ApplyPlugin(string caCert, string caKey, string rootCert, string certChain)
     {
+        _api.Delete("v1", "Secret", Ns, "cacerts");
+        _api.Apply(PluginSecret(caCert, caKey, rootCert, certChain));
+    }
+
+    /// <summary>Secret cacerts in Istio's plug-in layout (a key left empty is left out).</summary>
+    internal static string PluginSecret(string caCert, string caKey, string rootCert, string certChain)
+    {
         var data = new JsonObject();
         foreach (var (key, value) in new[] { (CaSecrets.PluginCaCert, caCert), (CaSecrets.PluginCaKey, caKey), (CaSecrets.PluginRootCert, rootCert), (CaSecrets.PluginCertChain, certChain) })
         {
@@ -260,15 +267,14 @@ public sealed class KubernetesCaTests : IAsyncLifetime
             }
         }
 
-        _api.Delete("v1", "Secret", Ns, "cacerts");
-        _api.Apply(new JsonObject
+        return new JsonObject
         {
             ["apiVersion"] = "v1",
             ["kind"] = "Secret",
             ["type"] = "Opaque",
             ["metadata"] = new JsonObject { ["name"] = "cacerts", ["namespace"] = Ns },
             ["data"] = data,
-        }.ToJsonString());
+        }.ToJsonString();
     }
 
     private async Task<CaTestKit> StartReplicaAsync(string identity, TimeProvider? time = null, Func<KubernetesCaOptions, KubernetesCaOptions>? tune = null)

@@ -252,15 +252,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         var config = Path.Combine(work, "config");
         Directory.CreateDirectory(config);
         await File.WriteAllTextAsync(Path.Combine(config, "mesh.yaml"), CaTestKit.MeshYaml(), TestContext.Current.CancellationToken);
-        var kubeconfig = Path.Combine(work, "kubeconfig");
-        await File.WriteAllTextAsync(kubeconfig, $$"""
-            apiVersion: v1
-            kind: Config
-            clusters: [{ name: fake, cluster: { server: "{{_api.BaseUri.ToString().TrimEnd('/')}}" } }]
-            users: [{ name: controlplane, user: { token: control-plane-token } }]
-            contexts: [{ name: fake, context: { cluster: fake, user: controlplane } }]
-            current-context: fake
-            """, TestContext.Current.CancellationToken);
+        var kubeconfig = _api.WriteKubeconfig(Path.Combine(work, "kubeconfig"));
         string[] args =
         [
             Path.Combine(AppContext.BaseDirectory, "meshproxy-controlplane.dll"), "--source", "kubernetes", "--kubeconfig", kubeconfig, "--config-dir", config,

@@ -23,7 +23,10 @@ namespace MeshProxy.ControlPlane.Tests.Check;
 /// </summary>
 public sealed class CheckCommandTests : IAsyncLifetime
 {
+    private const int TrustBundleWriteFailedEvent = 43;
     private static readonly InstallOptions Install = new();
+
+    private readonly LogCapture _logs = new();
 
     private FakeKubernetesApiServer _api = null!;
     private k8s.Kubernetes _client = null!;
@@ -90,7 +93,8 @@ public sealed class CheckCommandTests : IAsyncLifetime
                 Kubernetes = new KubernetesSourceOptions(),
                 KubernetesClient = _client,
                 Webhook = new WebhookCertificateOptions(Install.WebhookConfiguration, Install.Namespace, Install.Injector, Install.WebhookSecret) { CheckInterval = TimeSpan.FromHours(1) },
-            });
+            },
+            logs: _logs);
         await TestControlPlane.EventuallyAsync(() => Task.FromResult(Webhooks()[0]!["clientConfig"]!["caBundle"] is not null), "caBundle published");
         var secret = _api.Get("v1", "Secret", Install.Namespace, Install.WebhookSecret)!;
         var certs = RepoPaths.NewTempDirectory();
@@ -101,7 +105,12 @@ public sealed class CheckCommandTests : IAsyncLifetime
             cancellationToken: ct);
         var injectorProxy = $"https:{Install.Injector}:443";
         _api.SetProxyTarget("services", Install.Namespace, injectorProxy, new Uri($"https://127.0.0.1:{injector.Port}"));
-        _api.SetProxyTarget("services", Install.Namespace, $"http:{Install.ControlPlane}:{MeshChecks.MonitoringPort}", kit.ControlPlane.MonitoringUri);
+        // The control plane's one replica here, as its Deployment makes it; check asks every replica through the pod proxy.
+        _api.Apply($$$"""
+            {"apiVersion":"v1","kind":"Pod","metadata":{"name":"{{{Install.ControlPlane}}}-0","namespace":"{{{Install.Namespace}}}","labels":{"app":"{{{Install.ControlPlane}}}","{{{InstallOptions.RevisionLabel}}}":"{{{Install.Revision}}}"}},
+             "spec":{"containers":[{"name":"controlplane","image":"controlplane:1"}]},"status":{"phase":"Running","podIP":"127.0.0.1"}}
+            """);
+        _api.SetProxyTarget("pods", Install.Namespace, $"{Install.ControlPlane}-0:{MeshChecks.MonitoringPort}", kit.ControlPlane.MonitoringUri);
         var bundle = string.Concat(kit.ControlPlane.Host.Certificates!.Authority.Current.BundlePem);
         _api.Apply(TrustBundle("shop", bundle));
 
@@ -171,9 +180,20 @@ public sealed class CheckCommandTests : IAsyncLifetime
         }
 
         await TestControlPlane.EventuallyAsync(async () => (await kit.ControlPlane.SynczAsync()).GetArrayLength() == 1, "the grpc-js peer gone");
-        // A sidecar refused a certificate (a wrong-audience token) is refused its config stream too since both are
-        // authenticated by the same token, so it never shows as synced-without-certificate here; the "no certificate
-        // yet" reason is left to a CA outage, which this kit does not stage.
+
+        // A sidecar synced but without a certificate: its bootstrap names another service account (ledger) than its pod
+        // runs as (web). Its token proves the pod, so its config stream is served; its CSR asks for ledger's SPIFFE ID,
+        // which the token does not prove, and is refused (PERMISSION_DENIED), again and again.
+        await using (var misnamed = await StartSidecarAsync(kit, "ledger", _api.CreateServiceAccountToken("shop", "web"), expectCertificate: false, podServiceAccount: "web"))
+        {
+            var (noCertRc, noCert) = await CheckAsync(preInstall: false);
+            Assert.Equal(1, noCertRc);
+            AssertFailures(noCert, new() { ["every sidecar has a valid certificate"] = $"{misnamed.Source.InstanceId} (no certificate yet)" });
+            Assert.Contains(noCert, r => r.Name == "every sidecar is synced" && r.Detail == "2 sidecars");
+        }
+
+        await TestControlPlane.EventuallyAsync(async () => (await kit.ControlPlane.SynczAsync()).GetArrayLength() == 1, "the misnamed sidecar gone");
+
         // A namespace with another CA's roots, or a meshed one without the bundle: the control plane's trust-bundle
         // publisher repairs both within a pass (TrustDistributionTests), faster than a check could see them here, and the
         // new namespace (labelled for a revision) gets its ConfigMap: the check passes again without a hand repair.
@@ -181,6 +201,19 @@ public sealed class CheckCommandTests : IAsyncLifetime
         _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"pay","labels":{"meshproxy.io/rev":"default"}}}""");
         await TestControlPlane.EventuallyAsync(async () => (await CheckAsync(preInstall: false)).Rc == 0, "the trust bundles repaired by the control plane");
         _api.Delete("v1", "Namespace", "", "pay");
+
+        // One it cannot repair: made immutable with another CA's roots (the API server refuses every replace, 422, and the
+        // control plane may not delete). The check fails naming it until it is deleted; then the control plane recreates it.
+        var immutable = JsonNode.Parse(TrustBundle("shop", string.Concat(otherCa.Current.BundlePem)))!.AsObject();
+        immutable["immutable"] = true;
+        _api.Apply(immutable.ToJsonString());
+        var (inconsistentRc, inconsistent) = await CheckAsync(preInstall: false);
+        Assert.Equal(1, inconsistentRc);
+        AssertFailures(inconsistent, new() { ["trust bundles are consistent"] = $"shop (other roots than the mesh CA's): the control plane keeps {MeshChecks.TrustBundleConfigMap} equal to its CA's bundle" });
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(_logs.WithEvent(TrustBundleWriteFailedEvent).Any(l => l.Contains("field is immutable", StringComparison.Ordinal))), "the control plane's replace refused");
+        Assert.Equal(1, (await CheckAsync(preInstall: false)).Rc);
+        _api.Delete("v1", "ConfigMap", "shop", MeshChecks.TrustBundleConfigMap);
+        await TestControlPlane.EventuallyAsync(async () => (await CheckAsync(preInstall: false)).Rc == 0, "the trust bundle recreated by the control plane");
 
         var crd = _api.Get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "sidecars.meshproxy.io")!;
         await BrokenAsync("a CRD deleted",
@@ -248,7 +281,7 @@ public sealed class CheckCommandTests : IAsyncLifetime
         return (rc, results);
     }
 
-    private async Task<InProcessSidecar> StartSidecarAsync(CaTestKit kit, string workload, string token, bool expectCertificate)
+    private async Task<InProcessSidecar> StartSidecarAsync(CaTestKit kit, string workload, string token, bool expectCertificate, string? podServiceAccount = null)
     {
         var dir = RepoPaths.NewTempDirectory();
         File.WriteAllText(Path.Combine(dir, "token"), token + "\n");
@@ -258,7 +291,7 @@ public sealed class CheckCommandTests : IAsyncLifetime
         // Its pod, as the API server knows it (the sidecar names itself <pod>.<namespace>; the control plane serves a
         // sidecar only once its pod is known), and the pod proxy to its stats port.
         var pod = instance[..^".shop".Length];
-        _api.Apply(KubeJson.Pod("shop", pod, "127.0.0.1", serviceAccount: workload, app: workload));
+        _api.Apply(KubeJson.Pod("shop", pod, "127.0.0.1", serviceAccount: podServiceAccount ?? workload, app: podServiceAccount ?? workload));
         _api.SetProxyTarget("pods", "shop", $"{pod}:{MeshChecks.SidecarStatsPort}", sidecar.StatsUri);
         await TestControlPlane.EventuallyAsync(
             async () => (await kit.ControlPlane.SynczAsync()).EnumerateArray().Any(r => r.GetProperty("instanceId").GetString() == instance && r.GetProperty("status").GetString() == "SYNCED"),

@@ -98,11 +98,11 @@ public sealed class SidecarRestartTests
         // gRPC port (the bootstraps name it) and each sidecar's listeners (the pushed Service names api's inbound port).
         using var grpc = new PortReservation();
         var grpcPort = grpc.Port;
-        using var api = new Ports("api");
-        using var web = new Ports("web");
+        using var api = new SidecarPorts("api");
+        using var web = new SidecarPorts("web");
         Yaml.Write(config, "mesh.yaml", Everything(external.BoundPort(), api.Inbound));
-        var apiBootstrap = api.WriteBootstrap(work, app.BoundPort(), grpcPort);
-        var webBootstrap = web.WriteBootstrap(work, 18080, grpcPort);
+        var apiBootstrap = api.WriteBootstrap(work, app.BoundPort(), $"http://127.0.0.1:{grpcPort}");
+        var webBootstrap = web.WriteBootstrap(work, 18080, $"http://127.0.0.1:{grpcPort}");
 
         var controlPlane = await StartControlPlaneAsync(config, caDir, tokens, grpcPort);
         var apiProcess = await StartSidecarAsync(apiBootstrap, api);
@@ -240,7 +240,7 @@ public sealed class SidecarRestartTests
         return process;
     }
 
-    private static async Task<ExternalProcess> StartSidecarAsync(string bootstrap, Ports ports)
+    private static async Task<ExternalProcess> StartSidecarAsync(string bootstrap, SidecarPorts ports)
     {
         var command = RepoPaths.Sidecar("--config", bootstrap);
         var process = ExternalProcess.Start(command[0], command[1..], new Dictionary<string, string> { ["Logging__Console__FormatterName"] = "simple" });
@@ -249,11 +249,11 @@ public sealed class SidecarRestartTests
         return process;
     }
 
-    private static Task<(HttpStatusCode Status, string Body)> CallApiAsync(Ports caller) => SendAsync(caller, "api.shop", "/hello");
+    private static Task<(HttpStatusCode Status, string Body)> CallApiAsync(SidecarPorts caller) => SendAsync(caller, "api.shop", "/hello");
 
-    private static Task<(HttpStatusCode Status, string Body)> CallExternalAsync(Ports caller, int port) => SendAsync(caller, $"localhost:{port}", "/hello");
+    private static Task<(HttpStatusCode Status, string Body)> CallExternalAsync(SidecarPorts caller, int port) => SendAsync(caller, $"localhost:{port}", "/hello");
 
-    private static async Task<(HttpStatusCode Status, string Body)> SendAsync(Ports caller, string host, string path)
+    private static async Task<(HttpStatusCode Status, string Body)> SendAsync(SidecarPorts caller, string host, string path)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, new Uri($"http://127.0.0.1:{caller.Outbound}{path}"));
         request.Headers.Host = host;
@@ -261,15 +261,15 @@ public sealed class SidecarRestartTests
         return (response.StatusCode, await response.Content.ReadAsStringAsync(Ct));
     }
 
-    private static async Task<bool> ReadyAsync(Ports sidecar) => await StatusAsync(new Uri($"http://127.0.0.1:{sidecar.Stats}/ready")) == HttpStatusCode.OK;
+    private static async Task<bool> ReadyAsync(SidecarPorts sidecar) => await StatusAsync(new Uri($"http://127.0.0.1:{sidecar.Stats}/ready")) == HttpStatusCode.OK;
 
-    private static async Task<string?> SerialAsync(Ports sidecar)
+    private static async Task<string?> SerialAsync(SidecarPorts sidecar)
     {
         var certs = JsonDocument.Parse(await Http.GetStringAsync(new Uri($"http://127.0.0.1:{sidecar.Admin}/certs"), Ct)).RootElement;
         return certs.TryGetProperty("chain", out var chain) && chain.GetArrayLength() > 0 ? chain[0].GetProperty("serialNumber").GetString() : null;
     }
 
-    private static async Task<double> StaleAsync(Ports sidecar)
+    private static async Task<double> StaleAsync(SidecarPorts sidecar)
     {
         var metrics = await Http.GetStringAsync(new Uri($"http://127.0.0.1:{sidecar.Stats}/metrics"), Ct);
         var line = metrics.Split('\n').Single(l => l.StartsWith("meshproxy_config_stale ", StringComparison.Ordinal));
@@ -356,49 +356,6 @@ public sealed class SidecarRestartTests
     {
         var lines = process.Output.Split('\n');
         return string.Join('\n', lines.TakeLast(40));
-    }
-
-    /// <summary>
-    /// Loopback ports for one sidecar, reserved for the whole test, so that it listens where it did after a restart
-    /// (the pushed Service points there) and nothing else takes them while it is down.
-    /// </summary>
-    private sealed class Ports(string workload) : IDisposable
-    {
-        private readonly PortReservation _outbound = new(), _inbound = new(), _admin = new(), _stats = new();
-
-        public int Outbound => _outbound.Port;
-
-        public int Inbound => _inbound.Port;
-
-        public int Admin => _admin.Port;
-
-        public int Stats => _stats.Port;
-
-        public void Dispose()
-        {
-            _outbound.Dispose();
-            _inbound.Dispose();
-            _admin.Dispose();
-            _stats.Dispose();
-        }
-
-        public string WriteBootstrap(string directory, int appPort, int grpcPort)
-        {
-            var path = Path.Combine(directory, $"{workload}.yaml");
-            File.WriteAllText(path, $$"""
-                apiVersion: meshproxy.io/v1alpha1
-                kind: Sidecar
-                metadata: { name: {{workload}}, namespace: shop }
-                spec:
-                  workload: { serviceAccount: {{workload}} }
-                  app: { port: {{appPort}} }
-                  listeners: { outbound: {{Outbound}}, inbound: {{Inbound}}, admin: {{Admin}}, stats: {{Stats}}, inboundAddress: 127.0.0.1 }
-                  drainDuration: 0s
-                  controlPlane: { address: "http://127.0.0.1:{{grpcPort}}", tokenFile: {{workload}}.token }
-
-                """);
-            return path;
-        }
     }
 
     /// <summary>The real clock moved by a fixed amount: for issuing certificates as if at another time.</summary>

@@ -11,7 +11,8 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// API server makes before it stores one, in its words: a create in a namespace that does not exist is 404
 /// (<c>namespaces "x" not found</c>), in one being deleted 403 (<c>unable to create new content in namespace x because
 /// it is being terminated</c>); a data key that is not a valid config key (alphanumerics, '-', '_', '.') or data over
-/// 1 MiB is 422 Invalid; a replace whose body names another object than its URL is 400. ConfigMaps have no status and
+/// 1 MiB is 422 Invalid; a replace whose body names another object than its URL is 400; a replace changing the data of
+/// one marked <c>immutable: true</c> is 422 (<c>field is immutable when `immutable` is set</c>). ConfigMaps have no status and
 /// no generation (the store sets generation only for objects with a spec). A create of an existing one is 409
 /// AlreadyExists and a replace carrying a stale resourceVersion 409 Conflict, as for every kind. Field selectors are
 /// recorded in <see cref="Requests"/> but not applied (the fake serves no selectors): a client must still check names.
@@ -68,6 +69,13 @@ internal sealed partial class FakeKubernetesApiServer
         else if (urlName is not null && name.Length > 0 && name != urlName)
         {
             await StatusAsync(context, 400, "BadRequest", $"the name of the object ({name}) does not match the name on the URL ({urlName})");
+            return true;
+        }
+        else if (urlName is not null && Get("v1", "ConfigMap", ns, urlName) is { } stored
+            && stored["immutable"]?.GetValue<bool>() == true && !JsonNode.DeepEquals(stored["data"], body?["data"]))
+        {
+            // An immutable ConfigMap can only be deleted and created again (the control plane is granted no delete).
+            await StatusAsync(context, 422, "Invalid", $"ConfigMap \"{urlName}\" is invalid: data: Forbidden: field is immutable when `immutable` is set");
             return true;
         }
 

@@ -26,8 +26,9 @@ namespace MeshProxy.ControlPlane.Kubernetes.TrustDistribution;
 /// that creates what is missing (a deleted ConfigMap comes back) and replaces what differs (an edited one, or every
 /// one after a bundle change), with the resourceVersion read, so a concurrent writer (another replica) makes the
 /// write fail with 409 and the next pass decides again. A pass with failures is retried with backoff (1 s doubling
-/// to 1 min) on the injected clock, and a pass runs every <see cref="Resync"/> anyway (the CA's bundle has no event of
-/// its own yet). Nothing is written before the three informers have listed once.
+/// to 1 min) on the injected clock. The CA's bundle changes (a rotation step, a new plug-in CA, a MeshConfig reload)
+/// call <see cref="Schedule"/> as they happen (ControlPlaneHost wires them); a pass runs every <see cref="Resync"/>
+/// anyway, as a safety net. Nothing is written before the three informers have listed once.
 /// </summary>
 internal sealed class TrustBundlePublisher : IAsyncDisposable
 {
@@ -72,7 +73,7 @@ internal sealed class TrustBundlePublisher : IAsyncDisposable
         _resync = time.CreateTimer(_ => Schedule(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
-    /// <summary>How often a pass runs without any event: a bundle change reaches every namespace within this.</summary>
+    /// <summary>How often a pass runs without any event (a missed event, a write lost without an error is repaired within this).</summary>
     public static TimeSpan Resync { get; } = TimeSpan.FromSeconds(30);
 
     public Informer<V1Namespace> Namespaces { get; }
