@@ -31,9 +31,11 @@ internal sealed class PodCluster : IAsyncDisposable
     private readonly string _id = Guid.NewGuid().ToString("N")[..6];
     private readonly List<Pod> _pods = [];
     private readonly List<(string Ip, string Names)> _hosts = [];
+    private readonly List<string> _links = [];
     private readonly k8s.Kubernetes _client;
     private readonly string _work;
-    private int _nextAddress = 2;
+    private readonly Lock _lock = new();
+    private int _lastAddress = 1;
     private bool _bridgeCreated;
 
     private PodCluster(FakeKubernetesApiServer api, int subnet)
@@ -114,9 +116,12 @@ internal sealed class PodCluster : IAsyncDisposable
     {
         Api.Apply(KubeJson.Service(Ns, name, clusterIp: clusterIp));
         _hosts.Add((clusterIp, $"{name}.{Ns}.svc.cluster.local {name}.{Ns} {name}"));
-        foreach (var pod in _pods)
+        lock (_lock)
         {
-            pod.Namespace.SetHosts(Hosts());
+            foreach (var pod in _pods)
+            {
+                pod.Namespace.SetHosts(Hosts());
+            }
         }
     }
 
@@ -129,16 +134,28 @@ internal sealed class PodCluster : IAsyncDisposable
 
     /// <summary>
     /// Schedules a pod: its network namespace and address, the Pod in the API, its projected token, capture, app and
-    /// sidecar; returns once the sidecar is ready (config and SVID) and the app answers.
+    /// sidecar; returns once the sidecar is ready (config and SVID) and the app answers. Several may start at once.
     /// </summary>
-    public async Task<Pod> StartPodAsync(string name, string serviceAccount, string app)
+    /// <param name="token">The token file's content in place of the pod's own projected token (an impostor's).</param>
+    /// <param name="waitReady">False: return once the processes are started (a pod that is expected never to become ready).</param>
+    public async Task<Pod> StartPodAsync(string name, string serviceAccount, string app, string? token = null, bool waitReady = true)
     {
-        var ip = $"10.244.{Subnet}.{_nextAddress++}";
+        var address = Interlocked.Increment(ref _lastAddress);
+        var ip = $"10.244.{Subnet}.{address}";
         var pod = new Pod(this, name, serviceAccount, ip, await NetworkNamespace.CreateAsync());
-        _pods.Add(pod);
-        var hostEnd = $"mph{_id}{_nextAddress - 1:x2}";
-        var podEnd = $"mpp{_id}{_nextAddress - 1:x2}";
+        lock (_lock)
+        {
+            _pods.Add(pod);
+        }
+
+        var hostEnd = $"mph{_id}{address:x2}";
+        var podEnd = $"mpp{_id}{address:x2}";
         await Sh("ip", "link", "add", hostEnd, "type", "veth", "peer", "name", podEnd);
+        lock (_lock)
+        {
+            _links.Add(hostEnd);
+        }
+
         await Sh("ip", "link", "set", podEnd, "netns", pod.Namespace.Name); // deleted with the namespace, and its peer with it
         await Sh("ip", "link", "set", hostEnd, "master", Bridge);
         await Sh("ip", "link", "set", hostEnd, "up");
@@ -151,7 +168,7 @@ internal sealed class PodCluster : IAsyncDisposable
         var dir = Path.Combine(_work, name);
         Directory.CreateDirectory(dir);
         // The kubelet's projected volumes: the pod's own token (audience meshproxy) and the trust bundle's ConfigMap.
-        await File.WriteAllTextAsync(Path.Combine(dir, "token"), Api.CreateServiceAccountToken(Ns, serviceAccount, pod: name));
+        await File.WriteAllTextAsync(Path.Combine(dir, "token"), token ?? Api.CreateServiceAccountToken(Ns, serviceAccount, pod: name));
         await File.WriteAllTextAsync(Path.Combine(dir, "root-cert.pem"), TrustBundle);
         await File.WriteAllTextAsync(Path.Combine(dir, "sidecar.yaml"), $$"""
             apiVersion: meshproxy.io/v1alpha1
@@ -176,7 +193,11 @@ internal sealed class PodCluster : IAsyncDisposable
         pod.Sidecar = pod.Namespace.Start("setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
             "env", "HOME=/tmp", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "Logging__Console__FormatterName=simple", $"POD_NAME={name}",
             "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", Path.Combine(dir, "sidecar.yaml"));
-        await pod.WaitReadyAsync();
+        if (waitReady)
+        {
+            await pod.WaitReadyAsync();
+        }
+
         return pod;
     }
 
@@ -190,6 +211,13 @@ internal sealed class PodCluster : IAsyncDisposable
         if (ControlPlane is not null)
         {
             await ControlPlane.DisposeAsync();
+        }
+
+        // A deleted namespace's veth pair goes when the kernel has released the namespace, which lingering sockets can
+        // delay: the host end is deleted here, which takes the pair at once.
+        foreach (var link in _links)
+        {
+            await Run.ProcessAsync("ip", ["link", "del", link]);
         }
 
         if (_bridgeCreated)
