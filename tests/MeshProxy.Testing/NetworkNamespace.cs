@@ -1,12 +1,13 @@
 using System.Diagnostics;
 
-namespace MeshProxy.Sidecar.Tests.Infrastructure;
+namespace MeshProxy.Testing;
 
 /// <summary>
 /// A network namespace of our own (root and iproute2 required; tests/setup.sh installs them): its own
-/// loopback, port space and iptables, so capture rules never touch the machine's.
+/// loopback, port space and iptables, so capture rules never touch the machine's. Removing it takes its interfaces
+/// (a veth end moved in, and with it the pair), its iptables rules and its /etc/netns files with it.
 /// </summary>
-internal sealed class NetworkNamespace : IAsyncDisposable
+public sealed class NetworkNamespace : IAsyncDisposable
 {
     private readonly List<ExternalProcess> _processes = [];
 
@@ -21,6 +22,18 @@ internal sealed class NetworkNamespace : IAsyncDisposable
         await ns.ExecAsync("ip", "link", "set", "lo", "up");
         return ns;
     }
+
+    /// <summary>
+    /// The namespace's own /etc/hosts (what cluster DNS answers in a pod): <c>ip netns exec</c> bind-mounts
+    /// /etc/netns/&lt;name&gt;/hosts over /etc/hosts for every command it runs.
+    /// </summary>
+    public void SetHosts(string hosts)
+    {
+        Directory.CreateDirectory(EtcDirectory);
+        File.WriteAllText(Path.Combine(EtcDirectory, "hosts"), hosts);
+    }
+
+    private string EtcDirectory => Path.Combine("/etc/netns", Name);
 
     /// <summary>Runs a command inside the namespace to completion; throws with its output if it fails.</summary>
     public Task<string> ExecAsync(params string[] command) => RunAsync(["ip", "netns", "exec", Name, .. command]);
@@ -41,6 +54,10 @@ internal sealed class NetworkNamespace : IAsyncDisposable
         }
 
         await RunAsync("ip", "netns", "del", Name);
+        if (Directory.Exists(EtcDirectory))
+        {
+            Directory.Delete(EtcDirectory, recursive: true);
+        }
     }
 
     public static async Task<string> RunAsync(params string[] command)
