@@ -11,21 +11,25 @@ namespace MeshProxy.Sidecar.ExternalAuthorization;
 /// </summary>
 internal sealed class ExternalAuthorizationProviders
 {
-    public static ExternalAuthorizationProviders None { get; } = new([]);
+    public static ExternalAuthorizationProviders None { get; } = new([], string.Empty);
 
     private readonly Dictionary<string, ExternalAuthorizationProvider> _byName;
 
-    private ExternalAuthorizationProviders(Dictionary<string, ExternalAuthorizationProvider> byName)
+    private ExternalAuthorizationProviders(Dictionary<string, ExternalAuthorizationProvider> byName, string workloadPrincipal)
     {
         _byName = byName;
+        WorkloadPrincipal = workloadPrincipal;
     }
 
-    /// <summary>What is wrong with this workload's CUSTOM policies' providers, one line each; logged when the snapshot is applied.</summary>
+    /// <summary>The workload's SPIFFE ID, the CheckRequest's destination principal (built once, not per request).</summary>
+    public string WorkloadPrincipal { get; }
+
+    /// <summary>What is wrong with this workload's CUSTOM policies' providers, one line each; logged once per snapshot, on the first request they refuse.</summary>
     public IReadOnlyList<string> Problems => [.. _byName.Values.Where(p => p.Unusable is not null).Select(p => p.Unusable!)];
 
     public IReadOnlyCollection<ExternalAuthorizationProvider> All => _byName.Values;
 
-    public static ExternalAuthorizationProviders Build(AuthorizationEngine engine, MeshConfigSpec mesh)
+    public static ExternalAuthorizationProviders Build(AuthorizationEngine engine, MeshConfigSpec mesh, WorkloadSpec workload)
     {
         var names = engine.CustomProviders;
         if (names.Count == 0)
@@ -45,7 +49,7 @@ internal sealed class ExternalAuthorizationProviders
             result[name] = new ExternalAuthorizationProvider(name, defined?.ExtAuthzGrpc, unusable);
         }
 
-        return new ExternalAuthorizationProviders(result);
+        return new ExternalAuthorizationProviders(result, $"spiffe://{mesh.TrustDomain}/ns/{workload.Namespace}/sa/{workload.ServiceAccount}");
     }
 
     /// <summary>The provider a CUSTOM match names; always present for a name the snapshot's engine holds.</summary>

@@ -6,7 +6,6 @@ using Grpc.Net.Client;
 using MeshProxy.Api.Envoy.Auth;
 using MeshProxy.Api.Envoy.Core;
 using MeshProxy.Authorization;
-using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -33,27 +32,27 @@ internal sealed class ExternalAuthorizer : IDisposable
     private readonly TimeProvider _time;
     private readonly ProxyMetrics _metrics;
     private readonly ILogger<ExternalAuthorizer> _logger;
+    private ExternalAuthorizationProviders? _reported;
 
-    public ExternalAuthorizer(TimeProvider time, SidecarTelemetry telemetry, SnapshotStore snapshots, ILogger<ExternalAuthorizer> logger)
+    public ExternalAuthorizer(TimeProvider time, SidecarTelemetry telemetry, ILogger<ExternalAuthorizer> logger)
     {
         _time = time;
         _metrics = telemetry.Proxy;
         _logger = logger;
-
-        // A provider that cannot be asked is reported once per snapshot, not once per refused request: for each
-        // one applied from now on, and for the one in force already (the bootstrap's, applied before this exists).
-        snapshots.Applied += ReportProblems;
-        if (snapshots.TryGetCurrent(out var current))
-        {
-            ReportProblems(current);
-        }
     }
 
-    private void ReportProblems(SidecarSnapshot snapshot)
+    /// <summary>
+    /// A provider that cannot be asked is reported once per snapshot (the first time one of its requests is refused),
+    /// not once per refused request.
+    /// </summary>
+    private void ReportProblems(ExternalAuthorizationProviders providers)
     {
-        foreach (var problem in snapshot.ExternalAuthorization.Problems)
+        if (!ReferenceEquals(Interlocked.Exchange(ref _reported, providers), providers))
         {
-            ExternalAuthorizationLog.ProviderUnusable(_logger, problem);
+            foreach (var problem in providers.Problems)
+            {
+                ExternalAuthorizationLog.ProviderUnusable(_logger, problem);
+            }
         }
     }
 
@@ -62,11 +61,12 @@ internal sealed class ExternalAuthorizer : IDisposable
     /// provider's upstream headers are on the request). False: the reply (the provider's denial, or the error
     /// status) has been written, or the caller went away.
     /// </summary>
-    public async Task<bool> CheckAsync(HttpContext context, SidecarSnapshot snapshot, AuthorizationRequest request, CustomMatch match)
+    public async Task<bool> CheckAsync(HttpContext context, ExternalAuthorizationProviders providers, AuthorizationRequest request, CustomMatch match)
     {
-        var provider = snapshot.ExternalAuthorization.Get(match.Provider);
+        var provider = providers.Get(match.Provider);
         if (provider.Spec is not { } spec)
         {
+            ReportProblems(providers);
             _metrics.ExternalAuthorization(provider.Name, ErrorDeny);
             _metrics.AuthorizationDecision(Authorization.InboundAuthorization.Deny, match.Policy.Key);
             ExternalAuthorizationLog.CheckFailed(_logger, "Denied", request.Method, request.Path, request.Principal ?? "(plaintext)",
@@ -82,7 +82,7 @@ internal sealed class ExternalAuthorizer : IDisposable
         {
             try
             {
-                var check = BuildCheck(context, snapshot, request, provider);
+                var check = BuildCheck(context, providers.WorkloadPrincipal, request, provider);
                 response = await Client(provider.Address).CheckAsync(check, cancellationToken: linked.Token);
             }
             catch (Exception ex) when (ex is RpcException or OperationCanceledException or HttpRequestException)
@@ -142,11 +142,10 @@ internal sealed class ExternalAuthorizer : IDisposable
     /// the request's time, id, method, host, the normalized path with the query (what policies and the app see),
     /// protocol, size, and the headers (names lowercased, repeats joined with ',', pseudo-headers as HTTP/2 names them).
     /// </summary>
-    private CheckRequest BuildCheck(HttpContext context, SidecarSnapshot snapshot, AuthorizationRequest request, ExternalAuthorizationProvider provider)
+    private CheckRequest BuildCheck(HttpContext context, string workloadPrincipal, AuthorizationRequest request, ExternalAuthorizationProvider provider)
     {
         var http = context.Request;
         var connection = context.Connection;
-        var workload = snapshot.Workload;
         var target = request.Path + http.QueryString.Value;
         var httpRequest = new AttributeContext.Types.HttpRequest
         {
@@ -171,7 +170,7 @@ internal sealed class ExternalAuthorizer : IDisposable
                 Destination = new AttributeContext.Types.Peer
                 {
                     Address = SocketAddressOf(connection.LocalIpAddress, request.Port),
-                    Principal = $"spiffe://{snapshot.Mesh.TrustDomain}/ns/{workload.Namespace}/sa/{workload.ServiceAccount}",
+                    Principal = workloadPrincipal,
                 },
                 Request = new AttributeContext.Types.Request
                 {

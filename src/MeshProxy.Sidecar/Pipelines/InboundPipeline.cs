@@ -95,7 +95,7 @@ internal sealed class InboundPipeline(
             //      (ExternalAuthorization/README.md); a denial is the provider's answer, an allow goes on to DENY and
             //      ALLOW with the provider's headers on the request.
             if (snapshot.Authorization.MatchCustom(authorization) is { } custom &&
-                !await external.CheckAsync(context, snapshot, authorization, custom))
+                !await external.CheckAsync(context, snapshot.ExternalAuthorization, authorization, custom))
             {
                 record.Flags |= ResponseFlags.UnauthorizedExternalService;
                 return;
