@@ -3,7 +3,7 @@ using MeshProxy.Config.Resources;
 namespace MeshProxy.Authorization;
 
 /// <summary>A policy as the decision names it; built once per snapshot so that decisions allocate nothing.</summary>
-internal sealed class PolicyInfo(string @namespace, string name, AuthorizationAction action, bool dryRun)
+internal sealed class PolicyInfo(string @namespace, string name, AuthorizationAction action, bool dryRun, string? provider = null)
 {
     public string Namespace { get; } = @namespace;
 
@@ -13,6 +13,9 @@ internal sealed class PolicyInfo(string @namespace, string name, AuthorizationAc
 
     public bool DryRun { get; } = dryRun;
 
+    /// <summary>The extension provider a CUSTOM policy asks; null for other actions.</summary>
+    public string? Provider { get; } = provider;
+
     /// <summary>namespace/name, as logs and the CLI show it.</summary>
     public string Key { get; } = $"{@namespace}/{name}";
 
@@ -20,8 +23,17 @@ internal sealed class PolicyInfo(string @namespace, string name, AuthorizationAc
     {
         AuthorizationAction.Deny => "DENY",
         AuthorizationAction.Audit => "AUDIT",
+        AuthorizationAction.Custom => "CUSTOM",
         _ => "ALLOW",
     };
+}
+
+/// <summary>A CUSTOM policy's rule matched: the request goes to <see cref="PolicyInfo.Provider"/> before DENY and ALLOW are evaluated.</summary>
+internal readonly record struct CustomMatch(PolicyInfo Policy, int RuleIndex)
+{
+    public string Provider => Policy.Provider!;
+
+    public override string ToString() => $"sent to provider {Provider} by CUSTOM policy {Policy.Key} rule {RuleIndex}";
 }
 
 internal enum DecisionReason

@@ -5,9 +5,11 @@ namespace MeshProxy.Authorization;
 /// <summary>
 /// The authorization policies that apply to one workload, compiled. Built once per configuration
 /// snapshot; <see cref="Evaluate"/> is then a pure function of the request and allocates nothing.
-/// Semantics are Istio's (see README.md in this folder): a matching DENY denies; otherwise, with no
-/// ALLOW policy applying, the request is allowed; otherwise a matching ALLOW allows and anything else is
-/// denied. AUDIT policies are reported, never decide. Dry-run policies are evaluated on the side.
+/// Semantics are Istio's (see README.md in this folder): a request a CUSTOM policy matches is first sent to
+/// that policy's provider (<see cref="MatchCustom"/>; the caller asks it, and a denial ends there); then a
+/// matching DENY denies; otherwise, with no ALLOW policy applying, the request is allowed; otherwise a
+/// matching ALLOW allows and anything else is denied. AUDIT policies are reported, never decide. Dry-run
+/// policies are evaluated on the side.
 /// </summary>
 internal sealed class AuthorizationEngine
 {
@@ -16,6 +18,7 @@ internal sealed class AuthorizationEngine
     private readonly CompiledPolicy[] _deny;
     private readonly CompiledPolicy[] _allow;
     private readonly CompiledPolicy[] _audit;
+    private readonly CompiledPolicy[] _custom;
     private readonly CompiledPolicy[] _dryRunDeny;
     private readonly CompiledPolicy[] _dryRunAllow;
 
@@ -24,6 +27,8 @@ internal sealed class AuthorizationEngine
         _deny = Select(policies, AuthorizationAction.Deny, dryRun: false);
         _allow = Select(policies, AuthorizationAction.Allow, dryRun: false);
         _audit = Select(policies, AuthorizationAction.Audit, dryRun: false);
+        _custom = Select(policies, AuthorizationAction.Custom, dryRun: false);
+        CustomProviders = [.. _custom.Select(p => p.Info.Provider!).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
         _dryRunDeny = Select(policies, AuthorizationAction.Deny, dryRun: true);
         _dryRunAllow = Select(policies, AuthorizationAction.Allow, dryRun: true);
         Policies = [.. policies.Select(p => p.Info)];
@@ -31,6 +36,15 @@ internal sealed class AuthorizationEngine
 
     /// <summary>The policies that apply to the workload, in evaluation order (namespace, then name).</summary>
     public IReadOnlyList<PolicyInfo> Policies { get; }
+
+    /// <summary>The providers the CUSTOM policies name, sorted. Istio allows one per workload; the sidecar fails closed on more.</summary>
+    public IReadOnlyList<string> CustomProviders { get; }
+
+    /// <summary>The first CUSTOM policy (in evaluation order) a rule of which matches: the request must be checked by its provider before <see cref="Evaluate"/>.</summary>
+    public CustomMatch? MatchCustom(in AuthorizationRequest request) =>
+        _custom.Length == 0 ? null
+        : FirstMatch(_custom, request, out var rule) is { } policy ? new CustomMatch(policy.Info, rule)
+        : null;
 
     /// <summary>
     /// Keeps the policies that apply to the workload: those in its own namespace and those in the root
@@ -136,7 +150,7 @@ internal sealed class AuthorizationEngine
         // The same rules as a TCP connection reads them (TcpRules): null where the rule never matches one.
         private readonly RuleMatcher?[] _tcpRules = [.. policy.Spec.Rules.Select(r => TcpRules.ForTcp(r, policy.Spec.Action) is { } tcp ? new RuleMatcher(tcp, policy.Spec.Action) : null)];
 
-        public PolicyInfo Info { get; } = new(policy.Metadata.Namespace, policy.Metadata.Name, policy.Spec.Action, policy.Spec.DryRun);
+        public PolicyInfo Info { get; } = new(policy.Metadata.Namespace, policy.Metadata.Name, policy.Spec.Action, policy.Spec.DryRun, policy.Spec.Provider);
 
         public int MatchingRule(in AuthorizationRequest request)
         {

@@ -216,18 +216,63 @@ internal static class ExplainCommand
         }
 
         var request = new AuthorizationRequest(query.Source, sourceIp, query.Host, query.Port, query.Method, normalized, headers, auth: auth);
+        // CUSTOM first, as the sidecar does: a matching CUSTOM policy sends the request to its provider, whose answer
+        // this command cannot know; it names the provider, and what the policies after it would decide.
+        var custom = engine.MatchCustom(request);
+        var customText = Custom(engine, mesh, custom, out var customRefusal);
+        if (customRefusal is not null)
+        {
+            output.WriteLine("DENY (403)");
+            output.WriteLine($"  {customRefusal}");
+            output.WriteLine($"  custom:    {customText}");
+            return 1;
+        }
+
         var decision = engine.Evaluate(request);
         var decisive = decision.Enforced;
 
-        output.WriteLine(decision.Allowed ? "ALLOW" : "DENY (403)");
+        output.WriteLine(decision.Allowed ? custom is { } asked ? $"ALLOW, if provider {asked.Provider} allows" : "ALLOW" : "DENY (403)");
         output.WriteLine($"  {decision.Explain()}");
         output.WriteLine($"  policy:    {(decisive.Policy is null ? "none (default)" : $"{decisive.Policy.Key} ({decisive.Policy.ActionName})")}");
         output.WriteLine($"  rule:      {(decisive.RuleIndex >= 0 ? decisive.RuleIndex.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")}");
         output.WriteLine($"  request:   {query.Method} {query.Host}:{query.Port}{normalized}{(normalized == rawPath ? string.Empty : $" (normalized from {rawPath}, pathNormalization {Describe(mesh.PathNormalization)})")} from {query.Source ?? "a plaintext caller"}");
         output.WriteLine($"  workload:  {ns}/{name} ({labelText}{(query.Labels is null && sidecar is null ? "; no Sidecar resource found" : string.Empty)})");
         output.WriteLine($"  jwt:       {jwtText}");
+        output.WriteLine($"  custom:    {customText}");
         output.WriteLine($"  policies:  {applying}");
         return decision.Allowed ? 0 : 1;
+    }
+
+    /// <summary>
+    /// What the CUSTOM step does with the request: which provider is asked (where, how long, what on failure), or
+    /// that none is. <paramref name="refusal"/> is set when the sidecar would deny without asking (the provider is not
+    /// defined in MeshConfig, or the workload's CUSTOM policies name more than one).
+    /// </summary>
+    private static string Custom(AuthorizationEngine engine, MeshConfigSpec mesh, CustomMatch? match, out string? refusal)
+    {
+        refusal = null;
+        if (match is not { } custom)
+        {
+            return engine.CustomProviders.Count == 0 ? "no CUSTOM policy applies" : "no CUSTOM policy matches: no provider is asked";
+        }
+
+        var by = $"CUSTOM policy {custom.Policy.Key} rule {custom.RuleIndex}";
+        if (engine.CustomProviders.Count > 1)
+        {
+            refusal = $"denied: the workload's CUSTOM policies name {engine.CustomProviders.Count} providers ({string.Join(", ", engine.CustomProviders)}) and only one is allowed";
+            return $"provider {custom.Provider} (by {by}) is not asked";
+        }
+
+        if (mesh.ExtensionProviders.FirstOrDefault(p => p.Name == custom.Provider) is not { } provider)
+        {
+            refusal = $"denied: {by} names provider '{custom.Provider}', which MeshConfig extensionProviders does not define";
+            return $"provider {custom.Provider} is not asked";
+        }
+
+        var grpc = provider.ExtAuthzGrpc;
+        var onError = grpc.FailOpen ? "allowed (failOpen)" : $"denied with {grpc.StatusOnError}";
+        return $"provider {custom.Provider} is asked first (by {by}): envoy.service.auth.v3 Check to {grpc.Service}:{grpc.Port}, " +
+            $"timeout {MeshProxy.Config.Parsing.Durations.Format(grpc.Timeout)}; if it fails the request is {onError}; if it denies, its answer is the reply";
     }
 
     private static bool TryParsePairs(IEnumerable<string> items, out List<KeyValuePair<string, string>> pairs, out string? bad)

@@ -243,7 +243,11 @@ public sealed class AuthorizationPolicyParserTests
     }
 
     [Theory]
-    [InlineData("action: CUSTOM", "spec.action", "CUSTOM")]
+    [InlineData("action: CUSTOM", "spec.provider", "is required")]
+    [InlineData("action: CUSTOM\n  provider: {}", "spec.provider.name", "is required")]
+    [InlineData("action: CUSTOM\n  provider: { name: opa, port: 1 }", "spec.provider.port", "unknown field")]
+    [InlineData("action: DENY\n  provider: { name: opa }", "spec.provider", "only for action CUSTOM")]
+    [InlineData("action: CUSTOM\n  provider: { name: opa }\n  dryRun: true", "spec.dryRun", "provider's")]
     [InlineData("action: REJECT", "spec.action", "not one of")]
     [InlineData("targetRefs: []", "spec.targetRefs", "selector")]
     [InlineData("action: AUDIT\n  dryRun: true", "spec.dryRun", "ALLOW and DENY")]
@@ -252,6 +256,23 @@ public sealed class AuthorizationPolicyParserTests
         var error = SingleError($"spec:\n  {spec}\n");
         Assert.Equal(path, error.FieldPath);
         Assert.Contains(reason, error.Reason);
+    }
+
+    [Fact]
+    public void A_custom_policy_names_its_provider()
+    {
+        var policy = Single("""
+            spec:
+              action: CUSTOM
+              provider:
+                name: opa
+              rules:
+              - to:
+                - operation:
+                    paths: ["/api/*"]
+            """);
+        Assert.Equal(AuthorizationAction.Custom, policy.Spec.Action);
+        Assert.Equal("opa", policy.Spec.Provider);
     }
 
     [Fact]

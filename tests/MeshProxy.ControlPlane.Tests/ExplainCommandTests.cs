@@ -97,6 +97,54 @@ public sealed class ExplainCommandTests
     }
 
     [Fact]
+    public void A_custom_policy_names_the_provider_that_would_be_asked_or_why_the_request_is_denied_without_asking()
+    {
+        const string Custom = """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata: { name: opa, namespace: shop }
+            spec:
+              action: CUSTOM
+              provider: { name: opa }
+              rules:
+                - to: [{ operation: { paths: ["/charges*"] } }]
+            """;
+        const string Mesh = """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: MeshConfig
+            metadata: { name: mesh, namespace: meshproxy-system }
+            spec:
+              extensionProviders:
+              - name: opa
+                envoyExtAuthzGrpc: { service: opa.opa-system.svc.cluster.local, port: 9191, timeout: 500ms, statusOnError: "503" }
+            """;
+        const string Store = "spiffe://cluster.local/ns/shop/sa/store";
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies + Custom + "\n" + Mesh);
+
+        var (code, text) = Explain(dir, Store, "POST", "/charges");
+        Assert.Equal(0, code);
+        Assert.StartsWith("ALLOW, if provider opa allows\n", text, StringComparison.Ordinal);
+        Assert.Contains("custom:    provider opa is asked first (by CUSTOM policy shop/opa rule 0): envoy.service.auth.v3 Check to opa.opa-system.svc.cluster.local:9191, timeout 500ms; if it fails the request is denied with 503", text, StringComparison.Ordinal);
+
+        // Not matched by the CUSTOM rules: the provider is not asked, the policies alone decide.
+        (code, text) = Explain(dir, Store, "GET", "/refunds");
+        Assert.Equal(0, code);
+        Assert.StartsWith("ALLOW\n", text, StringComparison.Ordinal);
+        Assert.Contains("custom:    no CUSTOM policy matches: no provider is asked", text, StringComparison.Ordinal);
+
+        // Without the provider in MeshConfig, the sidecar denies what the CUSTOM policy matches.
+        var undefined = RepoPaths.NewTempDirectory();
+        Yaml.Write(undefined, "policies.yaml", Policies + Custom);
+        (code, text) = Explain(undefined, Store, "POST", "/charges");
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (403)\n", text, StringComparison.Ordinal);
+        Assert.Contains("names provider 'opa', which MeshConfig extensionProviders does not define", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Prints_the_decision_and_the_policy_and_rule_that_made_it()
     {
         var dir = RepoPaths.NewTempDirectory();

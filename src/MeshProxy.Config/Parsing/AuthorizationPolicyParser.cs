@@ -11,11 +11,11 @@ namespace MeshProxy.Config.Parsing;
 /// </summary>
 internal static class AuthorizationPolicyParser
 {
-    private static readonly IReadOnlyList<string> Actions = ["ALLOW", "DENY", "AUDIT"];
+    private static readonly IReadOnlyList<string> Actions = ["ALLOW", "DENY", "AUDIT", "CUSTOM"];
 
     private static readonly string[] StandardMethods = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
-    private static readonly string[] SpecFields = ["selector", "action", "rules", "dryRun"];
+    private static readonly string[] SpecFields = ["selector", "action", "provider", "rules", "dryRun"];
     private static readonly string[] RuleFields = ["from", "to", "when"];
     private static readonly string[] SourceFields = ["principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "requestPrincipals", "notRequestPrincipals"];
     private static readonly string[] OperationFields = ["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"];
@@ -32,23 +32,19 @@ internal static class AuthorizationPolicyParser
             RejectUnknown(selector, ["matchLabels"]);
         }
 
-        if (spec.String("action") is { } actionText && string.Equals(actionText, "CUSTOM", StringComparison.OrdinalIgnoreCase))
-        {
-            spec.Error("action", "CUSTOM (external authorization) is not supported; use ALLOW, DENY or AUDIT");
-            return null;
-        }
-
         var action = spec.Enum("action", Actions) switch
         {
             "DENY" => AuthorizationAction.Deny,
             "AUDIT" => AuthorizationAction.Audit,
+            "CUSTOM" => AuthorizationAction.Custom,
             _ => AuthorizationAction.Allow,
         };
 
+        var provider = Provider(spec, action);
         var dryRun = (spec.Bool("dryRun") ?? false) | DryRunAnnotation(meta, source, spec);
-        if (dryRun && action == AuthorizationAction.Audit)
+        if (dryRun && action is AuthorizationAction.Audit or AuthorizationAction.Custom)
         {
-            spec.Error("dryRun", "dry run applies to ALLOW and DENY policies; an AUDIT policy never decides anyway");
+            spec.Error("dryRun", "dry run applies to ALLOW and DENY policies; an AUDIT policy never decides, and a CUSTOM policy's decision is the provider's");
         }
 
         var rules = new List<AuthorizationRule>();
@@ -61,7 +57,30 @@ internal static class AuthorizationPolicyParser
             rules.Add(new AuthorizationRule(from, to, when));
         }
 
-        return new AuthorizationPolicyResource(meta, source, new AuthorizationPolicySpec(matchLabels, action, rules, dryRun));
+        return new AuthorizationPolicyResource(meta, source, new AuthorizationPolicySpec(matchLabels, action, rules, dryRun) { Provider = provider });
+    }
+
+    /// <summary>provider.name: required with CUSTOM (which provider to ask), refused with any other action.</summary>
+    private static string? Provider(YamlMap spec, AuthorizationAction action)
+    {
+        if (action != AuthorizationAction.Custom)
+        {
+            if (spec.Has("provider"))
+            {
+                spec.Error("provider", "is only for action CUSTOM");
+            }
+
+            return null;
+        }
+
+        var provider = spec.Map("provider", required: true);
+        if (provider is null)
+        {
+            return null;
+        }
+
+        RejectUnknown(provider, ["name"]);
+        return provider.String("name", required: true);
     }
 
     private static bool DryRunAnnotation(ObjectMeta meta, SourceLocation source, YamlMap spec)
@@ -381,7 +400,6 @@ internal static class AuthorizationPolicyParser
                 {
                     "remoteIpBlocks" or "notRemoteIpBlocks" => "is not supported: the sidecar does not trust X-Forwarded-For or PROXY protocol; use ipBlocks",
                     "targetRef" or "targetRefs" => "is not supported; select workloads with selector.matchLabels",
-                    "provider" => "is not supported (CUSTOM action)",
                     _ => $"unknown field (known: {string.Join(", ", known)}); refused rather than ignored, since ignoring it would change what the policy matches",
                 };
                 map.Error(key, reason);

@@ -89,6 +89,142 @@ internal static class MeshConfigParser
             paths.Finish();
         }
 
-        return new MeshConfigResource(meta, source, new MeshConfigSpec(trustDomain, rootNamespace, ttl, maxTtl, mtls, outbound, accessLog, tracing, pathNormalization));
+        var result = new MeshConfigSpec(trustDomain, rootNamespace, ttl, maxTtl, mtls, outbound, accessLog, tracing, pathNormalization)
+        {
+            ExtensionProviders = ExtensionProviders(spec),
+        };
+        return new MeshConfigResource(meta, source, result);
     }
+
+    /// <summary>
+    /// extensionProviders: each needs a unique name and exactly one supported kind. Other Istio kinds (tracing,
+    /// envoyExtAuthzHttp, ...) are refused, not ignored: a CUSTOM policy naming one would otherwise fail closed at
+    /// run time with nothing in the config to say why.
+    /// </summary>
+    private static List<ExtensionProvider> ExtensionProviders(YamlMap spec)
+    {
+        var providers = new List<ExtensionProvider>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var entry in spec.Maps("extensionProviders"))
+        {
+            var name = entry.String("name", required: true);
+            if (name is not null && !names.Add(name))
+            {
+                entry.Error("name", $"'{name}' names another provider already");
+            }
+
+            var grpc = entry.Map("envoyExtAuthzGrpc");
+            var others = UnreadKeys(entry, ["name", "envoyExtAuthzGrpc"]);
+            foreach (var other in others)
+            {
+                entry.Error(other, "is not supported; the sidecar's external authorization speaks gRPC (envoyExtAuthzGrpc)");
+            }
+
+            if (grpc is null)
+            {
+                if (others.Count == 0)
+                {
+                    entry.Error("envoyExtAuthzGrpc", "is required (the one provider kind supported)");
+                }
+
+                continue;
+            }
+
+            var provider = ExtAuthzGrpc(grpc);
+            if (name is not null && provider is not null)
+            {
+                providers.Add(new ExtensionProvider(name, provider));
+            }
+        }
+
+        return providers;
+    }
+
+    /// <summary>Keys of <paramref name="map"/> other than <paramref name="known"/>, found without reading them (they are not fields the schema has).</summary>
+    private static List<string> UnreadKeys(YamlMap map, string[] known) => [.. RawKeys(map).Where(k => !known.Contains(k))];
+
+    private static IEnumerable<string> RawKeys(YamlMap map) =>
+        ((YamlDotNet.RepresentationModel.YamlMappingNode)map.Node).Children.Keys
+            .OfType<YamlDotNet.RepresentationModel.YamlScalarNode>()
+            .Select(k => k.Value ?? string.Empty);
+
+    private static ExtAuthzGrpcProvider? ExtAuthzGrpc(YamlMap grpc)
+    {
+        var service = grpc.String("service", required: true);
+        if (service is not null)
+        {
+            // Istio's "[namespace/]host": the host is what is dialled.
+            var host = service[(service.IndexOf('/', StringComparison.Ordinal) + 1)..];
+            if (!IsHost(host))
+            {
+                grpc.Error("service", $"'{service}' is not a host name or IP address (optionally after 'namespace/')");
+                service = null;
+            }
+            else
+            {
+                service = host;
+            }
+        }
+
+        var port = grpc.Port("port", required: true);
+        var timeout = grpc.Duration("timeout", TimeSpan.FromMilliseconds(1), TimeSpan.FromHours(1)) ?? ExtAuthzGrpcProvider.DefaultTimeout;
+        var failOpen = grpc.Bool("failOpen") ?? false;
+        var status = StatusOnError(grpc);
+        var include = HeaderPatterns(grpc, "includeRequestHeadersInCheck");
+        var upstream = HeaderPatterns(grpc, "headersToUpstreamOnAllow");
+        var downstream = HeaderPatterns(grpc, "headersToDownstreamOnDeny");
+        // Read as a raw key, not a field: the schema does not offer it.
+        if (RawKeys(grpc).Contains("includeRequestBodyInCheck"))
+        {
+            grpc.Error("includeRequestBodyInCheck", "is not supported: the sidecar sends headers only, never the body");
+        }
+
+        grpc.Finish();
+        return service is null || port is null ? null
+            : new ExtAuthzGrpcProvider(service, port.Value, timeout, failOpen, status, include, upstream, downstream);
+    }
+
+    /// <summary>Istio writes statusOnError as a string ("503"); a number is taken too.</summary>
+    private static int StatusOnError(YamlMap grpc)
+    {
+        var text = grpc.String("statusOnError");
+        if (text is null)
+        {
+            return ExtAuthzGrpcProvider.DefaultStatusOnError;
+        }
+
+        if (int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var status) && status is >= 200 and <= 599)
+        {
+            return status;
+        }
+
+        grpc.Error("statusOnError", $"'{text}' is not an HTTP status (200-599)");
+        return ExtAuthzGrpcProvider.DefaultStatusOnError;
+    }
+
+    private static List<string> HeaderPatterns(YamlMap map, string key)
+    {
+        var values = map.Strings(key);
+        var result = new List<string>(values.Count);
+        foreach (var value in values)
+        {
+            var name = value.Trim('*');
+            var stars = value.Length - value.Replace("*", string.Empty, StringComparison.Ordinal).Length;
+            if (value != "*" && (name.Length == 0 || stars > 1 || name.Contains('*', StringComparison.Ordinal) || !name.All(IsTokenChar)))
+            {
+                map.Error(key, $"'{value}' is not a header name, 'prefix*', '*suffix' or '*'");
+                continue;
+            }
+
+            result.Add(value.ToLowerInvariant());
+        }
+
+        return result;
+    }
+
+    private static bool IsHost(string host) =>
+        System.Net.IPAddress.TryParse(host, out _) || ResourceParser.IsDnsLabel(host, 253);
+
+    private static bool IsTokenChar(char c) =>
+        char.IsAsciiLetterOrDigit(c) || "!#$%&'+-.^_`|~".Contains(c, StringComparison.Ordinal);
 }

@@ -20,6 +20,9 @@ public enum AuthorizationAction
     Allow,
     Deny,
     Audit,
+
+    /// <summary>A matching request is sent to an external authorization provider (MeshConfig extensionProviders), which decides; evaluated before DENY and ALLOW.</summary>
+    Custom,
 }
 
 /// <summary>
@@ -32,7 +35,11 @@ public sealed record AuthorizationPolicySpec(
     IReadOnlyDictionary<string, string> MatchLabels,
     AuthorizationAction Action,
     IReadOnlyList<AuthorizationRule> Rules,
-    bool DryRun);
+    bool DryRun)
+{
+    /// <summary>The extension provider a CUSTOM policy asks (provider.name); null for other actions.</summary>
+    public string? Provider { get; init; }
+}
 
 /// <summary>A rule matches when any From matches, any To matches and every When holds; an absent list does not constrain.</summary>
 public sealed record AuthorizationRule(

@@ -32,6 +32,9 @@ public sealed record MeshConfigSpec(
         AccessLogSpec.Default,
         TracingSpec.Default,
         PathNormalizationSpec.Default);
+
+    /// <summary>External services policies can delegate to (Istio's extensionProviders): the CUSTOM action's providers, by name.</summary>
+    public IReadOnlyList<ExtensionProvider> ExtensionProviders { get; init; } = [];
 }
 
 /// <summary>
@@ -117,4 +120,30 @@ public enum PathParameterHandling
 
     /// <summary>';' is an ordinary character (Istio's behaviour); only for apps that do not cut segments at ';'.</summary>
     Keep,
+}
+
+/// <summary>One named extension provider. Only Envoy's gRPC external authorization (envoyExtAuthzGrpc) is supported.</summary>
+public sealed record ExtensionProvider(string Name, ExtAuthzGrpcProvider ExtAuthzGrpc);
+
+/// <summary>
+/// An external authorization server speaking envoy.service.auth.v3.Authorization/Check over gRPC (h2c), with
+/// Istio's envoyExtAuthzGrpc fields. <see cref="Service"/> is a host name (Istio's "namespace/host" form is
+/// accepted and the namespace dropped). On an error or timeout the request is allowed when <see cref="FailOpen"/>,
+/// else answered with <see cref="StatusOnError"/> (403, Envoy's status_on_error default). The header lists hold
+/// Istio's string matches ("name", "prefix*", "*suffix"); empty means every header (what Envoy's gRPC client does).
+/// </summary>
+public sealed record ExtAuthzGrpcProvider(
+    string Service,
+    int Port,
+    TimeSpan Timeout,
+    bool FailOpen,
+    int StatusOnError,
+    IReadOnlyList<string> IncludeRequestHeadersInCheck,
+    IReadOnlyList<string> HeadersToUpstreamOnAllow,
+    IReadOnlyList<string> HeadersToDownstreamOnDeny)
+{
+    /// <summary>Istio's default (10 minutes): a provider written for Istio times out the same way. Set a timeout: a hung server holds requests that long.</summary>
+    public static TimeSpan DefaultTimeout { get; } = TimeSpan.FromMinutes(10);
+
+    public const int DefaultStatusOnError = 403;
 }

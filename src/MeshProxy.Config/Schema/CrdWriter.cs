@@ -227,7 +227,7 @@ public static partial class CrdWriter
         {
             rules.Add(new YamlMappingNode
             {
-                { "rule", Text($"!has(self.{dependency.Property}) || has(self.{dependency.Needs})") },
+                { "rule", Text(dependency.Rule) },
                 { "message", Text(dependency.Message) },
             });
         }

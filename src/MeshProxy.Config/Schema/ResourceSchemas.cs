@@ -202,16 +202,33 @@ public static class ResourceSchemas
                 P("normalization", Enum("STRICT (default) is MERGE_SLASHES plus a 400 for '\\', %2F and %5C; NONE, BASE, MERGE_SLASHES and DECODE_AND_MERGE_SLASHES as in Istio.",
                     ["STRICT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"])),
                 P("pathParameters", Enum("';' in a path: REJECT (default) answers 400, STRIP removes each segment's ';...' as servlet containers do, KEEP treats it as a character.",
-                    ["REJECT", "STRIP", "KEEP"]))))),
+                    ["REJECT", "STRIP", "KEEP"])))),
+            P("extensionProviders", List("External services policies delegate to: the CUSTOM action's providers (Istio's extensionProviders).",
+                Obj("One provider: a unique name and its kind (envoyExtAuthzGrpc, the one supported).",
+                    P("name", Str("What a CUSTOM AuthorizationPolicy's provider.name refers to.", "opa")),
+                    P("envoyExtAuthzGrpc", Obj("A server speaking envoy.service.auth.v3.Authorization/Check over gRPC (h2c).",
+                        P("service", Str("Host name or IP of the server; Istio's namespace/host form is accepted.", "opa.opa-system.svc.cluster.local")),
+                        P("port", Port("Its gRPC port.", 9191)),
+                        P("timeout", Dur("How long a Check may take before it counts as failed; default 10m (Istio's).", "500ms")),
+                        P("failOpen", Bool("Let the request through when the Check fails or times out; default false (fail closed).", false)),
+                        P("statusOnError", Str("HTTP status returned when the Check fails and failOpen is false; default \"403\" (Envoy's status_on_error).", "503")),
+                        P("includeRequestHeadersInCheck", Strings("Request headers sent in the Check (name, prefix*, *suffix); absent = all.", "authorization")),
+                        P("headersToUpstreamOnAllow", Strings("Headers of an OK answer set on the request for the app; absent = all.", "x-user")),
+                        P("headersToDownstreamOnDeny", Strings("Headers of a denial sent to the client; absent = all.", "www-authenticate")))
+                        with { Required = ["service", "port"] }))
+                    with { Required = ["name", "envoyExtAuthzGrpc"] }))),
         [Column("Trust-Domain", ".spec.trustDomain", "string", "SPIFFE trust domain")]);
 
     private static KindSchema AuthorizationPolicy() => new(
         AuthorizationPolicyResource.KindName, "authorizationpolicies", ["mpauthz"],
-        "Access control for workloads with Istio's AuthorizationPolicy semantics: ALLOW/DENY/AUDIT, default-deny once any ALLOW applies. " +
+        "Access control for workloads with Istio's AuthorizationPolicy semantics: CUSTOM (an external provider decides, first), then DENY, then ALLOW " +
+        "(default-deny once any ALLOW applies); AUDIT only reports. " +
         "Unknown or unsupported fields are refused, never ignored.",
         Obj("Selected workloads, action and rules.",
             P("selector", Obj("Workloads it applies to; absent = all of the namespace (or mesh, in the root namespace).", P("matchLabels", Labels("Labels a workload must all carry.")))),
-            P("action", Enum("What a matching rule does; default ALLOW.", ["ALLOW", "DENY", "AUDIT"])),
+            P("action", Enum("What a matching rule does; default ALLOW. CUSTOM sends the request to provider.name.", ["ALLOW", "DENY", "AUDIT", "CUSTOM"])),
+            P("provider", Obj("The extension provider (MeshConfig extensionProviders) a CUSTOM policy asks; only with CUSTOM.",
+                P("name", Str("The provider's name.", "opa"))) with { Required = ["name"] }),
             P("dryRun", Bool("Evaluate and report, never enforce (ALLOW and DENY only).", false)),
             P("rules", List("A request matches the policy when any rule matches; no rules matches nothing.", Obj("Matches when any from, any to and every when hold.",
                 P("from", List("Sources.", Obj("One source.", P("source", Obj("Peer attributes; at least one field.",
@@ -240,8 +257,16 @@ public static class ResourceSchemas
                     P("key", Str("request.headers[<name>], source.ip, source.namespace, source.principal, destination.port, connection.sni, " +
                         "request.auth.principal, request.auth.audiences, request.auth.presenter or request.auth.claims[<name>] (nested: [<a>][<b>]).", "source.namespace")),
                     P("values", Strings("Values, one of which must match.", "default")),
-                    P("notValues", Strings("Values none of which may match.", "test"))) with { Required = ["key"], AtLeastOneOf = ["values", "notValues"] })))))),
-        [Column("Action", ".spec.action", "string", "ALLOW, DENY or AUDIT")]);
+                    P("notValues", Strings("Values none of which may match.", "test"))) with { Required = ["key"], AtLeastOneOf = ["values", "notValues"] }))))))
+            with
+            {
+                Dependencies =
+                [
+                    new("provider", "action", "provider is only for action CUSTOM") { NeedsValue = "CUSTOM" },
+                    new("action", "provider", "action CUSTOM needs provider.name") { When = "CUSTOM" },
+                ],
+            },
+        [Column("Action", ".spec.action", "string", "ALLOW, DENY, AUDIT or CUSTOM")]);
 
     private static KindSchema PeerAuthentication() => new(
         PeerAuthenticationResource.KindName, "peerauthentications", ["mppeerauth"],

@@ -55,8 +55,24 @@ public sealed record SchemaNode(SchemaType Type, string Description)
 
 public sealed record SchemaProperty(string Name, SchemaNode Node);
 
-/// <summary><see cref="Property"/> may be set only when <see cref="Needs"/> is.</summary>
-public sealed record SchemaDependency(string Property, string Needs, string Message);
+/// <summary>
+/// <see cref="Property"/> may be set only when <see cref="Needs"/> is (and, with <see cref="NeedsValue"/>, holds that
+/// value). With <see cref="When"/>, the other way round for one value: when <see cref="Property"/> holds
+/// <see cref="When"/>, <see cref="Needs"/> must be set (action CUSTOM needs a provider).
+/// </summary>
+public sealed record SchemaDependency(string Property, string Needs, string Message)
+{
+    public string? NeedsValue { get; init; }
+
+    public string? When { get; init; }
+
+    /// <summary>The CEL rule the CRD carries for it.</summary>
+    public string Rule => When is { } when
+        ? $"!has(self.{Property}) || self.{Property} != '{when}' || has(self.{Needs})"
+        : NeedsValue is { } value
+            ? $"!has(self.{Property}) || (has(self.{Needs}) && self.{Needs} == '{value}')"
+            : $"!has(self.{Property}) || has(self.{Needs})";
+}
 
 /// <summary>A kubectl column: its name, JSONPath and type (string, integer, date).</summary>
 public sealed record PrinterColumn(string Name, string JsonPath, string Type, string Description);

@@ -56,6 +56,9 @@ internal sealed class SidecarSnapshot
     /// </summary>
     public RequestAuthenticator? Authentication { get; init; }
 
+    /// <summary>The extension providers this workload's CUSTOM policies name, resolved against MeshConfig (ExternalAuthorization/README.md).</summary>
+    public ExternalAuthorization.ExternalAuthorizationProviders ExternalAuthorization { get; init; } = MeshProxy.Sidecar.ExternalAuthorization.ExternalAuthorizationProviders.None;
+
     /// <summary>
     /// Control-plane mode: restored from the saved copy because the control plane could not be reached;
     /// true until the control plane pushes a snapshot again.

@@ -102,6 +102,7 @@ internal static class SnapshotBuilder
             Services = new ServiceTable(hosts, addresses),
             Mesh = mesh,
             Authorization = authorization,
+            ExternalAuthorization = ExternalAuthorization.ExternalAuthorizationProviders.Build(authorization, mesh, workload),
             Authentication = RequestAuthenticator.Build(
                 parsed.OfKind<RequestAuthenticationResource>(), workload.Namespace, workload.Labels, mesh.RootNamespace),
             Egress = EgressRules.Compile(parsed.OfKind<EgressPolicyResource>(), sidecar, mesh),

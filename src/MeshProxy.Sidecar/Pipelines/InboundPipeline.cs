@@ -2,6 +2,7 @@ using MeshProxy.Authorization;
 using MeshProxy.Sidecar.Authentication;
 using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
+using MeshProxy.Sidecar.ExternalAuthorization;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Runtime;
@@ -16,11 +17,11 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// Other workloads' requests to the local app (listener 15006), top to bottom:
 /// snapshot (503 until the control plane's first push) -> request id -> telemetry start -> the caller's SPIFFE ID (verified once per connection by
 /// Listeners/InboundTls.cs; null on PERMISSIVE plaintext) -> authorization (method guard, path normalization,
-/// JWT request authentication when a RequestAuthentication applies, policy: 400 / 401 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
+/// JWT request authentication when a RequestAuthentication applies, a CUSTOM policy's external check, policy: 400 / 401 / 403 before anything reaches the app) -> forward to 127.0.0.1:appPort (x-forwarded-*,
 /// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
 internal sealed class InboundPipeline(
-    RuntimeStore runtimes, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, JwksCache jwks, TimeProvider time, ILogger<InboundPipeline> logger)
+    RuntimeStore runtimes, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, JwksCache jwks, ExternalAuthorizer external, TimeProvider time, ILogger<InboundPipeline> logger)
 {
     private const string Direction = "inbound";
 
@@ -89,6 +90,17 @@ internal sealed class InboundPipeline(
             //     method, normalized path, headers, the JWT's principal and claims. Denials and dry-run
             //     "would deny" are logged and counted.
             var authorization = InboundAuthorization.RequestOf(context, snapshot, path, auth);
+
+            // A4a. CUSTOM first, as Istio evaluates it: a request a CUSTOM policy matches is sent to its provider
+            //      (ExternalAuthorization/README.md); a denial is the provider's answer, an allow goes on to DENY and
+            //      ALLOW with the provider's headers on the request.
+            if (snapshot.Authorization.MatchCustom(authorization) is { } custom &&
+                !await external.CheckAsync(context, snapshot.ExternalAuthorization, authorization, custom))
+            {
+                record.Flags |= ResponseFlags.UnauthorizedExternalService;
+                return;
+            }
+
             var decision = snapshot.Authorization.Evaluate(authorization);
             InboundAuthorization.Report(telemetry.Proxy, logger, context, authorization, decision);
             if (!decision.Allowed)

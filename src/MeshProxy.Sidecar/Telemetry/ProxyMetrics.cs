@@ -61,6 +61,19 @@ internal sealed class ProxyMetrics
     /// </summary>
     public void RequestAuthenticated(string result) => _requestAuthentication.WithLabels(result).Inc();
 
+    private readonly Counter _externalAuthorization;
+
+    /// <summary>
+    /// One Check sent to an external authorization provider (a CUSTOM policy matched): result "allow", "deny",
+    /// "error_allow" (the provider failed or timed out and failOpen let the request in) or "error_deny" (it failed
+    /// and the request was refused). Provider names come from MeshConfig.
+    /// </summary>
+    public void ExternalAuthorization(string provider, string result)
+    {
+        ReadOnlySpan<string> labels = [provider, result];
+        _externalAuthorization.WithLabels(labels).Inc();
+    }
+
     // ---- end of authorization ----------------------------------------------------------------------
 
     private readonly Counter _inboundPlaintext;
@@ -90,6 +103,8 @@ internal sealed class ProxyMetrics
             ["port", "mode"]);
         _requestAuthentication = metrics.CreateCounter(
             "meshproxy_request_authentication_total", "Inbound requests to a workload with RequestAuthentication, per result (valid, no_token, or why the token was refused).", ["result"]);
+        _externalAuthorization = metrics.CreateCounter(
+            "meshproxy_ext_authz_total", "Checks sent to external authorization providers (CUSTOM policies), per provider and result (allow, deny, error_allow, error_deny).", ["provider", "result"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(

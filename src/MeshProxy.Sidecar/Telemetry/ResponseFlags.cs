@@ -59,6 +59,9 @@ internal enum ResponseFlags
     /// name the upstream).
     /// </summary>
     SidecarNotReady = 1 << 12,
+
+    /// <summary>UAEX: the external authorization provider (a CUSTOM policy's) denied the request, or failed with failOpen off.</summary>
+    UnauthorizedExternalService = 1 << 13,
 }
 
 internal static class ResponseFlagCodes
@@ -78,6 +81,7 @@ internal static class ResponseFlagCodes
         (ResponseFlags.StreamIdleTimeout, "SI"),
         (ResponseFlags.UpstreamPeerIdentity, "UPI"),
         (ResponseFlags.SidecarNotReady, "SNR"),
+        (ResponseFlags.UnauthorizedExternalService, "UAEX"),
     ];
 
     /// <summary>"-" for none (Envoy's spelling), the code for one flag, codes joined by commas for several.</summary>

@@ -93,9 +93,31 @@ internal static partial class SchemaSamples
                     chosen.Add(some[0]);
                 }
 
+                // A dependency adds the property it needs (set to the value it needs, if any); one with When adds it
+                // only when the property holds that value (the replacement's, the forced one, or the example).
+                var forced = new Dictionary<string, string>(StringComparer.Ordinal);
                 foreach (var dependency in node.Dependencies ?? [])
                 {
-                    if (chosen.Contains(dependency.Property) && !chosen.Contains(dependency.Needs))
+                    if (!chosen.Contains(dependency.Property))
+                    {
+                        continue;
+                    }
+
+                    if (dependency.When is { } when)
+                    {
+                        var value = forced.GetValueOrDefault(dependency.Property)
+                            ?? (replace is { } rv && rv.Shape == $"{shape}.{dependency.Property}" ? rv.Value.ToString() : node.Property(dependency.Property)?.Example);
+                        if (value != when)
+                        {
+                            continue;
+                        }
+                    }
+                    else if (dependency.NeedsValue is { } needed)
+                    {
+                        forced[dependency.Needs] = needed;
+                    }
+
+                    if (!chosen.Contains(dependency.Needs))
                     {
                         chosen.Add(dependency.Needs);
                     }
@@ -103,7 +125,10 @@ internal static partial class SchemaSamples
 
                 foreach (var p in node.Properties.Where(p => chosen.Contains(p.Name)))
                 {
-                    result[p.Name] = Build(p.Node, $"{shape}.{p.Name}", include, replace, last);
+                    var childShape = $"{shape}.{p.Name}";
+                    result[p.Name] = forced.TryGetValue(p.Name, out var value) && replace?.Shape != childShape
+                        ? JsonValue.Create(value)
+                        : Build(p.Node, childShape, include, replace, last);
                 }
 
                 return result;

@@ -44,16 +44,16 @@ internal sealed class IntegrationMesh : IAsyncDisposable
     public HttpClient Client { get; } = new(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(30) };
 
     /// <param name="billingServices">Services for billing's sidecar beyond the log capture (a JWKS cache on a fake clock, say).</param>
-    /// <param name="meshSpec">More MeshConfig spec fields for billing, one line in flow style ("pathNormalization: { ... }").</param>
+    /// <param name="meshConfig">More of the MeshConfig's spec (extensionProviders, say), as YAML lines indented by two.</param>
     public static async Task<IntegrationMesh> StartAsync(
-        string policies, string mode = "STRICT", Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? billingServices = null, string? meshSpec = null)
+        string policies, string mode = "STRICT", Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? billingServices = null, string? meshConfig = null)
     {
         var pki = MeshPki.Shared;
         var mesh = new IntegrationMesh(await ReceiptApp.StartAsync());
         var root = Directory.CreateTempSubdirectory("meshproxy-authz-").FullName;
         try
         {
-            var billingYaml = new MeshYaml("billing", mesh.App.Port, tls: pki.WriteFiles(Path.Combine(root, "billing"), "billing")).Mtls(mode, meshSpec);
+            var billingYaml = new MeshYaml("billing", mesh.App.Port, tls: pki.WriteFiles(Path.Combine(root, "billing"), "billing")).Mtls(mode, meshConfig);
             if (policies.Length > 0)
             {
                 billingYaml.Raw(policies);

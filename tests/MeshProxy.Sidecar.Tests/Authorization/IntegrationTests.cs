@@ -172,7 +172,7 @@ public sealed class IntegrationTests
     [Fact]
     public async Task Stripped_path_parameters_are_matched_and_forwarded_as_a_servlet_container_reads_them()
     {
-        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { pathParameters: STRIP }");
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshConfig: "  pathNormalization: { pathParameters: STRIP }");
         const string Host = "Host: billing\r\nConnection: close\r\n";
         foreach (var path in new[] { "/admin;x", "/admin;x/y", "/public/..;/admin/x", "/admin;a=1;b=2" })
         {
@@ -193,7 +193,7 @@ public sealed class IntegrationTests
     [Fact]
     public async Task Decode_and_merge_slashes_reads_encoded_slashes_as_separators()
     {
-        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { normalization: DECODE_AND_MERGE_SLASHES }");
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshConfig: "  pathNormalization: { normalization: DECODE_AND_MERGE_SLASHES }");
         const string Host = "Host: billing\r\nConnection: close\r\n";
         foreach (var path in new[] { "/admin%2Fx", "/public%2F..%2Fadmin", "/public%5C..%5Cadmin%2f%2fx", "/public\\..\\admin" })
         {
@@ -209,7 +209,7 @@ public sealed class IntegrationTests
     [Fact]
     public async Task Base_keeps_empty_segments_and_encoded_slashes_and_the_app_gets_that_exact_spelling()
     {
-        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { normalization: BASE }");
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshConfig: "  pathNormalization: { normalization: BASE }");
         const string Host = "Host: billing\r\nConnection: close\r\n";
 
         // Not /admin to BASE: "//admin" keeps its empty segment and "%2F" stays encoded (Istio's BASE; why it is not the default).
@@ -227,7 +227,7 @@ public sealed class IntegrationTests
     [Fact]
     public async Task None_matches_and_forwards_the_path_exactly_as_sent()
     {
-        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshSpec: "pathNormalization: { normalization: NONE, pathParameters: KEEP }");
+        await using var mesh = await IntegrationMesh.StartAsync(NoAdmin, meshConfig: "  pathNormalization: { normalization: NONE, pathParameters: KEEP }");
         const string Host = "Host: billing\r\nConnection: close\r\n";
         var (denied, deniedResponse) = await mesh.SendRawAsync("store", $"GET /admin/x HTTP/1.1\r\n{Host}\r\n", Ct);
         Assert.True(denied == 403, deniedResponse);

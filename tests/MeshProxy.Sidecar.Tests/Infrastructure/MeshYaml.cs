@@ -69,14 +69,14 @@ internal sealed class MeshYaml
         return this;
     }
 
-    /// <summary>A MeshConfig with the given inbound mTLS mode (STRICT or PERMISSIVE) and, optionally, more spec fields in flow style (one line).</summary>
+    /// <summary>A MeshConfig with the given inbound mTLS mode (STRICT or PERMISSIVE) and, if given, more of its spec (YAML indented by two).</summary>
     public MeshYaml Mtls(string mode, string? moreSpec = null) => Raw($"""
         apiVersion: meshproxy.io/v1alpha1
         kind: MeshConfig
         metadata: {"{"} name: mesh, namespace: meshproxy-system {"}"}
         spec:
           mtls: {"{"} mode: {mode} {"}"}
-          {moreSpec}
+        {moreSpec}
         """);
 
     public MeshYaml Raw(string yaml)
