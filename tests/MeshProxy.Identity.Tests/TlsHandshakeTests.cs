@@ -65,6 +65,49 @@ public sealed class TlsHandshakeTests(OpenSslPki pki)
         Assert.True(await held.EchoAsync("hello-2"), $"the held connection broke: {held.Stderr}");
     }
 
+    /// <summary>
+    /// A workload certificate issued under an intermediate (Istio's plug-in CA layout: the bundle holds the root only)
+    /// is accepted when the client sends the intermediate: from openssl with -cert_chain, and from our own client
+    /// presenting an <see cref="X509Svid"/>'s context, which is what a sidecar sends.
+    /// </summary>
+    [Theory]
+    [InlineData("-tls1_3")]
+    [InlineData("-tls1_2")]
+    public async Task A_leaf_under_an_intermediate_is_accepted_when_the_client_sends_its_chain(string version)
+    {
+        await using var server = StartServer();
+
+        await using var openssl = pki.Connect(server.Port, "viaInter", version, "-cert_chain", pki.CertPath("interA"));
+        Assert.True(await openssl.EchoAsync("via-intermediate"), $"openssl with the chain got no echo: {openssl.Stderr}");
+        Assert.True(_verdicts.TryDequeue(out var verdict) && verdict.IsValid, $"{verdict}");
+
+        var svid = X509Svid.FromPem(
+            File.ReadAllText(pki.CertPath("viaInter")) + File.ReadAllText(pki.CertPath("interA")),
+            File.ReadAllText(pki.KeyPath("viaInter")));
+        Assert.Single(svid.Intermediates);
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(System.Net.IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        await using var ssl = new SslStream(tcp.GetStream());
+        await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            ClientCertificateContext = svid.CertificateContext,
+            EnabledSslProtocols = version == "-tls1_3" ? SslProtocols.Tls13 : SslProtocols.Tls12,
+            RemoteCertificateValidationCallback = new PeerCertificateVerifier().CreateCallback(() => pki.Bundle("rootA"), OpenSslPki.TrustDomain, PeerRole.Server),
+        }, TestContext.Current.CancellationToken);
+        var hello = "from-svid\n"u8.ToArray();
+        await ssl.WriteAsync(hello, TestContext.Current.CancellationToken);
+        var echo = new byte[hello.Length];
+        await ssl.ReadExactlyAsync(echo, TestContext.Current.CancellationToken);
+        Assert.Equal(hello, echo);
+        Assert.True(_verdicts.TryDequeue(out var ours) && ours.IsValid && ours.SpiffeId!.Value == OpenSslPki.Web, $"{ours}");
+
+        // Without the intermediate, the same leaf is refused: the bundle holds only the root.
+        await using var bare = pki.Connect(server.Port, "viaInter", version);
+        Assert.False(await bare.EchoAsync("must-not-echo", timeoutMs: 3_000));
+        Assert.True(_verdicts.TryDequeue(out var refused) && refused.Failure == PeerVerificationFailure.UntrustedIssuer, $"{refused}");
+    }
+
     [Fact]
     public async Task Tls_1_1_is_refused()
     {
