@@ -100,7 +100,7 @@ internal sealed class RequestAuthenticator
         return ValidateAsync(context, jwt!, location, cache, time);
     }
 
-    private async ValueTask<AuthenticationResult> ValidateAsync(HttpContext context, JwtToken jwt, Location location, JwksCache cache, TimeProvider time)
+    private async ValueTask<AuthenticationResult> ValidateAsync(HttpContext context, JwtToken jwt, TokenLocation location, JwksCache cache, TimeProvider time)
     {
         var failure = JwtFailure.UnknownIssuer;
         foreach (var rule in _rules)
@@ -170,7 +170,7 @@ internal sealed class RequestAuthenticator
     /// of a header) carry different ones. A header without the expected prefix holds no token (the app may use it
     /// for something else, e.g. Basic credentials).
     /// </summary>
-    private JwtFailure FindToken(HttpRequest request, out string? token, out Location location)
+    private JwtFailure FindToken(HttpRequest request, out string? token, out TokenLocation location)
     {
         token = null;
         location = default;
@@ -197,7 +197,7 @@ internal sealed class RequestAuthenticator
                 }
 
                 token = candidate;
-                location = new Location(name, prefix, null);
+                location = new TokenLocation(name, prefix, null);
             }
         }
 
@@ -221,7 +221,7 @@ internal sealed class RequestAuthenticator
                     if (token is null)
                     {
                         token = candidate;
-                        location = new Location(null, null, name);
+                        location = new TokenLocation(null, null, name);
                     }
                 }
             }
@@ -230,7 +230,7 @@ internal sealed class RequestAuthenticator
         return JwtFailure.None;
     }
 
-    private static void Apply(IHeaderDictionary headers, JwtRule rule, Location location, RequestAuth auth)
+    private static void Apply(IHeaderDictionary headers, JwtRule rule, TokenLocation location, RequestAuth auth)
     {
         if (!rule.ForwardOriginalToken && location.Header is { } header)
         {
@@ -261,7 +261,7 @@ internal sealed class RequestAuthenticator
     }
 
     /// <summary>Where the token was: a header (with its prefix) or a query parameter.</summary>
-    private readonly record struct Location(string? Header, string? Prefix, string? Param);
+    private readonly record struct TokenLocation(string? Header, string? Prefix, string? Param);
 
     private sealed class Rule(JwtRule spec, JwtKeySet? inlineKeys)
     {
@@ -269,7 +269,7 @@ internal sealed class RequestAuthenticator
 
         public JwtKeySet? InlineKeys { get; } = inlineKeys;
 
-        public bool Reads(Location location) => location.Header is { } header
+        public bool Reads(TokenLocation location) => location.Header is { } header
             ? Spec.FromHeaders.Any(h => h.Name == header && string.Equals(h.Prefix, location.Prefix, StringComparison.Ordinal))
             : Spec.FromParams.Contains(location.Param!);
     }

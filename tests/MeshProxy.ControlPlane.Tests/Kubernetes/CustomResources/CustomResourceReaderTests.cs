@@ -115,7 +115,7 @@ public sealed class CustomResourceReaderTests
     }
 
     [Theory]
-    [InlineData("""{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}""", "spec.action", "CUSTOM")]
+    [InlineData("""{"action":"DENY","provider":{"name":"opa"},"rules":[{}]}""", "spec.provider", "only for action CUSTOM")]
     [InlineData("""{"rules":[{"from":[{"source":{"remoteIpBlocks":["10.0.0.0/8"]}}]}]}""", "spec.rules[0].from[0].source.remoteIpBlocks", "X-Forwarded-For")]
     [InlineData("""{"targetRefs":[{"kind":"Service","name":"x"}],"rules":[{}]}""", "spec.targetRefs", "not supported")]
     [InlineData("""{"rules":[{"when":[{"key":"request.auth.claims[]","values":["a"]}]}]}""", "spec.rules[0].when[0].key", "not a claim key")]
