@@ -162,7 +162,7 @@ internal static class ExplainCommand
         if (!PathNormalizer.TryNormalize(rawPath, mesh.PathNormalization, out var normalized, out var rejection))
         {
             output.WriteLine("DENY (400)");
-            output.WriteLine($"  refused before authorization: path '{query.Path}': {rejection} (MeshConfig pathNormalization {Describe(mesh.PathNormalization)})");
+            output.WriteLine($"  refused before authorization: path '{query.Path}': {rejection} (MeshConfig pathNormalization {mesh.PathNormalization.Spelling})");
             return 1;
         }
 
@@ -235,7 +235,7 @@ internal static class ExplainCommand
         output.WriteLine($"  {decision.Explain()}");
         output.WriteLine($"  policy:    {(decisive.Policy is null ? "none (default)" : $"{decisive.Policy.Key} ({decisive.Policy.ActionName})")}");
         output.WriteLine($"  rule:      {(decisive.RuleIndex >= 0 ? decisive.RuleIndex.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")}");
-        output.WriteLine($"  request:   {query.Method} {query.Host}:{query.Port}{normalized}{(normalized == rawPath ? string.Empty : $" (normalized from {rawPath}, pathNormalization {Describe(mesh.PathNormalization)})")} from {query.Source ?? "a plaintext caller"}");
+        output.WriteLine($"  request:   {query.Method} {query.Host}:{query.Port}{normalized}{(normalized == rawPath ? string.Empty : $" (normalized from {rawPath}, pathNormalization {mesh.PathNormalization.Spelling})")} from {query.Source ?? "a plaintext caller"}");
         output.WriteLine($"  workload:  {ns}/{name} ({labelText}{(query.Labels is null && sidecar is null ? "; no Sidecar resource found" : string.Empty)})");
         output.WriteLine($"  jwt:       {jwtText}");
         output.WriteLine($"  custom:    {customText}");
@@ -292,19 +292,5 @@ internal static class ExplainCommand
         }
 
         return true;
-    }
-
-    /// <summary>The MeshConfig spelling of a pathNormalization, as an operator wrote it.</summary>
-    private static string Describe(PathNormalizationSpec spec)
-    {
-        var normalization = spec.Normalization switch
-        {
-            PathNormalization.None => "NONE",
-            PathNormalization.Base => "BASE",
-            PathNormalization.MergeSlashes => "MERGE_SLASHES",
-            PathNormalization.DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
-            _ => "STRICT",
-        };
-        return $"{normalization}, pathParameters {spec.PathParameters.ToString().ToUpperInvariant()}";
     }
 }

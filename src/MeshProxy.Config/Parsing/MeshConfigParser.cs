@@ -7,8 +7,8 @@ internal static class MeshConfigParser
     private static readonly IReadOnlyList<string> MtlsModes = ["STRICT", "PERMISSIVE"];
     private static readonly IReadOnlyList<string> OutboundModes = ["REGISTRY_ONLY", "ALLOW_ANY"];
     private static readonly IReadOnlyList<string> Propagations = ["w3c", "b3", "b3multi"];
-    private static readonly IReadOnlyList<string> Normalizations = ["STRICT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"];
-    private static readonly IReadOnlyList<string> PathParameterModes = ["REJECT", "STRIP", "KEEP"];
+    private static readonly IReadOnlyList<string> Normalizations = [.. PathNormalizationSpec.NormalizationWords.Select(w => w.Key)];
+    private static readonly IReadOnlyList<string> PathParameterModes = [.. PathNormalizationSpec.PathParameterWords.Select(w => w.Key)];
 
     public static Resource? Parse(ObjectMeta meta, SourceLocation source, YamlMap spec)
     {
@@ -71,20 +71,12 @@ internal static class MeshConfigParser
         var pathNormalization = d.PathNormalization;
         if (spec.Map("pathNormalization") is { } paths)
         {
-            var normalization = paths.Enum("normalization", Normalizations) switch
-            {
-                "NONE" => PathNormalization.None,
-                "BASE" => PathNormalization.Base,
-                "MERGE_SLASHES" => PathNormalization.MergeSlashes,
-                "DECODE_AND_MERGE_SLASHES" => PathNormalization.DecodeAndMergeSlashes,
-                _ => PathNormalization.Strict,
-            };
-            var parameters = paths.Enum("pathParameters", PathParameterModes) switch
-            {
-                "STRIP" => PathParameterHandling.Strip,
-                "KEEP" => PathParameterHandling.Keep,
-                _ => PathParameterHandling.Reject,
-            };
+            var normalization = paths.Enum("normalization", Normalizations) is { } word
+                ? PathNormalizationSpec.NormalizationWords.First(w => w.Key == word).Value
+                : d.PathNormalization.Normalization;
+            var parameters = paths.Enum("pathParameters", PathParameterModes) is { } mode
+                ? PathNormalizationSpec.PathParameterWords.First(w => w.Key == mode).Value
+                : d.PathNormalization.PathParameters;
             pathNormalization = new PathNormalizationSpec(normalization, parameters);
             paths.Finish();
         }

@@ -88,6 +88,31 @@ public sealed record TracingSpec(double SamplingPercent, TracePropagation Propag
 public sealed record PathNormalizationSpec(PathNormalization Normalization, PathParameterHandling PathParameters)
 {
     public static PathNormalizationSpec Default { get; } = new(PathNormalization.Strict, PathParameterHandling.Reject);
+
+    /// <summary>
+    /// MeshConfig's word for each normalization, the default first. The parser, the CRD schema and
+    /// <c>meshproxy explain</c> all read this one table, so a mode cannot be spelled two ways.
+    /// </summary>
+    public static IReadOnlyList<KeyValuePair<string, PathNormalization>> NormalizationWords { get; } =
+    [
+        new("STRICT", PathNormalization.Strict),
+        new("NONE", PathNormalization.None),
+        new("BASE", PathNormalization.Base),
+        new("MERGE_SLASHES", PathNormalization.MergeSlashes),
+        new("DECODE_AND_MERGE_SLASHES", PathNormalization.DecodeAndMergeSlashes),
+    ];
+
+    /// <summary>MeshConfig's word for each way of reading ';', the default first.</summary>
+    public static IReadOnlyList<KeyValuePair<string, PathParameterHandling>> PathParameterWords { get; } =
+    [
+        new("REJECT", PathParameterHandling.Reject),
+        new("STRIP", PathParameterHandling.Strip),
+        new("KEEP", PathParameterHandling.Keep),
+    ];
+
+    /// <summary>As an operator writes it in MeshConfig, e.g. "STRICT, pathParameters REJECT".</summary>
+    public string Spelling =>
+        $"{NormalizationWords.First(w => w.Value == Normalization).Key}, pathParameters {PathParameterWords.First(w => w.Value == PathParameters).Key}";
 }
 
 /// <summary>The normalization steps applied; each option adds to the one before it, except <see cref="Strict"/>.</summary>
