@@ -26,9 +26,9 @@ public sealed partial class ProbeEndToEndTests
               "spec": { "containers": [ {
                 "name": "web", "image": "python:3",
                 "ports": [ { "name": "http", "containerPort": {{appPort}} } ],
-                "livenessProbe": { "httpGet": { "path": "/", "port": "http" } },
-                "readinessProbe": { "httpGet": { "path": "/not-there", "port": "http" } },
-                "startupProbe": { "tcpSocket": { "port": "http" } }
+                "livenessProbe": { "httpGet": { "path": "/", "port": "http" }, "timeoutSeconds": 10 },
+                "readinessProbe": { "httpGet": { "path": "/not-there", "port": "http" }, "timeoutSeconds": 10 },
+                "startupProbe": { "tcpSocket": { "port": "http" }, "timeoutSeconds": 10 }
               } ] }
             }
             """)!.AsObject();
@@ -49,7 +49,7 @@ public sealed partial class ProbeEndToEndTests
                 """, Ct);
             await using var proxy = ExternalProcess.Start("env", [$"MESHPROXY_APP_PROBERS={probers}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             var stats = StatsAddress().Match(await proxy.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30))).Groups[1].Value;
-            using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+            using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
 
             // What the kubelet would do with each rewritten probe: GET its path on the stats port.
             async Task<HttpStatusCode> Probe(string field)
@@ -112,7 +112,7 @@ public sealed partial class ProbeEndToEndTests
                 """, Ct);
             await using var proxy = ExternalProcess.Start("env", [$"MESHPROXY_APP_PROBERS={probers}", "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", config]);
             var stats = StatsAddress().Match(await proxy.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(30))).Groups[1].Value;
-            using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+            using var kubelet = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
 
             async Task<HttpStatusCode> Probe(string field)
             {

@@ -74,7 +74,7 @@ public sealed class WebhookHttpsTests : IAsyncLifetime
 
     private async Task<string> Curl(params string[] args)
     {
-        var result = await Run.ProcessAsync("curl", ["-s", "--http2", "--max-time", "10", "--cacert", Path.Combine(_dir, "ca.crt"), "-w", "\n%{http_code}", .. args]);
+        var result = await Run.ProcessAsync("curl", ["-s", "--http2", "--max-time", "60", "--cacert", Path.Combine(_dir, "ca.crt"), "-w", "\n%{http_code}", .. args]);
         Assert.True(result.Exit == 0, $"curl exited {result.Exit}: {result.Stderr}");
         return result.Stdout;
     }

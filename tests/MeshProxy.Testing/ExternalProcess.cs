@@ -65,9 +65,17 @@ public sealed class ExternalProcess : IAsyncDisposable
     public static ExternalProcess Node(string script, params string[] args) =>
         Start("node", [RepoPaths.Peer(script), .. args], new Dictionary<string, string> { ["NODE_PATH"] = RepoPaths.NodeModules, ["MESHPROXY_PROTO_ROOT"] = RepoPaths.ProtoRoot });
 
-    /// <summary>Waits for a line containing <paramref name="marker"/> and returns it.</summary>
+    /// <summary>
+    /// The least a wait for a line lasts before it fails. A wait is a smoke limit, never the assertion:
+    /// on a 2-core CI machine at load 80 a control plane took over 60 s to print that it listens, so a
+    /// caller's quiet-machine figure below this is raised to it. Only a failing test waits this long.
+    /// </summary>
+    public static readonly TimeSpan MinimumLineWait = TimeSpan.FromMinutes(3);
+
+    /// <summary>Waits for a line containing <paramref name="marker"/> and returns it; fails early if the process exits.</summary>
     public async Task<string> WaitForLineAsync(string marker, TimeSpan timeout)
     {
+        timeout = timeout < MinimumLineWait ? MinimumLineWait : timeout;
         var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline)
         {

@@ -68,10 +68,14 @@ public sealed class NodePeer : IAsyncDisposable
         return peer;
     }
 
-    /// <summary>The next event that satisfies <paramref name="match"/> (earlier ones are skipped), or a failure naming what was seen.</summary>
+    /// <summary>
+    /// The next event that satisfies <paramref name="match"/> (earlier ones are skipped), or a failure naming what was
+    /// seen. The default wait is a smoke limit sized for a 2-core CI machine at load 50-80, where a peer's first call
+    /// took over 10 s; only a failing test waits it out.
+    /// </summary>
     public async Task<JsonElement> NextAsync(Func<JsonElement, bool> match, TimeSpan? timeout = null)
     {
-        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(10));
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(60));
         var seen = new List<string>();
         try
         {

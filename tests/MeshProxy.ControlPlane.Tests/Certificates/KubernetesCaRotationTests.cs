@@ -122,6 +122,12 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         Assert.True(server.Store.TrustBundle!.Contains(newRoot));
         Assert.Single(server.Store.TrustBundle!.Roots);
         Assert.Equal(newRoot.Subject, client.Store.Current!.Certificate.Issuer);
+        // The last step's line is written after its Secret update, which the loop above may have seen first.
+        for (var wait = 0; wait < 600 && _logs.WithEvent(126).Count < 3; wait++)
+        {
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+
         Assert.Equal(3, _logs.WithEvent(126).Count);  // three steps, each written once
     }
 

@@ -13,7 +13,7 @@ namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 /// </summary>
 public sealed partial class LocalMeshScenarioTests
 {
-    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(6);
+    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(12);
 
     /// <summary>Each call, the outcome it must have, and what the line must name as the deciding rule.</summary>
     private static readonly (string What, string Outcome, string DecidedBy)[] Expected =

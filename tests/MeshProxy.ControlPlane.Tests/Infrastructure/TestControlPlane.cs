@@ -57,10 +57,13 @@ internal sealed class TestControlPlane : IAsyncDisposable
 
     public Task<string> MetricsAsync() => Http.GetStringAsync(new Uri(MonitoringUri, "/metrics"));
 
-    /// <summary>Polls until <paramref name="condition"/> holds (the directory watcher and pushes are asynchronous).</summary>
+    /// <summary>
+    /// Polls until <paramref name="condition"/> holds (the directory watcher and pushes are asynchronous). The default
+    /// wait is a smoke limit for a loaded 2-core CI machine; only a failing test waits it out.
+    /// </summary>
     public static async Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
     {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
         while (DateTime.UtcNow < deadline)
         {
             if (await condition())
