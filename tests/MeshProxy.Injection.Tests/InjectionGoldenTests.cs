@@ -151,18 +151,7 @@ public sealed class InjectionGoldenTests
     [InlineData("48M", "50", "its GC heap would get 22.9 MiB and the rest of the process (code, thread stacks, socket buffers) 22.9 MiB, and each needs at least 32 MiB; use at least 64Mi")]
     public void A_memory_limit_too_small_for_the_sidecar_is_refused_with_the_smallest_that_runs(string limit, string? percent, string reason)
     {
-        var annotations = new JsonObject { ["sidecar.meshproxy.io/proxyMemoryLimit"] = limit };
-        if (percent is not null)
-        {
-            annotations["sidecar.meshproxy.io/gcHeapHardLimitPercent"] = percent;
-        }
-
-        var pod = new JsonObject
-        {
-            ["metadata"] = new JsonObject { ["name"] = "small", ["annotations"] = annotations },
-            ["spec"] = new JsonObject { ["containers"] = new JsonArray(new JsonObject { ["name"] = "app" }) },
-        };
-        var refused = Assert.Throws<InjectionException>(() => new SidecarInjector(Options).Inject(pod, new InjectionTarget("shop")));
+        var refused = Assert.Throws<InjectionException>(() => new SidecarInjector(Options).Inject(PodWithMemoryLimit(limit, percent), new InjectionTarget("shop")));
         Assert.StartsWith("sidecar.meshproxy.io/proxyMemoryLimit: ", refused.Message);
         Assert.Contains(reason, refused.Message);
     }
@@ -173,21 +162,25 @@ public sealed class InjectionGoldenTests
     [InlineData("320Mi", "10", "2000000")]
     public void The_smallest_memory_limits_that_leave_both_parts_their_floor_are_injected(string limit, string? percent, string heapHex)
     {
+        var injected = new SidecarInjector(Options).Inject(PodWithMemoryLimit(limit, percent), new InjectionTarget("shop")).Pod;
+        var sidecar = injected["spec"]!["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
+        Assert.Equal(heapHex, Env(sidecar, "DOTNET_GCHeapHardLimit"));
+        Assert.Equal("1", Env(sidecar, "DOTNET_gcConcurrent"));
+    }
+
+    private static JsonObject PodWithMemoryLimit(string limit, string? percent)
+    {
         var annotations = new JsonObject { ["sidecar.meshproxy.io/proxyMemoryLimit"] = limit };
         if (percent is not null)
         {
             annotations["sidecar.meshproxy.io/gcHeapHardLimitPercent"] = percent;
         }
 
-        var pod = new JsonObject
+        return new JsonObject
         {
             ["metadata"] = new JsonObject { ["name"] = "small", ["annotations"] = annotations },
             ["spec"] = new JsonObject { ["containers"] = new JsonArray(new JsonObject { ["name"] = "app" }) },
         };
-        var injected = new SidecarInjector(Options).Inject(pod, new InjectionTarget("shop")).Pod;
-        var sidecar = injected["spec"]!["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
-        Assert.Equal(heapHex, Env(sidecar, "DOTNET_GCHeapHardLimit"));
-        Assert.Equal("1", Env(sidecar, "DOTNET_gcConcurrent"));
     }
 
     [Fact]
