@@ -8,9 +8,11 @@ worker both count). Prints one JSON object: RSS before and at each stage, and ho
 proxy had closed by the time of each reading (a reading with closed connections is not an idle figure).
 
 usage: idle-conns.py --port P --pid PID [--host-header H] [--path /1k] [--stages 1000,10000]
-                     [--in-flight 64] [--settle 3] [--metrics URL]
+                     [--in-flight 64] [--settle 3] [--metrics URL] [--hold-file F]
 --metrics: a Prometheus endpoint with dotnet_total_memory_bytes (MeshProxy's stats listener): the managed
 heap is read beside RSS, to tell memory held by objects from native and runtime memory.
+--hold-file: after each stage's reading, write the stage's JSON line to F and wait until F is deleted, so
+that a harness can take a heap snapshot of the proxy with the connections open (run-idle-heap.sh).
 Run by benchmarks/run-idle-conns.sh; the file-descriptor limit must allow the largest stage.
 """
 import argparse
@@ -103,6 +105,7 @@ async def main():
     ap.add_argument("--in-flight", type=int, default=64)
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--metrics", default="")
+    ap.add_argument("--hold-file", default="")
     args = ap.parse_args()
     stages = [int(s) for s in args.stages.split(",")]
     request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host_header}\r\n\r\n".encode()
@@ -131,6 +134,11 @@ async def main():
             "closed": sum(c.closed for c in conns),
             "open_seconds": round(opened, 2),
         })
+        if args.hold_file:
+            with open(args.hold_file, "w") as f:
+                f.write(json.dumps(result["stages"][-1]) + "\n")
+            while os.path.exists(args.hold_file):
+                await asyncio.sleep(0.2)
     for c in conns:
         c.writer.close()
     for w in watchers:

@@ -88,6 +88,12 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         var hold = !annotations.TryGetValue(Annotations.HoldApplicationUntilProxyStarts, out var h) || ParseBool(Annotations.HoldApplicationUntilProxyStarts, h);
         var resources = Resources(annotations, out var memoryLimit);
         var gcPercent = annotations.TryGetValue(Annotations.GcHeapHardLimitPercent, out var g) ? ParsePercent(g) : options.GcHeapHardLimitPercent;
+        if (memoryLimit is { } limitBytes && SidecarMemoryBudget.Check(limitBytes, gcPercent) is { } tooSmall)
+        {
+            var given = annotations.GetValueOrDefault(Annotations.ProxyMemoryLimit) ?? options.MemoryLimit;
+            throw new InjectionException($"{Annotations.ProxyMemoryLimit}: '{given}' {tooSmall}");
+        }
+
         var drain = annotations.GetValueOrDefault(Annotations.DrainDuration) ?? "5s";
         if (!IsDuration(drain))
         {
@@ -278,6 +284,11 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             // without a word (benchmarks/RESULTS.md, "GC settings of the sidecar").
             var heap = (long)(limit * gcPercent / 100m);
             env.Add(Env("DOTNET_GCHeapHardLimit", heap.ToString("X", CultureInfo.InvariantCulture)));
+
+            // With a hard limit, the concurrent GC: under the build's non-concurrent GC the .NET 10 runtime crashes
+            // (SIGSEGV) when the heap nears its limit, a GC bug (dotnet/runtime#129681); the concurrent GC never did,
+            // and measured no larger (benchmarks/RESULTS.md, "The 32 MiB heap-limit crash").
+            env.Add(Env("DOTNET_gcConcurrent", "1"));
         }
 
         if (options.GcGen0SizeBytes > 0)

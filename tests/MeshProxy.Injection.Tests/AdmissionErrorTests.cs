@@ -31,6 +31,7 @@ public sealed class AdmissionErrorTests
     [InlineData("""{"metadata":{"name":"p","annotations":{"traffic.meshproxy.io/excludeOutboundPorts":"5432,http"}},"spec":{"containers":[{"name":"a"}]}}""", "Pod", "traffic.meshproxy.io/excludeOutboundPorts: 'http' is not a port")]
     [InlineData("""{"metadata":{"name":"p","annotations":{"traffic.meshproxy.io/excludeOutboundIPRanges":"10.0.0.0/33"}},"spec":{"containers":[{"name":"a"}]}}""", "Pod", "'10.0.0.0/33' is not a CIDR")]
     [InlineData("""{"metadata":{"name":"p","annotations":{"sidecar.meshproxy.io/proxyMemoryLimit":"lots"}},"spec":{"containers":[{"name":"a"}]}}""", "Pod", "'lots' is not a positive Kubernetes quantity")]
+    [InlineData("""{"metadata":{"name":"p","annotations":{"sidecar.meshproxy.io/proxyMemoryLimit":"48Mi"}},"spec":{"containers":[{"name":"a"}]}}""", "Pod", "'48Mi' is too small for the sidecar")]
     [InlineData("""{"metadata":{"name":"p","annotations":{"sidecar.meshproxy.io/inject":"maybe"}},"spec":{"containers":[{"name":"a"}]}}""", "Pod", "must be true or false")]
     [InlineData("""{"metadata":{"name":"p"},"spec":{"containers":[{"name":"a","ports":[{"containerPort":"http"}]}]}}""", "Pod", "is not a port")]
     [InlineData("""{"metadata":{"name":"p"},"spec":{"containers":[{"name":"a"}],"volumes":[{"name":"meshproxy-certs"}]}}""", "Pod", "already has a volume named 'meshproxy-certs'")]

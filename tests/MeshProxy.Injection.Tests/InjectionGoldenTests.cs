@@ -138,6 +138,49 @@ public sealed class InjectionGoldenTests
         var defaults = Inject("multi-container-pod")["spec"]!["initContainers"]![1]!;
         Assert.Equal("256Mi", defaults["resources"]!["limits"]!["memory"]!.GetValue<string>());
         Assert.Equal("C000000", Env(defaults, "DOTNET_GCHeapHardLimit")); // 75% of 256 MiB = 192 MiB
+
+        // With a heap limit, the concurrent GC: the build's non-concurrent GC crashes near the limit (dotnet/runtime#129681).
+        Assert.Equal("1", Env(sidecar, "DOTNET_gcConcurrent"));
+        Assert.Equal("1", Env(defaults, "DOTNET_gcConcurrent"));
+    }
+
+    [Theory]
+    [InlineData("64Mi", null, "'64Mi' is too small for the sidecar: at sidecar.meshproxy.io/gcHeapHardLimitPercent 75 its GC heap would get 48 MiB and the rest of the process (code, thread stacks, socket buffers) 16 MiB, and each needs at least 32 MiB; use at least 128Mi")]
+    [InlineData("100Mi", "75", "rest of the process (code, thread stacks, socket buffers) 25 MiB, and each needs at least 32 MiB; use at least 128Mi")]
+    [InlineData("256Mi", "10", "its GC heap would get 25.6 MiB and the rest of the process (code, thread stacks, socket buffers) 230.4 MiB, and each needs at least 32 MiB; use at least 320Mi")]
+    [InlineData("48M", "50", "its GC heap would get 22.9 MiB and the rest of the process (code, thread stacks, socket buffers) 22.9 MiB, and each needs at least 32 MiB; use at least 64Mi")]
+    public void A_memory_limit_too_small_for_the_sidecar_is_refused_with_the_smallest_that_runs(string limit, string? percent, string reason)
+    {
+        var refused = Assert.Throws<InjectionException>(() => new SidecarInjector(Options).Inject(PodWithMemoryLimit(limit, percent), new InjectionTarget("shop")));
+        Assert.StartsWith("sidecar.meshproxy.io/proxyMemoryLimit: ", refused.Message);
+        Assert.Contains(reason, refused.Message);
+    }
+
+    [Theory]
+    [InlineData("128Mi", null, "6000000")] // 75 %: 96 MiB heap, 32 MiB for the rest
+    [InlineData("64Mi", "50", "2000000")] // 32 MiB each
+    [InlineData("320Mi", "10", "2000000")]
+    public void The_smallest_memory_limits_that_leave_both_parts_their_floor_are_injected(string limit, string? percent, string heapHex)
+    {
+        var injected = new SidecarInjector(Options).Inject(PodWithMemoryLimit(limit, percent), new InjectionTarget("shop")).Pod;
+        var sidecar = injected["spec"]!["initContainers"]!.AsArray().Single(c => c!["name"]!.GetValue<string>() == SidecarInjector.SidecarContainerName)!;
+        Assert.Equal(heapHex, Env(sidecar, "DOTNET_GCHeapHardLimit"));
+        Assert.Equal("1", Env(sidecar, "DOTNET_gcConcurrent"));
+    }
+
+    private static JsonObject PodWithMemoryLimit(string limit, string? percent)
+    {
+        var annotations = new JsonObject { ["sidecar.meshproxy.io/proxyMemoryLimit"] = limit };
+        if (percent is not null)
+        {
+            annotations["sidecar.meshproxy.io/gcHeapHardLimitPercent"] = percent;
+        }
+
+        return new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["name"] = "small", ["annotations"] = annotations },
+            ["spec"] = new JsonObject { ["containers"] = new JsonArray(new JsonObject { ["name"] = "app" }) },
+        };
     }
 
     [Fact]

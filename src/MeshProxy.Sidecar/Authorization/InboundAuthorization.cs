@@ -3,7 +3,6 @@ using MeshProxy.Config.Resources;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Listeners;
 using MeshProxy.Sidecar.Telemetry;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
@@ -71,10 +70,7 @@ internal static class InboundAuthorization
     public static AuthorizationRequest RequestOf(HttpContext context, SidecarSnapshot snapshot, string path, RequestAuth? auth = null)
     {
         var connection = context.Connection;
-        var port = context.Features.Get<IConnectionItemsFeature>()?.Items is { } items &&
-                   items.TryGetValue(typeof(OriginalDestinationFeature), out var original)
-            ? ((OriginalDestinationFeature)original!).EndPoint.Port
-            : snapshot.Sidecar.Spec.App.Port;
+        var port = context.Features.Find<OriginalDestinationFeature>()?.EndPoint.Port ?? snapshot.Sidecar.Spec.App.Port;
         var request = context.Request;
         var peer = Identity.PeerIdentity.Of(context);
         return new AuthorizationRequest(

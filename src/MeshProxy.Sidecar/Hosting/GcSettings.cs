@@ -47,4 +47,18 @@ internal static class GcSettings
         });
         return text.ToString();
     }
+
+    /// <summary>
+    /// A heap hard limit under the non-concurrent GC (the build's choice): the .NET 10 runtime leaves the last page of
+    /// the GC's region bookkeeping uncommitted when there is no background-GC mark array, and the heap growing to the
+    /// top of its limited range writes there: SIGSEGV, not an OutOfMemoryException (dotnet/runtime#129681, fixed by
+    /// #131947 after 10.0). Reproduced here under wrk with 16 and 32 MiB limits; never with the concurrent GC
+    /// (benchmarks/RESULTS.md, "The 32 MiB heap-limit crash"). Without a limit the range is 256 GiB and never reached.
+    /// </summary>
+    public static bool HardLimitWithoutConcurrentGc()
+    {
+        var variables = GC.GetConfigurationVariables();
+        return variables.TryGetValue("GCHeapHardLimit", out var limit) && Convert.ToInt64(limit, CultureInfo.InvariantCulture) > 0 &&
+               !(variables.TryGetValue("ConcurrentGC", out var concurrent) && concurrent is true);
+    }
 }

@@ -94,6 +94,10 @@ internal sealed class SidecarLifecycle : IHostedService, IAsyncDisposable, ISide
         }
 
         _logger.GcSettingsResolved(GcSettings.Describe());
+        if (GcSettings.HardLimitWithoutConcurrentGc())
+        {
+            _logger.GcHardLimitWithoutConcurrentGc();
+        }
 
         var spec = _store.Current.Sidecar.Spec.Listeners;
         var time = _services.GetRequiredService<TimeProvider>();

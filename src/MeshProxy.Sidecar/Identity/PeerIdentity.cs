@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using MeshProxy.Identity;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 
 namespace MeshProxy.Sidecar.Identity;
@@ -46,9 +45,6 @@ internal sealed class PeerIdentity
         return new PeerIdentity(peer, hash, xfcc, string.IsNullOrEmpty(serverName) ? null : serverName);
     }
 
-    /// <summary>The verified peer of the request's connection, or null on plaintext.</summary>
-    public static PeerIdentity? Of(HttpContext context) =>
-        context.Features.Get<IConnectionItemsFeature>()?.Items is { } items && items.TryGetValue(typeof(PeerIdentity), out var value)
-            ? value as PeerIdentity
-            : null;
+    /// <summary>The verified peer of the request's connection (a connection feature, which Kestrel's request features fall back to), or null on plaintext.</summary>
+    public static PeerIdentity? Of(HttpContext context) => context.Features[typeof(PeerIdentity)] as PeerIdentity;
 }

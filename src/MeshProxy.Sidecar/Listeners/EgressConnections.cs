@@ -46,7 +46,7 @@ internal sealed class EgressConnections(
 
     private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
     {
-        var original = connection.Items.TryGetValue(typeof(OriginalDestinationFeature), out var o) ? ((OriginalDestinationFeature)o!).EndPoint : null;
+        var original = connection.Features.Find<OriginalDestinationFeature>()?.EndPoint;
         var runtime = runtimes.Current;
         var snapshot = runtime.Snapshot;
 

@@ -50,9 +50,7 @@ internal sealed class InboundTls(
     private async Task HandleAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var remote = connection.RemoteEndPoint?.ToString() ?? "unknown";
-        var port = connection.Items.TryGetValue(typeof(OriginalDestinationFeature), out var original)
-            ? ((OriginalDestinationFeature)original!).EndPoint.Port
-            : snapshots.Current.Sidecar.Spec.App.Port;
+        var port = connection.Features.Find<OriginalDestinationFeature>()?.EndPoint.Port ?? snapshots.Current.Sidecar.Spec.App.Port;
 
         // The app's port declared TCP: a plaintext client of a server that speaks first sends nothing, so where
         // plaintext is allowed it is not waited for long (PERMISSIVE), or at all (DISABLE, where TLS is refused anyway).
@@ -190,7 +188,7 @@ internal sealed class InboundTls(
             return;
         }
 
-        connection.Items[typeof(PeerIdentity)] = peer;
+        connection.Features.Put(peer);
         var tls = new TlsFeature(clientCertificate, ssl.NegotiatedApplicationProtocol.Protocol);
         connection.Features.Set<ITlsConnectionFeature>(tls);
         connection.Features.Set<ITlsApplicationProtocolFeature>(tls);

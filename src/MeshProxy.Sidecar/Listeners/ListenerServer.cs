@@ -65,8 +65,9 @@ internal sealed class ListenerServer : IAsyncDisposable
             options.ListenUnixSocket(http2SocketPath, detection.ConfigureHttp2Endpoint);
         }
 
-        var transport = new StoppableListeners(new SocketTransportFactory(Options.Create(new SocketTransportOptions()), loggerFactory));
-        var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
+        var kestrelLogs = new ScopelessLoggerFactory(loggerFactory);
+        var transport = new StoppableListeners(new SocketTransportFactory(Options.Create(new SocketTransportOptions()), kestrelLogs));
+        var server = new KestrelServer(Options.Create(options), transport, kestrelLogs);
         await server.StartAsync(new PipelineApplication(pipeline, drain), cancellationToken);
         File.Delete(http2SocketPath); // bound and unreachable: only the detection hands it connections
 

@@ -7,7 +7,6 @@ using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Runtime;
 using MeshProxy.Sidecar.Telemetry;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
@@ -158,11 +157,7 @@ internal sealed class OutboundPipeline(
     }
 
     /// <summary>Where the app really dialled, on a transparently captured connection (SO_ORIGINAL_DST); else null.</summary>
-    private static IPEndPoint? OriginalDestination(HttpContext context) =>
-        context.Features.Find<IConnectionItemsFeature>()?.Items is { } items &&
-        items.TryGetValue(typeof(OriginalDestinationFeature), out var o)
-            ? ((OriginalDestinationFeature)o!).EndPoint
-            : null;
+    private static IPEndPoint? OriginalDestination(HttpContext context) => context.Features.Find<OriginalDestinationFeature>()?.EndPoint;
 
     private static VirtualHost? ResolveDestination(HttpContext context, SidecarSnapshot snapshot, IPEndPoint? original)
     {

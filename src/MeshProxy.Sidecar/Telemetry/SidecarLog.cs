@@ -61,4 +61,7 @@ internal static partial class SidecarLog
 
     [LoggerMessage(21, LogLevel.Information, "GC: {Settings}")]
     public static partial void GcSettingsResolved(this ILogger logger, string settings);
+
+    [LoggerMessage(22, LogLevel.Warning, "GC: a heap hard limit without the concurrent GC: .NET 10's GC can crash this process (SIGSEGV) when its heap nears the limit (dotnet/runtime#129681); set DOTNET_gcConcurrent=1 beside DOTNET_GCHeapHardLimit, as the injector does")]
+    public static partial void GcHardLimitWithoutConcurrentGc(this ILogger logger);
 }
