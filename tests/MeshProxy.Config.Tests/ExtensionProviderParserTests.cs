@@ -31,6 +31,7 @@ public sealed class ExtensionProviderParserTests
                   includeRequestHeadersInCheck: ["authorization", "X-User-*"]
                   headersToUpstreamOnAllow: ["x-user"]
                   headersToDownstreamOnDeny: ["*-reason"]
+                  includeRequestBodyInCheck: { maxRequestBytes: 4096, allowPartialMessage: true, packAsBytes: true }
               - name: defaults
                 envoyExtAuthzGrpc: { service: 10.0.0.7, port: 9000 }
             """);
@@ -46,12 +47,14 @@ public sealed class ExtensionProviderParserTests
         Assert.Equal(["authorization", "x-user-*"], opa.IncludeRequestHeadersInCheck);
         Assert.Equal(["x-user"], opa.HeadersToUpstreamOnAllow);
         Assert.Equal(["*-reason"], opa.HeadersToDownstreamOnDeny);
+        Assert.Equal(new RequestBodyInCheck(4096, AllowPartialMessage: true, PackAsBytes: true), opa.IncludeRequestBodyInCheck);
 
         var defaults = providers[1].ExtAuthzGrpc;
         Assert.Equal(TimeSpan.FromMinutes(10), defaults.Timeout);
         Assert.False(defaults.FailOpen);
         Assert.Equal(403, defaults.StatusOnError);
         Assert.Empty(defaults.IncludeRequestHeadersInCheck);
+        Assert.Null(defaults.IncludeRequestBodyInCheck);
     }
 
     [Theory]
@@ -66,7 +69,9 @@ public sealed class ExtensionProviderParserTests
     [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, timeout: 0s }", "spec.extensionProviders[0].envoyExtAuthzGrpc.timeout", "")]
     [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, statusOnError: '99' }", "spec.extensionProviders[0].envoyExtAuthzGrpc.statusOnError", "not an HTTP status")]
     [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, headersToUpstreamOnAllow: ['x-*-y'] }", "spec.extensionProviders[0].envoyExtAuthzGrpc.headersToUpstreamOnAllow", "not a header name")]
-    [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, includeRequestBodyInCheck: { maxRequestBytes: 10 } }", "spec.extensionProviders[0].envoyExtAuthzGrpc.includeRequestBodyInCheck", "headers only")]
+    [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, includeRequestBodyInCheck: { allowPartialMessage: true } }", "spec.extensionProviders[0].envoyExtAuthzGrpc.includeRequestBodyInCheck.maxRequestBytes", "is required")]
+    [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, includeRequestBodyInCheck: { maxRequestBytes: 0 } }", "spec.extensionProviders[0].envoyExtAuthzGrpc.includeRequestBodyInCheck.maxRequestBytes", "between 1 and 16777216")]
+    [InlineData("- name: a\n  envoyExtAuthzGrpc: { service: a, port: 1, includeRequestBodyInCheck: { maxRequestBytes: 10, allowPartialMessage: maybe } }", "spec.extensionProviders[0].envoyExtAuthzGrpc.includeRequestBodyInCheck.allowPartialMessage", "")]
     public void Bad_providers_are_refused_at_their_field_with_the_reason(string providers, string path, string reason)
     {
         var indented = string.Join('\n', providers.Split('\n').Select(l => "  " + l));

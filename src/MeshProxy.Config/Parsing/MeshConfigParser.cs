@@ -165,15 +165,28 @@ internal static class MeshConfigParser
         var include = HeaderPatterns(grpc, "includeRequestHeadersInCheck");
         var upstream = HeaderPatterns(grpc, "headersToUpstreamOnAllow");
         var downstream = HeaderPatterns(grpc, "headersToDownstreamOnDeny");
-        // Read as a raw key, not a field: the schema does not offer it.
-        if (RawKeys(grpc).Contains("includeRequestBodyInCheck"))
-        {
-            grpc.Error("includeRequestBodyInCheck", "is not supported: the sidecar sends headers only, never the body");
-        }
-
+        var body = RequestBody(grpc);
         grpc.Finish();
         return service is null || port is null ? null
-            : new ExtAuthzGrpcProvider(service, port.Value, timeout, failOpen, status, include, upstream, downstream);
+            : new ExtAuthzGrpcProvider(service, port.Value, timeout, failOpen, status, include, upstream, downstream) { IncludeRequestBodyInCheck = body };
+    }
+
+    /// <summary>
+    /// includeRequestBodyInCheck: maxRequestBytes is required (Envoy's max_request_bytes is), since it is memory the
+    /// sidecar holds per checked request; it is bounded by <see cref="RequestBodyInCheck.MaxBytesLimit"/>.
+    /// </summary>
+    private static RequestBodyInCheck? RequestBody(YamlMap grpc)
+    {
+        if (grpc.Map("includeRequestBodyInCheck") is not { } body)
+        {
+            return null;
+        }
+
+        var max = body.Integer("maxRequestBytes", 1, RequestBodyInCheck.MaxBytesLimit, required: true);
+        var partial = body.Bool("allowPartialMessage") ?? false;
+        var packAsBytes = body.Bool("packAsBytes") ?? false;
+        body.Finish();
+        return max is null ? null : new RequestBodyInCheck((int)max.Value, partial, packAsBytes);
     }
 
     /// <summary>Istio writes statusOnError as a string ("503"); a number is taken too.</summary>

@@ -171,4 +171,19 @@ public sealed record ExtAuthzGrpcProvider(
     public static TimeSpan DefaultTimeout { get; } = TimeSpan.FromMinutes(10);
 
     public const int DefaultStatusOnError = 403;
+
+    /// <summary>Istio's includeRequestBodyInCheck: null sends headers only.</summary>
+    public RequestBodyInCheck? IncludeRequestBodyInCheck { get; init; }
+}
+
+/// <summary>
+/// The request body in the Check (Istio's includeRequestBodyInCheck, Envoy's with_request_body): up to
+/// <see cref="MaxRequestBytes"/> are held and sent; a longer body is answered 413 unless
+/// <see cref="AllowPartialMessage"/>, which sends its first <see cref="MaxRequestBytes"/>. The app still receives the
+/// whole body. <see cref="PackAsBytes"/> sends it as raw_body (bytes) instead of body (a UTF-8 string).
+/// </summary>
+public sealed record RequestBodyInCheck(int MaxRequestBytes, bool AllowPartialMessage, bool PackAsBytes)
+{
+    /// <summary>The largest maxRequestBytes taken: each checked request may hold this much in memory until it is forwarded.</summary>
+    public const int MaxBytesLimit = 16 * 1024 * 1024;
 }

@@ -214,7 +214,12 @@ public static class ResourceSchemas
                         P("statusOnError", Str("HTTP status returned when the Check fails and failOpen is false; default \"403\" (Envoy's status_on_error).", "503")),
                         P("includeRequestHeadersInCheck", Strings("Request headers sent in the Check (name, prefix*, *suffix); absent = all.", "authorization")),
                         P("headersToUpstreamOnAllow", Strings("Headers of an OK answer set on the request for the app; absent = all.", "x-user")),
-                        P("headersToDownstreamOnDeny", Strings("Headers of a denial sent to the client; absent = all.", "www-authenticate")))
+                        P("headersToDownstreamOnDeny", Strings("Headers of a denial sent to the client; absent = all.", "www-authenticate")),
+                        P("includeRequestBodyInCheck", Obj("Send the request body in the Check (held in memory up to maxRequestBytes; the app still gets all of it).",
+                            P("maxRequestBytes", Int("Bytes held and sent (1-16777216); a longer body is answered 413 unless allowPartialMessage.", 1, RequestBodyInCheck.MaxBytesLimit, 8192)),
+                            P("allowPartialMessage", Bool("Send the first maxRequestBytes of a longer body instead of answering 413; default false.", false)),
+                            P("packAsBytes", Bool("Send the body as raw_body (bytes) rather than body (UTF-8 string); default false.", false)))
+                            with { Required = ["maxRequestBytes"] }))
                         with { Required = ["service", "port"] }))
                     with { Required = ["name", "envoyExtAuthzGrpc"] }))),
         [Column("Trust-Domain", ".spec.trustDomain", "string", "SPIFFE trust domain")]);

@@ -11,7 +11,8 @@ namespace MeshProxy.ControlPlane.Snapshots;
 /// those services' hosts.</item>
 /// <item>What applies to it: each kind in <see cref="AppliesTo"/>, one predicate per kind. A new
 /// workload-selected kind (AuthorizationPolicy, say) is one more entry there.</item>
-/// <item>PeerAuthentication: the policies in effect by Istio's precedence (<see cref="PeerAuthenticationResolver.InEffect"/>).</item>
+/// <item>PeerAuthentication: the policies in effect by Istio's precedence (<see cref="PeerAuthenticationResolver.InEffect"/>),
+/// for the workload and for the sidecar endpoints of every Service it may call (auto mTLS).</item>
 /// </list>
 /// Sidecar resources are never sent: a sidecar has its own, from its bootstrap; the control plane's
 /// copies only scope what their workload may reach.
@@ -95,8 +96,16 @@ internal static class WorkloadSelector
         // PeerAuthentication is resolved here, not per resource: only the policies in effect for this workload (one
         // per level at most: mesh, namespace, workload) are sent, so a second namespace-wide policy that loses to the
         // first by name never reaches the sidecar, and changing it pushes nothing.
-        var peerAuthentication = PeerAuthenticationResolver.InEffect(
-            state.Resources.Select(r => r.Resource).OfType<PeerAuthenticationResource>(), workload.Namespace, workload.Labels, mesh.RootNamespace).ToHashSet();
+        var peerAuthentication = PeerAuthenticationResolver.InEffect(index.PeerAuthentications, workload.Namespace, workload.Labels, mesh.RootNamespace).ToHashSet();
+
+        // Auto mTLS: the policies in effect for the sidecars this workload calls travel too, so that it sends plaintext
+        // to a port its destination puts in DISABLE (and mTLS to STRICT and PERMISSIVE), and is pushed again when
+        // their mode changes. The sidecar resolves its own inbound modes from the same set with its own namespace and
+        // labels, so the extra policies never change those.
+        foreach (var service in reachable)
+        {
+            peerAuthentication.UnionWith(index.DestinationPeerAuthentications(service));
+        }
 
         var result = new List<StoredResource>();
         foreach (var r in state.Resources)
@@ -152,6 +161,7 @@ internal sealed class SelectionIndex
         Mesh = state.Resources.Select(r => r.Resource).OfType<MeshConfigResource>().FirstOrDefault()?.Spec ?? MeshConfigSpec.Default;
         Services = [.. state.Resources.Where(r => r.Resource is ServiceResource)];
         Routes = [.. state.Resources.Where(r => r.Resource is HttpRouteResource)];
+        PeerAuthentications = [.. state.Resources.Select(r => r.Resource).OfType<PeerAuthenticationResource>()];
         foreach (var s in Services)
         {
             foreach (var host in ((ServiceResource)s.Resource).Spec.Hosts)
@@ -172,6 +182,32 @@ internal sealed class SelectionIndex
     }
 
     public ConfigState State { get; }
+
+    public List<PeerAuthenticationResource> PeerAuthentications { get; }
+
+    private readonly Dictionary<StoredResource, PeerAuthenticationResource[]> _destinationPeerAuthentications = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>
+    /// The PeerAuthentications in effect for the sidecar endpoints (those with a service account) of a Service,
+    /// computed once per state and Service (every workload that reaches the Service asks).
+    /// </summary>
+    public PeerAuthenticationResource[] DestinationPeerAuthentications(StoredResource service)
+    {
+        lock (_destinationPeerAuthentications)
+        {
+            if (!_destinationPeerAuthentications.TryGetValue(service, out var result))
+            {
+                var resource = (ServiceResource)service.Resource;
+                result = PeerAuthentications.Count == 0 ? [] : [.. resource.Spec.Endpoints
+                    .Where(e => e.ServiceAccount is not null)
+                    .SelectMany(e => PeerAuthenticationResolver.InEffect(PeerAuthentications, resource.Metadata.Namespace, e.Labels, Mesh.RootNamespace))
+                    .Distinct()];
+                _destinationPeerAuthentications[service] = result;
+            }
+
+            return result;
+        }
+    }
 
     public MeshConfigSpec Mesh { get; }
 

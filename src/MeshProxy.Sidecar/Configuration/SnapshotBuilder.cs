@@ -42,7 +42,8 @@ internal static class SnapshotBuilder
 
         var services = parsed.OfKind<ServiceResource>().ToList();
         var byHost = ResourceSetValidator.IndexHosts(services);
-        var clusters = BuildClusters(services, parsed.OfKind<DestinationPolicyResource>(), byHost);
+        var clusters = BuildClusters(services, parsed.OfKind<DestinationPolicyResource>(), byHost,
+            parsed.OfKind<PeerAuthenticationResource>().ToList(), parsed.OfKind<MeshConfigResource>().FirstOrDefault());
         var routesByService = BuildRoutes(parsed.OfKind<HttpRouteResource>(), byHost, clusters);
 
         var hosts = new Dictionary<string, HostEntry>(StringComparer.OrdinalIgnoreCase);
@@ -112,8 +113,22 @@ internal static class SnapshotBuilder
         };
     }
 
+    /// <summary>
+    /// Auto mTLS, as Istio's: a sidecar endpoint is called over mTLS unless the PeerAuthentication in effect for it
+    /// (its namespace and labels, the port it listens on; the control plane sends the destinations' policies) puts
+    /// that port in DISABLE, where its sidecar takes plaintext only: the endpoint is then called in plaintext, as one
+    /// outside the mesh is (no identity to expect). STRICT and PERMISSIVE get mTLS.
+    /// </summary>
+    private static string? MtlsIdentity(ServiceEndpoint endpoint, string serviceNamespace, int port, List<PeerAuthenticationResource> policies, MeshConfigResource? meshConfig) =>
+        endpoint.ServiceAccount is null
+        || (policies.Count == 0 && meshConfig?.Spec.Mtls != MtlsMode.Disable)
+        || PeerAuthenticationResolver.Resolve(policies, serviceNamespace, endpoint.Labels, meshConfig).For(port).Mode != MtlsMode.Disable
+            ? endpoint.ServiceAccount
+            : null;
+
     private static Dictionary<(ServiceResource, int), Cluster> BuildClusters(
-        List<ServiceResource> services, IEnumerable<DestinationPolicyResource> policies, Dictionary<string, ServiceResource> byHost)
+        List<ServiceResource> services, IEnumerable<DestinationPolicyResource> policies, Dictionary<string, ServiceResource> byHost,
+        List<PeerAuthenticationResource> peerAuthentications, MeshConfigResource? meshConfig)
     {
         // Validated: each policy names a known host, and no service has two.
         var policyOf = policies.ToDictionary(p => byHost[p.Spec.Host], p => p.Spec);
@@ -125,7 +140,8 @@ internal static class SnapshotBuilder
             foreach (var port in service.Spec.Ports)
             {
                 var endpoints = service.Spec.Endpoints
-                    .Select(e => new UpstreamEndpoint(e.Address, e.Port ?? port.TargetPort, e.Weight, e.ServiceAccount))
+                    .Select(e => new UpstreamEndpoint(e.Address, e.Port ?? port.TargetPort, e.Weight,
+                        MtlsIdentity(e, service.Metadata.Namespace, e.Port ?? port.TargetPort, peerAuthentications, meshConfig)))
                     .ToList();
                 clusters[(service, port.Port)] = new Cluster(
                     $"outbound|{port.Port}||{fqdn}", service.Metadata.Name, service.Metadata.Namespace, port.Protocol, endpoints, new ClusterState(), clusterPolicy);

@@ -70,16 +70,21 @@ internal sealed class ExternalAuthorizationProvider(string name, ExtAuthzGrpcPro
     public string? Unusable { get; } = unusable;
 
     /// <summary>The channel key: one HTTP/2 connection pool per server, shared by every snapshot.</summary>
-    public string Address { get; } = spec is null ? string.Empty
-        : System.Net.IPAddress.TryParse(spec.Service, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
-            ? $"http://[{spec.Service}]:{spec.Port}"
-            : $"http://{spec.Service}:{spec.Port}";
+    public string Address { get; } = AddressOf(spec);
+
+    /// <summary>The channel key of the same server reached as a mesh service, over mTLS (its connections differ from <see cref="Address"/>'s).</summary>
+    public string MeshKey { get; } = "mtls+" + AddressOf(spec);
 
     public HeaderNames RequestHeaders { get; } = new(spec?.IncludeRequestHeadersInCheck ?? []);
 
     public HeaderNames UpstreamHeaders { get; } = new(spec?.HeadersToUpstreamOnAllow ?? []);
 
     public HeaderNames DownstreamHeaders { get; } = new(spec?.HeadersToDownstreamOnDeny ?? []);
+
+    private static string AddressOf(ExtAuthzGrpcProvider? spec) => spec is null ? string.Empty
+        : System.Net.IPAddress.TryParse(spec.Service, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+            ? $"http://[{spec.Service}]:{spec.Port}"
+            : $"http://{spec.Service}:{spec.Port}";
 }
 
 /// <summary>Istio's header name matches ("name", "prefix*", "*suffix", "*"), case-insensitive; no patterns lets every name through.</summary>

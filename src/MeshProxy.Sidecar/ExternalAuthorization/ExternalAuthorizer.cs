@@ -27,16 +27,21 @@ internal sealed class ExternalAuthorizer : IDisposable
     public const string ErrorAllow = "error_allow";
     public const string ErrorDeny = "error_deny";
 
+    /// <summary>Envoy's header in the Check's request headers when the body is included: "true" when only its first bytes are.</summary>
+    public const string PartialBodyHeader = "x-envoy-auth-partial-body";
+
     private readonly ConcurrentDictionary<string, Api.Envoy.Auth.Authorization.AuthorizationClient> _clients = new(StringComparer.Ordinal);
     private readonly ConcurrentBag<GrpcChannel> _channels = [];
     private readonly TimeProvider _time;
+    private readonly IMeshServiceConnector _mesh;
     private readonly ProxyMetrics _metrics;
     private readonly ILogger<ExternalAuthorizer> _logger;
     private ExternalAuthorizationProviders? _reported;
 
-    public ExternalAuthorizer(TimeProvider time, SidecarTelemetry telemetry, ILogger<ExternalAuthorizer> logger)
+    public ExternalAuthorizer(TimeProvider time, SidecarTelemetry telemetry, IMeshServiceConnector mesh, ILogger<ExternalAuthorizer> logger)
     {
         _time = time;
+        _mesh = mesh;
         _metrics = telemetry.Proxy;
         _logger = logger;
     }
@@ -75,15 +80,42 @@ internal sealed class ExternalAuthorizer : IDisposable
             return false;
         }
 
-        CheckResponse response;
         var aborted = context.RequestAborted;
+        CheckedBody.Held body = default;
+        if (spec.IncludeRequestBodyInCheck is { } bodySpec)
+        {
+            try
+            {
+                body = await CheckedBody.ReadAsync(context, bodySpec, aborted);
+            }
+            catch (BadHttpRequestException bad)
+            {
+                // The client's own bytes (a broken chunked body, a body over Kestrel's limit): its error, answered as such.
+                await LocalReply.WriteAsync(context, bad.StatusCode, ResponseFlags.DownstreamProtocolError, "bad request body");
+                return false;
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException && aborted.IsCancellationRequested)
+            {
+                return false; // the caller went away while sending its body
+            }
+
+            if (body.TooLarge)
+            {
+                // Envoy's answer for a body over max_request_bytes without allow_partial_message, whatever failOpen says:
+                // the provider is not asked.
+                await LocalReply.WriteAsync(context, StatusCodes.Status413PayloadTooLarge, ResponseFlags.None, "Payload Too Large");
+                return false;
+            }
+        }
+
+        CheckResponse response;
         using (var timeout = new CancellationTokenSource(spec.Timeout, _time))
         using (var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, aborted))
         {
             try
             {
-                var check = BuildCheck(context, providers.WorkloadPrincipal, request, provider);
-                response = await Client(provider.Address).CheckAsync(check, cancellationToken: linked.Token);
+                var check = BuildCheck(context, providers.WorkloadPrincipal, request, provider, body);
+                response = await Client(provider, spec).CheckAsync(check, cancellationToken: linked.Token);
             }
             catch (Exception ex) when (ex is RpcException or OperationCanceledException or HttpRequestException)
             {
@@ -142,7 +174,7 @@ internal sealed class ExternalAuthorizer : IDisposable
     /// the request's time, id, method, host, the normalized path with the query (what policies and the app see),
     /// protocol, size, and the headers (names lowercased, repeats joined with ',', pseudo-headers as HTTP/2 names them).
     /// </summary>
-    private CheckRequest BuildCheck(HttpContext context, string workloadPrincipal, AuthorizationRequest request, ExternalAuthorizationProvider provider)
+    private CheckRequest BuildCheck(HttpContext context, string workloadPrincipal, AuthorizationRequest request, ExternalAuthorizationProvider provider, CheckedBody.Held body)
     {
         var http = context.Request;
         var connection = context.Connection;
@@ -158,6 +190,22 @@ internal sealed class ExternalAuthorizer : IDisposable
             Size = http.ContentLength ?? -1,
         };
         CopyHeaders(http, request, target, provider.RequestHeaders, httpRequest.Headers);
+        if (provider.Spec?.IncludeRequestBodyInCheck is { } bodySpec)
+        {
+            // As Envoy's with_request_body: the bytes as a string (body) or as bytes (raw_body), and a header saying
+            // whether they are the whole body.
+            if (bodySpec.PackAsBytes)
+            {
+                httpRequest.RawBody = Google.Protobuf.ByteString.CopyFrom(body.Bytes.Span);
+            }
+            else
+            {
+                httpRequest.Body = System.Text.Encoding.UTF8.GetString(body.Bytes.Span);
+            }
+
+            httpRequest.Headers[PartialBodyHeader] = body.Partial ? "true" : "false";
+        }
+
         return new CheckRequest
         {
             Attributes = new AttributeContext
@@ -299,18 +347,31 @@ internal sealed class ExternalAuthorizer : IDisposable
     private static bool IsSettable(string name) =>
         name.Length > 0 && name[0] != ':' && !name.Equals("host", StringComparison.OrdinalIgnoreCase);
 
-    private Api.Envoy.Auth.Authorization.AuthorizationClient Client(string address) =>
-        _clients.GetOrAdd(address, static (a, channels) =>
+    /// <summary>
+    /// The client for the provider's server. A mesh service (a Service of this snapshot whose endpoints are sidecars)
+    /// is asked over mTLS through <see cref="IMeshServiceConnector"/>, whose connections go to the endpoints its load
+    /// balancer picks; any other host (an IP, a name outside the mesh) in plaintext h2c. Decided per Check, so a
+    /// provider that becomes a mesh service (or stops being one) is reached the new way from the next snapshot on.
+    /// </summary>
+    private Api.Envoy.Auth.Authorization.AuthorizationClient Client(ExternalAuthorizationProvider provider, Config.Resources.ExtAuthzGrpcProvider spec)
+    {
+        var mesh = _mesh.IsMeshService(spec.Service, spec.Port);
+        return _clients.GetOrAdd(mesh ? provider.MeshKey : provider.Address, static (_, state) =>
         {
-            var channel = GrpcChannel.ForAddress(a, new GrpcChannelOptions
+            // No proxy from the environment; several connections when one is saturated.
+            var handler = new SocketsHttpHandler { UseProxy = false, EnableMultipleHttp2Connections = true };
+            if (state.Mesh)
             {
-                // Plain h2c, no proxy from the environment; several connections when one is saturated.
-                HttpHandler = new SocketsHttpHandler { UseProxy = false, EnableMultipleHttp2Connections = true },
-                DisposeHttpClient = true,
-            });
-            channels.Add(channel);
+                // The handler speaks h2 with prior knowledge over the mTLS stream the connector returns.
+                var connector = state.Self._mesh;
+                handler.ConnectCallback = (context, ct) => connector.ConnectAsync(context.DnsEndPoint.Host, context.DnsEndPoint.Port, ct);
+            }
+
+            var channel = GrpcChannel.ForAddress(state.Address, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+            state.Self._channels.Add(channel);
             return new Api.Envoy.Auth.Authorization.AuthorizationClient(channel);
-        }, _channels);
+        }, (Self: this, Mesh: mesh, provider.Address));
+    }
 
     public void Dispose()
     {

@@ -52,12 +52,13 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
     }
 
     /// <summary>
-    /// mTLS over an open connection to a mesh endpoint for a TCP stream (Tcp/TcpProxy.cs): the same SVID, trust bundle,
-    /// expected identities and refusal accounting as an HTTP connection, with the TCP ALPN. The stream owns
-    /// <paramref name="transport"/>, and disposes it on failure.
+    /// mTLS over an open connection to a mesh endpoint for a TCP stream (Tcp/TcpProxy.cs), or for a gRPC call made
+    /// outside the request path (Hosting/MeshServiceConnector.cs, with the h2 ALPN): the same SVID, trust bundle,
+    /// expected identities and refusal accounting as an HTTP connection, with the TCP ALPN unless
+    /// <paramref name="alpn"/> says otherwise. The stream owns <paramref name="transport"/>, and disposes it on failure.
     /// </summary>
     /// <returns>The secured stream and the server's proven SPIFFE ID.</returns>
-    public Task<(SslStream Stream, string Principal)> ConnectTcpAsync(Stream transport, DnsEndPoint endPoint, CancellationToken cancellationToken)
+    public Task<(SslStream Stream, string Principal)> ConnectTcpAsync(Stream transport, DnsEndPoint endPoint, CancellationToken cancellationToken, List<SslApplicationProtocol>? alpn = null)
     {
         if (identity.Store.Current is not { } svid || identity.Store.TrustBundle is not { } bundle)
         {
@@ -65,7 +66,7 @@ internal sealed class UpstreamTls(SidecarIdentity identity, SnapshotStore snapsh
             throw new OwnFailureException($"no certificate yet: cannot originate mTLS to {endPoint.Host}:{endPoint.Port}");
         }
 
-        return SecureAsync(transport, svid, bundle, endPoint, MeshTls.OutboundAlpnTcp, cancellationToken);
+        return SecureAsync(transport, svid, bundle, endPoint, alpn ?? MeshTls.OutboundAlpnTcp, cancellationToken);
     }
 
     /// <summary>The handshake over <paramref name="transport"/>, counted and (a refused server) logged; the transport is disposed on failure.</summary>

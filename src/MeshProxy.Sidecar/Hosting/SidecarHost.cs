@@ -104,6 +104,7 @@ internal static class SidecarHost
         services.AddSingleton<OutboundPipeline>();
         services.AddSingleton(new Authentication.JwksCacheOptions());
         services.AddSingleton<Authentication.JwksCache>();
+        services.AddSingleton<ExternalAuthorization.IMeshServiceConnector, MeshServiceConnector>();
         services.AddSingleton<ExternalAuthorization.ExternalAuthorizer>();
         services.AddSingleton<InboundPipeline>();
         var caMode = controlPlaneSidecar?.Spec.ControlPlane?.TokenFile is not null;

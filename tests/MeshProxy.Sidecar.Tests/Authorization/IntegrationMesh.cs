@@ -174,7 +174,7 @@ internal sealed class IntegrationMesh : IAsyncDisposable
     }
 }
 
-/// <summary>The app behind billing's sidecar: counts every request it receives and remembers its method, raw target and headers.</summary>
+/// <summary>The app behind billing's sidecar: counts every request it receives and remembers its method, raw target, headers and body.</summary>
 internal sealed class ReceiptApp : IAsyncDisposable
 {
     private readonly WebApplication _app;
@@ -194,6 +194,9 @@ internal sealed class ReceiptApp : IAsyncDisposable
     /// <summary>The headers of each request received, in order (names lowercased, copies joined by ',').</summary>
     public ConcurrentQueue<IReadOnlyDictionary<string, string>> ReceivedHeaders { get; } = new();
 
+    /// <summary>The body of each request received, in order, read whole.</summary>
+    public ConcurrentQueue<byte[]> ReceivedBodies { get; } = new();
+
     public static async Task<ReceiptApp> StartAsync()
     {
         var builder = WebApplication.CreateSlimBuilder();
@@ -206,6 +209,9 @@ internal sealed class ReceiptApp : IAsyncDisposable
             var line = $"{context.Request.Method} {context.Features.Get<IHttpRequestFeature>()!.RawTarget}";
             receipts.Received.Enqueue(line);
             receipts.ReceivedHeaders.Enqueue(context.Request.Headers.ToDictionary(h => h.Key.ToLowerInvariant(), h => h.Value.ToString(), StringComparer.Ordinal));
+            using var body = new MemoryStream();
+            await context.Request.Body.CopyToAsync(body, context.RequestAborted);
+            receipts.ReceivedBodies.Enqueue(body.ToArray());
             Interlocked.Increment(ref receipts._count);
             await context.Response.WriteAsync("received " + line);
         });

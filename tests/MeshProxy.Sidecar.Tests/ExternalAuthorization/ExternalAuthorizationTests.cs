@@ -200,6 +200,157 @@ public sealed class ExternalAuthorizationTests
         Assert.Equal(1, await mesh.SampleAsync("meshproxy_ext_authz_total{provider=\"ext-authz\",result=\"error_deny\"}", Ct));
     }
 
+    [Fact]
+    public async Task The_body_up_to_max_request_bytes_is_in_the_check_a_longer_one_is_answered_413_and_the_app_gets_every_byte()
+    {
+        await using var server = NodePeer.Start("ext-authz-server.js");
+        var port = (await server.NextAsync(e => e.TryGetProperty("port", out _))).GetProperty("port").GetInt32();
+        await using var mesh = await IntegrationMesh.StartAsync(Policies, meshConfig: Provider(port, "      includeRequestBodyInCheck: { maxRequestBytes: 16 }"));
+
+        // Within the limit, declared length and chunked: the Check carries the body as a string, marked whole; the app
+        // receives it unchanged.
+        foreach (var chunked in new[] { false, true })
+        {
+            using (var response = await PostAsync(mesh, "/api/small", "hello, checked!", chunked))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+
+            var check = await NextCheckAsync(server);
+            Assert.Equal("hello, checked!", check.GetProperty("body").GetString());
+            Assert.Equal("false", check.GetProperty("headers").GetProperty("x-envoy-auth-partial-body").GetString());
+            Assert.True(mesh.App.ReceivedBodies.TryDequeue(out var received));
+            Assert.Equal("hello, checked!", System.Text.Encoding.UTF8.GetString(received));
+        }
+
+        // Over the limit without allowPartialMessage: 413, whether the length is declared or found by reading; the
+        // provider is not asked and the app receives nothing.
+        var count = mesh.App.Count;
+        foreach (var chunked in new[] { false, true })
+        {
+            using var response = await PostAsync(mesh, "/api/large", new string('x', 17), chunked);
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        }
+
+        Assert.Equal(count, mesh.App.Count);
+
+        // Not matched by the CUSTOM rules: the body is neither held nor limited.
+        using (var open = await PostAsync(mesh, "/public/large", new string('y', 100_000), chunked: false))
+        {
+            Assert.Equal(HttpStatusCode.OK, open.StatusCode);
+        }
+
+        Assert.True(mesh.App.ReceivedBodies.TryDequeue(out var publicBody) && publicBody.Length == 100_000);
+
+        // The next Check the server saw is this one: the 413s asked nothing.
+        using (var after = await PostAsync(mesh, "/api/after", "after", chunked: false))
+        {
+            Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+        }
+
+        Assert.Equal("/api/after", (await NextCheckAsync(server)).GetProperty("path").GetString());
+    }
+
+    [Fact]
+    public async Task With_allow_partial_message_a_long_body_sends_its_first_bytes_packed_as_bytes_and_the_app_still_gets_all_of_it()
+    {
+        await using var server = NodePeer.Start("ext-authz-server.js");
+        var port = (await server.NextAsync(e => e.TryGetProperty("port", out _))).GetProperty("port").GetInt32();
+        await using var mesh = await IntegrationMesh.StartAsync(Policies,
+            meshConfig: Provider(port, "      includeRequestBodyInCheck: { maxRequestBytes: 1000, allowPartialMessage: true, packAsBytes: true }"));
+
+        // 300 KB of every byte value (not UTF-8 text), larger than Kestrel's and the forwarder's buffers, so the
+        // held bytes and the rest are joined across several reads.
+        var body = new byte[300_000];
+        for (var i = 0; i < body.Length; i++)
+        {
+            body[i] = (byte)(i * 7 % 256);
+        }
+
+        foreach (var chunked in new[] { false, true })
+        {
+            using (var response = await PostAsync(mesh, "/api/upload", body, chunked))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+
+            var check = await NextCheckAsync(server);
+            Assert.Equal(body[..1000], Convert.FromBase64String(check.GetProperty("rawBody").GetString()!));
+            Assert.Equal(string.Empty, check.GetProperty("body").GetString());
+            Assert.Equal("true", check.GetProperty("headers").GetProperty("x-envoy-auth-partial-body").GetString());
+            Assert.True(mesh.App.ReceivedBodies.TryDequeue(out var received));
+            Assert.Equal(body.Length, received.Length);
+            Assert.True(body.AsSpan().SequenceEqual(received), "the app receives the body the caller sent, byte for byte");
+        }
+
+        // A body shorter than the limit is whole.
+        using (var small = await PostAsync(mesh, "/api/small", body[..10], chunked: true))
+        {
+            Assert.Equal(HttpStatusCode.OK, small.StatusCode);
+        }
+
+        var smallCheck = await NextCheckAsync(server);
+        Assert.Equal(body[..10], Convert.FromBase64String(smallCheck.GetProperty("rawBody").GetString()!));
+        Assert.Equal("false", smallCheck.GetProperty("headers").GetProperty("x-envoy-auth-partial-body").GetString());
+    }
+
+    [Fact]
+    public async Task A_provider_that_is_a_mesh_service_is_asked_over_mtls_through_its_own_sidecar_with_billings_identity()
+    {
+        // The ext_authz server behind its own sidecar (STRICT, SVID "authz"); billing knows it as the mesh service
+        // "ext-authz", whose endpoint is that sidecar's inbound and runs as "authz".
+        await using var server = NodePeer.Start("ext-authz-server.js");
+        var port = (await server.NextAsync(e => e.TryGetProperty("port", out _))).GetProperty("port").GetInt32();
+        var pki = Identity.MeshPki.Shared;
+        var files = pki.WriteFiles(Directory.CreateTempSubdirectory("meshproxy-authz-provider-").FullName, pki.FreshSvid("rootA", "authz"));
+        await using var providerSidecar = await Infrastructure.TestSidecar.StartAsync(new Infrastructure.MeshYaml("authz", port, "GRPC", tls: files).Mtls("STRICT"));
+        var service = new Infrastructure.MeshYaml("unused", 1).MeshService("ext-authz", 9000, "GRPC", "authz", null, providerSidecar.Inbound.Port).ToString();
+        var policies = Policies + "\n" + service[service.IndexOf("---", StringComparison.Ordinal)..];
+        await using var mesh = await IntegrationMesh.StartAsync(policies, meshConfig: """
+              extensionProviders:
+              - name: ext-authz
+                envoyExtAuthzGrpc: { service: ext-authz, port: 9000, timeout: 30s }
+            """);
+
+        using (var allowed = await SendAsync(mesh, "/api/x"))
+        {
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+        }
+
+        // The Check arrived through the provider's sidecar, which proved billing's SVID (its XFCC names it).
+        var check = await NextCheckAsync(server);
+        Assert.Equal("/api/x", check.GetProperty("path").GetString());
+        Assert.Contains("URI=spiffe://cluster.local/ns/test/sa/billing", check.GetProperty("xfcc").GetString(), StringComparison.Ordinal);
+
+        using (var denied = await SendAsync(mesh, "/deny/x"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, denied.StatusCode);
+        }
+
+        // The provider's sidecar never took a plaintext connection: its inbound counted mTLS handshakes only.
+        var metrics = await mesh.Client.GetStringAsync(new Uri($"http://{providerSidecar.Stats}/metrics"), Ct);
+        Assert.Contains("spiffe://cluster.local/ns/test/sa/billing", metrics, StringComparison.Ordinal);
+        Assert.Equal(2, await mesh.SampleAsync("meshproxy_ext_authz_total{provider=\"ext-authz\",result=\"allow\"}", Ct)
+            + await mesh.SampleAsync("meshproxy_ext_authz_total{provider=\"ext-authz\",result=\"deny\"}", Ct));
+    }
+
+    private static Task<HttpResponseMessage> PostAsync(IntegrationMesh mesh, string path, string body, bool chunked) =>
+        PostAsync(mesh, path, System.Text.Encoding.UTF8.GetBytes(body), chunked);
+
+    /// <summary>A POST to billing through store's sidecar, with a declared length or chunked (no Content-Length).</summary>
+    private static async Task<HttpResponseMessage> PostAsync(IntegrationMesh mesh, string path, byte[] body, bool chunked)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(mesh.Store.OutboundUri, path));
+        request.Headers.Host = "billing";
+        request.Content = chunked ? new StreamContent(new MemoryStream(body)) : new ByteArrayContent(body);
+        if (chunked)
+        {
+            request.Headers.TransferEncodingChunked = true;
+        }
+
+        return await mesh.Client.SendAsync(request, Ct);
+    }
+
     private static async Task<JsonElement> NextCheckAsync(NodePeer server) =>
         await server.NextAsync(e => e.TryGetProperty("type", out var type) && type.GetString() == "check", TimeSpan.FromSeconds(20));
 

@@ -111,7 +111,9 @@ public sealed class PeerAuthenticationTests
         Assert.Contains("PeerAuthentication/test/default", Assert.Single(mesh.BillingLog.WithEvent(420)), StringComparison.Ordinal);
         Assert.Equal(0, mesh.Billing.Identity.Counters.InboundHandshakes);
 
-        // A mesh caller originates mTLS (no auto-mTLS yet): refused like any TLS client, and told so as 503.
+        // A mesh caller that does not hold billing's policy (here its own file lacks it; a control plane sends it,
+        // and the caller then sends plaintext: ControlPlane.Tests' AutoMtlsTests) originates mTLS: refused like any
+        // TLS client, and told so as 503.
         using var response = await mesh.Client.SendAsync(mesh.ToBilling("/hello"), Ct);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
     }

@@ -1,6 +1,7 @@
 // An external authorization server for the CUSTOM action's tests: envoy.service.auth.v3.Authorization/Check
 // on grpc-js, loaded from the same .proto files the sidecar is built from (src/MeshProxy.Api/protos). It
-// prints {"port":N} once listening on 127.0.0.1, then one {"type":"check",...} line per Check received.
+// prints {"port":N} once listening on 127.0.0.1, then one {"type":"check",...} line per Check received (the body as
+// sent: body, and raw_body in base64 as rawBody; xfcc: the x-forwarded-client-cert a sidecar in front of it added).
 // The answer depends on the request's path, so one server serves every case:
 //   /deny...  -> PERMISSION_DENIED with a DeniedHttpResponse (status 401 unless ?status=N, headers, a body)
 //   /hang...  -> never answers (the sidecar's timeout decides)
@@ -31,6 +32,9 @@ server.addService(auth.Authorization.service, {
       sourceAddress: a.source.address && a.source.address.socketAddress ? a.source.address.socketAddress.address : '',
       destinationPrincipal: a.destination.principal,
       destinationPort: a.destination.address && a.destination.address.socketAddress ? a.destination.address.socketAddress.portValue : 0,
+      xfcc: (call.metadata.get('x-forwarded-client-cert')[0] || '').toString(),
+      body: http.body,
+      rawBody: http.rawBody ? Buffer.from(http.rawBody).toString('base64') : '',
     }));
     if (http.path.startsWith('/hang')) return; // no answer, ever
     if (http.path.startsWith('/deny')) {
