@@ -37,8 +37,7 @@ internal sealed class LeanForwarder : IDisposable
 
     private readonly ConnectionPool _pool;
     private readonly TimeProvider _time;
-    private UpstreamEndpoint? _lastEndpoint;
-    private IPEndPoint? _lastAddress;
+    private Resolved? _last; // one reference, so that a reader never pairs one endpoint with another's address
 
     public LeanForwarder(TimeProvider time)
     {
@@ -119,15 +118,14 @@ internal sealed class LeanForwarder : IDisposable
     private IPEndPoint AddressOf(UpstreamEndpoint endpoint)
     {
         // The app's endpoint object lives as long as its snapshot: parsed once per snapshot, not per request.
-        var last = _lastAddress;
-        if (ReferenceEquals(endpoint, _lastEndpoint) && last is not null)
+        var last = Volatile.Read(ref _last);
+        if (last is not null && ReferenceEquals(endpoint, last.Endpoint))
         {
-            return last;
+            return last.Address;
         }
 
         var address = new IPEndPoint(IPAddress.Parse(endpoint.Address), endpoint.Port);
-        _lastAddress = address;
-        _lastEndpoint = endpoint;
+        Volatile.Write(ref _last, new Resolved(endpoint, address));
         return address;
     }
 
@@ -789,6 +787,8 @@ internal sealed class LeanForwarder : IDisposable
             }
         }
     }
+
+    private sealed record Resolved(UpstreamEndpoint Endpoint, IPEndPoint Address);
 
     private sealed class ErrorFeature(ForwarderError error, Exception? exception) : IForwarderErrorFeature
     {
