@@ -5,9 +5,11 @@
 # core 0, h2load and nginx to core 1; rounds alternate A and B, each round n closed-loop HTTP/1.1 GETs
 # (benchmarks/cpu-per-request.sh). Prints each round and the medians; ratio is B/A.
 # usage: benchmarks/run-ab-cpu.sh <A meshproxy-sidecar.dll> <B meshproxy-sidecar.dll> [rounds] [requests]
+#   MESHPROXY_AB_LISTENER=inbound: the requests go to the inbound listener (a caller's plaintext request forwarded
+#   to the app port, the backend's first port) instead of the outbound one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-A=$1 B=$2 rounds=${3:-7} n=${4:-100000}
+A=$1 B=$2 rounds=${3:-7} n=${4:-100000} listener=${MESHPROXY_AB_LISTENER:-outbound}
 command -v nginx >/dev/null && command -v h2load >/dev/null || apt-get install -y nginx-light nghttp2-client >/dev/null
 WORK=$(mktemp -d /tmp/meshproxy-ab.XXXXXX); chmod 755 "$WORK"
 PIDS=(); trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -24,6 +26,7 @@ taskset -c 1 nginx -c "$WORK/nginx.conf" & PIDS+=($!)
 declare -A OUT PID
 for v in A B; do
   o=$(port) i=$(port); OUT[$v]=$o
+  [ "$listener" = inbound ] && OUT[$v]=$i
   cat >"$WORK/$v.yaml" <<YML
 apiVersion: meshproxy.io/v1alpha1
 kind: Sidecar

@@ -26,11 +26,13 @@
 # rate (instructions per second of the idle line) times the round's seconds. Compare builds counted at
 # different times on the net figures.
 #
-# usage: benchmarks/run-instructions.sh [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]
+# usage: benchmarks/run-instructions.sh [resilience] [telemetry] [--inbound] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]
 #   Writes the "Instructions per request" section of benchmarks/RESULTS.md (not with --no-write: the
 #   table is only printed). Takes ~15 min per feature.
 #   MESHPROXY_INSTRUCTIONS_OUT: the publish folder (default benchmarks/out), so that two builds
 #   published up front can be counted one after the other with --skip-build.
+#   --inbound  counts the inbound listener (a caller's plaintext request forwarded to the app port, the
+#              backend) instead of the outbound one
 #   --profile  also prints, per feature, the methods whose own instructions per request differ most
 #              between off and on in the last round (benchmarks/callgrind-methods.py, JIT code named
 #              through the runtime's perf map)
@@ -39,7 +41,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${MESHPROXY_INSTRUCTIONS_OUT:-$ROOT/benchmarks/out}
 COMMAND_LINE="benchmarks/run-instructions.sh${*:+ $*}"
 
-features=() rounds=5 requests=3000 warm=1500 build=1 profile=0 write=1
+features=() rounds=5 requests=3000 warm=1500 build=1 profile=0 write=1 direction=outbound
 for arg in "$@"; do
     case $arg in
         resilience|telemetry) features+=("$arg") ;;
@@ -48,9 +50,10 @@ for arg in "$@"; do
         --warmup=[1-9]*) warm=${arg#--warmup=} ;;
         --skip-build) build=0 ;;
         --profile) profile=1 ;;
+        --inbound) direction=inbound ;;
         --no-write) write=0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [resilience] [telemetry] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]" >&2; exit 2 ;;
+        *) echo "usage: $0 [resilience] [telemetry] [--inbound] [--rounds=N] [--requests=N] [--warmup=N] [--skip-build] [--profile] [--no-write]" >&2; exit 2 ;;
     esac
 done
 ((${#features[@]})) || features=(resilience telemetry)
@@ -146,6 +149,7 @@ start_sidecar() { # start_sidecar <feature> <variant>
     local key=$1-$2 out in
     read -r out in <<<"$(free_ports 2)"
     PORT[$key]=$out
+    [[ $direction == inbound ]] && PORT[$key]=$in
     cat >"$WORK/$key.yaml" <<EOF
 apiVersion: meshproxy.io/v1alpha1
 kind: Sidecar
@@ -180,7 +184,7 @@ EOF
 # instruction counts do not depend on load, so only this limit does.
 START_LIMIT=${MESHPROXY_INSTRUCTIONS_START_LIMIT:-1800}
 
-wait_up() { # wait_up <key>: the outbound listener answers 200
+wait_up() { # wait_up <key>: the listener measured answers 200
     local key=$1
     for _ in $(seq "$START_LIMIT"); do
         [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "http://127.0.0.1:${PORT[$key]}/1k" || true) == 200 ]] && return 0
@@ -235,9 +239,9 @@ for feature in "${features[@]}"; do
     for variant in off on; do kill -TERM "${PID_OF[$feature-$variant]}" 2>/dev/null || true; done
 done
 
-python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" "$write" <<'PY'
+python3 - "$ROOT/benchmarks/RESULTS.md" "$WORK/rows.tsv" "$COMMAND_LINE" "$requests" "$rounds" "$write" "$direction" <<'PY'
 import datetime, re, statistics, sys
-results, rows, command, requests, rounds, write = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
+results, rows, command, requests, rounds, write, direction = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1", sys.argv[7]
 data, idle, net = {}, {}, {}
 rows = [line.split() for line in open(rows)]
 for feature, variant, r, n, secs in rows:
@@ -251,7 +255,7 @@ for feature, variant, r, n, secs in rows:
 goals = {"resilience": "within 5 %", "telemetry": "<= 1.11x (0.9x req/s)"}
 lines = ["## Instructions per request", "",
          f"- Date: {datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%MZ')}; command: `{command}`.",
-         f"- MeshProxy outbound under callgrind, HTTP/1.1 GETs of 1 KiB from nginx, 16 connections; {rounds} rounds of {requests} requests per variant,",
+         f"- MeshProxy {direction} under callgrind, HTTP/1.1 GETs of 1 KiB from nginx, 16 connections; {rounds} rounds of {requests} requests per variant,",
          "  off and on alternating, after a warm-up; median instructions per request (the dump's total over the requests).",
          "  Tiered compilation and ReadyToRun off (every method fully optimized once, no PGO): the on/off ratio is what is compared.",
          "  Idle: instructions in ~10 s without requests (timers, heartbeat), which every round also contains in proportion",

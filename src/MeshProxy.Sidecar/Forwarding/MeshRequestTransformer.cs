@@ -35,6 +35,9 @@ internal sealed class MeshRequestTransformer : HttpTransformer
 
     public bool IsInbound { get; }
 
+    /// <summary>Inbound: this workload's peer metadata, answered to callers authenticated by mTLS; null when none is answered.</summary>
+    public string? PeerHeader => _peerHeader;
+
     /// <summary>For requests from other workloads to the local app, answering mTLS callers with <paramref name="peerHeader"/>: one per config snapshot.</summary>
     public static MeshRequestTransformer InboundWith(string peerHeader) => new(inbound: true, peerHeader);
 

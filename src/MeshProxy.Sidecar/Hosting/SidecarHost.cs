@@ -86,6 +86,7 @@ internal static class SidecarHost
         services.AddSingleton<UpstreamIdentities>();
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<UpstreamTls>(sp, sp.GetRequiredService<ILoggerFactory>().CreateLogger<UpstreamTls>()));
         services.AddSingleton<UpstreamTransport>();
+        services.AddSingleton(sp => new Forwarding.Http11.LeanForwarder(sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<IClusterPools>(sp => sp.GetRequiredService<UpstreamTransport>());
 
         // Sources put snapshots in force through the runtime store, which builds each one's runtime state first.

@@ -4,6 +4,7 @@ using MeshProxy.Sidecar.Authorization;
 using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.ExternalAuthorization;
 using MeshProxy.Sidecar.Forwarding;
+using MeshProxy.Sidecar.Forwarding.Http11;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Runtime;
 using MeshProxy.Sidecar.Telemetry;
@@ -21,7 +22,7 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// caller identity header set by the sidecar) -> failures as response flags -> telemetry (reporter=destination).
 /// </summary>
 internal sealed class InboundPipeline(
-    RuntimeStore runtimes, IHttpForwarder forwarder, UpstreamTransport transport, SidecarTelemetry telemetry, JwksCache jwks, ExternalAuthorizer external, TimeProvider time, ILogger<InboundPipeline> logger)
+    RuntimeStore runtimes, IHttpForwarder forwarder, LeanForwarder lean, UpstreamTransport transport, SidecarTelemetry telemetry, JwksCache jwks, ExternalAuthorizer external, TimeProvider time, ILogger<InboundPipeline> logger)
 {
     private const string Direction = "inbound";
 
@@ -116,9 +117,12 @@ internal sealed class InboundPipeline(
             record.Endpoint = endpoint;
             telemetry.MeterUpgrade(context, runtime.Labels, ref record, outbound: false);
 
-            // 3. Forward, streaming both bodies.
-            var error = await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,
-                UpstreamTransport.ConfigFor(cluster.Protocol), runtime.InboundTransformer);
+            // 3. Forward, streaming both bodies: an HTTP/1.1 request to a plaintext HTTP/1.1 app by the lean path
+            //    (Forwarding/Http11), anything else (upgrades, 100-continue, HTTP/2) by YARP.
+            var error = LeanForwarder.Takes(context.Request, cluster)
+                ? await lean.ForwardAsync(context, endpoint, runtime.InboundTransformer.PeerHeader)
+                : await forwarder.SendAsync(context, endpoint.DestinationPrefix, transport.Inbound,
+                    UpstreamTransport.ConfigFor(cluster.Protocol), runtime.InboundTransformer);
 
             // 4. Failures become a response flag, a log line and, if nothing was sent yet, a clear answer.
             if (error != ForwarderError.None)

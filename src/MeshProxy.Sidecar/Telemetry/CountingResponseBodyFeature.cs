@@ -13,13 +13,17 @@ namespace MeshProxy.Sidecar.Telemetry;
 internal sealed class CountingResponseBodyFeature(IHttpResponseBodyFeature inner) : IHttpResponseBodyFeature
 {
     private CountingStream? _stream;
+    private PipeWriter? _writer;
 
     public long Count => _stream?.Count ?? 0;
 
     public Stream Stream => _stream ??= new CountingStream(inner.Stream);
 
     // The forwarder writes through Stream; a writer-based copy would bypass the count, so none is offered.
-    public PipeWriter Writer => PipeWriter.Create(Stream, new StreamPipeWriterOptions(leaveOpen: true));
+    // One writer for the response, kept: a local reply written after this feature was put (a body that failed
+    // before the response started) writes through HttpResponse.BodyWriter, and a new writer per read lost its
+    // buffered bytes (Kestrel then failed the reply with "Content-Length mismatch").
+    public PipeWriter Writer => _writer ??= PipeWriter.Create(Stream, new StreamPipeWriterOptions(leaveOpen: true));
 
     public void DisableBuffering() => inner.DisableBuffering();
 

@@ -19,6 +19,10 @@ internal readonly record struct UpstreamFailure(ResponseFlags Flags, int StatusC
 
     private static UpstreamFailure Build(ForwarderError error, Exception? exception) => error switch
     {
+        // Before or after the response began: the upstream's framing was refused, which is its fault, not a reset.
+        ForwarderError.Request or ForwarderError.ResponseHeaders or ForwarderError.ResponseBodyDestination
+            when Find<UpstreamProtocolException>(exception) is { } refused =>
+            new(ResponseFlags.UpstreamProtocolError, 502, "upstream protocol error: " + refused.Message),
         ForwarderError.Request when Find<OwnFailureException>(exception) is { } own =>
             new(ResponseFlags.SidecarNotReady, 503, "sidecar could not send: " + own.Message),
         ForwarderError.Request when Find<UpstreamPeerRefusedException>(exception) is { } refused =>
