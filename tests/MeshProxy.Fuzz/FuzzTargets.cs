@@ -20,6 +20,7 @@ internal static class FuzzTargets
         ["yaml"] = YamlResourcesTarget.Run,
         ["origdst"] = OriginalDestinationTarget.Run,
         ["jwt"] = JwtTokenTarget.Run,
+        ["preamble"] = PeerPreambleTarget.Run,
     };
 
     public static void Check(bool condition, string what)
