@@ -12,7 +12,9 @@ namespace MeshProxy.Cli;
 /// <c>meshproxy explain</c>: the decision the workload's sidecar would make for one request, with the
 /// policy and rule that made it. It runs the sidecar's own code on the same input: the parser, the
 /// policy selection and compilation (AuthorizationEngine.Build), the method guard and the path
-/// normalizer, then Evaluate. Exit 0 allowed, 1 denied (or refused with 400), 2 bad input.
+/// normalizer, then Evaluate. A port that carries TCP (declared so, or <c>--tcp</c> for a client whose bytes are not
+/// HTTP) is judged as the sidecar judges a connection: no method, path or token, Istio's rule for HTTP-only fields.
+/// Exit 0 allowed, 1 denied (or refused with 400), 2 bad input.
 /// </summary>
 internal static class ExplainCommand
 {
@@ -27,7 +29,8 @@ internal static class ExplainCommand
         int Port,
         string Path,
         IReadOnlyList<string> Headers,
-        string? JwtClaims = null);
+        string? JwtClaims = null,
+        bool Tcp = false);
 
     public static Command Create()
     {
@@ -46,14 +49,19 @@ internal static class ExplainCommand
             Description = "The claims (JSON object) of a JWT the request carries, taken as validly signed: iss and aud are checked against the RequestAuthentications that apply, then policies see iss/sub and the claims",
         };
 
-        var command = new Command("explain", "Print ALLOW or DENY for one request to a workload, and the authorization policy and rule that decided it")
+        var tcp = new Option<bool>("--tcp")
         {
-            configDir, workload, labels, source, sourceIp, method, host, port, path, header, jwtClaims,
+            Description = "A TCP stream rather than an HTTP request, whatever the port is declared as (a client whose first bytes are not HTTP); a port declared TCP is one anyway",
+        };
+
+        var command = new Command("explain", "Print ALLOW or DENY for one request (or TCP connection) to a workload, and the authorization policy and rule that decided it")
+        {
+            configDir, workload, labels, source, sourceIp, method, host, port, path, header, jwtClaims, tcp,
         };
         command.SetAction(parse => Run(
             new Query(
                 parse.GetValue(configDir)!, parse.GetValue(workload)!, parse.GetValue(labels), parse.GetValue(source), parse.GetValue(sourceIp),
-                parse.GetValue(method)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(path)!, parse.GetValue(header) ?? [], parse.GetValue(jwtClaims)),
+                parse.GetValue(method)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(path)!, parse.GetValue(header) ?? [], parse.GetValue(jwtClaims), parse.GetValue(tcp)),
             Console.Out,
             Console.Error));
         return command;
@@ -143,6 +151,12 @@ internal static class ExplainCommand
         var applying = engine.Policies.Count == 0
             ? "none"
             : string.Join(", ", engine.Policies.Select(p => $"{p.Key} ({p.ActionName}{(p.DryRun ? ", dry run" : string.Empty)})"));
+
+        var declared = TcpPort(parsed, sidecar, ns, query.Port);
+        if (declared is not null || query.Tcp)
+        {
+            return ExplainConnection(query, engine, parsed, sourceIp, declared ?? "--tcp", labelText, applying, output);
+        }
 
         // The same two checks the inbound pipeline makes before evaluation.
         if (!MethodGuard.IsAcceptable(query.Method))
@@ -241,6 +255,62 @@ internal static class ExplainCommand
         output.WriteLine($"  custom:    {customText}");
         output.WriteLine($"  policies:  {applying}");
         return decision.Allowed ? 0 : 1;
+    }
+
+    /// <summary>
+    /// A TCP connection, as the sidecar's TCP proxy authorizes it (Tcp/README.md): principal, source address and port;
+    /// every rule that uses an HTTP-only field is named with what Istio's rule makes of it on TCP.
+    /// </summary>
+    private static int ExplainConnection(
+        Query query, AuthorizationEngine engine, MeshProxy.Config.Parsing.ParseResult parsed, IPAddress sourceIp, string why, string labelText, string applying, TextWriter output)
+    {
+        var decision = engine.Evaluate(AuthorizationRequest.ForConnection(query.Source, sourceIp, query.Port, sni: null));
+        var decisive = decision.Enforced;
+        var ignored = new List<string>();
+        if (query.Method != "GET" || query.Path != "/" || query.Headers.Count > 0 || query.JwtClaims is not null)
+        {
+            ignored.Add("--method, --path, --header and --jwt-claims do not apply to a byte stream");
+        }
+
+        var selected = engine.Policies.Select(p => p.Key).ToHashSet(StringComparer.Ordinal);
+        var httpOnly = parsed.OfKind<AuthorizationPolicyResource>()
+            .Where(p => p.Spec.Action != AuthorizationAction.Custom && selected.Contains($"{p.Metadata.Namespace}/{p.Metadata.Name}"))
+            .SelectMany(p => p.Spec.Rules.Select((rule, i) => (Policy: p, Rule: rule, Index: i)))
+            .Where(r => TcpRules.HasHttpOnlyFields(r.Rule))
+            .Select(r => $"{r.Policy.Metadata.Namespace}/{r.Policy.Metadata.Name} rule {r.Index} " + (r.Policy.Spec.Action == AuthorizationAction.Allow
+                ? "(ALLOW) never matches: it uses HTTP-only fields"
+                : $"({r.Policy.Spec.Action.ToString().ToUpperInvariant()}) is read without its HTTP-only fields"))
+            .ToList();
+
+        output.WriteLine(decision.Allowed ? "ALLOW" : "DENY (connection closed)");
+        output.WriteLine($"  {decision.Explain()}");
+        output.WriteLine($"  policy:    {(decisive.Policy is null ? "none (default)" : $"{decisive.Policy.Key} ({decisive.Policy.ActionName})")}");
+        output.WriteLine($"  rule:      {(decisive.RuleIndex >= 0 ? decisive.RuleIndex.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")}");
+        output.WriteLine($"  request:   TCP connection to port {query.Port} ({why}) from {query.Source ?? "a plaintext caller"} at {sourceIp}");
+        output.WriteLine($"  workload:  {query.Workload} ({labelText})");
+        output.WriteLine($"  tcp rules: {(httpOnly.Count == 0 ? "no rule that applies uses an HTTP-only field (hosts, methods, paths, requestPrincipals, request.*)" : string.Join("; ", httpOnly))}");
+        output.WriteLine("  custom:    not asked: CUSTOM (ext_authz) applies to HTTP requests only");
+        foreach (var note in ignored)
+        {
+            output.WriteLine($"  note:      {note}");
+        }
+
+        output.WriteLine($"  policies:  {applying}");
+        return decision.Allowed ? 0 : 1;
+    }
+
+    /// <summary>Why <paramref name="port"/> of the workload carries TCP: its Sidecar's app port, or a Service port targeting it, declared TCP; null if neither.</summary>
+    private static string? TcpPort(MeshProxy.Config.Parsing.ParseResult parsed, SidecarResource? sidecar, string ns, int port)
+    {
+        if (sidecar?.Spec.App is { Protocol: AppProtocol.Tcp } app && app.Port == port)
+        {
+            return "the Sidecar's app port, declared TCP";
+        }
+
+        return parsed.OfKind<ServiceResource>()
+            .Where(s => s.Metadata.Namespace == ns)
+            .SelectMany(s => s.Spec.Ports.Where(p => p.Protocol == AppProtocol.Tcp && p.TargetPort == port).Select(p => $"Service {ns}/{s.Metadata.Name} port {p.Port} declared TCP"))
+            .FirstOrDefault();
     }
 
     /// <summary>

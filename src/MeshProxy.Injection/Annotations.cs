@@ -35,6 +35,12 @@ public static class Annotations
     /// </summary>
     public const string ProxyConfig = "proxy.meshproxy.io/config";
 
+    /// <summary>
+    /// Ports (comma-separated numbers) that carry opaque TCP, the annotation the control plane reads on a Service: on a
+    /// pod, the app port listed here is declared TCP to the sidecar (plaintext to it is then a byte stream, not HTTP).
+    /// </summary>
+    public const string OpaquePorts = "meshproxy.io/opaque-ports";
+
     public const string IncludeInboundPorts = "traffic.meshproxy.io/includeInboundPorts";
     public const string ExcludeInboundPorts = "traffic.meshproxy.io/excludeInboundPorts";
     public const string ExcludeOutboundPorts = "traffic.meshproxy.io/excludeOutboundPorts";

@@ -434,6 +434,32 @@ public sealed partial class SidecarInjector(InjectorOptions options)
         }
     }
 
+    /// <summary>Istio's port-name prefixes of protocols that are not HTTP (as the control plane reads a Service port's name).</summary>
+    private static readonly string[] TcpPortNames = ["tcp", "mongo", "mysql", "redis"];
+
+    /// <summary>Whether the pod's <see cref="Annotations.OpaquePorts"/> (comma-separated port numbers) lists <paramref name="port"/>.</summary>
+    private static bool IsOpaque(Dictionary<string, string> annotations, int port)
+    {
+        if (!annotations.TryGetValue(Annotations.OpaquePorts, out var list))
+        {
+            return false;
+        }
+
+        // The whole list is checked, not just up to the app port: a typo elsewhere in it is still the pod's mistake.
+        var listed = false;
+        foreach (var item in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(item, NumberStyles.None, CultureInfo.InvariantCulture, out var p) || p is < 1 or > 65535)
+            {
+                throw new InjectionException($"{Annotations.OpaquePorts}: '{item}' is not a port (1-65535)");
+            }
+
+            listed |= p == port;
+        }
+
+        return listed;
+    }
+
     private static (int Port, string Protocol)? AppPort(JsonArray containers, Dictionary<string, string> annotations)
     {
         string? portName = null;
@@ -469,14 +495,18 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             return null;
         }
 
-        // Istio's convention: a port name's prefix says its protocol.
+        // Istio's convention: a port name's prefix says its protocol. A port listed as opaque is TCP whatever its name
+        // says, as the control plane reads the same annotation on a Service: the inbound sidecar then takes plaintext
+        // to it (PERMISSIVE, DISABLE) as a byte stream rather than as HTTP.
         var protocol = annotations.GetValueOrDefault(Annotations.AppProtocol)?.ToUpperInvariant()
-            ?? (portName?.StartsWith("grpc", StringComparison.OrdinalIgnoreCase) == true ? "GRPC"
+            ?? (IsOpaque(annotations, port.Value) ? "TCP"
+                : portName?.StartsWith("grpc", StringComparison.OrdinalIgnoreCase) == true ? "GRPC"
                 : portName?.StartsWith("http2", StringComparison.OrdinalIgnoreCase) == true || portName?.StartsWith("h2c", StringComparison.OrdinalIgnoreCase) == true ? "HTTP2"
+                : TcpPortNames.Any(n => portName?.StartsWith(n, StringComparison.OrdinalIgnoreCase) == true) ? "TCP"
                 : "HTTP");
-        if (protocol is not ("HTTP" or "HTTP2" or "GRPC"))
+        if (protocol is not ("HTTP" or "HTTP2" or "GRPC" or "TCP"))
         {
-            throw new InjectionException($"{Annotations.AppProtocol}: '{protocol}' must be HTTP, HTTP2 or GRPC");
+            throw new InjectionException($"{Annotations.AppProtocol}: '{protocol}' must be HTTP, HTTP2, GRPC or TCP");
         }
 
         return (port.Value, protocol);

@@ -17,7 +17,7 @@ public sealed class PolicyParserTests
               host: reviews.shop.svc.cluster.local
               loadBalancer: { simple: PEAK_EWMA }
               connectionPool:
-                tcp: { maxConnections: 100, connectTimeout: 250ms }
+                tcp: { maxConnections: 100, connectTimeout: 250ms, idleTimeout: 30m }
                 http: { http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 5, maxRetries: 3, idleTimeout: 30s }
               outlierDetection:
                 consecutive5xxErrors: 7
@@ -36,7 +36,7 @@ public sealed class PolicyParserTests
         var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
         Assert.Equal("reviews.shop.svc.cluster.local", spec.Host);
         Assert.Equal(LoadBalancerKind.PeakEwma, spec.LoadBalancer);
-        Assert.Equal(new ConnectionPoolSpec(100, TimeSpan.FromMilliseconds(250), 10, 1000, 5, 3, TimeSpan.FromSeconds(30)), spec.ConnectionPool);
+        Assert.Equal(new ConnectionPoolSpec(100, TimeSpan.FromMilliseconds(250), 10, 1000, 5, 3, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(30)), spec.ConnectionPool);
         Assert.Equal(new OutlierDetectionSpec(7, 3, 2, TimeSpan.FromSeconds(5), TimeSpan.FromMinutes(1), 50, SplitExternalLocalOriginErrors: true), spec.OutlierDetection);
         Assert.Equal(new RetryBudgetSpec(25.5, null, 4), spec.RetryBudget);
     }
@@ -61,6 +61,31 @@ public sealed class PolicyParserTests
             """, "dp.yaml");
         var error = Assert.Single(both.Errors);
         Assert.Equal("spec.outlierDetection.enabled", error.FieldPath);
+    }
+
+    [Theory]
+    [InlineData("{ tcp: { idleTimeout: 0s } }", null, null)]                   // Istio's 0s: never
+    [InlineData("{ tcp: { maxConnections: 5 } }", 60.0, null)]                   // unset: 1 h, Istio's default
+    [InlineData("{ tcp: { idleTimeout: 90s } }", 1.5, null)]
+    [InlineData("{ tcp: { idleTimeout: soon } }", null, "'soon' is not a duration (write it like 250ms, 5s, 1m30s)")]
+    [InlineData("{ tcp: { idleTimeout: 800h } }", null, "must be between 0s and 2592000s")]
+    public void DestinationPolicy_tcp_idle_timeout_is_istios_field_with_its_default_and_0s_for_never(string pool, double? minutes, string? error)
+    {
+        var result = ResourceParser.ParseText(Head + $$"""
+            kind: DestinationPolicy
+            metadata: { name: db }
+            spec: { host: db, connectionPool: {{pool}} }
+            """, "dp.yaml");
+        if (error is not null)
+        {
+            var problem = Assert.Single(result.Errors);
+            Assert.Equal(("dp.yaml", "spec.connectionPool.tcp.idleTimeout", error), (problem.File, problem.FieldPath, problem.Reason));
+            return;
+        }
+
+        Assert.Empty(result.Errors);
+        var spec = Assert.IsType<DestinationPolicyResource>(Assert.Single(result.Resources)).Spec;
+        Assert.Equal(minutes is { } m ? TimeSpan.FromMinutes(m) : Timeout.InfiniteTimeSpan, spec.ConnectionPool.TcpIdleTimeout);
     }
 
     [Fact]

@@ -184,6 +184,65 @@ public sealed class ExplainCommandTests
     }
 
     [Fact]
+    public void A_tcp_port_is_judged_as_a_connection_naming_the_rules_whose_http_only_fields_change_their_meaning()
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies + """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Service
+            metadata: { name: billing-db, namespace: shop }
+            spec:
+              ports: [{ port: 5432, protocol: TCP }]
+              endpoints: [{ address: 10.0.0.9, serviceAccount: billing }]
+            """);
+        const string Store = "spiffe://cluster.local/ns/shop/sa/store";
+        (int, string) Run(int port, bool tcp = false, string path = "/")
+        {
+            var output = new StringWriter();
+            var code = ExplainCommand.Run(new ExplainCommand.Query(dir, "shop/billing", null, Store, "10.1.2.3", "GET", "billing", port, path, [], Tcp: tcp), output, output);
+            return (code, output.ToString());
+        }
+
+        // Istio's rule: the DENY of /admin paths is read without its paths, so it denies every connection; neither ALLOW
+        // rule (both use methods) can allow one.
+        var (code, text) = Run(5432);
+        Assert.Equal(1, code);
+        Assert.StartsWith("DENY (connection closed)\n", text, StringComparison.Ordinal);
+        Assert.Contains("denied by DENY policy meshproxy-system/no-admin rule 0", text, StringComparison.Ordinal);
+        Assert.Contains("request:   TCP connection to port 5432 (Service shop/billing-db port 5432 declared TCP) from " + Store, text, StringComparison.Ordinal);
+        Assert.Contains(
+            "tcp rules: shop/store-charges rule 0 (ALLOW) never matches: it uses HTTP-only fields; shop/store-charges rule 1 (ALLOW) never matches: it uses HTTP-only fields; " +
+            "meshproxy-system/no-admin rule 0 (DENY) is read without its HTTP-only fields",
+            text,
+            StringComparison.Ordinal);
+
+        // Without that DENY, only a rule without HTTP-only fields can allow the connection.
+        Yaml.Write(dir, "policies.yaml", Policies.Replace("action: DENY", "action: AUDIT", StringComparison.Ordinal) + """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata: { name: db-clients, namespace: shop }
+            spec:
+              rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/store"] } }], to: [{ operation: { ports: ["5432"] } }] }]
+            """);
+        (code, text) = Run(5432, tcp: true);
+        Assert.Equal(0, code);
+        Assert.StartsWith("ALLOW\n", text, StringComparison.Ordinal);
+        Assert.Contains("allowed by ALLOW policy shop/db-clients rule 0", text, StringComparison.Ordinal);
+        Assert.Contains("TCP connection to port 5432 (--tcp)", text, StringComparison.Ordinal);
+
+        // The same workload's HTTP port is still judged as HTTP, unless --tcp says its client is not speaking HTTP.
+        (code, text) = Run(80);
+        Assert.Equal(0, code);
+        Assert.Contains("allowed by ALLOW policy shop/store-charges rule 1", text, StringComparison.Ordinal);
+        (code, text) = Run(80, tcp: true, path: "/charges");
+        Assert.Equal(1, code);
+        Assert.Contains("denied: no ALLOW policy matched", text, StringComparison.Ordinal);
+        Assert.Contains("note:      --method, --path, --header and --jwt-claims do not apply to a byte stream", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Paths_are_normalized_as_mesh_config_says()
     {
         var dir = RepoPaths.NewTempDirectory();

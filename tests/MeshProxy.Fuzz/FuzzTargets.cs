@@ -21,6 +21,7 @@ internal static class FuzzTargets
         ["origdst"] = OriginalDestinationTarget.Run,
         ["jwt"] = JwtTokenTarget.Run,
         ["response"] = ResponseHeadTarget.Run,
+        ["preamble"] = PeerPreambleTarget.Run,
     };
 
     public static void Check(bool condition, string what)

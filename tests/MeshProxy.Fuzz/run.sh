@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes one parser of untrusted input with afl-fuzz for a bounded time:
-#   tests/MeshProxy.Fuzz/run.sh TARGET [SECONDS]      (targets: path clienthello inbound yaml origdst jwt response; default 3600 s)
+#   tests/MeshProxy.Fuzz/run.sh TARGET [SECONDS]      (targets: path clienthello inbound yaml origdst jwt response preamble; default 3600 s)
 # Builds the harness (FUZZ_CONFIGURATION, default Release; FUZZ_NO_BUILD=1 uses the existing build), copies
 # it to bin/CONFIG/instrumented and instruments the copies of our assemblies and YamlDotNet with SharpFuzz
 # (once per build), then runs afl-fuzz on the seeds in corpus/TARGET. Findings stay in FUZZ_OUT (default

@@ -58,12 +58,19 @@ internal static class DestinationPolicyParser
             Count(http, "http2MaxRequests"),
             Count(http, "maxRequestsPerConnection"),
             http is null ? null : (int?)http.Integer("maxRetries", 0, int.MaxValue),
-            http?.Duration("idleTimeout", TimeSpan.FromMilliseconds(1), TimeSpan.FromDays(1)) ?? d.IdleTimeout);
+            http?.Duration("idleTimeout", TimeSpan.FromMilliseconds(1), TimeSpan.FromDays(1)) ?? d.IdleTimeout,
+            TcpIdleTimeout(tcp) ?? d.TcpIdleTimeout);
         tcp?.Finish();
         http?.Finish();
         pool.Finish();
         return result;
     }
+
+    /// <summary>Istio's connectionPool.tcp.idleTimeout: 0s turns it off (a stream may then sit idle for ever).</summary>
+    private static TimeSpan? TcpIdleTimeout(YamlMap? tcp) =>
+        tcp?.Duration("idleTimeout", TimeSpan.Zero, ConnectionPoolSpec.MaxTcpIdleTimeout) is { } timeout
+            ? timeout == TimeSpan.Zero ? Timeout.InfiniteTimeSpan : timeout
+            : null;
 
     private static OutlierDetectionSpec? ParseOutlierDetection(YamlMap? od)
     {

@@ -32,7 +32,9 @@ public enum LoadBalancerKind
 /// Circuit breaking. Unset limits are unlimited, as in Istio (2^32-1 there); the TCP connect timeout
 /// defaults to Istio's 10 s. The HTTP idle timeout defaults to 90 s rather than Istio's 1 h: the proxy
 /// should close an idle connection before the server does (many servers give up after 60-120 s), so
-/// that a request is rarely sent on a connection the server is closing.
+/// that a request is rarely sent on a connection the server is closing. The TCP idle timeout (a byte stream that
+/// moves no byte either way for this long is closed) is Istio's <c>connectionPool.tcp.idleTimeout</c>, 1 h by default,
+/// <see cref="Timeout.InfiniteTimeSpan"/> for Istio's <c>0s</c> (never).
 /// </summary>
 public sealed record ConnectionPoolSpec(
     int? MaxConnections,
@@ -41,9 +43,16 @@ public sealed record ConnectionPoolSpec(
     int? Http2MaxRequests,
     int? MaxRequestsPerConnection,
     int? MaxRetries,
-    TimeSpan IdleTimeout)
+    TimeSpan IdleTimeout,
+    TimeSpan TcpIdleTimeout)
 {
-    public static ConnectionPoolSpec Default { get; } = new(null, TimeSpan.FromSeconds(10), null, null, null, null, TimeSpan.FromSeconds(90));
+    /// <summary>Istio's (and Envoy's TCP proxy's) default idle timeout of a byte stream.</summary>
+    public static readonly TimeSpan DefaultTcpIdleTimeout = TimeSpan.FromHours(1);
+
+    /// <summary>The longest TCP idle timeout: what a timer can wait (about 49 days), rounded down.</summary>
+    public static readonly TimeSpan MaxTcpIdleTimeout = TimeSpan.FromDays(30);
+
+    public static ConnectionPoolSpec Default { get; } = new(null, TimeSpan.FromSeconds(10), null, null, null, null, TimeSpan.FromSeconds(90), DefaultTcpIdleTimeout);
 }
 
 /// <summary>

@@ -24,7 +24,8 @@ internal sealed class ClusterPolicy
         RetryBudgetPolicy budget,
         TimeSpan connectTimeout,
         TimeSpan idleTimeout,
-        int maxRequestsPerConnection = int.MaxValue)
+        int maxRequestsPerConnection = int.MaxValue,
+        TimeSpan? tcpIdleTimeout = null)
     {
         LoadBalancer = loadBalancer;
         Limits = limits;
@@ -33,6 +34,7 @@ internal sealed class ClusterPolicy
         ConnectTimeout = connectTimeout;
         IdleTimeout = idleTimeout;
         MaxRequestsPerConnection = maxRequestsPerConnection;
+        TcpIdleTimeout = tcpIdleTimeout ?? ConnectionPoolSpec.DefaultTcpIdleTimeout;
     }
 
     /// <summary>No DestinationPolicy: least-request, no limits, the default passive health check (<see cref="OutlierPolicy.Default"/>), the default budget.</summary>
@@ -52,6 +54,12 @@ internal sealed class ClusterPolicy
 
     /// <summary>How long an upstream connection of this cluster may sit unused in the pool before it is closed.</summary>
     public TimeSpan IdleTimeout { get; }
+
+    /// <summary>
+    /// How long a TCP stream to this cluster (Tcp/README.md) may move no byte either way before it is closed (Istio's
+    /// connectionPool.tcp.idleTimeout); <see cref="Timeout.InfiniteTimeSpan"/>: never.
+    /// </summary>
+    public TimeSpan TcpIdleTimeout { get; }
 
     /// <summary>Requests (HTTP/1.1) or streams (HTTP/2) an upstream connection carries before it is closed (Istio's maxRequestsPerConnection); int.MaxValue: no limit.</summary>
     public int MaxRequestsPerConnection { get; }
@@ -89,7 +97,8 @@ internal sealed class ClusterPolicy
             RetryBudgetPolicy.From(spec.RetryBudget),
             pool.ConnectTimeout,
             pool.IdleTimeout,
-            pool.MaxRequestsPerConnection ?? int.MaxValue);
+            pool.MaxRequestsPerConnection ?? int.MaxValue,
+            pool.TcpIdleTimeout);
     }
 }
 

@@ -19,4 +19,8 @@ internal static partial class TcpLog
     [LoggerMessage(EventId = 7004, EventName = "TcpIdleTimeout", Level = LogLevel.Information,
         Message = "TCP stream of {Cluster} closed: no byte moved for {Seconds} s (idle timeout)")]
     public static partial void IdleTimeout(this ILogger logger, string cluster, double seconds);
+
+    [LoggerMessage(EventId = 7005, EventName = "TcpDeniedByDestination", Level = LogLevel.Warning,
+        Message = "TCP stream to {Cluster} ({Endpoint}, {Principal}) denied by the destination's authorization policy (URBAC)")]
+    public static partial void DeniedByDestination(this ILogger logger, string cluster, string endpoint, string? principal);
 }

@@ -38,6 +38,7 @@ internal sealed class TcpProxy(
         if (!cluster.State.Connections.TryEnter(limit))
         {
             logger.ConnectionOverflow(cluster.Name, limit);
+            cluster.State.Stats.Overflowed(); // meshproxy_upstream_overflow_total, as an HTTP request refused UO
             Refused(labels.Outbound(cluster, null, null), PeerTelemetry.SourceSecurityPolicy, ResponseFlags.UpstreamOverflow);
             connection.Abort();
             return;
@@ -56,7 +57,7 @@ internal sealed class TcpProxy(
             }
 
             using var setup = CancellationTokenSource.CreateLinkedTokenSource(CloseRequested(connection));
-            PeerMetadata? peer = null;
+            var peer = PeerFrame.Unknown;
             string? principal = null;
             endpoint.Health.OpenConnection();
             try
@@ -70,6 +71,13 @@ internal sealed class TcpProxy(
                     principal = proven;
                     await PeerPreamble.WriteAsync(ssl, labels.PeerHeader, setup.Token);
                     peer = await PeerPreamble.ReadAsync(ssl, setup.Token);
+                    if (peer.IsDenied)
+                    {
+                        logger.DeniedByDestination(cluster.Name, endpoint.Key, principal);
+                        Refused(labels.Outbound(cluster, null, principal), PeerTelemetry.SourceSecurityPolicy, ResponseFlags.UpstreamDenied);
+                        connection.Abort();
+                        return;
+                    }
                 }
                 else
                 {
@@ -78,7 +86,7 @@ internal sealed class TcpProxy(
             }
             catch (Exception ex) when (Splice.IsStreamFailure(ex) || ex is OwnFailureException or InvalidDataException or EndOfStreamException)
             {
-                // The inbound sidecar closes a stream its policy denies before it sends its metadata: that lands here too.
+                // An inbound sidecar that predates the denial frame closes a denied stream before its metadata: that lands here.
                 logger.UpstreamConnectFailed(cluster.Name, endpoint.Key, ex.Message);
                 Refused(labels.Outbound(cluster, null, principal), PeerTelemetry.SourceSecurityPolicy, ResponseFlags.UpstreamConnectionFailure);
                 connection.Abort();
@@ -91,10 +99,10 @@ internal sealed class TcpProxy(
 
             var meter = telemetry.Istio.OpenTcpStream(new TcpLabels
             {
-                Workload = labels.Outbound(cluster, peer, principal),
+                Workload = labels.Outbound(cluster, peer.Metadata, principal),
                 ConnectionSecurityPolicy = PeerTelemetry.SourceSecurityPolicy,
             });
-            await SpliceAsync(connection, StreamEnd.OfConnection(connection), upstream, meter, cluster.Policy.IdleTimeout, cluster.Name);
+            await SpliceAsync(connection, StreamEnd.OfConnection(connection), upstream, meter, cluster.Policy.TcpIdleTimeout, cluster.Name);
         }
         finally
         {
@@ -132,15 +140,21 @@ internal sealed class TcpProxy(
         if (!decision.Allowed)
         {
             // Envoy's RBAC network filter: the connection is closed before a byte reaches the app or the app's
-            // first byte (a banner) reaches the caller.
+            // first byte (a banner) reaches the caller. A calling sidecar is told why first, in place of our metadata,
+            // so that it records a denial rather than a connect failure.
             Refused(labels.Inbound(null, peer, null), security, ResponseFlags.None);
+            if (tls is not null && await TellDeniedAsync(tls, connection))
+            {
+                return; // Kestrel closes the connection once what was written has been sent
+            }
+
             connection.Abort();
             return;
         }
 
         var app = snapshot.InboundCluster;
         StreamEnd? upstream = null;
-        PeerMetadata? metadata = null;
+        var metadata = PeerFrame.Unknown;
         try
         {
             using var setup = CancellationTokenSource.CreateLinkedTokenSource(CloseRequested(connection));
@@ -156,7 +170,7 @@ internal sealed class TcpProxy(
         catch (Exception ex) when (Splice.IsStreamFailure(ex) || ex is InvalidDataException or EndOfStreamException)
         {
             logger.UpstreamConnectFailed(app.Name, $"{app.Endpoints[0].Address}:{port}", ex.Message);
-            Refused(labels.Inbound(null, peer, metadata), security, ResponseFlags.UpstreamConnectionFailure);
+            Refused(labels.Inbound(null, peer, metadata.Metadata), security, ResponseFlags.UpstreamConnectionFailure);
             if (upstream is not null)
             {
                 await upstream.DisposeAsync();
@@ -168,9 +182,9 @@ internal sealed class TcpProxy(
 
         await using (upstream)
         {
-            var meter = telemetry.Istio.OpenTcpStream(new TcpLabels { Workload = labels.Inbound(null, peer, metadata), ConnectionSecurityPolicy = security });
+            var meter = telemetry.Istio.OpenTcpStream(new TcpLabels { Workload = labels.Inbound(null, peer, metadata.Metadata), ConnectionSecurityPolicy = security });
             var downstream = tls is null ? StreamEnd.OfConnection(connection) : StreamEnd.OfTls(tls);
-            await SpliceAsync(connection, downstream, upstream, meter, app.Policy.IdleTimeout, app.Name);
+            await SpliceAsync(connection, downstream, upstream, meter, app.Policy.TcpIdleTimeout, app.Name);
         }
     }
 
@@ -192,6 +206,30 @@ internal sealed class TcpProxy(
         finally
         {
             meter.Close();
+        }
+    }
+
+    /// <summary>
+    /// The denial frame, then TLS close_notify. The caller's own frame (which it writes before reading ours) is read
+    /// first, so that no unread byte turns the close into a reset that could destroy the denial in flight; the
+    /// connection is then closed gracefully, not aborted, for the same reason. False when the caller could not be told
+    /// within the handshake timeout.
+    /// </summary>
+    private static async Task<bool> TellDeniedAsync(SslStream tls, ConnectionContext connection)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(CloseRequested(connection));
+        timeout.CancelAfter(MeshTls.HandshakeTimeout);
+        try
+        {
+            await PeerPreamble.ReadAsync(tls, timeout.Token);
+            await PeerPreamble.WriteDeniedAsync(tls, timeout.Token);
+            await tls.ShutdownAsync().WaitAsync(timeout.Token);
+            return true;
+        }
+        catch (Exception ex) when (Splice.IsStreamFailure(ex) || ex is InvalidDataException or EndOfStreamException)
+        {
+            // The caller went away first, or is not a sidecar speaking this protocol: nothing to tell it.
+            return false;
         }
     }
 

@@ -227,7 +227,7 @@ internal sealed class MeshStateMetrics
         ("meshproxy_upstream_retries_total", "Retry attempts (attempts after the first), per cluster.", s => s.Retries),
         ("meshproxy_upstream_retry_budget_exhausted_total", "Failures returned because the retry budget was spent (flag UO), per cluster.", s => s.RetriesExhausted),
         ("meshproxy_upstream_retry_overflow_total", "Retries refused by the concurrent-retries limit, per cluster.", s => s.RetryOverflow),
-        ("meshproxy_upstream_overflow_total", "Requests refused by a circuit breaker (flag UO), per cluster.", s => s.Overflow),
+        ("meshproxy_upstream_overflow_total", "Requests and TCP streams refused by a circuit breaker (flag UO), per cluster.", s => s.Overflow),
         ("meshproxy_upstream_timeouts_total", "Requests answered 504 UT (per-try or route timeout), per cluster.", s => s.Timeouts),
         ("meshproxy_outlier_ejections_total", "Endpoints ejected by outlier detection, per cluster.", s => s.Ejections),
     ];

@@ -62,6 +62,13 @@ internal enum ResponseFlags
 
     /// <summary>UAEX: the external authorization provider (a CUSTOM policy's) denied the request, or failed with failOpen off.</summary>
     UnauthorizedExternalService = 1 << 13,
+
+    /// <summary>
+    /// URBAC (MeshProxy's own, not Envoy's): the destination's sidecar denied a TCP stream by its authorization
+    /// policy and said so in the stream's metadata exchange (Tcp/PeerPreamble.cs). Recorded by the caller, which in
+    /// Envoy sees only a closed connection (UF or nothing); a policy decision is not an outage, so it stays apart.
+    /// </summary>
+    UpstreamDenied = 1 << 14,
 }
 
 internal static class ResponseFlagCodes
@@ -82,6 +89,7 @@ internal static class ResponseFlagCodes
         (ResponseFlags.UpstreamPeerIdentity, "UPI"),
         (ResponseFlags.SidecarNotReady, "SNR"),
         (ResponseFlags.UnauthorizedExternalService, "UAEX"),
+        (ResponseFlags.UpstreamDenied, "URBAC"),
     ];
 
     /// <summary>"-" for none (Envoy's spelling), the code for one flag, codes joined by commas for several.</summary>

@@ -56,6 +56,21 @@ public sealed class SpliceTests
     }
 
     [Fact]
+    public async Task An_idle_timeout_turned_off_never_closes_a_quiet_stream()
+    {
+        await using var world = await World.StartAsync();
+        var time = new FakeTimeProvider();
+        var run = Splice.RunAsync(world.Downstream, world.Upstream, default, Timeout.InfiniteTimeSpan, time, CancellationToken.None);
+        await world.Client.SendAsync("a"u8.ToArray(), Ct);
+        Assert.Equal("a", await ReadAsync(world.Server, 1));
+
+        time.Advance(TimeSpan.FromDays(60));
+        await world.Server.SendAsync("b"u8.ToArray(), Ct);
+        Assert.Equal("b", await ReadAsync(world.Client, 1));
+        Assert.False(run.IsCompleted);
+    }
+
+    [Fact]
     public async Task The_listener_stopping_ends_an_open_stream()
     {
         await using var world = await World.StartAsync();

@@ -45,6 +45,12 @@ public sealed partial class TcpMeshTests
         await world.Billing.WaitForLineAsync(
             $"Denied TCP connection to port {GreeterPort} from {MeshPki.Id("impostor")}", TimeSpan.FromSeconds(10));
 
+        // The impostor's own sidecar was told why (the denial in place of the metadata): it records a denial, URBAC,
+        // not a connect failure.
+        var impostor = await world.WaitForClosedAsync(world.ImpostorStats, "source", 1);
+        var deniedSeries = Assert.Single(impostor.Find("istio_tcp_connections_closed_total", ("destination_service_name", "greeter")));
+        Assert.Equal("URBAC", deniedSeries.Labels["response_flags"]);
+
         // Istio's TCP metrics on both sides, with the peers' labels, bytes as the clients counted them (the app's bytes
         // only: not TLS, not the sidecars' metadata).
         var destination = await world.WaitForClosedAsync(world.BillingStats, "destination", 3);
@@ -71,6 +77,64 @@ public sealed partial class TcpMeshTests
         Assert.Single(source.Find("istio_tcp_connections_opened_total", ("destination_service_name", "echo")));
     }
 
+    [Fact]
+    public async Task The_clusters_max_connections_bounds_tcp_streams_and_the_overflow_is_refused_and_counted()
+    {
+        await using var world = await TcpWorld.StartAsync(storePolicies: """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: DestinationPolicy
+            metadata: { name: greeter, namespace: test }
+            spec:
+              host: greeter
+              connectionPool: { tcp: { maxConnections: 1 } }
+            """);
+
+        // One stream open and held: the cluster's only connection.
+        var holder = world.HoldGreeter(StoreUid);
+        try
+        {
+            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+
+            // A second stream meanwhile is refused before it reaches the service: no banner.
+            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
+            Assert.Empty(Lines(refused));
+        }
+        finally
+        {
+            await holder.DisposeAsync();
+        }
+
+        // The held stream's end gives its slot back: the next stream goes through.
+        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
+        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
+
+        // Counted as Envoy counts an overflow: the stream opened and closed with UO and no bytes, and the cluster's
+        // overflow counter (as for an HTTP request refused by the same limit).
+        var source = await world.WaitForClosedAsync(world.StoreStats, "source", 3);
+        var overflow = Assert.Single(source.Find("istio_tcp_connections_closed_total", ("response_flags", "UO")));
+        Assert.Equal(1, overflow.Value);
+        Assert.Equal("greeter", overflow.Labels["destination_service_name"]);
+        Assert.Equal(0, source.Sum("istio_tcp_received_bytes_total", ("response_flags", "UO")));
+        Assert.Equal(1, source.Sum("meshproxy_upstream_overflow_total", ("cluster", "outbound|25||greeter.test.svc.cluster.local")));
+    }
+
+    /// <summary>A client run again while the refusal it met is the slot of a stream that is still being closed.</summary>
+    private static async Task<JsonElement> RetryAsync(Func<Task<JsonElement>> client)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (true)
+        {
+            var result = await client();
+            if (result.GetProperty("lines").GetArrayLength() > 0 || DateTime.UtcNow > deadline)
+            {
+                return result;
+            }
+
+            await Task.Delay(200, Ct);
+        }
+    }
+
     private static string[] Lines(JsonElement result)
     {
         Assert.False(result.TryGetProperty("timeout", out _), result.ToString());
@@ -84,11 +148,14 @@ public sealed partial class TcpMeshTests
     {
         private readonly string _dir;
 
-        private TcpWorld(NetworkNamespace client, NetworkNamespace server, string dir)
+        private readonly string _storePolicies;
+
+        private TcpWorld(NetworkNamespace client, NetworkNamespace server, string dir, string storePolicies)
         {
             ClientNs = client;
             ServerNs = server;
             _dir = dir;
+            _storePolicies = storePolicies;
         }
 
         public NetworkNamespace ClientNs { get; }
@@ -101,13 +168,16 @@ public sealed partial class TcpMeshTests
 
         public int StoreStats { get; private set; }
 
-        public static async Task<TcpWorld> StartAsync()
+        public int ImpostorStats { get; private set; }
+
+        /// <param name="storePolicies">More resources for the store's sidecar (YAML documents, each after ---).</param>
+        public static async Task<TcpWorld> StartAsync(string storePolicies = "")
         {
             var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(dir);
             var client = await NetworkNamespace.CreateAsync();
             var server = await NetworkNamespace.CreateAsync();
-            var world = new TcpWorld(client, server, dir);
+            var world = new TcpWorld(client, server, dir, storePolicies);
             try
             {
                 await world.SetUpAsync();
@@ -126,6 +196,10 @@ public sealed partial class TcpMeshTests
             var output = await ClientNs.ExecAsync(["setpriv", $"--reuid={uid}", $"--regid={uid}", "--clear-groups", "node", Script, .. args]);
             return JsonDocument.Parse(output.Trim().Split('\n')[^1]).RootElement.Clone();
         }
+
+        /// <summary>A tcp-peer.js client that holds a stream to the greeter open until it is disposed (it prints "holding" and the banner).</summary>
+        public ExternalProcess HoldGreeter(int uid) =>
+            ClientNs.Start("setpriv", $"--reuid={uid}", $"--regid={uid}", "--clear-groups", "node", Script, "greeter-hold", "10.96.0.25", "25");
 
         /// <summary>Scrapes a sidecar until <paramref name="closed"/> streams of <paramref name="reporter"/> have been counted closed.</summary>
         public async Task<IReadOnlyList<Sample>> WaitForClosedAsync(int statsPort, string reporter, int closed)
@@ -189,12 +263,13 @@ public sealed partial class TcpMeshTests
                     - from: [{"{"} source: {"{"} principals: ["cluster.local/ns/test/sa/store"] {"}"} {"}"}]
                       to: [{"{"} operation: {"{"} ports: ["{GreeterPort}", "{EchoPort}"] {"}"} {"}"}]
                 """))));
-            var store = ClientNs.Start(RepoPaths.Sidecar("--config", Write("store", Sidecar("store", 15001, 15006, pki.WriteFiles(Path.Combine(_dir, "store-tls"), "store"), Services))));
+            var store = ClientNs.Start(RepoPaths.Sidecar("--config", Write("store", Sidecar("store", 15001, 15006, pki.WriteFiles(Path.Combine(_dir, "store-tls"), "store"), Services + "\n" + _storePolicies))));
             var impostor = ClientNs.Start(RepoPaths.Sidecar("--config", Write("impostor", Sidecar("impostor", 15011, 15016, pki.WriteFiles(Path.Combine(_dir, "impostor-tls"), "impostor"), Services))));
 
             BillingStats = int.Parse(StatsAddress().Match(await Billing.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(60))).Groups[1].Value, CultureInfo.InvariantCulture);
             StoreStats = int.Parse(StatsAddress().Match(await store.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(60))).Groups[1].Value, CultureInfo.InvariantCulture);
             await Billing.WaitForLineAsync("inbound listener on", TimeSpan.FromSeconds(60));
+            ImpostorStats = int.Parse(StatsAddress().Match(await impostor.WaitForLineAsync("stats listener on", TimeSpan.FromSeconds(60))).Groups[1].Value, CultureInfo.InvariantCulture);
             await store.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(60));
             await impostor.WaitForLineAsync("outbound listener on", TimeSpan.FromSeconds(60));
             await greeterServer.WaitForLineAsync("listening", TimeSpan.FromSeconds(30));

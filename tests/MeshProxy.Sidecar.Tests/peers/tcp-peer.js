@@ -4,6 +4,8 @@
 //   node tcp-peer.js echo-server <port>      echoes every byte; ends its side when the client ends its own (half-close)
 //   node tcp-peer.js greeter-client <host> <port>      waits for the banner without sending, then HELO and QUIT
 //   node tcp-peer.js echo-client <host> <port> <bytes> sends <bytes> bytes, half-closes, reads the echo to the end
+//   node tcp-peer.js greeter-hold <host> <port>        waits for the banner, prints "holding", keeps the stream open
+//                                                       until killed
 // A client prints one JSON line: what it saw, and the bytes it wrote and read as its socket counted them.
 const net = require('net');
 const [mode, a, b, c] = process.argv.slice(2);
@@ -30,6 +32,11 @@ if (mode === 'greeter-server') {
     socket.on('end', () => socket.end());
     socket.on('error', () => {});
   }).listen(Number(a), () => console.log(`listening ${a}`));
+} else if (mode === 'greeter-hold') {
+  const socket = net.connect({ host: a, port: Number(b) });
+  socket.once('data', (d) => console.log(`holding ${d.toString('latin1').trim()}`));
+  socket.on('error', (e) => { console.log(`error ${e.code || e}`); process.exit(1); });
+  socket.on('close', () => { console.log('closed'); process.exit(1); });
 } else {
   const report = (fields) => { console.log(JSON.stringify(fields)); process.exit(0); };
   const socket = net.connect({ host: a, port: Number(b), allowHalfOpen: true });
