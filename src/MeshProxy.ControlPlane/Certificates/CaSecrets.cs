@@ -48,7 +48,9 @@ internal enum RotationPhase
 /// <remarks>
 /// The switch to a plug-in CA that appears while the mesh runs on the self-managed root follows the same three steps,
 /// recorded here too so that every replica agrees: PluginAdding (<see cref="NextCertPem"/> holds the plug-in's roots, no
-/// key: that stays in Secret cacerts), PluginSwitched, then Plugin, after which the replicas follow cacerts alone.
+/// key: that stays in Secret cacerts), PluginSwitched, then Plugin, after which the replicas follow cacerts alone. A
+/// cacerts whose roots change after PluginSwitched sends the switch back to PluginAdding with the new roots, the roots
+/// that signed until then kept in <see cref="PreviousCertPem"/> for one more wait.
 /// </remarks>
 internal sealed record CaRootState(string RootCertPem, string RootKeyPem, RotationPhase Phase, DateTimeOffset Since, string? NextCertPem, string? NextKeyPem, string? PreviousCertPem, bool RotationRequested)
 {
@@ -58,7 +60,14 @@ internal sealed record CaRootState(string RootCertPem, string RootKeyPem, Rotati
     {
         RotationPhase.Adding => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + NextCertPem, origin, Phase),
         RotationPhase.Switched => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + PreviousCertPem, origin, Phase),
-        RotationPhase.PluginAdding => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + NextCertPem, origin, Phase),
+        // PreviousCertPem: the roots of a plug-in CA that signed before cacerts changed them (a restarted switch), still
+        // trusted until what it signed has expired.
+        RotationPhase.PluginAdding => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + NextCertPem + PreviousCertPem, origin, Phase),
+        // cacerts no longer holds the roots recorded at the switch: its signer would chain to roots the published bundle
+        // lacks. Until the leader records the restart (NextStep), the self-managed root, which every bundle of the switch
+        // holds, signs, and the bundle takes the new roots beside the recorded ones, exactly as the restart will publish.
+        RotationPhase.PluginSwitched when plugin is not null && plugin.RootsPem != NextCertPem =>
+            new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + plugin.RootsPem + NextCertPem, origin, Phase),
         RotationPhase.PluginSwitched => PluginOrThrow(plugin, origin) with { BundlePem = NextCertPem + RootCertPem, Phase = Phase },
         RotationPhase.Plugin => PluginOrThrow(plugin, origin),
         _ => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem, origin, Phase),
@@ -115,7 +124,7 @@ internal static class CaSecrets
             since,
             phase is RotationPhase.Adding or RotationPhase.PluginAdding or RotationPhase.PluginSwitched ? Text(secret, NextRootCert, origin) : null,
             phase == RotationPhase.Adding ? Text(secret, NextRootKey, origin) : null,
-            phase == RotationPhase.Switched ? Text(secret, PreviousRootCert, origin) : null,
+            phase == RotationPhase.Switched ? Text(secret, PreviousRootCert, origin) : phase == RotationPhase.PluginAdding ? OptionalText(secret, PreviousRootCert) : null,
             Annotation(secret, RotateAnnotation) is not null);
     }
 
@@ -175,6 +184,10 @@ internal static class CaSecrets
         else if (state.Phase is RotationPhase.PluginAdding or RotationPhase.PluginSwitched)
         {
             data[NextRootCert] = Encoding.UTF8.GetBytes(state.NextCertPem!);
+            if (state.Phase == RotationPhase.PluginAdding && state.PreviousCertPem is { } previous)
+            {
+                data[PreviousRootCert] = Encoding.UTF8.GetBytes(previous);
+            }
         }
         else if (state.Phase == RotationPhase.Switched)
         {
@@ -207,19 +220,26 @@ internal static class CaSecrets
     /// <param name="pluginRoots">The roots of the plug-in CA in Secret cacerts, read now; null when there is none (or it is broken).
     /// One appearing while the self-managed root signs starts the switch to it (after any root rotation in progress), with
     /// the same waits; one that changes its roots before the switch starts the wait again; one that goes away before the
-    /// switch cancels it (the self-managed root never stopped signing).</param>
+    /// switch cancels it (the self-managed root never stopped signing). One whose roots change after the switch (its
+    /// signer would chain to roots the bundle lacks) sends it back to PluginAdding with the new roots, keeping the roots
+    /// that signed in the bundle until the next wait has passed; only then does the plug-in CA sign again.</param>
     public static CaRootState? NextStep(CaRootState state, DateTimeOffset now, TimeSpan wait, Func<(string Cert, string Key)> newRoot, string? pluginRoots = null)
     {
         switch (state.Phase)
         {
             case RotationPhase.None when pluginRoots is not null:
                 return state with { Phase = RotationPhase.PluginAdding, Since = now, NextCertPem = pluginRoots, NextKeyPem = null, PreviousCertPem = null };
+            case RotationPhase.PluginAdding when pluginRoots is null && (state.PreviousCertPem is null || now >= state.Since + wait):
+                return state with { Phase = RotationPhase.None, Since = DateTimeOffset.MinValue, NextCertPem = null, PreviousCertPem = null };
             case RotationPhase.PluginAdding when pluginRoots is null:
-                return state with { Phase = RotationPhase.None, Since = DateTimeOffset.MinValue, NextCertPem = null };
+                // A plug-in CA signed until the restart: its roots stay trusted (PreviousCertPem) until what it signed expired.
+                return null;
             case RotationPhase.PluginAdding when pluginRoots != state.NextCertPem:
                 return state with { Since = now, NextCertPem = pluginRoots };
             case RotationPhase.PluginAdding when now >= state.Since + wait:
-                return state with { Phase = RotationPhase.PluginSwitched, Since = now };
+                return state with { Phase = RotationPhase.PluginSwitched, Since = now, PreviousCertPem = null };
+            case RotationPhase.PluginSwitched when pluginRoots is not null && pluginRoots != state.NextCertPem:
+                return state with { Phase = RotationPhase.PluginAdding, Since = now, NextCertPem = pluginRoots, PreviousCertPem = state.NextCertPem };
             case RotationPhase.PluginSwitched when pluginRoots is not null && now >= state.Since + wait:
                 return state with { Phase = RotationPhase.Plugin, Since = DateTimeOffset.MinValue, NextCertPem = null };
             case RotationPhase.None when state.RotationRequested || NearExpiry(state.RootCertPem, now):
@@ -256,6 +276,9 @@ internal static class CaSecrets
 
     private static string? Annotation(V1Secret secret, string name) =>
         secret.Metadata?.Annotations is { } a && a.TryGetValue(name, out var value) ? value : null;
+
+    private static string? OptionalText(V1Secret secret, string key) =>
+        secret.Data is { } data && data.TryGetValue(key, out var bytes) && bytes is { Length: > 0 } ? Encoding.UTF8.GetString(bytes) : null;
 
     private static string Text(V1Secret secret, string key, string origin) =>
         secret.Data is { } data && data.TryGetValue(key, out var bytes) && bytes is { Length: > 0 }

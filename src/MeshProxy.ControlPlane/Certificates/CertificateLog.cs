@@ -23,6 +23,9 @@ internal static partial class CertificateLog
     [LoggerMessage(105, LogLevel.Information, "Control plane certificate for {SpiffeId} ready; gRPC over TLS on {EndPoint}")]
     public static partial void TlsReady(this ILogger logger, string spiffeId, string endPoint);
 
+    [LoggerMessage(106, LogLevel.Warning, "The CA changed but the control plane's certificate for {SpiffeId} could not be issued again; the current one stays until its renewal: {Error}")]
+    public static partial void TlsReissueFailed(this ILogger logger, string spiffeId, string error);
+
     [LoggerMessage(120, LogLevel.Information, "Plug-in CA found in {Secret}: it signs, its root-cert.pem is the trust bundle")]
     public static partial void PluginCaFound(this ILogger logger, string secret);
 

@@ -18,6 +18,10 @@ internal sealed class CertificateMetrics
     public const string NotAServiceAccount = "not_a_service_account";
     public const string TokenReviewUnavailable = "token_review_unavailable";
 
+    // Kubernetes mode (PodBinding): a pod-bound token presented by another caller, or a pod the informer has not seen yet.
+    public const string PodMismatch = "pod_mismatch";
+    public const string PodUnknown = "pod_unknown";
+
     // Kubernetes mode: this replica could not read the CA Secret for too long (KubernetesCa.Unavailable).
     public const string CaUnavailable = "ca_unavailable";
 

@@ -21,13 +21,15 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
 
     private readonly MeshCertificateAuthority _authority;
     private readonly IWorkloadAuthenticator _authenticator;
+    private readonly PodBinding? _pods;
     private readonly CertificateMetrics _metrics;
     private readonly ILogger<CertificateService> _logger;
 
-    public CertificateService(MeshCertificateAuthority authority, IWorkloadAuthenticator authenticator, CertificateMetrics metrics, ILogger<CertificateService> logger)
+    public CertificateService(MeshCertificateAuthority authority, IWorkloadAuthenticator authenticator, CertificateMetrics metrics, ILogger<CertificateService> logger, PodBinding? pods = null)
     {
         _authority = authority;
         _authenticator = authenticator;
+        _pods = pods;
         _metrics = metrics;
         _logger = logger;
     }
@@ -37,11 +39,13 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
     /// <summary>
     /// Loads the CA and the workloads' authenticator (the token store, or TokenReview on <paramref name="kubernetes"/>
     /// when <see cref="CertificateServiceOptions.TokenReview"/> is set), follows MeshConfig changes of
-    /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>.
+    /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>. With TokenReview, <paramref name="pods"/> (namespace,
+    /// name: the pod as the Kubernetes source's informer holds it) binds a pod's token to that pod (<see cref="PodBinding"/>).
     /// </summary>
     /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
     public static async Task<CertificateService> CreateAsync(
-        CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null, CancellationToken cancellationToken = default)
+        CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null,
+        Func<string, string, k8s.Models.V1Pod?>? pods = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Validate() is { } problem)
@@ -51,9 +55,11 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
 
         time ??= TimeProvider.System;
         IWorkloadAuthenticator tokens;
+        PodBinding? binding = null;
         if (options.TokenReview is { } review)
         {
             tokens = new TokenReviewAuthenticator(kubernetes ?? throw new CertificateAuthorityException("service-account tokens are reviewed by the Kubernetes API: run with --source kubernetes"), review, time);
+            binding = pods is null ? null : new PodBinding(pods, review);
         }
         else
         {
@@ -89,7 +95,7 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
 
         directory.Changed += authority.OnConfigChanged;
         var metrics = new CertificateMetrics(registry, authority);
-        return new CertificateService(authority, tokens, metrics, loggers.CreateLogger<CertificateService>());
+        return new CertificateService(authority, tokens, metrics, loggers.CreateLogger<CertificateService>(), binding);
     }
 
     public override async Task<CreateCertificateResponse> CreateCertificate(CreateCertificateRequest request, ServerCallContext context)
@@ -112,6 +118,10 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         try
         {
             workload = await _authenticator.AuthenticateAsync(token, context.CancellationToken);
+            if (workload is not null)
+            {
+                _pods?.Check(workload, context.GetHttpContext().Connection.RemoteIpAddress);
+            }
         }
         catch (WorkloadAuthenticationException ex)
         {

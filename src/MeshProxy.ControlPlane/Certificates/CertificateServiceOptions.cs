@@ -127,6 +127,7 @@ public sealed record CertificateServiceOptions
             "--token-store" => current with { TokenStoreFile = value },
             "--ca-secret" when value.Length > 0 => current with { KubernetesCa = (current.KubernetesCa ?? new()) with { SecretName = value } },
             "--token-audience" when value.Length > 0 => current with { TokenReview = (current.TokenReview ?? new()) with { Audience = value } },
+            "--token-pod-address" when value is "check" or "ignore" => current with { TokenReview = (current.TokenReview ?? new()) with { CheckPeerAddress = value == "check" } },
             "--grpc-tls" when IPEndPoint.TryParse(value, out var tls) => current with { TlsEndPoint = tls },
             _ => null,
         };
@@ -152,6 +153,9 @@ public sealed record CertificateServiceOptions
           --token-store <file>      bootstrap tokens (meshproxy token create); required with a CA, except with
                                     --source kubernetes, where each pod's service-account token is checked by TokenReview
           --token-audience <a>      with --source kubernetes: the audience of the pods' projected tokens, default meshproxy
+          --token-pod-address check|ignore
+                                    with --source kubernetes: a pod-bound token's CSR must come from its pod's IP (check,
+                                    the default); ignore only where source addresses are rewritten (--masquerade-all)
           --grpc-tls <addr:port>    gRPC over TLS with a certificate from the CA, e.g. 0.0.0.0:15012
         """;
 }

@@ -13,6 +13,9 @@ namespace MeshProxy.ControlPlane.Certificates;
 /// process, renewed at half-life by the same <see cref="SvidRotator"/> the sidecars run. Sidecars verify it
 /// like any mesh peer (chain to the bundle, that SPIFFE ID), so no DNS name has to be predicted.
 /// Each handshake reads the current certificate, so renewal never touches open connections.
+/// When the CA itself changes (a rotation step, a switch of CA, a MeshConfig reload) the certificate is issued again at
+/// once rather than at half-life: the control plane's certificate is then always from the signer of the moment, which
+/// every sidecar's caFile has held since the step before, and never from a root about to leave the bundle.
 /// </summary>
 internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
 {
@@ -44,6 +47,8 @@ internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
         _store.Changed += (_, _) => first.TrySetResult();
         var rotator = new SvidRotator(_store, id, (csr, _) => Task.FromResult(Issue(authority, csr, id)), logger: loggers.CreateLogger<SvidRotator>(), time: time);
         _rotation = rotator.RunAsync(_stop.Token);
+        var logger = loggers.CreateLogger<ControlPlaneTlsIdentity>();
+        authority.Changed += _ => Reissue(authority, id, logger);
         // A bound on start-up, not logic: issuing in process takes milliseconds, so this stays on the wall clock.
         await first.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
     }
@@ -72,6 +77,27 @@ internal sealed class ControlPlaneTlsIdentity : IAsyncDisposable
         await _stop.CancelAsync();
         await _rotation;
         _stop.Dispose();
+    }
+
+    /// <summary>A certificate from the CA as it is now, in place of the current one (whose renewal stays scheduled: one more is harmless).</summary>
+    private void Reissue(MeshCertificateAuthority authority, SpiffeId id, ILogger logger)
+    {
+        if (_stop.IsCancellationRequested || _store.Current is null)
+        {
+            return;
+        }
+
+        try
+        {
+            using var key = WorkloadKey.Create();
+            var issued = Issue(authority, key.CreateSigningRequestPem(id), id);
+            _store.Update(X509Svid.Create(key, issued.CertificateChainPem, id), TrustBundle.FromPem(issued.TrustBundlePem));
+        }
+        catch (Exception ex) when (ex is SigningRefusedException or System.Security.Cryptography.CryptographicException or ArgumentException)
+        {
+            // The current certificate stays; its scheduled renewal tries again.
+            logger.TlsReissueFailed(id.Value, ex.Message);
+        }
     }
 
     private static IssuedCertificate Issue(MeshCertificateAuthority authority, string csr, SpiffeId id)

@@ -41,6 +41,13 @@ internal sealed record KubernetesCaOptions
     /// <summary>How long one round's API calls may take (on the control plane's clock): a hung connection must not stall the loop.</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// The clock of the rotation's schedule (phase waits, the Lease, the refresh loop, the view's age); null: the control
+    /// plane's, which also signs. Apart only in tests whose real sidecar processes judge certificates by the wall clock
+    /// while the schedule runs faster, with certificate lifetimes shortened by at least as much.
+    /// </summary>
+    public TimeProvider? Clock { get; init; }
+
     public static string DefaultNamespace()
     {
         const string ServiceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -85,6 +92,7 @@ internal sealed class KubernetesCa : IDisposable
     private readonly Func<MeshConfigSpec> _mesh;
     private readonly TimeSpan _clockSkew;
     private readonly TimeProvider _time;
+    private readonly TimeProvider _schedule;
     private readonly ILogger<KubernetesCa> _logger;
     private readonly CaLease _lease;
     private readonly CancellationTokenSource _stop = new();
@@ -99,8 +107,9 @@ internal sealed class KubernetesCa : IDisposable
         _mesh = mesh;
         _clockSkew = clockSkew;
         _time = time;
+        _schedule = options.Clock ?? time;
         _logger = logger;
-        _lease = new CaLease(client, options, time);
+        _lease = new CaLease(client, options, _schedule);
     }
 
     /// <summary>What this replica signs with now.</summary>
@@ -117,7 +126,7 @@ internal sealed class KubernetesCa : IDisposable
     {
         get
         {
-            var age = _time.GetElapsedTime(Volatile.Read(ref _lastRead));
+            var age = _schedule.GetElapsedTime(Volatile.Read(ref _lastRead));
             return age <= _options.ViewTtl ? null
                 : $"ca_unavailable: this control plane could not read its CA Secret {_options.Namespace}/{(_plugin ? _options.PluginSecretName : _options.SecretName)} for {age.TotalSeconds:0} s, so it may be behind a root rotation; retry (another replica may answer)";
         }
@@ -180,7 +189,7 @@ internal sealed class KubernetesCa : IDisposable
                 _logger.CaSecretUnreadable(_options.Namespace, _options.SecretName, Describe(ex));
             }
 
-            await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(250 << Math.Min(attempt, 5), 5000)), _time, cancellationToken).ConfigureAwait(false);
+            await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(250 << Math.Min(attempt, 5), 5000)), _schedule, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -213,7 +222,7 @@ internal sealed class KubernetesCa : IDisposable
         {
             while (true)
             {
-                await Task.Delay(_options.RefreshInterval, _time, cancellationToken).ConfigureAwait(false);
+                await Task.Delay(_options.RefreshInterval, _schedule, cancellationToken).ConfigureAwait(false);
                 await RefreshAsync(cancellationToken).ConfigureAwait(false);
             }
         }
@@ -225,7 +234,7 @@ internal sealed class KubernetesCa : IDisposable
     /// <summary>One round: renew or take the Lease, read the Secret, and as leader take the rotation's next step.</summary>
     internal async Task RefreshAsync(CancellationToken stopping)
     {
-        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _time);
+        using var timeout = new CancellationTokenSource(_options.RequestTimeout, _schedule);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
         var cancellationToken = linked.Token;
         try
@@ -317,7 +326,7 @@ internal sealed class KubernetesCa : IDisposable
         var mesh = _mesh();
         // No certificate issued under the previous phase, by any replica however stale its view, outlives this.
         var wait = _options.ViewTtl + mesh.MaxCertificateTtl + _clockSkew + _options.RefreshInterval;
-        var next = CaSecrets.NextStep(state, _time.GetUtcNow(), wait, NewRoot, pluginRoots);
+        var next = CaSecrets.NextStep(state, _schedule.GetUtcNow(), wait, NewRoot, pluginRoots);
         if (next is null)
         {
             return;
@@ -332,6 +341,8 @@ internal sealed class KubernetesCa : IDisposable
                 RotationPhase.None => "done: the previous root left the bundle",
                 RotationPhase.Adding => "adding: the next root joined the bundle",
                 RotationPhase.Switched => "switched: the new root signs, the previous one stays in the bundle",
+                RotationPhase.PluginAdding when state.Phase == RotationPhase.PluginSwitched =>
+                    "plugin-adding again: cacerts changed its roots after the switch, so the self-managed root signs again, the bundle holds the plug-in's old and new roots, and the switch starts over",
                 RotationPhase.PluginAdding => "plugin-adding: the plug-in CA's roots joined the bundle",
                 RotationPhase.PluginSwitched => "plugin-switched: the plug-in CA signs, the self-managed root stays in the bundle",
                 _ => "plugin: the self-managed root left the bundle; the plug-in CA alone from now on",
@@ -384,7 +395,7 @@ internal sealed class KubernetesCa : IDisposable
         }
     }
 
-    private void MarkRead() => Volatile.Write(ref _lastRead, _time.GetTimestamp());
+    private void MarkRead() => Volatile.Write(ref _lastRead, _schedule.GetTimestamp());
 
     private static bool IsTransient(Exception ex) =>
         ex is HttpOperationException or HttpRequestException or IOException or System.Runtime.Serialization.SerializationException or System.Text.Json.JsonException or KubernetesException

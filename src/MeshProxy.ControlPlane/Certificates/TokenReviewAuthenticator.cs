@@ -17,6 +17,13 @@ internal sealed record TokenReviewOptions
 
     /// <summary>How long one review may take before the CSR is refused as UNAVAILABLE (the sidecar's own call allows 10 s).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Whether a CSR with a pod-bound token must come from that pod's IP (<see cref="PodBinding"/>); off
+    /// (<c>--token-pod-address ignore</c>) only where something between pods and the control plane rewrites source
+    /// addresses (kube-proxy's --masquerade-all).
+    /// </summary>
+    public bool CheckPeerAddress { get; init; } = true;
 }
 
 /// <summary>
@@ -35,6 +42,7 @@ internal sealed record TokenReviewOptions
 internal sealed class TokenReviewAuthenticator(IKubernetes client, TokenReviewOptions options, TimeProvider time) : IWorkloadAuthenticator
 {
     public const string PodNameExtra = "authentication.kubernetes.io/pod-name";
+    public const string PodUidExtra = "authentication.kubernetes.io/pod-uid";
     private const string ServiceAccountPrefix = "system:serviceaccount:";
 
     public async ValueTask<WorkloadIdentity?> AuthenticateAsync(string bearerToken, CancellationToken cancellationToken)
@@ -106,8 +114,11 @@ internal sealed class TokenReviewAuthenticator(IKubernetes client, TokenReviewOp
             throw Denied(CertificateMetrics.NotAServiceAccount, claimed, $"the token belongs to '{Printable(username)}', not to a service account");
         }
 
-        var pod = status.User?.Extra is { } extra && extra.TryGetValue(PodNameExtra, out var names) && names is [{ Length: > 0 } name, ..] ? name : null;
-        return new WorkloadIdentity(ns, serviceAccount) { Pod = pod };
+        var pod = Extra(status.User, PodNameExtra);
+        return new WorkloadIdentity(ns, serviceAccount) { Pod = pod, PodUid = pod is null ? null : Extra(status.User, PodUidExtra) };
+
+        static string? Extra(V1UserInfo? user, string key) =>
+            user?.Extra is { } extra && extra.TryGetValue(key, out var values) && values is [{ Length: > 0 } value, ..] ? value : null;
     }
 
     /// <summary>

@@ -204,7 +204,8 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
                         TokenReview = ca.TokenReview ?? new(),
                         KubernetesCa = ca.KubernetesCa ?? (ca.CaDirectory is null && !ca.UsesOperatorCa ? new() : null),
                     },
-                    source, metrics.Registry, loggers, options.Time, kubernetesClient, cancellationToken)
+                    source, metrics.Registry, loggers, options.Time, kubernetesClient,
+                    kubernetes is null ? null : (ns, name) => kubernetes.Pods.Current.Items.GetValueOrDefault($"{ns}/{name}"), cancellationToken)
                 : null;
         }
         catch

@@ -9,6 +9,9 @@ public sealed record WorkloadIdentity(string Namespace, string ServiceAccount)
     /// </summary>
     public string? Pod { get; init; }
 
+    /// <summary>The uid of <see cref="Pod"/> as the authenticator proved it (a pod of the same name created later has another).</summary>
+    public string? PodUid { get; init; }
+
     public SpiffeId ToSpiffeId(string trustDomain) => SpiffeId.ForWorkload(trustDomain, Namespace, ServiceAccount);
 
     public override string ToString() => Pod is null ? $"{Namespace}/{ServiceAccount}" : $"{Namespace}/{ServiceAccount} (pod {Namespace}/{Pod})";

@@ -9,8 +9,15 @@ namespace MeshProxy.Sidecar.Hosting;
 /// they describe the pod the sidecar runs in (its app's probes, whether to follow the app out, the pod's own
 /// override of its Sidecar spec), not the mesh.
 /// </summary>
-internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppProbes, bool ExitOnAppExit, SidecarOverride? SidecarOverride = null)
+/// <param name="CertificateTtl">The lifetime the CA client asks for (<c>validity_seconds</c>, Istio's <c>SECRET_TTL</c>); null: the mesh's certificateTtl.</param>
+internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppProbes, bool ExitOnAppExit, SidecarOverride? SidecarOverride = null, TimeSpan? CertificateTtl = null)
 {
+    /// <summary>
+    /// A shorter certificate lifetime than MeshConfig's certificateTtl for this sidecar (the CA clamps a longer one to
+    /// maxCertificateTtl). Nothing sets it by default; tests with real sidecar processes and lifetimes of seconds do.
+    /// </summary>
+    public const string CertificateTtlVariable = "MESHPROXY_CERTIFICATE_TTL";
+
     /// <summary>Reads the environment; throws <see cref="PodEnvironmentException"/> naming the variable and what is wrong.</summary>
     public static PodEnvironment Read(Func<string, string?> variable)
     {
@@ -42,7 +49,15 @@ internal sealed record PodEnvironment(IReadOnlyDictionary<string, AppProbe> AppP
             sidecarOverride = parsed.Override ?? throw new PodEnvironmentException(string.Join(Environment.NewLine, parsed.Errors));
         }
 
-        return new PodEnvironment(probes, exit, sidecarOverride);
+        TimeSpan? ttl = null;
+        if (variable(CertificateTtlVariable) is { Length: > 0 } ttlText)
+        {
+            ttl = Durations.TryParse(ttlText.Trim(), out var parsedTtl) && parsedTtl >= TimeSpan.FromSeconds(1)
+                ? parsedTtl
+                : throw new PodEnvironmentException($"{CertificateTtlVariable}: '{ttlText}' is not a duration of at least 1s (written like 30s, 10m, 24h)");
+        }
+
+        return new PodEnvironment(probes, exit, sidecarOverride, ttl);
     }
 }
 

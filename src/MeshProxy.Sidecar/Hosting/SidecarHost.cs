@@ -112,7 +112,7 @@ internal static class SidecarHost
         if (caMode)
         {
             // Before the lifecycle, so the CA request is under way while the listeners start.
-            services.AddSingleton(new CertificateAuthorityClientOptions());
+            services.AddSingleton(new CertificateAuthorityClientOptions { RequestedTtl = pod.CertificateTtl });
             services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ControlPlaneIdentity>(sp, controlPlaneSidecar!, configPath));
             services.AddHostedService(sp => sp.GetRequiredService<ControlPlaneIdentity>());
         }

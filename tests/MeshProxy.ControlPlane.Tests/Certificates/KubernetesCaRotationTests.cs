@@ -35,8 +35,8 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         _api = await FakeKubernetesApiServer.StartAsync();
         _api.TokenClock = _clock;
         _api.Apply(KubeJson.Namespace("shop"));
-        _api.Apply(KubeJson.Pod("shop", "web-1", "10.1.0.1", serviceAccount: "web", app: "web"));
-        _api.Apply(KubeJson.Pod("shop", "api-1", "10.1.0.2", serviceAccount: "api", app: "api"));
+        _api.Apply(KubeJson.Pod("shop", "web-1", "127.0.0.1", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "api-1", "127.0.0.1", serviceAccount: "api", app: "api"));
         _work = RepoPaths.NewTempDirectory();
     }
 
@@ -53,17 +53,9 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
     [Fact]
     public async Task Rotation_adds_the_new_root_first_switches_then_drops_the_old_one_and_mutual_tls_never_fails()
     {
-        var (a, _) = await StartReplicaAsync("replica-a");
-        var (b, _) = await StartReplicaAsync("replica-b");
-        var oldRoot = RootInSecret();
-
         // api gets its certificates from replica a, web from replica b: both roots and bundles must agree across replicas.
-        var server = Workload(a, "api");
-        var client = Workload(b, "web");
-        await server.Client.StartAsync(TestContext.Current.CancellationToken);
-        await client.Client.StartAsync(TestContext.Current.CancellationToken);
-        // A first attempt that lost a race with start-up is retried after a backoff on the shared clock: move it on.
-        await AdvanceUntilAsync(() => server.Client.FirstCertificate.IsCompletedSuccessfully && client.Client.FirstCertificate.IsCompletedSuccessfully, "both workloads hold a certificate", TimeSpan.FromSeconds(1));
+        var (_, _, server, client) = await StartPairAsync();
+        var oldRoot = RootInSecret();
         await using var echo = MtlsEcho.Server(server.Store, TrustDomain, _clock);
 
         // Load: four loops, each a new mutual-TLS connection (a full handshake, both sides verified) and one echo.
@@ -132,25 +124,46 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Issue 18 leftover: the trust-bundle ConfigMap follows a rotation step as it happens, not at the publisher's 30 s
-    /// resync: the step is taken by one refresh round called directly, with the clock standing still.
+    /// Issue 18 leftover: the trust-bundle ConfigMap follows a rotation step as it happens (the host schedules a pass of
+    /// the publisher on the CA's Changed), not at the publisher's 30 s resync. The clock stands still, so no timer (the
+    /// resync, a retry, an informer's backoff) can write; and the root Secret and the ConfigMap already hold what the
+    /// control plane would write before it starts, so the publisher's first pass writes nothing and no echo of its own
+    /// write (the ConfigMap informer's ADDED event, which schedules another pass and once let this test pass without the
+    /// wiring) is in flight when the step is taken. Only the step's own event can write the ConfigMap after that.
     /// </summary>
     [Fact]
     public async Task The_trust_bundle_configmap_follows_a_rotation_step_without_waiting_for_the_resync()
     {
         _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
+        var (cert, key) = CertificateAuthority.GenerateRootPem(
+            new CertificateAuthorityOptions { TrustDomain = TrustDomain, DefaultTtl = TimeSpan.FromMinutes(10), MaxTtl = TimeSpan.FromMinutes(10), ClockSkewAllowance = TimeSpan.Zero }, _clock);
+        var secret = CaSecrets.Write(new k8s.Models.V1ObjectMeta { Name = "meshproxy-ca", NamespaceProperty = Ns }, new CaRootState(cert, key, RotationPhase.None, DateTimeOffset.MinValue, null, null, null, false));
+        _api.Apply(k8s.KubernetesJson.Serialize(secret));
+        using (var root = X509Certificate2.CreateFromPem(cert))
+        {
+            // Byte for byte what the publisher writes (one PEM per root, each ending in a newline).
+            _api.Apply(new JsonObject
+            {
+                ["apiVersion"] = "v1",
+                ["kind"] = "ConfigMap",
+                ["metadata"] = new JsonObject { ["name"] = "meshproxy-ca-root-cert", ["namespace"] = "shop" },
+                ["data"] = new JsonObject { ["root-cert.pem"] = root.ExportCertificatePem() + "\n" },
+            }.ToJsonString());
+        }
+
         var (a, _) = await StartReplicaAsync("replica-a");
-        var oldRoot = RootInSecret();
-        await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([oldRoot.Trim()])), "the first bundle in shop", TimeSpan.FromSeconds(30));
+        var publisher = a.ControlPlane.Host.TrustBundle!;
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(publisher.Passes > 0 && publisher.Idle), "the publisher's first pass done, nothing due", TimeSpan.FromSeconds(30));
+        Assert.DoesNotContain(_api.Requests, r => r.Contains("/configmaps", StringComparison.Ordinal) && (r.StartsWith("PUT", StringComparison.Ordinal) || r.StartsWith("POST", StringComparison.Ordinal)));
+        Assert.Equal([cert.Trim()], RootsHeld("shop"));
 
         Annotate(CaSecrets.RotateAnnotation, "now");
-        // One refresh round of the CA, run directly: the clock does not move, so no timer (the publisher's resync or
-        // retry, an informer's) can write the ConfigMap; only the step's own event can.
+        // One refresh round of the CA, run directly: the step's Changed is the only trigger left.
         await a.ControlPlane.Host.Certificates!.Authority.Kubernetes!.RefreshAsync(TestContext.Current.CancellationToken);
         Assert.Equal("adding", Phase());
         var nextRoot = KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.NextRootCert);
         await TestControlPlane.EventuallyAsync(
-            () => Task.FromResult(RootsHeld("shop").Order(StringComparer.Ordinal).SequenceEqual(new[] { oldRoot.Trim(), nextRoot.Trim() }.Order(StringComparer.Ordinal))),
+            () => Task.FromResult(RootsHeld("shop").Order(StringComparer.Ordinal).SequenceEqual(new[] { cert.Trim(), nextRoot.Trim() }.Order(StringComparer.Ordinal))),
             "both roots in shop's ConfigMap", TimeSpan.FromSeconds(30));
         Assert.Equal(2, a.ControlPlane.Host.Certificates!.Authority.Current.BundlePem.Count);
     }
@@ -165,36 +178,21 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
     public async Task A_plugin_ca_created_while_running_is_switched_to_with_both_roots_trusted_until_every_certificate_is_reissued()
     {
         _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
-        var (a, _) = await StartReplicaAsync("replica-a");
-        var (b, _) = await StartReplicaAsync("replica-b");
+        var (a, b, server, client) = await StartPairAsync();
         using var oldRoot = X509Certificate2.CreateFromPem(RootInSecret());
-        var server = Workload(a, "api");
-        var client = Workload(b, "web");
-        await server.Client.StartAsync(TestContext.Current.CancellationToken);
-        await client.Client.StartAsync(TestContext.Current.CancellationToken);
-        await AdvanceUntilAsync(() => server.Client.FirstCertificate.IsCompletedSuccessfully && client.Client.FirstCertificate.IsCompletedSuccessfully, "both workloads hold a certificate", TimeSpan.FromSeconds(1));
         // At every step each workload's SVID (with its intermediates) must verify as a peer against the other's bundle.
-        var verifier = new PeerCertificateVerifier(_clock);
-        var refusals = new List<string>();
+        var peers = new PeerChecks(_clock, () => Phase(), server.Store, client.Store);
+        var refusals = peers.Refusals;
         var issuers = new HashSet<string>(StringComparer.Ordinal);
         void CheckPeers()
         {
-            foreach (var (own, peer) in new[] { (server, client), (client, server) })
-            {
-                issuers.Add(own.Store.Current!.Certificate.Issuer);
-                if (verifier.VerifyOwn(own.Store.Current!, peer.Store.TrustBundle!, TrustDomain) is { } refused)
-                {
-                    refusals.Add($"{_clock.GetUtcNow():HH:mm:ss} phase {Phase()}: {own.Store.Current!.SpiffeId} refused as {refused.Role}: {refused.Result.Message}");
-                }
-            }
+            issuers.Add(server.Store.Current!.Certificate.Issuer);
+            issuers.Add(client.Store.Current!.Certificate.Issuer);
+            refusals.AddRange(peers.Check());
         }
 
         // The operator creates cacerts (a corporate root and an intermediate for the mesh).
-        var pki = new OpenSslCa(RepoPaths.NewTempDirectory(), "URI:" + CaTestKit.SpiffeId("shop", "web"));
-        pki.MakeRoot("root", "/O=corp/CN=Corp Root");
-        pki.Issue("ca", "root", KubernetesCaTests.IntermediateExtensions);
-        var corpRoot = File.ReadAllText(pki.Cert("root"));
-        _api.Apply(KubernetesCaTests.PluginSecret(File.ReadAllText(pki.Cert("ca")), File.ReadAllText(pki.Key("ca")), corpRoot, File.ReadAllText(pki.Cert("ca")) + corpRoot));
+        var corpRoot = ApplyPluginCa("/O=corp/CN=Corp Root");
         using var corp = X509Certificate2.CreateFromPem(corpRoot);
 
         var phases = new List<string>();
@@ -247,6 +245,49 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         }
 
         await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([corpRoot.Trim()])), "the corp root alone in shop's ConfigMap", TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
+    /// Issue 18 leftover: after the switch to a plug-in CA (plugin-switched) the operator puts another CA, under another
+    /// root, in cacerts. Signing with it under the recorded bundle would give certificates no peer trusts; instead the
+    /// switch goes back to plugin-adding (the self-managed root signs again, the bundle holds the old and new plug-in
+    /// roots), then switches to the new plug-in CA and finishes; mutual TLS never fails.
+    /// </summary>
+    [Fact]
+    public async Task A_plugin_ca_whose_root_changes_after_the_switch_sends_the_switch_back_and_mutual_tls_never_fails()
+    {
+        _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
+        var (a, b, server, client) = await StartPairAsync();
+        var peers = new PeerChecks(_clock, () => Phase(), server.Store, client.Store);
+
+        var first = ApplyPluginCa("/O=corp/CN=Corp Root 1");
+        await StepUntilAsync(() => Phase() == "plugin-switched", peers, "the switch to the first plug-in CA");
+        Assert.Equal(2, a.ControlPlane.Host.Certificates!.Authority.Current.BundlePem.Count);
+
+        // The operator replaces cacerts: a new intermediate under a new root.
+        var second = ApplyPluginCa("/O=corp/CN=Corp Root 2");
+        var phases = new List<string> { "plugin-switched" };
+        await StepUntilAsync(() => Phase() == "plugin", peers, "the switch to the second plug-in CA", phases);
+        Assert.Equal(["plugin-switched", "plugin-adding", "plugin-switched", "plugin"], Collapse(phases));
+        Assert.Single(_logs.WithEvent(126), l => l.Contains("plugin-adding again", StringComparison.Ordinal));
+
+        // The sidecars move to the second plug-in CA at their renewals, then trust its root alone.
+        using var secondRoot = X509Certificate2.CreateFromPem(second);
+        await StepUntilAsync(() => server.Store.TrustBundle!.Roots.Length == 1 && client.Store.TrustBundle!.Roots.Length == 1, peers, "bundles of one root");
+        await server.Client.DisposeAsync();
+        await client.Client.DisposeAsync();
+
+        Assert.True(peers.Refusals.Count == 0, $"{peers.Refusals.Count} refusals:\n{string.Join("\n", peers.Refusals.Take(3))}");
+        Assert.True(server.Store.TrustBundle!.Contains(secondRoot));
+        Assert.True(client.Store.TrustBundle!.Contains(secondRoot));
+        Assert.Empty(peers.Check());  // each SVID verifies against the other's bundle of the second root alone
+        foreach (var kit in new[] { a, b })
+        {
+            Assert.Equal(second.Trim(), Assert.Single(kit.ControlPlane.Host.Certificates!.Authority.Current.BundlePem).Trim());
+        }
+
+        Assert.NotEqual(first.Trim(), second.Trim());
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([second.Trim()])), "the second root alone in shop's ConfigMap", TimeSpan.FromSeconds(30));
     }
 
     [Fact]
@@ -302,6 +343,77 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
 
         await AdvanceUntilAsync(() => Phase() == "none", "the old root is dropped");
         Assert.Equal(nextRoot, KubernetesCaTests.Decode(_api.Get("v1", "Secret", Ns, "meshproxy-ca")!, CaSecrets.RootCert));
+    }
+
+    /// <summary>Two replicas; api's workload gets its certificates from a, web's from b; returns once both hold one.</summary>
+    private async Task<(CaTestKit A, CaTestKit B, (CertificateAuthorityClient Client, SvidStore Store) Server, (CertificateAuthorityClient Client, SvidStore Store) Client)> StartPairAsync()
+    {
+        var (a, _) = await StartReplicaAsync("replica-a");
+        var (b, _) = await StartReplicaAsync("replica-b");
+        var server = Workload(a, "api");
+        var client = Workload(b, "web");
+        await server.Client.StartAsync(TestContext.Current.CancellationToken);
+        await client.Client.StartAsync(TestContext.Current.CancellationToken);
+        // A first attempt that lost a race with start-up is retried after a backoff on the shared clock: move it on.
+        await AdvanceUntilAsync(() => server.Client.FirstCertificate.IsCompletedSuccessfully && client.Client.FirstCertificate.IsCompletedSuccessfully, "both workloads hold a certificate", TimeSpan.FromSeconds(1));
+        return (a, b, server, client);
+    }
+
+    /// <summary>Secret cacerts (replaced if there is one) with an openssl-made intermediate under a new root of that subject; the root's PEM.</summary>
+    private string ApplyPluginCa(string rootSubject)
+    {
+        var pki = new OpenSslCa(RepoPaths.NewTempDirectory(), "URI:" + CaTestKit.SpiffeId("shop", "web"));
+        pki.MakeRoot("root", rootSubject);
+        pki.Issue("ca", "root", KubernetesCaTests.IntermediateExtensions);
+        var root = File.ReadAllText(pki.Cert("root"));
+        _api.Delete("v1", "Secret", Ns, "cacerts");
+        _api.Apply(KubernetesCaTests.PluginSecret(File.ReadAllText(pki.Cert("ca")), File.ReadAllText(pki.Key("ca")), root, File.ReadAllText(pki.Cert("ca")) + root));
+        return root;
+    }
+
+    /// <summary>Moves the shared clock 2 s per 30 ms, checking the peers at every step, until <paramref name="condition"/> holds; records phase changes.</summary>
+    private async Task StepUntilAsync(Func<bool> condition, PeerChecks peers, string what, List<string>? phases = null)
+    {
+        for (var step = 0; step < 3000; step++)
+        {
+            if (phases is not null && phases[^1] != Phase())
+            {
+                phases.Add(Phase());
+            }
+
+            if (condition())
+            {
+                return;
+            }
+
+            _clock.Advance(TimeSpan.FromSeconds(2));
+            await Task.Delay(30, TestContext.Current.CancellationToken);
+            peers.Refusals.AddRange(peers.Check());
+        }
+
+        Assert.Fail($"never happened: {what}");
+    }
+
+    /// <summary>Each workload's SVID (with its intermediates) verified as a peer against the other's bundle.</summary>
+    private sealed class PeerChecks(TimeProvider clock, Func<string> phase, SvidStore one, SvidStore other)
+    {
+        private readonly PeerCertificateVerifier _verifier = new(clock);
+
+        public List<string> Refusals { get; } = [];
+
+        public List<string> Check()
+        {
+            var refused = new List<string>();
+            foreach (var (own, peer) in new[] { (one, other), (other, one) })
+            {
+                if (_verifier.VerifyOwn(own.Current!, peer.TrustBundle!, TrustDomain) is { } refusal)
+                {
+                    refused.Add($"{clock.GetUtcNow():HH:mm:ss} phase {phase()}: {own.Current!.SpiffeId} refused as {refusal.Role}: {refusal.Result.Message}");
+                }
+            }
+
+            return refused;
+        }
     }
 
     private static List<string> Collapse(List<string> phases) => [.. phases.Where((p, i) => i == 0 || phases[i - 1] != p)];

@@ -29,7 +29,7 @@ public sealed class KubernetesCaTests : IAsyncLifetime
         _api = await FakeKubernetesApiServer.StartAsync();
         _api.Apply(KubeJson.Namespace("shop"));
         _api.Apply(KubeJson.Namespace(Ns));
-        _api.Apply(KubeJson.Pod("shop", "web-1", "10.1.0.1", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "web-1", "127.0.0.1", serviceAccount: "web", app: "web"));
     }
 
     public async ValueTask DisposeAsync()

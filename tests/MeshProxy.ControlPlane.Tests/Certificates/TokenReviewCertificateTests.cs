@@ -33,9 +33,10 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         _api = await FakeKubernetesApiServer.StartAsync();
         _client = new k8s.Kubernetes(new k8s.KubernetesClientConfiguration { Host = _api.BaseUri.ToString() });
         _api.Apply(KubeJson.Namespace("shop"));
-        _api.Apply(KubeJson.Pod("shop", "web-1", "10.1.0.1", serviceAccount: "web", app: "web"));
-        _api.Apply(KubeJson.Pod("shop", "web-2", "10.1.0.2", serviceAccount: "web", app: "web"));
-        _api.Apply(KubeJson.Pod("shop", "api-1", "10.1.0.3", serviceAccount: "api", app: "api"));
+        // The callers run on this host: their pods have its loopback address (a pod's token serves from its pod's IP only).
+        _api.Apply(KubeJson.Pod("shop", "web-1", "127.0.0.1", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "web-2", "127.0.0.1", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "api-1", "127.0.0.1", serviceAccount: "api", app: "api"));
     }
 
     public async ValueTask DisposeAsync()
@@ -73,7 +74,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     {
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         _api.TokenClock = clock;
-        _api.Apply(KubeJson.Pod("shop", "web-3", "10.1.0.4", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "web-3", "127.0.0.1", serviceAccount: "web", app: "web"));
         await using var kit = await StartAsync();
         var csr = await kit.OpensslCsrAsync("URI:" + Web);
         var good = _api.CreateServiceAccountToken("shop", "web", pod: "web-1");
@@ -103,6 +104,35 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
 
         Assert.Contains($"meshproxy_controlplane_certificate_refusals_total{{reason=\"token_rejected\"}} {cases.Length}", await kit.ControlPlane.MetricsAsync());
         Assert.True((await kit.RequestAsync(csr, good)).Ok);
+    }
+
+    /// <summary>
+    /// Issue 18 leftover: the API server vouches for a pod-bound token's pod, not for who presents it. The CA signs for
+    /// such a token only when the caller is that pod: its address among the pod's IPs, the pod not finished.
+    /// </summary>
+    [Fact]
+    public async Task A_pods_token_presented_from_another_address_or_for_a_finished_pod_is_permission_denied_with_a_log_line_naming_the_pod()
+    {
+        _api.Apply(KubeJson.Pod("shop", "web-far", "10.1.0.9", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "web-done", "127.0.0.1", serviceAccount: "web", app: "web", phase: "Succeeded"));
+        await using var kit = await StartAsync();
+        var csr = await kit.OpensslCsrAsync("URI:" + Web);
+
+        // web-far's token, taken from its volume and presented from here.
+        var stolen = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-far"));
+        Assert.True(stolen.Code == PermissionDenied, $"code {stolen.Code} {stolen.Details}");
+        Assert.Contains("the token is bound to pod shop/web-far (10.1.0.9) but the request came from 127.0.0.1", stolen.Details, StringComparison.Ordinal);
+        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains("pod shop/web-far", StringComparison.Ordinal));
+
+        var finished = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-done"));
+        Assert.True(finished.Code == PermissionDenied, $"code {finished.Code} {finished.Details}");
+        Assert.Contains("pod shop/web-done has finished (phase Succeeded)", finished.Details, StringComparison.Ordinal);
+        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains("pod shop/web-done", StringComparison.Ordinal));
+
+        // The pod's own token from its own address: signed.
+        var own = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-1"));
+        Assert.True(own.Ok, own.Details);
+        Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_mismatch\"} 2", await kit.ControlPlane.MetricsAsync());
     }
 
     [Fact]

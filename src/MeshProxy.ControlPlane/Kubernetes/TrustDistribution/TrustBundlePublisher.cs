@@ -59,6 +59,8 @@ internal sealed class TrustBundlePublisher : IAsyncDisposable
     private readonly ITimer _resync;
     private readonly List<Task> _running = [];
     private int _failedPasses;
+    private int _passes;
+    private volatile bool _inPass;
 
     public TrustBundlePublisher(IKubernetes client, Informer<V1Pod> pods, Func<IReadOnlyList<string>> bundle, InformerOptions informers, TimeProvider time, ILoggerFactory loggers)
     {
@@ -82,6 +84,12 @@ internal sealed class TrustBundlePublisher : IAsyncDisposable
 
     /// <summary>Raised after each pass in which every write that was due succeeded.</summary>
     public event Action? Passed;
+
+    /// <summary>Passes run so far (with or without failures).</summary>
+    internal int Passes => Volatile.Read(ref _passes);
+
+    /// <summary>No pass running and none due: only a new trigger (an informer event, <see cref="Schedule"/>, a timer) writes again.</summary>
+    internal bool Idle => !_inPass && _due.Reader.Count == 0;
 
     /// <summary>Starts the informers and the loop; the first pass runs once all three have listed.</summary>
     public void Start()
@@ -146,8 +154,19 @@ internal sealed class TrustBundlePublisher : IAsyncDisposable
             Schedule();
             while (await _due.Reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
             {
+                _inPass = true;
                 _due.Reader.TryRead(out _);
-                var failed = await PassAsync(_stop.Token).ConfigureAwait(false);
+                int failed;
+                try
+                {
+                    failed = await PassAsync(_stop.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    Interlocked.Increment(ref _passes);
+                    _inPass = false;
+                }
+
                 if (failed == 0)
                 {
                     _failedPasses = 0;

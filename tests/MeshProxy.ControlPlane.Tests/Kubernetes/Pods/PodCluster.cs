@@ -37,6 +37,7 @@ internal sealed class PodCluster : IAsyncDisposable
     private readonly Lock _lock = new();
     private int _lastAddress = 1;
     private bool _bridgeCreated;
+    private TimeSpan? _sidecarCertificateTtl;
 
     private PodCluster(FakeKubernetesApiServer api, int subnet)
     {
@@ -60,10 +61,13 @@ internal sealed class PodCluster : IAsyncDisposable
 
     private string Gateway => $"10.244.{Subnet}.1";
 
-    public static async Task<PodCluster> StartAsync()
+    /// <param name="ca">Changes to the Kubernetes CA's options (its schedule's clock, how long a view lasts).</param>
+    /// <param name="certificateTtl">The lifetime every sidecar asks for (MESHPROXY_CERTIFICATE_TTL); then MeshConfig's
+    /// lifetimes are the shortest it allows (10m) and not-before is not backdated. Null: MeshConfig's 24h.</param>
+    public static async Task<PodCluster> StartAsync(Func<KubernetesCaOptions, KubernetesCaOptions>? ca = null, TimeSpan? certificateTtl = null)
     {
         var api = await FakeKubernetesApiServer.StartAsync();
-        var cluster = new PodCluster(api, await FreeSubnetAsync());
+        var cluster = new PodCluster(api, await FreeSubnetAsync()) { _sidecarCertificateTtl = certificateTtl };
         try
         {
             api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
@@ -88,9 +92,12 @@ internal sealed class PodCluster : IAsyncDisposable
                 {
                     CaDirectory = null,
                     TokenStoreFile = string.Empty,
-                    KubernetesCa = new KubernetesCaOptions { Namespace = KubernetesCaTests.Ns, Identity = "controlplane-0" },
+                    KubernetesCa = (ca ?? (c => c))(new KubernetesCaOptions { Namespace = KubernetesCaTests.Ns, Identity = "controlplane-0" }),
                     TlsEndPoint = new IPEndPoint(IPAddress.Parse(cluster.Gateway), 0),
+                    ClockSkewAllowance = certificateTtl is null ? o.ClockSkewAllowance : TimeSpan.Zero,
                 },
+                ttl: certificateTtl is null ? "24h" : "10m",
+                maxTtl: certificateTtl is null ? "48h" : "10m",
                 host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = cluster._client },
                 logs: cluster.Logs);
             await TestControlPlane.EventuallyAsync(() => Task.FromResult(cluster.TrustBundle is not null), "the trust bundle ConfigMap in shop", TimeSpan.FromSeconds(30));
@@ -192,6 +199,7 @@ internal sealed class PodCluster : IAsyncDisposable
         pod.App = pod.Namespace.Start("python3", RepoPaths.Peer("echo.py"), name, AppPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
         pod.Sidecar = pod.Namespace.Start("setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
             "env", "HOME=/tmp", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "Logging__Console__FormatterName=simple", $"POD_NAME={name}",
+            "MESHPROXY_CERTIFICATE_TTL=" + (_sidecarCertificateTtl is { } ttl ? ((int)ttl.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture) + "s" : string.Empty),
             "dotnet", RepoPaths.Bin("meshproxy-sidecar"), "--config", Path.Combine(dir, "sidecar.yaml"));
         if (waitReady)
         {
@@ -199,6 +207,35 @@ internal sealed class PodCluster : IAsyncDisposable
         }
 
         return pod;
+    }
+
+    /// <summary>
+    /// The kubelet's sync of ConfigMap volumes: every pod's mounted trust bundle (its caFile) is replaced, atomically, by
+    /// the ConfigMap's current content where it differs. The kubelet does it within a minute; a test calls it as often as
+    /// its schedule needs.
+    /// </summary>
+    public async Task SyncTrustBundleFilesAsync()
+    {
+        if (TrustBundle is not { } pem)
+        {
+            return;
+        }
+
+        List<Pod> pods;
+        lock (_lock)
+        {
+            pods = [.. _pods];
+        }
+
+        foreach (var pod in pods)
+        {
+            var file = Path.Combine(_work, pod.Name, "root-cert.pem");
+            if (File.Exists(file) && await File.ReadAllTextAsync(file) != pem)
+            {
+                await File.WriteAllTextAsync(file + ".new", pem);
+                File.Move(file + ".new", file, overwrite: true);
+            }
+        }
     }
 
     public async ValueTask DisposeAsync()
