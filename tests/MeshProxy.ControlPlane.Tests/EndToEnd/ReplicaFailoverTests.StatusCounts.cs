@@ -8,9 +8,9 @@ namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 /// <summary>
 /// Issue 17's status counts with several replicas, with real processes: each replica counts the sidecars connected to
 /// it and writes its own entry in a custom object's <c>status.sidecars.replicas</c>, and <c>applied</c> is their sum.
-/// Three sidecars split between two replicas: the status counts all three. One replica killed (and its pod turned not
-/// Ready, as the kubelet does): its sidecar reconnects to the survivor, whose next write drops the dead replica's entry,
-/// and the count is still three, now all the survivor's.
+/// Three sidecars split between two replicas: the status counts all three. One replica killed and its pod deleted: its
+/// sidecar reconnects to the survivor, whose next write drops the dead replica's entry, and the count is still three,
+/// now all the survivor's.
 /// </summary>
 public sealed partial class ReplicaFailoverTests
 {
@@ -49,10 +49,11 @@ public sealed partial class ReplicaFailoverTests
         await EventuallyAsync(() => Task.FromResult(Replicas() == $"{a.Pod}=2/0 {b.Pod}=1/0" && Applied() == 3),
             $"catalog's status counts 3 sidecars, 2 on a and 1 on b (it says {Applied()}: {Replicas()})", TimeSpan.FromSeconds(60), a, b);
 
-        // b dies; the kubelet marks its pod not Ready, kube-proxy takes it out of the Service; api-1 reconnects to a.
+        // b dies and its pod is deleted (as when its node is drained or the ReplicaSet replaces it); kube-proxy takes it
+        // out of the Service; api-1 reconnects to a.
         b.Process.Signal(9);
         Assert.True(await b.Process.ExitsWithinAsync(TimeSpan.FromSeconds(30)), "SIGKILL did not end replica b");
-        _api.Apply(NotReady(ControlPlanePod(b.Pod)));
+        Assert.True(_api.Delete("v1", "Pod", SystemNs, b.Pod));
         await service.SetEndpointsAsync([a.TlsPort]);
         var highest = 0;
         var watch = Stopwatch.StartNew();
@@ -75,12 +76,4 @@ public sealed partial class ReplicaFailoverTests
     private string Replicas() => CatalogSidecars()?["replicas"] is JsonObject replicas
         ? string.Join(' ', replicas.OrderBy(r => r.Key, StringComparer.Ordinal).Select(r => $"{r.Key}={r.Value!["applied"]}/{r.Value["nacked"]}"))
         : string.Empty;
-
-    /// <summary>The pod as the kubelet leaves it when its container died: Ready False.</summary>
-    private static string NotReady(string pod)
-    {
-        var node = JsonNode.Parse(pod)!;
-        node["status"]!["conditions"] = new JsonArray(new JsonObject { ["type"] = "Ready", ["status"] = "False", ["reason"] = "ContainersNotReady" });
-        return node.ToJsonString();
-    }
 }
