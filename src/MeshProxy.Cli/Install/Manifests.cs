@@ -100,13 +100,14 @@ internal static class Manifests
             Rule([""], ["namespaces"], ["list", "watch"]),
             Rule([""], ["configmaps"], ["create"]),
             Rule([""], ["configmaps"], ["list", "watch", "update"], [SidecarEnvironment.TrustBundleConfigMap]),
-            // Custom resources: listed and watched cluster-wide, only their status written (merge patch).
+            // Custom resources: listed and watched cluster-wide, only their status written (merge patch guarded by the
+            // resourceVersion; after a 409 Conflict with another replica's write the status is read again).
             Rule(["meshproxy.io"], [.. MeshPlurals], ["list", "watch"]),
-            Rule(["meshproxy.io"], [.. MeshPlurals.Select(p => p + "/status")], ["patch"]),
+            Rule(["meshproxy.io"], [.. MeshPlurals.Select(p => p + "/status")], ["get", "patch"]),
             Rule(["security.istio.io"], [.. IstioSecurityPlurals], ["list", "watch"]),
-            Rule(["security.istio.io"], [.. IstioSecurityPlurals.Select(p => p + "/status")], ["patch"]),
+            Rule(["security.istio.io"], [.. IstioSecurityPlurals.Select(p => p + "/status")], ["get", "patch"]),
             Rule(["gateway.networking.k8s.io"], ["httproutes", "grpcroutes"], ["list", "watch"]),
-            Rule(["gateway.networking.k8s.io"], ["httproutes/status", "grpcroutes/status"], ["patch"]),
+            Rule(["gateway.networking.k8s.io"], ["httproutes/status", "grpcroutes/status"], ["get", "patch"]),
             // The webhook's caBundle, filled from the mesh CA: this revision's configuration only.
             Rule(["admissionregistration.k8s.io"], ["mutatingwebhookconfigurations"], ["get", "update"], [o.WebhookConfiguration])),
     };

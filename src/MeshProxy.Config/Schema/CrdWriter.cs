@@ -128,6 +128,17 @@ public static partial class CrdWriter
                 [
                     new("applied", new SchemaNode(SchemaType.Whole, "Sidecars that ACKed a snapshot holding this version.")),
                     new("nacked", new SchemaNode(SchemaType.Whole, "Sidecars whose last NACK names this resource.")),
+                    new("replicas", new SchemaNode(SchemaType.Mapping, "Per control-plane replica (its pod's name), the sidecars connected to it; applied and nacked are their sums.")
+                    {
+                        AdditionalProperties = new SchemaNode(SchemaType.Mapping, "One replica's counts.")
+                        {
+                            Properties =
+                            [
+                                new("applied", new SchemaNode(SchemaType.Whole, "Its sidecars that ACKed a snapshot holding this version.")),
+                                new("nacked", new SchemaNode(SchemaType.Whole, "Its sidecars whose last NACK names this resource.")),
+                            ],
+                        },
+                    }),
                 ],
             }),
         ],

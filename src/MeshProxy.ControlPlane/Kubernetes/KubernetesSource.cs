@@ -52,6 +52,7 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     private volatile ConfigState _current = ConfigState.Empty;
     private volatile CustomResourceSnapshot? _customSnapshot;
     private volatile StatusPublisher? _status;
+    private ReplicaView? _replicas;
     private volatile bool _started;
 
     public KubernetesSource(IKubernetes client, KubernetesSourceOptions options, ResourceDirectory? directory, TimeProvider time, ILoggerFactory loggers)
@@ -118,12 +119,13 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
     /// <summary>
     /// Starts writing the custom objects' statuses (Accepted/Invalid, sidecars that applied or NACKed each, routes'
     /// per-parent conditions) after every rebuild and every <see cref="SidecarsAnswered"/>, counted over the
-    /// sidecars connected to this control plane (<paramref name="sidecars"/>, their snapshots from <paramref name="snapshots"/>).
+    /// sidecars connected to this control plane (<paramref name="sidecars"/>, their snapshots from <paramref name="snapshots"/>)
+    /// as this replica's entry, beside the other replicas' (<see cref="Replicas"/>).
     /// </summary>
     public void WriteStatuses(ConnectionRegistry sidecars, SnapshotCache snapshots)
     {
         _status = new StatusPublisher(
-            new StatusWriter(_client, _time, _loggers.CreateLogger<StatusWriter>()),
+            new StatusWriter(_client, _time, _loggers.CreateLogger<StatusWriter>(), Replicas),
             () => _customSnapshot is { } snapshot && _current is { Generation: > 0 } state
                 ? new StatusInputs(snapshot, state, ResourceStatus.CountSidecars(state, sidecars.All, snapshots))
                 : null,
@@ -132,6 +134,17 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
             _loggers.CreateLogger<StatusPublisher>());
         _status.Schedule();
     }
+
+    /// <summary>
+    /// This replica (its pod, <see cref="KubernetesSourceOptions.ReplicaName"/>) and which other replicas' entries in
+    /// the statuses still count: a replica is alive while its pod is, as the Pods informer has it (no deletion
+    /// timestamp, phase Running, Ready not False). A replica that dies is its pod going not Ready (the kubelet's view
+    /// of a dead container), deleted, or replaced by a pod of another name: the pod's change rebuilds the state,
+    /// every rebuild schedules a status pass, and that pass drops the dead replica's entries from the sums. The pod's
+    /// own lifecycle is the expiry, so no Lease or heartbeat write is needed for it.
+    /// </summary>
+    public ReplicaView Replicas => _replicas ??= new ReplicaView(_options.ReplicaName, name =>
+        Pods.Current.Items.TryGetValue($"{_options.ReplicaNamespace}/{name}", out var pod) && PodWorkloads.IsAlive(pod));
 
     /// <summary>A sidecar ACKed, NACKed or left: the counts in the statuses may have changed.</summary>
     public void SidecarsAnswered() => _status?.Schedule();
@@ -362,6 +375,12 @@ internal sealed record KubernetesSourceOptions
 
     /// <summary>Quiet time before the custom objects' statuses are written after a change or a sidecar's ACK/NACK.</summary>
     public TimeSpan StatusDebounce { get; init; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>This replica's pod (POD_NAME, else the host name): its entry in the statuses' per-replica counts.</summary>
+    public string ReplicaName { get; init; } = Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } pod ? pod : Environment.MachineName;
+
+    /// <summary>The control plane's own namespace, where the replicas' pods are (POD_NAMESPACE, else the service account's).</summary>
+    public string ReplicaNamespace { get; init; } = Certificates.KubernetesCaOptions.DefaultNamespace();
 
     public InformerOptions Informers { get; init; } = new();
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using MeshProxy.Authorization;
+using MeshProxy.Config.Parsing;
 using MeshProxy.Config.Resources;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Primitives;
@@ -47,7 +48,8 @@ internal sealed class RequestAuthenticator
 
     /// <summary>
     /// The authenticator for a workload: RequestAuthentications of its namespace and of the root namespace whose
-    /// selector its labels satisfy. Null when none applies.
+    /// selector its labels satisfy. Null when none applies. Throws <see cref="ConfigException"/> naming the resource
+    /// when an inline key cannot be turned into a verifier.
     /// </summary>
     public static RequestAuthenticator? Build(IEnumerable<RequestAuthenticationResource> resources, string workloadNamespace, IReadOnlyDictionary<string, string> labels, string rootNamespace)
     {
@@ -62,10 +64,33 @@ internal sealed class RequestAuthenticator
             return null;
         }
 
-        var rules = applying.SelectMany(r => r.Spec.JwtRules)
-            .Select(spec => new Rule(spec, spec.Jwks is { } inline ? JwtKeySet.Build(inline) : null))
-            .ToArray();
-        return new RequestAuthenticator(rules, [.. applying.Select(r => $"{r.Metadata.Namespace}/{r.Metadata.Name}")]);
+        var rules = new List<Rule>();
+        var errors = new List<ConfigDiagnostic>();
+        foreach (var resource in applying)
+        {
+            for (var i = 0; i < resource.Spec.JwtRules.Count; i++)
+            {
+                var spec = resource.Spec.JwtRules[i];
+                var keys = spec.Jwks is { } inline ? JwtKeySet.Build(inline) : null;
+                // The parser (the control plane's check too) checks each key's shape and sizes; only the crypto library
+                // tells that an EC point lies on its curve or that an Ed25519 point decodes. A key it refuses would
+                // leave the issuer's tokens without a key (401 for every one), so the snapshot is refused (NACKed,
+                // the last good one keeps serving) naming the resource, rather than served silently short of a key.
+                foreach (var refused in keys?.Skipped.Skip(spec.Jwks!.Skipped.Count) ?? [])
+                {
+                    errors.Add(new ConfigDiagnostic(resource.Source.File, resource.Source.Line, $"spec.jwtRules[{i}].jwks", $"{refused} (the sidecar cannot verify with this key)"));
+                }
+
+                rules.Add(new Rule(spec, keys));
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            throw new ConfigException(errors);
+        }
+
+        return new RequestAuthenticator([.. rules], [.. applying.Select(r => $"{r.Metadata.Namespace}/{r.Metadata.Name}")]);
     }
 
     /// <summary>

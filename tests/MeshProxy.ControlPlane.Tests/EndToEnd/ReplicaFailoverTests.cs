@@ -23,7 +23,7 @@ namespace MeshProxy.ControlPlane.Tests.EndToEnd;
 /// sidecar gets its first certificate from the survivor, under the same root. And <c>meshproxy proxy-status</c> and
 /// <c>meshproxy check</c>'s "every sidecar is synced" see the sidecars of every replica.
 /// </summary>
-public sealed class ReplicaFailoverTests : IAsyncLifetime
+public sealed partial class ReplicaFailoverTests : IAsyncLifetime
 {
     private const string SystemNs = "meshproxy-system";
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };

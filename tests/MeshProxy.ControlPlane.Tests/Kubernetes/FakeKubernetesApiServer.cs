@@ -35,7 +35,7 @@ namespace MeshProxy.ControlPlane.Tests.Kubernetes;
 /// Secrets and Leases with their kinds' own checks: FakeKubernetesApiServer.Secrets.cs.
 /// Types: core v1 namespaces, services, pods; discovery.k8s.io/v1 endpointslices; any other
 /// group/version/plural registered with <see cref="RegisterResource"/>. Writes over HTTP: POST, PUT,
-/// DELETE, and PUT/PATCH (merge patch) of the status subresource. Test hooks: <see cref="Apply"/>,
+/// DELETE, and PUT/PATCH (merge patch, a metadata.resourceVersion in it a precondition) of the status subresource. Test hooks: <see cref="Apply"/>,
 /// <see cref="Delete"/>, <see cref="Compact"/>, <see cref="SendBookmarks"/>, <see cref="SetReachable"/>.
 /// Not served: label/field selectors, server-side apply, strategic merge patch, RBAC, admission.
 /// </summary>
@@ -610,6 +610,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
                 throw new ApiError(404, "NotFound", $"{type.Plural} \"{name}\" not found");
             }
 
+            CheckPatchPrecondition(type, current, patch, name); // FakeKubernetesApiServer.Preconditions.cs
             var merged = current.DeepClone().AsObject();
             MergePatch(merged, patch);
             stored = ReplaceLocked(type, current, merged, status);

@@ -139,13 +139,33 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
     [Fact]
     public async Task RbacGrantsExactlyWhatTheControlPlaneAsks()
     {
-        // Every custom kind installed, one object of each: every list, watch and status patch the code can make is made.
+        // Every custom kind installed, one object of each: every list, watch, status patch and status read the code can make is made.
         RegisterCustomKinds();
         var objects = CustomKinds().Select(k => (k.ApiVersion, k.Kind, Name: $"any-{k.Plural}")).ToList();
         foreach (var (apiVersion, kind, name) in objects)
         {
             _api.Apply($$$"""{"apiVersion":"{{{apiVersion}}}","kind":"{{{kind}}}","metadata":{"name":"{{{name}}}","namespace":"shop"},"spec":{} }""");
         }
+
+        // Each object's first status write crosses another writer's change (as another replica's write would): the
+        // patch's resourceVersion is stale, 409 Conflict, and the status is read again before the write is retried.
+        var crossed = new HashSet<string>(StringComparer.Ordinal);
+        _api.BeforeRequest = line =>
+        {
+            var path = line.Split('?')[0];
+            var written = objects.FirstOrDefault(o => line.StartsWith("PATCH ", StringComparison.Ordinal)
+                && path.Contains($"/apis/{o.ApiVersion}/", StringComparison.Ordinal) && path.EndsWith($"/{o.Name}/status", StringComparison.Ordinal));
+            bool first;
+            lock (crossed)
+            {
+                first = written.Name is not null && crossed.Add(path);
+            }
+
+            if (first)
+            {
+                _api.Apply($$$"""{"apiVersion":"{{{written.ApiVersion}}}","kind":"{{{written.Kind}}}","metadata":{"name":"{{{written.Name}}}","namespace":"shop"},"spec":{} }""");
+            }
+        };
 
         await using (var cp = await StartControlPlaneAsync())
         {

@@ -25,6 +25,7 @@ internal static class RbacRules
         var verb = method switch
         {
             "GET" when target.Contains("watch=true", StringComparison.Ordinal) => "watch",
+            "GET" when resource.EndsWith("/status", StringComparison.Ordinal) => "get", // a subresource is one object's
             "GET" when rest.Length % 2 == 1 => "list",
             "GET" => "get",
             // The HTTP verbs of writes are not RBAC's.

@@ -35,7 +35,7 @@ internal sealed record CustomResourceSnapshot(
 /// installing the CRD later is picked up, and the other kinds are not held up meanwhile.
 /// <para>
 /// RBAC (docker/kubernetes/rbac.yaml, the rules marked as this source's): get/list/watch on these resources and
-/// patch on their /status. Discovery's own rules (core and discovery.k8s.io) are the Kubernetes source's.
+/// get and patch on their /status. Discovery's own rules (core and discovery.k8s.io) are the Kubernetes source's.
 /// </para>
 /// </summary>
 internal sealed class CustomResourceSource
@@ -116,19 +116,23 @@ internal sealed class CustomResourceSource
 
 /// <summary>
 /// Writes what <see cref="ResourceStatus"/> and <see cref="GammaTranslator"/> computed onto the objects' status
-/// subresource (a JSON merge patch), only when it changed, so that a steady cluster costs no writes. On a route it
-/// replaces only the parents entries of this controller and keeps every other controller's.
+/// subresource (a JSON merge patch), only when it differs from what the object holds, so that a steady cluster costs
+/// no writes. On a route it replaces only the parents entries of this controller and keeps every other controller's.
 /// <para>
-/// Nor is a status written again that this writer already wrote for the same object (by uid), even when the object
-/// now holds another: with two control-plane replicas, each counting its own sidecars, each write would otherwise
-/// be an event that makes the other write its counts back, for ever. The last writer's counts stand until its
-/// sidecars' answers change. One pass at a time (the <see cref="StatusPublisher"/>'s loop).
+/// With several control-plane replicas each counts the sidecars connected to it and writes its own entry under
+/// <c>status.sidecars.replicas</c> with the sum beside it (<see cref="ResourceStatus.Sidecars"/>). A sum is only
+/// right over the entries it was computed from, so each object's patch carries the resourceVersion it was computed
+/// against: when another replica wrote in between, the API server answers 409 Conflict and the object is read again
+/// and the status computed anew (as client-go's RetryOnConflict does). The writes converge: a replica whose own entry
+/// and sum already stand writes nothing. One pass at a time (the <see cref="StatusPublisher"/>'s loop).
 /// </para>
 /// </summary>
-internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogger logger)
+internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogger logger, ReplicaView? replicas = null)
 {
-    // Per object (uid and name), the status this writer last wrote; forgotten with the object.
-    private readonly Dictionary<string, string> _written = new(StringComparer.Ordinal);
+    // A conflict means another replica wrote since our read: a handful of re-reads settles it (each is one GET).
+    private const int ConflictAttempts = 5;
+
+    private readonly ReplicaView _replicas = replicas ?? ReplicaView.Alone;
 
     /// <summary>Patches every status that differs from what the object holds. Returns how many writes failed (logged; the caller retries).</summary>
     public async Task<int> WriteAsync(CustomResourceSnapshot snapshot, ConfigState state, IReadOnlyDictionary<string, SidecarCounts> counts, CancellationToken cancellationToken)
@@ -139,27 +143,19 @@ internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogge
         var failed = 0;
         foreach (var (obj, kind, read) in snapshot.Objects)
         {
-            var status = ResourceStatus.Build(
-                obj.Generation, read.Errors, heldBack.GetValueOrDefault(read.Key), counts.GetValueOrDefault(read.Key) ?? SidecarCounts.None, obj.Status, now,
-                lastGoodServes: keptLastGood.Contains(read.Key));
-            failed += await PatchAsync(obj, kind, status, cancellationToken).ConfigureAwait(false) ? 0 : 1;
+            JsonObject StatusOf(CustomObject current) => ResourceStatus.Build(
+                current.Generation, read.Errors, heldBack.GetValueOrDefault(read.Key), counts.GetValueOrDefault(read.Key) ?? SidecarCounts.None, current.Status, now,
+                lastGoodServes: keptLastGood.Contains(read.Key), replicas: _replicas);
+            failed += await PatchAsync(obj, kind, StatusOf, cancellationToken).ConfigureAwait(false) ? 0 : 1;
         }
 
         foreach (var (route, kind, routeStatus) in snapshot.Routes)
         {
-            failed += await PatchAsync(route, kind, RouteStatusJson(route, routeStatus, now), cancellationToken).ConfigureAwait(false) ? 0 : 1;
-        }
-
-        var present = snapshot.Objects.Select(o => WrittenKey(o.Object, o.Kind)).Concat(snapshot.Routes.Select(r => WrittenKey(r.Route, r.Kind))).ToHashSet(StringComparer.Ordinal);
-        foreach (var gone in _written.Keys.Where(k => !present.Contains(k)).ToList())
-        {
-            _written.Remove(gone);
+            failed += await PatchAsync(route, kind, current => RouteStatusJson(current, routeStatus, now), cancellationToken).ConfigureAwait(false) ? 0 : 1;
         }
 
         return failed;
     }
-
-    private static string WrittenKey(CustomObject obj, CustomKind kind) => $"{kind.Plural}.{kind.Group}/{obj.Namespace}/{obj.Name}/{obj.Metadata.Uid}";
 
     private static JsonObject RouteStatusJson(CustomObject route, RouteStatus status, DateTimeOffset now)
     {
@@ -223,29 +219,67 @@ internal sealed class StatusWriter(IKubernetes client, TimeProvider time, ILogge
         return new JsonObject { ["parents"] = parents };
     }
 
-    /// <summary>False when the write failed.</summary>
-    private async Task<bool> PatchAsync(CustomObject obj, CustomKind kind, JsonObject status, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes <paramref name="statusOf"/> the object as it stands, guarded by its resourceVersion; on a conflict reads
+    /// the object again and recomputes. False when the write failed.
+    /// </summary>
+    private async Task<bool> PatchAsync(CustomObject obj, CustomKind kind, Func<CustomObject, JsonObject> statusOf, CancellationToken cancellationToken)
     {
-        var text = status.ToJsonString();
-        var key = WrittenKey(obj, kind);
-        if ((obj.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(obj.Status, JsonDocument.Parse(text).RootElement))
-            || (_written.TryGetValue(key, out var mine) && mine == text))
-        {
-            return true; // unchanged, or unchanged since this writer wrote it: no write
-        }
-
+        var current = obj;
         try
         {
-            var patch = new V1Patch(new JsonObject { ["status"] = status }.ToJsonString(), V1Patch.PatchType.MergePatch);
-            await client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(patch, kind.Group, kind.Version, obj.Namespace, kind.Plural, obj.Name, cancellationToken: cancellationToken).ConfigureAwait(false);
-            _written[key] = text;
-            return true;
+            for (var attempt = 1; ; attempt++)
+            {
+                var status = statusOf(current);
+                if (current.Status.ValueKind == JsonValueKind.Object && JsonElement.DeepEquals(current.Status, JsonSerializer.SerializeToElement(status)))
+                {
+                    return true; // unchanged: no write
+                }
+
+                var patch = new JsonObject
+                {
+                    ["metadata"] = new JsonObject { ["resourceVersion"] = current.Metadata.ResourceVersion },
+                    ["status"] = WithRemovals(status, current.Status),
+                };
+                try
+                {
+                    await client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(
+                        new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch), kind.Group, kind.Version, obj.Namespace, kind.Plural, obj.Name,
+                        cancellationToken: cancellationToken).ConfigureAwait(false);
+                    return true;
+                }
+                catch (HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.Conflict && attempt < ConflictAttempts)
+                {
+                    // Another replica wrote since our read: compute again from what the object holds now.
+                    var fresh = await client.CustomObjects.GetNamespacedCustomObjectStatusAsync(kind.Group, kind.Version, obj.Namespace, kind.Plural, obj.Name, cancellationToken).ConfigureAwait(false);
+                    current = KubernetesJson.Deserialize<CustomObject>(JsonSerializer.Serialize(fresh));
+                }
+            }
         }
-        catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException or JsonException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
         {
             // The object may be gone or the API away (a client timeout is a cancellation that is not ours): retried later.
             logger.StatusWriteFailed($"{kind.Plural}.{kind.Group}", obj.Namespace, obj.Name, ex.Message);
             return false;
         }
+    }
+
+    /// <summary>
+    /// A merge patch merges maps key by key: a replica entry that <paramref name="status"/> no longer holds (a replica
+    /// gone, or this one with no sidecars left for the object) is removed only by naming it with null.
+    /// </summary>
+    private static JsonObject WithRemovals(JsonObject status, JsonElement previous)
+    {
+        if (status["sidecars"]?["replicas"] is JsonObject entries
+            && previous.ValueKind == JsonValueKind.Object && previous.TryGetProperty("sidecars", out var sidecars) && sidecars.ValueKind == JsonValueKind.Object
+            && sidecars.TryGetProperty("replicas", out var old) && old.ValueKind == JsonValueKind.Object)
+        {
+            foreach (var entry in old.EnumerateObject().Where(e => !entries.ContainsKey(e.Name)))
+            {
+                entries[entry.Name] = null;
+            }
+        }
+
+        return status;
     }
 }

@@ -16,6 +16,17 @@ internal sealed record SidecarCounts(int Applied, int Nacked)
 }
 
 /// <summary>
+/// Which replica is writing (<see cref="Self"/>, its pod's name) and which others still count (<see cref="Alive"/>, by
+/// pod name): each replica counts only the sidecars connected to it, so a status holds one entry per replica and
+/// shows their sum; an entry of a replica that is gone is dropped by whichever replica writes next.
+/// </summary>
+internal sealed record ReplicaView(string Self, Func<string, bool> Alive)
+{
+    /// <summary>A control plane that is the only one: no other replica's entry counts.</summary>
+    public static ReplicaView Alone { get; } = new("controlplane", _ => false);
+}
+
+/// <summary>
 /// The status the control plane writes on a meshproxy.io object (and an Istio AuthorizationPolicy): condition
 /// Accepted, True when the object is served as written, False with reason Invalid and the errors without any file
 /// (field: reason) when the parser refused it or the pre-push check held it back; and how many sidecars applied it
@@ -64,9 +75,12 @@ internal static partial class ResourceStatus
     /// The status subresource for one object: <paramref name="errors"/> are the parser's, <paramref name="heldBack"/>
     /// the pre-push check's; <paramref name="lastGoodServes"/> when the object's last accepted version keeps serving
     /// in place of a refused edit. The condition keeps <paramref name="previous"/>'s lastTransitionTime while its
-    /// status and reason stay the same, as Kubernetes conditions do.
+    /// status and reason stay the same, as Kubernetes conditions do. <paramref name="counts"/> are this replica's
+    /// (<paramref name="replicas"/>, default <see cref="ReplicaView.Alone"/>); see <see cref="Sidecars"/>.
     /// </summary>
-    public static JsonObject Build(long generation, IReadOnlyList<ConfigDiagnostic> errors, HeldBackResource? heldBack, SidecarCounts counts, JsonElement previous, DateTimeOffset now, bool lastGoodServes = false)
+    public static JsonObject Build(
+        long generation, IReadOnlyList<ConfigDiagnostic> errors, HeldBackResource? heldBack, SidecarCounts counts, JsonElement previous, DateTimeOffset now,
+        bool lastGoodServes = false, ReplicaView? replicas = null)
     {
         bool accepted;
         string reason;
@@ -106,8 +120,46 @@ internal static partial class ResourceStatus
                 ["observedGeneration"] = generation,
                 ["lastTransitionTime"] = transition.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture),
             }),
-            ["sidecars"] = new JsonObject { ["applied"] = counts.Applied, ["nacked"] = counts.Nacked },
+            ["sidecars"] = Sidecars(previous, counts, replicas ?? ReplicaView.Alone),
         };
+    }
+
+    /// <summary>
+    /// <c>sidecars</c>: <c>replicas</c>, one entry per control-plane replica that has sidecars answering for this
+    /// resource (this one's from <paramref name="own"/>, the others' kept from <paramref name="previous"/> while they
+    /// are alive), and <c>applied</c>/<c>nacked</c>, their sums: the mesh-wide counts. Each replica writes only its own
+    /// entry, so two replicas' writes never undo each other (the writer guards each with the resourceVersion it read).
+    /// </summary>
+    public static JsonObject Sidecars(JsonElement previous, SidecarCounts own, ReplicaView replicas)
+    {
+        var entries = new SortedDictionary<string, SidecarCounts>(StringComparer.Ordinal);
+        if (previous.ValueKind == JsonValueKind.Object && previous.TryGetProperty("sidecars", out var sidecars) && sidecars.ValueKind == JsonValueKind.Object
+            && sidecars.TryGetProperty("replicas", out var old) && old.ValueKind == JsonValueKind.Object)
+        {
+            foreach (var entry in old.EnumerateObject())
+            {
+                if (entry.Name != replicas.Self && replicas.Alive(entry.Name) && entry.Value.ValueKind == JsonValueKind.Object)
+                {
+                    entries[entry.Name] = new SidecarCounts(Count(entry.Value, "applied"), Count(entry.Value, "nacked"));
+                }
+            }
+        }
+
+        if (own.Applied > 0 || own.Nacked > 0)
+        {
+            entries[replicas.Self] = own;
+        }
+
+        var map = new JsonObject();
+        foreach (var (name, counts) in entries)
+        {
+            map[name] = new JsonObject { ["applied"] = counts.Applied, ["nacked"] = counts.Nacked };
+        }
+
+        return new JsonObject { ["applied"] = entries.Values.Sum(c => c.Applied), ["nacked"] = entries.Values.Sum(c => c.Nacked), ["replicas"] = map };
+
+        static int Count(JsonElement entry, string name) =>
+            entry.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var n) && n > 0 ? n : 0;
     }
 
     /// <summary>"field: reason" for each error, the file (which is the object itself) left out.</summary>

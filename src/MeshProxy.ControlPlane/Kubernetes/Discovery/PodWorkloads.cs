@@ -42,4 +42,13 @@ internal static class PodWorkloads
         var ips = (pod.Status?.PodIPs?.Select(p => p.Ip) ?? []).Append(pod.Status?.PodIP);
         return ips.Any(p => p is not null && IPAddress.TryParse(p, out var candidate) && candidate.Equals(ip));
     }
+
+    /// <summary>
+    /// A Pod whose container may be running: not being deleted, phase Running, and its Ready condition not False (the
+    /// kubelet turns it False as soon as a container dies or fails its readiness probe).
+    /// </summary>
+    public static bool IsAlive(V1Pod pod) =>
+        pod.Metadata.DeletionTimestamp is null
+        && pod.Status?.Phase == "Running"
+        && pod.Status.Conditions?.FirstOrDefault(c => c.Type == "Ready") is not { Status: "False" };
 }

@@ -10,7 +10,7 @@ public sealed class CustomResourceRbacTests
     private static readonly string[] CustomGroups = ["meshproxy.io", "security.istio.io", "gateway.networking.k8s.io"];
 
     [Fact]
-    public void The_ClusterRole_grants_list_and_watch_on_each_watched_kind_patch_on_its_status_and_nothing_else_in_those_groups()
+    public void The_ClusterRole_grants_list_and_watch_on_each_watched_kind_get_and_patch_on_its_status_and_nothing_else_in_those_groups()
     {
         var stream = new YamlStream();
         stream.Load(new StringReader(File.ReadAllText(Path.Combine(RepoPaths.Root, "docker", "kubernetes", "rbac.yaml"))));
@@ -34,7 +34,7 @@ public sealed class CustomResourceRbacTests
             .Concat(CustomResourceSource.IstioSecurityKinds)
             .Append(CustomResourceSource.HttpRoutes)
             .Append(CustomResourceSource.GrpcRoutes)
-            .SelectMany(k => new[] { $"list {k.Plural}.{k.Group}", $"watch {k.Plural}.{k.Group}", $"patch {k.Plural}/status.{k.Group}" })
+            .SelectMany(k => new[] { $"list {k.Plural}.{k.Group}", $"watch {k.Plural}.{k.Group}", $"get {k.Plural}/status.{k.Group}", $"patch {k.Plural}/status.{k.Group}" })
             .ToHashSet(StringComparer.Ordinal);
 
         Assert.Empty(used.Except(granted).Order(StringComparer.Ordinal));  // the code would be refused

@@ -98,10 +98,11 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
         await writer.WriteAsync(source.Read([], []), state, new Dictionary<string, SidecarCounts> { ["Service/shop/reviews"] = new(2, 0) }, TestContext.Current.CancellationToken);
         Assert.Equal(patches, _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal)));
 
-        // Only what the RBAC rules grant (CustomResourceRbacTests): lists and watches, and patches of /status.
+        // Only what the RBAC rules grant (CustomResourceRbacTests): lists and watches, and reads and patches of /status.
         var calls = _server.Requests.Where(r => r.Contains("/apis/", StringComparison.Ordinal)).ToList();
         Assert.All(calls, r => Assert.True(
             (r.StartsWith("GET ", StringComparison.Ordinal) && !r.Contains("/namespaces/", StringComparison.Ordinal)) ||
+            (r.StartsWith("GET ", StringComparison.Ordinal) && r.Split('?')[0].EndsWith("/status", StringComparison.Ordinal)) ||
             (r.StartsWith("PATCH ", StringComparison.Ordinal) && r.Split('?')[0].EndsWith("/status", StringComparison.Ordinal)), r));
     }
 
@@ -172,37 +173,57 @@ public sealed class CustomResourceSourceTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Two_replicas_counting_their_own_sidecars_do_not_write_each_other_back_for_ever()
+    public async Task Two_replicas_each_write_their_own_count_the_status_shows_the_sum_and_a_dead_replicas_count_leaves_it()
     {
         var source = await StartWithOneServiceAsync();
         var state = new PushGate().Apply(ConfigState.Empty with { Generation = 1, Resources = source.Read([], []).Resources });
-        var (a, b) = (new StatusWriter(_client, _time, NullLogger.Instance), new StatusWriter(_client, _time, NullLogger.Instance));
-        var (countsA, countsB) = (Counts(2), Counts(3));
+        var alive = new HashSet<string>(["cp-a", "cp-b"]);
+        var a = new StatusWriter(_client, _time, NullLogger.Instance, new ReplicaView("cp-a", alive.Contains));
+        var b = new StatusWriter(_client, _time, NullLogger.Instance, new ReplicaView("cp-b", alive.Contains));
+        var (countsA, countsB) = (Counts(2, 1), Counts(3, 0));
         int Patches() => _server.Requests.Count(r => r.StartsWith("PATCH", StringComparison.Ordinal));
-        int? Applied() => (int?)_server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"]?["sidecars"]?["applied"];
-        async Task SeenAsync(int applied)
+        JsonNode Sidecars() => _server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["status"]!["sidecars"]!;
+        async Task SeenAsync()
         {
-            Assert.Equal(applied, Applied());
-            await EventuallyAsync(() => source.Read([], []).Objects.Single().Object.Status is { ValueKind: System.Text.Json.JsonValueKind.Object } st
-                && st.GetProperty("sidecars").GetProperty("applied").GetInt32() == applied, "the informer saw the write");
+            var rv = (string?)_server.Get("meshproxy.io/v1alpha1", "Service", "shop", "reviews")!["metadata"]!["resourceVersion"];
+            await EventuallyAsync(() => source.Read([], []).Objects.Single().Object.Metadata.ResourceVersion == rv, "the informer saw the write");
         }
 
         await a.WriteAsync(source.Read([], []), state, countsA, TestContext.Current.CancellationToken);
-        await SeenAsync(2);
+        await SeenAsync();
         await b.WriteAsync(source.Read([], []), state, countsB, TestContext.Current.CancellationToken);
-        await SeenAsync(3);
+        await SeenAsync();
+        Assert.Equal((5, 1), ((int)Sidecars()["applied"]!, (int)Sidecars()["nacked"]!));
+        Assert.Equal("""{"cp-a":{"applied":2,"nacked":1},"cp-b":{"applied":3,"nacked":0}}""", Sidecars()["replicas"]!.ToJsonString());
 
-        // Each replica's next pass (the other's write is an event for it): neither writes back what it already wrote.
+        // Each replica's next pass (the other's write is an event for it): the sum already stands, nothing is written.
         var before = Patches();
         await a.WriteAsync(source.Read([], []), state, countsA, TestContext.Current.CancellationToken);
         await b.WriteAsync(source.Read([], []), state, countsB, TestContext.Current.CancellationToken);
         Assert.Equal(before, Patches());
 
-        // A replica whose own count changes writes it.
-        await a.WriteAsync(source.Read([], []), state, Counts(4), TestContext.Current.CancellationToken);
-        Assert.Equal(4, Applied());
+        // A writes from a view older than B's write (its informer lags): the resourceVersion it read is refused (409),
+        // it reads the status again and writes its new count beside B's instead of over it.
+        var stale = source.Read([], []);
+        await b.WriteAsync(stale, state, Counts(4, 0), TestContext.Current.CancellationToken);
+        await a.WriteAsync(stale, state, Counts(1, 0), TestContext.Current.CancellationToken);
+        Assert.Contains(_server.Requests, r => r.StartsWith("GET ", StringComparison.Ordinal) && r.Split('?')[0].EndsWith("/services/reviews/status", StringComparison.Ordinal));
+        Assert.Equal((5, 0), ((int)Sidecars()["applied"]!, (int)Sidecars()["nacked"]!));
+        await SeenAsync();
 
-        static Dictionary<string, SidecarCounts> Counts(int applied) => new() { ["Service/shop/reviews"] = new(applied, 0) };
+        // B's pod dies: A's next pass drops B's entry (merge patch: named with null) and the sum is A's alone.
+        alive.Remove("cp-b");
+        await a.WriteAsync(source.Read([], []), state, Counts(1, 0), TestContext.Current.CancellationToken);
+        Assert.Equal((1, 0), ((int)Sidecars()["applied"]!, (int)Sidecars()["nacked"]!));
+        Assert.Equal("""{"cp-a":{"applied":1,"nacked":0}}""", Sidecars()["replicas"]!.ToJsonString());
+        await SeenAsync();
+
+        // A replica with no sidecars left for it removes its own entry.
+        await a.WriteAsync(source.Read([], []), state, Counts(0, 0), TestContext.Current.CancellationToken);
+        Assert.Equal((0, 0), ((int)Sidecars()["applied"]!, (int)Sidecars()["nacked"]!));
+        Assert.Equal("{}", Sidecars()["replicas"]!.ToJsonString());
+
+        static Dictionary<string, SidecarCounts> Counts(int applied, int nacked) => new() { ["Service/shop/reviews"] = new(applied, nacked) };
     }
 
     /// <summary>A source running over the fake server, once it has read the one meshproxy.io Service "reviews".</summary>

@@ -115,4 +115,22 @@ public sealed class ResourceStatusTests
         Assert.Equal("2026-12-07T06:00:00Z", (string?)same["conditions"]![0]!["lastTransitionTime"]);
         Assert.Equal("2026-12-07T08:00:00Z", (string?)changed["conditions"]![0]!["lastTransitionTime"]);
     }
+
+    [Fact]
+    public void The_counts_are_the_sum_of_each_live_replicas_entry_with_this_replicas_own_replaced_and_a_dead_ones_dropped()
+    {
+        var previous = JsonDocument.Parse("""
+            {"sidecars":{"applied":9,"nacked":1,"replicas":{
+              "cp-a":{"applied":4,"nacked":0},"cp-b":{"applied":3,"nacked":1},"cp-gone":{"applied":2,"nacked":0}}}}
+            """).RootElement;
+        var view = new ReplicaView("cp-a", name => name != "cp-gone");
+
+        var sidecars = ResourceStatus.Sidecars(previous, new SidecarCounts(5, 2), view);
+
+        Assert.Equal("""{"applied":8,"nacked":3,"replicas":{"cp-a":{"applied":5,"nacked":2},"cp-b":{"applied":3,"nacked":1}}}""", sidecars.ToJsonString());
+        // No sidecar of this replica answers for it any more: its entry leaves, the others' stay.
+        Assert.Equal("""{"applied":3,"nacked":1,"replicas":{"cp-b":{"applied":3,"nacked":1}}}""", ResourceStatus.Sidecars(previous, SidecarCounts.None, view).ToJsonString());
+        // Alone, nobody else's entry counts (a single control plane, or the first write).
+        Assert.Equal("""{"applied":5,"nacked":2,"replicas":{"controlplane":{"applied":5,"nacked":2}}}""", ResourceStatus.Sidecars(default, new SidecarCounts(5, 2), ReplicaView.Alone).ToJsonString());
+    }
 }
