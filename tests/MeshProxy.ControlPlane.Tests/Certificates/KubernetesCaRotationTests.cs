@@ -470,7 +470,10 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         _owned.Add(relay);
         var client = new k8s.Kubernetes(new k8s.KubernetesClientConfiguration { Host = $"http://127.0.0.1:{relay.Port}" });
         var kit = await CaTestKit.StartAsync(
-            o => o with { CaDirectory = null, TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero, KubernetesCa = new KubernetesCaOptions { Namespace = Ns, Identity = identity } },
+            // The clock runs 2-5 s per 30 ms here, so the default 10 s request timeout would be ~100 ms of real time: a
+            // step's write could land while its caller gave up (no log line, as CI at eee9f32 saw). Two minutes is still
+            // short enough for the cut-off replica's hung requests to end within a few seconds.
+            o => o with { CaDirectory = null, TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero, KubernetesCa = new KubernetesCaOptions { Namespace = Ns, Identity = identity, RequestTimeout = TimeSpan.FromMinutes(2) } },
             ttl: "10m", maxTtl: "10m", time: _clock,
             host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = client },
             logs: _logs);
