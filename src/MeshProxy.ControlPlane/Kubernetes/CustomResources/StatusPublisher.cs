@@ -83,8 +83,8 @@ internal sealed class StatusPublisher : IAsyncDisposable
 
                 _failedPasses++;
                 var retry = TimeSpan.FromSeconds(Math.Min(MaxRetry.TotalSeconds, Math.Pow(2, Math.Min(_failedPasses - 1, 10))));
-                _logger.StatusWritesRetrying(failed, retry.TotalSeconds);
                 _timer.Change(retry, Timeout.InfiniteTimeSpan);
+                _logger.StatusWritesRetrying(failed, retry.TotalSeconds);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
