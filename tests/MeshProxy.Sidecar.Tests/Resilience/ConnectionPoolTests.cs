@@ -39,8 +39,8 @@ public sealed class ConnectionPoolTests
     [Fact]
     public async Task Idle_timeout_is_per_destination()
     {
-        await using var quick = new ConnectionBackend(TimeSpan.Zero);
-        await using var lasting = new ConnectionBackend(TimeSpan.Zero);
+        await using var quick = RawHttpApp.Ok(TimeSpan.Zero);
+        await using var lasting = RawHttpApp.Ok(TimeSpan.Zero);
         var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("quick", 80, "HTTP", quick.Port)
             .Service("lasting", 80, "HTTP", lasting.Port)
@@ -75,7 +75,7 @@ public sealed class ConnectionPoolTests
     [Fact]
     public async Task Over_max_connections_requests_wait_as_pending_and_only_pending_overflow_answers_503_UO()
     {
-        await using var slow = new ConnectionBackend(TimeSpan.FromMilliseconds(400));
+        await using var slow = RawHttpApp.Ok(TimeSpan.FromMilliseconds(400));
         var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, "HTTP", slow.Port)
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1 }, http: { http1MaxPendingRequests: 2 } }"));
@@ -105,7 +105,7 @@ public sealed class ConnectionPoolTests
     [Fact]
     public async Task A_pending_request_waits_no_longer_than_the_connect_timeout()
     {
-        await using var slow = new ConnectionBackend(TimeSpan.FromMilliseconds(1500));
+        await using var slow = RawHttpApp.Ok(TimeSpan.FromMilliseconds(1500));
         var yaml = new MeshYaml("client", ClosedPort.Next())
             .Service("svc", 80, "HTTP", slow.Port)
             .Raw(Policy("svc", "{ tcp: { maxConnections: 1, connectTimeout: 300ms } }"));
