@@ -187,12 +187,8 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         await using var kit = await StartAsync();
         var csr = await kit.OpensslCsrAsync("URI:" + Web);
 
-        var host = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-host"));
-        Assert.True(host.Ok, host.Details);
-
-        var far = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-far"));
-        Assert.True(far.Code == PermissionDenied, $"code {far.Code} {far.Details}");
-        Assert.Contains("the token is bound to pod shop/web-far (10.1.0.9) but the request came from 127.0.0.1", far.Details, StringComparison.Ordinal);
+        await SignedForPodAsync(kit, csr, "web-host");
+        await DeniedForPodAsync(kit, csr, "web-far", "the token is bound to pod shop/web-far (10.1.0.9) but the request came from 127.0.0.1");
         var metrics = await kit.ControlPlane.MetricsAsync();
         Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_mismatch\"} 1", metrics);
         Assert.Contains("meshproxy_controlplane_certificates_issued_total 1", metrics);
@@ -219,12 +215,8 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         await using var kit = await StartAsync(review: parsed.TokenReview);
         var csr = await kit.OpensslCsrAsync("URI:" + Web);
 
-        var moved = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-far"));
-        Assert.True(moved.Ok, moved.Details);
-
-        var finished = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-done"));
-        Assert.True(finished.Code == PermissionDenied, $"code {finished.Code} {finished.Details}");
-        Assert.Contains("pod shop/web-done has finished (phase Succeeded)", finished.Details, StringComparison.Ordinal);
+        await SignedForPodAsync(kit, csr, "web-far");
+        await DeniedForPodAsync(kit, csr, "web-done", "pod shop/web-done has finished (phase Succeeded)");
         Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_mismatch\"} 1", await kit.ControlPlane.MetricsAsync());
     }
 
@@ -458,6 +450,21 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
             time: time,
             host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = _client },
             logs: _logs);
+
+    /// <summary>The CSR with a token of web's pod <paramref name="pod"/>, signed.</summary>
+    private async Task SignedForPodAsync(CaTestKit kit, string csr, string pod)
+    {
+        var answer = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: pod));
+        Assert.True(answer.Ok, $"{pod}: {answer.Details}");
+    }
+
+    /// <summary>The CSR with a token of web's pod <paramref name="pod"/>, PERMISSION_DENIED saying <paramref name="details"/>.</summary>
+    private async Task DeniedForPodAsync(CaTestKit kit, string csr, string pod, string details)
+    {
+        var answer = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: pod));
+        Assert.True(answer.Code == PermissionDenied, $"{pod}: code {answer.Code} {answer.Details}");
+        Assert.Contains(details, answer.Details, StringComparison.Ordinal);
+    }
 
     /// <summary>A valid token with its payload rewritten to claim another service account and pod; the signature is left as it was.</summary>
     private static string Forge(string token, string serviceAccount, string pod)
