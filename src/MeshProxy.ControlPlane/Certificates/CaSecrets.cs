@@ -68,6 +68,10 @@ internal sealed record CaRootState(string RootCertPem, string RootKeyPem, Rotati
         // holds, signs, and the bundle takes the new roots beside the recorded ones, exactly as the restart will publish.
         RotationPhase.PluginSwitched when plugin is not null && plugin.RootsPem != NextCertPem =>
             new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + plugin.RootsPem + NextCertPem, origin, Phase),
+        // cacerts is gone (or unreadable) after the switch: nobody may sign with it any more (a replica that restarts could
+        // not), and stopping issuance would let every certificate expire. The self-managed root, in every bundle of the
+        // switch, signs again under that same bundle, as the leader's next step (NextStep: back to Switched) will record.
+        RotationPhase.PluginSwitched when plugin is null => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem + NextCertPem, origin, Phase),
         RotationPhase.PluginSwitched => PluginOrThrow(plugin, origin) with { BundlePem = NextCertPem + RootCertPem, Phase = Phase },
         RotationPhase.Plugin => PluginOrThrow(plugin, origin),
         _ => new(RootCertPem, RootKeyPem, RootCertPem, RootCertPem, origin, Phase),
@@ -222,7 +226,9 @@ internal static class CaSecrets
     /// the same waits; one that changes its roots before the switch starts the wait again; one that goes away before the
     /// switch cancels it (the self-managed root never stopped signing). One whose roots change after the switch (its
     /// signer would chain to roots the bundle lacks) sends it back to PluginAdding with the new roots, keeping the roots
-    /// that signed in the bundle until the next wait has passed; only then does the plug-in CA sign again.</param>
+    /// that signed in the bundle until the next wait has passed; only then does the plug-in CA sign again. One that goes
+    /// away after the switch sends the mesh back to the self-managed root (phase Switched, the plug-in's roots as the
+    /// previous ones), which drops them after one more wait.</param>
     public static CaRootState? NextStep(CaRootState state, DateTimeOffset now, TimeSpan wait, Func<(string Cert, string Key)> newRoot, string? pluginRoots = null)
     {
         switch (state.Phase)
@@ -240,7 +246,11 @@ internal static class CaSecrets
                 return state with { Phase = RotationPhase.PluginSwitched, Since = now, PreviousCertPem = null };
             case RotationPhase.PluginSwitched when pluginRoots is not null && pluginRoots != state.NextCertPem:
                 return state with { Phase = RotationPhase.PluginAdding, Since = now, NextCertPem = pluginRoots, PreviousCertPem = state.NextCertPem };
-            case RotationPhase.PluginSwitched when pluginRoots is not null && now >= state.Since + wait:
+            case RotationPhase.PluginSwitched when pluginRoots is null:
+                // cacerts deleted (or broken) after the switch: back to the self-managed root, as after a root rotation's
+                // switch, the plug-in's roots kept in the bundle (previous-root-cert.pem) until what it signed has expired.
+                return new CaRootState(state.RootCertPem, state.RootKeyPem, RotationPhase.Switched, now, null, null, state.NextCertPem, state.RotationRequested);
+            case RotationPhase.PluginSwitched when now >= state.Since + wait:
                 return state with { Phase = RotationPhase.Plugin, Since = DateTimeOffset.MinValue, NextCertPem = null };
             case RotationPhase.None when state.RotationRequested || NearExpiry(state.RootCertPem, now):
                 var (cert, key) = newRoot();

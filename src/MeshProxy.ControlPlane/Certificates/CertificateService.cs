@@ -39,13 +39,13 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
     /// <summary>
     /// Loads the CA and the workloads' authenticator (the token store, or TokenReview on <paramref name="kubernetes"/>
     /// when <see cref="CertificateServiceOptions.TokenReview"/> is set), follows MeshConfig changes of
-    /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>. With TokenReview, <paramref name="pods"/> (namespace,
-    /// name: the pod as the Kubernetes source's informer holds it) binds a pod's token to that pod (<see cref="PodBinding"/>).
+    /// <paramref name="directory"/>, and registers the CA's figures in <paramref name="registry"/>. With TokenReview, <paramref name="pods"/> binds a
+    /// pod's token to that pod (the host's one <see cref="PodBinding"/>, which the config stream shares).
     /// </summary>
     /// <exception cref="CertificateAuthorityException">The CA cannot be loaded, or the options do not hold together.</exception>
     public static async Task<CertificateService> CreateAsync(
         CertificateServiceOptions options, IConfigSource directory, MetricsRegistry registry, ILoggerFactory loggers, TimeProvider? time = null, k8s.IKubernetes? kubernetes = null,
-        Func<string, string, k8s.Models.V1Pod?>? pods = null, CancellationToken cancellationToken = default)
+        PodBinding? pods = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.Validate() is { } problem)
@@ -59,7 +59,7 @@ internal sealed class CertificateService : Api.V1.Certificates.CertificatesBase,
         if (options.TokenReview is { } review)
         {
             tokens = new TokenReviewAuthenticator(kubernetes ?? throw new CertificateAuthorityException("service-account tokens are reviewed by the Kubernetes API: run with --source kubernetes"), review, time);
-            binding = pods is null ? null : new PodBinding(pods, review);
+            binding = pods;
         }
         else
         {

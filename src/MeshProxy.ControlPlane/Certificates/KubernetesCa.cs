@@ -340,6 +340,8 @@ internal sealed class KubernetesCa : IDisposable
                 RotationPhase.None when state.Phase == RotationPhase.PluginAdding => "none: the plug-in CA went away before the switch, the self-managed root signs on alone",
                 RotationPhase.None => "done: the previous root left the bundle",
                 RotationPhase.Adding => "adding: the next root joined the bundle",
+                RotationPhase.Switched when state.Phase == RotationPhase.PluginSwitched =>
+                    "switched back: cacerts is gone after the switch, so the self-managed root signs again; the plug-in's roots stay in the bundle until what it signed has expired",
                 RotationPhase.Switched => "switched: the new root signs, the previous one stays in the bundle",
                 RotationPhase.PluginAdding when state.Phase == RotationPhase.PluginSwitched =>
                     "plugin-adding again: cacerts changed its roots after the switch, so the self-managed root signs again, the bundle holds the plug-in's old and new roots, and the switch starts over",

@@ -16,7 +16,9 @@ namespace MeshProxy.ControlPlane.Discovery;
 /// Who opens a config stream, proven (Kubernetes mode; the directory source takes the Node as it comes). Two
 /// credentials, as Istio's sidecars present them: until it has an SVID the sidecar sends its pod's projected
 /// service-account token as <c>authorization: Bearer</c>, reviewed by the API server like a CSR's (the same
-/// <see cref="TokenReviewAuthenticator"/>), which proves namespace, service account and pod; once it has one, it
+/// <see cref="TokenReviewAuthenticator"/>), which proves namespace, service account and pod, and a pod-bound token must
+/// then be presented by its pod exactly as for a CSR (the same <see cref="PodBinding"/>: same uid, not finished, from one
+/// of its IPs unless <c>--token-pod-address ignore</c> or host network); once it has one, it
 /// presents its SVID as the TLS client certificate on 15012, which proves namespace and service account (the pod is
 /// then bound by its address, see <see cref="IWorkloadResolver"/>). A certificate wins over a token: it was checked
 /// in the handshake already, and costs the API server nothing.
@@ -27,9 +29,11 @@ namespace MeshProxy.ControlPlane.Discovery;
 /// one that passes leaves its SPIFFE ID among the connection's items for <see cref="AuthenticateAsync"/>.
 /// </para>
 /// Refusals: no credential UNAUTHENTICATED; a token the API server refuses PERMISSION_DENIED, TokenReview unreachable
-/// UNAVAILABLE (the sidecar retries); each logged with the peer and what the credential claimed, and counted.
+/// UNAVAILABLE (the sidecar retries); a pod-bound token from another caller PERMISSION_DENIED <c>pod_mismatch</c>, its
+/// pod not seen yet UNAVAILABLE <c>pod_unknown</c>; each logged with the peer and what the credential claimed, and counted.
 /// </summary>
-internal sealed class StreamAuthenticator(IWorkloadAuthenticator tokens, Func<MeshCertificateAuthority?> authority, ControlPlaneMetrics metrics, PeerCertificateVerifier verifier, ILogger<StreamAuthenticator> logger)
+internal sealed class StreamAuthenticator(
+    IWorkloadAuthenticator tokens, PodBinding? pods, Func<MeshCertificateAuthority?> authority, ControlPlaneMetrics metrics, PeerCertificateVerifier verifier, ILogger<StreamAuthenticator> logger)
 {
     public const string MissingCredential = "missing_credential";
     public const string InvalidToken = "invalid_token";
@@ -58,6 +62,10 @@ internal sealed class StreamAuthenticator(IWorkloadAuthenticator tokens, Func<Me
         try
         {
             identity = await tokens.AuthenticateAsync(token, context.CancellationToken);
+            if (identity is not null)
+            {
+                pods?.Check(identity, http.Connection.RemoteIpAddress);
+            }
         }
         catch (WorkloadAuthenticationException ex)
         {

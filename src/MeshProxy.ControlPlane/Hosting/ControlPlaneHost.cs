@@ -176,9 +176,12 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
         var registry = new ConnectionRegistry();
         var metrics = new ControlPlaneMetrics(registry, source, kubernetes);
         var snapshots = new SnapshotCache();
-        // Kubernetes mode: a config stream is served only to the workload its credential proves (token or SVID).
+        // Kubernetes mode: a config stream is served only to the workload its credential proves (token or SVID), and a
+        // pod-bound token only to its pod, checked as for a CSR (one PodBinding for both, on the pod informer).
+        var tokenReview = options.Certificates?.TokenReview ?? new TokenReviewOptions();
+        var podBinding = kubernetes is null ? null : new PodBinding((ns, name) => kubernetes.Pods.Current.Items.GetValueOrDefault($"{ns}/{name}"), tokenReview);
         StreamAuthenticator? authenticator = kubernetesClient is null ? null : new StreamAuthenticator(
-            new TokenReviewAuthenticator(kubernetesClient, options.Certificates?.TokenReview ?? new TokenReviewOptions(), options.Time),
+            new TokenReviewAuthenticator(kubernetesClient, tokenReview, options.Time), podBinding,
             () => certificates?.Authority, metrics, new MeshProxy.Identity.PeerCertificateVerifier(options.Time), loggers.CreateLogger<StreamAuthenticator>());
         if (tls is not null && authenticator is not null)
         {
@@ -201,11 +204,11 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
                 ? await CertificateService.CreateAsync(
                     kubernetesClient is null ? ca : ca with
                     {
-                        TokenReview = ca.TokenReview ?? new(),
+                        TokenReview = tokenReview,
                         KubernetesCa = ca.KubernetesCa ?? (ca.CaDirectory is null && !ca.UsesOperatorCa ? new() : null),
                     },
                     source, metrics.Registry, loggers, options.Time, kubernetesClient,
-                    kubernetes is null ? null : (ns, name) => kubernetes.Pods.Current.Items.GetValueOrDefault($"{ns}/{name}"), cancellationToken)
+                    podBinding, cancellationToken)
                 : null;
         }
         catch

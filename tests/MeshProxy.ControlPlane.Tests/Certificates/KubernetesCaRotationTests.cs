@@ -290,6 +290,73 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([second.Trim()])), "the second root alone in shop's ConfigMap", TimeSpan.FromSeconds(30));
     }
 
+    /// <summary>
+    /// Issue 18 leftover: cacerts deleted while the switch to it is under way. In plugin-adding nothing it signed is out
+    /// there: the switch is cancelled (phase none) and the self-managed root, which never stopped signing, stays. In
+    /// plugin-switched it has signed certificates that are still valid: the self-managed root (in every bundle of the
+    /// switch) signs again at once on every replica, the leader records phase switched with the plug-in's roots as the
+    /// previous ones, and after one more wait they leave the bundle. Either way mutual TLS never fails, no replica stops
+    /// signing, and the mesh ends on the self-managed root alone.
+    /// </summary>
+    [Theory]
+    [InlineData("plugin-adding", new[] { "plugin-adding", "none" })]
+    [InlineData("plugin-switched", new[] { "plugin-switched", "switched", "none" })]
+    public async Task Cacerts_deleted_mid_switch_leaves_the_mesh_on_the_self_managed_root_and_mutual_tls_never_fails(string deletedIn, string[] expected)
+    {
+        _api.Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"meshproxy-injection":"enabled"}}}""");
+        var (a, b, server, client) = await StartPairAsync();
+        var ownRoot = RootInSecret();
+        using var own = X509Certificate2.CreateFromPem(ownRoot);
+        var peers = new PeerChecks(_clock, () => Phase(), server.Store, client.Store);
+
+        ApplyPluginCa("/O=corp/CN=Corp Root");
+        await StepUntilAsync(() => Phase() == deletedIn, peers, deletedIn);
+        if (deletedIn == "plugin-adding")
+        {
+            // The sidecars trust the plug-in's root beside their own before it goes.
+            await StepUntilAsync(() => server.Store.TrustBundle!.Roots.Length == 2 && client.Store.TrustBundle!.Roots.Length == 2, peers, "both workloads trust both roots");
+        }
+        else
+        {
+            // Certificates the plug-in CA signed are out there before it goes.
+            await StepUntilAsync(() => server.Store.Current!.Certificate.Issuer.Contains("CN=ca", StringComparison.Ordinal)
+                && client.Store.Current!.Certificate.Issuer.Contains("CN=ca", StringComparison.Ordinal), peers, "both workloads hold a plug-in-signed SVID");
+        }
+
+        Assert.True(_api.Delete("v1", "Secret", Ns, "cacerts"));
+        var phases = new List<string> { deletedIn };
+        var unavailable = 0;
+        await StepUntilAsync(() =>
+        {
+            unavailable += a.ControlPlane.Host.Certificates!.Authority.Unavailable is null && b.ControlPlane.Host.Certificates!.Authority.Unavailable is null ? 0 : 1;
+            return Phase() == "none";
+        }, peers, "the switch undone", phases);
+        Assert.Equal(expected, Collapse(phases));
+
+        // Both replicas, then every workload, back on the self-managed root, trusting it alone.
+        await StepUntilAsync(() => BundleOf(a).Count == 1 && BundleOf(b).Count == 1
+            && server.Store.TrustBundle!.Roots.Length == 1 && client.Store.TrustBundle!.Roots.Length == 1
+            && server.Store.Current!.Certificate.Issuer == own.Subject && client.Store.Current!.Certificate.Issuer == own.Subject, peers, "SVIDs of the self-managed root alone");
+        await server.Client.DisposeAsync();
+        await client.Client.DisposeAsync();
+
+        Assert.True(peers.Refusals.Count == 0, $"{peers.Refusals.Count} refusals:\n{string.Join("\n", peers.Refusals.Take(3))}");
+        Assert.Equal(0, unavailable);  // neither replica stopped signing on the way
+        Assert.Equal(ownRoot.Trim(), RootInSecret().Trim());
+        foreach (var kit in new[] { a, b })
+        {
+            Assert.Equal(ownRoot.Trim(), Assert.Single(kit.ControlPlane.Host.Certificates!.Authority.Current.BundlePem).Trim());
+            Assert.Null(kit.ControlPlane.Host.Certificates!.Authority.Unavailable);
+        }
+
+        if (deletedIn == "plugin-switched")
+        {
+            Assert.Single(_logs.WithEvent(126), l => l.Contains("switched back: cacerts is gone", StringComparison.Ordinal));
+        }
+
+        await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([ownRoot.Trim()])), "the self-managed root alone in shop's ConfigMap", TimeSpan.FromSeconds(30));
+    }
+
     [Fact]
     public async Task A_replica_that_loses_the_lease_mid_rotation_stops_signing_and_the_new_holder_finishes_with_the_same_next_root()
     {

@@ -135,6 +135,91 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_mismatch\"} 2", await kit.ControlPlane.MetricsAsync());
     }
 
+    /// <summary>
+    /// Issue 18 leftover: a pod the API server knows (its token reviews fine) but this control plane's pod informer has
+    /// not seen yet is UNAVAILABLE <c>pod_unknown</c>, so the sidecar retries rather than giving up; once the informer
+    /// sees the pod, the same CSR with the same token is signed.
+    /// </summary>
+    [Fact]
+    public async Task A_pod_the_informer_has_not_seen_yet_is_unavailable_then_the_same_csr_is_signed_once_it_appears()
+    {
+        await using var kit = await StartAsync();
+        var csr = await kit.OpensslCsrAsync("URI:" + Web);
+        _api.HoldWatchEvents = o => o["metadata"]?["name"]?.GetValue<string>() == "web-new";
+        _api.Apply(KubeJson.Pod("shop", "web-new", "127.0.0.1", serviceAccount: "web", app: "web"));
+        var token = _api.CreateServiceAccountToken("shop", "web", pod: "web-new");
+
+        for (var attempt = 1; attempt <= 2; attempt++)
+        {
+            var early = await kit.RequestAsync(csr, token);
+            Assert.True(early.Code == Unavailable, $"attempt {attempt}: code {early.Code} {early.Details}");
+            Assert.Contains("pod shop/web-new (uid ", early.Details, StringComparison.Ordinal);
+            Assert.Contains("is not known to this control plane yet; retry", early.Details, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_unknown\"} 2", await kit.ControlPlane.MetricsAsync());
+        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(pod_unknown)", StringComparison.Ordinal) && l.Contains("pod shop/web-new", StringComparison.Ordinal));
+
+        _api.ReleaseWatchEvents();
+        await TestControlPlane.EventuallyAsync(
+            () => Task.FromResult(kit.ControlPlane.Host.Kubernetes!.Pods.Current.Items.ContainsKey("shop/web-new")), "the informer sees web-new");
+        var signed = await kit.RequestAsync(csr, token);
+        Assert.True(signed.Ok, signed.Details);
+        Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_unknown\"} 2", await kit.ControlPlane.MetricsAsync());
+    }
+
+    /// <summary>
+    /// Issue 18 leftover: a host-network pod's IP is its node's, shared by every host-network pod there, so the caller's
+    /// address proves nothing and is not checked (its CSR from another address is signed); a pod on the pod network
+    /// presenting its token from an address not its own is refused.
+    /// </summary>
+    [Fact]
+    public async Task A_host_network_pods_token_is_not_bound_to_an_address_while_a_normal_pods_is()
+    {
+        // Both pods' IPs are another node's (10.1.0.x); the caller is this host (127.0.0.1).
+        _api.Apply(KubeJson.Pod("shop", "web-host", "10.1.0.50", serviceAccount: "web", app: "web"));
+        _api.ApplyRaw("v1", "Pod", "shop", "web-host", p =>
+        {
+            p["spec"]!["hostNetwork"] = true;
+            return p;
+        });
+        _api.Apply(KubeJson.Pod("shop", "web-far", "10.1.0.9", serviceAccount: "web", app: "web"));
+        await using var kit = await StartAsync();
+        var csr = await kit.OpensslCsrAsync("URI:" + Web);
+
+        await SignedForPodAsync(kit, csr, "web-host");
+        await DeniedForPodAsync(kit, csr, "web-far", "the token is bound to pod shop/web-far (10.1.0.9) but the request came from 127.0.0.1");
+        var metrics = await kit.ControlPlane.MetricsAsync();
+        Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_mismatch\"} 1", metrics);
+        Assert.Contains("meshproxy_controlplane_certificates_issued_total 1", metrics);
+    }
+
+    /// <summary>
+    /// Issue 18 leftover: <c>--token-pod-address ignore</c> (sources rewritten by kube-proxy's --masquerade-all) drops the
+    /// address check only: a pod's token from another address is signed, but the pod must still be the token's and not
+    /// have finished.
+    /// </summary>
+    [Fact]
+    public async Task With_token_pod_address_ignore_a_token_from_another_address_is_signed_but_a_finished_pod_is_still_refused()
+    {
+        _api.Apply(KubeJson.Pod("shop", "web-far", "10.1.0.9", serviceAccount: "web", app: "web"));
+        _api.Apply(KubeJson.Pod("shop", "web-done", "10.1.0.10", serviceAccount: "web", app: "web", phase: "Succeeded"));
+        CertificateServiceOptions? parsed = null;
+        string[] args = ["--token-pod-address", "ignore"];
+        for (var i = 0; i < args.Length; i++)
+        {
+            Assert.True(CertificateServiceOptions.TryReadArgument(args, ref i, ref parsed));
+        }
+
+        Assert.False(parsed!.TokenReview!.CheckPeerAddress);
+        await using var kit = await StartAsync(review: parsed.TokenReview);
+        var csr = await kit.OpensslCsrAsync("URI:" + Web);
+
+        await SignedForPodAsync(kit, csr, "web-far");
+        await DeniedForPodAsync(kit, csr, "web-done", "pod shop/web-done has finished (phase Succeeded)");
+        Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_mismatch\"} 1", await kit.ControlPlane.MetricsAsync());
+    }
+
     [Fact]
     public async Task Review_answers_that_prove_nothing_are_refused_and_unreadable_ones_are_unavailable()
     {
@@ -359,12 +444,27 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
     }
 
     // No backdating: a certificate of seconds would be past its half-life at once.
-    private async Task<CaTestKit> StartAsync(TimeProvider? time = null) =>
+    private async Task<CaTestKit> StartAsync(TimeProvider? time = null, TokenReviewOptions? review = null) =>
         await CaTestKit.StartAsync(
-            o => o with { TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero },
+            o => o with { TokenStoreFile = string.Empty, ClockSkewAllowance = TimeSpan.Zero, TokenReview = review ?? o.TokenReview },
             time: time,
             host: o => o with { Kubernetes = new KubernetesSourceOptions(), KubernetesClient = _client },
             logs: _logs);
+
+    /// <summary>The CSR with a token of web's pod <paramref name="pod"/>, signed.</summary>
+    private async Task SignedForPodAsync(CaTestKit kit, string csr, string pod)
+    {
+        var answer = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: pod));
+        Assert.True(answer.Ok, $"{pod}: {answer.Details}");
+    }
+
+    /// <summary>The CSR with a token of web's pod <paramref name="pod"/>, PERMISSION_DENIED saying <paramref name="details"/>.</summary>
+    private async Task DeniedForPodAsync(CaTestKit kit, string csr, string pod, string details)
+    {
+        var answer = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: pod));
+        Assert.True(answer.Code == PermissionDenied, $"{pod}: code {answer.Code} {answer.Details}");
+        Assert.Contains(details, answer.Details, StringComparison.Ordinal);
+    }
 
     /// <summary>A valid token with its payload rewritten to claim another service account and pod; the signature is left as it was.</summary>
     private static string Forge(string token, string serviceAccount, string pod)

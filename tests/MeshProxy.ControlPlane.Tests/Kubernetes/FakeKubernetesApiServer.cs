@@ -726,7 +726,7 @@ internal sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 
             if (watch.Namespace is null || watch.Namespace == ns)
             {
-                watch.Events.Writer.TryWrite(Event(versions.Count > 1 && versions[^2].Object is not null ? "MODIFIED" : "ADDED", obj));
+                SendLocked(watch, obj, Event(versions.Count > 1 && versions[^2].Object is not null ? "MODIFIED" : "ADDED", obj));
             }
         }
 

@@ -152,6 +152,48 @@ public sealed class TrustDistributionTests : IAsyncLifetime
         Assert.Contains(_logs.WithEvent(40), l => l.Contains("web-grpcjs.shop", StringComparison.Ordinal) && l.Contains("(workload_mismatch)", StringComparison.Ordinal) && l.Contains("shop/api (pod shop/api-grpcjs)", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// Issue 18 leftover: a pod-bound token opens a config stream only for a caller that is its pod, checked as the CA
+    /// checks a CSR (PodBinding): a token of pod web-far (10.1.0.9) presented from this host's address, and the token of
+    /// a pod that has finished, are PERMISSION_DENIED <c>pod_mismatch</c> with a log line naming the pod, and no config is
+    /// served. The finished pod's stream comes from the pod's own address and claims that very pod, so nothing but the
+    /// pod binding refuses it.
+    /// </summary>
+    [Fact]
+    public async Task A_pod_bound_token_opens_a_config_stream_only_from_its_own_running_pod()
+    {
+        _api.Apply(KubeJson.Pod("shop", "web-far", "10.1.0.9", serviceAccount: "web", app: "web"));
+        await using var kit = await StartAsync();
+        var cp = kit.ControlPlane;
+        var finishedToken = _api.CreateServiceAccountToken("shop", "web", pod: "web-grpcjs");
+        _api.ApplyRaw("v1", "Pod", "shop", "web-grpcjs", p =>
+        {
+            p["status"]!["phase"] = "Succeeded";
+            return p;
+        });
+        await TestControlPlane.EventuallyAsync(
+            () => Task.FromResult(cp.Host.Kubernetes!.Pods.Current.Items.TryGetValue("shop/web-grpcjs", out var pod) && pod.Status?.Phase == "Succeeded"), "the informer sees web-grpcjs finished");
+
+        (string Case, string Token, string Details, string Pod)[] cases =
+        [
+            ("web-far's token from this host", _api.CreateServiceAccountToken("shop", "web", pod: "web-far"),
+                "the token is bound to pod shop/web-far (10.1.0.9) but the request came from 127.0.0.1", "pod shop/web-far"),
+            ("a finished pod's token from its own address", finishedToken, "pod shop/web-grpcjs has finished (phase Succeeded)", "pod shop/web-grpcjs"),
+        ];
+        foreach (var (name, token, details, pod) in cases)
+        {
+            await using var peer = cp.ConnectWithToken(token, "web", "shop");
+            var error = await peer.NextAsync(e => e.GetProperty("type").GetString() is "error" or "snapshot", TimeSpan.FromSeconds(30));
+            Assert.True(error.GetProperty("type").GetString() == "error", $"{name}: served {error}");
+            Assert.True(PermissionDenied == error.GetProperty("code").GetInt32(), $"{name}: {error}");
+            Assert.Contains(details, error.GetProperty("details").GetString(), StringComparison.Ordinal);
+            Assert.Contains(_logs.WithEvent(40), l => l.Contains("web-grpcjs.shop", StringComparison.Ordinal) && l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains(pod, StringComparison.Ordinal));
+        }
+
+        Assert.Contains("meshproxy_controlplane_stream_refusals_total{reason=\"pod_mismatch\"} 2", await cp.MetricsAsync());
+        Assert.DoesNotContain((await cp.SynczAsync()).EnumerateArray(), s => s.GetProperty("instanceId").GetString() == "web-grpcjs.shop");
+    }
+
     [Fact]
     public async Task The_sidecar_streams_config_over_tls_with_its_token_then_with_its_svid_alone()
     {

@@ -153,10 +153,12 @@ public sealed class PodsEndToEndTests
         await load.WaitForAnswersFromAsync(5, canary2.Name);
 
         // Issue 18: a pod presenting another pod's token (client-1's, service account client) for its own identity
-        // (intruder) is refused its config stream, and so never asks for a certificate: it is never ready and not
-        // served (the CA's own refusal of such a token is CertificateServiceWithGrpcJsTests' and TokenReviewCertificateTests').
+        // (intruder) is refused its config stream (the token is bound to client-1, and the stream comes from intruder-1's
+        // address: PodBinding's pod_mismatch), and so never asks for a certificate: it is never ready and not served (the
+        // CA's own refusal of such a token is CertificateServiceWithGrpcJsTests' and TokenReviewCertificateTests').
         var intruder = await cluster.StartPodAsync("intruder-1", "intruder", "intruder", token: cluster.Api.CreateServiceAccountToken(PodCluster.Ns, "client", pod: client.Name), waitReady: false);
-        await Eventually.TrueAsync(() => cluster.Logs.WithEvent(40).Any(l => l.Contains("intruder-1.shop", StringComparison.Ordinal) && l.Contains("(workload_mismatch)", StringComparison.Ordinal)),
+        await Eventually.TrueAsync(() => cluster.Logs.WithEvent(40).Any(l => l.Contains("intruder-1.shop", StringComparison.Ordinal) && l.Contains("(pod_mismatch)", StringComparison.Ordinal)
+            && l.Contains($"the token is bound to pod {PodCluster.Ns}/{client.Name} ({client.Ip}) but the request came from {intruder.Ip}", StringComparison.Ordinal)),
             "intruder-1's config stream refused", 60_000);
         var ready = await Run.ProcessAsync("ip", ["netns", "exec", intruder.Namespace.Name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://127.0.0.1:15020/ready"]);
         Assert.NotEqual("200", ready.Stdout);
