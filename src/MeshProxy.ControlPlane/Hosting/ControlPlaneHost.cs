@@ -156,7 +156,9 @@ internal sealed class ControlPlaneHost : IAsyncDisposable
             if (options.Kubernetes is { } kube)
             {
                 kubernetesClient = options.KubernetesClient ?? KubernetesClients.Create(options.Kubeconfig);
-                kubernetes = new KubernetesSource(kubernetesClient, kube, directory, options.Time, loggers);
+                // One switch for every address check: the CA's, the token's pod binding and the stream's pod.
+                var checkAddress = kube.CheckPeerAddress && (options.Certificates?.TokenReview?.CheckPeerAddress ?? true);
+                kubernetes = new KubernetesSource(kubernetesClient, kube with { CheckPeerAddress = checkAddress }, directory, options.Time, loggers);
                 await kubernetes.StartAsync(cancellationToken);
             }
         }

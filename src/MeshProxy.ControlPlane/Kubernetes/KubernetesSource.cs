@@ -164,7 +164,7 @@ internal sealed class KubernetesSource : IConfigSource, IWorkloadResolver, IAsyn
             return new WorkloadResolution(null, $"pod {ns}/{podName} is not known (yet)", Retry: true);
         }
 
-        if (remoteAddress is null || !PodWorkloads.HasAddress(pod, remoteAddress))
+        if (_options.CheckPeerAddress && (remoteAddress is null || !PodWorkloads.HasAddress(pod, remoteAddress)))
         {
             return new WorkloadResolution(null, $"the connection comes from {remoteAddress}, which is not an IP of pod {ns}/{podName}");
         }
@@ -383,4 +383,13 @@ internal sealed record KubernetesSourceOptions
     public string ReplicaNamespace { get; init; } = Certificates.KubernetesCaOptions.DefaultNamespace();
 
     public InformerOptions Informers { get; init; } = new();
+
+    /// <summary>
+    /// Whether a config stream must come from an IP of the pod it names. Off (with <c>--token-pod-address ignore</c>)
+    /// where something rewrites pods' source addresses on the way (kube-proxy <c>--masquerade-all</c>, an egress NAT):
+    /// the stream is then resolved by the pod it names alone, and that pod must still run as the namespace and
+    /// service account the stream's credential proved (and be the token's own pod, for a pod-bound token), as Istio
+    /// binds a proxy's claimed pod to its identity.
+    /// </summary>
+    public bool CheckPeerAddress { get; init; } = true;
 }

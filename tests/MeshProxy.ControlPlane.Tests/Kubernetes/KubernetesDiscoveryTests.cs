@@ -137,6 +137,24 @@ public sealed class KubernetesDiscoveryTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WithTheAddressCheckOffAStreamIsResolvedByItsPodWhoseServiceAccountMustStillMatch()
+    {
+        // Source addresses rewritten on the way (--token-pod-address ignore): no pod's IP is the connection's.
+        _api.Apply(KubeJson.Pod("shop", "admin-grpcjs", "10.9.9.9", serviceAccount: "admin"));
+        _api.Apply(KubeJson.Pod("shop", "client-grpcjs", "10.9.9.8", serviceAccount: "client"));
+        await using var cp = await StartControlPlaneAsync(new KubernetesSourceOptions { CheckPeerAddress = false });
+        var token = _api.CreateServiceAccountToken("shop", "admin");
+
+        await using var admin = cp.ConnectWithToken(token, "admin", "shop");
+        await admin.NextSnapshotAsync(TimeSpan.FromSeconds(30));
+
+        // The same credential naming a pod of another service account is still refused: the claim is bound to the proof.
+        await using var impostor = cp.ConnectWithToken(token, "client", "shop");
+        var error = await impostor.NextAsync(e => e.GetProperty("type").GetString() == "error", TimeSpan.FromSeconds(30));
+        Assert.Equal(7, error.GetProperty("code").GetInt32());
+    }
+
+    [Fact]
     public async Task RbacGrantsExactlyWhatTheControlPlaneAsks()
     {
         // Every custom kind installed, one object of each: every list, watch, status patch and status read the code can make is made.
