@@ -3,7 +3,7 @@ using MeshProxy.Config.Resources;
 
 namespace MeshProxy.Config.Tests;
 
-/// <summary>HttpRoute's query matches, header changes, rewrite and redirect: what parses, and each bad input refused at its field with the reason.</summary>
+/// <summary>HttpRoute's query matches, header changes, rewrite, redirect and mirror: what parses, and each bad input refused at its field with the reason.</summary>
 public sealed class HttpRouteFilterParserTests
 {
     private static string Route(string rule) => $"""
@@ -68,11 +68,61 @@ public sealed class HttpRouteFilterParserTests
     [InlineData("match: [{ method: { pathPrefix: GET } }]\n      route: [{ destination: { host: b } }]", "spec.http[0].match[0].method", "exactly one of exact, prefix or regex")]
     [InlineData("match: [{ uri: { pathPrefix: api } }]\n      route: [{ destination: { host: b } }]", "spec.http[0].match[0].uri.pathPrefix", "must start with '/'")]
     [InlineData("name: nothing", "spec.http[0].route", "is required")]
+    [InlineData("redirect: { uri: /new }\n      mirror: { host: b-shadow }", "spec.http[0].mirror", "a rule with a redirect forwards nothing to mirror")]
+    [InlineData("route: [{ destination: { host: b } }]\n      mirror: {}", "spec.http[0].mirror.host", "is required")]
+    [InlineData("route: [{ destination: { host: b } }]\n      mirror: b-shadow", "spec.http[0].mirror", "must be a mapping")]
+    [InlineData("route: [{ destination: { host: b } }]\n      mirror: { host: b-shadow, port: { number: 0 } }", "spec.http[0].mirror.port.number", "between 1 and 65535")]
+    [InlineData("route: [{ destination: { host: b } }]\n      mirror: { host: b-shadow }\n      mirrorPercentage: { value: 101 }", "spec.http[0].mirrorPercentage.value", "between 0 and 100")]
+    [InlineData("route: [{ destination: { host: b } }]\n      mirror: { host: b-shadow }\n      mirrorPercentage: { value: -1 }", "spec.http[0].mirrorPercentage.value", "between 0 and 100")]
+    [InlineData("route: [{ destination: { host: b } }]\n      mirror: { host: b-shadow }\n      mirrorPercentage: { value: half }", "spec.http[0].mirrorPercentage.value", "must be a number")]
     public void Bad_filter_input_is_refused_at_its_field_with_the_reason(string rule, string field, string reason)
     {
         var result = ResourceParser.ParseText(Route(rule), "r.yaml");
 
         Assert.False(result.IsValid);
         Assert.Contains(result.Errors, e => e.FieldPath == field && e.Reason.Contains(reason, StringComparison.Ordinal));
+    }
+
+    /// <summary>A forwarding rule with <paramref name="rest"/> (mirror fields) after its route.</summary>
+    private static string Mirrored(string rest) => Route("route: [{ destination: { host: b } }]\n      " + rest);
+
+    public static TheoryData<string, string, int?, double> MirrorCases => new()
+    {
+        { "mirror: { host: b-shadow }", "b-shadow", null, 100 },
+        { "mirror: { host: b-shadow, port: { number: 8080 } }", "b-shadow", 8080, 100 },
+        { "mirror: { host: b-shadow }\n      mirrorPercentage: { value: 12.5 }", "b-shadow", null, 12.5 },
+        { "mirror: { host: b-shadow }\n      mirrorPercentage: { value: 0 }", "b-shadow", null, 0 },
+        { "mirror: { host: b-shadow }\n      mirrorPercentage: { value: 100 }", "b-shadow", null, 100 },
+        { "mirror: { host: b-shadow }\n      mirrorPercentage: {}", "b-shadow", null, 100 },
+    };
+
+    [Theory]
+    [MemberData(nameof(MirrorCases))]
+    public void A_mirror_parses_into_the_rule(string rule, string host, int? port, double percentage)
+    {
+        var result = ResourceParser.ParseText(Mirrored(rule), "r.yaml");
+
+        Assert.Empty(result.Errors);
+        Assert.Empty(result.Warnings);
+        Assert.Equal(new HttpMirror(host, port, percentage), result.OfKind<HttpRouteResource>().Single().Spec.Http[0].Mirror);
+    }
+
+    [Fact]
+    public void A_rule_without_a_mirror_has_none()
+    {
+        var result = ResourceParser.ParseText(Mirrored("name: plain"), "r.yaml");
+
+        Assert.Empty(result.Errors);
+        Assert.Null(result.OfKind<HttpRouteResource>().Single().Spec.Http[0].Mirror);
+    }
+
+    [Fact]
+    public void A_percentage_without_a_mirror_is_ignored_with_a_warning()
+    {
+        var result = ResourceParser.ParseText(Mirrored("mirrorPercentage: { value: 50 }"), "r.yaml");
+
+        Assert.Empty(result.Errors);
+        Assert.Contains(result.Warnings, w => w.FieldPath == "spec.http[0].mirrorPercentage" && w.Reason == "ignored: the rule has no mirror");
+        Assert.Null(result.OfKind<HttpRouteResource>().Single().Spec.Http[0].Mirror);
     }
 }

@@ -35,6 +35,17 @@ public sealed class ResourceSetValidatorTests
 
         """;
 
+    private static string Mirrored(string name, string mirror) => $"""
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: HttpRoute
+        metadata: {"{"} name: {name}, namespace: shop {"}"}
+        spec:
+          hosts: [a]
+          http: [{"{"} route: [{"{"} destination: {"{"} host: a {"}"} {"}"}], mirror: {mirror} {"}"}]
+
+        """;
+
     private static string DestinationPolicy(string name, string host) => $"""
         ---
         apiVersion: meshproxy.io/v1alpha1
@@ -87,6 +98,13 @@ public sealed class ResourceSetValidatorTests
             ["HttpRoute/shop/r | spec.http[0].route[0].destination.port.number | Service a has no port 8080"] },
         { "no port to a Service with several", Route("r", "a", "{ host: b }"),
             ["HttpRoute/shop/r | spec.http[0].route[0].destination.port.number | Service b has several ports; say which one"] },
+        { "a mirror to a Service and port that exist", Mirrored("r", "{ host: b, port: { number: 81 } }"), [] },
+        { "a mirror to a host no Service answers to", Mirrored("r", "{ host: nowhere }"),
+            ["HttpRoute/shop/r | spec.http[0].mirror.host | no Service answers to host 'nowhere'"] },
+        { "a mirror without a port to a Service with several", Mirrored("r", "{ host: b }"),
+            ["HttpRoute/shop/r | spec.http[0].mirror.port.number | Service b has several ports; say which one"] },
+        { "a mirror port the Service does not have", Mirrored("r", "{ host: a, port: { number: 9 } }"),
+            ["HttpRoute/shop/r | spec.http[0].mirror.port.number | Service a has no port 9"] },
         { "a route with two hosts of one service reports its destinations once", Route("r", "a, a.shop", "{ host: nowhere }"),
             ["HttpRoute/shop/r | spec.http[0].route[0].destination.host | no Service answers to host 'nowhere'"] },
         { "the second route for one service", Route("first", "a", "{ host: a }") + Route("second", "a.shop", "{ host: a }"),

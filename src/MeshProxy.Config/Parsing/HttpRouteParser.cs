@@ -76,6 +76,12 @@ internal static class HttpRouteParser
                 rule.Error("rewrite", "a rule with a redirect is not rewritten (set the redirect's path and authority instead)");
             }
 
+            var mirror = ParseMirror(rule);
+            if (redirect is not null && mirror is not null)
+            {
+                rule.Error("mirror", "a rule with a redirect forwards nothing to mirror");
+            }
+
             rules.Add(new HttpRouteRule(
                 rule.String("name") ?? $"rule-{rules.Count}",
                 matches,
@@ -84,11 +90,35 @@ internal static class HttpRouteParser
                 retryPolicy,
                 headers is { Request: null, Response: null } ? null : headers,
                 rewrite,
-                redirect));
+                redirect,
+                mirror));
             rule.Finish();
         }
 
         return new HttpRouteResource(meta, source, new HttpRouteSpec(hosts, rules));
+    }
+
+    /// <summary>Istio's mirror (a destination without weight) and mirrorPercentage.value (0-100, default 100).</summary>
+    private static HttpMirror? ParseMirror(YamlMap rule)
+    {
+        var percentage = rule.Map("mirrorPercentage");
+        var value = percentage?.Number("value", 0, 100);
+        percentage?.Finish();
+        var mirror = rule.Map("mirror");
+        if (mirror is null)
+        {
+            if (percentage is not null)
+            {
+                rule.Sink.Warning(rule.Find("mirrorPercentage"), rule.Child("mirrorPercentage"), "ignored: the rule has no mirror");
+            }
+
+            return null;
+        }
+
+        var host = mirror.String("host", required: true);
+        var port = mirror.Map("port")?.Port("number");
+        mirror.Finish();
+        return host is null ? null : new HttpMirror(host, port, value ?? 100);
     }
 
     private static HttpMatch ParseMatch(YamlMap match)

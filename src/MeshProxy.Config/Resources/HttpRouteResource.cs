@@ -18,7 +18,8 @@ public sealed record HttpRouteSpec(IReadOnlyList<string> Hosts, IReadOnlyList<Ht
 
 /// <summary>
 /// One rule. <see cref="Route"/> is empty exactly when <see cref="Redirect"/> is set (the sidecar answers the redirect
-/// itself); <see cref="Headers"/> and <see cref="Rewrite"/> are null when the rule changes nothing.
+/// itself); <see cref="Headers"/> and <see cref="Rewrite"/> are null when the rule changes nothing; <see cref="Mirror"/>
+/// is null when the rule's requests are not shadowed.
 /// </summary>
 public sealed record HttpRouteRule(
     string Name,
@@ -28,7 +29,8 @@ public sealed record HttpRouteRule(
     RetryPolicySpec? Retries,
     HeaderOperations? Headers = null,
     HttpRewrite? Rewrite = null,
-    HttpRedirect? Redirect = null);
+    HttpRedirect? Redirect = null,
+    HttpMirror? Mirror = null);
 
 /// <summary>All conditions of one match must hold; a rule matches when any of its matches does (or it has none).</summary>
 /// <param name="QueryParams">Istio's queryParams; empty when the match has none.</param>
@@ -108,6 +110,13 @@ public sealed record HttpRewrite(PathRewrite? Path, string? Authority);
 public sealed record HttpRedirect(PathRewrite? Path, string? Authority, int? Port, string? Scheme, int StatusCode);
 
 public sealed record HttpRouteDestination(string Host, int? Port, int Weight);
+
+/// <summary>
+/// Istio's mirror and mirrorPercentage (Gateway API's RequestMirror filter): a copy of <see cref="Percentage"/> percent
+/// of the rule's requests goes to the Service at <see cref="Host"/> (port <see cref="Port"/>, or its only one), its
+/// answer discarded. Not with a redirect (nothing is forwarded to copy).
+/// </summary>
+public sealed record HttpMirror(string Host, int? Port, double Percentage);
 
 /// <summary>Istio's HTTPRetry. Enforced by the resilience layer.</summary>
 public sealed record RetryPolicySpec(int Attempts, TimeSpan? PerTryTimeout, IReadOnlyList<string> RetryOn);

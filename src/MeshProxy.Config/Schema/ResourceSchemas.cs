@@ -125,6 +125,12 @@ public static class ResourceSchemas
                 P("headers", Obj("Header changes (Istio Headers): set, then add, then remove.",
                     P("request", HeaderMutation("Before the request is sent to the destination.")),
                     P("response", HeaderMutation("Before the response goes back to the caller.")))),
+                P("mirror", Obj("Also send a copy of the rule's requests here (Istio mirror), Host suffixed -shadow, the answer discarded; bodies up to 64 KiB only; not with redirect.",
+                    P("host", Str("A Service's host.", "reviews-v2")),
+                    P("port", Obj("Service port.", P("number", Port("Required if the Service has several ports.", 80)))))
+                    with { Required = ["host"] }),
+                P("mirrorPercentage", Obj("Share of the rule's requests mirrored (Istio mirrorPercentage).",
+                    P("value", Num("Percent, 0-100; default 100.", 0, 100, 10)))),
                 P("timeout", Dur("Whole request, retries included (1ms-24h).", "10s")),
                 P("retries", Obj("Istio's HTTPRetry.",
                     P("attempts", Int("Retries (0-10).", 0, 10, 2)),

@@ -56,8 +56,11 @@ public static class ResourceSetValidator
     }
 
     /// <summary>The port a route destination means: the one it names, or the service's only port; null when that is ambiguous.</summary>
-    public static int? DestinationPort(HttpRouteDestination destination, ServiceResource target) =>
-        destination.Port ?? (target.Spec.Ports.Count == 1 ? target.Spec.Ports[0].Port : null);
+    public static int? DestinationPort(HttpRouteDestination destination, ServiceResource target) => DestinationPort(destination.Port, target);
+
+    /// <summary>The port <paramref name="port"/> means on <paramref name="target"/>: itself, or the service's only port; null when that is ambiguous.</summary>
+    public static int? DestinationPort(int? port, ServiceResource target) =>
+        port ?? (target.Spec.Ports.Count == 1 ? target.Spec.Ports[0].Port : null);
 
     private static void MeshConfig(IReadOnlyList<Resource> all, List<ResourceProblem> problems)
     {
@@ -129,22 +132,30 @@ public static class ResourceSetValidator
             var rule = route.Spec.Http[r];
             for (var d = 0; d < rule.Route.Count; d++)
             {
-                var destination = rule.Route[d];
-                var field = $"spec.http[{r}].route[{d}].destination";
-                if (!byHost.TryGetValue(destination.Host, out var target))
-                {
-                    problems.Add(At(route, $"{field}.host", $"no Service answers to host '{destination.Host}'"));
-                    continue;
-                }
-
-                var port = DestinationPort(destination, target);
-                if (port is null || !target.Spec.Ports.Any(p => p.Port == port))
-                {
-                    problems.Add(At(route, $"{field}.port.number", port is null
-                        ? $"Service {target.Metadata.Name} has several ports; say which one"
-                        : $"Service {target.Metadata.Name} has no port {port}"));
-                }
+                Destination(route, $"spec.http[{r}].route[{d}].destination", rule.Route[d].Host, rule.Route[d].Port, byHost, problems);
             }
+
+            if (rule.Mirror is { } mirror)
+            {
+                Destination(route, $"spec.http[{r}].mirror", mirror.Host, mirror.Port, byHost, problems);
+            }
+        }
+    }
+
+    private static void Destination(HttpRouteResource route, string field, string host, int? requested, Dictionary<string, ServiceResource> byHost, List<ResourceProblem> problems)
+    {
+        if (!byHost.TryGetValue(host, out var target))
+        {
+            problems.Add(At(route, $"{field}.host", $"no Service answers to host '{host}'"));
+            return;
+        }
+
+        var port = DestinationPort(requested, target);
+        if (port is null || !target.Spec.Ports.Any(p => p.Port == port))
+        {
+            problems.Add(At(route, $"{field}.port.number", port is null
+                ? $"Service {target.Metadata.Name} has several ports; say which one"
+                : $"Service {target.Metadata.Name} has no port {port}"));
         }
     }
 

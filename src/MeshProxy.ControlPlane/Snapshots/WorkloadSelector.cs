@@ -67,7 +67,7 @@ internal static class WorkloadSelector
 
         var selectedRoutes = new HashSet<StoredResource>(ReferenceEqualityComparer.Instance);
 
-        // A route is sent with every service it names (its hosts and its destinations), or the sidecar
+        // A route is sent with every service it names (its hosts, its destinations and its mirrors), or the sidecar
         // could not build it; those services bring their own routes in turn, until nothing changes.
         for (var changed = true; changed;)
         {
@@ -82,7 +82,7 @@ internal static class WorkloadSelector
 
                 selectedRoutes.Add(route);
                 changed = true;
-                foreach (var host in spec.Hosts.Concat(spec.Http.SelectMany(r => r.Route).Select(d => d.Host)))
+                foreach (var host in spec.Hosts.Concat(spec.Http.SelectMany(r => r.Route).Select(d => d.Host)).Concat(spec.Http.Select(r => r.Mirror?.Host).OfType<string>()))
                 {
                     if (index.FirstService(host) is { } target)
                     {

@@ -61,7 +61,8 @@ internal sealed class AdminEndpoints(SnapshotStore store, ISidecarControl lifecy
                 v.DefaultCluster.Protocol,
                 v.DefaultCluster.Endpoints.Select(e => new ConfigDumpEndpoint(e.Address, e.Port, e.Weight, e.Identity)),
                 ResilienceDump.Of(v.DefaultCluster, now),
-                v.Rules.Select(r => new ConfigDumpRule(r.Name, r.Destinations.Select(d => new ConfigDumpDestination(d.Cluster.Name, d.Weight)))))),
+                v.Rules.Select(r => new ConfigDumpRule(r.Name, r.Destinations.Select(d => new ConfigDumpDestination(d.Cluster.Name, d.Weight)),
+                    r.Mirror is { } m ? new ConfigDumpMirror(m.Cluster.Name, m.Percentage) : null)))),
             snapshot.Resources.Select(r => new ConfigDumpResource(r.Kind, r.Metadata.Namespace, r.Metadata.Name, r.Source.ToString())));
         context.Response.ContentType = "application/json";
         return JsonSerializer.SerializeAsync(context.Response.Body, dump, AdminJsonContext.Default.ConfigDump, context.RequestAborted);

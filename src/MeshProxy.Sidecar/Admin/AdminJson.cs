@@ -49,7 +49,10 @@ internal sealed record ConfigDumpVirtualHost(
 
 internal sealed record ConfigDumpEndpoint(string Address, int Port, int Weight, string? Identity);
 
-internal sealed record ConfigDumpRule(string Name, IEnumerable<ConfigDumpDestination> Destinations);
+internal sealed record ConfigDumpRule(string Name, IEnumerable<ConfigDumpDestination> Destinations, ConfigDumpMirror? Mirror);
+
+/// <summary>A rule's mirror: the cluster copies go to and the percentage of the rule's requests copied.</summary>
+internal sealed record ConfigDumpMirror(string Cluster, double Percentage);
 
 internal sealed record ConfigDumpDestination(string Cluster, int Weight);
 

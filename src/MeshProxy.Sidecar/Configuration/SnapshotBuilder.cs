@@ -176,7 +176,10 @@ internal static class SnapshotBuilder
 
                 if (destinations.Count > 0 || rule.Redirect is not null)
                 {
-                    rules.Add(new RouteRule(rule.Name, rule.Match, destinations, rule.Timeout, rule.Retries, RouteFilters.From(rule)));
+                    var mirror = rule.Mirror is { } m
+                        ? new RouteMirror(clusters[(byHost[m.Host], ResourceSetValidator.DestinationPort(m.Port, byHost[m.Host])!.Value)], m.Percentage)
+                        : null;
+                    rules.Add(new RouteRule(rule.Name, rule.Match, destinations, rule.Timeout, rule.Retries, RouteFilters.From(rule), mirror));
                 }
             }
 

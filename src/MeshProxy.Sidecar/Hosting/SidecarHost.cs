@@ -95,6 +95,8 @@ internal static class SidecarHost
         services.AddHttpForwarder();
         services.AddSingleton<Resilience.IUpstreamSender, UpstreamSender>();
         services.AddSingleton<Resilience.ResilientForwarder>();
+        services.AddSingleton(new Mirroring.MirrorOptions()); // a test's configureServices registers its own after
+        services.AddSingleton<Mirroring.RequestMirror>();
         services.AddSingleton<EgressResolver>();
         services.AddSingleton<EgressGate>();
         services.AddSingleton<EgressForwarder>();

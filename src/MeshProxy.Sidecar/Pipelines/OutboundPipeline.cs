@@ -3,6 +3,7 @@ using MeshProxy.Sidecar.Configuration;
 using MeshProxy.Sidecar.Egress;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Listeners;
+using MeshProxy.Sidecar.Mirroring;
 using MeshProxy.Sidecar.Resilience;
 using MeshProxy.Sidecar.Routing;
 using MeshProxy.Sidecar.Runtime;
@@ -21,11 +22,14 @@ namespace MeshProxy.Sidecar.Pipelines;
 /// -> [not a mesh service: egress, decided by EgressPolicy]
 /// -> route match -> [the rule's header changes and rewrite; a redirect answered here]
 /// -> [mTLS destination and no certificate yet: held, else 503 SNR]
+/// -> [the rule mirrors and the request wins the draw: its body tapped]
 /// -> load balancing, retries, timeouts, circuit breaking, forwarding
+/// -> [a copy to the mirror, fire and forget]
 /// -> failures as response flags -> telemetry (reporter=source).
 /// </summary>
 internal sealed class OutboundPipeline(
-    RuntimeStore runtimes, OutboundReadiness readiness, ResilientForwarder resilience, EgressForwarder egress, SidecarTelemetry telemetry, ILogger<OutboundPipeline> logger)
+    RuntimeStore runtimes, OutboundReadiness readiness, ResilientForwarder resilience, EgressForwarder egress, RequestMirror mirroring, SidecarTelemetry telemetry,
+    ILogger<OutboundPipeline> logger)
 {
     private const string Direction = "outbound";
 
@@ -115,9 +119,20 @@ internal sealed class OutboundPipeline(
 
             telemetry.MeterUpgrade(context, runtime.Labels, ref record, outbound: true);
 
+            // 3c. Mirroring (Mirroring/RequestMirror.cs): a rule without a mirror costs this one null check. One that
+            //     has one draws against its percentage and taps the body the primary send is about to read.
+            var copy = rule?.Mirror is { } mirror ? mirroring.Begin(context, mirror) : null;
+
             // 4. Load balancing, attempts and forwarding: circuit breaking, an endpoint per attempt,
             //    timeouts, retries within the budget; failures answered with their response flag.
             var result = await resilience.ForwardAsync(context, cluster, rule, runtime.Labels.PeerHeader);
+
+            // 4a. The copy leaves, whatever the primary's outcome; the primary's answer is already written.
+            if (copy is not null)
+            {
+                mirroring.Send(context, copy);
+            }
+
             record.Endpoint = result.Endpoint;
             record.Peer = result.Peer;
             record.PeerPrincipal = result.PeerPrincipal;

@@ -49,7 +49,8 @@ internal sealed record WeightedCluster(Cluster Cluster, int Weight);
 
 /// <summary>One compiled HTTP route rule; a redirect rule has no destinations and always has <see cref="Filters"/>.</summary>
 internal sealed class RouteRule(
-    string name, IReadOnlyList<HttpMatch> matches, IReadOnlyList<WeightedCluster> destinations, TimeSpan? timeout, RetryPolicySpec? retries, RouteFilters? filters = null)
+    string name, IReadOnlyList<HttpMatch> matches, IReadOnlyList<WeightedCluster> destinations, TimeSpan? timeout, RetryPolicySpec? retries, RouteFilters? filters = null,
+    RouteMirror? mirror = null)
 {
     private readonly WeightedCluster[] _destinations = [.. destinations];
     private readonly int _totalWeight = destinations.Sum(d => d.Weight);
@@ -66,6 +67,9 @@ internal sealed class RouteRule(
 
     /// <summary>Header changes, rewrite or redirect; null when the rule has none.</summary>
     public RouteFilters? Filters { get; } = filters;
+
+    /// <summary>Where a copy of the rule's requests goes (Mirroring/RequestMirror.cs); null when the rule mirrors nothing.</summary>
+    public RouteMirror? Mirror { get; } = mirror;
 
     /// <summary>The retries compiled for the attempt loop (Istio's default when the rule sets none).</summary>
     public RetryPolicy RetryPolicy { get; } = RetryPolicy.From(retries);

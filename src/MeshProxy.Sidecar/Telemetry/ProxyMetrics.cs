@@ -76,6 +76,15 @@ internal sealed class ProxyMetrics
 
     // ---- end of authorization ----------------------------------------------------------------------
 
+    private readonly Counter _mirrorRequests;
+
+    /// <summary>
+    /// One request a route mirrors (it won the mirrorPercentage draw): result "mirrored" (the copy got an answer, any
+    /// status), "failed" (no answer: refused, reset, timed out), "skipped_concurrency" (the cap on copies in flight
+    /// was reached), "skipped_body" (the body was over the limit or not read whole by the primary send).
+    /// </summary>
+    public void MirrorRequest(string result) => _mirrorRequests.WithLabels(result).Inc();
+
     private readonly Counter _inboundPlaintext;
     private readonly ConcurrentDictionary<(int Port, MtlsMode Mode), Counter.Child> _inboundPlaintextByPort = new();
 
@@ -105,6 +114,8 @@ internal sealed class ProxyMetrics
             "meshproxy_request_authentication_total", "Inbound requests to a workload with RequestAuthentication, per result (valid, no_token, or why the token was refused).", ["result"]);
         _externalAuthorization = metrics.CreateCounter(
             "meshproxy_ext_authz_total", "Checks sent to external authorization providers (CUSTOM policies), per provider and result (allow, deny, error_allow, error_deny).", ["provider", "result"]);
+        _mirrorRequests = metrics.CreateCounter(
+            "meshproxy_mirror_requests_total", "Outbound requests a route mirrors (won the mirrorPercentage draw), per result (mirrored, failed, skipped_concurrency, skipped_body).", ["result"]);
         _configInfo = metrics.CreateGauge(
             "meshproxy_config_info", "The configuration version in force (always 1; a replaced version's series is removed).", ["version"]);
         _configApplied = metrics.CreateGauge(

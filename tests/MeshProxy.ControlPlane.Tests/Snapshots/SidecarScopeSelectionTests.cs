@@ -43,9 +43,30 @@ public sealed class SidecarScopeSelectionTests
     [InlineData("\"billing/cart\"", "")]                                                 // the host exists, not in that namespace
     [InlineData("\"*/*.shop\"", "shop/cart shop/search")]                                // a wildcard host
     [InlineData("\"shop/*\", \"billing/payments.billing\"", "billing/payments shop/cart shop/search")]
-    public void A_scoped_workload_reaches_the_services_its_egress_hosts_name(string? egress, string expected)
+    public void A_scoped_workload_reaches_the_services_its_egress_hosts_name(string? egress, string expected) =>
+        Assert.Equal(expected.Split(' ', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal), Reached(egress, string.Empty));
+
+    [Fact]
+    public void A_route_the_workload_reaches_brings_its_mirror_service_along()
     {
-        var yaml = Services + (egress is null ? string.Empty : $$"""
+        // Without search.shop the sidecar could not build the route (its mirror names a Service it does not know).
+        const string route = """
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: HttpRoute
+            metadata: { name: cart, namespace: shop }
+            spec:
+              hosts: [cart.shop]
+              http: [{ route: [{ destination: { host: cart.shop } }], mirror: { host: search.shop } }]
+
+            """;
+
+        Assert.Equal(["shop/cart", "shop/search"], Reached("\"shop/cart\"", route));
+    }
+
+    private static IOrderedEnumerable<string> Reached(string? egress, string extra)
+    {
+        var yaml = Services + extra + (egress is null ? string.Empty : $$"""
             ---
             apiVersion: meshproxy.io/v1alpha1
             kind: Sidecar
@@ -58,11 +79,9 @@ public sealed class SidecarScopeSelectionTests
         var parsed = ResourceParser.ParseText(yaml, "scope.yaml").ThrowIfInvalid();
         var state = ConfigState.Empty with { Generation = 1, Resources = [.. parsed.Resources.Select(r => new StoredResource(r, string.Empty, "v"))] };
 
-        var reached = WorkloadSelector.Select(state, new Workload("web", "shop", "web", new Dictionary<string, string>()))
+        return WorkloadSelector.Select(state, new Workload("web", "shop", "web", new Dictionary<string, string>()))
             .Where(r => r.Resource.Kind == "Service")
             .Select(r => $"{r.Resource.Metadata.Namespace}/{r.Resource.Metadata.Name}")
             .Order(StringComparer.Ordinal);
-
-        Assert.Equal(expected.Split(' ', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal), reached);
     }
 }

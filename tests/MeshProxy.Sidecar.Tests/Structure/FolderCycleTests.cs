@@ -27,6 +27,7 @@ public sealed partial class FolderCycleTests
         ["Resilience"] = ["LoadBalancing", "Routing", "Telemetry"],
         ["Forwarding"] = ["Authorization", "Configuration", "Identity", "LoadBalancing", "Resilience", "Routing", "Telemetry"],
         ["Egress"] = ["Forwarding", "Telemetry"],
+        ["Mirroring"] = ["Forwarding", "LoadBalancing", "Resilience", "Routing", "Telemetry"],
         ["Runtime"] = ["Configuration", "Forwarding", "Resilience", "Routing", "Telemetry"],
     };
 

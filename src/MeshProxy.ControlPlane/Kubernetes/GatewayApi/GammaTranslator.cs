@@ -29,9 +29,11 @@ internal sealed record GammaResult(IReadOnlyList<StoredResource> Resources, IRea
 /// becomes one rule of ours, so the first-match order of our model gives the Gateway API's most-specific-match semantics.
 /// Filters map onto the route model: RequestHeaderModifier/ResponseHeaderModifier to headers.request/response,
 /// URLRewrite to rewrite, RequestRedirect to redirect (the rule then forwards nowhere), PathPrefix matches to
-/// uri.pathPrefix so that ReplacePrefixMatch replaces whole segments.
+/// uri.pathPrefix so that ReplacePrefixMatch replaces whole segments, RequestMirror (HTTPRoute and GRPCRoute) to mirror and
+/// mirrorPercentage (one per rule; a mirror backendRef that does not resolve is dropped with ResolvedRefs False, the rule
+/// still served).
 /// <para>
-/// Nothing is silently dropped: a field the route model cannot honour (RequestMirror, ExtensionRef and other filter
+/// Nothing is silently dropped: a field the route model cannot honour (ExtensionRef and other filter
 /// types, per-backend filters, session persistence...) makes the route not Accepted with reason UnsupportedValue
 /// naming it, and the route is not served; a backendRef that cannot be resolved sets ResolvedRefs False (InvalidKind, RefNotPermitted,
 /// BackendNotFound) and its rule is not served (the Gateway API asks for a 500 there, which the route model has
@@ -195,7 +197,7 @@ internal static partial class GammaTranslator
             }
         }
 
-        var filters = Filters(rule, grpc, field, unsupported);
+        var filters = Filters(route, rule, grpc, field, services, unsupported, unresolved);
         var redirect = filters.ContainsKey("redirect");
 
         // A redirect rule forwards nowhere: its backendRefs, if any, are still resolved for ResolvedRefs, never used.
@@ -306,38 +308,14 @@ internal static partial class GammaTranslator
                 continue;
             }
 
-            if (!IsServiceRef(backend, string.Empty, "Service"))
+            if (Resolve(route, backend, at, services, unresolved) is not { } resolved)
             {
-                unresolved.Add(("InvalidKind", $"{at}: only Services (group \"\", kind Service) can be backends"));
-                ok = false;
-                continue;
-            }
-
-            var ns = Text(backend, "namespace") ?? route.Namespace;
-            var name = Text(backend, "name") ?? string.Empty;
-            if (ns != route.Namespace)
-            {
-                unresolved.Add(("RefNotPermitted", $"{at}: Service {ns}/{name} is in another namespace (ReferenceGrant is not supported)"));
                 ok = false;
                 continue;
             }
 
             var weight = backend.TryGetProperty("weight", out var w) && w.TryGetInt64(out var wv) ? wv : 1;
-            if (!services.TryGetValue($"{ns}/{name}", out var service))
-            {
-                unresolved.Add(("BackendNotFound", $"{at}: no Service {ns}/{name}"));
-                ok = false;
-                continue;
-            }
-
-            if (!backend.TryGetProperty("port", out var p) || !p.TryGetInt32(out var port) || !service.Spec.Ports.Any(sp => sp.Port == port))
-            {
-                unresolved.Add(("BackendNotFound", $"{at}: Service {ns}/{name} has no port {(p.ValueKind == JsonValueKind.Undefined ? "(port is required)" : p.ToString())}"));
-                ok = false;
-                continue;
-            }
-
-            found.Add((HostOf(service), port, weight));
+            found.Add((resolved.Host, resolved.Port, weight));
         }
 
         var total = found.Sum(f => f.Weight);
@@ -364,6 +342,97 @@ internal static partial class GammaTranslator
             ["destination"] = new JsonObject { ["host"] = f.Host, ["port"] = new JsonObject { ["number"] = f.Port } },
             ["weight"] = percents[i],
         })]);
+    }
+
+    /// <summary>
+    /// A backendRef (of a rule, or of a RequestMirror filter) as a Service host and port, or null with the reason in
+    /// <paramref name="unresolved"/>: not a Service (InvalidKind), in another namespace (RefNotPermitted), no such Service
+    /// or port (BackendNotFound).
+    /// </summary>
+    private static (string Host, int Port)? Resolve(CustomObject route, JsonElement backend, string at, Dictionary<string, ServiceResource> services, List<(string Reason, string Message)> unresolved)
+    {
+        if (!IsServiceRef(backend, string.Empty, "Service"))
+        {
+            unresolved.Add(("InvalidKind", $"{at}: only Services (group \"\", kind Service) can be backends"));
+            return null;
+        }
+
+        var ns = Text(backend, "namespace") ?? route.Namespace;
+        var name = Text(backend, "name") ?? string.Empty;
+        if (ns != route.Namespace)
+        {
+            unresolved.Add(("RefNotPermitted", $"{at}: Service {ns}/{name} is in another namespace (ReferenceGrant is not supported)"));
+            return null;
+        }
+
+        if (!services.TryGetValue($"{ns}/{name}", out var service))
+        {
+            unresolved.Add(("BackendNotFound", $"{at}: no Service {ns}/{name}"));
+            return null;
+        }
+
+        if (!backend.TryGetProperty("port", out var p) || !p.TryGetInt32(out var port) || !service.Spec.Ports.Any(sp => sp.Port == port))
+        {
+            unresolved.Add(("BackendNotFound", $"{at}: Service {ns}/{name} has no port {(p.ValueKind == JsonValueKind.Undefined ? "(port is required)" : p.ToString())}"));
+            return null;
+        }
+
+        return (HostOf(service), port);
+    }
+
+    /// <summary>
+    /// RequestMirror as our rule's mirror and mirrorPercentage: percent (whole percent) or fraction (numerator over
+    /// denominator, 100 by default), neither meaning every request. A backendRef that does not resolve is dropped, as
+    /// the Gateway API says (ResolvedRefs False with its reason), and the rule is still served, without the mirror.
+    /// </summary>
+    private static void Mirror(CustomObject route, JsonElement mirror, string field, Dictionary<string, ServiceResource> services, JsonObject result,
+        List<string> unsupported, List<(string Reason, string Message)> unresolved)
+    {
+        double percentage = 100;
+        var hasPercent = mirror.TryGetProperty("percent", out var percent);
+        var hasFraction = mirror.TryGetProperty("fraction", out var fraction);
+        if (hasPercent && hasFraction)
+        {
+            unsupported.Add($"{field}: set percent or fraction, not both");
+            return;
+        }
+
+        if (hasPercent)
+        {
+            if (!percent.TryGetInt32(out var p) || p is < 0 or > 100)
+            {
+                unsupported.Add($"{field}.percent: '{percent}' is not a whole percent (0-100)");
+                return;
+            }
+
+            percentage = p;
+        }
+        else if (hasFraction)
+        {
+            var numerator = fraction.ValueKind == JsonValueKind.Object && fraction.TryGetProperty("numerator", out var n) && n.TryGetInt32(out var nv) ? nv : -1;
+            var denominator = fraction.ValueKind == JsonValueKind.Object && fraction.TryGetProperty("denominator", out var d) ? (d.TryGetInt32(out var dv) ? dv : 0) : 100;
+            if (numerator < 0 || denominator <= 0 || numerator > denominator)
+            {
+                unsupported.Add($"{field}.fraction: '{fraction}' is not a fraction of requests (0 <= numerator <= denominator, denominator > 0)");
+                return;
+            }
+
+            percentage = numerator * 100.0 / denominator;
+        }
+
+        if (!mirror.TryGetProperty("backendRef", out var backend) || backend.ValueKind != JsonValueKind.Object)
+        {
+            unresolved.Add(("BackendNotFound", $"{field}.backendRef: none; the rule is served without its mirror"));
+            return;
+        }
+
+        if (Resolve(route, backend, $"{field}.backendRef", services, unresolved) is not { } resolved)
+        {
+            return;
+        }
+
+        result["mirror"] = new JsonObject { ["host"] = resolved.Host, ["port"] = new JsonObject { ["number"] = resolved.Port } };
+        result["mirrorPercentage"] = new JsonObject { ["value"] = percentage };
     }
 
     private static MatchShape HttpMatch(JsonElement match, string field, List<string> unsupported)
@@ -562,7 +631,8 @@ internal static partial class GammaTranslator
     /// a path modifier replaces the prefix (its matches must then be PathPrefix). What cannot be mapped is named in
     /// <paramref name="unsupported"/>.
     /// </summary>
-    private static JsonObject Filters(JsonElement rule, bool grpc, string field, List<string> unsupported)
+    private static JsonObject Filters(CustomObject route, JsonElement rule, bool grpc, string field, Dictionary<string, ServiceResource> services,
+        List<string> unsupported, List<(string Reason, string Message)> unresolved)
     {
         var result = new JsonObject();
         if (!rule.TryGetProperty("filters", out var filters) || filters.ValueKind != JsonValueKind.Array)
@@ -603,11 +673,14 @@ internal static partial class GammaTranslator
                 case "RequestRedirect" when !grpc && filter.TryGetProperty("requestRedirect", out var redirect):
                     result["redirect"] = Redirect(redirect, result, $"{at}.requestRedirect", unsupported);
                     break;
-                case "RequestHeaderModifier" or "ResponseHeaderModifier" or "URLRewrite" or "RequestRedirect" when !grpc || type.EndsWith("HeaderModifier", StringComparison.Ordinal):
+                case "RequestMirror" when filter.TryGetProperty("requestMirror", out var mirror):
+                    Mirror(route, mirror, $"{at}.requestMirror", services, result, unsupported, unresolved);
+                    break;
+                case "RequestHeaderModifier" or "ResponseHeaderModifier" or "URLRewrite" or "RequestRedirect" or "RequestMirror" when !grpc || type.EndsWith("HeaderModifier", StringComparison.Ordinal) || type == "RequestMirror":
                     unsupported.Add($"{at}: type {type} without its {char.ToLowerInvariant(type[0])}{type[1..]} field");
                     break;
                 default:
-                    unsupported.Add($"{at}: {(type.Length == 0 ? "a filter without a type" : type)} is not supported by the mesh's sidecars{(type is "RequestMirror" or "ExtensionRef" ? string.Empty : grpc ? " for a GRPCRoute" : string.Empty)}");
+                    unsupported.Add($"{at}: {(type.Length == 0 ? "a filter without a type" : type)} is not supported by the mesh's sidecars{(type is "ExtensionRef" ? string.Empty : grpc ? " for a GRPCRoute" : string.Empty)}");
                     break;
             }
         }

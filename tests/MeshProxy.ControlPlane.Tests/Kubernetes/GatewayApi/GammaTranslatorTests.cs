@@ -166,7 +166,10 @@ public sealed class GammaTranslatorTests
     }
 
     [Theory]
-    [InlineData("""[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"reviews-v2","port":9080}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0]: RequestMirror is not supported")]
+    [InlineData("""[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"reviews-v2","port":9080},"percent":5,"fraction":{"numerator":1}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0].requestMirror: set percent or fraction, not both")]
+    [InlineData("""[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"reviews-v2","port":9080}}},{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"reviews-v1","port":80}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "RequestMirror appears more than once")]
+    [InlineData("""[{"filters":[{"type":"RequestMirror"}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "type RequestMirror without its requestMirror field")]
+    [InlineData("""[{"filters":[{"type":"RequestRedirect","requestRedirect":{"scheme":"https"}},{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"reviews-v2","port":9080}}}]}]""", "a rule with a redirect forwards nothing to mirror")]
     [InlineData("""[{"filters":[{"type":"ExtensionRef","extensionRef":{"group":"x.io","kind":"Lua","name":"f"}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].filters[0]: ExtensionRef is not supported")]
     [InlineData("""[{"filters":[{"type":"URLRewrite","urlRewrite":{"hostname":"a"}},{"type":"RequestRedirect","requestRedirect":{"scheme":"https"}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "URLRewrite and RequestRedirect cannot be used in one rule")]
     [InlineData("""[{"matches":[{"path":{"type":"Exact","value":"/a"}}],"filters":[{"type":"URLRewrite","urlRewrite":{"path":{"type":"ReplacePrefixMatch","replacePrefixMatch":"/b"}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]""", "spec.rules[0].matches[0].path: ReplacePrefixMatch needs a PathPrefix match")]
@@ -185,6 +188,54 @@ public sealed class GammaTranslatorTests
         Assert.Null(route);
         AssertCondition(status, "Accepted", false, "UnsupportedValue");
         Assert.Contains(message, status.Parents[0].Conditions[0].Message, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string, string, string, string, string> MirrorCases() => new()
+    {
+        // requestMirror JSON, our rule's mirror ("host:port percent", or "none"), Accepted reason, ResolvedRefs reason, a part of ResolvedRefs' message
+        { """{"backendRef":{"name":"reviews-v2","port":9080}}""", "reviews-v2.shop:9080 100", "Accepted", "ResolvedRefs", "every backendRef resolved" },
+        { """{"backendRef":{"group":"","kind":"Service","name":"reviews-v2","port":9080},"percent":25}""", "reviews-v2.shop:9080 25", "Accepted", "ResolvedRefs", "" },
+        { """{"backendRef":{"name":"reviews-v2","port":9080},"percent":0}""", "reviews-v2.shop:9080 0", "Accepted", "ResolvedRefs", "" },
+        { """{"backendRef":{"name":"reviews-v2","port":9080},"fraction":{"numerator":1,"denominator":8}}""", "reviews-v2.shop:9080 12.5", "Accepted", "ResolvedRefs", "" },
+        { """{"backendRef":{"name":"reviews-v2","port":9080},"fraction":{"numerator":3}}""", "reviews-v2.shop:9080 3", "Accepted", "ResolvedRefs", "" },
+        { """{"backendRef":{"name":"multi","port":81}}""", "multi.shop:81 100", "Accepted", "ResolvedRefs", "" },
+        // A mirror backend that does not resolve is dropped as the Gateway API says: the rule is served without it.
+        { """{"backendRef":{"name":"nowhere","port":80}}""", "none", "Accepted", "BackendNotFound", "spec.rules[0].filters[0].requestMirror.backendRef: no Service shop/nowhere" },
+        { """{"backendRef":{"name":"reviews-v2","port":80}}""", "none", "Accepted", "BackendNotFound", "Service shop/reviews-v2 has no port 80" },
+        { """{"backendRef":{"name":"reviews-v2"}}""", "none", "Accepted", "BackendNotFound", "(port is required)" },
+        { """{"backendRef":{"name":"other","namespace":"elsewhere","port":80}}""", "none", "Accepted", "RefNotPermitted", "ReferenceGrant is not supported" },
+        { """{"backendRef":{"group":"x.io","kind":"Bucket","name":"b"}}""", "none", "Accepted", "InvalidKind", "only Services" },
+        { """{"percent":10}""", "none", "Accepted", "BackendNotFound", "requestMirror.backendRef: none" },
+        // Bad shares make the route not Accepted (never a silently different share).
+        { """{"backendRef":{"name":"reviews-v2","port":9080},"percent":101}""", "unserved", "UnsupportedValue", "ResolvedRefs", "" },
+        { """{"backendRef":{"name":"reviews-v2","port":9080},"fraction":{"numerator":5,"denominator":4}}""", "unserved", "UnsupportedValue", "ResolvedRefs", "" },
+        { """{"backendRef":{"name":"reviews-v2","port":9080},"fraction":{"numerator":1,"denominator":0}}""", "unserved", "UnsupportedValue", "ResolvedRefs", "" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MirrorCases))]
+    public void RequestMirror_becomes_the_rules_mirror_with_its_share_and_its_backend_resolved_like_a_backendRef(
+        string mirror, string expected, string accepted, string resolvedRefs, string message)
+    {
+        foreach (var kind in (string[])["HTTPRoute", "GRPCRoute"])
+        {
+            var (route, status) = TranslateOne(Route($$$"""
+                [{"filters":[{"type":"RequestMirror","requestMirror":{{{mirror}}}}],"backendRefs":[{"name":"reviews-v1","port":80}]}]
+                """, kind: kind));
+
+            AssertCondition(status, "Accepted", accepted == "Accepted", accepted);
+            AssertCondition(status, "ResolvedRefs", resolvedRefs == "ResolvedRefs", resolvedRefs);
+            Assert.Contains(message, status.Parents[0].Conditions.Single(c => c.Type == "ResolvedRefs").Message, StringComparison.Ordinal);
+            if (expected == "unserved")
+            {
+                Assert.Null(route);
+                continue;
+            }
+
+            var rule = Assert.Single(route!.Spec.Http);
+            Assert.Equal(["reviews-v1.shop"], rule.Route.Select(d => d.Host)); // the primary is untouched
+            Assert.Equal(expected, rule.Mirror is { } m ? $"{m.Host}:{m.Port} {m.Percentage.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "none");
+        }
     }
 
     [Fact]
