@@ -35,6 +35,13 @@ internal sealed class RequestMirror(UpstreamTransport transport, MirrorOptions o
             return null;
         }
 
+        // Already at the cap: no copy will leave, so no body buffer is taken for it (Send reserves the slot for real).
+        if (Volatile.Read(ref _inFlight) >= options.MaxConcurrent)
+        {
+            telemetry.Proxy.MirrorRequest(Results.SkippedConcurrency);
+            return null;
+        }
+
         var request = context.Request;
         var declared = request.ContentLength;
         if (declared > options.BodyLimit)
