@@ -30,6 +30,9 @@ namespace MeshProxy.Sidecar.Tcp;
 internal sealed class TcpProxy(
     RuntimeStore runtimes, SidecarIdentity identity, UpstreamTls upstreamTls, ExternalAuthorizer external, SidecarTelemetry telemetry, TimeProvider time, ILogger<TcpProxy> logger)
 {
+    // Inbound TCP streams open now (authorized and under the limit), for the Sidecar's inbound maxConnections.
+    private int _inboundStreams;
+
     /// <summary>Outbound: a captured connection whose original destination is <paramref name="service"/>'s TCP port.</summary>
     public async Task OutboundAsync(ConnectionContext connection, RuntimeSnapshot runtime, VirtualHost service)
     {
@@ -158,7 +161,35 @@ internal sealed class TcpProxy(
             return;
         }
 
+        // The Sidecar's inboundConnectionPool.tcp.maxConnections: past it a stream is refused before the app is dialled,
+        // as the outbound side refuses one over its cluster's limit. Counted across snapshots, so a reload neither
+        // forgets open streams nor lets more in.
         var app = snapshot.InboundCluster;
+        var limit = snapshot.Sidecar.Spec.InboundMaxConnections;
+        if (Interlocked.Increment(ref _inboundStreams) > (limit ?? int.MaxValue))
+        {
+            Interlocked.Decrement(ref _inboundStreams);
+            logger.ConnectionOverflow(app.Name, limit!.Value);
+            app.State.Stats.Overflowed(); // meshproxy_upstream_overflow_total{cluster="inbound|<port>||"}
+            Refused(labels.Inbound(null, peer, null), security, ResponseFlags.UpstreamOverflow);
+            connection.Abort();
+            return;
+        }
+
+        try
+        {
+            await ToAppAsync(connection, tls, peer, port, runtime, app, security);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inboundStreams);
+        }
+    }
+
+    /// <summary>Inbound, once authorized and under the limit: the metadata exchange, the app dialled, the splice.</summary>
+    private async Task ToAppAsync(ConnectionContext connection, SslStream? tls, PeerIdentity? peer, int port, RuntimeSnapshot runtime, Cluster app, string security)
+    {
+        var labels = runtime.Labels;
         StreamEnd? upstream = null;
         var metadata = PeerFrame.Unknown;
         try

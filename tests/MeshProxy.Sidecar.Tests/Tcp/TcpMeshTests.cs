@@ -121,6 +121,39 @@ public sealed partial class TcpMeshTests
     }
 
     [Fact]
+    public async Task The_sidecars_inbound_max_connections_bounds_inbound_tcp_streams_and_the_overflow_is_refused_and_counted()
+    {
+        await using var world = await TcpWorld.StartAsync(billingSpec: "inboundConnectionPool: { tcp: { maxConnections: 1 } }");
+
+        // One stream into billing open and held: the inbound limit's only slot.
+        var holder = world.HoldGreeter(StoreUid);
+        try
+        {
+            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+
+            // A second stream meanwhile is refused by billing's sidecar before it dials the app: no banner.
+            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
+            Assert.Empty(Lines(refused));
+        }
+        finally
+        {
+            await holder.DisposeAsync();
+        }
+
+        // The held stream's end gives its slot back.
+        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
+        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
+
+        // Counted on billing's side as an outbound overflow is: closed with UO and no bytes, and the inbound cluster's
+        // overflow counter.
+        var destination = await world.WaitForClosedAsync(world.BillingStats, "destination", 3);
+        var overflow = Assert.Single(destination.Find("istio_tcp_connections_closed_total", ("response_flags", "UO")));
+        Assert.Equal(1, overflow.Value);
+        Assert.Equal(0, destination.Sum("istio_tcp_received_bytes_total", ("response_flags", "UO")));
+        Assert.Equal(1, destination.Sum("meshproxy_upstream_overflow_total", ("cluster", $"inbound|{GreeterPort}||")));
+    }
+
+    [Fact]
     public async Task A_custom_policy_asks_its_ext_authz_provider_once_per_tcp_connection_and_fails_closed_when_it_is_down()
     {
         await using var world = await TcpWorld.StartAsync(billingPolicies: $"""
@@ -227,9 +260,12 @@ public sealed partial class TcpMeshTests
 
         private readonly string _billingPolicies;
 
-        private TcpWorld(NetworkNamespace client, NetworkNamespace server, string dir, string storePolicies, string billingPolicies)
+        private readonly string _billingSpec;
+
+        private TcpWorld(NetworkNamespace client, NetworkNamespace server, string dir, string storePolicies, string billingPolicies, string billingSpec)
         {
             _billingPolicies = billingPolicies;
+            _billingSpec = billingSpec;
             ClientNs = client;
             ServerNs = server;
             _dir = dir;
@@ -250,13 +286,14 @@ public sealed partial class TcpMeshTests
 
         /// <param name="storePolicies">More resources for the store's sidecar (YAML documents, each after ---).</param>
         /// <param name="billingPolicies">More resources for billing's (the server's) sidecar, likewise.</param>
-        public static async Task<TcpWorld> StartAsync(string storePolicies = "", string billingPolicies = "")
+        /// <param name="billingSpec">One more line of billing's Sidecar spec (a flow mapping, at the spec's indentation).</param>
+        public static async Task<TcpWorld> StartAsync(string storePolicies = "", string billingPolicies = "", string billingSpec = "")
         {
             var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(dir);
             var client = await NetworkNamespace.CreateAsync();
             var server = await NetworkNamespace.CreateAsync();
-            var world = new TcpWorld(client, server, dir, storePolicies, billingPolicies);
+            var world = new TcpWorld(client, server, dir, storePolicies, billingPolicies, billingSpec);
             try
             {
                 await world.SetUpAsync();
@@ -342,7 +379,7 @@ public sealed partial class TcpMeshTests
                     - from: [{"{"} source: {"{"} principals: ["cluster.local/ns/test/sa/store"] {"}"} {"}"}]
                       to: [{"{"} operation: {"{"} ports: ["{GreeterPort}", "{EchoPort}"] {"}"} {"}"}]
                 {_billingPolicies}
-                """))));
+                """, _billingSpec))));
             var store = ClientNs.Start(RepoPaths.Sidecar("--config", Write("store", Sidecar("store", 15001, 15006, pki.WriteFiles(Path.Combine(_dir, "store-tls"), "store"), Services + "\n" + _storePolicies))));
             var impostor = ClientNs.Start(RepoPaths.Sidecar("--config", Write("impostor", Sidecar("impostor", 15011, 15016, pki.WriteFiles(Path.Combine(_dir, "impostor-tls"), "impostor"), Services))));
 
@@ -376,7 +413,7 @@ public sealed partial class TcpMeshTests
               endpoints: [{"{"} address: {ServerIp}, serviceAccount: billing {"}"}]
             """;
 
-        private static string Sidecar(string workload, int outbound, int inbound, TlsFiles tls, string rest) => $"""
+        private static string Sidecar(string workload, int outbound, int inbound, TlsFiles tls, string rest, string moreSpec = "") => $"""
             apiVersion: meshproxy.io/v1alpha1
             kind: Sidecar
             metadata: {"{"} name: {workload}, namespace: test {"}"}
@@ -386,6 +423,7 @@ public sealed partial class TcpMeshTests
               listeners: {"{"} outbound: {outbound}, inbound: {inbound}, admin: 0, stats: 0, inboundAddress: 0.0.0.0 {"}"}
               drainDuration: 1s
               tls: {"{"} certificateChainFile: {tls.Chain}, privateKeyFile: {tls.Key}, trustBundleFile: {tls.Bundle} {"}"}
+              {moreSpec}
             {rest}
             """;
 
