@@ -91,24 +91,8 @@ public sealed partial class TcpMeshTests
               connectionPool: { tcp: { maxConnections: 1 } }
             """);
 
-        // One stream open and held: the cluster's only connection.
-        var holder = world.HoldGreeter(StoreUid);
-        try
-        {
-            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
-
-            // A second stream meanwhile is refused before it reaches the service: no banner.
-            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
-            Assert.Empty(Lines(refused));
-        }
-        finally
-        {
-            await holder.DisposeAsync();
-        }
-
-        // The held stream's end gives its slot back: the next stream goes through.
-        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
-        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
+        // One stream open and held (the cluster's only connection), a second refused meanwhile, a third after it.
+        await OneSlotAsync(world);
 
         // Counted as Envoy counts an overflow: the stream opened and closed with UO and no bytes, and the cluster's
         // overflow counter (as for an HTTP request refused by the same limit).
@@ -125,24 +109,9 @@ public sealed partial class TcpMeshTests
     {
         await using var world = await TcpWorld.StartAsync(billingSpec: "inboundConnectionPool: { tcp: { maxConnections: 1 } }");
 
-        // One stream into billing open and held: the inbound limit's only slot.
-        var holder = world.HoldGreeter(StoreUid);
-        try
-        {
-            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
-
-            // A second stream meanwhile is refused by billing's sidecar before it dials the app: no banner.
-            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
-            Assert.Empty(Lines(refused));
-        }
-        finally
-        {
-            await holder.DisposeAsync();
-        }
-
-        // The held stream's end gives its slot back.
-        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
-        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
+        // One stream into billing open and held (the inbound limit's only slot), a second refused by billing's sidecar
+        // before it dials the app, a third after it.
+        await OneSlotAsync(world);
 
         // Counted on billing's side as an outbound overflow is: closed with UO and no bytes, and the inbound cluster's
         // overflow counter.
@@ -226,6 +195,28 @@ public sealed partial class TcpMeshTests
 
     private static Task<JsonElement> NextCheckAsync(NodePeer provider) =>
         provider.NextAsync(e => e.TryGetProperty("type", out var type) && type.GetString() == "check", TimeSpan.FromSeconds(20));
+
+    /// <summary>
+    /// Under a limit of one stream: a stream to the greeter held open gets the banner, a second one meanwhile gets
+    /// nothing, and once the first has ended its slot is given back and the next one goes through.
+    /// </summary>
+    private static async Task OneSlotAsync(TcpWorld world)
+    {
+        var holder = world.HoldGreeter(StoreUid);
+        try
+        {
+            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
+            Assert.Empty(Lines(refused));
+        }
+        finally
+        {
+            await holder.DisposeAsync();
+        }
+
+        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
+        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
+    }
 
     /// <summary>A client run again while the refusal it met is the slot of a stream that is still being closed.</summary>
     private static async Task<JsonElement> RetryAsync(Func<Task<JsonElement>> client)
