@@ -36,6 +36,19 @@ public sealed class ExplainCommandTests
 
         """;
 
+    /// <summary>billing's CUSTOM policy: requests to /charges* go to provider opa (on TCP, read as a DENY rule: every connection).</summary>
+    private const string OpaCustom = """
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: opa, namespace: shop }
+        spec:
+          action: CUSTOM
+          provider: { name: opa }
+          rules:
+            - to: [{ operation: { paths: ["/charges*"] } }]
+        """;
+
     private static (int Code, string Output) Explain(string dir, string? source, string method, string path, string? labels = null)
     {
         var output = new StringWriter();
@@ -99,17 +112,6 @@ public sealed class ExplainCommandTests
     [Fact]
     public void A_custom_policy_names_the_provider_that_would_be_asked_or_why_the_request_is_denied_without_asking()
     {
-        const string Custom = """
-            ---
-            apiVersion: meshproxy.io/v1alpha1
-            kind: AuthorizationPolicy
-            metadata: { name: opa, namespace: shop }
-            spec:
-              action: CUSTOM
-              provider: { name: opa }
-              rules:
-                - to: [{ operation: { paths: ["/charges*"] } }]
-            """;
         const string Mesh = """
             ---
             apiVersion: meshproxy.io/v1alpha1
@@ -122,7 +124,7 @@ public sealed class ExplainCommandTests
             """;
         const string Store = "spiffe://cluster.local/ns/shop/sa/store";
         var dir = RepoPaths.NewTempDirectory();
-        Yaml.Write(dir, "policies.yaml", Policies + Custom + "\n" + Mesh);
+        Yaml.Write(dir, "policies.yaml", Policies + OpaCustom + "\n" + Mesh);
 
         var (code, text) = Explain(dir, Store, "POST", "/charges");
         Assert.Equal(0, code);
@@ -137,7 +139,7 @@ public sealed class ExplainCommandTests
 
         // Without the provider in MeshConfig, the sidecar denies what the CUSTOM policy matches.
         var undefined = RepoPaths.NewTempDirectory();
-        Yaml.Write(undefined, "policies.yaml", Policies + Custom);
+        Yaml.Write(undefined, "policies.yaml", Policies + OpaCustom);
         (code, text) = Explain(undefined, Store, "POST", "/charges");
         Assert.Equal(1, code);
         Assert.StartsWith("DENY (403)\n", text, StringComparison.Ordinal);
@@ -169,16 +171,8 @@ public sealed class ExplainCommandTests
     public void The_custom_line_says_how_the_provider_is_reached_what_the_check_carries_and_what_it_does_to_a_tcp_connection(string provider, bool tcp, string verdict, string custom)
     {
         var dir = RepoPaths.NewTempDirectory();
-        Yaml.Write(dir, "policies.yaml", Policies + $$"""
-            ---
-            apiVersion: meshproxy.io/v1alpha1
-            kind: AuthorizationPolicy
-            metadata: { name: opa, namespace: shop }
-            spec:
-              action: CUSTOM
-              provider: { name: opa }
-              rules:
-                - to: [{ operation: { paths: ["/charges*"] } }]
+        Yaml.Write(dir, "policies.yaml", Policies + OpaCustom + $$"""
+
             ---
             apiVersion: meshproxy.io/v1alpha1
             kind: Service
