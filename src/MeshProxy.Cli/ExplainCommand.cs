@@ -155,7 +155,7 @@ internal static class ExplainCommand
         var declared = TcpPort(parsed, sidecar, ns, query.Port);
         if (declared is not null || query.Tcp)
         {
-            return ExplainConnection(query, engine, parsed, sourceIp, declared ?? "--tcp", labelText, applying, output);
+            return ExplainConnection(query, engine, mesh, parsed, sourceIp, declared ?? "--tcp", labelText, applying, output);
         }
 
         // The same two checks the inbound pipeline makes before evaluation.
@@ -233,7 +233,7 @@ internal static class ExplainCommand
         // CUSTOM first, as the sidecar does: a matching CUSTOM policy sends the request to its provider, whose answer
         // this command cannot know; it names the provider, and what the policies after it would decide.
         var custom = engine.MatchCustom(request);
-        var customText = Custom(engine, mesh, custom, out var customRefusal);
+        var customText = Custom(engine, mesh, parsed, custom, tcp: false, out var customRefusal);
         if (customRefusal is not null)
         {
             output.WriteLine("DENY (403)");
@@ -262,9 +262,22 @@ internal static class ExplainCommand
     /// every rule that uses an HTTP-only field is named with what Istio's rule makes of it on TCP.
     /// </summary>
     private static int ExplainConnection(
-        Query query, AuthorizationEngine engine, MeshProxy.Config.Parsing.ParseResult parsed, IPAddress sourceIp, string why, string labelText, string applying, TextWriter output)
+        Query query, AuthorizationEngine engine, MeshConfigSpec mesh, MeshProxy.Config.Parsing.ParseResult parsed, IPAddress sourceIp, string why, string labelText, string applying, TextWriter output)
     {
-        var decision = engine.Evaluate(AuthorizationRequest.ForConnection(query.Source, sourceIp, query.Port, sni: null));
+        var request = AuthorizationRequest.ForConnection(query.Source, sourceIp, query.Port, sni: null);
+
+        // CUSTOM first, as the sidecar's TCP proxy asks it (its rules read as a DENY's are on TCP).
+        var custom = engine.MatchCustom(request);
+        var customText = Custom(engine, mesh, parsed, custom, tcp: true, out var customRefusal);
+        if (customRefusal is not null)
+        {
+            output.WriteLine("DENY (connection closed)");
+            output.WriteLine($"  {customRefusal}");
+            output.WriteLine($"  custom:    {customText}");
+            return 1;
+        }
+
+        var decision = engine.Evaluate(request);
         var decisive = decision.Enforced;
         var ignored = new List<string>();
         if (query.Method != "GET" || query.Path != "/" || query.Headers.Count > 0 || query.JwtClaims is not null)
@@ -282,14 +295,14 @@ internal static class ExplainCommand
                 : $"({r.Policy.Spec.Action.ToString().ToUpperInvariant()}) is read without its HTTP-only fields"))
             .ToList();
 
-        output.WriteLine(decision.Allowed ? "ALLOW" : "DENY (connection closed)");
+        output.WriteLine(decision.Allowed ? custom is { } asked ? $"ALLOW, if provider {asked.Provider} allows" : "ALLOW" : "DENY (connection closed)");
         output.WriteLine($"  {decision.Explain()}");
         output.WriteLine($"  policy:    {(decisive.Policy is null ? "none (default)" : $"{decisive.Policy.Key} ({decisive.Policy.ActionName})")}");
         output.WriteLine($"  rule:      {(decisive.RuleIndex >= 0 ? decisive.RuleIndex.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")}");
         output.WriteLine($"  request:   TCP connection to port {query.Port} ({why}) from {query.Source ?? "a plaintext caller"} at {sourceIp}");
         output.WriteLine($"  workload:  {query.Workload} ({labelText})");
         output.WriteLine($"  tcp rules: {(httpOnly.Count == 0 ? "no rule that applies uses an HTTP-only field (hosts, methods, paths, requestPrincipals, request.*)" : string.Join("; ", httpOnly))}");
-        output.WriteLine("  custom:    not asked: CUSTOM (ext_authz) applies to HTTP requests only");
+        output.WriteLine($"  custom:    {customText}");
         foreach (var note in ignored)
         {
             output.WriteLine($"  note:      {note}");
@@ -314,16 +327,19 @@ internal static class ExplainCommand
     }
 
     /// <summary>
-    /// What the CUSTOM step does with the request: which provider is asked (where, how long, what on failure), or
-    /// that none is. <paramref name="refusal"/> is set when the sidecar would deny without asking (the provider is not
-    /// defined in MeshConfig, or the workload's CUSTOM policies name more than one).
+    /// What the CUSTOM step does with the request (or, with <paramref name="tcp"/>, the connection): which provider is
+    /// asked (where, how it is reached, how long, what is sent, what on failure), or that none is.
+    /// <paramref name="refusal"/> is set when the sidecar would deny without asking (the provider is not defined in
+    /// MeshConfig, or the workload's CUSTOM policies name more than one).
     /// </summary>
-    private static string Custom(AuthorizationEngine engine, MeshConfigSpec mesh, CustomMatch? match, out string? refusal)
+    private static string Custom(AuthorizationEngine engine, MeshConfigSpec mesh, MeshProxy.Config.Parsing.ParseResult parsed, CustomMatch? match, bool tcp, out string? refusal)
     {
         refusal = null;
         if (match is not { } custom)
         {
-            return engine.CustomProviders.Count == 0 ? "no CUSTOM policy applies" : "no CUSTOM policy matches: no provider is asked";
+            return engine.CustomProviders.Count == 0 ? "no CUSTOM policy applies"
+                : tcp ? "no CUSTOM policy matches the connection (read as a DENY rule is on TCP): no provider is asked"
+                : "no CUSTOM policy matches: no provider is asked";
         }
 
         var by = $"CUSTOM policy {custom.Policy.Key} rule {custom.RuleIndex}";
@@ -340,10 +356,37 @@ internal static class ExplainCommand
         }
 
         var grpc = provider.ExtAuthzGrpc;
+        var check = $"provider {custom.Provider} is asked first (by {by}): envoy.service.auth.v3 Check to {grpc.Service}:{grpc.Port} {Reach(parsed, grpc)}, " +
+            $"timeout {MeshProxy.Config.Parsing.Durations.Format(grpc.Timeout)}; ";
+        if (tcp)
+        {
+            // Envoy's network ext_authz filter, as Istio configures it for an envoyExtAuthzGrpc provider on TCP.
+            return check + "once per connection, before any byte moves, with the addresses, the port and the peer's principal (no HTTP attributes" +
+                (grpc.IncludeRequestBodyInCheck is null ? ")" : "; includeRequestBodyInCheck does not apply to a byte stream)") +
+                $"; if it fails the connection is {(grpc.FailOpen ? "allowed (failOpen)" : "closed (statusOnError does not apply)")}; if it denies, the connection is closed";
+        }
+
         var onError = grpc.FailOpen ? "allowed (failOpen)" : $"denied with {grpc.StatusOnError}";
-        return $"provider {custom.Provider} is asked first (by {by}): envoy.service.auth.v3 Check to {grpc.Service}:{grpc.Port}, " +
-            $"timeout {MeshProxy.Config.Parsing.Durations.Format(grpc.Timeout)}; if it fails the request is {onError}; if it denies, its answer is the reply";
+        return check + $"{Body(grpc.IncludeRequestBodyInCheck)}; if it fails the request is {onError}; if it denies, its answer is the reply";
     }
+
+    /// <summary>
+    /// How the sidecar reaches the provider (ExternalAuthorization/README.md): over mTLS when its host and port are a
+    /// mesh Service's (one of its names, with endpoints that have a service account, i.e. run sidecars), else h2c.
+    /// </summary>
+    private static string Reach(MeshProxy.Config.Parsing.ParseResult parsed, ExtAuthzGrpcProvider grpc) =>
+        parsed.OfKind<ServiceResource>().FirstOrDefault(s =>
+                s.Spec.Hosts.Contains(grpc.Service, StringComparer.OrdinalIgnoreCase) &&
+                s.Spec.Ports.Any(p => p.Port == grpc.Port) &&
+                s.Spec.Endpoints.Any(e => e.ServiceAccount is not null)) is { } service
+            ? $"over mTLS with the workload's SVID (mesh Service {service.Metadata.Namespace}/{service.Metadata.Name}, whose sidecar sees this workload's identity)"
+            : "in plaintext h2c (not a mesh Service with sidecar endpoints)";
+
+    /// <summary>What of the request body the Check carries (includeRequestBodyInCheck, Envoy's with_request_body).</summary>
+    private static string Body(RequestBodyInCheck? body) => body is null
+        ? "the request body is not sent (no includeRequestBodyInCheck)"
+        : $"the body's first {body.MaxRequestBytes} bytes are held and sent {(body.PackAsBytes ? "as raw_body" : "as body (UTF-8)")}, " +
+          (body.AllowPartialMessage ? "a longer body cut to that length (allowPartialMessage)" : "a longer body answered 413 without asking");
 
     private static bool TryParsePairs(IEnumerable<string> items, out List<KeyValuePair<string, string>> pairs, out string? bad)
     {

@@ -504,7 +504,7 @@ public sealed partial class SidecarInjector(InjectorOptions options)
                 : portName?.StartsWith("http2", StringComparison.OrdinalIgnoreCase) == true || portName?.StartsWith("h2c", StringComparison.OrdinalIgnoreCase) == true ? "HTTP2"
                 : TcpPortNames.Any(n => portName?.StartsWith(n, StringComparison.OrdinalIgnoreCase) == true) ? "TCP"
                 : "HTTP");
-        if (protocol is not ("HTTP" or "HTTP2" or "GRPC" or "TCP"))
+        if (!SidecarOverrideParser.AppProtocolNames.Contains(protocol, StringComparer.Ordinal))
         {
             throw new InjectionException($"{Annotations.AppProtocol}: '{protocol}' must be HTTP, HTTP2, GRPC or TCP");
         }
@@ -515,6 +515,8 @@ public sealed partial class SidecarInjector(InjectorOptions options)
     /// <summary>
     /// The pod's <see cref="Annotations.ProxyConfig"/>, read as the sidecar will read it, less the fields a specific
     /// annotation sets (those win); null when there is none or nothing of it is left.
+    /// The injector's rule for a port the pod lists in meshproxy.io/opaque-ports holds for the port the fragment moves
+    /// the app to: TCP, unless the fragment or the specific annotation names a protocol.
     /// </summary>
     private static SidecarOverride? ProxyConfig(Dictionary<string, string> annotations)
     {
@@ -536,6 +538,10 @@ public sealed partial class SidecarInjector(InjectorOptions options)
             AppProtocol = annotations.ContainsKey(Annotations.AppProtocol) ? null : podOverride.AppProtocol,
             DrainDuration = annotations.ContainsKey(Annotations.DrainDuration) ? null : podOverride.DrainDuration,
         };
+        if (podOverride is { AppPort: { } moved, AppProtocol: null } && !annotations.ContainsKey(Annotations.AppProtocol) && IsOpaque(annotations, moved))
+        {
+            podOverride = podOverride with { AppProtocol = Config.Resources.AppProtocol.Tcp };
+        }
         return podOverride.IsEmpty ? null : podOverride;
     }
 

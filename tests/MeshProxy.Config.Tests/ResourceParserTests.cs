@@ -22,6 +22,7 @@ public sealed class ResourceParserTests
             metadata: { name: store, namespace: shop }
             spec:
               app: { port: 8080 }
+              inboundConnectionPool: { tcp: { maxConnections: 200 } }
             """, "mesh.yaml").ThrowIfInvalid();
 
         var service = Assert.Single(result.OfKind<ServiceResource>());
@@ -33,6 +34,7 @@ public sealed class ResourceParserTests
         Assert.Equal(new SourceLocation("mesh.yaml", 8), sidecar.Source);
         Assert.Equal(ListenerPorts.Default, sidecar.Spec.Listeners);
         Assert.Equal(TimeSpan.FromSeconds(5), sidecar.Spec.DrainDuration);
+        Assert.Equal(200, sidecar.Spec.InboundMaxConnections);
     }
 
     [Theory]
@@ -45,6 +47,7 @@ public sealed class ResourceParserTests
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  drainDuration: 5\n", 6, "spec.drainDuration", "not a duration")]
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  controlPlane: { address: 'https://cp:15012', tokenFile: t }\n", 6, "spec.controlPlane.caFile", "needs caFile")]
     [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  controlPlane: { address: 'https://cp:15012' }\n", 6, "spec.controlPlane.caFile", "needs caFile")]
+    [InlineData("kind: Sidecar\nmetadata: { name: s }\nspec:\n  app: { port: 8080 }\n  inboundConnectionPool: { tcp: { maxConnections: 0 } }\n", 6, "spec.inboundConnectionPool.tcp.maxConnections", "between 1 and")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - route:\n        - destination: { host: a }\n          weight: 60\n        - destination: { host: c }\n          weight: 30\n", 7, "spec.http[0].route", "add up to 90")]
     [InlineData("kind: HttpRoute\nmetadata: { name: r }\nspec:\n  hosts: [b]\n  http:\n    - match: [{ uri: { prefix: /a, exact: /b } }]\n      route: [{ destination: { host: a } }]\n", 7, "spec.http[0].match[0].uri", "exactly one of")]
     [InlineData("kind: MeshConfig\nmetadata: { name: mesh }\nspec:\n  pathNormalization: { normalization: DEFAULT }\n", 5, "spec.pathNormalization.normalization", "'DEFAULT' is not one of")]

@@ -36,6 +36,19 @@ public sealed class ExplainCommandTests
 
         """;
 
+    /// <summary>billing's CUSTOM policy: requests to /charges* go to provider opa (on TCP, read as a DENY rule: every connection).</summary>
+    private const string OpaCustom = """
+        ---
+        apiVersion: meshproxy.io/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: { name: opa, namespace: shop }
+        spec:
+          action: CUSTOM
+          provider: { name: opa }
+          rules:
+            - to: [{ operation: { paths: ["/charges*"] } }]
+        """;
+
     private static (int Code, string Output) Explain(string dir, string? source, string method, string path, string? labels = null)
     {
         var output = new StringWriter();
@@ -99,17 +112,6 @@ public sealed class ExplainCommandTests
     [Fact]
     public void A_custom_policy_names_the_provider_that_would_be_asked_or_why_the_request_is_denied_without_asking()
     {
-        const string Custom = """
-            ---
-            apiVersion: meshproxy.io/v1alpha1
-            kind: AuthorizationPolicy
-            metadata: { name: opa, namespace: shop }
-            spec:
-              action: CUSTOM
-              provider: { name: opa }
-              rules:
-                - to: [{ operation: { paths: ["/charges*"] } }]
-            """;
         const string Mesh = """
             ---
             apiVersion: meshproxy.io/v1alpha1
@@ -122,12 +124,12 @@ public sealed class ExplainCommandTests
             """;
         const string Store = "spiffe://cluster.local/ns/shop/sa/store";
         var dir = RepoPaths.NewTempDirectory();
-        Yaml.Write(dir, "policies.yaml", Policies + Custom + "\n" + Mesh);
+        Yaml.Write(dir, "policies.yaml", Policies + OpaCustom + "\n" + Mesh);
 
         var (code, text) = Explain(dir, Store, "POST", "/charges");
         Assert.Equal(0, code);
         Assert.StartsWith("ALLOW, if provider opa allows\n", text, StringComparison.Ordinal);
-        Assert.Contains("custom:    provider opa is asked first (by CUSTOM policy shop/opa rule 0): envoy.service.auth.v3 Check to opa.opa-system.svc.cluster.local:9191, timeout 500ms; if it fails the request is denied with 503", text, StringComparison.Ordinal);
+        Assert.Contains("custom:    provider opa is asked first (by CUSTOM policy shop/opa rule 0): envoy.service.auth.v3 Check to opa.opa-system.svc.cluster.local:9191 in plaintext h2c (not a mesh Service with sidecar endpoints), timeout 500ms; the request body is not sent (no includeRequestBodyInCheck); if it fails the request is denied with 503", text, StringComparison.Ordinal);
 
         // Not matched by the CUSTOM rules: the provider is not asked, the policies alone decide.
         (code, text) = Explain(dir, Store, "GET", "/refunds");
@@ -137,11 +139,74 @@ public sealed class ExplainCommandTests
 
         // Without the provider in MeshConfig, the sidecar denies what the CUSTOM policy matches.
         var undefined = RepoPaths.NewTempDirectory();
-        Yaml.Write(undefined, "policies.yaml", Policies + Custom);
+        Yaml.Write(undefined, "policies.yaml", Policies + OpaCustom);
         (code, text) = Explain(undefined, Store, "POST", "/charges");
         Assert.Equal(1, code);
         Assert.StartsWith("DENY (403)\n", text, StringComparison.Ordinal);
         Assert.Contains("names provider 'opa', which MeshConfig extensionProviders does not define", text, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The custom line, per provider setting: how the sidecar reaches the provider (mTLS only to a mesh Service's name
+    /// and port whose endpoints run sidecars), what the Check carries (the request body's options), and on a TCP
+    /// connection that the provider is asked once per connection and what a failure or denial does to it.
+    /// </summary>
+    [Theory]
+    [InlineData("opa.opa-system.svc.cluster.local, port: 9191", false, "ALLOW, if provider opa allows",
+        "Check to opa.opa-system.svc.cluster.local:9191 in plaintext h2c (not a mesh Service with sidecar endpoints), timeout 600s; the request body is not sent (no includeRequestBodyInCheck); if it fails the request is denied with 403")]
+    [InlineData("opa.shop.svc.cluster.local, port: 9191", false, "ALLOW, if provider opa allows",
+        "Check to opa.shop.svc.cluster.local:9191 over mTLS with the workload's SVID (mesh Service shop/opa, whose sidecar sees this workload's identity), timeout 600s;")]
+    [InlineData("opa, port: 9191", false, "ALLOW, if provider opa allows", "Check to opa:9191 over mTLS with the workload's SVID (mesh Service shop/opa,")]
+    [InlineData("opa.shop.svc.cluster.local, port: 9292", false, "ALLOW, if provider opa allows", "Check to opa.shop.svc.cluster.local:9292 in plaintext h2c")]
+    [InlineData("plain.shop.svc.cluster.local, port: 9191", false, "ALLOW, if provider opa allows", "Check to plain.shop.svc.cluster.local:9191 in plaintext h2c")]
+    [InlineData("10.0.0.5, port: 9191", false, "ALLOW, if provider opa allows", "Check to 10.0.0.5:9191 in plaintext h2c")]
+    [InlineData("opa.shop.svc.cluster.local, port: 9191, includeRequestBodyInCheck: { maxRequestBytes: 4096 }", false, "ALLOW, if provider opa allows",
+        "; the body's first 4096 bytes are held and sent as body (UTF-8), a longer body answered 413 without asking; if it fails the request is denied with 403")]
+    [InlineData("opa.shop.svc.cluster.local, port: 9191, includeRequestBodyInCheck: { maxRequestBytes: 512, allowPartialMessage: true, packAsBytes: true }, failOpen: true", false, "ALLOW, if provider opa allows",
+        "; the body's first 512 bytes are held and sent as raw_body, a longer body cut to that length (allowPartialMessage); if it fails the request is allowed (failOpen)")]
+    [InlineData("opa.shop.svc.cluster.local, port: 9191", true, "DENY (connection closed)",
+        "over mTLS with the workload's SVID (mesh Service shop/opa, whose sidecar sees this workload's identity), timeout 600s; once per connection, before any byte moves, with the addresses, the port and the peer's principal (no HTTP attributes); if it fails the connection is closed (statusOnError does not apply); if it denies, the connection is closed")]
+    [InlineData("opa.shop.svc.cluster.local, port: 9191, includeRequestBodyInCheck: { maxRequestBytes: 4096 }, failOpen: true", true, "DENY (connection closed)",
+        "(no HTTP attributes; includeRequestBodyInCheck does not apply to a byte stream); if it fails the connection is allowed (failOpen); if it denies, the connection is closed")]
+    public void The_custom_line_says_how_the_provider_is_reached_what_the_check_carries_and_what_it_does_to_a_tcp_connection(string provider, bool tcp, string verdict, string custom)
+    {
+        var dir = RepoPaths.NewTempDirectory();
+        Yaml.Write(dir, "policies.yaml", Policies + OpaCustom + $$"""
+
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Service
+            metadata: { name: opa, namespace: shop }
+            spec:
+              ports: [{ port: 9191 }]
+              endpoints: [{ address: 10.0.0.5, serviceAccount: opa }]
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: Service
+            metadata: { name: plain, namespace: shop }
+            spec:
+              ports: [{ port: 9191 }]
+              endpoints: [{ address: 10.0.0.6 }]
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: MeshConfig
+            metadata: { name: mesh, namespace: meshproxy-system }
+            spec:
+              extensionProviders:
+              - name: opa
+                envoyExtAuthzGrpc: { service: {{provider}} }
+            """);
+        var output = new StringWriter();
+        var code = ExplainCommand.Run(
+            new ExplainCommand.Query(dir, "shop/billing", null, "spiffe://cluster.local/ns/shop/sa/store", "10.1.2.3", "POST", "billing", 80, "/charges", [], Tcp: tcp), output, output);
+        var text = output.ToString();
+
+        // On TCP the root namespace's DENY of /admin paths is read without its paths and closes the connection after the
+        // provider has allowed it: the custom line says what the provider is asked either way.
+        Assert.Equal(verdict.StartsWith("ALLOW", StringComparison.Ordinal) ? 0 : 1, code);
+        Assert.StartsWith(verdict + "\n", text, StringComparison.Ordinal);
+        Assert.Contains("custom:    provider opa is asked first (by CUSTOM policy shop/opa rule 0): envoy.service.auth.v3 ", text, StringComparison.Ordinal);
+        Assert.Contains(custom, text, StringComparison.Ordinal);
     }
 
     [Fact]

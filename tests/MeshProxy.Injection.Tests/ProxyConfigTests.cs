@@ -53,11 +53,43 @@ public sealed class ProxyConfigTests
         Assert.Contains("--include-inbound-ports 7070", string.Join(' ', injected["spec"]!["initContainers"]![0]!["args"]!.AsArray().Select(a => a!.GetValue<string>())), StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// app.protocol TCP per pod, as sidecar.meshproxy.io/appProtocol: TCP and meshproxy.io/opaque-ports give it: the
+    /// merged Sidecar spec says TCP for the fragment's port, and the capture takes that port inbound.
+    /// </summary>
+    [Theory]
+    [InlineData("""{ "app": { "port": 5432, "protocol": "TCP" } }""", null, """{"app":{"port":5432,"protocol":"TCP"}}""")]
+    [InlineData("""{ "app": { "port": 5432, "protocol": "tcp" } }""", null, """{"app":{"port":5432,"protocol":"TCP"}}""")]
+    [InlineData("""{ "app": { "port": 5432 } }""", "5432", """{"app":{"port":5432,"protocol":"TCP"}}""")]
+    [InlineData("""{ "app": { "port": 5432, "protocol": "HTTP" } }""", "5432", """{"app":{"port":5432,"protocol":"HTTP"}}""")]
+    [InlineData("""{ "app": { "port": 5432 } }""", "6379", """{"app":{"port":5432}}""")]
+    public void The_fragment_can_make_the_app_port_tcp_as_the_injectors_annotations_can(string fragment, string? opaquePorts, string passedOn)
+    {
+        var annotations = new Dictionary<string, string> { [Annotations.ProxyConfig] = fragment };
+        if (opaquePorts is not null)
+        {
+            annotations[Annotations.OpaquePorts] = opaquePorts;
+        }
+
+        var injected = new SidecarInjector(InjectionGoldenTests.Options).Inject(Pod(annotations), new InjectionTarget("shop")).Pod;
+        var init = injected["spec"]!["initContainers"]!;
+        var sent = Env(init[1]!, SidecarOverride.EnvironmentVariable);
+        Assert.Equal(passedOn, sent);
+        Assert.Contains("--include-inbound-ports 5432", string.Join(' ', init[0]!["args"]!.AsArray().Select(a => a!.GetValue<string>())), StringComparison.Ordinal);
+
+        // What the sidecar runs with: the bootstrap (the containerPort 9080, HTTP) merged with what was passed on.
+        var bootstrap = ResourceParser.ParseText(injected["metadata"]!["annotations"]![Annotations.Bootstrap]!.GetValue<string>(), "bootstrap.yaml");
+        var merged = SidecarOverrideParser.Parse(sent!, SidecarOverride.EnvironmentVariable).ThrowIfInvalid().ApplyTo(bootstrap);
+        Assert.Empty(merged.Errors);
+        var expected = passedOn.Contains("TCP", StringComparison.Ordinal) ? AppProtocol.Tcp : AppProtocol.Http;
+        Assert.Equal(new AppSpec(5432, expected), Assert.Single(merged.OfKind<SidecarResource>()).Spec.App);
+    }
+
     [Theory]
     [InlineData("drainDuration: soon", "proxy.meshproxy.io/config:1: drainDuration: 'soon' is not a duration")]
     [InlineData("drainDuration: 11m", "proxy.meshproxy.io/config:1: drainDuration: must be between 0s and 600s")]
     [InlineData("app:\n  port: 70000", "proxy.meshproxy.io/config:2: app.port: must be between 1 and 65535, got 70000")]
-    [InlineData("app: { protocol: TCP }", "proxy.meshproxy.io/config:1: app.protocol: 'TCP' is not one of HTTP, HTTP2, GRPC")]
+    [InlineData("app: { protocol: TLS }", "proxy.meshproxy.io/config:1: app.protocol: 'TLS' is not one of HTTP, HTTP2, GRPC, TCP")]
     [InlineData("drainDurations: 10s", "proxy.meshproxy.io/config:1: drainDurations: unknown field")]
     [InlineData("workload: { serviceAccount: admin }", "proxy.meshproxy.io/config:1: workload: cannot be set per pod: comes from the pod itself")]
     [InlineData("listeners: { stats: 15021 }", "proxy.meshproxy.io/config:1: listeners.stats: cannot be set per pod")]

@@ -16,15 +16,26 @@ public sealed class NodePeer : IAsyncDisposable
         _process = process;
     }
 
-    public static NodePeer Start(string script, params string[] args)
+    public static NodePeer Start(string script, params string[] args) => StartIn(null, script, args);
+
+    /// <summary>The script run inside <paramref name="ns"/> (the host's namespace when null); `ip netns exec` execs node, so killing the process ends the peer.</summary>
+    public static NodePeer StartIn(NetworkNamespace? ns, string script, params string[] args)
     {
-        var info = new ProcessStartInfo("node")
+        var info = new ProcessStartInfo(ns is null ? "node" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (ns is not null)
+        {
+            foreach (var a in (string[])["netns", "exec", ns.Name, "node"])
+            {
+                info.ArgumentList.Add(a);
+            }
+        }
+
         info.ArgumentList.Add(RepoPaths.Peer(script));
         foreach (var a in args)
         {

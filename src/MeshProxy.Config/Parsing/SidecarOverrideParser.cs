@@ -17,8 +17,11 @@ public sealed record SidecarOverrideResult(SidecarOverride? Override, IReadOnlyL
 /// </summary>
 public static class SidecarOverrideParser
 {
-    /// <summary>What <c>app.protocol</c> may be per pod: what the inbound listener can speak to the app.</summary>
-    public static readonly IReadOnlyList<string> AppProtocolNames = ["HTTP", "HTTP2", "GRPC"];
+    /// <summary>
+    /// What <c>app.protocol</c> may be per pod: what the inbound listener can speak to the app (TCP: a byte stream).
+    /// The injector's <c>sidecar.meshproxy.io/appProtocol</c> takes the same list, so both ways of setting it agree.
+    /// </summary>
+    public static readonly IReadOnlyList<string> AppProtocolNames = ["HTTP", "HTTP2", "GRPC", "TCP"];
 
     // Fields of the Sidecar spec that are someone else's to set, and why; named so the refusal explains itself.
     private static readonly (string Field, string Reason)[] NotPerPod =

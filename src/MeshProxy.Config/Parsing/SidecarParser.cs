@@ -88,7 +88,20 @@ internal static class SidecarParser
             }
         }
 
-        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane, ParseEgress(spec), tls));
+        // Istio's Sidecar inboundConnectionPool, tcp.maxConnections only: the most inbound TCP streams open at once.
+        int? inboundMax = null;
+        if (spec.Map("inboundConnectionPool") is { } pool)
+        {
+            if (pool.Map("tcp") is { } tcpPool)
+            {
+                inboundMax = (int?)tcpPool.Integer("maxConnections", 1, int.MaxValue);
+                tcpPool.Finish();
+            }
+
+            pool.Finish();
+        }
+
+        return new SidecarResource(meta, source, new SidecarSpec(workload, app, listeners, drain, controlPlane, ParseEgress(spec), tls, inboundMax));
     }
 
     /// <summary>The longest drain a Sidecar may ask for, from its resource or a pod's override.</summary>

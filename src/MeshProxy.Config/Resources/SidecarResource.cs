@@ -18,7 +18,8 @@ public sealed record SidecarSpec(
     TimeSpan DrainDuration,
     ControlPlaneSpec? ControlPlane,
     IReadOnlyList<EgressHost>? Egress = null,
-    SidecarTlsSpec? Tls = null);
+    SidecarTlsSpec? Tls = null,
+    int? InboundMaxConnections = null);
 
 /// <summary>Who the workload is: the name, namespace and service account its identity is made of.</summary>
 public sealed record WorkloadSpec(string Name, string Namespace, string ServiceAccount, IReadOnlyDictionary<string, string> Labels);

@@ -15,4 +15,12 @@ internal static partial class ExternalAuthorizationLog
     [LoggerMessage(EventId = 4203, EventName = "ExternalProviderUnusable", Level = LogLevel.Warning,
         Message = "External authorization: {Problem}")]
     public static partial void ProviderUnusable(ILogger logger, string problem);
+
+    [LoggerMessage(EventId = 4204, EventName = "ExternalDeniedConnection", Level = LogLevel.Information,
+        Message = "Denied TCP connection to port {Port} from {Principal}: provider {Provider} (CUSTOM policy {Policy}, rule {Rule}) said {Code} {Reason}")]
+    public static partial void DeniedConnection(ILogger logger, int port, string principal, string provider, string policy, int rule, int code, string reason);
+
+    [LoggerMessage(EventId = 4205, EventName = "ExternalConnectionCheckFailed", Level = LogLevel.Warning,
+        Message = "{Outcome} TCP connection to port {Port} from {Principal}: provider {Provider} (CUSTOM policy {Policy}, rule {Rule}) could not be asked: {Error}")]
+    public static partial void ConnectionCheckFailed(ILogger logger, string outcome, int port, string principal, string provider, string policy, int rule, string error);
 }

@@ -72,8 +72,7 @@ internal sealed class ExternalAuthorizer : IDisposable
         if (provider.Spec is not { } spec)
         {
             ReportProblems(providers);
-            _metrics.ExternalAuthorization(provider.Name, ErrorDeny);
-            _metrics.AuthorizationDecision(Authorization.InboundAuthorization.Deny, match.Policy.Key);
+            CountDenied(provider.Name, ErrorDeny, match);
             ExternalAuthorizationLog.CheckFailed(_logger, "Denied", request.Method, request.Path, request.Principal ?? "(plaintext)",
                 provider.Name, match.Policy.Key, match.RuleIndex, provider.Unusable ?? "not usable");
             await LocalReply.WriteAsync(context, StatusCodes.Status403Forbidden, ResponseFlags.UnauthorizedExternalService, Authorization.InboundAuthorization.DeniedBody);
@@ -108,27 +107,11 @@ internal sealed class ExternalAuthorizer : IDisposable
             }
         }
 
-        CheckResponse response;
-        using (var timeout = new CancellationTokenSource(spec.Timeout, _time))
-        using (var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, aborted))
+        var (response, error) = await AskAsync(provider, spec, BuildCheck(context, providers.WorkloadPrincipal, request, provider, body), aborted);
+        if (response is null)
         {
-            try
-            {
-                var check = BuildCheck(context, providers.WorkloadPrincipal, request, provider, body);
-                response = await Client(provider, spec).CheckAsync(check, cancellationToken: linked.Token);
-            }
-            catch (Exception ex) when (ex is RpcException or OperationCanceledException or HttpRequestException)
-            {
-                if (aborted.IsCancellationRequested)
-                {
-                    return false; // nobody to answer
-                }
-
-                var error = timeout.IsCancellationRequested
-                    ? $"timed out after {Config.Parsing.Durations.Format(spec.Timeout)}"
-                    : ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
-                return await FailAsync(context, request, match, spec, error);
-            }
+            // No answer: the caller went away (nobody to answer), or the provider could not be asked.
+            return error is not null && await FailAsync(context, request, match, spec, error);
         }
 
         if (response.Status is null or { Code: 0 })
@@ -142,14 +125,105 @@ internal sealed class ExternalAuthorizer : IDisposable
             return true;
         }
 
-        _metrics.ExternalAuthorization(provider.Name, Deny);
-        _metrics.AuthorizationDecision(Authorization.InboundAuthorization.Deny, match.Policy.Key);
+        CountDenied(provider.Name, Deny, match);
         var denied = response.DeniedResponse;
         var status = denied?.Status is { Code: >= 200 and <= 599 } given ? given.Code : StatusCodes.Status403Forbidden;
         ExternalAuthorizationLog.Denied(_logger, request.Method, request.Path, request.Principal ?? "(plaintext)", status,
             provider.Name, match.Policy.Key, match.RuleIndex, response.Status.Code, response.Status.Message);
         await WriteDeniedAsync(context, status, denied, provider);
         return false;
+    }
+
+    /// <summary>
+    /// The CUSTOM action on a TCP connection, as Envoy's network ext_authz filter asks it (Istio applies an
+    /// envoyExtAuthzGrpc provider to TCP): one Check per connection, before any byte reaches the app, carrying the
+    /// source and destination addresses and principals and no request attributes. True: go on to DENY and ALLOW.
+    /// False: the connection is refused (the provider denied it; it could not be asked and failOpen is off; the
+    /// provider is unusable; or <paramref name="aborted"/> fired). statusOnError has no meaning here: a connection
+    /// has no status to answer with.
+    /// </summary>
+    public async Task<bool> CheckConnectionAsync(
+        ExternalAuthorizationProviders providers, AuthorizationRequest request, CustomMatch match, System.Net.IPEndPoint? remote, System.Net.IPAddress? local, CancellationToken aborted)
+    {
+        var provider = providers.Get(match.Provider);
+        var principal = request.Principal ?? "(plaintext)";
+        if (provider.Spec is not { } spec)
+        {
+            ReportProblems(providers);
+            CountDenied(provider.Name, ErrorDeny, match);
+            ExternalAuthorizationLog.ConnectionCheckFailed(_logger, "Denied", request.Port, principal, provider.Name, match.Policy.Key, match.RuleIndex, provider.Unusable ?? "not usable");
+            return false;
+        }
+
+        var check = new CheckRequest
+        {
+            Attributes = new AttributeContext
+            {
+                Source = new AttributeContext.Types.Peer { Address = SocketAddressOf(remote?.Address, remote?.Port ?? 0), Principal = request.Principal ?? string.Empty },
+                Destination = new AttributeContext.Types.Peer { Address = SocketAddressOf(local, request.Port), Principal = providers.WorkloadPrincipal },
+            },
+        };
+        var (response, error) = await AskAsync(provider, spec, check, aborted);
+        if (response is null)
+        {
+            if (error is null)
+            {
+                return false; // the connection is being closed
+            }
+
+            if (spec.FailOpen)
+            {
+                _metrics.ExternalAuthorization(provider.Name, ErrorAllow);
+                ExternalAuthorizationLog.ConnectionCheckFailed(_logger, "Allowed (failOpen)", request.Port, principal, provider.Name, match.Policy.Key, match.RuleIndex, error);
+                return true;
+            }
+
+            CountDenied(provider.Name, ErrorDeny, match);
+            ExternalAuthorizationLog.ConnectionCheckFailed(_logger, "Denied", request.Port, principal, provider.Name, match.Policy.Key, match.RuleIndex, error);
+            return false;
+        }
+
+        if (response.Status is null or { Code: 0 })
+        {
+            _metrics.ExternalAuthorization(provider.Name, Allow);
+            return true;
+        }
+
+        CountDenied(provider.Name, Deny, match);
+        ExternalAuthorizationLog.DeniedConnection(_logger, request.Port, principal, provider.Name, match.Policy.Key, match.RuleIndex, response.Status.Code, response.Status.Message);
+        return false;
+    }
+
+    private void CountDenied(string provider, string result, CustomMatch match)
+    {
+        _metrics.ExternalAuthorization(provider, result);
+        _metrics.AuthorizationDecision(Authorization.InboundAuthorization.Deny, match.Policy.Key);
+    }
+
+    /// <summary>
+    /// Sends the Check under the provider's timeout (on the injected clock). The answer; or no answer with the
+    /// reason the provider could not be asked; or neither when <paramref name="aborted"/> fired (nobody to answer).
+    /// </summary>
+    private async Task<(CheckResponse? Response, string? Error)> AskAsync(
+        ExternalAuthorizationProvider provider, Config.Resources.ExtAuthzGrpcProvider spec, CheckRequest check, CancellationToken aborted)
+    {
+        using var timeout = new CancellationTokenSource(spec.Timeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, aborted);
+        try
+        {
+            return (await Client(provider, spec).CheckAsync(check, cancellationToken: linked.Token), null);
+        }
+        catch (Exception ex) when (ex is RpcException or OperationCanceledException or HttpRequestException)
+        {
+            if (aborted.IsCancellationRequested)
+            {
+                return (null, null);
+            }
+
+            return (null, timeout.IsCancellationRequested
+                ? $"timed out after {Config.Parsing.Durations.Format(spec.Timeout)}"
+                : ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message);
+        }
     }
 
     private async Task<bool> FailAsync(HttpContext context, AuthorizationRequest request, CustomMatch match, Config.Resources.ExtAuthzGrpcProvider spec, string error)
@@ -162,8 +236,7 @@ internal sealed class ExternalAuthorizer : IDisposable
             return true;
         }
 
-        _metrics.ExternalAuthorization(match.Provider, ErrorDeny);
-        _metrics.AuthorizationDecision(Authorization.InboundAuthorization.Deny, match.Policy.Key);
+        CountDenied(match.Provider, ErrorDeny, match);
         ExternalAuthorizationLog.CheckFailed(_logger, $"Denied with {spec.StatusOnError}", request.Method, request.Path, principal, match.Provider, match.Policy.Key, match.RuleIndex, error);
         await LocalReply.WriteAsync(context, spec.StatusOnError, ResponseFlags.UnauthorizedExternalService, "external authorization failed");
         return false;

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using MeshProxy.Authorization;
 using MeshProxy.Metrics.Istio;
 using MeshProxy.Sidecar.Authorization;
+using MeshProxy.Sidecar.ExternalAuthorization;
 using MeshProxy.Sidecar.Forwarding;
 using MeshProxy.Sidecar.Identity;
 using MeshProxy.Sidecar.Resilience;
@@ -22,12 +23,16 @@ namespace MeshProxy.Sidecar.Tcp;
 /// mesh service's TCP port goes to one endpoint of the service, over mTLS with the TCP ALPN when the endpoint runs a
 /// sidecar, under the cluster's connection limit and connect timeout. Inbound: a connection that arrived as such a
 /// stream (or as plaintext on a TCP port a PERMISSIVE or DISABLE mode lets through) is authorized by principal,
-/// namespace, source address and port, then spliced to the app's port. Both report Istio's TCP metrics with the
+/// namespace, source address and port (a CUSTOM policy's provider asked first, once per connection), then spliced
+/// to the app's port. Both report Istio's TCP metrics with the
 /// peer's labels, exchanged in-band (<see cref="PeerPreamble"/>).
 /// </summary>
 internal sealed class TcpProxy(
-    RuntimeStore runtimes, SidecarIdentity identity, UpstreamTls upstreamTls, SidecarTelemetry telemetry, TimeProvider time, ILogger<TcpProxy> logger)
+    RuntimeStore runtimes, SidecarIdentity identity, UpstreamTls upstreamTls, ExternalAuthorizer external, SidecarTelemetry telemetry, TimeProvider time, ILogger<TcpProxy> logger)
 {
+    // Inbound TCP streams open now (authorized and under the limit), for the Sidecar's inbound maxConnections.
+    private int _inboundStreams;
+
     /// <summary>Outbound: a captured connection whose original destination is <paramref name="service"/>'s TCP port.</summary>
     public async Task OutboundAsync(ConnectionContext connection, RuntimeSnapshot runtime, VirtualHost service)
     {
@@ -135,24 +140,56 @@ internal sealed class TcpProxy(
 
         var remote = (connection.RemoteEndPoint as IPEndPoint)?.Address;
         var request = AuthorizationRequest.ForConnection(peer?.Principal, remote, port, peer?.ServerName);
+
+        // CUSTOM first, as for HTTP and as Envoy's network ext_authz filter sits before its RBAC filter: the provider
+        // is asked once for the connection, before any byte moves (ExternalAuthorization/README.md).
+        if (snapshot.Authorization.MatchCustom(request) is { } custom &&
+            !await external.CheckConnectionAsync(snapshot.ExternalAuthorization, request, custom,
+                connection.RemoteEndPoint as IPEndPoint, (connection.LocalEndPoint as IPEndPoint)?.Address, CloseRequested(connection)))
+        {
+            Refused(labels.Inbound(null, peer, null), security, ResponseFlags.UnauthorizedExternalService);
+            await CloseDeniedAsync(tls, connection);
+            return;
+        }
+
         var decision = snapshot.Authorization.Evaluate(request);
         InboundAuthorization.ReportConnection(telemetry.Proxy, logger, request, decision);
         if (!decision.Allowed)
         {
-            // Envoy's RBAC network filter: the connection is closed before a byte reaches the app or the app's
-            // first byte (a banner) reaches the caller. A calling sidecar is told why first, in place of our metadata,
-            // so that it records a denial rather than a connect failure.
             Refused(labels.Inbound(null, peer, null), security, ResponseFlags.None);
-            if (tls is not null && await TellDeniedAsync(tls, connection))
-            {
-                return; // Kestrel closes the connection once what was written has been sent
-            }
+            await CloseDeniedAsync(tls, connection);
+            return;
+        }
 
+        // The Sidecar's inboundConnectionPool.tcp.maxConnections: past it a stream is refused before the app is dialled,
+        // as the outbound side refuses one over its cluster's limit. Counted across snapshots, so a reload neither
+        // forgets open streams nor lets more in.
+        var app = snapshot.InboundCluster;
+        var limit = snapshot.Sidecar.Spec.InboundMaxConnections;
+        if (Interlocked.Increment(ref _inboundStreams) > (limit ?? int.MaxValue))
+        {
+            Interlocked.Decrement(ref _inboundStreams);
+            logger.ConnectionOverflow(app.Name, limit!.Value);
+            app.State.Stats.Overflowed(); // meshproxy_upstream_overflow_total{cluster="inbound|<port>||"}
+            Refused(labels.Inbound(null, peer, null), security, ResponseFlags.UpstreamOverflow);
             connection.Abort();
             return;
         }
 
-        var app = snapshot.InboundCluster;
+        try
+        {
+            await ToAppAsync(connection, tls, peer, port, runtime, app, security);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inboundStreams);
+        }
+    }
+
+    /// <summary>Inbound, once authorized and under the limit: the metadata exchange, the app dialled, the splice.</summary>
+    private async Task ToAppAsync(ConnectionContext connection, SslStream? tls, PeerIdentity? peer, int port, RuntimeSnapshot runtime, Cluster app, string security)
+    {
+        var labels = runtime.Labels;
         StreamEnd? upstream = null;
         var metadata = PeerFrame.Unknown;
         try
@@ -207,6 +244,21 @@ internal sealed class TcpProxy(
         {
             meter.Close();
         }
+    }
+
+    /// <summary>
+    /// Envoy's RBAC and ext_authz network filters: a denied connection is closed before a byte reaches the app or the
+    /// app's first byte (a banner) reaches the caller. A calling sidecar is told why first, in place of our metadata,
+    /// so that it records a denial rather than a connect failure.
+    /// </summary>
+    private static async Task CloseDeniedAsync(SslStream? tls, ConnectionContext connection)
+    {
+        if (tls is not null && await TellDeniedAsync(tls, connection))
+        {
+            return; // Kestrel closes the connection once what was written has been sent
+        }
+
+        connection.Abort();
     }
 
     /// <summary>

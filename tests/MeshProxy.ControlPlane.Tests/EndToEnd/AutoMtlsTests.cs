@@ -41,9 +41,9 @@ public sealed class AutoMtlsTests
 
         Yaml.Write(config, "peer.yaml", Peer("STRICT"));
         await using var api = await InProcessSidecar.StartAsync(
-            Bootstrap(work, "api", app.BoundPort(), cp.GrpcUri, Token(work, tokens, "api")), InProcessSidecar.FastCertificateAuthority);
+            InProcessSidecar.WriteBootstrap(work, "api", "shop", cp.GrpcUri.ToString(), app.BoundPort(), Token(work, tokens, "api"), labels: new Dictionary<string, string> { ["app"] = "api" }), InProcessSidecar.FastCertificateAuthority);
         await using var web = await InProcessSidecar.StartAsync(
-            Bootstrap(work, "web", 18080, cp.GrpcUri, Token(work, tokens, "web")), InProcessSidecar.FastCertificateAuthority);
+            InProcessSidecar.WriteBootstrap(work, "web", "shop", cp.GrpcUri.ToString(), 18080, Token(work, tokens, "web"), labels: new Dictionary<string, string> { ["app"] = "web" }), InProcessSidecar.FastCertificateAuthority);
         Yaml.Write(config, "services.yaml", $$"""
             apiVersion: meshproxy.io/v1alpha1
             kind: Service
@@ -145,25 +145,7 @@ public sealed class AutoMtlsTests
     {
         var path = Path.Combine(work, workload + ".token");
         File.WriteAllText(path, LocalTokenStore.Open(tokens).CreateToken("shop", workload) + "\n");
-        return path;
-    }
-
-    private static string Bootstrap(string directory, string workload, int appPort, Uri controlPlane, string tokenFile)
-    {
-        var path = Path.Combine(directory, $"{workload}.yaml");
-        File.WriteAllText(path, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: {{workload}}, namespace: shop, labels: { app: {{workload}} } }
-            spec:
-              workload: { serviceAccount: {{workload}} }
-              app: { port: {{appPort}} }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "{{controlPlane}}", tokenFile: {{Path.GetFileName(tokenFile)}} }
-
-            """);
-        return path;
+        return Path.GetFileName(path); // relative to the bootstrap, which is written into the same directory
     }
 
     private static Task<string> MetricsAsync(InProcessSidecar sidecar) =>

@@ -53,8 +53,8 @@ public sealed class ControlPlaneMtlsTests
         var webToken = Path.Combine(work, "web.token");
         await File.WriteAllTextAsync(webToken, LocalTokenStore.Open(tokens).CreateToken("shop", "web") + "\n", ct);
 
-        await using var api = await InProcessSidecar.StartAsync(Bootstrap(work, "api", app.BoundPort(), cp.GrpcUri, apiToken), Fast);
-        await using var web = await InProcessSidecar.StartAsync(Bootstrap(work, "web", 18080, cp.GrpcUri, webToken), Fast);
+        await using var api = await InProcessSidecar.StartAsync(InProcessSidecar.WriteBootstrap(work, "api", "shop", cp.GrpcUri.ToString(), app.BoundPort(), Path.GetFileName(apiToken)), Fast);
+        await using var web = await InProcessSidecar.StartAsync(InProcessSidecar.WriteBootstrap(work, "web", "shop", cp.GrpcUri.ToString(), 18080, Path.GetFileName(webToken)), Fast);
 
         await TestControlPlane.EventuallyAsync(() => Task.FromResult(api.Store.HasSnapshot), "api's first snapshot");
         await Task.Delay(1000, ct); // several refused CA attempts
@@ -133,24 +133,6 @@ public sealed class ControlPlaneMtlsTests
     }
 
     private static void Fast(IServiceCollection services) => services.AddSingleton(FastCa);
-
-    private static string Bootstrap(string directory, string workload, int appPort, Uri controlPlane, string tokenFile)
-    {
-        var path = Path.Combine(directory, $"{workload}.yaml");
-        File.WriteAllText(path, $$"""
-            apiVersion: meshproxy.io/v1alpha1
-            kind: Sidecar
-            metadata: { name: {{workload}}, namespace: shop }
-            spec:
-              workload: { serviceAccount: {{workload}} }
-              app: { port: {{appPort}} }
-              listeners: { outbound: 0, inbound: 0, admin: 0, stats: 0, inboundAddress: 127.0.0.1 }
-              drainDuration: 0s
-              controlPlane: { address: "{{controlPlane}}", tokenFile: {{Path.GetFileName(tokenFile)}} }
-
-            """);
-        return path;
-    }
 
     private static async Task<(HttpStatusCode Status, string Body)> GetAsync(Uri uri)
     {

@@ -40,17 +40,21 @@ internal sealed class InProcessSidecar : IAsyncDisposable
 
     /// <summary>
     /// Writes a bootstrap (a Sidecar resource naming the control plane) into <paramref name="directory"/>; with
-    /// <paramref name="tokenFile"/> (and <paramref name="caFile"/> for https://) it asks the control plane's CA for its SVID.
+    /// <paramref name="tokenFile"/> (and <paramref name="caFile"/> for https://) it asks the control plane's CA for its SVID;
+    /// <paramref name="labels"/> are the Sidecar's metadata labels (what PeerAuthentication selectors match).
     /// </summary>
-    public static string WriteBootstrap(string directory, string workload, string ns, string controlPlane, int appPort = 18080, string? tokenFile = null, string? caFile = null)
+    public static string WriteBootstrap(
+        string directory, string workload, string ns, string controlPlane, int appPort = 18080, string? tokenFile = null, string? caFile = null,
+        IReadOnlyDictionary<string, string>? labels = null)
     {
         var credentials = (tokenFile is null ? string.Empty : $", tokenFile: {tokenFile}") + (caFile is null ? string.Empty : $", caFile: {caFile}");
+        var labelText = labels is null ? string.Empty : $", labels: {{ {string.Join(", ", labels.Select(l => $"{l.Key}: {l.Value}"))} }}";
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, $"{workload}.yaml");
         File.WriteAllText(path, $$"""
             apiVersion: meshproxy.io/v1alpha1
             kind: Sidecar
-            metadata: { name: {{workload}}, namespace: {{ns}} }
+            metadata: { name: {{workload}}, namespace: {{ns}}{{labelText}} }
             spec:
               workload: { serviceAccount: {{workload}} }
               app: { port: {{appPort}} }

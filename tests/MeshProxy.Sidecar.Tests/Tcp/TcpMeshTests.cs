@@ -20,6 +20,7 @@ public sealed partial class TcpMeshTests
     private const int EchoPort = 7000;
     private const int StoreUid = 65534;
     private const int ImpostorUid = 65533;
+    private const int ExtAuthzPort = 9191;
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
@@ -90,24 +91,8 @@ public sealed partial class TcpMeshTests
               connectionPool: { tcp: { maxConnections: 1 } }
             """);
 
-        // One stream open and held: the cluster's only connection.
-        var holder = world.HoldGreeter(StoreUid);
-        try
-        {
-            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
-
-            // A second stream meanwhile is refused before it reaches the service: no banner.
-            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
-            Assert.Empty(Lines(refused));
-        }
-        finally
-        {
-            await holder.DisposeAsync();
-        }
-
-        // The held stream's end gives its slot back: the next stream goes through.
-        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
-        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
+        // One stream open and held (the cluster's only connection), a second refused meanwhile, a third after it.
+        await OneSlotAsync(world);
 
         // Counted as Envoy counts an overflow: the stream opened and closed with UO and no bytes, and the cluster's
         // overflow counter (as for an HTTP request refused by the same limit).
@@ -117,6 +102,120 @@ public sealed partial class TcpMeshTests
         Assert.Equal("greeter", overflow.Labels["destination_service_name"]);
         Assert.Equal(0, source.Sum("istio_tcp_received_bytes_total", ("response_flags", "UO")));
         Assert.Equal(1, source.Sum("meshproxy_upstream_overflow_total", ("cluster", "outbound|25||greeter.test.svc.cluster.local")));
+    }
+
+    [Fact]
+    public async Task The_sidecars_inbound_max_connections_bounds_inbound_tcp_streams_and_the_overflow_is_refused_and_counted()
+    {
+        await using var world = await TcpWorld.StartAsync(billingSpec: "inboundConnectionPool: { tcp: { maxConnections: 1 } }");
+
+        // One stream into billing open and held (the inbound limit's only slot), a second refused by billing's sidecar
+        // before it dials the app, a third after it.
+        await OneSlotAsync(world);
+
+        // Counted on billing's side as an outbound overflow is: closed with UO and no bytes, and the inbound cluster's
+        // overflow counter.
+        var destination = await world.WaitForClosedAsync(world.BillingStats, "destination", 3);
+        var overflow = Assert.Single(destination.Find("istio_tcp_connections_closed_total", ("response_flags", "UO")));
+        Assert.Equal(1, overflow.Value);
+        Assert.Equal(0, destination.Sum("istio_tcp_received_bytes_total", ("response_flags", "UO")));
+        Assert.Equal(1, destination.Sum("meshproxy_upstream_overflow_total", ("cluster", $"inbound|{GreeterPort}||")));
+    }
+
+    [Fact]
+    public async Task A_custom_policy_asks_its_ext_authz_provider_once_per_tcp_connection_and_fails_closed_when_it_is_down()
+    {
+        await using var world = await TcpWorld.StartAsync(billingPolicies: $"""
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: MeshConfig
+            metadata: {"{"} name: mesh, namespace: meshproxy-system {"}"}
+            spec:
+              mtls: {"{"} mode: STRICT {"}"}
+              extensionProviders:
+              - name: ext-authz
+                envoyExtAuthzGrpc: {"{"} service: test/127.0.0.1, port: {ExtAuthzPort}, timeout: 30s {"}"}
+            ---
+            apiVersion: meshproxy.io/v1alpha1
+            kind: AuthorizationPolicy
+            metadata: {"{"} name: ext, namespace: test {"}"}
+            spec:
+              action: CUSTOM
+              provider: {"{"} name: ext-authz {"}"}
+              rules:
+                - to: [{"{"} operation: {"{"} ports: ["{GreeterPort}", "{EchoPort}"] {"}"} {"}"}]
+            """);
+
+        // The grpc-js ext_authz server of the HTTP tests, in the server's namespace: it allows every connection but those
+        // to port 7000.
+        var provider = NodePeer.StartIn(world.ServerNs, "ext-authz-server.js", $"{ExtAuthzPort}");
+        try
+        {
+            await provider.NextAsync(e => e.TryGetProperty("port", out _));
+
+            // Allowed: the stream flows; the Check names the caller's SPIFFE ID, the billing workload and the port dialled.
+            var greeter = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
+            Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(greeter));
+            var check = await NextCheckAsync(provider);
+            Assert.True(check.GetProperty("tcp").GetBoolean());
+            Assert.Equal(MeshPki.Id("store"), check.GetProperty("sourcePrincipal").GetString());
+            Assert.Equal(MeshPki.Id("billing"), check.GetProperty("destinationPrincipal").GetString());
+            Assert.Equal(GreeterPort, check.GetProperty("destinationPort").GetInt32());
+            Assert.Equal(ClientIp, check.GetProperty("sourceAddress").GetString());
+
+            // Denied by the provider (the ALLOW policy would let the store in): nothing is echoed, and the store's sidecar
+            // was told, so it records a denial (URBAC). The next Check is this connection's: the greeter's stream was
+            // checked once, not once per byte or line.
+            var echo = await world.ClientAsync(StoreUid, "echo-client", "10.96.0.7", "7", "1000");
+            Assert.False(echo.TryGetProperty("echoed", out var echoed) && echoed.GetBoolean(), echo.ToString()); // ended, or reset
+            Assert.Equal(0, echo.GetProperty("received").GetInt64());
+            Assert.Equal(EchoPort, (await NextCheckAsync(provider)).GetProperty("destinationPort").GetInt32());
+            await world.Billing.WaitForLineAsync(
+                $"Denied TCP connection to port {EchoPort} from {MeshPki.Id("store")}: provider ext-authz (CUSTOM policy test/ext, rule 0) said 7 port 7000 is closed",
+                TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            await provider.DisposeAsync();
+        }
+
+        // The provider is gone: fail closed (failOpen is off), before the greeter's banner reaches the caller.
+        var down = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
+        Assert.Empty(Lines(down));
+        await world.Billing.WaitForLineAsync($"Denied TCP connection to port {GreeterPort} from {MeshPki.Id("store")}: provider ext-authz", TimeSpan.FromSeconds(10));
+
+        var source = await world.WaitForClosedAsync(world.StoreStats, "source", 3);
+        Assert.Equal("URBAC", Assert.Single(source.Find("istio_tcp_connections_closed_total", ("destination_service_name", "echo"))).Labels["response_flags"]);
+        var destination = await world.WaitForClosedAsync(world.BillingStats, "destination", 3);
+        Assert.Equal(2, destination.Sum("istio_tcp_connections_closed_total", ("response_flags", "UAEX")));
+        Assert.Equal(1, destination.Sum("meshproxy_ext_authz_total", ("provider", "ext-authz"), ("result", "allow")));
+        Assert.Equal(1, destination.Sum("meshproxy_ext_authz_total", ("provider", "ext-authz"), ("result", "deny")));
+        Assert.Equal(1, destination.Sum("meshproxy_ext_authz_total", ("provider", "ext-authz"), ("result", "error_deny")));
+    }
+
+    private static Task<JsonElement> NextCheckAsync(NodePeer provider) =>
+        provider.NextAsync(e => e.TryGetProperty("type", out var type) && type.GetString() == "check", TimeSpan.FromSeconds(20));
+
+    /// <summary>
+    /// Under a limit of one stream: a stream to the greeter held open gets the banner, a second one meanwhile gets
+    /// nothing, and once the first has ended its slot is given back and the next one goes through.
+    /// </summary>
+    private static async Task OneSlotAsync(TcpWorld world)
+    {
+        var holder = world.HoldGreeter(StoreUid);
+        try
+        {
+            Assert.Contains("220 billing ESMTP ready", await holder.WaitForLineAsync("holding", TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+            var refused = await world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25");
+            Assert.Empty(Lines(refused));
+        }
+        finally
+        {
+            await holder.DisposeAsync();
+        }
+
+        var later = await RetryAsync(() => world.ClientAsync(StoreUid, "greeter-client", "10.96.0.25", "25"));
+        Assert.Equal(["220 billing ESMTP ready", "250 ok HELO store", "221 bye"], Lines(later));
     }
 
     /// <summary>A client run again while the refusal it met is the slot of a stream that is still being closed.</summary>
@@ -150,8 +249,14 @@ public sealed partial class TcpMeshTests
 
         private readonly string _storePolicies;
 
-        private TcpWorld(NetworkNamespace client, NetworkNamespace server, string dir, string storePolicies)
+        private readonly string _billingPolicies;
+
+        private readonly string _billingSpec;
+
+        private TcpWorld(NetworkNamespace client, NetworkNamespace server, string dir, string storePolicies, string billingPolicies, string billingSpec)
         {
+            _billingPolicies = billingPolicies;
+            _billingSpec = billingSpec;
             ClientNs = client;
             ServerNs = server;
             _dir = dir;
@@ -171,13 +276,15 @@ public sealed partial class TcpMeshTests
         public int ImpostorStats { get; private set; }
 
         /// <param name="storePolicies">More resources for the store's sidecar (YAML documents, each after ---).</param>
-        public static async Task<TcpWorld> StartAsync(string storePolicies = "")
+        /// <param name="billingPolicies">More resources for billing's (the server's) sidecar, likewise.</param>
+        /// <param name="billingSpec">One more line of billing's Sidecar spec (a flow mapping, at the spec's indentation).</param>
+        public static async Task<TcpWorld> StartAsync(string storePolicies = "", string billingPolicies = "", string billingSpec = "")
         {
             var dir = Path.Combine(Path.GetTempPath(), "meshproxy-tests", Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(dir);
             var client = await NetworkNamespace.CreateAsync();
             var server = await NetworkNamespace.CreateAsync();
-            var world = new TcpWorld(client, server, dir, storePolicies);
+            var world = new TcpWorld(client, server, dir, storePolicies, billingPolicies, billingSpec);
             try
             {
                 await world.SetUpAsync();
@@ -262,7 +369,8 @@ public sealed partial class TcpMeshTests
                   rules:
                     - from: [{"{"} source: {"{"} principals: ["cluster.local/ns/test/sa/store"] {"}"} {"}"}]
                       to: [{"{"} operation: {"{"} ports: ["{GreeterPort}", "{EchoPort}"] {"}"} {"}"}]
-                """))));
+                {_billingPolicies}
+                """, _billingSpec))));
             var store = ClientNs.Start(RepoPaths.Sidecar("--config", Write("store", Sidecar("store", 15001, 15006, pki.WriteFiles(Path.Combine(_dir, "store-tls"), "store"), Services + "\n" + _storePolicies))));
             var impostor = ClientNs.Start(RepoPaths.Sidecar("--config", Write("impostor", Sidecar("impostor", 15011, 15016, pki.WriteFiles(Path.Combine(_dir, "impostor-tls"), "impostor"), Services))));
 
@@ -296,7 +404,7 @@ public sealed partial class TcpMeshTests
               endpoints: [{"{"} address: {ServerIp}, serviceAccount: billing {"}"}]
             """;
 
-        private static string Sidecar(string workload, int outbound, int inbound, TlsFiles tls, string rest) => $"""
+        private static string Sidecar(string workload, int outbound, int inbound, TlsFiles tls, string rest, string moreSpec = "") => $"""
             apiVersion: meshproxy.io/v1alpha1
             kind: Sidecar
             metadata: {"{"} name: {workload}, namespace: test {"}"}
@@ -306,6 +414,7 @@ public sealed partial class TcpMeshTests
               listeners: {"{"} outbound: {outbound}, inbound: {inbound}, admin: 0, stats: 0, inboundAddress: 0.0.0.0 {"}"}
               drainDuration: 1s
               tls: {"{"} certificateChainFile: {tls.Chain}, privateKeyFile: {tls.Key}, trustBundleFile: {tls.Bundle} {"}"}
+              {moreSpec}
             {rest}
             """;
 

@@ -6,6 +6,9 @@
 //   /deny...  -> PERMISSION_DENIED with a DeniedHttpResponse (status 401 unless ?status=N, headers, a body)
 //   /hang...  -> never answers (the sidecar's timeout decides)
 //   anything else -> OK, with headers for the app (set, appended, removed) and one for the client
+// A Check without HTTP attributes is a TCP connection's (Envoy's network ext_authz): it prints
+// {"type":"check","tcp":true,...} with the peers' principals and addresses, and is denied when the destination port is
+// 7000, allowed otherwise.
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
@@ -20,6 +23,23 @@ const server = new grpc.Server();
 server.addService(auth.Authorization.service, {
   Check: (call, cb) => {
     const a = call.request.attributes;
+    const socketOf = (peer) => (peer.address && peer.address.socketAddress ? peer.address.socketAddress : { address: '', portValue: 0 });
+    if (!a.request || !a.request.http) {
+      const destinationPort = socketOf(a.destination).portValue;
+      console.log(JSON.stringify({
+        type: 'check',
+        tcp: true,
+        sourcePrincipal: a.source.principal,
+        sourceAddress: socketOf(a.source).address,
+        destinationPrincipal: a.destination.principal,
+        destinationAddress: socketOf(a.destination).address,
+        destinationPort,
+      }));
+      cb(null, destinationPort === 7000
+        ? { status: { code: grpc.status.PERMISSION_DENIED, message: 'port 7000 is closed' } }
+        : { status: { code: grpc.status.OK } });
+      return;
+    }
     const http = a.request.http;
     console.log(JSON.stringify({
       type: 'check',
