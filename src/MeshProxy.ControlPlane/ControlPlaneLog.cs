@@ -56,7 +56,7 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(13, LogLevel.Information, "Control plane listening: gRPC on {Grpc}, monitoring on {Monitoring}, configuration from {Directory}")]
     public static partial void Listening(this ILogger logger, string grpc, string monitoring, string directory);
 
-    [LoggerMessage(17, LogLevel.Warning, "TLS key exchange is not limited to X25519, P-256 and P-384 ({Reason}): a client can ask for a costly finite-field group")]
+    [LoggerMessage(18, LogLevel.Warning, "TLS key exchange is not limited to X25519, P-256 and P-384 ({Reason}): a client can ask for a costly finite-field group")]
     public static partial void TlsGroupsNotLimited(this ILogger logger, string reason);
 
     [LoggerMessage(40, LogLevel.Warning, "Config stream of {InstanceId} from {Address} refused ({Reason}); its credential: {Credential}: {Message}")]

@@ -99,7 +99,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
             Assert.False(answer.Ok, name);
             Assert.True(answer.Code == PermissionDenied, $"{name}: code {answer.Code} {answer.Details}");
             Assert.Contains(details, answer.Details, StringComparison.Ordinal);
-            Assert.Contains(_logs.WithEvent(100), l => l.Contains("(token_rejected)", StringComparison.Ordinal) && l.Contains(logged, StringComparison.Ordinal));
+            Assert.Contains(_logs.WithEvent(130), l => l.Contains("(token_rejected)", StringComparison.Ordinal) && l.Contains(logged, StringComparison.Ordinal));
         }
 
         Assert.Contains($"meshproxy_controlplane_certificate_refusals_total{{reason=\"token_rejected\"}} {cases.Length}", await kit.ControlPlane.MetricsAsync());
@@ -122,12 +122,12 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         var stolen = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-far"));
         Assert.True(stolen.Code == PermissionDenied, $"code {stolen.Code} {stolen.Details}");
         Assert.Contains("the token is bound to pod shop/web-far (10.1.0.9) but the request came from 127.0.0.1", stolen.Details, StringComparison.Ordinal);
-        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains("pod shop/web-far", StringComparison.Ordinal));
+        Assert.Contains(_logs.WithEvent(130), l => l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains("pod shop/web-far", StringComparison.Ordinal));
 
         var finished = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-done"));
         Assert.True(finished.Code == PermissionDenied, $"code {finished.Code} {finished.Details}");
         Assert.Contains("pod shop/web-done has finished (phase Succeeded)", finished.Details, StringComparison.Ordinal);
-        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains("pod shop/web-done", StringComparison.Ordinal));
+        Assert.Contains(_logs.WithEvent(130), l => l.Contains("(pod_mismatch)", StringComparison.Ordinal) && l.Contains("pod shop/web-done", StringComparison.Ordinal));
 
         // The pod's own token from its own address: signed.
         var own = await kit.RequestAsync(csr, _api.CreateServiceAccountToken("shop", "web", pod: "web-1"));
@@ -158,7 +158,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         }
 
         Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"pod_unknown\"} 2", await kit.ControlPlane.MetricsAsync());
-        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(pod_unknown)", StringComparison.Ordinal) && l.Contains("pod shop/web-new", StringComparison.Ordinal));
+        Assert.Contains(_logs.WithEvent(130), l => l.Contains("(pod_unknown)", StringComparison.Ordinal) && l.Contains("pod shop/web-new", StringComparison.Ordinal));
 
         _api.ReleaseWatchEvents();
         await TestControlPlane.EventuallyAsync(
@@ -306,7 +306,7 @@ public sealed class TokenReviewCertificateTests : IAsyncLifetime
         }
 
         Assert.Contains("meshproxy_controlplane_certificate_refusals_total{reason=\"token_review_unavailable\"}", await kit.ControlPlane.MetricsAsync());
-        Assert.Contains(_logs.WithEvent(100), l => l.Contains("(token_review_unavailable)", StringComparison.Ordinal) && l.Contains("pod shop/web-1", StringComparison.Ordinal));
+        Assert.Contains(_logs.WithEvent(130), l => l.Contains("(token_review_unavailable)", StringComparison.Ordinal) && l.Contains("pod shop/web-1", StringComparison.Ordinal));
     }
 
     [Fact]
