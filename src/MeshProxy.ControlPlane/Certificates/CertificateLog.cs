@@ -41,7 +41,7 @@ internal static partial class CertificateLog
     [LoggerMessage(124, LogLevel.Error, "{Secret} is not usable ({Error}); the CA keeps signing with what it last read")]
     public static partial void CaSecretInvalid(this ILogger logger, string secret, string error);
 
-    [LoggerMessage(125, LogLevel.Error, "The CA Secret {Namespace}/{Secret} was deleted; the CA keeps signing with what it last read and never generates a new root while running (restore the Secret, or restart to create one)")]
+    [LoggerMessage(125, LogLevel.Error, "The CA Secret {Namespace}/{Secret} was deleted; the CA keeps signing with what it last read and never generates a new root while running. Restore the Secret: a replica started without it creates a new root, which no existing certificate chains to")]
     public static partial void CaSecretMissing(this ILogger logger, string @namespace, string secret);
 
     [LoggerMessage(126, LogLevel.Information, "Root rotation step in {Secret}: {Step} (by {Identity}, holding the Lease)")]

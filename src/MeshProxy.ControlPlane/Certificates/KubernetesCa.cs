@@ -254,6 +254,10 @@ internal sealed class KubernetesCa : IDisposable
             if (secret is null)
             {
                 // Deleted under us: keep signing with what we have rather than invent a new root (never while running).
+                // The API server answered, so this view is current, not stale: every replica reads the same absence and
+                // holds the same last root, and no rotation step can be taken without the Secret. Counting it as read
+                // keeps issuance up (a stale view would stop it after ViewTtl, and every renewal with it).
+                MarkRead();
                 _logger.CaSecretMissing(_options.Namespace, _plugin ? _options.PluginSecretName : _options.SecretName);
                 return;
             }

@@ -357,6 +357,36 @@ public sealed class KubernetesCaRotationTests : IAsyncLifetime
         await TestControlPlane.EventuallyAsync(() => Task.FromResult(RootsHeld("shop").SequenceEqual([ownRoot.Trim()])), "the self-managed root alone in shop's ConfigMap", TimeSpan.FromSeconds(30));
     }
 
+    /// <summary>
+    /// The root Secret deleted while running (an operator's mistake) is an answer from the API server, not an outage:
+    /// no replica stops signing when its last read grows older than ViewTtl, none makes a new root, and each logs why.
+    /// </summary>
+    [Fact]
+    public async Task A_root_secret_deleted_while_running_leaves_every_replica_signing_with_the_root_it_read()
+    {
+        var (a, _) = await StartReplicaAsync("replica-a");
+        var (b, _) = await StartReplicaAsync("replica-b");
+        using var root = X509Certificate2.CreateFromPem(RootInSecret());
+        var token = _api.CreateServiceAccountToken("shop", "web", pod: "web-1", lifetime: TimeSpan.FromDays(30));
+        var csr = await a.OpensslCsrAsync("URI:" + CaTestKit.SpiffeId("shop", "web"));
+
+        Assert.True(_api.Delete("v1", "Secret", Ns, "meshproxy-ca"));
+        var deleted = _clock.GetUtcNow();
+        // Well past ViewTtl (30 s) and many refreshes (5 s) of the clock.
+        await AdvanceUntilAsync(() => _logs.WithEvent(125).Count >= 4 && _clock.GetUtcNow() > deleted + TimeSpan.FromMinutes(2), "two minutes of refreshes without the Secret");
+
+        foreach (var kit in new[] { a, b })
+        {
+            Assert.Null(kit.ControlPlane.Host.Certificates!.Authority.Unavailable);
+            var signed = await kit.RequestAsync(csr, token);
+            Assert.True(signed.Ok, signed.Details);
+            using var leaf = X509Certificate2.CreateFromPem(signed.Chain[0]);
+            Assert.Equal(root.Subject, leaf.Issuer);
+        }
+
+        Assert.Null(_api.Get("v1", "Secret", Ns, "meshproxy-ca"));
+    }
+
     [Fact]
     public async Task A_replica_that_loses_the_lease_mid_rotation_stops_signing_and_the_new_holder_finishes_with_the_same_next_root()
     {
